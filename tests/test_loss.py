@@ -1,0 +1,82 @@
+import math
+
+import pytest
+import torch
+
+from errors import UserError
+from loss import RecceLoss, metric_loss, reconstruction_loss
+
+
+def _outputs(logits, recons, corr):
+    return {"logits": torch.tensor(logits), "recons": recons, "corr": corr}
+
+
+def _bce(z, y):
+    p = 1 / (1 + math.exp(-z))
+    return -(y * math.log(p) + (1 - y) * math.log(1 - p))
+
+
+def test_hand_computed_terms_mixed_batch():
+    labels = torch.tensor([0, 0, 1])
+    x = torch.zeros(3, 3, 2, 2)
+    recons = torch.stack([torch.full((3, 2, 2), 0.5), torch.full((3, 2, 2), -0.25),
+                          torch.full((3, 2, 2), 9.0)])
+    s = torch.tensor([[1.0, 0.8, 0.3], [0.8, 1.0, 0.5], [0.3, 0.5, 1.0]])
+    corr = torch.stack([s, s, torch.ones(3, 3)])
+    out = RecceLoss()(_outputs([[0.3], [-1.0], [2.0]], recons, corr), x, labels)
+    cls = (_bce(0.3, 0) + _bce(-1.0, 0) + _bce(2.0, 1)) / 3
+    assert out["cls_raw"].item() == pytest.approx(cls, abs=1e-6)
+    assert out["cls"].item() == pytest.approx(abs(cls - 0.04) + 0.04, abs=1e-6)
+    assert out["recons"].item() == pytest.approx((0.5 + 0.25) / 2, abs=1e-6)  # the fake is ignored
+    same = (0.8 + 0.8) / (2 + 1e-6)
+    diff = (0.3 + 0.5) * 2 / (4 + 1e-6)
+    per = max(0.0, 1 - same + diff)
+    ones = max(0.0, 1 - 2 / (2 + 1e-6) + 4 / (4 + 1e-6))
+    assert out["metric"].item() == pytest.approx(2 * per + ones, abs=1e-5)
+    total = out["cls"] + 0.1 * out["recons"] + 0.1 * out["metric"]
+    assert out["total"].item() == pytest.approx(total.item(), abs=1e-7)
+
+
+def test_flooding_lifts_a_small_loss():
+    out = RecceLoss(flood_level=0.5)(_outputs([[8.0]], torch.zeros(1, 3, 2, 2),
+                                               torch.ones(3, 1, 1)), torch.zeros(1, 3, 2, 2),
+                                     torch.tensor([1]))
+    assert out["cls"].item() == pytest.approx(abs(_bce(8.0, 1) - 0.5) + 0.5, abs=1e-6)
+
+
+def test_batch_of_one_real():
+    x = torch.zeros(1, 3, 2, 2)
+    out = RecceLoss()(_outputs([[0.0]], torch.full((1, 3, 2, 2), 0.1), torch.ones(3, 1, 1)), x,
+                      torch.tensor([0]))
+    assert out["recons"].item() == pytest.approx(0.1, abs=1e-7)
+    assert out["metric"].item() == pytest.approx(3.0)  # no pairs at all: max(0, 1 - 0 + 0) each
+    assert out["cls_raw"].item() == pytest.approx(math.log(2), abs=1e-6)
+
+
+def test_no_real_sample_gives_zero_reconstruction_with_a_graph():
+    recons = torch.randn(2, 3, 2, 2, requires_grad=True)
+    loss = reconstruction_loss(recons, torch.zeros(2, 3, 2, 2), torch.tensor([1, 1]))
+    assert loss.item() == 0.0 and loss.requires_grad
+
+
+def test_no_fake_sample_metric_uses_same_pairs_only():
+    s = torch.tensor([[1.0, 0.6], [0.6, 1.0]])
+    loss = metric_loss(s[None], torch.tensor([0, 0]))
+    assert loss.item() == pytest.approx(1 - 1.2 / (2 + 1e-6), abs=1e-6)
+
+
+def test_two_class_cross_entropy():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+    out = RecceLoss(loss="cross_entropy", flood_level=0.0)(
+        {"logits": logits, "recons": torch.zeros(2, 3, 2, 2), "corr": torch.ones(3, 2, 2)},
+        torch.zeros(2, 3, 2, 2), torch.tensor([0, 1]))
+    expected = (math.log(1 + math.exp(-2)) + math.log(1 + math.exp(-1))) / 2
+    assert out["cls"].item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_from_config_checks_loss_against_classes():
+    assert RecceLoss.from_config({"flood_level": 0.1}, 1).flood_level == 0.1
+    with pytest.raises(UserError, match="num_classes 2"):
+        RecceLoss.from_config({"loss": "binary_ce"}, 2)
+    with pytest.raises(UserError, match="unknown loss 'focal'"):
+        RecceLoss.from_config({"loss": "focal"}, 1)
