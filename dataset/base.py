@@ -1,0 +1,140 @@
+"""FaceFrames: a list of face images with labels -> decoded, augmented tensors.
+
+Every dataset class only turns its on-disk layout into ``Item``s; the image work happens here, in
+``__getitem__``, so that with ``num_workers > 0`` it runs in the DataLoader's worker processes.
+"""
+import logging
+import os
+import zlib
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from errors import UserError
+
+from .transforms import build_transforms
+
+log = logging.getLogger(__name__)
+ON_BAD_IMAGE = ("skip", "error")
+cv2.setNumThreads(1)  # workers are the parallelism; OpenCV's own threads only contend with them
+
+
+class BadImageError(UserError):
+    pass
+
+
+@dataclass(frozen=True)
+class Item:
+    path: str  # absolute, or relative to the working directory
+    label: int  # 0 real, 1 fake
+    video: str  # frames of one video share it: video-level metrics average over them
+    method: str = ""  # FF++ manipulation method ("original" for real videos)
+
+
+def read_rgb(path: str) -> np.ndarray:
+    """Any image file -> H x W x 3 uint8 RGB (grayscale, RGBA, palette, 16-bit, CMYK included).
+
+    Raises BadImageError when the file cannot be decoded.
+    """
+    buf = np.fromfile(path, dtype=np.uint8) if os.path.isfile(path) else None
+    if buf is None or buf.size == 0:
+        raise BadImageError(f"cannot read image {path}: missing or empty file")
+    img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    if img is None or img.size == 0:
+        raise BadImageError(f"cannot decode image {path}")
+    if img.dtype == np.uint16:
+        img = (img >> 8).astype(np.uint8)
+    elif img.dtype != np.uint8:
+        img = cv2.normalize(img, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    if img.ndim == 2:
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
+    if img.shape[2] == 4:  # alpha is dropped, as a face crop has no use for it
+        return cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
+    if img.shape[2] == 1:
+        return cv2.cvtColor(img[:, :, 0], cv2.COLOR_GRAY2RGB)
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """A per-sample seed: augmentation depends on (seed, epoch, index) only, not on the worker."""
+    return zlib.crc32(f"{seed}:{epoch}:{index}".encode()) & 0x7FFFFFFF
+
+
+class FaceFrames(Dataset):
+    """Items -> ``{"image": C x H x W float, "label": int, "video": str, "index": int}``.
+
+    A bad image yields ``{"bad": path, "index": i}`` instead when ``on_bad_image`` is "skip";
+    ``collate`` drops those samples and hands their paths to the training or evaluation loop, which
+    warns once per file and reports the total. With "error" it raises, naming the file.
+    """
+
+    def __init__(self, items, transforms, seed: int = 2022, on_bad_image: str = "skip",
+                 name: str = "dataset"):
+        if not items:
+            raise UserError(f"{name}: the split has no images")
+        if on_bad_image not in ON_BAD_IMAGE:
+            raise UserError(f"on_bad_image: {on_bad_image!r} is not one of {ON_BAD_IMAGE}")
+        self.items = list(items)
+        self.transform = build_transforms(transforms) if isinstance(transforms, list) else transforms
+        self.seed = seed
+        self.epoch = 0
+        self.on_bad_image = on_bad_image
+        self.name = name
+
+    def set_epoch(self, epoch: int):
+        self.epoch = epoch
+
+    def __len__(self):
+        return len(self.items)
+
+    @property
+    def labels(self):
+        return [it.label for it in self.items]
+
+    def __getitem__(self, index):
+        item = self.items[index]
+        try:
+            img = read_rgb(item.path)
+        except BadImageError:
+            if self.on_bad_image == "error":
+                raise
+            return {"bad": item.path, "index": index}
+        self.transform.set_random_seed(sample_seed(self.seed, self.epoch, index))
+        image = self.transform(image=img)["image"]
+        if image.dtype == torch.uint8:  # no Normalize in the list: scale to [0, 1]
+            image = image.float().div_(255)
+        return {"image": image, "label": item.label, "video": item.video, "index": index}
+
+
+def collate(samples):
+    """Stack the good samples; list the paths of the bad ones under ``bad``."""
+    good = [s for s in samples if "bad" not in s]
+    batch = {"bad": [s["bad"] for s in samples if "bad" in s]}
+    if good:
+        batch["image"] = torch.stack([s["image"] for s in good])
+        batch["label"] = torch.tensor([s["label"] for s in good], dtype=torch.long)
+        batch["video"] = [s["video"] for s in good]
+        batch["index"] = torch.tensor([s["index"] for s in good], dtype=torch.long)
+    return batch
+
+
+class BadImageLog:
+    """Counts skipped images in the main process: warns once per file, totals per epoch."""
+
+    def __init__(self):
+        self.seen = set()
+        self.count = 0
+
+    def add(self, paths):
+        for p in paths:
+            self.count += 1
+            if p not in self.seen:
+                self.seen.add(p)
+                log.warning("skipped unreadable image %s", p)
+
+    def take_count(self) -> int:
+        n, self.count = self.count, 0
+        return n

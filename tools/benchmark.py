@@ -1,0 +1,140 @@
+"""Benchmarks: printed tables, never timed unit tests.
+
+    python tools/benchmark.py model      # training step and eval forward: RECCE vs bare Xception
+    python tools/benchmark.py data       # training loader images/s for 0, 1 and 2 workers
+    python tools/benchmark.py inference  # inference.py's streaming path vs preload-everything
+
+Compare ratios measured in the same run: this machine is shared and noisy.
+"""
+import argparse
+import os
+import statistics
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import torch  # noqa: E402
+
+
+def _median_time(fn, repeats, warmup=1):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def bench_model(args):
+    import timm
+    from loss import RecceLoss
+    from model import Recce
+
+    torch.manual_seed(0)
+    x = torch.rand(args.batch, 3, args.size, args.size) * 2 - 1
+    y = torch.arange(args.batch) % 2
+    rows = []
+
+    def xception_setup():
+        net = timm.create_model("legacy_xception", num_classes=1)
+        opt = torch.optim.Adam(net.parameters(), lr=2e-4)
+
+        def step():
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(net(x)[:, 0], y.float())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        return net, step
+
+    def recce_setup():
+        net = Recce(num_classes=1)
+        crit = RecceLoss()
+        opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=2e-4)
+
+        def step():
+            loss = crit(net(x, return_aux=True), x, y)["total"]
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        return net, step
+
+    results = {}
+    for name, setup in [("legacy_xception", xception_setup), ("Recce", recce_setup)]:
+        net, step = setup()
+        net.train()
+        t_train = _median_time(step, args.repeats)
+        net.eval()
+        with torch.no_grad():
+            t_eval = _median_time(lambda: net(x), args.repeats)
+        results[name] = (t_train, t_eval)
+    base = results["legacy_xception"]
+    print(f"\nbatch {args.batch}, {args.size} px, {torch.get_num_threads()} CPU threads, "
+          f"torch {torch.__version__}, median of {args.repeats}")
+    print(f"| model | train step (s) | x Xception | eval forward (s) | x Xception |")
+    print("| --- | --- | --- | --- | --- |")
+    for name, (tt, te) in results.items():
+        rows.append(f"| {name} | {tt:.3f} | {tt / base[0]:.2f} | {te:.3f} | {te / base[1]:.2f} |")
+    print("\n".join(rows))
+
+
+def bench_data(args):
+    from torch.utils.data import DataLoader
+    from dataset import build_dataset
+    from dataset.demo import ensure_demo_data
+
+    root = ensure_demo_data(os.path.join(ROOT, "data", "demo"))
+    branch = {
+        "root": os.path.join(root, "faceforensics"), "split": "train", "method": "all",
+        "compression": "c23",
+        "transforms": [{"name": "Resize", "params": {"height": args.size, "width": args.size}},
+                       {"name": "HorizontalFlip", "params": {"p": 0.5}},
+                       {"name": "Normalize", "params": {"mean": [0.5] * 3, "std": [0.5] * 3}}],
+    }
+    ds = build_dataset("FaceForensics", branch, seed=0)
+    print(f"\ntraining loader, {args.size} px, batch {args.data_batch}, {len(ds)} images")
+    print("| workers | images/s |")
+    print("| --- | --- |")
+    for workers in (0, 1, 2):
+        loader = DataLoader(ds, batch_size=args.data_batch, shuffle=True, num_workers=workers,
+                            persistent_workers=workers > 0)
+        n_batches = max(1, min(len(loader), args.data_batches))
+
+        def run():
+            it = iter(loader)
+            for _ in range(n_batches):
+                next(it)
+        run()  # warm-up: worker start
+        t = _median_time(run, 3, warmup=0)
+        print(f"| {workers} | {n_batches * args.data_batch / t:.0f} |")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("what", choices=["model", "data", "inference"], nargs="?", default="model")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--size", type=int, default=299)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: as available)")
+    parser.add_argument("--data-batch", type=int, default=32)
+    parser.add_argument("--data-batches", type=int, default=8)
+    parser.add_argument("--images", type=int, nargs=2, default=[50, 1000],
+                        help="inference: the two folder sizes compared for peak memory")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.what == "model":
+        bench_model(args)
+    elif args.what == "data":
+        bench_data(args)
+    else:
+        from tools.bench_inference import bench_inference
+        bench_inference(args)
+
+
+if __name__ == "__main__":
+    main()
