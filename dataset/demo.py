@@ -30,7 +30,7 @@ REAL_FRAMES = 8
 FAKE_FRAMES = 2  # per method: 4 methods x 2 = as many fake frames as real ones per source
 SPLIT_SIZES = (70, 16, 16)  # sources per train / val / test
 DONE_MARKER = ".complete"
-VERSION = 1
+VERSION = 5
 
 
 def _load_sources():
@@ -68,7 +68,7 @@ def _frame(face, rng):
     m = cv2.getRotationMatrix2D((SIZE / 2, SIZE / 2), angle, scale)
     m[:, 2] += rng.uniform(-2, 2, 2)
     out = cv2.warpAffine(face, m, (SIZE, SIZE), borderMode=cv2.BORDER_REFLECT)
-    out = out.astype(np.float32) * rng.uniform(0.9, 1.1) + rng.normal(0, 2.0, out.shape)
+    out = out.astype(np.float32) * rng.uniform(0.9, 1.1) + rng.normal(0, 1.0, out.shape)
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
@@ -84,24 +84,26 @@ def _self_blend(img, method, rng):
     src = img.astype(np.float32)
     c = SIZE / 2
     if method == "Deepfakes":  # colour shift and slight zoom, large smooth mask
-        copy = src * rng.uniform(0.8, 1.2, 3)
-        m = cv2.getRotationMatrix2D((c, c), 0, rng.uniform(1.03, 1.08))
+        copy = src * rng.choice([-1, 1], 3) * rng.uniform(0.12, 0.25, 3) + src
+        m = cv2.getRotationMatrix2D((c, c), 0, rng.uniform(1.04, 1.10))
         copy = cv2.warpAffine(copy, m, (SIZE, SIZE), borderMode=cv2.BORDER_REFLECT)
-        mask = _ellipse_mask(rng, c, c + 2, SIZE * 0.33, SIZE * 0.42, 3.0)
+        mask = _ellipse_mask(rng, c, c + 2, SIZE * 0.33, SIZE * 0.42, 1.5)
     elif method == "Face2Face":  # expression-like geometry: shifted, rotated copy
-        m = cv2.getRotationMatrix2D((c, c), rng.uniform(-6, 6), 1.0)
-        m[:, 2] += rng.uniform(-3, 3, 2)
+        m = cv2.getRotationMatrix2D((c, c), rng.choice([-1, 1]) * rng.uniform(5, 10), 1.0)
+        m[:, 2] += rng.choice([-1, 1], 2) * rng.uniform(2, 4, 2)
         copy = cv2.warpAffine(src, m, (SIZE, SIZE), borderMode=cv2.BORDER_REFLECT)
-        copy = copy * rng.uniform(0.9, 1.1)
-        mask = _ellipse_mask(rng, c, c + 4, SIZE * 0.28, SIZE * 0.34, 2.0)
+        copy = copy * rng.choice([0.82, 1.18])
+        mask = _ellipse_mask(rng, c, c + 4, SIZE * 0.28, SIZE * 0.34, 1.2)
     elif method == "FaceSwap":  # strong colour change, sharp boundary
         copy = src[..., rng.permutation(3)] * 0.5 + src * 0.5
         copy = copy + rng.uniform(-25, 25, 3)
         mask = _ellipse_mask(rng, c, c, SIZE * 0.30, SIZE * 0.38, 1.0)
     else:  # NeuralTextures: re-rendered mouth region, smoothed and with other contrast
-        copy = cv2.GaussianBlur(src, (5, 5), 1.5)
-        copy = (copy - copy.mean()) * rng.uniform(1.2, 1.4) + copy.mean()
-        mask = _ellipse_mask(rng, c, c + SIZE * 0.22, SIZE * 0.22, SIZE * 0.14, 2.0)
+        copy = cv2.GaussianBlur(src, (7, 7), 2.0)
+        copy = (copy - copy.mean()) * rng.uniform(1.4, 1.7) + copy.mean()
+        mask = _ellipse_mask(rng, c, c + SIZE * 0.2, SIZE * 0.26, SIZE * 0.17, 1.0)
+    # every recipe also shifts the copy's colour a little, as SBI's source-target augmentation does
+    copy = copy * rng.uniform(0.8, 1.2, 3) + rng.choice([-1, 1]) * rng.uniform(12, 24)
     out = mask * copy + (1 - mask) * src
     return np.clip(out, 0, 255).astype(np.uint8)
 

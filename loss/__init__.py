@@ -14,11 +14,13 @@ EPS = 1e-6
 LOSSES = ("binary_ce", "cross_entropy")
 
 
-def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def classification_loss(logits: torch.Tensor, labels: torch.Tensor,
+                        reduction: str = "mean") -> torch.Tensor:
     """BCE-with-logits on one logit, cross-entropy on two or more."""
     if logits.shape[1] == 1:
-        return F.binary_cross_entropy_with_logits(logits[:, 0], labels.to(logits.dtype))
-    return F.cross_entropy(logits, labels.long())
+        return F.binary_cross_entropy_with_logits(logits[:, 0], labels.to(logits.dtype),
+                                                  reduction=reduction)
+    return F.cross_entropy(logits, labels.long(), reduction=reduction)
 
 
 def flood(loss: torch.Tensor, level: float) -> torch.Tensor:

@@ -48,3 +48,12 @@ def shared_dir():
     if not SHARED.is_dir():
         pytest.skip("../shared is not beside the checkout")
     return SHARED
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory):
+    """The demo dataset, made once per test session (a few seconds)."""
+    from dataset.demo import make_demo_dataset
+    root = tmp_path_factory.mktemp("demo") / "demo"
+    make_demo_dataset(str(root))
+    return str(root)

@@ -1,0 +1,221 @@
+"""Score face images with a trained RECCE model.
+
+    python inference.py --bin runs/Recce/<id>/best_model_300.bin --image_folder faces/ --device cpu --image_size 299
+    python inference.py -w state_dict.pth -i face.png -s 299 -v --vis_dir vis/
+
+One line per image, in sorted path order, exactly as the original:
+    path: <path> \t\t| fake probability: 0.1296 \t| prediction: real
+
+Exit status: 0 when every image was scored, 1 when some could not be read (each is reported on one
+stderr line and skipped; the rest are scored), 2 for a usage error (missing folder, empty folder,
+missing or wrong checkpoint).
+"""
+import argparse
+import os
+import sys
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+def line_for(path, prob, threshold=0.5):
+    fake = prob >= threshold
+    return f"path: {path} \t\t| fake probability: {prob:.4f} \t| prediction: {'fake' if fake else 'real'}"
+
+
+def list_images(image=None, folder=None, recursive=False):
+    from errors import UserError
+    if image:
+        if not os.path.isfile(image):
+            raise UserError(f"image not found: {image}")
+        return [image]
+    if not os.path.isdir(folder):
+        raise UserError(f"image folder not found: {folder}")
+    paths = []
+    if recursive:
+        for dirpath, dirs, files in os.walk(folder):
+            dirs.sort()
+            paths += [os.path.join(dirpath, f) for f in files if f.lower().endswith(EXTENSIONS)]
+    else:
+        paths = [os.path.join(folder, f) for f in os.listdir(folder)
+                 if f.lower().endswith(EXTENSIONS) and os.path.isfile(os.path.join(folder, f))]
+    paths.sort()
+    if not paths:
+        raise UserError(f"no images ({', '.join(EXTENSIONS)}) in {folder}"
+                        + ("" if recursive else " (use --recursive for sub-folders)"))
+    return paths
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description="Score face images with RECCE.")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--bin", "-b", help="a checkpoint of train.py (or of the original release)")
+    src.add_argument("--weight", "-w", help="a bare state dict")
+    img = p.add_mutually_exclusive_group(required=True)
+    img.add_argument("--image", "-i", help="one image")
+    img.add_argument("--image_folder", "-f", help="a folder of images")
+    p.add_argument("--device", "-d", default=None, help="cpu, cuda, cuda:0 ... (default: cuda:0 if available)")
+    p.add_argument("--image_size", "-s", type=int, default=299, help="input size (299; 224 for WildDeepfake)")
+    p.add_argument("--visualize", "-v", action="store_true",
+                   help="write face | reconstruction | difference heat map PNGs into --vis_dir")
+    p.add_argument("--vis_dir", default="vis", help="folder for --visualize (default: vis)")
+    p.add_argument("--batch_size", type=int, default=None,
+                   help="images per forward pass (default: 2 on the CPU, 32 on a GPU)")
+    p.add_argument("--num_workers", type=int, default=None,
+                   help="decoding processes (default: 2 on the CPU, 4 on a GPU)")
+    p.add_argument("--recursive", action="store_true", help="also score images in sub-folders")
+    p.add_argument("--threshold", type=float, default=0.5, help="fake when probability >= this")
+    p.add_argument("--output", help="also write the results to a .csv or .json file")
+    p.add_argument("--num_classes", type=int, choices=(1, 2), default=None,
+                   help="logits of the model (default: read from the checkpoint)")
+    p.add_argument("--trust", action="store_true",
+                   help="allow a checkpoint that needs full unpickling (only from a trusted source)")
+    return p.parse_args(argv)
+
+
+def visualize(name, x, recons, prob, out_dir, fake):
+    """face | reconstruction | |face - reconstruction| heat map, with the score, as one PNG."""
+    import cv2
+    import numpy as np
+    face = ((x.permute(1, 2, 0).numpy() + 1) * 127.5).clip(0, 255).astype(np.uint8)
+    rec = ((recons.permute(1, 2, 0).numpy() + 1) * 127.5).clip(0, 255).astype(np.uint8)
+    diff = np.abs(x - recons).mean(0).numpy()
+    diff = (diff / max(float(diff.max()), 1e-6) * 255).astype(np.uint8)
+    heat = cv2.applyColorMap(diff, cv2.COLORMAP_JET)
+    panel = np.hstack([cv2.cvtColor(face, cv2.COLOR_RGB2BGR), cv2.cvtColor(rec, cv2.COLOR_RGB2BGR), heat])
+    scale = max(1, 256 // panel.shape[0])
+    panel = cv2.resize(panel, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+    bar = np.full((28, panel.shape[1], 3), 255, np.uint8)
+    cv2.putText(bar, f"fake probability {prob:.4f} ({'fake' if fake else 'real'})", (6, 20),
+                cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
+    os.makedirs(out_dir, exist_ok=True)
+    out = os.path.join(out_dir, os.path.splitext(name)[0] + ".png")
+    cv2.imwrite(out, np.vstack([bar, panel]))
+    return out
+
+
+class _Images:
+    """Decodes, resizes and normalizes one image in a worker; a bad file yields its error."""
+
+    def __init__(self, paths, size):
+        import albumentations as A
+        from albumentations.pytorch import ToTensorV2
+        self.paths = paths
+        self.transform = A.Compose([A.Resize(size, size), A.Normalize(mean=(0.5,) * 3, std=(0.5,) * 3),
+                                    ToTensorV2()])
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        from dataset import read_rgb
+        from errors import UserError
+        try:
+            img = read_rgb(self.paths[i])
+        except UserError as exc:
+            return {"index": i, "error": str(exc)}
+        return {"index": i, "image": self.transform(image=img)["image"]}
+
+
+def _collate(samples):
+    import torch
+    good = [s for s in samples if "image" in s]
+    return {"index": [s["index"] for s in good],
+            "image": torch.stack([s["image"] for s in good]) if good else None,
+            "errors": [(s["index"], s["error"]) for s in samples if "error" in s]}
+
+
+def score(args):
+    """Yields (path, probability or None, error) in sorted path order, streaming."""
+    import torch
+    from torch.utils.data import DataLoader
+    from errors import UserError
+    from trainer.checkpoint import load_checkpoint
+    from trainer.evaluate import probabilities
+    from trainer.testing import load_model, pick_device
+
+    path = args.bin or args.weight
+    if not os.path.isfile(path):
+        raise UserError(f"checkpoint not found: {path}")
+    paths = list_images(args.image, args.image_folder, args.recursive)
+    device = pick_device(args.device)
+    obj = load_checkpoint(path, trusted=args.trust)
+    num_classes = args.num_classes
+    if num_classes is None:
+        cfg_model = (obj.get("config") or {}).get("model", {}) if isinstance(obj, dict) else {}
+        num_classes = cfg_model.get("num_classes")
+        if num_classes is None:
+            from model.weights import extract_state_dict
+            num_classes = extract_state_dict(obj, path, 2).get("fc.weight", torch.zeros(1, 1)).shape[0]
+    model = load_model(path, {"name": "Recce", "num_classes": num_classes}, device, args.trust)
+    on_gpu = device.type == "cuda"
+    batch = args.batch_size or (32 if on_gpu else 2)
+    workers = args.num_workers if args.num_workers is not None else (4 if on_gpu else 2)
+    loader = DataLoader(_Images(paths, args.image_size), batch_size=batch, num_workers=workers,
+                        collate_fn=_collate, pin_memory=on_gpu)
+    root = os.path.dirname(paths[0]) if args.image else args.image_folder
+    with torch.inference_mode():
+        for b in loader:
+            results = [(i, None, err) for i, err in b["errors"]]
+            if b["image"] is not None:
+                x = b["image"].to(device, non_blocking=True)
+                out = model(x, return_aux=args.visualize)
+                logits = out["logits"] if isinstance(out, dict) else out
+                probs = probabilities(logits).cpu().tolist()
+                for j, i in enumerate(b["index"]):
+                    if args.visualize:
+                        name = os.path.relpath(paths[i], root).replace(os.sep, "__")
+                        visualize(name, x[j].float().cpu(), out["recons"][j].float().cpu(),
+                                  probs[j], args.vis_dir, probs[j] >= args.threshold)
+                    results.append((i, probs[j], None))
+            for i, prob, err in sorted(results, key=lambda r: r[0]):
+                yield paths[i], prob, err
+
+
+def write_results(path, rows, threshold):
+    import csv
+    import json
+    if path.lower().endswith(".json"):
+        with open(path, "w") as fh:
+            json.dump([{"path": p, "fake_probability": prob,
+                        "prediction": None if prob is None else ("fake" if prob >= threshold else "real"),
+                        "error": err} for p, prob, err in rows], fh, indent=1)
+    else:
+        with open(path, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["path", "fake_probability", "prediction", "error"])
+            for p, prob, err in rows:
+                w.writerow([p, "" if prob is None else f"{prob:.6f}",
+                            "" if prob is None else ("fake" if prob >= threshold else "real"),
+                            err or ""])
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from errors import UserError
+    if args.output and not args.output.lower().endswith((".csv", ".json")):
+        print(f"error: --output {args.output}: use a .csv or .json file name", file=sys.stderr)
+        return 2
+    rows, failed = [], 0
+    try:
+        for path, prob, err in score(args):
+            if err:
+                failed += 1
+                print(f"skipped {path}: {err}", file=sys.stderr)
+            else:
+                print(line_for(path, prob, args.threshold), flush=False)
+            if args.output:
+                rows.append((path, prob, err))
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.output:
+        rows.sort(key=lambda r: r[0])
+        write_results(args.output, rows, args.threshold)
+    sys.stdout.flush()
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

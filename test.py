@@ -1,0 +1,55 @@
+"""Evaluate a checkpoint on the test branch of a config.
+
+    python test.py --config path/to/config.yml            # config.id + config.ckpt pick the run
+    python test.py --config C --ckpt runs/Recce/x/best_model_300.bin --device cpu
+    torchrun --nproc_per_node=2 test.py --config C         # scores gathered across processes
+
+Prints a table of frame- and video-level metrics (per manipulation method for FF++) and writes
+metrics.json, scores.csv, roc_curve.pickle and roc.png (into the checkpoint's run directory, or
+--out).
+"""
+import argparse
+import os
+import sys
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Evaluate a RECCE checkpoint.")
+    parser.add_argument("--config", required=True, help="model config (YAML)")
+    parser.add_argument("--ckpt", help="checkpoint file (default: <ckpt_fold>/<name>/<id>/<ckpt>.bin)")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: config.device)")
+    parser.add_argument("--out", help="folder for metrics.json, scores.csv, roc_curve.pickle, roc.png")
+    parser.add_argument("--trust", action="store_true",
+                        help="allow a checkpoint that needs full unpickling (only from a trusted source)")
+    parser.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value (see train.py); repeatable")
+    parser.add_argument("--local-rank", "--local_rank", dest="local_rank", type=int, default=None)
+    args = parser.parse_args(argv)
+
+    import logging
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    from errors import UserError
+    from trainer import distributed as dist
+    from trainer.config import load_config, split_overrides
+    from trainer.testing import format_table, run_test
+
+    try:
+        model_opts, dataset_opts = split_overrides(args.opt)
+        cfg = load_config(args.config, model_opts, dataset_opts)
+        metrics, path, out_dir, n = run_test(cfg, args.ckpt, args.device, args.out, args.trust)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if dist.is_main():
+        print(f"checkpoint: {path}")
+        print(f"dataset: {cfg['data']['name']} / {cfg['data']['test_branch']} ({n} images)")
+        print(format_table(metrics))
+        print(f"written to {out_dir}: metrics.json, scores.csv, roc_curve.pickle, roc.png")
+    dist.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""Frame- and video-level metrics, as the original computes them (SPEC section 6)."""
+import math
+from collections import OrderedDict
+
+import numpy as np
+from scipy.interpolate import interp1d
+from scipy.optimize import brentq
+from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+
+EPS = 1e-7
+
+
+def roc(labels, scores):
+    """scikit-learn's ROC with the first threshold as scikit-learn < 1.3 (and so the original)
+    had it: the highest score + 1, where newer releases put +inf."""
+    fpr, tpr, thresholds = roc_curve(labels, scores)
+    if len(thresholds) > 1 and np.isinf(thresholds[0]):
+        thresholds = thresholds.copy()
+        thresholds[0] = thresholds[1] + 1
+    return fpr, tpr, thresholds
+
+
+def eer(labels, scores):
+    """Equal error rate and its threshold: 1 - TPR = FPR on the linearly interpolated ROC."""
+    fpr, tpr, thresholds = roc(labels, scores)
+    rate = brentq(lambda x: 1.0 - x - interp1d(fpr, tpr)(x), 0.0, 1.0)
+    return float(rate), float(interp1d(fpr, thresholds)(rate))
+
+
+def log_loss(labels, probs):
+    p = np.clip(np.asarray(probs, np.float64), EPS, 1 - EPS)
+    y = np.asarray(labels, np.float64)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
+def binary_metrics(labels, probs, prefix=""):
+    """ACC at 0.5, AUC, EER (+ threshold), AP, LogLoss, real and fake accuracy."""
+    labels = np.asarray(labels, np.int64)
+    probs = np.asarray(probs, np.float64)
+    pred = (probs >= 0.5).astype(np.int64)
+    both = len(np.unique(labels)) == 2
+    out = OrderedDict()
+    out["ACC"] = float((pred == labels).mean())
+    out["AUC"] = float(roc_auc_score(labels, probs)) if both else math.nan
+    rate, thr = eer(labels, probs) if both else (math.nan, math.nan)
+    out["EER"], out["EER_threshold"] = rate, thr
+    out["AP"] = float(average_precision_score(labels, probs)) if both else math.nan
+    out["LogLoss"] = log_loss(labels, probs)
+    out["real_ACC"] = float((pred[labels == 0] == 0).mean()) if (labels == 0).any() else math.nan
+    out["fake_ACC"] = float((pred[labels == 1] == 1).mean()) if (labels == 1).any() else math.nan
+    return OrderedDict((prefix + k, v) for k, v in out.items())
+
+
+def video_scores(labels, probs, videos):
+    """Frames grouped by video: mean probability, the video's label (that of its frames)."""
+    groups = OrderedDict()
+    for y, p, v in zip(labels, probs, videos):
+        groups.setdefault(v, [y, []])[1].append(p)
+    vlabels = np.array([g[0] for g in groups.values()], np.int64)
+    vprobs = np.array([float(np.mean(g[1])) for g in groups.values()])
+    return vlabels, vprobs, list(groups)
+
+
+def all_metrics(labels, probs, videos, methods=None):
+    """Frame-level, video-level and (FF++) per-method metrics as one flat dict."""
+    out = binary_metrics(labels, probs)
+    vl, vp, _ = video_scores(labels, probs, videos)
+    video = binary_metrics(vl, vp, prefix="video_")
+    for k in ("ACC", "AUC", "EER", "AP"):
+        out["video_" + k] = video["video_" + k]
+    if methods is not None and any(m not in ("", "original") for m in methods):
+        labels, probs, methods = map(np.asarray, (labels, probs, methods))
+        for m in sorted(set(methods) - {"", "original"}):
+            keep = (methods == m) | (labels == 0)
+            sub = binary_metrics(labels[keep], probs[keep])
+            out[f"{m}_ACC"], out[f"{m}_AUC"] = sub["ACC"], sub["AUC"]
+    return out

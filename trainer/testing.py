@@ -1,0 +1,141 @@
+"""test.py's work: load a checkpoint, score a benchmark split, report and save the metrics."""
+import csv
+import json
+import logging
+import math
+import os
+import re
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+
+from dataset import BadImageLog, build_dataset, collate
+from errors import UserError
+from model import build_model
+from model.weights import load_weights
+
+from . import distributed as dist
+from .checkpoint import load_checkpoint
+from .config import branch
+from .evaluate import evaluate
+from .metrics import all_metrics, roc, video_scores
+
+log = logging.getLogger(__name__)
+
+
+def resolve_checkpoint(cfg, ckpt=None):
+    """``--ckpt``, else ``<ckpt_fold>/<model.name>/<id>/<ckpt>.bin``; ``best_model`` alone means
+    the newest ``best_model_<step>.bin`` of that run."""
+    if ckpt:
+        return ckpt
+    c = cfg["config"]
+    if c["id"] is None:
+        raise UserError("test.py needs the run: set config.id (or pass --ckpt PATH)")
+    run_dir = os.path.join(c["ckpt_fold"], cfg["model"]["name"], str(c["id"]))
+    path = os.path.join(run_dir, f"{c['ckpt']}.bin")
+    if not os.path.isfile(path) and c["ckpt"] == "best_model" and os.path.isdir(run_dir):
+        steps = [int(m.group(1)) for f in os.listdir(run_dir)
+                 if (m := re.fullmatch(r"best_model_(\d+)\.bin", f))]
+        if steps:
+            path = os.path.join(run_dir, f"best_model_{max(steps)}.bin")
+    if not os.path.isfile(path):
+        raise UserError(f"checkpoint not found: {path} (set config.id / config.ckpt, or --ckpt)")
+    return path
+
+
+def pick_device(requested=None):
+    name = requested or ("cuda:0" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device: {name!r} is not a device (cpu, cuda, cuda:0, ...)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: CUDA is not available on this machine")
+    return device
+
+
+def load_model(path, model_cfg, device, trusted=False):
+    """A model for evaluation from any checkpoint flavour; never downloads encoder weights."""
+    state = load_checkpoint(path, trusted=trusted)
+    cfg = dict(model_cfg)
+    cfg["pretrained"] = False  # the checkpoint holds every weight
+    model = build_model(cfg)
+    load_weights(model, state, path)
+    return model.to(device).eval()
+
+
+def format_table(metrics):
+    rows = [("metric", "frame", "video")]
+    for key in ("ACC", "AUC", "EER", "EER_threshold", "AP", "LogLoss", "real_ACC", "fake_ACC"):
+        video = metrics.get("video_" + key)
+        rows.append((key, f"{metrics[key]:.4f}", "" if video is None else f"{video:.4f}"))
+    for key in sorted(k for k in metrics if k.endswith("_AUC") and not k.startswith("video_")):
+        method = key[:-4]
+        rows.append((f"{method} ACC / AUC", f"{metrics[method + '_ACC']:.4f} / "
+                     f"{metrics[key]:.4f}", ""))
+    width = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, width)).rstrip() for r in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines)
+
+
+def save_outputs(out_dir, metrics, res, items):
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "metrics.json"), "w") as fh:
+        json.dump({k: (None if isinstance(v, float) and math.isnan(v) else v)
+                   for k, v in metrics.items()}, fh, indent=2)
+    with open(os.path.join(out_dir, "scores.csv"), "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "label", "fake_probability", "video"])
+        for i, y, p, v in zip(res["index"], res["label"], res["prob"], res["video"]):
+            w.writerow([items[i].path, int(y), f"{p:.6f}", v])
+    if len(np.unique(res["label"])) == 2:
+        fpr, tpr, thr = roc(res["label"], res["prob"])
+        torch.save([torch.from_numpy(np.asarray(a, np.float64)) for a in (fpr, tpr, thr)],
+                   os.path.join(out_dir, "roc_curve.pickle"))
+        vl, vp, _ = video_scores(res["label"], res["prob"], res["video"])
+        plot_roc(os.path.join(out_dir, "roc.png"), (fpr, tpr),
+                 roc(vl, vp)[:2] if len(np.unique(vl)) == 2 else None, metrics)
+
+
+def plot_roc(path, frame, video, metrics):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
+    ax.plot(frame[0], frame[1], label=f"frame (AUC {metrics['AUC']:.4f})")
+    if video is not None:
+        ax.plot(video[0], video[1], label=f"video (AUC {metrics['video_AUC']:.4f})")
+    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def run_test(cfg, ckpt=None, device=None, out_dir=None, trusted=False):
+    rank, world, dev = dist.init(cfg["config"]["distribute"]["backend"],
+                                 timeout_s=cfg["config"]["distribute"]["timeout"])
+    device = dev if world > 1 else pick_device(device or cfg["config"]["device"])
+    path = resolve_checkpoint(cfg, ckpt)
+    model = load_model(path, cfg["model"], device, trusted or cfg["config"]["trust_checkpoint"])
+    ds = build_dataset(cfg["data"]["name"], branch(cfg, "test"), cfg["config"]["seed"])
+    sampler = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=False)
+    loader = DataLoader(ds, batch_size=cfg["data"]["test_batch_size"], sampler=sampler,
+                        num_workers=cfg["data"]["num_workers"], collate_fn=collate,
+                        pin_memory=device.type == "cuda")
+    bad = BadImageLog()
+    amp = cfg["config"]["amp"] if device.type == "cuda" else "none"
+    res = evaluate(model, loader, device, amp, bad)
+    if bad.count:
+        log.warning("skipped %d unreadable image(s)", bad.take_count())
+    methods = [ds.items[i].method for i in res["index"]]
+    metrics = all_metrics(res["label"], res["prob"], res["video"], methods)
+    metrics["LogLoss"] = float(res["loss"].mean())
+    out_dir = out_dir or os.path.dirname(os.path.abspath(path))
+    if dist.is_main():
+        save_outputs(out_dir, metrics, res, ds.items)
+    return metrics, path, out_dir, len(res["index"])

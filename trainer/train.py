@@ -1,0 +1,361 @@
+"""The training run: ``run(cfg)`` sets up, then loops over steps, validating every ``val_steps``.
+
+A batch travels: DataLoader workers (decode, augment) -> ``model(x, return_aux=True)`` ->
+``RecceLoss`` -> backward (grad scaler under fp16) -> optimizer and scheduler step -> log ->
+validation on every rank, scores gathered -> best / latest checkpoint.
+"""
+import logging
+import math
+import os
+import sys
+import time
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+
+from dataset import BadImageLog, build_dataset, collate
+from errors import UserError
+from loss import RecceLoss
+from model import build_model
+from model.weights import load_weights
+from optimizer import build_optimizer
+from scheduler import build_scheduler
+
+from . import distributed as dist
+from .checkpoint import atomic_save, load_checkpoint, rng_state, set_rng_state
+from .config import branch, save_config
+from .evaluate import autocast, evaluate, probabilities
+from .metrics import binary_metrics
+
+log = logging.getLogger("recce")
+HIGHER_IS_BETTER = {"Acc": True, "AUC": True, "LogLoss": False}
+
+
+class NonFiniteLoss(UserError):
+    pass
+
+
+class StepSampler(DistributedSampler):
+    """DistributedSampler that can start part-way into an epoch (for exact resume)."""
+
+    def __init__(self, dataset, **kwargs):
+        super().__init__(dataset, **kwargs)
+        self.skip = 0
+
+    def __iter__(self):
+        indices = list(super().__iter__())
+        return iter(indices[self.skip:])
+
+    def __len__(self):
+        return self.num_samples - self.skip
+
+
+def setup_logging(run_dir, rank):
+    root = logging.getLogger()
+    root.handlers.clear()
+    root.setLevel(logging.INFO)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
+    if rank == 0:
+        console = logging.StreamHandler(sys.stdout)
+        console.setFormatter(fmt)
+        root.addHandler(console)
+    if run_dir:
+        fh = logging.FileHandler(os.path.join(run_dir, f"train_rank{rank}.log"))
+        fh.setFormatter(fmt)
+        root.addHandler(fh)
+
+
+def make_run_dir(cfg, resume):
+    """``runs/<model>/<id>``; the id is chosen by rank 0 and shared. Refuses to reuse one unless
+    resuming."""
+    run_id = cfg["config"]["id"]
+    if run_id is None:
+        run_id = dist.broadcast_object(time.strftime("%Y%m%d-%H%M%S"))
+    run_dir = os.path.join(cfg["config"]["ckpt_fold"], cfg["model"]["name"], str(run_id))
+    exists = os.path.isfile(os.path.join(run_dir, "latest_model.bin"))
+    if dist.is_main():
+        if exists and not resume:
+            raise UserError(f"run directory {run_dir} already holds a run: choose another "
+                            "config.id, or set config.resume: true to continue it")
+        os.makedirs(run_dir, exist_ok=True)
+    dist.barrier()
+    return run_dir
+
+
+def _loader(ds, batch_size, shuffle, workers, seed, rank, world, drop_last=False):
+    sampler = StepSampler(ds, num_replicas=world, rank=rank, shuffle=shuffle, seed=seed,
+                          drop_last=drop_last)
+    # An own generator: creating loader iterators must not draw from the global RNG, which the
+    # model's dropout and noise use (otherwise a resumed run would diverge).
+    return DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                      collate_fn=collate, pin_memory=torch.cuda.is_available(),
+                      drop_last=drop_last, persistent_workers=False,
+                      generator=torch.Generator().manual_seed(seed))
+
+
+def _unwrap(model):
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+def _figure(shown):
+    """Inputs over reconstructions, as one image grid for tensorboard."""
+    import torchvision
+    x, recons = shown
+    grid = torchvision.utils.make_grid(torch.cat([x, recons]), nrow=len(x), normalize=True,
+                                       value_range=(-1, 1))
+    return grid
+
+
+class Trainer:
+    def __init__(self, cfg, local_rank=None):
+        self.cfg = cfg
+        c = cfg["config"]
+        self.rank, self.world, self.device = dist.init(c["distribute"]["backend"], local_rank,
+                                                       c["distribute"]["timeout"])
+        restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
+        self.resume = bool(c["resume"] or c["resume_best"] or restarted)
+        self.debug = bool(c["debug"])
+        self.run_dir = None if self.debug else make_run_dir(cfg, self.resume)
+        setup_logging(self.run_dir, self.rank)
+        if restarted and not (c["resume"] or c["resume_best"]):
+            log.info("torchrun restarted the group: resuming from the latest checkpoint")
+        self.amp = c["amp"] if self.device.type == "cuda" else "none"
+        torch.manual_seed(c["seed"] + self.rank)
+
+        self.train_cfg = branch(cfg, "train")
+        for key in ("num_steps", "log_steps", "val_steps"):
+            if key not in self.train_cfg:
+                raise UserError(f"{cfg['data']['train_branch']}.{key} is missing in "
+                                f"{cfg['data']['file']}")
+        seed = c["seed"]
+        self.train_set = build_dataset(cfg["data"]["name"], self.train_cfg, seed)
+        self.val_set = None if self.debug else build_dataset(
+            cfg["data"]["name"], branch(cfg, "val"), seed)
+        workers = cfg["data"]["num_workers"]
+        self.train_loader = _loader(self.train_set, cfg["data"]["train_batch_size"], True, workers,
+                                    seed, self.rank, self.world, drop_last=False)
+        if self.val_set is not None:
+            self.val_loader = _loader(self.val_set, cfg["data"]["val_batch_size"], False, workers,
+                                      seed, self.rank, self.world)
+
+        model = build_model(cfg["model"]).to(self.device)
+        if self.world > 1 and self.device.type == "cuda":
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self.model = model
+        self.ddp = model
+        if self.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp = DistributedDataParallel(model, device_ids=ids)
+        self.criterion = RecceLoss.from_config(c, cfg["model"]["num_classes"])
+        params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = build_optimizer(params, c["optimizer"])
+        self.scheduler = build_scheduler(self.optimizer, c["scheduler"], c["warmup_step"])
+        self.scaler = torch.amp.GradScaler("cuda", init_scale=2.0 ** 10,
+                                           enabled=self.amp == "fp16")
+        self.step = 0
+        self.epoch = 0
+        self.batch_in_epoch = 0
+        self.best_step = 0
+        self.best_metric = None
+        self.eval_metric = c["metric"]
+        self.bad = BadImageLog()
+        self.writer = None
+        if self.run_dir and self.rank == 0:
+            save_config(cfg, self.run_dir)
+            from tensorboardX import SummaryWriter
+            self.writer = SummaryWriter(self.run_dir)
+        if self.resume:
+            self._load_for_resume()
+
+    # ------------------------------------------------------------------ checkpoints
+    def _state(self):
+        return {
+            "step": self.step, "best_step": self.best_step, "best_metric": self.best_metric,
+            "eval_metric": self.eval_metric, "model": _unwrap(self.ddp).state_dict(),
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(), "rng": rng_state(), "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch, "world_size": self.world,
+            "config": {k: self.cfg[k] for k in ("model", "config", "data", "dataset")},
+        }
+
+    def save(self, name):
+        if self.run_dir and self.rank == 0:
+            atomic_save(self._state(), os.path.join(self.run_dir, name))
+
+    def _load_for_resume(self):
+        c = self.cfg["config"]
+        if c["resume_best"]:
+            best = sorted((f for f in os.listdir(self.run_dir) if f.startswith("best_model_")),
+                          key=lambda f: int(f[len("best_model_"):-4]))
+            if not best:
+                raise UserError(f"resume_best: no best_model_<step>.bin in {self.run_dir}")
+            path = os.path.join(self.run_dir, best[-1])
+        else:
+            path = os.path.join(self.run_dir, "latest_model.bin")
+        if not os.path.isfile(path):
+            if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
+                log.info("no checkpoint yet in %s: starting from scratch", self.run_dir)
+                return
+            raise UserError(f"resume: no checkpoint at {path}")
+        state = load_checkpoint(path, trusted=c["trust_checkpoint"])
+        self.load_state(state, path)
+
+    def load_state(self, state, path):
+        """Continue from a checkpoint; one of the original release (weights only) starts a
+        fine-tuning run from step 0."""
+        load_weights(_unwrap(self.ddp), state, path)
+        if "optimizer" in state and "rng" in state:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.scaler.load_state_dict(state["scaler"])
+            if state.get("world_size", 1) == self.world:
+                set_rng_state(state["rng"])
+            self.step = int(state["step"])
+            self.best_step = int(state["best_step"])
+            self.best_metric = state["best_metric"]
+            self.epoch = int(state["epoch"])
+            self.batch_in_epoch = int(state["batch_in_epoch"])
+            log.info("resumed from %s at step %d", path, self.step)
+        else:
+            log.info("loaded model weights from %s (no training state): fine-tuning from step 0",
+                     path)
+
+    # ------------------------------------------------------------------ the loop
+    def _batches(self):
+        """Endless batches across epochs, starting part-way into the resumed epoch."""
+        while True:
+            sampler = self.train_loader.sampler
+            sampler.set_epoch(self.epoch)
+            self.train_set.set_epoch(self.epoch)
+            sampler.skip = self.batch_in_epoch * self.train_loader.batch_size
+            for batch in self.train_loader:
+                self.batch_in_epoch += 1
+                yield batch
+            n_bad = self.bad.take_count()
+            if n_bad:
+                log.warning("epoch %d: skipped %d unreadable image(s)", self.epoch, n_bad)
+            self.epoch += 1
+            self.batch_in_epoch = 0
+
+    def train_step(self, batch):
+        x = batch["image"].to(self.device, non_blocking=True)
+        y = batch["label"].to(self.device, non_blocking=True)
+        with autocast(self.device, self.amp):
+            outputs = self.ddp(x, return_aux=True)
+        outputs = {k: v.float() for k, v in outputs.items()}
+        losses = self.criterion(outputs, x.float(), y)
+        total = losses["total"]
+        if not torch.isfinite(total):
+            if self.cfg["config"]["on_nonfinite"] == "stop":
+                raise NonFiniteLoss(f"the loss is not finite ({total.item()}) at step "
+                                    f"{self.step + 1}; the checkpoints in {self.run_dir} are "
+                                    "intact (set config.on_nonfinite: skip to skip such steps)")
+            log.warning("non-finite loss at step %d: step skipped", self.step + 1)
+            self.optimizer.zero_grad(set_to_none=True)
+            return None
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        with torch.no_grad():
+            acc = ((probabilities(outputs["logits"]) >= 0.5).long() == y).float().mean()
+        return {k: v.detach() for k, v in losses.items()}, acc
+
+    def validate(self):
+        res = evaluate(self.ddp, self.val_loader, self.device, self.amp, self.bad, keep_first=4)
+        n_bad = self.bad.take_count()
+        if n_bad:
+            log.warning("validation: skipped %d unreadable image(s)", n_bad)
+        m = binary_metrics(res["label"], res["prob"])
+        metrics = {"Acc": m["ACC"], "AUC": m["AUC"], "LogLoss": float(res["loss"].mean())}
+        self.scheduler.step_on_validation(metrics["LogLoss"])
+        value = metrics[self.eval_metric]
+        better = self.best_metric is None or (
+            value > self.best_metric if HIGHER_IS_BETTER[self.eval_metric] else value < self.best_metric)
+        if better and not math.isnan(value):
+            self.best_metric, self.best_step = value, self.step
+        if self.writer:
+            self.writer.add_scalar("val/Loss", metrics["LogLoss"], self.step)
+            self.writer.add_scalar("val/Acc", metrics["Acc"], self.step)
+            self.writer.add_scalar("val/AUC", metrics["AUC"], self.step)
+            if res.get("shown") is not None:
+                self.writer.add_image("val/inputs_and_reconstructions", _figure(res["shown"]),
+                                      self.step)
+        log.info("step %d validation: Loss %.4f  Acc %.4f  AUC %.4f  (best %s %.4f at step %d)",
+                 self.step, metrics["LogLoss"], metrics["Acc"], metrics["AUC"], self.eval_metric,
+                 self.best_metric if self.best_metric is not None else math.nan, self.best_step)
+        if better and not math.isnan(value):
+            self.save(f"best_model_{self.step}.bin")
+        self.save("latest_model.bin")
+        self.history.append((self.step, metrics))
+        return metrics
+
+    def fit(self):
+        tc = self.train_cfg
+        num_steps, log_steps, val_steps = tc["num_steps"], tc["log_steps"], tc["val_steps"]
+        self.history = []
+        self.ddp.train()
+        if self.step >= num_steps:
+            log.info("nothing to do: the checkpoint is at step %d of %d", self.step, num_steps)
+            return self.summary()
+        bar = None
+        if self.rank == 0:
+            from tqdm import tqdm
+            bar = tqdm(total=num_steps, initial=self.step, desc="train", dynamic_ncols=True,
+                       disable=not sys.stderr.isatty())
+        sums, count = {}, 0
+        batches = self._batches()
+        while self.step < num_steps:
+            batch = next(batches)
+            self.bad.add(batch["bad"])
+            if "image" not in batch:
+                continue
+            result = self.train_step(batch)
+            self.step += 1
+            if bar:
+                bar.update(1)
+            if result is not None:
+                losses, acc = result
+                for k, v in {**losses, "acc": acc}.items():
+                    sums[k] = sums.get(k, 0.0) + float(v)
+                count += 1
+            if self.step % log_steps == 0 and count:
+                avg = {k: v / count for k, v in sums.items()}
+                lr = self.scheduler.get_last_lr()[0]
+                log.info("step %d/%d  loss %.4f  cls %.4f  recons %.4f  metric %.4f  acc %.4f  "
+                         "lr %.2e", self.step, num_steps, avg["total"], avg["cls"],
+                         avg["recons"], avg["metric"], avg["acc"], lr)
+                if self.writer:
+                    for tag, key in (("Loss", "total"), ("Acc", "acc"), ("Recons_Loss", "recons"),
+                                     ("Contra_Loss", "metric")):
+                        self.writer.add_scalar(f"train/{tag}", avg[key], self.step)
+                    self.writer.add_scalar("train/LR", lr, self.step)
+                sums, count = {}, 0
+            if not self.debug and (self.step % val_steps == 0 or self.step == num_steps):
+                self.validate()
+                self.ddp.train()
+        if bar:
+            bar.close()
+        if self.debug:
+            return {}
+        return self.summary()
+
+    def summary(self):
+        best = os.path.join(self.run_dir, f"best_model_{self.best_step}.bin") if self.run_dir else None
+        return {"best_metric": self.best_metric, "best_step": self.best_step,
+                "metric": self.eval_metric, "best_checkpoint": best, "run_dir": self.run_dir,
+                "history": self.history}
+
+    def close(self):
+        if self.writer:
+            self.writer.close()
+
+
+def run(cfg, local_rank=None):
+    trainer = Trainer(cfg, local_rank)
+    try:
+        return trainer.fit()
+    finally:
+        trainer.close()
