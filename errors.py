@@ -6,3 +6,14 @@ Entry points catch it and print its message on one line with a non-zero exit ins
 
 class UserError(Exception):
     """A problem with the user's input: the message names the offending key, file or value."""
+
+
+def one_line(exc: BaseException) -> str:
+    """The message of ``exc`` on one line. An error re-raised from a DataLoader worker carries the
+    worker's traceback in its message: keep only its last line, without the class name."""
+    text = str(exc).strip()
+    if "Original Traceback" in text:
+        text = text.splitlines()[-1]
+        if ": " in text:
+            text = text.split(": ", 1)[1]
+    return " ".join(text.split())

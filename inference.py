@@ -193,7 +193,7 @@ def write_results(path, rows, threshold):
 
 def main(argv=None):
     args = parse_args(argv)
-    from errors import UserError
+    from errors import UserError, one_line
     if args.output and not args.output.lower().endswith((".csv", ".json")):
         print(f"error: --output {args.output}: use a .csv or .json file name", file=sys.stderr)
         return 2
@@ -208,7 +208,7 @@ def main(argv=None):
             if args.output:
                 rows.append((path, prob, err))
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     if args.output:
         rows.sort(key=lambda r: r[0])

@@ -30,7 +30,7 @@ def main(argv=None):
 
     import logging
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    from errors import UserError
+    from errors import UserError, one_line
     from trainer import distributed as dist
     from trainer.config import load_config, split_overrides
     from trainer.testing import format_table, run_test
@@ -40,7 +40,7 @@ def main(argv=None):
         cfg = load_config(args.config, model_opts, dataset_opts)
         metrics, path, out_dir, n = run_test(cfg, args.ckpt, args.device, args.out, args.trust)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     if dist.is_main():
         print(f"checkpoint: {path}")

@@ -26,7 +26,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from errors import UserError
+    from errors import UserError, one_line
     from trainer.config import load_config, split_overrides
 
     try:
@@ -35,7 +35,7 @@ def main(argv=None):
         from trainer.train import run
         result = run(cfg, args.local_rank)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: the last checkpoint is intact; set config.resume: true to continue",

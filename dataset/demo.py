@@ -26,11 +26,11 @@ from .layouts import FF_METHODS
 
 log = logging.getLogger(__name__)
 SIZE = 72  # pixels per side of a written face crop
-REAL_FRAMES = 8
-FAKE_FRAMES = 2  # per method: 4 methods x 2 = as many fake frames as real ones per source
+REAL_FRAMES = 12
+FAKE_FRAMES = 3  # per method: 4 methods x 3 = as many fake frames as real ones per source
 SPLIT_SIZES = (70, 16, 16)  # sources per train / val / test
 DONE_MARKER = ".complete"
-VERSION = 5
+VERSION = 6
 
 
 def _load_sources():

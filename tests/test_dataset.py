@@ -273,3 +273,17 @@ def test_demo_dataset_end_to_end(demo_root):
     celeb = build_dataset("CelebDF", {"root": os.path.join(demo_root, "celeb_df"), "split": "test",
                                       "transforms": NORM})
     assert set(celeb.labels) == {0, 1}
+
+
+def test_worker_error_reaches_the_user_as_one_line(tmp_path):
+    from errors import one_line
+    (tmp_path / "real" / "v").mkdir(parents=True)
+    (tmp_path / "real" / "v" / "broken.png").write_bytes(b"junk")
+    _img(tmp_path / "fake" / "v" / "0.png")
+    ds = build_dataset("ImageList", {"root": str(tmp_path), "transforms": NORM,
+                                     "on_bad_image": "error"})
+    loader = DataLoader(ds, batch_size=2, num_workers=1, collate_fn=collate)
+    with pytest.raises(UserError) as info:
+        next(iter(loader))
+    line = one_line(info.value)
+    assert line.startswith("cannot decode image ") and line.endswith("broken.png")

@@ -30,6 +30,29 @@ def _median_time(fn, repeats, warmup=1):
     return statistics.median(times)
 
 
+def _loop_reasoning_forward(self, vert_a, vert_b, vert_c):
+    """The original release's way: unfold, then a Python loop over the positions of E7."""
+    import torch.nn.functional as F
+    n, _, h, w = vert_a.shape
+    rb, rc = self.ratio
+    unfold_b = torch.nn.Unfold(rb, stride=rb)(vert_b).view(n, vert_b.shape[1], rb * rb, h * w)
+    unfold_c = torch.nn.Unfold(rc, stride=rc)(vert_c).view(n, vert_c.shape[1], rc * rc, h * w)
+    a_emb = self.va_embedding(vert_a).flatten(2)
+    gate_b = 1 - self.va_gated_b(vert_a).flatten(2)
+    gate_c = 1 - self.va_gated_c(vert_a).flatten(2)
+    nodes = []
+    for p in range(h * w):
+        a = a_emb[:, :, p]
+        parts = []
+        for unfold, emb, rew, gate in ((unfold_b, self.vb_embedding, self.reweight_ab, gate_b),
+                                       (unfold_c, self.vc_embedding, self.reweight_ac, gate_c)):
+            v = emb(unfold[:, :, :, p].transpose(1, 2))
+            logit = rew[0](torch.cat([a[:, None].expand(-1, v.shape[1], -1), v], dim=-1))
+            parts.append((torch.softmax(F.relu(logit), dim=1) * v).sum(1) * gate[:, :, p])
+        nodes.append(torch.sigmoid(torch.cat(parts + [a], dim=1)))
+    return self.reproject(torch.stack(nodes, dim=-1).view(n, -1, h, w))
+
+
 def bench_model(args):
     import timm
     from loss import RecceLoss
@@ -51,8 +74,11 @@ def bench_model(args):
             opt.step()
         return net, step
 
-    def recce_setup():
-        net = Recce(num_classes=1)
+    def recce_setup(original=False):
+        net = Recce(num_classes=1, channels_last=not original)
+        if original:  # NCHW and the per-position loop, as the original release ran
+            import types
+            net.reasoning.forward = types.MethodType(_loop_reasoning_forward, net.reasoning)
         crit = RecceLoss()
         opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=2e-4)
 
@@ -64,7 +90,10 @@ def bench_model(args):
         return net, step
 
     results = {}
-    for name, setup in [("legacy_xception", xception_setup), ("Recce", recce_setup)]:
+    setups = [("legacy_xception", xception_setup), ("Recce", recce_setup)]
+    if not args.skip_original:
+        setups.append(("Recce, original-style (NCHW, loop)", lambda: recce_setup(original=True)))
+    for name, setup in setups:
         net, step = setup()
         net.train()
         t_train = _median_time(step, args.repeats)
@@ -80,6 +109,10 @@ def bench_model(args):
     for name, (tt, te) in results.items():
         rows.append(f"| {name} | {tt:.3f} | {tt / base[0]:.2f} | {te:.3f} | {te / base[1]:.2f} |")
     print("\n".join(rows))
+    orig = results.get("Recce, original-style (NCHW, loop)")
+    if orig:
+        print(f"\nRecce vs the original-style RECCE: training step {orig[0] / results['Recce'][0]:.2f}x "
+              f"faster, eval forward {orig[1] / results['Recce'][1]:.2f}x faster")
 
 
 def bench_data(args):
@@ -119,11 +152,15 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, default=299)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--skip-original", action="store_true",
+                        help="model: do not time the original-style RECCE (NCHW, per-position loop)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: as available)")
     parser.add_argument("--data-batch", type=int, default=32)
     parser.add_argument("--data-batches", type=int, default=8)
     parser.add_argument("--images", type=int, nargs=2, default=[50, 1000],
                         help="inference: the two folder sizes compared for peak memory")
+    parser.add_argument("--infer-batch", type=int, default=2, help="inference: batch size")
+    parser.add_argument("--infer-workers", type=int, default=2, help="inference: workers")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

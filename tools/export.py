@@ -18,7 +18,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import torch  # noqa: E402
 
-from errors import UserError  # noqa: E402
+from errors import UserError, one_line  # noqa: E402
 
 TOLERANCE = 1e-4
 
@@ -103,7 +103,7 @@ def main(argv=None):
         model = load_for_export(args.bin, args.trust, args.num_classes)
         diff = export(model, args.format, args.out, args.image_size, args.with_recons)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     if diff is not None:
         print(f"{args.out}: max |exported - eager| = {diff:.2e} (tolerance {TOLERANCE:.0e})")

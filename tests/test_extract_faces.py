@@ -1,0 +1,119 @@
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import ROOT
+
+pytest.importorskip("dlib")
+
+from tools.extract_faces import crop_box, extract, frame_indices  # noqa: E402
+
+CANVAS = (560, 720)  # height, width
+FRAMES = 8
+
+
+def _hopper_rgb():
+    import matplotlib.cbook
+    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as fh:
+        bgr = cv2.imdecode(np.frombuffer(fh.read(), np.uint8), cv2.IMREAD_COLOR)
+    return cv2.cvtColor(cv2.resize(bgr, (256, 300)), cv2.COLOR_BGR2RGB)
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    """A video of a real face photograph moving across the frame, plus a broken one."""
+    import dlib
+    folder = tmp_path_factory.mktemp("videos")
+    face = _hopper_rgb()
+    rects = dlib.get_frontal_face_detector()(face, 1)
+    assert len(rects) == 1
+    r = rects[0]
+    box = (r.left(), r.top(), r.right(), r.bottom())
+    path = str(folder / "hopper.avi")
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), 10, (CANVAS[1], CANVAS[0]))
+    offsets = []
+    for f in range(FRAMES):
+        canvas = np.full(CANVAS + (3,), 90, np.uint8)
+        oy, ox = 40 + 20 * f, 30 + 50 * f
+        canvas[oy:oy + face.shape[0], ox:ox + face.shape[1]] = face
+        writer.write(cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
+        offsets.append((ox, oy))
+    writer.release()
+    (folder / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 this is not a video")
+    return folder, box, offsets
+
+
+def _decoded_frames(path):
+    cap = cv2.VideoCapture(path)
+    frames = []
+    while True:
+        ok, bgr = cap.read()
+        if not ok:
+            return frames
+        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+
+
+def test_extract_with_dlib_crops_contain_the_face(videos, tmp_path):
+    folder, box, offsets = videos
+    out = tmp_path / "faces"
+    summary = extract([str(folder / "hopper.avi"), str(folder / "broken.mp4")], str(out),
+                      {"name": "dlib"}, frames=4, progress=False)
+    assert summary["done"] == 1 and summary["failed"] == 1 and summary["frames"] == 4
+    written = sorted(os.listdir(out / "hopper"))
+    assert written == [".done"] + [f"{i:04d}.png" for i in frame_indices(FRAMES, 4)]
+    decoded = _decoded_frames(str(folder / "hopper.avi"))
+    for name in written[1:]:
+        index = int(name[:4])
+        crop = cv2.cvtColor(cv2.imread(str(out / "hopper" / name)), cv2.COLOR_BGR2RGB)
+        frame = decoded[index]
+        res = cv2.matchTemplate(frame, crop, cv2.TM_SQDIFF)
+        _, _, (cx, cy), _ = cv2.minMaxLoc(res)
+        ch, cw = crop.shape[:2]
+        ox, oy = offsets[index]
+        fx1, fy1, fx2, fy2 = box[0] + ox, box[1] + oy, box[2] + ox, box[3] + oy
+        ix = max(0, min(fx2, cx + cw) - max(fx1, cx))
+        iy = max(0, min(fy2, cy + ch) - max(fy1, cy))
+        face_area = (fx2 - fx1) * (fy2 - fy1)
+        assert ix * iy >= 0.9 * face_area, name
+        assert face_area >= 0.25 * cw * ch, name
+    # a second run skips the finished video; the broken one is counted again
+    again = extract([str(folder / "hopper.avi"), str(folder / "broken.mp4")], str(out),
+                    {"name": "dlib"}, frames=4, progress=False)
+    assert again["skipped"] == 1 and again["done"] == 0 and again["failed"] == 1
+
+
+def test_interrupted_video_is_redone(videos, tmp_path):
+    folder, _, _ = videos
+    out = tmp_path / "faces"
+    (out / "hopper").mkdir(parents=True)
+    (out / "hopper" / "0000.png").write_bytes(b"half-written")  # no .done marker
+    summary = extract([str(folder / "hopper.avi")], str(out), {"name": "dlib"}, every=4,
+                      size=64, progress=False)
+    assert summary["done"] == 1
+    img = cv2.imread(str(out / "hopper" / "0000.png"))
+    assert img is not None and img.shape == (64, 64, 3)
+    assert sorted(os.listdir(out / "hopper")) == [".done", "0000.png", "0004.png"]
+
+
+def test_frame_sampling_and_crop_geometry():
+    assert frame_indices(100, 5) == [0, 25, 50, 74, 99]
+    assert frame_indices(10, every=3) == [0, 3, 6, 9]
+    assert frame_indices(3, 32) == [0, 1, 2]
+    assert crop_box((10, 10, 30, 50), 100, 100, 1.3) == (0, 4, 46, 56)  # clipped at the left edge
+
+
+def test_cli_summary_and_missing_weights(videos, tmp_path):
+    folder, _, _ = videos
+    proc = subprocess.run([sys.executable, "tools/extract_faces.py", "--input", str(folder),
+                           "--out", str(tmp_path / "o"), "--frames", "2", "--workers", "2"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1  # one video failed
+    assert "videos: 1 done, 0 already done, 1 failed; frames written: 2" in proc.stdout
+    proc = subprocess.run([sys.executable, "tools/extract_faces.py", "--input", str(folder),
+                           "--out", str(tmp_path / "o"), "--detector", "retinaface"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "RetinaFace weights not found" in proc.stderr

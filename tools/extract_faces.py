@@ -1,0 +1,247 @@
+"""Crop faces from videos into the folders the dataset loaders read.
+
+    python tools/extract_faces.py --input FF++/original_sequences/youtube/c23/videos \
+        --out FF++/original_sequences/youtube/c23/images --frames 50 --detector retinaface \
+        --weights Resnet50_Final.pth
+    python tools/extract_faces.py --input videos.txt --out faces --detector dlib --every 10
+
+Writes ``<out>/<video id>/<frame:04d>.png`` (the video id is the file name without extension, the
+frame number that of the video). Frames: N evenly spaced (``--frames``, default 32), every k-th
+(``--every``) or all (``--all``). Face: the largest, then followed across the video's frames (the
+detection that overlaps the previous face most). Crop: a square around the box scaled by
+``--margin`` (default 1.3), clipped to the frame, optionally resized (``--size``). Videos run in
+parallel worker processes. A finished video gets a marker written atomically after its last frame
+and is skipped on the next run; an interrupted one is redone. A broken video is logged and skipped.
+"""
+import argparse
+import logging
+import multiprocessing as mp
+import os
+import shutil
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from errors import UserError, one_line  # noqa: E402
+
+VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv")
+DONE = ".done"
+log = logging.getLogger("extract_faces")
+
+
+def list_videos(source):
+    """A folder of videos (not recursive) or a text file of video paths, one per line."""
+    if os.path.isdir(source):
+        vids = [os.path.join(source, f) for f in os.listdir(source) if f.lower().endswith(VIDEO_EXTS)]
+    elif os.path.isfile(source):
+        with open(source) as fh:
+            vids = [line.strip() for line in fh if line.strip()]
+    else:
+        raise UserError(f"--input: no such folder or list file: {source}")
+    if not vids:
+        raise UserError(f"--input {source}: no videos ({', '.join(VIDEO_EXTS)})")
+    return sorted(vids)
+
+
+def frame_indices(total, frames=None, every=None):
+    """Which frames to keep of ``total``: N evenly spaced, every k-th, or all."""
+    if every:
+        return list(range(0, total, every))
+    if frames and frames < total:
+        return sorted(set(np.linspace(0, total - 1, frames).round().astype(int).tolist()))
+    return list(range(total))
+
+
+def _count_frames(path):
+    cap = cv2.VideoCapture(path)
+    n = 0
+    while cap.grab():
+        n += 1
+    cap.release()
+    return n
+
+
+def read_frames(path, frames=None, every=None):
+    """Decode only the chosen frames (RGB), in order. The header's frame count picks them; where
+    it is missing, the frames are counted first."""
+    cap = cv2.VideoCapture(path)
+    if not cap.isOpened():
+        raise IOError("cannot open the video")
+    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    if total <= 0:
+        total = _count_frames(path)
+    wanted = set(frame_indices(total, frames, every))
+    out, idx = [], 0
+    try:
+        while wanted and idx <= max(wanted) and cap.grab():
+            if idx in wanted:
+                ok, bgr = cap.retrieve()
+                if ok:
+                    out.append((idx, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)))
+            idx += 1
+    finally:
+        cap.release()
+    if not out:
+        raise IOError("no frame could be decoded")
+    return out
+
+
+def iou(a, b):
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def choose_face(detections, previous):
+    """The largest face; once a face is chosen, the one overlapping it most (if any does)."""
+    if not detections:
+        return None
+    if previous is not None:
+        best = max(detections, key=lambda d: iou(d.box, previous))
+        if iou(best.box, previous) > 0.2:
+            return best
+    return max(detections, key=lambda d: d.area)
+
+
+def crop_box(box, height, width, margin):
+    """A square of side max(w, h) * margin around the box centre, clipped to the frame."""
+    x1, y1, x2, y2 = box
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    half = max(x2 - x1, y2 - y1) * margin / 2
+    return (max(0, int(round(cx - half))), max(0, int(round(cy - half))),
+            min(width, int(round(cx + half))), min(height, int(round(cy + half))))
+
+
+def _write_png(path, rgb):
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise IOError(f"cannot encode {path}")
+    buf.tofile(path)
+
+
+_DETECTOR = None
+
+
+def _init_worker(detector_args):
+    global _DETECTOR
+    import torch
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    from tools.detectors import build_detector
+    _DETECTOR = build_detector(**detector_args)
+
+
+def process_video(job):
+    """One video -> its face crops. Returns (video id, status, frames written, frames without face)."""
+    path, out, opts = job
+    vid = os.path.splitext(os.path.basename(path))[0]
+    target = os.path.join(out, vid)
+    if os.path.isfile(os.path.join(target, DONE)):
+        return vid, "skipped", 0, 0, ""
+    shutil.rmtree(target, ignore_errors=True)  # an interrupted earlier run: redo it
+    try:
+        frames = read_frames(path, opts["frames"], opts["every"])
+    except Exception as exc:  # noqa: BLE001 - any decoding problem: skip the video
+        return vid, "failed", 0, 0, str(exc)
+    os.makedirs(target, exist_ok=True)
+    written = missed = 0
+    previous = None
+    for index, rgb in frames:
+        face = choose_face(_DETECTOR(rgb), previous)
+        if face is None:
+            missed += 1
+            continue
+        previous = face.box
+        x1, y1, x2, y2 = crop_box(face.box, rgb.shape[0], rgb.shape[1], opts["margin"])
+        crop = rgb[y1:y2, x1:x2]
+        if crop.size == 0:
+            missed += 1
+            continue
+        if opts["size"]:
+            crop = cv2.resize(crop, (opts["size"], opts["size"]), interpolation=cv2.INTER_AREA)
+        _write_png(os.path.join(target, f"{index:04d}.png"), crop)
+        written += 1
+    tmp = os.path.join(target, DONE + ".tmp")
+    with open(tmp, "w") as fh:
+        fh.write(f"{written} {missed}\n")
+    os.replace(tmp, os.path.join(target, DONE))
+    return vid, "done", written, missed, ""
+
+
+def extract(videos, out, detector_args, frames=32, every=None, margin=1.3, size=None, workers=1,
+            progress=True):
+    """Run over ``videos``; returns the summary counts."""
+    os.makedirs(out, exist_ok=True)
+    opts = {"frames": frames, "every": every, "margin": margin, "size": size}
+    jobs = [(v, out, opts) for v in videos]
+    summary = {"done": 0, "skipped": 0, "failed": 0, "frames": 0, "no_face": 0}
+    if workers > 1:
+        pool = mp.get_context("spawn").Pool(workers, _init_worker, (detector_args,))
+        results = pool.imap_unordered(process_video, jobs)
+    else:
+        _init_worker(detector_args)
+        pool, results = None, map(process_video, jobs)
+    try:
+        from tqdm import tqdm
+        for vid, status, written, missed, err in tqdm(results, total=len(jobs), desc="videos",
+                                                      disable=not progress):
+            summary[status] += 1
+            summary["frames"] += written
+            summary["no_face"] += missed
+            if status == "failed":
+                log.warning("skipped broken video %s: %s", vid, err)
+    finally:
+        if pool:
+            pool.close()
+            pool.join()
+    return summary
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="Crop faces from videos.")
+    p.add_argument("--input", required=True, help="a folder of videos or a text file of paths")
+    p.add_argument("--out", required=True, help="writes <out>/<video id>/<frame:04d>.png")
+    p.add_argument("--detector", choices=["dlib", "retinaface"], default="dlib")
+    p.add_argument("--weights", help="retinaface: mobilenet0.25_Final.pth or Resnet50_Final.pth")
+    p.add_argument("--backbone", choices=["mobilenet0.25", "resnet50"],
+                   help="retinaface: default from the weights file name")
+    p.add_argument("--device", default="cpu", help="retinaface: cpu or cuda:0")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--frames", type=int, default=32, help="N evenly spaced frames per video")
+    group.add_argument("--every", type=int, help="every k-th frame")
+    group.add_argument("--all", action="store_true", help="every frame")
+    p.add_argument("--margin", type=float, default=1.3, help="crop side = margin x the box's longer side")
+    p.add_argument("--size", type=int, help="resize crops to size x size")
+    p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) // 2))
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        videos = list_videos(args.input)
+        detector_args = {"name": args.detector, "weights": args.weights, "backbone": args.backbone,
+                         "device": args.device}
+        if args.detector == "retinaface":  # fail fast, before starting workers
+            from tools.detectors.retinaface import RetinaFaceNet, load_retinaface_weights
+            backbone = args.backbone or ("resnet50" if "resnet" in str(args.weights).lower()
+                                         else "mobilenet0.25")
+            load_retinaface_weights(RetinaFaceNet(backbone), args.weights)
+        start = time.time()
+        s = extract(videos, args.out, detector_args, None if args.all else args.frames, args.every,
+                    args.margin, args.size, args.workers, progress=sys.stderr.isatty())
+    except UserError as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    print(f"videos: {s['done']} done, {s['skipped']} already done, {s['failed']} failed; "
+          f"frames written: {s['frames']}, frames without a face: {s['no_face']} "
+          f"({time.time() - start:.0f} s)")
+    return 1 if s["failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
