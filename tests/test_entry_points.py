@@ -145,7 +145,9 @@ def test_test_py_metrics_outputs_and_cross_dataset(checkpoint, demo_root, tmp_pa
     fpr, tpr, thr = torch.load(out / "roc_curve.pickle", weights_only=True)
     assert fpr.dtype == torch.float64 and len(fpr) == len(thr)
     assert (out / "roc.png").is_file()
-    assert len(list(csv.reader(open(out / "scores.csv")))) == 1 + 256
+    from dataset import build_dataset
+    n_test = len(build_dataset("FaceForensics", ds["test_cfg"]))
+    assert len(list(csv.reader(open(out / "scores.csv")))) == 1 + n_test
     # cross-dataset: the same model on the Celeb-DF-layout set is one config change
     proc = _cli(["test.py", "--config", str(tmp_path / "cfg.yml"), "--ckpt", path, "--device", "cpu",
                  "--out", str(tmp_path / "celeb"), "--opt", "data.name=CelebDF",

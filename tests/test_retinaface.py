@@ -33,7 +33,8 @@ def fixture_and_net(shared_dir):
 
 def test_weight_fill_matches_the_fixture(fixture_and_net):
     data, net = fixture_and_net
-    sums = torch.tensor([v.double().sum().item() for v in net.state_dict().values()])
+    sums = torch.tensor([v.double().sum().item() for v in net.state_dict().values()],
+                        dtype=torch.float64)
     assert torch.allclose(sums, data["weight_sums"].double(), rtol=1e-5, atol=1e-4)
 
 
