@@ -89,18 +89,30 @@ def bench_model(args):
             opt.step()
         return net, step
 
-    results = {}
     setups = [("legacy_xception", xception_setup), ("Recce", recce_setup)]
     if not args.skip_original:
         setups.append(("Recce, original-style (NCHW, loop)", lambda: recce_setup(original=True)))
-    for name, setup in setups:
-        net, step = setup()
-        net.train()
-        t_train = _median_time(step, args.repeats)
-        net.eval()
-        with torch.no_grad():
-            t_eval = _median_time(lambda: net(x), args.repeats)
-        results[name] = (t_train, t_eval)
+    built = [(name, *setup()) for name, setup in setups]
+    # Interleaved: every repeat times each model once, so that drift on a shared machine hits
+    # all of them alike.
+    train_t = {name: [] for name, _, _ in built}
+    eval_t = {name: [] for name, _, _ in built}
+    for r in range(args.repeats + 1):
+        for name, net, step in built:
+            net.train()
+            start = time.perf_counter()
+            step()
+            t_train = time.perf_counter() - start
+            net.eval()
+            with torch.no_grad():
+                start = time.perf_counter()
+                net(x)
+                t_eval = time.perf_counter() - start
+            if r:  # the first round is warm-up
+                train_t[name].append(t_train)
+                eval_t[name].append(t_eval)
+    results = {name: (statistics.median(train_t[name]), statistics.median(eval_t[name]))
+               for name, _, _ in built}
     base = results["legacy_xception"]
     print(f"\nbatch {args.batch}, {args.size} px, {torch.get_num_threads()} CPU threads, "
           f"torch {torch.__version__}, median of {args.repeats}")
@@ -116,34 +128,45 @@ def bench_model(args):
 
 
 def bench_data(args):
+    """The training loader on face-sized JPEGs (320 px, as cropped faces come), resized to
+    ``--size`` with a flip and normalization, batch ``--data-batch``."""
+    import tempfile
+
+    import cv2
     from torch.utils.data import DataLoader
-    from dataset import build_dataset
-    from dataset.demo import ensure_demo_data
 
-    root = ensure_demo_data(os.path.join(ROOT, "data", "demo"))
-    branch = {
-        "root": os.path.join(root, "faceforensics"), "split": "train", "method": "all",
-        "compression": "c23",
-        "transforms": [{"name": "Resize", "params": {"height": args.size, "width": args.size}},
-                       {"name": "HorizontalFlip", "params": {"p": 0.5}},
-                       {"name": "Normalize", "params": {"mean": [0.5] * 3, "std": [0.5] * 3}}],
-    }
-    ds = build_dataset("FaceForensics", branch, seed=0)
-    print(f"\ntraining loader, {args.size} px, batch {args.data_batch}, {len(ds)} images")
-    print("| workers | images/s |")
-    print("| --- | --- |")
-    for workers in (0, 1, 2):
-        loader = DataLoader(ds, batch_size=args.data_batch, shuffle=True, num_workers=workers,
-                            persistent_workers=workers > 0)
-        n_batches = max(1, min(len(loader), args.data_batches))
+    from dataset import build_dataset, collate
+    from dataset.demo import _load_sources
 
-        def run():
-            it = iter(loader)
-            for _ in range(n_batches):
-                next(it)
-        run()  # warm-up: worker start
-        t = _median_time(run, 3, warmup=0)
-        print(f"| {workers} | {n_batches * args.data_batch / t:.0f} |")
+    faces = _load_sources()
+    with tempfile.TemporaryDirectory() as tmp:
+        n = args.data_batch * args.data_batches
+        for i in range(n):
+            label = "real" if i % 2 == 0 else "fake"
+            img = cv2.resize(faces[i % len(faces)], (320, 320), interpolation=cv2.INTER_CUBIC)
+            os.makedirs(os.path.join(tmp, label, str(i // 8)), exist_ok=True)
+            cv2.imwrite(os.path.join(tmp, label, str(i // 8), f"{i}.jpg"), img[:, :, ::-1])
+        branch = {
+            "root": tmp,
+            "transforms": [{"name": "Resize", "params": {"height": args.size, "width": args.size}},
+                           {"name": "HorizontalFlip", "params": {"p": 0.5}},
+                           {"name": "Normalize", "params": {"mean": [0.5] * 3, "std": [0.5] * 3}}],
+        }
+        ds = build_dataset("ImageList", branch, seed=0)
+        print(f"\ntraining loader: 320 px JPEG faces -> {args.size} px, batch {args.data_batch}, "
+              f"{len(ds)} images, {torch.get_num_threads()} CPU threads in the main process")
+        print("| workers | images/s |")
+        print("| --- | --- |")
+        for workers in (0, 1, 2):
+            loader = DataLoader(ds, batch_size=args.data_batch, shuffle=True, num_workers=workers,
+                                persistent_workers=workers > 0, collate_fn=collate)
+
+            def run():
+                for _ in loader:
+                    pass
+            run()  # warm-up: worker start, file cache
+            t = _median_time(run, 3, warmup=0)
+            print(f"| {workers} | {len(ds) / t:.0f} |")
 
 
 def main(argv=None):
