@@ -50,9 +50,18 @@ def test_short_training_writes_checkpoints_logs_and_events(tmp_path, demo_root):
     assert [h[0] for h in result["history"]] == [2, 4]
     with pytest.raises(UserError, match="already holds a run"):
         run(load_config(path))
-    # the saved config is fed back as is
+    # the saved config is fed back as is, and test.py finds the run's newest best checkpoint
+    from trainer.testing import resolve_checkpoint
     again = load_config(str(run_dir / "config.yml"))
     assert again["dataset"]["train_cfg"]["num_steps"] == 4
+    assert resolve_checkpoint(again) == result["best_checkpoint"]
+
+
+def test_timestamp_run_id_is_saved(tmp_path):
+    from trainer.train import make_run_dir
+    cfg = {"config": {"id": None, "ckpt_fold": str(tmp_path)}, "model": {"name": "Recce"}}
+    run_dir = make_run_dir(cfg, resume=False)
+    assert cfg["config"]["id"] and run_dir == str(tmp_path / "Recce" / cfg["config"]["id"])
 
 
 def _params(model):

@@ -72,6 +72,7 @@ def make_run_dir(cfg, resume):
     run_id = cfg["config"]["id"]
     if run_id is None:
         run_id = dist.broadcast_object(time.strftime("%Y%m%d-%H%M%S"))
+        cfg["config"]["id"] = run_id  # saved with the config: test.py finds the run from it
     run_dir = os.path.join(cfg["config"]["ckpt_fold"], cfg["model"]["name"], str(run_id))
     exists = os.path.isfile(os.path.join(run_dir, "latest_model.bin"))
     if dist.is_main():
