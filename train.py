@@ -43,13 +43,12 @@ def main(argv=None):
         return 130
     from trainer import distributed as dist
     if dist.is_main() and result:
-        name = {"AUC": "AUC", "Acc": "Acc", "LogLoss": "LogLoss"}
         history = result["history"]
         best_auc = max(history, key=lambda h: h[1]["AUC"]) if history else None
         if best_auc:
             print(f"best val AUC: {best_auc[1]['AUC']:.4f} (step {best_auc[0]})")
         if result["best_metric"] is not None and result["metric"] != "AUC":
-            print(f"best val {name[result['metric']]}: {result['best_metric']:.4f} "
+            print(f"best val {result['metric']}: {result['best_metric']:.4f} "
                   f"(step {result['best_step']})")
         print(f"best checkpoint: {result['best_checkpoint']}")
     dist.cleanup()
