@@ -4,7 +4,6 @@
 Every scheduler is stepped once per training iteration, except ReduceLROnPlateau, which the trainer
 steps at each validation with the validation loss (``Scheduler.step_on_validation``).
 """
-import torch
 from torch.optim import lr_scheduler
 
 from errors import UserError

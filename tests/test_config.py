@@ -1,4 +1,3 @@
-import os
 import shutil
 
 import pytest
@@ -7,7 +6,6 @@ import yaml
 from errors import UserError
 from trainer.config import load_config, save_config
 
-ORIGINAL = ["Recce.yml"]
 
 
 def _write(tmp_path, name, data):

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 
 from dataset import BadImageLog, build_dataset, collate, read_rgb
 from dataset.builders import build_faceforensics, build_wilddeepfake
-from dataset.index import load_pickle_index, read_table_index
+from dataset.index import load_pickle_index
 from dataset.transforms import build_transforms
 from errors import UserError
 

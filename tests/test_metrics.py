@@ -2,7 +2,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 from scipy.interpolate import interp1d
 from scipy.optimize import brentq
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve

@@ -116,7 +116,7 @@ def bench_model(args):
     base = results["legacy_xception"]
     print(f"\nbatch {args.batch}, {args.size} px, {torch.get_num_threads()} CPU threads, "
           f"torch {torch.__version__}, median of {args.repeats}")
-    print(f"| model | train step (s) | x Xception | eval forward (s) | x Xception |")
+    print("| model | train step (s) | x Xception | eval forward (s) | x Xception |")
     print("| --- | --- | --- | --- | --- |")
     for name, (tt, te) in results.items():
         rows.append(f"| {name} | {tt:.3f} | {tt / base[0]:.2f} | {te:.3f} | {te / base[1]:.2f} |")
