@@ -146,3 +146,12 @@ def test_two_process_torchrun_ends_with_identical_parameters(tmp_path, demo_root
     assert p0.keys() == p1.keys()
     assert all(torch.equal(p0[k], p1[k]) for k in p0)  # parameters, not BN running statistics
     assert "gloo" in proc.stdout + proc.stderr
+
+
+def test_newest_best_is_by_step_number(tmp_path):
+    from trainer.checkpoint import newest_best
+    assert newest_best(str(tmp_path)) is None
+    for step in (2, 10, 9):
+        (tmp_path / f"best_model_{step}.bin").write_bytes(b"")
+    (tmp_path / "best_model_x.bin").write_bytes(b"")
+    assert newest_best(str(tmp_path)) == str(tmp_path / "best_model_10.bin")

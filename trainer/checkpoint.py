@@ -7,6 +7,7 @@ scheduler}`` with ``model`` free of any ``module.`` prefix; this project adds ``
 """
 import os
 import pickle
+import re
 
 import torch
 
@@ -44,6 +45,15 @@ def load_checkpoint(path, trusted=False):
     except Exception as exc:  # noqa: BLE001 - truncated, not a torch file, ...
         raise UserError(f"cannot read checkpoint {path}: {' '.join(str(exc).split())[:200]}") from None
     return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def newest_best(run_dir):
+    """The path of the run's ``best_model_<step>.bin`` with the highest step, or None."""
+    if not os.path.isdir(run_dir):
+        return None
+    steps = [int(m.group(1)) for f in os.listdir(run_dir)
+             if (m := re.fullmatch(r"best_model_(\d+)\.bin", f))]
+    return os.path.join(run_dir, f"best_model_{max(steps)}.bin") if steps else None
 
 
 def rng_state():

@@ -4,7 +4,6 @@ import json
 import logging
 import math
 import os
-import re
 
 import numpy as np
 import torch
@@ -16,7 +15,7 @@ from model import build_model
 from model.weights import load_weights
 
 from . import distributed as dist
-from .checkpoint import load_checkpoint
+from .checkpoint import load_checkpoint, newest_best
 from .config import branch
 from .evaluate import evaluate
 from .metrics import all_metrics, roc, video_scores
@@ -34,11 +33,8 @@ def resolve_checkpoint(cfg, ckpt=None):
         raise UserError("test.py needs the run: set config.id (or pass --ckpt PATH)")
     run_dir = os.path.join(c["ckpt_fold"], cfg["model"]["name"], str(c["id"]))
     path = os.path.join(run_dir, f"{c['ckpt']}.bin")
-    if not os.path.isfile(path) and c["ckpt"] == "best_model" and os.path.isdir(run_dir):
-        steps = [int(m.group(1)) for f in os.listdir(run_dir)
-                 if (m := re.fullmatch(r"best_model_(\d+)\.bin", f))]
-        if steps:
-            path = os.path.join(run_dir, f"best_model_{max(steps)}.bin")
+    if not os.path.isfile(path) and c["ckpt"] == "best_model":
+        path = newest_best(run_dir) or path
     if not os.path.isfile(path):
         raise UserError(f"checkpoint not found: {path} (set config.id / config.ckpt, or --ckpt)")
     return path

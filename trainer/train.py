@@ -23,7 +23,7 @@ from optimizer import build_optimizer
 from scheduler import build_scheduler
 
 from . import distributed as dist
-from .checkpoint import atomic_save, load_checkpoint, rng_state, set_rng_state
+from .checkpoint import atomic_save, load_checkpoint, newest_best, rng_state, set_rng_state
 from .config import branch, save_config
 from .evaluate import autocast, evaluate, probabilities
 from .metrics import binary_metrics
@@ -187,11 +187,9 @@ class Trainer:
     def _load_for_resume(self):
         c = self.cfg["config"]
         if c["resume_best"]:
-            best = sorted((f for f in os.listdir(self.run_dir) if f.startswith("best_model_")),
-                          key=lambda f: int(f[len("best_model_"):-4]))
-            if not best:
+            path = newest_best(self.run_dir)
+            if path is None:
                 raise UserError(f"resume_best: no best_model_<step>.bin in {self.run_dir}")
-            path = os.path.join(self.run_dir, best[-1])
         else:
             path = os.path.join(self.run_dir, "latest_model.bin")
         if not os.path.isfile(path):
