@@ -99,11 +99,11 @@ class _Images:
     """Decodes, resizes and normalizes one image in a worker; a bad file yields its error."""
 
     def __init__(self, paths, size):
-        import albumentations as A
-        from albumentations.pytorch import ToTensorV2
+        from dataset.transforms import build_transforms
         self.paths = paths
-        self.transform = A.Compose([A.Resize(size, size), A.Normalize(mean=(0.5,) * 3, std=(0.5,) * 3),
-                                    ToTensorV2()])
+        self.transform = build_transforms([  # the original's test-time pipeline
+            {"name": "Resize", "params": {"height": size, "width": size}},
+            {"name": "Normalize", "params": {"mean": [0.5] * 3, "std": [0.5] * 3}}])
 
     def __len__(self):
         return len(self.paths)
@@ -131,7 +131,6 @@ def score(args):
     import torch
     from torch.utils.data import DataLoader
     from errors import UserError
-    from trainer.checkpoint import load_checkpoint
     from trainer.evaluate import probabilities
     from trainer.testing import load_model, pick_device
 
@@ -140,15 +139,7 @@ def score(args):
         raise UserError(f"checkpoint not found: {path}")
     paths = list_images(args.image, args.image_folder, args.recursive)
     device = pick_device(args.device)
-    obj = load_checkpoint(path, trusted=args.trust)
-    num_classes = args.num_classes
-    if num_classes is None:
-        cfg_model = (obj.get("config") or {}).get("model", {}) if isinstance(obj, dict) else {}
-        num_classes = cfg_model.get("num_classes")
-        if num_classes is None:
-            from model.weights import extract_state_dict
-            num_classes = extract_state_dict(obj, path, 2).get("fc.weight", torch.zeros(1, 1)).shape[0]
-    model = load_model(path, {"name": "Recce", "num_classes": num_classes}, device, args.trust)
+    model = load_model(path, {"name": "Recce", "num_classes": args.num_classes}, device, args.trust)
     on_gpu = device.type == "cuda"
     batch = args.batch_size or (32 if on_gpu else 2)
     workers = args.num_workers if args.num_workers is not None else (4 if on_gpu else 2)

@@ -120,6 +120,10 @@ def test_checkpoint_flavours_load_alike(checkpoint, tmp_path):
         fresh = load_weights(Recce().eval(), flavour)
         with torch.no_grad():
             assert torch.allclose(torch.sigmoid(fresh(x)), ref, atol=1e-6)
+    from model.weights import checkpoint_num_classes
+    assert checkpoint_num_classes({"model": state}) == 1
+    assert checkpoint_num_classes(bench) == 2  # read from the head's shape
+    assert checkpoint_num_classes({"model": {}, "config": {"model": {"num_classes": 2}}}) == 2
     from errors import UserError
     with pytest.raises(UserError, match="missing keys"):
         load_weights(Recce(), {"model": {"fc.weight": torch.zeros(1, 2048)}})

@@ -37,12 +37,7 @@ class _Exportable(torch.nn.Module):
 
 
 def load_for_export(path, trusted=False, num_classes=None):
-    from trainer.checkpoint import load_checkpoint
     from trainer.testing import load_model
-    obj = load_checkpoint(path, trusted=trusted)
-    if num_classes is None:
-        num_classes = ((obj.get("config") or {}).get("model", {}).get("num_classes")
-                       if isinstance(obj, dict) else None) or 1
     model = load_model(path, {"name": "Recce", "num_classes": num_classes}, torch.device("cpu"),
                        trusted)
     model.channels_last = False  # a plain NCHW graph exports and runs everywhere

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from dataset import BadImageLog, build_dataset, collate
 from errors import UserError
 from model import build_model
-from model.weights import load_weights
+from model.weights import checkpoint_num_classes, load_weights
 
 from . import distributed as dist
 from .checkpoint import load_checkpoint, newest_best
@@ -52,9 +52,14 @@ def pick_device(requested=None):
 
 
 def load_model(path, model_cfg, device, trusted=False):
-    """A model for evaluation from any checkpoint flavour; never downloads encoder weights."""
+    """A model for evaluation from any checkpoint flavour; never downloads encoder weights.
+
+    A ``num_classes`` that ``model_cfg`` leaves out (or sets to None) is read from the checkpoint.
+    """
     state = load_checkpoint(path, trusted=trusted)
     cfg = dict(model_cfg)
+    if cfg.get("num_classes") is None:
+        cfg["num_classes"] = checkpoint_num_classes(state, path)
     cfg["pretrained"] = False  # the checkpoint holds every weight
     model = build_model(cfg)
     load_weights(model, state, path)
