@@ -6,7 +6,7 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+FIXTURES = ROOT / "tests" / "fixtures"  # numbers from the original release, shipped with the tests
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -14,7 +14,7 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
 def fill_by_rule(model, seed, tsv):
-    """The weight rule of shared/reference/README.md."""
+    """The weight rule of the reference fixtures (tests/fixtures/README.md)."""
     names = [line.split("\t")[0] for line in open(tsv).read().splitlines()[1:]]
     g = torch.Generator().manual_seed(seed)
     current = model.state_dict()
@@ -41,13 +41,6 @@ def fill_by_rule(model, seed, tsv):
         state[name] = v.float()
     model.load_state_dict(state, strict=True)
     return model
-
-
-@pytest.fixture(scope="session")
-def shared_dir():
-    if not SHARED.is_dir():
-        pytest.skip("../shared is not beside the checkout")
-    return SHARED
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@ import shutil
 import pytest
 import yaml
 
+from conftest import FIXTURES
 from errors import UserError
 from trainer.config import load_config, save_config
 
@@ -15,8 +16,8 @@ def _write(tmp_path, name, data):
 
 
 @pytest.mark.parametrize("dataset", ["faceforensics", "celeb_df", "wilddeepfake", "dfdc"])
-def test_original_configs_load_unchanged(shared_dir, tmp_path, monkeypatch, dataset):
-    src = shared_dir / "reference" / "original_configs"
+def test_original_configs_load_unchanged(tmp_path, monkeypatch, dataset):
+    src = FIXTURES / "original_configs"
     shutil.copytree(src, tmp_path / "config")
     monkeypatch.chdir(tmp_path)
     cfg = load_config("config/Recce.yml", [f"data.file=./config/dataset/{dataset}.yml"])

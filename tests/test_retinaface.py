@@ -2,9 +2,23 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import fill_by_rule
+from conftest import FIXTURES, fill_by_rule
 from errors import UserError
 from tools.detectors.retinaface import RetinaFaceNet, load_retinaface_weights, postprocess, priors
+
+
+def grace_hopper_input(sha256):
+    """The fixture's input, rebuilt from matplotlib's sample photo (not shipped twice): BGR minus
+    the release's per-channel means, 1 x 3 x H x W."""
+    import hashlib
+
+    import cv2
+    import matplotlib.cbook
+    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as fh:
+        raw = fh.read()
+    assert hashlib.sha256(raw).hexdigest() == sha256, "matplotlib's grace_hopper.jpg changed"
+    bgr = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR).astype(np.float32)
+    return torch.from_numpy(bgr - np.array([104, 117, 123], np.float32)).permute(2, 0, 1)[None]
 
 
 def _table(path):
@@ -18,14 +32,15 @@ def _model_table(net):
 
 @pytest.mark.parametrize("backbone,tsv", [("mobilenet0.25", "mobilenet0.25_state_dict.tsv"),
                                           ("resnet50", "resnet50_state_dict.tsv")])
-def test_state_dict_names_are_the_releases(shared_dir, backbone, tsv):
-    assert _model_table(RetinaFaceNet(backbone)) == _table(shared_dir / "reference" / "retinaface" / tsv)
+def test_state_dict_names_are_the_releases(backbone, tsv):
+    assert _model_table(RetinaFaceNet(backbone)) == _table(FIXTURES / "retinaface" / tsv)
 
 
 @pytest.fixture(scope="module")
-def fixture_and_net(shared_dir):
-    ref = shared_dir / "reference" / "retinaface"
+def fixture_and_net():
+    ref = FIXTURES / "retinaface"
     data = torch.load(ref / "mnet_parity.pt", weights_only=True)
+    data["input"] = grace_hopper_input(data["image_sha256"])
     net = fill_by_rule(RetinaFaceNet("mobilenet0.25"), data["seed"],
                        ref / "mobilenet0.25_state_dict.tsv").eval()
     return data, net
