@@ -17,3 +17,21 @@ def one_line(exc: BaseException) -> str:
         if ": " in text:
             text = text.split(": ", 1)[1]
     return " ".join(text.split())
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so that entry points stop the same way."""
+
+
+def raise_on_sigterm():
+    """Make SIGTERM raise ``Terminated`` in the main thread (test.py, inference.py, tools)."""
+    import signal
+
+    def handler(signum, frame):
+        raise Terminated()
+    signal.signal(signal.SIGTERM, handler)
+
+
+def interrupt_status(exc: BaseException) -> int:
+    """The exit status of an interrupted command: 143 for SIGTERM, 130 for Ctrl-C."""
+    return 143 if isinstance(exc, Terminated) else 130

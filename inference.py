@@ -1,4 +1,5 @@
-"""Score face images with a trained RECCE model.
+"""Score face images with a trained model (RECCE, or any registered model: the checkpoint says
+which).
 
     python inference.py --bin runs/Recce/<id>/best_model_300.bin --image_folder faces/ --device cpu --image_size 299
     python inference.py -w state_dict.pth -i face.png -s 299 -v --vis_dir vis/
@@ -48,7 +49,7 @@ def list_images(image=None, folder=None, recursive=False):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description="Score face images with RECCE.")
+    p = argparse.ArgumentParser(description="Score face images with RECCE (or another model).")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--bin", "-b", help="a checkpoint of train.py (or of the original release)")
     src.add_argument("--weight", "-w", help="a bare state dict")
@@ -56,7 +57,8 @@ def parse_args(argv=None):
     img.add_argument("--image", "-i", help="one image")
     img.add_argument("--image_folder", "-f", help="a folder of images")
     p.add_argument("--device", "-d", default=None, help="cpu, cuda, cuda:0 ... (default: cuda:0 if available)")
-    p.add_argument("--image_size", "-s", type=int, default=299, help="input size (299; 224 for WildDeepfake)")
+    p.add_argument("--image_size", "-s", type=int, default=None,
+                   help="input size (default: the model's, 299; use 224 for WildDeepfake models)")
     p.add_argument("--visualize", "-v", action="store_true",
                    help="write face | reconstruction | difference heat map PNGs into --vis_dir")
     p.add_argument("--vis_dir", default="vis", help="folder for --visualize (default: vis)")
@@ -69,17 +71,23 @@ def parse_args(argv=None):
     p.add_argument("--output", help="also write the results to a .csv or .json file")
     p.add_argument("--num_classes", type=int, choices=(1, 2), default=None,
                    help="logits of the model (default: read from the checkpoint)")
+    p.add_argument("--model", default=None,
+                   help="the model of a bare state dict (default: the checkpoint's config says; "
+                        "Recce for state dicts)")
+    p.add_argument("--max_pixels", type=int, default=None,
+                   help="refuse images with more pixels than this (default 64 million)")
     p.add_argument("--trust", action="store_true",
                    help="allow a checkpoint that needs full unpickling (only from a trusted source)")
     return p.parse_args(argv)
 
 
-def visualize(name, x, recons, prob, out_dir, fake):
+def draw_panels(name, x, recons, prob, out_dir, fake, mean, std):
     """face | reconstruction | |face - reconstruction| heat map, with the score, as one PNG."""
     import cv2
     import numpy as np
-    face = ((x.permute(1, 2, 0).numpy() + 1) * 127.5).clip(0, 255).astype(np.uint8)
-    rec = ((recons.permute(1, 2, 0).numpy() + 1) * 127.5).clip(0, 255).astype(np.uint8)
+    m, s = np.array(mean, np.float32), np.array(std, np.float32)
+    face = ((x.permute(1, 2, 0).numpy() * s + m) * 255).clip(0, 255).astype(np.uint8)
+    rec = ((recons.permute(1, 2, 0).numpy() * s + m) * 255).clip(0, 255).astype(np.uint8)
     diff = np.abs(x - recons).mean(0).numpy()
     diff = (diff / max(float(diff.max()), 1e-6) * 255).astype(np.uint8)
     heat = cv2.applyColorMap(diff, cv2.COLORMAP_JET)
@@ -98,12 +106,13 @@ def visualize(name, x, recons, prob, out_dir, fake):
 class _Images:
     """Decodes, resizes and normalizes one image in a worker; a bad file yields its error."""
 
-    def __init__(self, paths, size):
+    def __init__(self, paths, size, mean, std, max_pixels):
         from dataset.transforms import build_transforms
         self.paths = paths
+        self.max_pixels = max_pixels
         self.transform = build_transforms([  # the original's test-time pipeline
             {"name": "Resize", "params": {"height": size, "width": size}},
-            {"name": "Normalize", "params": {"mean": [0.5] * 3, "std": [0.5] * 3}}])
+            {"name": "Normalize", "params": {"mean": list(mean), "std": list(std)}}])
 
     def __len__(self):
         return len(self.paths)
@@ -112,7 +121,7 @@ class _Images:
         from dataset import read_rgb
         from errors import UserError
         try:
-            img = read_rgb(self.paths[i])
+            img = read_rgb(self.paths[i], self.max_pixels)
         except UserError as exc:
             return {"index": i, "error": str(exc)}
         return {"index": i, "image": self.transform(image=img)["image"]}
@@ -134,62 +143,93 @@ def score(args):
     from trainer.evaluate import probabilities
     from trainer.testing import load_model, pick_device
 
+    from dataset.base import DEFAULT_MAX_PIXELS, worker_init
     path = args.bin or args.weight
     if not os.path.isfile(path):
         raise UserError(f"checkpoint not found: {path}")
     paths = list_images(args.image, args.image_folder, args.recursive)
     device = pick_device(args.device)
-    model = load_model(path, {"name": "Recce", "num_classes": args.num_classes}, device, args.trust)
+    model = load_model(path, {"num_classes": args.num_classes}, device, args.trust,
+                       explicit_name=args.model)
+    size = args.image_size or model.input_size
+    if size < model.min_input_size:
+        raise UserError(f"--image_size {size}: the model needs at least {model.min_input_size}")
+    visualize = args.visualize and model.has_reconstruction
+    if args.visualize and not visualize:
+        print(f"--visualize: {type(model).__name__} has no reconstruction, so there is no heat "
+              "map to draw; scoring only", file=sys.stderr)
     on_gpu = device.type == "cuda"
     batch = args.batch_size or (32 if on_gpu else 2)
     workers = args.num_workers if args.num_workers is not None else (4 if on_gpu else 2)
-    loader = DataLoader(_Images(paths, args.image_size), batch_size=batch, num_workers=workers,
-                        collate_fn=_collate, pin_memory=on_gpu)
+    images = _Images(paths, size, model.mean, model.std, args.max_pixels or DEFAULT_MAX_PIXELS)
+    loader = DataLoader(images, batch_size=batch, num_workers=workers, collate_fn=_collate,
+                        pin_memory=on_gpu, worker_init_fn=worker_init if workers else None)
     root = os.path.dirname(paths[0]) if args.image else args.image_folder
     with torch.inference_mode():
         for b in loader:
             results = [(i, None, err) for i, err in b["errors"]]
             if b["image"] is not None:
                 x = b["image"].to(device, non_blocking=True)
-                out = model(x, return_aux=args.visualize)
+                out = model(x, return_aux=visualize)
                 logits = out["logits"] if isinstance(out, dict) else out
                 probs = probabilities(logits).cpu().tolist()
                 for j, i in enumerate(b["index"]):
-                    if args.visualize:
+                    if visualize:
                         name = os.path.relpath(paths[i], root).replace(os.sep, "__")
-                        visualize(name, x[j].float().cpu(), out["recons"][j].float().cpu(),
-                                  probs[j], args.vis_dir, probs[j] >= args.threshold)
+                        draw_panels(name, x[j].float().cpu(), out["recons"][j].float().cpu(),
+                                    probs[j], args.vis_dir, probs[j] >= args.threshold,
+                                    model.mean, model.std)
                     results.append((i, probs[j], None))
             for i, prob, err in sorted(results, key=lambda r: r[0]):
                 yield paths[i], prob, err
 
 
 def write_results(path, rows, threshold):
+    """The results file, written atomically (an interrupt leaves none, not half of one)."""
     import csv
     import json
+
+    from fileio import atomic_write
     if path.lower().endswith(".json"):
-        with open(path, "w") as fh:
-            json.dump([{"path": p, "fake_probability": prob,
-                        "prediction": None if prob is None else ("fake" if prob >= threshold else "real"),
-                        "error": err} for p, prob, err in rows], fh, indent=1)
+        atomic_write(path, lambda fh: json.dump(
+            [{"path": p, "fake_probability": prob,
+              "prediction": None if prob is None else ("fake" if prob >= threshold else "real"),
+              "error": err} for p, prob, err in rows], fh, indent=1))
     else:
-        with open(path, "w", newline="") as fh:
+        def write(fh):
             w = csv.writer(fh)
             w.writerow(["path", "fake_probability", "prediction", "error"])
             for p, prob, err in rows:
-                w.writerow([p, "" if prob is None else f"{prob:.6f}",
+                w.writerow([p, "" if prob is None else repr(prob),
                             "" if prob is None else ("fake" if prob >= threshold else "real"),
                             err or ""])
+        atomic_write(path, write, newline="")
+
+
+def check_arguments(args):
+    from errors import UserError
+    if args.output and not args.output.lower().endswith((".csv", ".json")):
+        raise UserError(f"--output {args.output}: use a .csv or .json file name")
+    for name in ("batch_size", "image_size", "max_pixels"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UserError(f"--{name} {value}: expected a positive number")
+    if args.num_workers is not None and args.num_workers < 0:
+        raise UserError(f"--num_workers {args.num_workers}: expected 0 or more")
+    if not 0 <= args.threshold <= 1:
+        raise UserError(f"--threshold {args.threshold}: expected a probability in [0, 1]")
 
 
 def main(argv=None):
     args = parse_args(argv)
-    from errors import UserError, one_line
-    if args.output and not args.output.lower().endswith((".csv", ".json")):
-        print(f"error: --output {args.output}: use a .csv or .json file name", file=sys.stderr)
-        return 2
+    from errors import UserError, interrupt_status, one_line, raise_on_sigterm
+    from fileio import check_output_file
+    raise_on_sigterm()
     rows, failed = [], 0
     try:
+        check_arguments(args)
+        if args.output:
+            check_output_file(args.output, "--output")
         for path, prob, err in score(args):
             if err:
                 failed += 1
@@ -201,6 +241,11 @@ def main(argv=None):
     except UserError as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:
+        sys.stdout.flush()
+        print("interrupted: the lines above were scored; no output file was written",
+              file=sys.stderr)
+        return interrupt_status(exc)
     if args.output:
         rows.sort(key=lambda r: r[0])
         write_results(args.output, rows, args.threshold)

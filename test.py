@@ -5,8 +5,8 @@
     torchrun --nproc_per_node=2 test.py --config C         # scores gathered across processes
 
 Prints a table of frame- and video-level metrics (per manipulation method for FF++) and writes
-metrics.json, scores.csv, roc_curve.pickle and roc.png (into the checkpoint's run directory, or
---out).
+metrics.json, scores.csv, and with both classes roc_curve.pickle and roc.png (into the
+checkpoint's run directory, or --out). The model is the one the checkpoint's saved config names.
 """
 import argparse
 import os
@@ -16,7 +16,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Evaluate a RECCE checkpoint.")
+    parser = argparse.ArgumentParser(description="Evaluate a checkpoint on a benchmark split.")
     parser.add_argument("--config", required=True, help="model config (YAML)")
     parser.add_argument("--ckpt", help="checkpoint file (default: <ckpt_fold>/<name>/<id>/<ckpt>.bin)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: config.device)")
@@ -30,23 +30,28 @@ def main(argv=None):
 
     import logging
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    from errors import UserError, one_line
+    from errors import UserError, interrupt_status, one_line, raise_on_sigterm
     from trainer import distributed as dist
     from trainer.config import load_config, split_overrides
     from trainer.testing import format_table, run_test
 
+    raise_on_sigterm()
     try:
         model_opts, dataset_opts = split_overrides(args.opt)
         cfg = load_config(args.config, model_opts, dataset_opts)
-        metrics, path, out_dir, n = run_test(cfg, args.ckpt, args.device, args.out, args.trust)
+        metrics, path, out_dir, n, written = run_test(cfg, args.ckpt, args.device, args.out,
+                                                      args.trust)
     except UserError as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:
+        print("interrupted: no output file was left half-written", file=sys.stderr)
+        return interrupt_status(exc)
     if dist.is_main():
         print(f"checkpoint: {path}")
         print(f"dataset: {cfg['data']['name']} / {cfg['data']['test_branch']} ({n} images)")
         print(format_table(metrics))
-        print(f"written to {out_dir}: metrics.json, scores.csv, roc_curve.pickle, roc.png")
+        print(f"written to {out_dir}: {', '.join(written)}")
     dist.cleanup()
     return 0
 

@@ -1,4 +1,4 @@
-"""Train RECCE from a YAML config.
+"""Train RECCE (or any registered model) from a YAML config.
 
     python train.py                                  # the built-in demo (config/demo.yml)
     python train.py --config config/Recce.yml
@@ -24,33 +24,48 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def summary_lines(result):
+    """The best validation AUC (NaN never counts) and the best checkpoint by config.metric."""
+    import math
+    lines = []
+    scored = [(step, m["AUC"]) for step, m in result["history"] if not math.isnan(m["AUC"])]
+    if scored:
+        step, auc = max(scored, key=lambda h: (h[1], h[0]))
+        lines.append(f"best val AUC: {auc:.4f} (step {step})")
+    elif result["history"]:
+        lines.append("best val AUC: undefined (the validation split has one class only, or no "
+                     "readable image)")
+    if result["best_metric"] is not None and result["metric"] != "AUC":
+        lines.append(f"best val {result['metric']}: {result['best_metric']:.4f} "
+                     f"(step {result['best_step']})")
+    lines.append(f"best checkpoint: {result['best_checkpoint'] or 'none (no validation metric)'}")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     args = parse_args(argv)
-    from errors import UserError, one_line
+    from errors import UserError, interrupt_status, one_line, raise_on_sigterm
     from trainer.config import load_config, split_overrides
 
+    raise_on_sigterm()  # until training starts; then the trainer stops between steps
     try:
         model_opts, dataset_opts = split_overrides(args.opt)
         cfg = load_config(args.config, model_opts, dataset_opts)
-        from trainer.train import run
+        from trainer.train import Interrupted, run
         result = run(cfg, args.local_rank)
     except UserError as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted: the last checkpoint is intact; set config.resume: true to continue",
+    except KeyboardInterrupt as exc:
+        print("interrupted: the last checkpoint is intact; continue with --opt config.resume=true",
               file=sys.stderr)
-        return 130
+        return interrupt_status(exc)
+    except Interrupted as exc:
+        print(str(exc), file=sys.stderr)
+        return 128 + int(exc.signum)
     from trainer import distributed as dist
     if dist.is_main() and result:
-        history = result["history"]
-        best_auc = max(history, key=lambda h: h[1]["AUC"]) if history else None
-        if best_auc:
-            print(f"best val AUC: {best_auc[1]['AUC']:.4f} (step {best_auc[0]})")
-        if result["best_metric"] is not None and result["metric"] != "AUC":
-            print(f"best val {result['metric']}: {result['best_metric']:.4f} "
-                  f"(step {result['best_step']})")
-        print(f"best checkpoint: {result['best_checkpoint']}")
+        print(summary_lines(result))
     dist.cleanup()
     return 0
 

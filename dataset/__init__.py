@@ -1,33 +1,35 @@
 """Datasets by name: ``build_dataset(name, branch_cfg, seed)`` -> a ``FaceFrames`` dataset.
 
-``name`` is ``data.name`` of the config: FaceForensics, CelebDF, WildDeepfake, DFDC or ImageList
-(anyone's data: a CSV/JSON-lines index or real/ and fake/ folders). A branch with ``demo: true``
-belongs to the built-in demo dataset, which is made on first use when its root is missing.
+``name`` is ``data.name`` of the config; each layout lives in its own module and registers itself
+(``dataset.registry``): FaceForensics, CelebDF, WildDeepfake, DFDC and ImageList (anyone's data).
+A branch with ``demo: true`` belongs to the built-in demo dataset, which is made on first use.
 """
 import os
 
 from errors import UserError
 
-from .base import BadImageLog, FaceFrames, Item, collate, read_rgb
-from .demo import ensure_demo_data
-from .layouts import LAYOUTS, make_rng
+from . import faceforensics, celeb_df, wild_deepfake, dfdc, image_list  # noqa: F401, I001 - registration order
+from .base import DEFAULT_MAX_PIXELS, BadImageLog, FaceFrames, Item, collate, read_rgb
+from .demo import ensure_demo_root
+from .registry import LAYOUTS, Layout, branch_schema, get_layout, make_rng, register_layout
 
 DATASETS = tuple(LAYOUTS)
 
 
 def build_dataset(name: str, branch_cfg: dict, seed: int = 2022) -> FaceFrames:
     """The dataset ``name`` for one branch of the dataset YAML (not modified)."""
-    if name not in LAYOUTS:
-        raise UserError(f"data.name: unknown dataset {name!r} (known: {', '.join(LAYOUTS)})")
+    layout = get_layout(name)
     cfg = dict(branch_cfg)
-    if "root" not in cfg and "index" not in cfg:
+    if layout.needs_root and "root" not in cfg:
         raise UserError(f"{name}: the dataset branch needs 'root'")
-    if cfg.get("demo") and not os.path.isdir(cfg["root"]):
-        ensure_demo_data(os.path.dirname(os.path.normpath(cfg["root"])))
-    items = LAYOUTS[name](cfg, make_rng(seed))
+    if cfg.get("demo"):
+        ensure_demo_root(cfg["root"])
+    items = layout.read(cfg, make_rng(seed))
     where = f"{name} {cfg.get('split', '')} ({cfg.get('root') or cfg.get('index')})"
     return FaceFrames(items, cfg.get("transforms", []), seed=seed,
-                      on_bad_image=cfg.get("on_bad_image", "skip"), name=where)
+                      on_bad_image=cfg.get("on_bad_image", "skip"), name=where,
+                      max_pixels=cfg.get("max_pixels", DEFAULT_MAX_PIXELS))
 
 
-__all__ = ["DATASETS", "BadImageLog", "FaceFrames", "Item", "build_dataset", "collate", "read_rgb"]
+__all__ = ["DATASETS", "LAYOUTS", "BadImageLog", "FaceFrames", "Item", "Layout", "branch_schema",
+           "build_dataset", "collate", "read_rgb", "register_layout"]

@@ -3,6 +3,7 @@
 Every dataset class only turns its on-disk layout into ``Item``s; the image work happens here, in
 ``__getitem__``, so that with ``num_workers > 0`` it runs in the DataLoader's worker processes.
 """
+import io
 import logging
 import os
 import zlib
@@ -19,7 +20,10 @@ from .transforms import build_transforms
 
 log = logging.getLogger(__name__)
 ON_BAD_IMAGE = ("skip", "error")
+DEFAULT_MAX_PIXELS = 64_000_000  # a 64-megapixel image decodes to 192 MB; face crops are far smaller
 cv2.setNumThreads(1)  # workers are the parallelism; OpenCV's own threads only contend with them
+# OpenCV prints its own warning for every truncated file; the project reports each bad file once.
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
 
 class BadImageError(UserError):
@@ -34,14 +38,41 @@ class Item:
     method: str = ""  # FF++ manipulation method ("original" for real videos)
 
 
-def read_rgb(path: str) -> np.ndarray:
-    """Any image file -> H x W x 3 uint8 RGB (grayscale, RGBA, palette, 16-bit, CMYK included).
+def _probe(buf):
+    """(width, height, EXIF orientation) from the file's header, without decoding the pixels;
+    None where Pillow does not know the format (OpenCV then decodes it under its own limit)."""
+    try:
+        from PIL import Image
+        with Image.open(io.BytesIO(buf)) as im:
+            orientation = im.getexif().get(0x0112, 1) if im.format in ("JPEG", "WEBP", "PNG",
+                                                                       "TIFF") else 1
+            return im.size[0], im.size[1], orientation
+    except Exception:  # noqa: BLE001 - unknown or broken header: the decoder will say
+        return None
 
-    Raises BadImageError when the file cannot be decoded.
+
+# EXIF orientation -> the array operation that shows the picture upright (as cv2.imread does)
+_ORIENT = {
+    2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+    5: lambda a: a.swapaxes(0, 1), 6: lambda a: a.swapaxes(0, 1)[:, ::-1],
+    7: lambda a: a.swapaxes(0, 1)[::-1, ::-1], 8: lambda a: a.swapaxes(0, 1)[::-1],
+}
+
+
+def read_rgb(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Any image file -> H x W x 3 uint8 RGB (grayscale, RGBA, palette, 16-bit, CMYK included),
+    upright as its EXIF orientation says (as ``cv2.imread``, which the original used).
+
+    Raises BadImageError when the file cannot be decoded or has more than ``max_pixels`` pixels
+    (checked from the header, before decoding: a small file can hold a huge image).
     """
     buf = np.fromfile(path, dtype=np.uint8) if os.path.isfile(path) else None
     if buf is None or buf.size == 0:
         raise BadImageError(f"cannot read image {path}: missing or empty file")
+    probe = _probe(buf)
+    if probe and probe[0] * probe[1] > max_pixels:
+        raise BadImageError(f"image {path} has {probe[0]} x {probe[1]} pixels, more than the limit "
+                            f"of {max_pixels} (max_pixels)")
     img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     if img is None or img.size == 0:
         raise BadImageError(f"cannot decode image {path}")
@@ -50,12 +81,23 @@ def read_rgb(path: str) -> np.ndarray:
     elif img.dtype != np.uint8:
         img = cv2.normalize(img, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
     if img.ndim == 2:
-        return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
-    if img.shape[2] == 4:  # alpha is dropped, as a face crop has no use for it
-        return cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
-    if img.shape[2] == 1:
-        return cv2.cvtColor(img[:, :, 0], cv2.COLOR_GRAY2RGB)
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
+    elif img.shape[2] == 4:  # alpha is dropped, as a face crop has no use for it
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
+    elif img.shape[2] == 1:
+        img = cv2.cvtColor(img[:, :, 0], cv2.COLOR_GRAY2RGB)
+    else:
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    if probe and probe[2] in _ORIENT:
+        img = np.ascontiguousarray(_ORIENT[probe[2]](img))
+    return img
+
+
+def worker_init(_worker_id=None):
+    """DataLoader workers ignore SIGINT: Ctrl-C reaches the main process, which stops cleanly
+    and shuts the workers down, instead of every worker dying with its own traceback."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -66,13 +108,13 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
 class FaceFrames(Dataset):
     """Items -> ``{"image": C x H x W float, "label": int, "video": str, "index": int}``.
 
-    A bad image yields ``{"bad": path, "index": i}`` instead when ``on_bad_image`` is "skip";
+    A bad image yields ``{"bad": path, "reason": message, "index": i}`` instead when ``on_bad_image`` is "skip";
     ``collate`` drops those samples and hands their paths to the training or evaluation loop, which
     warns once per file and reports the total. With "error" it raises, naming the file.
     """
 
     def __init__(self, items, transforms, seed: int = 2022, on_bad_image: str = "skip",
-                 name: str = "dataset"):
+                 name: str = "dataset", max_pixels: int = DEFAULT_MAX_PIXELS):
         if not items:
             raise UserError(f"{name}: the split has no images")
         if on_bad_image not in ON_BAD_IMAGE:
@@ -83,6 +125,7 @@ class FaceFrames(Dataset):
         self.epoch = 0
         self.on_bad_image = on_bad_image
         self.name = name
+        self.max_pixels = max_pixels
 
     def set_epoch(self, epoch: int):
         self.epoch = epoch
@@ -97,13 +140,18 @@ class FaceFrames(Dataset):
     def __getitem__(self, index):
         item = self.items[index]
         try:
-            img = read_rgb(item.path)
-        except BadImageError:
+            img = read_rgb(item.path, self.max_pixels)
+            self.transform.set_random_seed(sample_seed(self.seed, self.epoch, index))
+            try:
+                image = self.transform(image=img)["image"]
+            except Exception as exc:  # noqa: BLE001 - e.g. a RandomCrop larger than the image
+                raise BadImageError(f"cannot transform image {item.path} "
+                                    f"({img.shape[1]} x {img.shape[0]}): "
+                                    f"{' '.join(str(exc).split())}") from None
+        except BadImageError as exc:
             if self.on_bad_image == "error":
                 raise
-            return {"bad": item.path, "index": index}
-        self.transform.set_random_seed(sample_seed(self.seed, self.epoch, index))
-        image = self.transform(image=img)["image"]
+            return {"bad": item.path, "reason": str(exc), "index": index}
         if image.dtype == torch.uint8:  # no Normalize in the list: scale to [0, 1]
             image = image.float().div_(255)
         return {"image": image, "label": item.label, "video": item.video, "index": index}
@@ -112,7 +160,7 @@ class FaceFrames(Dataset):
 def collate(samples):
     """Stack the good samples; list the paths of the bad ones under ``bad``."""
     good = [s for s in samples if "bad" not in s]
-    batch = {"bad": [s["bad"] for s in samples if "bad" in s]}
+    batch = {"bad": [s.get("reason", s["bad"]) for s in samples if "bad" in s]}
     if good:
         batch["image"] = torch.stack([s["image"] for s in good])
         batch["label"] = torch.tensor([s["label"] for s in good], dtype=torch.long)
@@ -128,12 +176,12 @@ class BadImageLog:
         self.seen = set()
         self.count = 0
 
-    def add(self, paths):
-        for p in paths:
+    def add(self, reasons):
+        for reason in reasons:
             self.count += 1
-            if p not in self.seen:
-                self.seen.add(p)
-                log.warning("skipped unreadable image %s", p)
+            if reason not in self.seen:
+                self.seen.add(reason)
+                log.warning("skipped a bad image: %s", reason)
 
     def take_count(self) -> int:
         n, self.count = self.count, 0

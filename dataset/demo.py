@@ -17,12 +17,14 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 
 import cv2
 import numpy as np
 
-from .builders import build_faceforensics
-from .layouts import FF_METHODS
+from errors import UserError
+
+from .faceforensics import FF_METHODS, build_faceforensics
 
 log = logging.getLogger(__name__)
 SIZE = 72  # pixels per side of a written face crop
@@ -172,20 +174,69 @@ def _make_celeb_df(root, faces, rng, videos=24, frames=4):
         fh.write("\n".join(listed) + "\n")
 
 
+BUILDING_MARKER = ".building"  # present while this builder replaces its own older demo data
+
+
+def _is_ours(out):
+    return any(os.path.isfile(os.path.join(out, m)) for m in (DONE_MARKER, BUILDING_MARKER))
+
+
+def _check_target(out):
+    """The demo is built only into a missing or empty folder, or over its own earlier demo data."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UserError(f"cannot build the demo data into {out}: it is a file")
+    if os.path.isdir(out) and os.listdir(out) and not _is_ours(out):
+        raise UserError(f"refusing to build the demo data into {out}: the folder holds files that "
+                        "are not the demo's (choose an empty or new folder)")
+
+
 def make_demo_dataset(out: str, seed: int = 0) -> dict:
-    """Write both demo sets under ``out`` (replacing an unfinished one); returns FF++ counts."""
-    if os.path.exists(out):
-        shutil.rmtree(out)
-    tmp = out.rstrip("/\\") + ".partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    rng = np.random.default_rng(seed)
-    faces = [_tint(f, rng) for f in _load_sources()]
-    counts = _make_faceforensics(os.path.join(tmp, "faceforensics"), faces, rng)
-    _make_celeb_df(os.path.join(tmp, "celeb_df"), faces, rng)
-    with open(os.path.join(tmp, DONE_MARKER), "w") as fh:
-        json.dump({"version": VERSION, "seed": seed}, fh)
-    os.replace(tmp, out)  # a run killed half-way leaves no half-made dataset under `out`
+    """Write both demo sets under ``out``; returns the FF++ counts.
+
+    ``out`` must be missing, empty, or hold this builder's own demo data (its marker file): the
+    builder never deletes or overwrites anything else. The data is made in a temporary folder of
+    its own beside ``out`` and moved into place when complete, so a run killed half-way leaves no
+    half-made dataset (only, at worst, its own ``.demo-build-*`` folder).
+    """
+    out = os.path.normpath(out)
+    _check_target(out)
+    parent = os.path.dirname(os.path.abspath(out))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".demo-build-", dir=parent)
+    try:
+        rng = np.random.default_rng(seed)
+        faces = [_tint(f, rng) for f in _load_sources()]
+        counts = _make_faceforensics(os.path.join(tmp, "faceforensics"), faces, rng)
+        _make_celeb_df(os.path.join(tmp, "celeb_df"), faces, rng)
+        with open(os.path.join(tmp, DONE_MARKER), "w") as fh:
+            json.dump({"version": VERSION, "seed": seed}, fh)
+        _install(tmp, out)
+    finally:
+        if os.path.isdir(tmp):
+            shutil.rmtree(tmp)  # the temporary folder this call made
     return counts
+
+
+def _install(tmp, out):
+    if not os.path.isdir(out) or not os.listdir(out):
+        try:
+            os.replace(tmp, out)  # onto a missing or empty folder: one atomic rename
+            return
+        except OSError:
+            if demo_ready(out):  # another process (a rank of the same run) was first
+                return
+            raise
+    _check_target(out)  # ours: replace only the entries this builder writes
+    open(os.path.join(out, BUILDING_MARKER), "w").close()
+    done = os.path.join(out, DONE_MARKER)
+    if os.path.isfile(done):
+        os.remove(done)
+    for name in ("faceforensics", "celeb_df"):
+        if os.path.isdir(os.path.join(out, name)):
+            shutil.rmtree(os.path.join(out, name))  # our own earlier demo data (marker checked)
+        os.replace(os.path.join(tmp, name), os.path.join(out, name))
+    os.replace(os.path.join(tmp, DONE_MARKER), done)
+    os.remove(os.path.join(out, BUILDING_MARKER))
 
 
 def demo_ready(out: str) -> bool:
@@ -198,3 +249,20 @@ def ensure_demo_data(out: str) -> str:
         log.info("building the demo dataset in %s (offline, about 10 s)", out)
         make_demo_dataset(out)
     return out
+
+
+def ensure_demo_root(root: str):
+    """A branch with ``demo: true``: its root is a set inside the demo data, made when missing.
+
+    A root that is missing beside complete demo data is a typing mistake, reported as a missing
+    root; a parent folder holding anything else is never built into.
+    """
+    root = os.path.normpath(root)
+    if os.path.isdir(root):
+        return
+    parent = os.path.dirname(root) or "."
+    if not demo_ready(parent):
+        ensure_demo_data(parent)
+    if not os.path.isdir(root):
+        sets = ", ".join(sorted(d for d in os.listdir(parent) if not d.startswith(".")))
+        raise UserError(f"dataset root not found: {root} (the demo data in {parent} has: {sets})")

@@ -1,8 +1,13 @@
-"""RECCE's training loss: classification (flooded) + reconstruction + metric learning.
+"""Training losses by name: ``build_loss(name, cfg, num_classes)``.
 
-``RecceLoss(cfg)(outputs, labels)`` takes the dict that ``model(x, return_aux=True)`` returns plus
-the clean input, and gives every term by name: ``cls``, ``recons``, ``metric`` and ``total``.
-Labels: 0 = real, 1 = fake (SPEC section 2).
+A loss is called as ``criterion(outputs, x, labels)`` with the dict that ``model(x,
+return_aux=True)`` returns and the clean input, and returns every term by name plus ``total``; the
+trainer logs each term (``TAGS`` gives the TensorBoard tag of a term, else its own name). A model
+class names its loss (``Model.loss``). Labels: 0 = real, 1 = fake (SPEC section 2).
+
+- ``RecceLoss``: classification (flooded) + reconstruction + metric learning: ``cls``, ``cls_raw``,
+  ``recons``, ``metric``, ``total``.
+- ``ClassificationLoss``: the plain classification loss of a baseline: ``cls``, ``total``.
 """
 import torch
 import torch.nn as nn
@@ -15,9 +20,14 @@ LOSSES = ("binary_ce", "cross_entropy")
 
 
 def classification_loss(logits: torch.Tensor, labels: torch.Tensor,
-                        reduction: str = "mean") -> torch.Tensor:
-    """BCE-with-logits on one logit, cross-entropy on two or more."""
-    if logits.shape[1] == 1:
+                        reduction: str = "mean", kind: str | None = None) -> torch.Tensor:
+    """``binary_ce`` (BCE-with-logits on one logit) or ``cross_entropy`` (two logits); ``kind``
+    None picks by the number of logits (evaluation's LogLoss)."""
+    kind = kind or ("binary_ce" if logits.shape[1] == 1 else "cross_entropy")
+    if (kind == "binary_ce") != (logits.shape[1] == 1):
+        raise UserError(f"config.loss: {kind} does not fit a model with {logits.shape[1]} "
+                        f"logit(s) (binary_ce needs 1, cross_entropy 2)")
+    if kind == "binary_ce":
         return F.binary_cross_entropy_with_logits(logits[:, 0], labels.to(logits.dtype),
                                                   reduction=reduction)
     return F.cross_entropy(logits, labels.long(), reduction=reduction)
@@ -52,8 +62,21 @@ def metric_loss(corr: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return torch.clamp(1 - mean_same + mean_diff, min=0).sum()
 
 
+def _check_kind(loss, num_classes):
+    if loss not in LOSSES:
+        raise UserError(f"config.loss: unknown loss {loss!r} (known: {', '.join(LOSSES)})")
+    expected = "binary_ce" if num_classes == 1 else "cross_entropy"
+    if loss != expected:
+        raise UserError(f"config.loss: {loss!r} does not fit model.num_classes {num_classes} "
+                        f"(use {expected!r})")
+    return loss
+
+
 class RecceLoss(nn.Module):
     """L = flood(L_cls) + lambda_1 * L_r + lambda_2 * L_m, every term returned by name."""
+
+    # the original release's TensorBoard tags
+    TAGS = {"total": "Loss", "recons": "Recons_Loss", "metric": "Contra_Loss"}
 
     def __init__(self, lambda_1: float = 0.1, lambda_2: float = 0.1, flood_level: float = 0.04,
                  loss: str = "binary_ce"):
@@ -68,18 +91,50 @@ class RecceLoss(nn.Module):
     @classmethod
     def from_config(cls, cfg: dict, num_classes: int) -> "RecceLoss":
         """From the ``config`` section; checks that the loss suits the number of logits."""
-        loss = cfg.get("loss", "binary_ce")
-        expected = "binary_ce" if num_classes == 1 else "cross_entropy"
-        if loss != expected and loss in LOSSES:
-            raise UserError(f"config.loss: {loss!r} does not fit model.num_classes {num_classes} "
-                            f"(use {expected!r})")
+        loss = _check_kind(cfg.get("loss", "binary_ce"), num_classes)
         return cls(cfg.get("lambda_1", 0.1), cfg.get("lambda_2", 0.1),
                    cfg.get("flood_level", 0.04), loss)
 
     def forward(self, outputs: dict, x: torch.Tensor, labels: torch.Tensor) -> dict:
-        cls_raw = classification_loss(outputs["logits"], labels)
+        cls_raw = classification_loss(outputs["logits"], labels, kind=self.loss)
         cls = flood(cls_raw, self.flood_level)
         recons = reconstruction_loss(outputs["recons"], x, labels)
         metric = metric_loss(outputs["corr"], labels)
         total = cls + self.lambda_1 * recons + self.lambda_2 * metric
         return {"cls": cls, "cls_raw": cls_raw, "recons": recons, "metric": metric, "total": total}
+
+
+class ClassificationLoss(nn.Module):
+    """The plain classification loss (BCE for one logit, cross-entropy for two): a baseline's."""
+
+    TAGS = {"total": "Loss"}
+
+    def __init__(self, loss: str = "binary_ce"):
+        super().__init__()
+        if loss not in LOSSES:
+            raise UserError(f"config.loss: unknown loss {loss!r} (known: {', '.join(LOSSES)})")
+        self.loss = loss
+
+    @classmethod
+    def from_config(cls, cfg: dict, num_classes: int) -> "ClassificationLoss":
+        return cls(_check_kind(cfg.get("loss", "binary_ce"), num_classes))
+
+    def forward(self, outputs: dict, x: torch.Tensor, labels: torch.Tensor) -> dict:
+        cls = classification_loss(outputs["logits"], labels, kind=self.loss)
+        return {"cls": cls, "total": cls}
+
+
+CRITERIA = {"RecceLoss": RecceLoss, "ClassificationLoss": ClassificationLoss}
+
+
+def register_loss(cls):
+    """Make a loss class (with ``from_config(config_section, num_classes)``) known by its name."""
+    CRITERIA[cls.__name__] = cls
+    return cls
+
+
+def build_loss(name: str, cfg: dict, num_classes: int) -> nn.Module:
+    """The loss ``name`` (a model's ``loss`` attribute) from the ``config`` section."""
+    if name not in CRITERIA:
+        raise UserError(f"unknown loss: {name!r} (known: {', '.join(CRITERIA)})")
+    return CRITERIA[name].from_config(cfg, num_classes)

@@ -19,16 +19,21 @@ HOW_TO = (
 
 
 def _read_state_dict(path: str) -> dict:
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
-        return load_file(path)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        if path.endswith(".safetensors"):
+            from safetensors.torch import load_file
+            obj = load_file(path)
+        else:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same clear message
-        raise UserError(f"cannot read encoder weights {path!r}: {exc}") from None
+        raise UserError(f"model.pretrained: cannot read encoder weights {path!r} "
+                        f"({' '.join(str(exc).split())[:160]})") from None
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
+    if not isinstance(obj, dict) or not obj or \
+            not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise UserError(f"model.pretrained: {path!r} holds no state dict of tensors")
     return obj
 
 

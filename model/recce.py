@@ -34,6 +34,13 @@ class Recce(nn.Module):
     E4, D2, D4), which is what the losses need.
     """
 
+    mean = MEAN  # input normalisation: pixels in [-1, 1]
+    std = STD
+    input_size = 299  # 224 for WildDeepfake
+    min_input_size = MIN_INPUT_SIZE
+    has_reconstruction = True  # return_aux gives "recons": the heat map of --visualize
+    loss = "RecceLoss"
+
     def __init__(self, num_classes: int = 1, drop_rate: float = 0.2, pretrained=False,
                  channels_last: bool = True):
         super().__init__()

@@ -61,7 +61,8 @@ def load_weights(model, obj, path="checkpoint"):
     wrong = [k for k in expected if k in state and state[k].shape != expected[k].shape]
     if missing or unexpected or wrong:
         raise UserError(
-            f"{path} is not a RECCE checkpoint for this model: {len(missing)} missing keys "
+            f"{path} is not a checkpoint of a {type(model).__name__} model like this one: "
+            f"{len(missing)} missing keys "
             f"{missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}, "
             f"{len(wrong)} of another shape {wrong[:3]}")
     model.load_state_dict(state, strict=True)

@@ -20,7 +20,10 @@ def test_original_configs_load_unchanged(tmp_path, monkeypatch, dataset):
     src = FIXTURES / "original_configs"
     shutil.copytree(src, tmp_path / "config")
     monkeypatch.chdir(tmp_path)
-    cfg = load_config("config/Recce.yml", [f"data.file=./config/dataset/{dataset}.yml"])
+    name = {"faceforensics": "FaceForensics", "celeb_df": "CelebDF", "wilddeepfake": "WildDeepfake",
+            "dfdc": "DFDC"}[dataset]
+    cfg = load_config("config/Recce.yml", [f"data.file=./config/dataset/{dataset}.yml",
+                                           f"data.name={name}"])
     assert cfg["config"]["optimizer"] == {"name": "adam", "lr": 0.0002, "weight_decay": 0.00001}
     assert cfg["config"]["seed"] == 2022 and cfg["config"]["flood_level"] == 0.04
     assert cfg["model"]["pretrained"] is True  # absent means the original's ImageNet start

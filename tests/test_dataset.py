@@ -9,7 +9,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from dataset import BadImageLog, build_dataset, collate, read_rgb
-from dataset.builders import build_faceforensics, build_wilddeepfake
+from dataset.faceforensics import build_faceforensics
+from dataset.wild_deepfake import build_wilddeepfake
 from dataset.index import load_pickle_index
 from dataset.transforms import build_transforms
 from errors import UserError
@@ -131,7 +132,7 @@ def test_generic_loader_csv_jsonl_and_folders(tmp_path):
     ds = build_dataset("ImageList", {"index": str(tmp_path / "index.jsonl"), "transforms": NORM})
     assert ds.items[0].method == "x"
     (tmp_path / "bad.csv").write_text("path,label\nimgs/r.png,real\n")
-    with pytest.raises(UserError, match="bad.csv: entry 1 has label 'real'"):
+    with pytest.raises(UserError, match="bad.csv:2 has label 'real'"):
         build_dataset("ImageList", {"index": str(tmp_path / "bad.csv"), "transforms": NORM})
     _img(tmp_path / "folders" / "real" / "v" / "0.png")
     _img(tmp_path / "folders" / "fake" / "w" / "0.png")

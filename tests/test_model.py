@@ -137,8 +137,8 @@ def test_noise_is_tiny_per_sample_and_clipped():
 def test_build_model_defaults_and_unknown_name():
     model = build_model({"name": "Recce", "num_classes": 2, "pretrained": False})
     assert model.fc.out_features == 2
-    with pytest.raises(UserError, match="unknown model: 'Xception'.*Recce"):
-        build_model({"name": "Xception"})
+    with pytest.raises(UserError, match="unknown model 'Xceptoin'.*Recce, Xception"):
+        build_model({"name": "Xceptoin"})
 
 
 def test_pretrained_unavailable_is_one_clear_error_fast(tmp_path, monkeypatch):

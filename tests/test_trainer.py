@@ -60,8 +60,9 @@ def test_short_training_writes_checkpoints_logs_and_events(tmp_path, demo_root):
 def test_timestamp_run_id_is_saved(tmp_path):
     from trainer.train import make_run_dir
     cfg = {"config": {"id": None, "ckpt_fold": str(tmp_path)}, "model": {"name": "Recce"}}
-    run_dir = make_run_dir(cfg, resume=False)
+    run_dir, lock = make_run_dir(cfg, resume=False)
     assert cfg["config"]["id"] and run_dir == str(tmp_path / "Recce" / cfg["config"]["id"])
+    lock.release()
 
 
 def _params(model):
@@ -73,8 +74,10 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, demo_ro
     (tmp_path / "b").mkdir()
     whole = Trainer(load_config(_config(tmp_path / "a", demo_root, steps=6, val_steps=3)))
     whole.fit()
+    whole.close()
     first = Trainer(load_config(_config(tmp_path / "b", demo_root, steps=3, val_steps=3)))
     first.fit()
+    first.close()
     second = Trainer(load_config(_config(tmp_path / "b", demo_root, steps=6, val_steps=3,
                                          extra={"resume": True})))
     assert second.step == 3

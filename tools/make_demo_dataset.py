@@ -4,6 +4,7 @@
     python tools/make_demo_dataset.py --out /tmp/demo --seed 1
 
 Synthetic self-blended faces for trying the pipeline, not a benchmark (see dataset/demo.py).
+``--out`` must be missing, empty, or hold earlier demo data: nothing else is ever replaced.
 """
 import argparse
 import os
@@ -13,6 +14,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dataset.demo import make_demo_dataset  # noqa: E402
+from errors import UserError, one_line  # noqa: E402
 
 
 def main(argv=None):
@@ -21,7 +23,11 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     start = time.time()
-    counts = make_demo_dataset(args.out, args.seed)
+    try:
+        counts = make_demo_dataset(args.out, args.seed)
+    except UserError as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 2
     for split, (real, fake) in counts.items():
         print(f"faceforensics {split}: {real} real, {fake} fake frames")
     print(f"written to {args.out} (faceforensics/, celeb_df/) in {time.time() - start:.1f} s")

@@ -14,15 +14,77 @@ import torch
 from errors import UserError
 
 
+TMP_PATTERN = re.compile(r"(latest_model|best_model_\d+)\.bin\.tmp\d+")
+BEST_PATTERN = re.compile(r"best_model_(\d+)\.bin")
+
+
 def atomic_save(obj, path):
-    """Write to a temporary file, then rename: a kill at any moment leaves the old file intact."""
+    """Write to a temporary file, then rename: a kill at any moment leaves the old file intact.
+
+    A failed write (a full disk) removes the temporary file and raises a UserError that says the
+    previous checkpoint is intact. A kill leaves ``<name>.tmp<pid>``, which the next run in the
+    same run directory removes (``remove_stale_temporaries``).
+    """
     tmp = f"{path}.tmp{os.getpid()}"
     try:
         torch.save(obj, tmp)
         os.replace(tmp, path)
+    except OSError as exc:
+        raise UserError(f"cannot write checkpoint {path}: {exc.strerror or exc}; the previous "
+                        "checkpoint is intact") from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def remove_stale_temporaries(run_dir):
+    """Temporary checkpoint files left in ``run_dir`` by a killed run (this project's own names
+    only); call it only while holding the run directory's lock. Returns what was removed."""
+    removed = []
+    for name in os.listdir(run_dir):
+        if TMP_PATTERN.fullmatch(name) and os.path.isfile(os.path.join(run_dir, name)):
+            os.remove(os.path.join(run_dir, name))
+            removed.append(name)
+    return removed
+
+
+def prune_best(run_dir, keep):
+    """Keep the ``keep`` newest ``best_model_<step>.bin`` of ``run_dir``; remove older ones (only
+    files of that exact name). Returns the removed names."""
+    steps = sorted(int(m.group(1)) for f in os.listdir(run_dir) if (m := BEST_PATTERN.fullmatch(f)))
+    removed = []
+    for step in steps[:-keep] if keep else []:
+        os.remove(os.path.join(run_dir, f"best_model_{step}.bin"))
+        removed.append(f"best_model_{step}.bin")
+    return removed
+
+
+class RunLock:
+    """An exclusive lock on a run directory (``.lock``, flock): a second run with the same id is
+    refused while the first runs; the kernel releases the lock when the process dies, so a killed
+    run never leaves it stuck."""
+
+    def __init__(self, run_dir):
+        import fcntl
+        self.path = os.path.join(run_dir, ".lock")
+        self.fh = open(self.path, "a+")
+        try:
+            fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.fh.seek(0)
+            holder = self.fh.read().strip()
+            self.fh.close()
+            holder = holder or "a running process"
+            raise UserError(f"run directory {run_dir} is in use by another run ({holder}): wait "
+                            "for it or choose another config.id") from None
+        self.fh.seek(0)
+        self.fh.truncate()
+        self.fh.write(f"pid {os.getpid()}")
+        self.fh.flush()
+
+    def release(self):
+        if not self.fh.closed:
+            self.fh.close()
 
 
 def load_checkpoint(path, trusted=False):
@@ -51,8 +113,7 @@ def newest_best(run_dir):
     """The path of the run's ``best_model_<step>.bin`` with the highest step, or None."""
     if not os.path.isdir(run_dir):
         return None
-    steps = [int(m.group(1)) for f in os.listdir(run_dir)
-             if (m := re.fullmatch(r"best_model_(\d+)\.bin", f))]
+    steps = [int(m.group(1)) for f in os.listdir(run_dir) if (m := BEST_PATTERN.fullmatch(f))]
     return os.path.join(run_dir, f"best_model_{max(steps)}.bin") if steps else None
 
 

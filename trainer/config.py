@@ -2,10 +2,14 @@
 
 ``load_config(path, overrides)`` returns a plain dict ``{"model", "config", "data", "dataset"}``,
 ``dataset`` holding the branches of the dataset YAML that ``data.file`` names. Unknown keys are
-rejected by name. ``save_config`` writes the resolved config and its dataset file into the run
-directory so that both can be fed back to train.py and test.py as they are.
+rejected by name, every value is checked against the type of its key (``SCHEMA``), and the
+optimizer and scheduler are built once on a dummy parameter so that an argument torch rejects is
+reported before any data is read. ``save_config`` writes the resolved config and its dataset file
+into the run directory so that both can be fed back to train.py and test.py as they are.
 """
 import copy
+import datetime
+import math
 import os
 
 import yaml
@@ -23,7 +27,8 @@ DEFAULTS = {
         "scheduler": None,
         "warmup_step": 0, "resume": False, "resume_best": False, "id": None,
         "loss": "binary_ce", "metric": "Acc", "debug": False, "seed": 2022, "amp": "fp16",
-        "on_nonfinite": "stop", "trust_checkpoint": False,
+        "eval_amp": "none", "compile": False,
+        "on_nonfinite": "stop", "trust_checkpoint": False, "keep_best": None,
         "device": None, "ckpt": "best_model", "ckpt_fold": "runs",
     },
     "data": {
@@ -34,25 +39,39 @@ DEFAULTS = {
     },
 }
 FREE_KEYS = {("config", "optimizer"), ("config", "scheduler")}
-BRANCH_KEYS = {
-    "root", "index", "split", "method", "compression", "balance", "num_image_train",
-    "num_image_test", "transforms", "log_steps", "val_steps", "num_steps", "on_bad_image", "demo",
+
+# The type of every key: "name" values stay strings whatever they look like (a run id 0012, a date,
+# 1e3); "bool" accepts only true/false; tuples are choices.
+SCHEMA = {
+    "model.name": "name", "model.num_classes": (1, 2), "model.drop_rate": "fraction",
+    "model.pretrained": "pretrained",
+    "config.lambda_1": "nonneg", "config.lambda_2": "nonneg", "config.flood_level": "nonneg",
+    "config.distribute.backend": ("nccl", "gloo"), "config.distribute.timeout": "posint",
+    "config.optimizer": "mapping", "config.scheduler": "mapping?",
+    "config.warmup_step": "nonneg_int", "config.resume": "bool", "config.resume_best": "bool",
+    "config.id": "run_id?", "config.loss": ("binary_ce", "cross_entropy"),
+    "config.metric": ("Acc", "AUC", "LogLoss"), "config.debug": "bool", "config.seed": "int",
+    "config.amp": ("fp16", "bf16", "none"), "config.eval_amp": ("fp16", "bf16", "none"),
+    "config.compile": "bool", "config.on_nonfinite": ("stop", "skip"),
+    "config.trust_checkpoint": "bool", "config.keep_best": "posint?", "config.device": "name?",
+    "config.ckpt": "name", "config.ckpt_fold": "name",
+    "data.train_batch_size": "posint", "data.val_batch_size": "posint",
+    "data.test_batch_size": "posint", "data.name": "name", "data.file": "name",
+    "data.train_branch": "name", "data.val_branch": "name", "data.test_branch": "name",
+    "data.num_workers": "nonneg_int",
 }
-CHOICES = {
-    ("config", "metric"): ("Acc", "AUC", "LogLoss"),
-    ("config", "amp"): ("fp16", "bf16", "none"),
-    ("config", "on_nonfinite"): ("stop", "skip"),
-    ("config", "loss"): ("binary_ce", "cross_entropy"),
-    ("model", "num_classes"): (1, 2),
-}
+NAME_KEYS = {"name", "file", "id", "ckpt", "ckpt_fold", "device", "root", "index", "split",
+             "method", "compression", "train_branch", "val_branch", "test_branch", "backend"}
 
 
 def _read_yaml(path, what):
     if not os.path.isfile(path):
         raise UserError(f"{what} not found: {path}")
     try:
-        with open(path) as fh:
+        with open(path, encoding="utf-8") as fh:
             data = yaml.safe_load(fh)
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{what} {path} is not UTF-8 text (byte {exc.start}): save it as UTF-8") from None
     except yaml.YAMLError as exc:
         raise UserError(f"{what} {path} is not valid YAML: {' '.join(str(exc).split())}") from None
     if not isinstance(data, dict):
@@ -63,7 +82,7 @@ def _read_yaml(path, what):
 def _merge(defaults, given, where):
     """Defaults overlaid with ``given``; unknown keys raise, naming the key."""
     out = {}
-    given = given or {}
+    given = {} if given is None else given
     if not isinstance(given, dict):
         raise UserError(f"{where}: expected a mapping, got {given!r}")
     for key in given:
@@ -73,6 +92,8 @@ def _merge(defaults, given, where):
         path = f"{where}.{key}"
         if tuple(path.split(".")) in FREE_KEYS:
             value = copy.deepcopy(given.get(key, default))
+            if isinstance(value, dict) and "name" not in value and isinstance(default, dict):
+                value = {**default, **value}  # --opt config.optimizer.lr=1e-4 keeps adam
             if isinstance(value, dict):  # torch kwargs: `lr: 1e-4` must be a number
                 value = {k: as_number(v) if k != "name" else v for k, v in value.items()}
             out[key] = value
@@ -90,27 +111,39 @@ def _merge(defaults, given, where):
 def _parse_override(text):
     if "=" not in text:
         raise UserError(f"--opt {text!r}: expected key.path=value, e.g. config.optimizer.lr=1e-4")
-    key, value = text.split("=", 1)
+    key, raw = text.split("=", 1)
+    keys = key.strip().split(".")
+    if not all(keys):
+        raise UserError(f"--opt {text!r}: {key!r} is not a key path")
+    if keys[-1] in NAME_KEYS:  # names stay as typed: config.id=0012 is the run "0012"
+        return keys, raw.strip()
     try:
-        value = yaml.safe_load(value)
-    except yaml.YAMLError:
-        pass
-    return key.strip().split("."), as_number(value)
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        problem = " ".join(str(exc).split("\n")[0].split())
+        raise UserError(f"--opt {key.strip()}: cannot parse the value {raw!r} ({problem})") from None
+    if keys[-1] == "pretrained" and not isinstance(value, bool):
+        return keys, raw.strip()  # a path
+    return keys, as_number(value)
 
 
 def as_number(value):
     """YAML 1.1 reads ``1e-4`` (no dot) as a string; take it as the number the user meant."""
     if isinstance(value, str):
         try:
-            return float(value)
+            number = float(value)
         except ValueError:
             return value
+        return number if math.isfinite(number) else value
     return value
 
 
-def apply_overrides(raw, overrides):
+def apply_overrides(raw, overrides, branches_only=False, where=""):
     for text in overrides or []:
         keys, value = _parse_override(text)
+        if branches_only and keys[0] not in raw:
+            raise UserError(f"--opt {text!r}: {where} has no branch {keys[0]!r} "
+                            f"(it has {', '.join(raw) or 'none'})")
         node = raw
         for k in keys[:-1]:
             node = node.setdefault(k, {})
@@ -129,24 +162,125 @@ def split_overrides(opts):
     return model_opts, dataset_opts
 
 
+def _name(value):
+    """Names written in a YAML file may have been read as numbers or dates: take them as text."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        return value.isoformat()
+    return value
+
+
+def check_value(where, value, kind):
+    """``value`` of the key ``where`` against its ``kind`` (see SCHEMA); returns the value to use."""
+    def bad(expected):
+        raise UserError(f"{where}: expected {expected}, got {value!r}")
+
+    if isinstance(kind, tuple):
+        if value not in kind or isinstance(value, bool):
+            raise UserError(f"{where}: {value!r} is not one of {list(kind)}")
+        return value
+    optional = kind.endswith("?")
+    kind = kind.rstrip("?")
+    if value is None and optional:
+        return None
+    if kind in ("name", "run_id"):
+        value = _name(value)
+        if not isinstance(value, str) or not value.strip():
+            bad("a name (text)")
+        if kind == "run_id" and (value in (".", "..") or "/" in value or "\\" in value
+                                 or "\0" in value or os.sep in value):
+            raise UserError(f"{where}: {value!r} must be one folder name (no '/', not '.' or '..')")
+        return value
+    if kind == "bool":
+        if not isinstance(value, bool):
+            bad("true or false")
+        return value
+    if kind == "pretrained":
+        if isinstance(value, bool):
+            return value
+        return check_value(where, value, "name")
+    if kind in ("mapping",):
+        if not isinstance(value, dict) or "name" not in value:
+            bad("a mapping with a name, e.g. {name: adam, lr: 0.0002}")
+        return value
+    if kind == "list":
+        if not isinstance(value, list):
+            bad("a list")
+        return value
+    value = as_number(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        bad("a number" if kind in ("nonneg", "fraction") else "an integer")
+    if kind in ("int", "posint", "nonneg_int"):
+        if isinstance(value, float):
+            if not value.is_integer():
+                bad("an integer")
+            value = int(value)
+        if kind == "posint" and value < 1:
+            bad("an integer of at least 1")
+        if kind == "nonneg_int" and value < 0:
+            bad("an integer of at least 0")
+        return value
+    if not math.isfinite(value) or value < 0 or (kind == "fraction" and value >= 1):
+        bad("a number in [0, 1)" if kind == "fraction" else "a number of at least 0")
+    return value
+
+
+def _check_sections(cfg):
+    for path, kind in SCHEMA.items():
+        node = cfg
+        *parents, key = path.split(".")
+        for p in parents:
+            node = node[p]
+        node[key] = check_value(path, node[key], kind)
+
+
+def _check_optimization(c):
+    """Build the optimizer and scheduler on a dummy parameter and step them a few times, so that
+    arguments torch rejects (lr -1, betas above 1, T_max 0, ...) are reported now, by key."""
+    import torch
+
+    from optimizer import build_optimizer
+    from scheduler import build_scheduler
+    param = torch.zeros(1, requires_grad=True)
+    try:
+        opt = build_optimizer([param], c["optimizer"])
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - ValueError, TypeError from torch
+        raise UserError(f"config.optimizer: {c['optimizer']} rejected: "
+                        f"{' '.join(str(exc).split())}") from None
+    try:
+        sched = build_scheduler(opt, c["scheduler"], c["warmup_step"])
+        for _ in range(3):
+            opt.step()
+            sched.step()
+        sched.step_on_validation(1.0)
+        if not all(math.isfinite(lr) for lr in sched.get_last_lr()):
+            raise ValueError("the learning rate becomes non-finite")
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - ZeroDivisionError (T_max 0, step_size 0), ...
+        raise UserError(f"config.scheduler: {c['scheduler']} rejected: "
+                        f"{' '.join(str(exc).split()) or type(exc).__name__}") from None
+
+
 def validate(cfg):
-    for (section, key), allowed in CHOICES.items():
-        if cfg[section][key] not in allowed:
-            raise UserError(f"{section}.{key}: {cfg[section][key]!r} is not one of {list(allowed)}")
-    for key in ("train_batch_size", "val_batch_size", "test_batch_size"):
-        value = cfg["data"][key]
-        if not isinstance(value, int) or value < 1:
-            raise UserError(f"data.{key}: expected a positive integer, got {value!r}")
+    _check_sections(cfg)
+    from dataset import branch_schema
+    schema = branch_schema(cfg["data"]["name"])
     for name, branch in cfg["dataset"].items():
         if not isinstance(branch, dict):
-            raise UserError(f"dataset branch {name}: expected a mapping")
-        unknown = set(branch) - BRANCH_KEYS
+            raise UserError(f"dataset branch {name}: expected a mapping, got {branch!r}")
+        unknown = set(branch) - set(schema)
         if unknown:
             raise UserError(f"unknown key in {cfg['data']['file']} {name}: {sorted(unknown)[0]} "
-                            f"(known: {', '.join(sorted(BRANCH_KEYS))})")
-        for key in ("log_steps", "val_steps", "num_steps"):
-            if key in branch and (not isinstance(branch[key], int) or branch[key] < 1):
-                raise UserError(f"{name}.{key}: expected a positive integer, got {branch[key]!r}")
+                            f"(known for {cfg['data']['name']}: {', '.join(sorted(schema))})")
+        for key, value in branch.items():
+            branch[key] = check_value(f"{name}.{key}", value, schema[key])
+    _check_optimization(cfg["config"])
 
 
 def load_config(path, overrides=None, dataset_overrides=None):
@@ -160,8 +294,9 @@ def load_config(path, overrides=None, dataset_overrides=None):
     cfg = {"model": _merge(DEFAULTS["model"], raw.get("model"), "model"),
            "config": _merge(DEFAULTS["config"], raw.get("config"), "config"),
            "data": _merge(DEFAULTS["data"], raw.get("data"), "data")}
+    cfg["data"]["file"] = check_value("data.file", cfg["data"]["file"], "name")
     dataset = _read_yaml(cfg["data"]["file"], "dataset config (data.file)")
-    apply_overrides(dataset, dataset_overrides)
+    apply_overrides(dataset, dataset_overrides, branches_only=True, where=cfg["data"]["file"])
     cfg["dataset"] = dataset
     if cfg["model"]["num_classes"] == 2 and "loss" not in (raw.get("config") or {}):
         cfg["config"]["loss"] = "cross_entropy"
@@ -179,12 +314,13 @@ def branch(cfg, which):
 
 
 def save_config(cfg, run_dir):
-    """Write ``config.yml`` and ``dataset.yml`` into ``run_dir``; config.yml points to the other."""
+    """Write ``config.yml`` and ``dataset.yml`` into ``run_dir`` (atomically); config.yml points
+    to the other."""
+    from fileio import atomic_write_text
     dataset_path = os.path.abspath(os.path.join(run_dir, "dataset.yml"))
-    with open(dataset_path, "w") as fh:
-        yaml.safe_dump(cfg["dataset"], fh, sort_keys=False)
+    atomic_write_text(dataset_path, yaml.safe_dump(cfg["dataset"], sort_keys=False))
     out = {k: copy.deepcopy(cfg[k]) for k in ("model", "config", "data")}
     out["data"]["file"] = dataset_path
-    with open(os.path.join(run_dir, "config.yml"), "w") as fh:
-        yaml.safe_dump(out, fh, sort_keys=False)
-    return os.path.join(run_dir, "config.yml")
+    path = os.path.join(run_dir, "config.yml")
+    atomic_write_text(path, yaml.safe_dump(out, sort_keys=False))
+    return path

@@ -69,6 +69,17 @@ def all_gather_objects(obj):
     return out
 
 
+def all_reduce(values, device, op="max"):
+    """Element-wise max (or sum) of a list of floats over all ranks; the values themselves in one
+    process. Every rank must call it at the same point: it is how ranks agree on a decision."""
+    if not is_dist():
+        return list(values)
+    t = torch.tensor([float(v) for v in values], dtype=torch.float64,
+                     device=device if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
+    return t.tolist()
+
+
 def cleanup():
     if is_dist():
         dist.destroy_process_group()

@@ -10,6 +10,8 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from dataset import BadImageLog, build_dataset, collate
+from dataset.base import worker_init
+from fileio import atomic_write, check_output_dir
 from errors import UserError
 from model import build_model
 from model.weights import checkpoint_num_classes, load_weights
@@ -51,18 +53,46 @@ def pick_device(requested=None):
     return device
 
 
-def load_model(path, model_cfg, device, trusted=False):
+def checkpoint_model_name(state, explicit=None, fallback="Recce"):
+    """The model a checkpoint holds: its saved config says (this project's checkpoints); a bare
+    state dict or the original's checkpoint takes ``explicit`` (--model), else ``fallback``."""
+    saved = ((state.get("config") or {}).get("model") or {}).get("name") \
+        if isinstance(state, dict) else None
+    if explicit and saved and explicit != saved:
+        raise UserError(f"--model {explicit}: the checkpoint holds a {saved} model")
+    return explicit or saved or fallback
+
+
+def check_finite(model, path):
+    bad = [k for k, v in model.state_dict().items()
+           if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise UserError(f"{path}: {len(bad)} weight tensor(s) hold NaN or infinite values "
+                        f"({', '.join(bad[:3])}); the checkpoint is unusable")
+
+
+def load_model(path, model_cfg=None, device="cpu", trusted=False, explicit_name=None):
     """A model for evaluation from any checkpoint flavour; never downloads encoder weights.
 
-    A ``num_classes`` that ``model_cfg`` leaves out (or sets to None) is read from the checkpoint.
+    The model is the one the checkpoint's saved config names; for a bare state dict, the one of
+    ``explicit_name`` (--model), else of ``model_cfg["name"]``, else RECCE. A ``num_classes`` that
+    ``model_cfg`` leaves out (or sets to None) is read from the checkpoint. Weights that are not
+    finite are refused.
     """
     state = load_checkpoint(path, trusted=trusted)
-    cfg = dict(model_cfg)
+    cfg = dict(model_cfg or {})
+    saved = ((state.get("config") or {}).get("model") or {}) if isinstance(state, dict) else {}
+    cfg["name"] = checkpoint_model_name(state, explicit_name, cfg.get("name") or "Recce")
+    if saved.get("name") and saved["name"] != (model_cfg or {}).get("name"):
+        cfg["num_classes"] = None  # the config's section belongs to another model
     if cfg.get("num_classes") is None:
         cfg["num_classes"] = checkpoint_num_classes(state, path)
+    if "drop_rate" not in cfg and "drop_rate" in saved:
+        cfg["drop_rate"] = saved["drop_rate"]
     cfg["pretrained"] = False  # the checkpoint holds every weight
     model = build_model(cfg)
     load_weights(model, state, path)
+    check_finite(model, path)
     return model.to(device).eval()
 
 
@@ -82,22 +112,31 @@ def format_table(metrics):
 
 
 def save_outputs(out_dir, metrics, res, items):
+    """metrics.json, scores.csv (logit and probability at full precision: every metric recomputes
+    exactly from it), and, when both classes are present, roc_curve.pickle and roc.png. Each file
+    is written atomically. Returns the names written."""
     os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "metrics.json"), "w") as fh:
-        json.dump({k: (None if isinstance(v, float) and math.isnan(v) else v)
-                   for k, v in metrics.items()}, fh, indent=2)
-    with open(os.path.join(out_dir, "scores.csv"), "w", newline="") as fh:
+    written = ["metrics.json", "scores.csv"]
+    atomic_write(os.path.join(out_dir, "metrics.json"), lambda fh: json.dump(
+        {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()},
+        fh, indent=2))
+
+    def scores(fh):
         w = csv.writer(fh)
-        w.writerow(["path", "label", "fake_probability", "video"])
-        for i, y, p, v in zip(res["index"], res["label"], res["prob"], res["video"]):
-            w.writerow([items[i].path, int(y), f"{p:.6f}", v])
+        w.writerow(["path", "label", "logit", "fake_probability", "video", "method"])
+        for i, y, z, p, v in zip(res["index"], res["label"], res["logit"], res["prob"],
+                                 res["video"]):
+            w.writerow([items[i].path, int(y), repr(float(z)), repr(float(p)), v, items[i].method])
+    atomic_write(os.path.join(out_dir, "scores.csv"), scores, newline="")
     if len(np.unique(res["label"])) == 2:
         fpr, tpr, thr = roc(res["label"], res["prob"])
-        torch.save([torch.from_numpy(np.asarray(a, np.float64)) for a in (fpr, tpr, thr)],
-                   os.path.join(out_dir, "roc_curve.pickle"))
+        atomic_write(os.path.join(out_dir, "roc_curve.pickle"), lambda fh: torch.save(
+            [torch.from_numpy(np.asarray(a, np.float64)) for a in (fpr, tpr, thr)], fh), mode="wb")
         vl, vp, _ = video_scores(res["label"], res["prob"], res["video"])
         plot_roc(os.path.join(out_dir, "roc.png"), (fpr, tpr),
                  roc(vl, vp)[:2] if len(np.unique(vl)) == 2 else None, metrics)
+        written += ["roc_curve.pickle", "roc.png"]
+    return written
 
 
 def plot_roc(path, frame, video, metrics):
@@ -113,30 +152,40 @@ def plot_roc(path, frame, video, metrics):
     ax.set_ylabel("true positive rate")
     ax.legend(loc="lower right")
     fig.tight_layout()
-    fig.savefig(path)
+    atomic_write(path, lambda fh: fig.savefig(fh, format="png"), mode="wb")
     plt.close(fig)
 
 
 def run_test(cfg, ckpt=None, device=None, out_dir=None, trusted=False):
+    """Score the test branch. Returns (metrics, checkpoint path, output folder, images scored,
+    names of the files written)."""
     rank, world, dev = dist.init(cfg["config"]["distribute"]["backend"],
                                  timeout_s=cfg["config"]["distribute"]["timeout"])
     device = dev if world > 1 else pick_device(device or cfg["config"]["device"])
     path = resolve_checkpoint(cfg, ckpt)
+    out_dir = out_dir or os.path.dirname(os.path.abspath(path))
+    if dist.is_main():
+        check_output_dir(out_dir)  # before the work, not after it
     model = load_model(path, cfg["model"], device, trusted or cfg["config"]["trust_checkpoint"])
     ds = build_dataset(cfg["data"]["name"], branch(cfg, "test"), cfg["config"]["seed"])
     sampler = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=False)
     loader = DataLoader(ds, batch_size=cfg["data"]["test_batch_size"], sampler=sampler,
                         num_workers=cfg["data"]["num_workers"], collate_fn=collate,
-                        pin_memory=device.type == "cuda")
+                        pin_memory=device.type == "cuda", worker_init_fn=worker_init)
     bad = BadImageLog()
-    amp = cfg["config"]["amp"] if device.type == "cuda" else "none"
+    amp = cfg["config"]["eval_amp"] if device.type == "cuda" else "none"  # fp32 by default
     res = evaluate(model, loader, device, amp, bad)
     if bad.count:
         log.warning("skipped %d unreadable image(s)", bad.take_count())
+    if len(res["index"]) == 0:
+        raise UserError(f"{ds.name}: no readable image in the test split ({len(bad.seen)} bad "
+                        "file(s)); nothing to score")
+    classes = set(res["label"].tolist())
+    if len(classes) < 2:
+        log.warning("the test split has %s images only: AUC, EER and AP are undefined, and no "
+                    "ROC curve is written", "real" if classes == {0} else "fake")
     methods = [ds.items[i].method for i in res["index"]]
     metrics = all_metrics(res["label"], res["prob"], res["video"], methods)
     metrics["LogLoss"] = float(res["loss"].mean())
-    out_dir = out_dir or os.path.dirname(os.path.abspath(path))
-    if dist.is_main():
-        save_outputs(out_dir, metrics, res, ds.items)
-    return metrics, path, out_dir, len(res["index"])
+    written = save_outputs(out_dir, metrics, res, ds.items) if dist.is_main() else []
+    return metrics, path, out_dir, len(res["index"]), written

@@ -1,12 +1,17 @@
 """The training run: ``run(cfg)`` sets up, then loops over steps, validating every ``val_steps``.
 
-A batch travels: DataLoader workers (decode, augment) -> ``model(x, return_aux=True)`` ->
-``RecceLoss`` -> backward (grad scaler under fp16) -> optimizer and scheduler step -> log ->
-validation on every rank, scores gathered -> best / latest checkpoint.
+A batch travels: DataLoader workers (decode, augment) -> ``model(x, return_aux=True)`` -> the
+model's loss (named terms + total) -> backward (grad scaler under fp16) -> optimizer and scheduler
+step -> log -> validation on every rank, scores gathered -> best / latest checkpoint.
+
+Every decision that changes the control flow of a step (skip a batch without images, skip a step
+whose loss is not finite, stop on a signal) is taken on flags agreed across ranks, so no rank runs
+a step or a collective that another rank skips.
 """
 import logging
 import math
 import os
+import signal
 import sys
 import time
 
@@ -15,25 +20,36 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
 from dataset import BadImageLog, build_dataset, collate
+from dataset.base import worker_init
 from errors import UserError
-from loss import RecceLoss
-from model import build_model
+from loss import build_loss
+from model import build_model, model_class
 from model.weights import load_weights
 from optimizer import build_optimizer
 from scheduler import build_scheduler
 
 from . import distributed as dist
-from .checkpoint import atomic_save, load_checkpoint, newest_best, rng_state, set_rng_state
+from .checkpoint import (RunLock, atomic_save, load_checkpoint, newest_best, prune_best,
+                         remove_stale_temporaries, rng_state, set_rng_state)
 from .config import branch, save_config
 from .evaluate import autocast, evaluate, probabilities
 from .metrics import binary_metrics
 
 log = logging.getLogger("recce")
 HIGHER_IS_BETTER = {"Acc": True, "AUC": True, "LogLoss": False}
+MAX_SKIPPED_BATCHES = 50  # consecutive batches without a readable image before the run stops
 
 
 class NonFiniteLoss(UserError):
     pass
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM stopped training between two steps; the checkpoint is saved."""
+
+    def __init__(self, signum, message):
+        super().__init__(message)
+        self.signum = signum
 
 
 class StepSampler(DistributedSampler):
@@ -67,21 +83,33 @@ def setup_logging(run_dir, rank):
 
 
 def make_run_dir(cfg, resume):
-    """``runs/<model>/<id>``; the id is chosen by rank 0 and shared. Refuses to reuse one unless
-    resuming."""
+    """``<ckpt_fold>/<model>/<id>``, locked by rank 0 for the run's lifetime; the id is chosen by
+    rank 0 and shared. Refuses to reuse a run unless resuming, and a run directory that another
+    run holds. Returns (run_dir, lock or None). Every rank gets the same answer (or error)."""
     run_id = cfg["config"]["id"]
     if run_id is None:
         run_id = dist.broadcast_object(time.strftime("%Y%m%d-%H%M%S"))
         cfg["config"]["id"] = run_id  # saved with the config: test.py finds the run from it
     run_dir = os.path.join(cfg["config"]["ckpt_fold"], cfg["model"]["name"], str(run_id))
-    exists = os.path.isfile(os.path.join(run_dir, "latest_model.bin"))
+    lock, error = None, None
     if dist.is_main():
-        if exists and not resume:
-            raise UserError(f"run directory {run_dir} already holds a run: choose another "
-                            "config.id, or set config.resume: true to continue it")
-        os.makedirs(run_dir, exist_ok=True)
-    dist.barrier()
-    return run_dir
+        try:
+            os.makedirs(run_dir, exist_ok=True)
+            lock = RunLock(run_dir)
+            if os.path.isfile(os.path.join(run_dir, "latest_model.bin")) and not resume:
+                lock.release()
+                raise UserError(f"run directory {run_dir} already holds a run: choose another "
+                                "config.id, or set config.resume: true to continue it")
+            for name in remove_stale_temporaries(run_dir):
+                log.info("removed %s, left by an interrupted checkpoint write", name)
+        except UserError as exc:
+            error = str(exc)
+        except OSError as exc:
+            error = f"cannot create the run directory {run_dir}: {exc.strerror}"
+    error = dist.broadcast_object(error)
+    if error:
+        raise UserError(error)
+    return run_dir, lock
 
 
 def _loader(ds, batch_size, shuffle, workers, seed, rank, world, drop_last=False):
@@ -91,11 +119,12 @@ def _loader(ds, batch_size, shuffle, workers, seed, rank, world, drop_last=False
     # model's dropout and noise use (otherwise a resumed run would diverge).
     return DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=workers,
                       collate_fn=collate, pin_memory=torch.cuda.is_available(),
-                      drop_last=drop_last, persistent_workers=False,
+                      drop_last=drop_last, persistent_workers=False, worker_init_fn=worker_init,
                       generator=torch.Generator().manual_seed(seed))
 
 
 def _unwrap(model):
+    model = getattr(model, "_orig_mod", model)  # torch.compile
     return model.module if isinstance(model, DistributedDataParallel) else model
 
 
@@ -117,11 +146,17 @@ class Trainer:
         restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
         self.resume = bool(c["resume"] or c["resume_best"] or restarted)
         self.debug = bool(c["debug"])
-        self.run_dir = None if self.debug else make_run_dir(cfg, self.resume)
+        self.lock = None
+        self.writer = None
+        self.stop_signal = None
+        self.run_dir = None
+        if not self.debug:
+            self.run_dir, self.lock = make_run_dir(cfg, self.resume)
         setup_logging(self.run_dir, self.rank)
         if restarted and not (c["resume"] or c["resume_best"]):
             log.info("torchrun restarted the group: resuming from the latest checkpoint")
         self.amp = c["amp"] if self.device.type == "cuda" else "none"
+        self.eval_amp = c["eval_amp"] if self.device.type == "cuda" else "none"
         torch.manual_seed(c["seed"] + self.rank)
 
         self.train_cfg = branch(cfg, "train")
@@ -141,6 +176,7 @@ class Trainer:
                                       seed, self.rank, self.world)
 
         model = build_model(cfg["model"]).to(self.device)
+        self.model_cls = model_class(cfg["model"]["name"])
         if self.world > 1 and self.device.type == "cuda":
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model
@@ -148,7 +184,8 @@ class Trainer:
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp = DistributedDataParallel(model, device_ids=ids)
-        self.criterion = RecceLoss.from_config(c, cfg["model"]["num_classes"])
+        self.forward = torch.compile(self.ddp) if c["compile"] else self.ddp
+        self.criterion = build_loss(self.model_cls.loss, c, cfg["model"]["num_classes"])
         params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(params, c["optimizer"])
         self.scheduler = build_scheduler(self.optimizer, c["scheduler"], c["warmup_step"])
@@ -157,17 +194,18 @@ class Trainer:
         self.step = 0
         self.epoch = 0
         self.batch_in_epoch = 0
+        self.steps_in_epoch = 0
         self.best_step = 0
         self.best_metric = None
         self.eval_metric = c["metric"]
         self.bad = BadImageLog()
-        self.writer = None
+        self.history = []
+        if self.resume:
+            self._load_for_resume()  # before anything is written: a failed resume changes nothing
         if self.run_dir and self.rank == 0:
             save_config(cfg, self.run_dir)
             from tensorboardX import SummaryWriter
             self.writer = SummaryWriter(self.run_dir)
-        if self.resume:
-            self._load_for_resume()
 
     # ------------------------------------------------------------------ checkpoints
     def _state(self):
@@ -181,8 +219,16 @@ class Trainer:
         }
 
     def save(self, name):
+        """Rank 0 writes; every rank learns whether it worked (a full disk stops all of them)."""
+        error = None
         if self.run_dir and self.rank == 0:
-            atomic_save(self._state(), os.path.join(self.run_dir, name))
+            try:
+                atomic_save(self._state(), os.path.join(self.run_dir, name))
+            except UserError as exc:
+                error = str(exc)
+        error = dist.broadcast_object(error)
+        if error:
+            raise UserError(error)
 
     def _load_for_resume(self):
         c = self.cfg["config"]
@@ -221,19 +267,29 @@ class Trainer:
                      path)
 
     # ------------------------------------------------------------------ the loop
+    def _agree(self, *flags):
+        """The flags ORed over all ranks."""
+        return [v > 0 for v in dist.all_reduce(flags, self.device, "max")]
+
     def _batches(self):
-        """Endless batches across epochs, starting part-way into the resumed epoch."""
+        """Endless batches across epochs, starting part-way into the resumed epoch. An epoch that
+        yields batches but trains no step (no readable image) stops the run."""
         while True:
             sampler = self.train_loader.sampler
             sampler.set_epoch(self.epoch)
             self.train_set.set_epoch(self.epoch)
             sampler.skip = self.batch_in_epoch * self.train_loader.batch_size
+            self.steps_in_epoch, seen = 0, 0
             for batch in self.train_loader:
                 self.batch_in_epoch += 1
+                seen += 1
                 yield batch
             n_bad = self.bad.take_count()
             if n_bad:
                 log.warning("epoch %d: skipped %d unreadable image(s)", self.epoch, n_bad)
+            if seen and not self.steps_in_epoch:  # agreed: skip decisions are taken together
+                raise UserError(f"{self.train_set.name}: a whole epoch without a readable image "
+                                f"({len(self.bad.seen)} bad file(s)); check the dataset")
             self.epoch += 1
             self.batch_in_epoch = 0
 
@@ -241,15 +297,17 @@ class Trainer:
         x = batch["image"].to(self.device, non_blocking=True)
         y = batch["label"].to(self.device, non_blocking=True)
         with autocast(self.device, self.amp):
-            outputs = self.ddp(x, return_aux=True)
+            outputs = self.forward(x, return_aux=True)
         outputs = {k: v.float() for k, v in outputs.items()}
         losses = self.criterion(outputs, x.float(), y)
         total = losses["total"]
-        if not torch.isfinite(total):
+        (nonfinite,) = self._agree(not bool(torch.isfinite(total)))
+        if nonfinite:
             if self.cfg["config"]["on_nonfinite"] == "stop":
-                raise NonFiniteLoss(f"the loss is not finite ({total.item()}) at step "
-                                    f"{self.step + 1}; the checkpoints in {self.run_dir} are "
-                                    "intact (set config.on_nonfinite: skip to skip such steps)")
+                raise NonFiniteLoss(f"the loss is not finite at step {self.step + 1} (on at least "
+                                    f"one process; here {total.item()}); the checkpoints in "
+                                    f"{self.run_dir} are intact (set config.on_nonfinite: skip to "
+                                    "skip such steps)")
             log.warning("non-finite loss at step %d: step skipped", self.step + 1)
             self.optimizer.zero_grad(set_to_none=True)
             return None
@@ -262,39 +320,75 @@ class Trainer:
             acc = ((probabilities(outputs["logits"]) >= 0.5).long() == y).float().mean()
         return {k: v.detach() for k, v in losses.items()}, acc
 
+    def _is_better(self, value):
+        """NaN never; ties count as better (the original kept the later step)."""
+        if math.isnan(value):
+            return False
+        if self.best_metric is None:
+            return True
+        if HIGHER_IS_BETTER[self.eval_metric]:
+            return value >= self.best_metric
+        return value <= self.best_metric
+
     def validate(self):
-        res = evaluate(self.ddp, self.val_loader, self.device, self.amp, self.bad, keep_first=4)
+        res = evaluate(self.forward, self.val_loader, self.device, self.eval_amp, self.bad,
+                       keep_first=4 if self.model_cls.has_reconstruction else 0)
         n_bad = self.bad.take_count()
         if n_bad:
             log.warning("validation: skipped %d unreadable image(s)", n_bad)
-        m = binary_metrics(res["label"], res["prob"])
-        metrics = {"Acc": m["ACC"], "AUC": m["AUC"], "LogLoss": float(res["loss"].mean())}
-        self.scheduler.step_on_validation(metrics["LogLoss"])
+        if len(res["label"]) == 0:
+            log.warning("validation: no readable image in %s: no metric this time",
+                        self.val_set.name)
+            metrics = {"Acc": math.nan, "AUC": math.nan, "LogLoss": math.nan}
+        else:
+            m = binary_metrics(res["label"], res["prob"])
+            metrics = {"Acc": m["ACC"], "AUC": m["AUC"], "LogLoss": float(res["loss"].mean())}
+            if len(set(res["label"].tolist())) < 2:
+                only = "real" if res["label"][0] == 0 else "fake"
+                log.warning("validation: %s has %s images only: AUC is undefined", self.val_set.name,
+                            only)
+            self.scheduler.step_on_validation(metrics["LogLoss"])
         value = metrics[self.eval_metric]
-        better = self.best_metric is None or (
-            value > self.best_metric if HIGHER_IS_BETTER[self.eval_metric] else value < self.best_metric)
-        if better and not math.isnan(value):
+        better = self._is_better(value)
+        if better:
             self.best_metric, self.best_step = value, self.step
         if self.writer:
-            self.writer.add_scalar("val/Loss", metrics["LogLoss"], self.step)
-            self.writer.add_scalar("val/Acc", metrics["Acc"], self.step)
-            self.writer.add_scalar("val/AUC", metrics["AUC"], self.step)
+            for tag, key in (("Loss", "LogLoss"), ("Acc", "Acc"), ("AUC", "AUC")):
+                self.writer.add_scalar(f"val/{tag}", metrics[key], self.step)
             if res.get("shown") is not None:
                 self.writer.add_image("val/inputs_and_reconstructions", _figure(res["shown"]),
                                       self.step)
         log.info("step %d validation: Loss %.4f  Acc %.4f  AUC %.4f  (best %s %.4f at step %d)",
                  self.step, metrics["LogLoss"], metrics["Acc"], metrics["AUC"], self.eval_metric,
                  self.best_metric if self.best_metric is not None else math.nan, self.best_step)
-        if better and not math.isnan(value):
+        if better:
             self.save(f"best_model_{self.step}.bin")
+            keep = self.cfg["config"]["keep_best"]
+            if keep and self.run_dir and self.rank == 0:
+                for name in prune_best(self.run_dir, keep):
+                    log.info("removed %s (config.keep_best: %d)", name, keep)
         self.save("latest_model.bin")
         self.history.append((self.step, metrics))
         return metrics
 
+    def _log(self, sums, count, num_steps):
+        """Window means of every loss term and the accuracy, averaged over ranks."""
+        keys = sorted(sums)
+        totals = dist.all_reduce([sums[k] for k in keys] + [count], self.device, "sum")
+        avg = {k: v / totals[-1] for k, v in zip(keys, totals[:-1])}
+        lr = self.scheduler.get_last_lr()[0]
+        terms = "  ".join(f"{k} {avg[k]:.4f}" for k in keys if k not in ("total", "acc"))
+        log.info("step %d/%d  loss %.4f  %s  acc %.4f  lr %.2e", self.step, num_steps,
+                 avg["total"], terms, avg["acc"], lr)
+        if self.writer:
+            tags = {**getattr(self.criterion, "TAGS", {}), "acc": "Acc"}
+            for k in keys:
+                self.writer.add_scalar(f"train/{tags.get(k, k)}", avg[k], self.step)
+            self.writer.add_scalar("train/LR", lr, self.step)
+
     def fit(self):
         tc = self.train_cfg
         num_steps, log_steps, val_steps = tc["num_steps"], tc["log_steps"], tc["val_steps"]
-        self.history = []
         self.ddp.train()
         if self.step >= num_steps:
             log.info("nothing to do: the checkpoint is at step %d of %d", self.step, num_steps)
@@ -304,15 +398,26 @@ class Trainer:
             from tqdm import tqdm
             bar = tqdm(total=num_steps, initial=self.step, desc="train", dynamic_ncols=True,
                        disable=not sys.stderr.isatty())
-        sums, count = {}, 0
+        sums, count, skipped = {}, 0, 0
         batches = self._batches()
         while self.step < num_steps:
             batch = next(batches)
             self.bad.add(batch["bad"])
-            if "image" not in batch:
+            no_image, stop = self._agree("image" not in batch, self.stop_signal is not None)
+            if stop:
+                self.batch_in_epoch -= 1  # not trained on: the resumed run starts with it
+                self._stop()
+            if no_image:
+                skipped += 1
+                if skipped >= MAX_SKIPPED_BATCHES:
+                    raise UserError(f"{self.train_set.name}: {skipped} batches in a row without a "
+                                    f"readable image ({len(self.bad.seen)} bad file(s) so far); "
+                                    "check the dataset")
                 continue
+            skipped = 0
             result = self.train_step(batch)
             self.step += 1
+            self.steps_in_epoch += 1
             if bar:
                 bar.update(1)
             if result is not None:
@@ -321,16 +426,7 @@ class Trainer:
                     sums[k] = sums.get(k, 0.0) + float(v)
                 count += 1
             if self.step % log_steps == 0 and count:
-                avg = {k: v / count for k, v in sums.items()}
-                lr = self.scheduler.get_last_lr()[0]
-                log.info("step %d/%d  loss %.4f  cls %.4f  recons %.4f  metric %.4f  acc %.4f  "
-                         "lr %.2e", self.step, num_steps, avg["total"], avg["cls"],
-                         avg["recons"], avg["metric"], avg["acc"], lr)
-                if self.writer:
-                    for tag, key in (("Loss", "total"), ("Acc", "acc"), ("Recons_Loss", "recons"),
-                                     ("Contra_Loss", "metric")):
-                        self.writer.add_scalar(f"train/{tag}", avg[key], self.step)
-                    self.writer.add_scalar("train/LR", lr, self.step)
+                self._log(sums, count, num_steps)
                 sums, count = {}, 0
             if not self.debug and (self.step % val_steps == 0 or self.step == num_steps):
                 self.validate()
@@ -341,8 +437,18 @@ class Trainer:
             return {}
         return self.summary()
 
+    def _stop(self):
+        signum = self.stop_signal or signal.SIGINT
+        if not self.debug:
+            self.save("latest_model.bin")
+        where = f"latest_model.bin in {self.run_dir}" if self.run_dir else "nothing (debug run)"
+        raise Interrupted(signum, f"interrupted at step {self.step} ({signal.Signals(signum).name}): "
+                                  f"saved {where}; continue with --opt config.resume=true")
+
     def summary(self):
-        best = os.path.join(self.run_dir, f"best_model_{self.best_step}.bin") if self.run_dir else None
+        best = None
+        if self.run_dir and self.best_metric is not None:
+            best = os.path.join(self.run_dir, f"best_model_{self.best_step}.bin")
         return {"best_metric": self.best_metric, "best_step": self.best_step,
                 "metric": self.eval_metric, "best_checkpoint": best, "run_dir": self.run_dir,
                 "history": self.history}
@@ -350,11 +456,31 @@ class Trainer:
     def close(self):
         if self.writer:
             self.writer.close()
+        if self.lock:
+            self.lock.release()
+
+
+def _install_signal_handlers(trainer):
+    """SIGINT / SIGTERM ask the loop to stop after the current step; a second SIGINT stops at
+    once. Returns a function that restores the previous handlers."""
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(signum, frame):
+        if trainer.stop_signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        trainer.stop_signal = signum
+        log.warning("%s received: stopping after this step", signal.Signals(signum).name)
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    return lambda: [signal.signal(s, h) for s, h in previous.items()]
 
 
 def run(cfg, local_rank=None):
     trainer = Trainer(cfg, local_rank)
+    restore = _install_signal_handlers(trainer)
     try:
         return trainer.fit()
     finally:
+        restore()
         trainer.close()

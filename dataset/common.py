@@ -1,0 +1,76 @@
+"""Helpers the layout modules share: folders, image listing (symlinks followed, loops not)."""
+import os
+
+from errors import UserError
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+
+def require_dir(path, what):
+    if not os.path.isdir(path):
+        raise UserError(f"dataset root not found: {path} (expected {what})")
+
+
+def choice(cfg, key, allowed, default=None):
+    value = cfg.get(key, default)
+    if value not in allowed:
+        raise UserError(f"{key}: {value!r} is not one of {list(allowed)}")
+    return value
+
+
+def video_of(rel_path):
+    return os.path.dirname(rel_path).replace(os.sep, "/")
+
+
+def is_image(name):
+    return name.lower().endswith(IMAGE_EXTS)
+
+
+def images_in(folder):
+    """The image files directly in ``folder``, sorted (no glob: ``[`` in a path is just a
+    character)."""
+    if not os.path.isdir(folder):
+        return []
+    return sorted(os.path.join(folder, f) for f in os.listdir(folder)
+                  if is_image(f) and os.path.isfile(os.path.join(folder, f)))
+
+
+def subfolders(folder):
+    if not os.path.isdir(folder):
+        return []
+    return sorted(os.path.join(folder, f) for f in os.listdir(folder)
+                  if os.path.isdir(os.path.join(folder, f)))
+
+
+def walk_images(folder):
+    """Every image below ``folder``, sorted; symlinked folders are followed, a symlink loop is not
+    (each real folder is visited once)."""
+    out, seen = [], set()
+    for dirpath, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = sorted(d for d in dirs if os.path.realpath(os.path.join(dirpath, d)) not in seen)
+        out += [os.path.join(dirpath, f) for f in files if is_image(f)]
+    return sorted(out)
+
+
+def check_entries(entries, path, pairs):
+    """An index's entries: (path, label 0/1) pairs or plain paths; the first bad one is named."""
+    if not isinstance(entries, (list, tuple)):
+        raise UserError(f"index file {path}: expected a list, got a {type(entries).__name__}")
+    for n, entry in enumerate(entries):
+        if pairs:
+            ok = (isinstance(entry, (list, tuple)) and len(entry) == 2
+                  and isinstance(entry[0], str) and entry[0]
+                  and not isinstance(entry[1], bool) and entry[1] in (0, 1)
+                  and isinstance(entry[1], int))
+            expected = "a (path, label 0 or 1) pair"
+        else:
+            ok = isinstance(entry, str) and bool(entry)
+            expected = "an image path"
+        if not ok:
+            raise UserError(f"index file {path}: entry {n} is {entry!r}, expected {expected}")
+    return entries

@@ -1,0 +1,53 @@
+"""The registry of dataset layouts: one module per layout registers its reader, the branch keys it
+accepts and its index builder; config validation and tools/build_index.py read this registry.
+
+A layout is added by writing one module that calls ``register_layout(Layout(...))`` and importing
+it in ``dataset/__init__.py`` (or from the user's own code before building the dataset).
+"""
+import random
+from dataclasses import dataclass, field
+from typing import Callable
+
+from errors import UserError
+
+
+@dataclass
+class Layout:
+    name: str  # data.name in the config
+    read: Callable  # (branch cfg, random.Random) -> [Item]
+    keys: dict = field(default_factory=dict)  # its own branch keys -> kind (trainer.config)
+    index_name: str | None = None  # the sub-command of tools/build_index.py
+    add_arguments: Callable | None = None  # (argparse parser) -> None
+    build_index: Callable | None = None  # (argparse namespace) -> lines to print
+    needs_root: bool = True
+    description: str = ""
+
+
+LAYOUTS: dict = {}
+# Keys of a dataset branch that every layout accepts, with their kind (see trainer.config); a layout
+# adds its own in ``Layout.keys``.
+COMMON_BRANCH_KEYS = {
+    "root": "name", "split": "name", "transforms": "list", "log_steps": "posint",
+    "val_steps": "posint", "num_steps": "posint", "on_bad_image": ("skip", "error"),
+    "demo": "bool", "max_pixels": "posint",
+}
+
+
+def register_layout(layout: Layout) -> Layout:
+    LAYOUTS[layout.name] = layout
+    return layout
+
+
+def get_layout(name) -> Layout:
+    if name not in LAYOUTS:
+        raise UserError(f"data.name: unknown dataset {name!r} (known: {', '.join(LAYOUTS)})")
+    return LAYOUTS[name]
+
+
+def branch_schema(name) -> dict:
+    """Every key a branch of the dataset ``name`` accepts, with its kind."""
+    return {**COMMON_BRANCH_KEYS, **get_layout(name).keys}
+
+
+def make_rng(seed):
+    return random.Random(seed)

@@ -1,0 +1,51 @@
+"""Writing files without ever leaving half of one, and checking output paths before the work.
+
+Every output of the project is written to a temporary file of its own in the same folder, then
+renamed over the target: an interrupt, a kill or a full disk leaves the previous file (or none)
+and removes the temporary file where the process is still alive to do it.
+"""
+import os
+import tempfile
+
+from errors import UserError
+
+
+def atomic_write(path, write, mode="w", **open_kwargs):
+    """``write(fh)`` into a temporary file beside ``path``, then rename it over ``path``."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, mode, **open_kwargs) as fh:
+            write(fh)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)  # our own temporary file: the write failed or was interrupted
+
+
+def atomic_write_text(path, text):
+    atomic_write(path, lambda fh: fh.write(text), encoding="utf-8")
+
+
+def check_output_file(path, what="--output"):
+    """An output file's folder must exist and be writable, and the path must not be a folder."""
+    if os.path.isdir(path):
+        raise UserError(f"{what} {path}: is a folder, expected a file name")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise UserError(f"{what} {path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise UserError(f"{what} {path}: the folder {folder} is not writable")
+
+
+def check_output_dir(path, what="--out"):
+    """An output folder: created when missing (with its parents), refused when it is a file or
+    cannot be written."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f"{what} {path}: is a file, expected a folder")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{what} {path}: cannot create the folder ({exc.strerror})") from None
+    if not os.access(path, os.W_OK):
+        raise UserError(f"{what} {path}: the folder is not writable")
