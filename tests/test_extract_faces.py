@@ -90,13 +90,65 @@ def test_interrupted_video_is_redone(videos, tmp_path):
     folder, _, _ = videos
     out = tmp_path / "faces"
     (out / "hopper").mkdir(parents=True)
+    (out / "hopper" / ".extracting").write_text("")  # this tool's folder, interrupted
     (out / "hopper" / "0000.png").write_bytes(b"half-written")  # no .done marker
+    (out / "hopper" / "0008.png").write_bytes(b"a frame of the interrupted run")
     summary = extract([str(folder / "hopper.avi")], str(out), {"name": "dlib"}, every=4,
                       size=64, progress=False)
     assert summary["done"] == 1
     img = cv2.imread(str(out / "hopper" / "0000.png"))
     assert img is not None and img.shape == (64, 64, 3)
     assert sorted(os.listdir(out / "hopper")) == [".done", "0000.png", "0004.png"]
+
+
+def test_nothing_of_the_users_is_deleted(videos, tmp_path):
+    """Sentinel files: a user's folder named like a video, '.'/'..' lines of a list file, --out
+    itself and its parent all survive; a clash of video names is refused before any work."""
+    folder, _, _ = videos
+    base = tmp_path / "data"
+    out = base / "faces"
+    (out / "hopper").mkdir(parents=True)
+    sentinels = [base / "keep.txt", out / "keep.txt", out / "hopper" / "mine.txt",
+                 out / "hopper" / "0000.png"]
+    for p in sentinels:
+        p.write_text("user data")
+    listing = tmp_path / "list.txt"
+    listing.write_text(f".\n..\n{out}\n{folder / 'hopper.avi'}\n")
+    proc = subprocess.run([sys.executable, "tools/extract_faces.py", "--input", str(listing),
+                           "--out", str(out), "--workers", "1"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr  # failed videos reported, nothing removed
+    assert all(p.read_text() == "user data" for p in sentinels)
+    assert "was not made by extract_faces" in proc.stderr
+    assert not (out / "hopper" / ".done").exists()
+    (folder / "hopper.mp4").write_bytes(b"")
+    try:
+        clash = subprocess.run([sys.executable, "tools/extract_faces.py", "--input", str(folder),
+                                "--out", str(tmp_path / "o2")], cwd=ROOT, capture_output=True,
+                               text=True, timeout=300)
+    finally:
+        (folder / "hopper.mp4").unlink()
+    assert clash.returncode == 2 and "share the output folder 'hopper'" in clash.stderr
+    assert not (tmp_path / "o2").exists()
+
+
+@pytest.mark.parametrize("args,text", [(["--size", "-1"], "--size -1"),
+                                       (["--frames", "0"], "--frames 0"),
+                                       (["--frames", "-3"], "--frames -3"),
+                                       (["--margin", "0"], "--margin 0"),
+                                       (["--every", "0"], "--every 0")])
+def test_bad_options_are_one_line(tmp_path, capsys, args, text):
+    from tools.extract_faces import main
+    assert main(["--input", str(tmp_path), "--out", str(tmp_path / "o")] + args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {text}") and err.count("\n") == 1
+
+
+def test_out_naming_a_file_is_one_line(tmp_path, capsys):
+    from tools.extract_faces import main
+    (tmp_path / "f").write_text("x")
+    assert main(["--input", str(tmp_path), "--out", str(tmp_path / "f")]) == 2
+    assert "is a file" in capsys.readouterr().err
 
 
 def test_frame_sampling_and_crop_geometry():

@@ -12,12 +12,18 @@ detection that overlaps the previous face most). Crop: a square around the box s
 ``--margin`` (default 1.3), clipped to the frame, optionally resized (``--size``). Videos run in
 parallel worker processes. A finished video gets a marker written atomically after its last frame
 and is skipped on the next run; an interrupted one is redone. A broken video is logged and skipped.
+
+Nothing of the user's is deleted: a video's output folder is made by this tool and marked as its
+own (``.extracting`` while at work, ``.done`` when finished); only such a folder's own frame files
+are ever removed (to redo an interrupted video), and a folder of that name that the tool did not
+make is left alone, the video reported as failed. Two videos whose names differ only by extension
+would share one folder: refused before any work.
 """
 import argparse
 import logging
 import multiprocessing as mp
 import os
-import shutil
+import re
 import sys
 import time
 
@@ -29,8 +35,10 @@ import numpy as np  # noqa: E402
 
 from errors import UserError, one_line  # noqa: E402
 
-VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv")
+VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 DONE = ".done"
+WORKING = ".extracting"
+FRAME_FILE = re.compile(r"\d{4,}\.png")
 log = logging.getLogger("extract_faces")
 
 
@@ -45,7 +53,19 @@ def list_videos(source):
         raise UserError(f"--input: no such folder or list file: {source}")
     if not vids:
         raise UserError(f"--input {source}: no videos ({', '.join(VIDEO_EXTS)})")
+    by_id = {}
+    for v in sorted(vids):
+        vid = video_id(v)
+        if vid in by_id:
+            raise UserError(f"--input: {by_id[vid]} and {v} would share the output folder {vid!r}; "
+                            "rename one of them")
+        by_id[vid] = v
     return sorted(vids)
+
+
+def video_id(path):
+    """The output folder name of a video: its file name without the extension."""
+    return os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
 
 
 def frame_indices(total, frames=None, every=None):
@@ -138,19 +158,42 @@ def _init_worker(detector_args):
     _DETECTOR = build_detector(**detector_args)
 
 
+def _claim(target):
+    """Make ``target`` this tool's folder for one video, or say why not. An interrupted earlier
+    run's folder (marked ``.extracting``) loses only its own frame files."""
+    if os.path.isdir(target):
+        names = os.listdir(target)
+        if WORKING in names:
+            for name in names:
+                if FRAME_FILE.fullmatch(name):
+                    os.remove(os.path.join(target, name))  # frames of the interrupted run
+        elif names:
+            return (f"the output folder {target} exists and was not made by extract_faces; "
+                    "rename or remove it")
+    elif os.path.exists(target):
+        return f"the output path {target} exists and is not a folder"
+    os.makedirs(target, exist_ok=True)
+    open(os.path.join(target, WORKING), "w").close()
+    return None
+
+
 def process_video(job):
-    """One video -> its face crops. Returns (video id, status, frames written, frames without face)."""
+    """One video -> its face crops. Returns (video id, status, frames written, frames without face,
+    error)."""
     path, out, opts = job
-    vid = os.path.splitext(os.path.basename(path))[0]
+    vid = video_id(path)
+    if not os.path.isfile(path) or vid in ("", ".", ".."):
+        return path, "failed", 0, 0, "not a video file"
     target = os.path.join(out, vid)
     if os.path.isfile(os.path.join(target, DONE)):
         return vid, "skipped", 0, 0, ""
-    shutil.rmtree(target, ignore_errors=True)  # an interrupted earlier run: redo it
     try:
         frames = read_frames(path, opts["frames"], opts["every"])
     except Exception as exc:  # noqa: BLE001 - any decoding problem: skip the video
         return vid, "failed", 0, 0, str(exc)
-    os.makedirs(target, exist_ok=True)
+    problem = _claim(target)
+    if problem:
+        return vid, "failed", 0, 0, problem
     written = missed = 0
     previous = None
     for index, rgb in frames:
@@ -172,6 +215,7 @@ def process_video(job):
     with open(tmp, "w") as fh:
         fh.write(f"{written} {missed}\n")
     os.replace(tmp, os.path.join(target, DONE))
+    os.remove(os.path.join(target, WORKING))
     return vid, "done", written, missed, ""
 
 
@@ -204,6 +248,17 @@ def extract(videos, out, detector_args, frames=32, every=None, margin=1.3, size=
     return summary
 
 
+def check_arguments(args):
+    for name in ("frames", "every", "size", "workers"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UserError(f"--{name} {value}: expected a positive integer")
+    if not args.margin > 0:
+        raise UserError(f"--margin {args.margin}: expected a positive number (1.3 is usual)")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise UserError(f"--out {args.out}: is a file, expected a folder")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description="Crop faces from videos.")
     p.add_argument("--input", required=True, help="a folder of videos or a text file of paths")
@@ -223,6 +278,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
+        check_arguments(args)
         videos = list_videos(args.input)
         detector_args = {"name": args.detector, "weights": args.weights, "backbone": args.backbone,
                          "device": args.device}
