@@ -143,7 +143,7 @@ def score(args):
     from trainer.evaluate import probabilities
     from trainer.testing import load_model, pick_device
 
-    from dataset.base import DEFAULT_MAX_PIXELS, worker_init
+    from dataset.base import DEFAULT_MAX_PIXELS, iterate_quietly, worker_init
     path = args.bin or args.weight
     if not os.path.isfile(path):
         raise UserError(f"checkpoint not found: {path}")
@@ -166,7 +166,7 @@ def score(args):
                         pin_memory=on_gpu, worker_init_fn=worker_init if workers else None)
     root = os.path.dirname(paths[0]) if args.image else args.image_folder
     with torch.inference_mode():
-        for b in loader:
+        for b in iterate_quietly(loader):
             results = [(i, None, err) for i, err in b["errors"]]
             if b["image"] is not None:
                 x = b["image"].to(device, non_blocking=True)

@@ -95,9 +95,32 @@ def read_rgb(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
 
 def worker_init(_worker_id=None):
     """DataLoader workers ignore SIGINT: Ctrl-C reaches the main process, which stops cleanly
-    and shuts the workers down, instead of every worker dying with its own traceback."""
+    and shuts the workers down, instead of every worker dying with its own traceback. A worker's
+    tensor-sharing thread whose peer (the interrupted main process) went away mid-handshake ends
+    quietly too."""
     import signal
+    import sys
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    default = sys.excepthook  # multiprocessing's resource sharer reports through it
+
+    def hook(exc_type, exc, tb):
+        if not issubclass(exc_type, (EOFError, ConnectionError)):
+            default(exc_type, exc, tb)
+    sys.excepthook = hook
+
+
+def iterate_quietly(loader):
+    """``iter(loader)`` with SIGINT ignored while its workers start (they inherit that), so that a
+    Ctrl-C reaches only the main process, even in a worker's first moments."""
+    import signal
+    import threading
+    if loader.num_workers == 0 or threading.current_thread() is not threading.main_thread():
+        return iter(loader)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return iter(loader)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:

@@ -98,10 +98,15 @@ def load_checkpoint(path, trusted=False):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        text = str(exc)
+        if "GLOBAL" not in text and "global" not in text:  # not a refused class: a broken file
+            raise UserError(f"cannot read checkpoint {path}: not a checkpoint file, or a "
+                            "truncated one") from None
         if not trusted:
-            first = " ".join(str(exc).split("\n")[0].split())[:160]
+            needs = text.split("Unsupported global: ")[-1].split("\n")[0].strip()[:120] \
+                if "Unsupported global: " in text else "a class from outside torch"
             raise UserError(
-                f"{path} holds more than tensors and plain values ({first}); loading it could run "
+                f"{path} holds more than tensors and plain values ({needs}); loading it could run "
                 "code from the file. If you trust its source, pass --trust (or set "
                 "config.trust_checkpoint: true)") from None
     except Exception as exc:  # noqa: BLE001 - truncated, not a torch file, ...

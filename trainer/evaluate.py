@@ -2,6 +2,7 @@
 import numpy as np
 import torch
 
+from dataset.base import iterate_quietly
 from loss import classification_loss
 
 from . import distributed as dist
@@ -38,7 +39,7 @@ def evaluate(model, loader, device, amp="none", bad_log=None, keep_first=0):
     model.eval()
     rows = {"index": [], "label": [], "prob": [], "logit": [], "loss": [], "video": []}
     shown = None
-    for batch in loader:
+    for batch in iterate_quietly(loader):
         if bad_log is not None:
             bad_log.add(batch["bad"])
         if "image" not in batch:

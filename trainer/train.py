@@ -20,7 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
 from dataset import BadImageLog, build_dataset, collate
-from dataset.base import worker_init
+from dataset.base import iterate_quietly, worker_init
 from errors import UserError
 from loss import build_loss
 from model import build_model, model_class
@@ -280,7 +280,7 @@ class Trainer:
             self.train_set.set_epoch(self.epoch)
             sampler.skip = self.batch_in_epoch * self.train_loader.batch_size
             self.steps_in_epoch, seen = 0, 0
-            for batch in self.train_loader:
+            for batch in iterate_quietly(self.train_loader):
                 self.batch_in_epoch += 1
                 seen += 1
                 yield batch

@@ -1,0 +1,46 @@
+"""Small data and configs shared by the tests of training, safety and inputs."""
+import os
+import shutil
+
+import yaml
+
+SIZE = 32
+TF = [{"name": "Resize", "params": {"height": SIZE, "width": SIZE}},
+      {"name": "Normalize", "params": {"mean": [0.5] * 3, "std": [0.5] * 3}}]
+
+
+def image_list_tree(demo_root, dest, videos=3, frames=2, corrupt=0):
+    """A real/ fake/ ImageList tree copied from the demo's frames: ``videos`` videos per class of
+    ``frames`` frames, plus ``corrupt`` unreadable files per class."""
+    ff = os.path.join(demo_root, "faceforensics")
+    src = {"real": os.path.join(ff, "original_sequences", "youtube", "c23", "images"),
+           "fake": os.path.join(ff, "manipulated_sequences", "Deepfakes", "c23", "images")}
+    for kind, folder in src.items():
+        for v, video in enumerate(sorted(os.listdir(folder))[:videos]):
+            out = os.path.join(dest, kind, f"v{v}")
+            os.makedirs(out, exist_ok=True)
+            frames_in = sorted(os.listdir(os.path.join(folder, video)))[:frames]
+            for f in frames_in:
+                shutil.copy(os.path.join(folder, video, f), os.path.join(out, f))
+        for c in range(corrupt):
+            os.makedirs(os.path.join(dest, kind, "bad"), exist_ok=True)
+            with open(os.path.join(dest, kind, "bad", f"{c}.png"), "wb") as fh:
+                fh.write(b"\x89PNG\r\n\x1a\n broken")
+    return str(dest)
+
+
+def write_config(tmp_path, train_root, val_root=None, steps=2, val_steps=2, batch=2, extra=None,
+                 data=None, model=None, run_id="t", branch_extra=None):
+    """A model config + dataset file for the ImageList layout; returns the config's path."""
+    ds = {"train_cfg": {"root": str(train_root), "log_steps": 1, "val_steps": val_steps,
+                        "num_steps": steps, "transforms": TF, **(branch_extra or {})},
+          "val_cfg": {"root": str(val_root or train_root), "transforms": TF}}
+    (tmp_path / "ds.yml").write_text(yaml.safe_dump(ds))
+    cfg = {"model": {"name": "Recce", "pretrained": False, **(model or {})},
+           "config": {"id": run_id, "ckpt_fold": str(tmp_path / "runs"), "metric": "AUC",
+                      **(extra or {})},
+           "data": {"name": "ImageList", "file": str(tmp_path / "ds.yml"),
+                    "train_batch_size": batch, "val_batch_size": 4, "val_branch": "val_cfg",
+                    "num_workers": 0, **(data or {})}}
+    (tmp_path / "cfg.yml").write_text(yaml.safe_dump(cfg))
+    return str(tmp_path / "cfg.yml")

@@ -1,0 +1,328 @@
+"""Nothing of the user's is ever lost, and nothing hangs (sentinel files, interrupts, bad data)."""
+import os
+import signal
+import subprocess
+import sys
+import time
+import types
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from conftest import ROOT
+from errors import UserError
+from helpers import image_list_tree, write_config
+from trainer.config import load_config
+
+
+def _sentinels(*paths):
+    for p in paths:
+        os.makedirs(os.path.dirname(p), exist_ok=True)
+        with open(p, "w") as fh:
+            fh.write("user data")
+    return paths
+
+
+def _intact(paths):
+    return all(open(p).read() == "user data" for p in paths)
+
+
+# ---------------------------------------------------------------- the demo builder
+def test_mistyped_demo_root_deletes_nothing(tmp_path, monkeypatch):
+    from dataset import build_dataset
+    import train
+    user = _sentinels(tmp_path / "ffpp" / "a.txt", tmp_path / "ffpp" / "videos" / "b.mp4")
+    branch = {"root": str(tmp_path / "ffpp" / "faceforensicss"), "demo": True, "split": "train"}
+    with pytest.raises(UserError, match="refusing to build the demo data into .*ffpp"):
+        build_dataset("FaceForensics", branch)
+    assert _intact(user) and sorted(os.listdir(tmp_path / "ffpp")) == ["a.txt", "videos"]
+    # through train.py: one line, exit 2, nothing touched
+    (tmp_path / "ds.yml").write_text(yaml.safe_dump({"train_cfg": {**branch, "num_steps": 1,
+                                                                   "log_steps": 1, "val_steps": 1}}))
+    (tmp_path / "c.yml").write_text(yaml.safe_dump({
+        "model": {"name": "Recce", "pretrained": False},
+        "data": {"name": "FaceForensics", "file": str(tmp_path / "ds.yml"),
+                 "val_branch": "train_cfg"},
+        "config": {"ckpt_fold": str(tmp_path / "runs")}}))
+    assert train.main(["--config", str(tmp_path / "c.yml")]) == 2
+    assert _intact(user) and sorted(os.listdir(tmp_path / "ffpp")) == ["a.txt", "videos"]
+
+
+def test_mistyped_root_beside_complete_demo_is_a_missing_root(demo_root):
+    from dataset import build_dataset
+    before = sorted(os.listdir(demo_root))
+    with pytest.raises(UserError, match="dataset root not found: .*faceforensicss.*celeb_df"):
+        build_dataset("FaceForensics", {"root": os.path.join(demo_root, "faceforensicss"),
+                                        "demo": True, "split": "train"})
+    assert sorted(os.listdir(demo_root)) == before
+
+
+def test_demo_tool_refuses_a_users_folder(tmp_path, capsys):
+    from tools.make_demo_dataset import main
+    user = _sentinels(tmp_path / "data" / "ffpp" / "x.png", tmp_path / "data" / "y.txt")
+    for out in (tmp_path / "data", tmp_path / "data" / "ffpp"):  # the folder and the one above
+        assert main(["--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: refusing to build the demo data into") and err.count("\n") == 1
+    assert _intact(user)
+    assert sorted(os.listdir(tmp_path / "data")) == ["ffpp", "y.txt"]  # no temporary left
+
+
+def test_demo_rebuild_replaces_only_its_own_sets(tmp_path):
+    from dataset.demo import DONE_MARKER, make_demo_dataset
+    out = tmp_path / "demo"
+    make_demo_dataset(str(out))
+    user = _sentinels(out / "notes.txt")
+    (out / "faceforensics" / "stale.png").write_text("old demo file")
+    make_demo_dataset(str(out), seed=1)
+    assert _intact(user) and (out / DONE_MARKER).is_file()
+    assert not (out / "faceforensics" / "stale.png").exists()
+    assert sorted(p for p in os.listdir(tmp_path)) == ["demo"]
+
+
+# ---------------------------------------------------------------- index files
+def test_index_builder_escapes_glob_characters_and_never_empties_an_index(tmp_path):
+    from test_dataset import _ff_tree
+    from dataset.index import load_pickle_index
+    root = tmp_path / "a[1]" / "ff"
+    counts, _ = _ff_tree(root)  # a '[' in the path is a character, not a pattern
+    assert counts["train"] == (4, 16)
+    good = load_pickle_index(str(root / "train_c23.pickle"))
+    import shutil
+    for sub in ("original_sequences", "manipulated_sequences"):
+        shutil.rmtree(root / sub)  # the crops are gone (moved, unmounted, ...)
+    from tools.build_index import main
+    assert main(["faceforensics", "--root", str(root), "--compression", "c23"]) == 2
+    assert load_pickle_index(str(root / "train_c23.pickle")) == good
+    assert not [f for f in os.listdir(root) if f.endswith(".tmp")]
+
+
+# ---------------------------------------------------------------- run directories
+def test_run_id_is_one_folder_name(tmp_path, demo_root):
+    path = write_config(tmp_path, image_list_tree(demo_root, tmp_path / "d"))
+    for bad in ("../../escaped", "a/b", "..", "."):
+        with pytest.raises(UserError, match="config.id: .* must be one folder name"):
+            load_config(path, [f"config.id={bad}"])
+    assert not (tmp_path / "escaped").exists()
+
+
+def test_stale_temporaries_removed_user_files_kept(tmp_path, demo_root):
+    from trainer.train import Trainer
+    path = write_config(tmp_path, image_list_tree(demo_root, tmp_path / "d"))
+    run_dir = tmp_path / "runs" / "Recce" / "t"
+    run_dir.mkdir(parents=True)
+    (run_dir / "latest_model.bin.tmp4242").write_bytes(b"x" * 100)
+    (run_dir / "best_model_5.bin.tmp17").write_bytes(b"x")
+    user = _sentinels(run_dir / "notes.tmp1", run_dir / "latest_model.bin.tmpfoo")
+    trainer = Trainer(load_config(path))
+    trainer.close()
+    names = set(os.listdir(run_dir))
+    assert "latest_model.bin.tmp4242" not in names and "best_model_5.bin.tmp17" not in names
+    assert _intact(user)
+
+
+def test_same_run_twice_is_refused_and_a_killed_run_leaves_no_lock(tmp_path, demo_root):
+    from trainer.checkpoint import RunLock
+    from trainer.train import Trainer
+    path = write_config(tmp_path, image_list_tree(demo_root, tmp_path / "d"))
+    run_dir = tmp_path / "runs" / "Recce" / "t"
+    run_dir.mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; sys.path.insert(0, sys.argv[1]);"
+        "from trainer.checkpoint import RunLock; lock = RunLock(sys.argv[2]); print('locked', flush=True);"
+        "time.sleep(60)"), str(ROOT), str(run_dir)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(UserError, match="is in use by another run"):
+            Trainer(load_config(path))
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    RunLock(str(run_dir)).release()  # the kernel released the killed run's lock
+    trainer = Trainer(load_config(path))
+    trainer.close()
+
+
+def test_failed_resume_changes_nothing(tmp_path, demo_root):
+    from trainer.train import Trainer
+    path = write_config(tmp_path, image_list_tree(demo_root, tmp_path / "d"),
+                        extra={"resume": True})
+    run_dir = tmp_path / "runs" / "Recce" / "t"
+    run_dir.mkdir(parents=True)
+    (run_dir / "latest_model.bin").write_bytes(b"not a checkpoint")
+    (run_dir / "config.yml").write_text("the run's own config")
+    with pytest.raises(UserError, match="cannot read checkpoint"):
+        Trainer(load_config(path))
+    assert (run_dir / "config.yml").read_text() == "the run's own config"
+    assert not [f for f in os.listdir(run_dir) if f.startswith("events")]
+
+
+# ---------------------------------------------------------------- images
+def test_pixel_budget_refuses_huge_images_before_decoding(tmp_path):
+    from dataset import build_dataset, read_rgb
+    from dataset.base import BadImageError
+    big = np.zeros((2000, 1500, 3), np.uint8)  # compresses to a few kB
+    cv2.imwrite(str(tmp_path / "big.png"), big)
+    assert os.path.getsize(tmp_path / "big.png") < 50_000
+    with pytest.raises(BadImageError, match="2000 pixels, more than the limit of 1000000"):
+        read_rgb(str(tmp_path / "big.png"), max_pixels=1_000_000)
+    assert read_rgb(str(tmp_path / "big.png")).shape == (2000, 1500, 3)
+    for kind in ("real", "fake"):
+        (tmp_path / "d" / kind).mkdir(parents=True)
+        cv2.imwrite(str(tmp_path / "d" / kind / "big.png"), big)
+    ds = build_dataset("ImageList", {"root": str(tmp_path / "d"), "max_pixels": 1_000_000,
+                                     "transforms": []})
+    assert "max_pixels" in ds[0]["reason"]
+
+
+def test_opencv_prints_nothing_of_its_own_for_a_truncated_file(tmp_path):
+    ok, buf = cv2.imencode(".png", np.full((64, 64, 3), 7, np.uint8))
+    (tmp_path / "t.png").write_bytes(buf.tobytes()[:200])
+    proc = subprocess.run([sys.executable, "-c", (
+        "import sys; sys.path.insert(0, sys.argv[1]); from dataset import read_rgb\n"
+        "try:\n    read_rgb(sys.argv[2])\nexcept Exception as e:\n    print(e)"),
+        str(ROOT), str(tmp_path / "t.png")], capture_output=True, text=True, timeout=120)
+    assert "cannot decode image" in proc.stdout
+    assert proc.stderr.strip() == ""
+
+
+# ---------------------------------------------------------------- interrupts
+@pytest.mark.parametrize("sig,status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_stops_training_between_steps(tmp_path, demo_root, sig, status):
+    path = write_config(tmp_path, image_list_tree(demo_root, tmp_path / "d"), steps=10_000,
+                        val_steps=10_000)
+    proc = subprocess.Popen([sys.executable, "train.py", "--config", path], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if "step 2/" in line:
+            break
+    start = time.monotonic()
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    assert time.monotonic() - start < 60
+    assert proc.returncode == status, err[-2000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("interrupted at step") and "config.resume=true" in last
+    assert "Traceback" not in err
+    run_dir = tmp_path / "runs" / "Recce" / "t"
+    state = torch.load(run_dir / "latest_model.bin", weights_only=True)
+    assert state["step"] >= 2
+    assert not [f for f in os.listdir(run_dir) if ".tmp" in f]
+
+
+def test_ctrl_c_in_inference_prints_one_line_and_writes_no_output(tmp_path, demo_root):
+    from model import Recce
+    ckpt = tmp_path / "m.bin"
+    torch.save({"model": Recce().state_dict()}, ckpt)
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    src = image_list_tree(demo_root, tmp_path / "d", videos=1, frames=1)
+    img = os.path.join(src, "real", "v0", os.listdir(os.path.join(src, "real", "v0"))[0])
+    for i in range(400):
+        os.link(img, folder / f"{i:04d}.png")
+    out = tmp_path / "res.csv"
+    proc = subprocess.Popen([sys.executable, "inference.py", "-b", str(ckpt), "-f", str(folder),
+                             "-s", "64", "-d", "cpu", "--output", str(out)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().startswith("path: ")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert err.strip().startswith("interrupted:") and err.strip().count("\n") == 0, repr(err)
+    assert sorted(os.listdir(tmp_path)) == ["d", "faces", "m.bin"]  # no res.csv, no temporary
+
+
+# ---------------------------------------------------------------- endless loops
+def test_all_unreadable_training_set_stops_with_one_line(tmp_path, demo_root):
+    from trainer.train import Trainer
+    data = image_list_tree(demo_root, tmp_path / "d", videos=0, corrupt=3)
+    trainer = Trainer(load_config(write_config(tmp_path, data, steps=5)))
+    start = time.monotonic()
+    with pytest.raises(UserError, match=r"ImageList .*whole epoch without a readable image "
+                                         r"\(6 bad file"):
+        trainer.fit()
+    trainer.close()
+    assert time.monotonic() - start < 60
+
+
+def test_consecutive_bad_batches_are_bounded(tmp_path, demo_root, monkeypatch):
+    import trainer.train as tt
+    monkeypatch.setattr(tt, "MAX_SKIPPED_BATCHES", 3)
+    data = image_list_tree(demo_root, tmp_path / "d", videos=0, corrupt=20)
+    trainer = tt.Trainer(load_config(write_config(tmp_path, data, steps=5)))
+    with pytest.raises(UserError, match="3 batches in a row without a readable image"):
+        trainer.fit()
+    trainer.close()
+
+
+def test_one_class_validation_never_makes_a_nan_best(tmp_path, demo_root, capsys):
+    import train
+    data = image_list_tree(demo_root, tmp_path / "d")
+    val = image_list_tree(demo_root, tmp_path / "v")
+    import shutil
+    shutil.rmtree(os.path.join(val, "fake"))
+    os.makedirs(os.path.join(val, "fake"))  # real images only
+    path = write_config(tmp_path, data, val, steps=2, val_steps=1)
+    assert train.main(["--config", path]) == 0
+    out = capsys.readouterr().out
+    assert "has real images only: AUC is undefined" in out
+    assert "best val AUC: undefined" in out and "best checkpoint: none" in out
+    assert "nan" not in out.split("best val AUC")[1]
+    assert not [f for f in os.listdir(tmp_path / "runs" / "Recce" / "t") if f.startswith("best_")]
+
+
+def test_best_checkpoint_ties_and_lower_is_better():
+    from trainer.train import Trainer
+    t = types.SimpleNamespace(best_metric=0.8, eval_metric="AUC")
+    assert Trainer._is_better(t, 0.8) and not Trainer._is_better(t, 0.79)
+    assert not Trainer._is_better(t, float("nan"))
+    t = types.SimpleNamespace(best_metric=0.3, eval_metric="LogLoss")
+    assert Trainer._is_better(t, 0.3) and Trainer._is_better(t, 0.2)
+    assert not Trainer._is_better(t, 0.31)
+    t = types.SimpleNamespace(best_metric=None, eval_metric="Acc")
+    assert Trainer._is_better(t, 0.1) and not Trainer._is_better(t, float("nan"))
+
+
+# ---------------------------------------------------------------- disk
+def test_full_disk_ends_the_run_and_keeps_the_previous_checkpoint(tmp_path, demo_root,
+                                                                   monkeypatch):
+    import errno
+
+    import trainer.checkpoint as ck
+    from trainer.train import Trainer
+    path = write_config(tmp_path, image_list_tree(demo_root, tmp_path / "d"), steps=4,
+                        val_steps=2)
+    trainer = Trainer(load_config(path))
+    real_save = torch.save
+    calls = {"n": 0}
+
+    def save(obj, f, *a, **k):
+        calls["n"] += 1
+        if calls["n"] > 2:  # best and latest at step 2 succeed; the disk is full at step 4
+            with open(f, "wb") as fh:
+                fh.write(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, f, *a, **k)
+    monkeypatch.setattr(ck.torch, "save", save)
+    with pytest.raises(UserError, match="No space left on device; the previous checkpoint is intact"):
+        trainer.fit()
+    trainer.close()
+    run_dir = tmp_path / "runs" / "Recce" / "t"
+    monkeypatch.setattr(ck.torch, "save", real_save)
+    assert torch.load(run_dir / "latest_model.bin", weights_only=True)["step"] == 2
+    assert not [f for f in os.listdir(run_dir) if ".tmp" in f]
+
+
+def test_keep_best_prunes_only_its_own_files(tmp_path):
+    from trainer.checkpoint import prune_best
+    for step in (1, 5, 12, 30):
+        (tmp_path / f"best_model_{step}.bin").write_bytes(b"")
+    user = _sentinels(tmp_path / "best_model_final.bin", tmp_path / "best_model_3.bin.bak")
+    assert prune_best(str(tmp_path), 2) == ["best_model_1.bin", "best_model_5.bin"]
+    assert sorted(f for f in os.listdir(tmp_path) if f.endswith(".bin")) == [
+        "best_model_12.bin", "best_model_30.bin", "best_model_final.bin"]
+    assert _intact(user)
+    assert prune_best(str(tmp_path), None) == []
