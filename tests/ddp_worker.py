@@ -1,4 +1,10 @@
-"""Run by the torchrun test: train a few steps, then dump this rank's parameters."""
+"""Run by the torchrun tests: train a few steps, then dump what this rank ended with.
+
+    RECCE_TEST_DUMP=prefix RECCE_TEST_NAN=<rank>:<call> torchrun ... ddp_worker.py CONFIG [--opt ...]
+
+With RECCE_TEST_NAN set, the loss of that rank is made NaN at that call (the other rank's stays
+finite): every rank must still take the same decision (stop or skip) at the same step.
+"""
 import os
 import sys
 
@@ -6,11 +12,34 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from trainer.config import load_config  # noqa: E402
-from trainer.train import Trainer  # noqa: E402
+from trainer.config import load_config, split_overrides  # noqa: E402
+from trainer.evaluate import evaluate  # noqa: E402
+from trainer.train import NonFiniteLoss, Trainer  # noqa: E402
 
 torch.set_num_threads(1)
-trainer = Trainer(load_config(sys.argv[1]))
-trainer.fit()
+model_opts, dataset_opts = split_overrides(sys.argv[2:])
+trainer = Trainer(load_config(sys.argv[1], model_opts, dataset_opts))
+nan = os.environ.get("RECCE_TEST_NAN")
+if nan:
+    nan_rank, nan_call = map(int, nan.split(":"))
+    real = trainer.criterion.forward
+    calls = {"n": 0}
+
+    def forward(outputs, x, y):
+        calls["n"] += 1
+        out = real(outputs, x, y)
+        if trainer.rank == nan_rank and calls["n"] == nan_call:
+            out["total"] = out["total"] * float("nan")
+        return out
+    trainer.criterion.forward = forward
+outcome = "finished"
+try:
+    trainer.fit()
+except NonFiniteLoss:
+    outcome = "stopped"
+val = evaluate(trainer.ddp, trainer.val_loader, trainer.device)
 params = {k: v.detach().clone() for k, v in trainer.model.named_parameters()}
-torch.save(params, f"{os.environ['RECCE_TEST_DUMP']}{trainer.rank}.pt")
+torch.save({"params": params, "step": trainer.step, "outcome": outcome,
+            "val_index": torch.from_numpy(val["index"]), "val_size": len(trainer.val_set)},
+           f"{os.environ['RECCE_TEST_DUMP']}{trainer.rank}.pt")
+trainer.close()

@@ -4,7 +4,7 @@ import shutil
 
 import yaml
 
-SIZE = 32
+SIZE = 64  # at 32 px the last feature map is 1 x 1: batch norm needs a batch of 2 there
 TF = [{"name": "Resize", "params": {"height": SIZE, "width": SIZE}},
       {"name": "Normalize", "params": {"mean": [0.5] * 3, "std": [0.5] * 3}}]
 

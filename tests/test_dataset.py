@@ -64,12 +64,24 @@ def test_faceforensics_layout_methods_and_video_ids(tmp_path):
 
 
 def test_sampling_depends_on_seed_only(tmp_path):
-    _ff_tree(tmp_path)
-    cfg = {"root": str(tmp_path), "split": "train", "method": "Deepfakes", "transforms": NORM}
-    a = build_dataset("FaceForensics", cfg, seed=5).items
-    b = build_dataset("FaceForensics", cfg, seed=5).items
+    """Celeb-DF's balance draws 4 of 12 fakes: the seed decides which, nothing else does."""
+    for v in range(2):
+        for f in range(2):
+            _img(tmp_path / f"Celeb-real/images/r{v}/{f}.png")
+    for v in range(4):
+        for f in range(3):
+            _img(tmp_path / f"Celeb-synthesis/images/s{v}/{f}.png")
+    (tmp_path / "List_of_testing_videos.txt").write_text("1 Celeb-real/none.mp4\n")
+    cfg = {"root": str(tmp_path), "split": "train", "balance": True, "transforms": NORM}
+    a = build_dataset("CelebDF", cfg, seed=5).items
     np.random.seed(123)
-    assert a == b == build_dataset("FaceForensics", cfg, seed=5).items
+    import random
+    random.seed(7)
+    torch.manual_seed(9)
+    assert a == build_dataset("CelebDF", cfg, seed=5).items
+    assert len(a) == 8 and sum(it.label for it in a) == 4
+    others = [build_dataset("CelebDF", cfg, seed=s).items for s in (6, 7, 8)]
+    assert any(o != a for o in others)
 
 
 def test_celeb_df_layout_test_list_and_balance(tmp_path):

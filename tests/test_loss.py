@@ -80,3 +80,18 @@ def test_from_config_checks_loss_against_classes():
         RecceLoss.from_config({"loss": "binary_ce"}, 2)
     with pytest.raises(UserError, match="unknown loss 'focal'"):
         RecceLoss.from_config({"loss": "focal"}, 1)
+
+
+def test_config_loss_is_honoured():
+    from loss import ClassificationLoss, build_loss, classification_loss
+    with pytest.raises(UserError, match="cross_entropy.*does not fit model.num_classes 1"):
+        build_loss("RecceLoss", {"loss": "cross_entropy"}, 1)
+    with pytest.raises(UserError, match="binary_ce.*does not fit model.num_classes 2"):
+        build_loss("ClassificationLoss", {"loss": "binary_ce"}, 2)
+    with pytest.raises(UserError, match="cross_entropy does not fit a model with 1 logit"):
+        classification_loss(torch.zeros(2, 1), torch.tensor([0, 1]), kind="cross_entropy")
+    crit = build_loss("ClassificationLoss", {"loss": "cross_entropy"}, 2)
+    assert isinstance(crit, ClassificationLoss) and crit.loss == "cross_entropy"
+    out = crit({"logits": torch.tensor([[2.0, 0.0]])}, None, torch.tensor([1]))
+    assert out["total"].item() == pytest.approx(math.log(1 + math.exp(2.0)), abs=1e-6)
+    assert set(out) == {"cls", "total"}

@@ -134,21 +134,52 @@ def test_train_py_prints_one_line_for_user_errors(tmp_path):
     assert proc.stderr.strip() == "error: missing config key: data.name"
 
 
+def _torchrun(tmp_path, cfg_path, port, env=None, opts=()):
+    out = tmp_path / "dump"
+    env = {**os.environ, "RECCE_TEST_DUMP": str(out), "OMP_NUM_THREADS": "1", **(env or {})}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+         f"--master_port={port}", os.path.join(ROOT, "tests", "ddp_worker.py"), cfg_path, *opts],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    dumps = [torch.load(f"{out}{r}.pt", weights_only=True) for r in (0, 1)]
+    return proc, dumps
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="torchrun with gloo on Linux")
 def test_two_process_torchrun_ends_with_identical_parameters(tmp_path, demo_root):
-    path = _config(tmp_path, demo_root, steps=2, val_steps=2, batch=2)
-    out = tmp_path / "params"
-    env = {**os.environ, "RECCE_TEST_DUMP": str(out), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
-         os.path.join(ROOT, "tests", "ddp_worker.py"), path],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    p0 = torch.load(f"{out}0.pt", weights_only=True)
-    p1 = torch.load(f"{out}1.pt", weights_only=True)
+    """Half the files unreadable, batch 1 per process: every step is taken by both ranks or by
+    neither; validation scores are gathered with each sample once (padding repeats dropped)."""
+    from helpers import image_list_tree, write_config
+    data = image_list_tree(demo_root, tmp_path / "d", videos=2, frames=2, corrupt=4)
+    val = image_list_tree(demo_root, tmp_path / "v", videos=2, frames=2)
+    os.remove(os.path.join(val, "fake", "v1", sorted(os.listdir(os.path.join(val, "fake", "v1")))[0]))
+    path = write_config(tmp_path, data, val, steps=3, val_steps=3, batch=1)
+    proc, (d0, d1) = _torchrun(tmp_path, path, 29517)
+    assert d0["outcome"] == d1["outcome"] == "finished" and d0["step"] == d1["step"] == 3
+    p0, p1 = d0["params"], d1["params"]
     assert p0.keys() == p1.keys()
     assert all(torch.equal(p0[k], p1[k]) for k in p0)  # parameters, not BN running statistics
     assert "gloo" in proc.stdout + proc.stderr
+    assert d0["val_size"] == 7  # odd: DistributedSampler pads one repeat
+    for d in (d0, d1):
+        assert d["val_index"].tolist() == list(range(7))
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="torchrun with gloo on Linux")
+@pytest.mark.parametrize("mode", ["stop", "skip"])
+def test_non_finite_loss_on_one_rank_only(tmp_path, demo_root, mode):
+    from helpers import image_list_tree, write_config
+    data = image_list_tree(demo_root, tmp_path / "d", videos=2, frames=2)
+    path = write_config(tmp_path, data, steps=3, val_steps=3, batch=1,
+                        extra={"on_nonfinite": mode})
+    _, (d0, d1) = _torchrun(tmp_path, path, 29518 if mode == "stop" else 29519,
+                            env={"RECCE_TEST_NAN": "1:2"})
+    if mode == "stop":
+        assert d0["outcome"] == d1["outcome"] == "stopped" and d0["step"] == d1["step"] == 1
+    else:
+        assert d0["outcome"] == d1["outcome"] == "finished" and d0["step"] == d1["step"] == 3
+        assert all(torch.equal(d0["params"][k], d1["params"][k]) for k in d0["params"])
 
 
 def test_newest_best_is_by_step_number(tmp_path):
@@ -158,3 +189,125 @@ def test_newest_best_is_by_step_number(tmp_path):
         (tmp_path / f"best_model_{step}.bin").write_bytes(b"")
     (tmp_path / "best_model_x.bin").write_bytes(b"")
     assert newest_best(str(tmp_path)) == str(tmp_path / "best_model_10.bin")
+
+
+def test_on_nonfinite_skip_skips_the_step_and_goes_on(tmp_path, demo_root):
+    from helpers import image_list_tree, write_config
+    path = write_config(tmp_path, image_list_tree(demo_root, tmp_path / "d"), steps=3,
+                        val_steps=3, extra={"on_nonfinite": "skip"})
+    trainer = Trainer(load_config(path))
+    real = trainer.criterion.forward
+    calls = {"n": 0}
+    before = {}
+
+    def nan_at_2(outputs, x, y):
+        calls["n"] += 1
+        out = real(outputs, x, y)
+        if calls["n"] == 2:
+            before.update({k: v.clone() for k, v in trainer.model.state_dict().items()})
+            out["total"] = out["total"] * float("nan")
+        return out
+    trainer.criterion.forward = nan_at_2
+    optimizer_step = trainer.optimizer.step
+    steps = {"n": 0}
+
+    def counted(*a, **k):
+        steps["n"] += 1
+        return optimizer_step(*a, **k)
+    trainer.optimizer.step = counted
+    trainer.fit()
+    trainer.close()
+    assert trainer.step == 3 and steps["n"] == 2  # step 2 counted, not applied
+
+
+def test_resume_best_continues_from_the_newest_best(tmp_path, demo_root):
+    from helpers import image_list_tree, write_config
+    data = image_list_tree(demo_root, tmp_path / "d")
+    first = Trainer(load_config(write_config(tmp_path, data, steps=2, val_steps=1)))
+    first.fit()
+    first.close()
+    run_dir = tmp_path / "runs" / "Recce" / "t"
+    best = max(int(f[len("best_model_"):-4]) for f in os.listdir(run_dir) if f.startswith("best_"))
+    torch.save({**torch.load(run_dir / "latest_model.bin", weights_only=True), "step": 99},
+               run_dir / "latest_model.bin")  # latest would say 99
+    again = Trainer(load_config(write_config(tmp_path, data, steps=4, val_steps=1,
+                                             extra={"resume_best": True})))
+    assert again.step == best
+    again.close()
+
+
+def test_torchrun_restart_resumes_by_itself(tmp_path, demo_root, monkeypatch):
+    from helpers import image_list_tree, write_config
+    data = image_list_tree(demo_root, tmp_path / "d")
+    first = Trainer(load_config(write_config(tmp_path, data, steps=2, val_steps=2)))
+    first.fit()
+    first.close()
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
+    again = Trainer(load_config(write_config(tmp_path, data, steps=4, val_steps=2)))
+    assert again.step == 2  # no config.resume: the restarted group resumes by itself
+    again.close()
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "0")
+    with pytest.raises(UserError, match="already holds a run"):
+        Trainer(load_config(write_config(tmp_path, data, steps=4, val_steps=2)))
+
+
+def test_plateau_scheduler_steps_at_validation_in_training(tmp_path, demo_root):
+    from helpers import image_list_tree, write_config
+    sched = {"name": "ReduceLROnPlateau", "patience": 0, "factor": 0.5, "threshold": 100.0,
+             "threshold_mode": "abs"}  # nothing counts as an improvement after the first
+    path = write_config(tmp_path, image_list_tree(demo_root, tmp_path / "d"), steps=3,
+                        val_steps=1, extra={"scheduler": sched,
+                                            "optimizer": {"name": "adam", "lr": 0.001}})
+    trainer = Trainer(load_config(path))
+    lrs = []
+    validate = trainer.validate
+
+    def recorded():
+        out = validate()
+        lrs.append(trainer.optimizer.param_groups[0]["lr"])
+        return out
+    trainer.validate = recorded
+    trainer.fit()
+    trainer.close()
+    assert lrs == pytest.approx([0.001, 0.0005, 0.00025])
+
+
+def test_demo_true_builds_the_demo_data_when_missing(tmp_path):
+    from dataset import build_dataset
+    root = tmp_path / "demo" / "faceforensics"
+    ds = build_dataset("FaceForensics", {"root": str(root), "demo": True, "split": "val",
+                                         "transforms": []})
+    assert len(ds) == 384 and (tmp_path / "demo" / ".complete").is_file()
+    assert (tmp_path / "demo" / "celeb_df" / "List_of_testing_videos.txt").is_file()
+
+
+def test_config_demo_yml_is_consistent_and_trains(tmp_path, demo_root):
+    cfg = load_config(os.path.join(ROOT, "config", "demo.yml"))
+    train_cfg = cfg["dataset"]["train_cfg"]
+    assert cfg["model"]["pretrained"] is False  # no download
+    assert cfg["config"]["scheduler"]["T_max"] == train_cfg["num_steps"]
+    assert all(b["demo"] and b["root"] == "./data/demo/faceforensics"
+               for b in cfg["dataset"].values())
+    ff = os.path.join(demo_root, "faceforensics")
+    cfg = load_config(os.path.join(ROOT, "config", "demo.yml"),
+                      ["config.id=demo", f"config.ckpt_fold={tmp_path}", "data.num_workers=0",
+                       "data.train_batch_size=4"],
+                      ["train_cfg.num_steps=1", "train_cfg.val_steps=1", f"train_cfg.root={ff}",
+                       f"val_cfg.root={ff}"])
+    result = run(cfg)
+    assert result["history"][0][0] == 1 and os.path.isfile(result["best_checkpoint"])
+
+
+def test_xception_baseline_trains_with_its_own_loss_and_terms(tmp_path, demo_root):
+    from helpers import image_list_tree, write_config
+    from loss import ClassificationLoss
+    path = write_config(tmp_path, image_list_tree(demo_root, tmp_path / "d"), steps=2,
+                        val_steps=2, model={"name": "Xception"})
+    trainer = Trainer(load_config(path))
+    assert isinstance(trainer.criterion, ClassificationLoss)
+    trainer.fit()
+    trainer.close()
+    state = torch.load(tmp_path / "runs" / "Xception" / "t" / "latest_model.bin", weights_only=True)
+    assert state["config"]["model"]["name"] == "Xception"
+    log = (tmp_path / "runs" / "Xception" / "t" / "train_rank0.log").read_text()
+    assert "loss " in log and "cls " in log and "recons" not in log

@@ -245,6 +245,9 @@ def _check_optimization(c):
     from optimizer import build_optimizer
     from scheduler import build_scheduler
     param = torch.zeros(1, requires_grad=True)
+    for key, value in c["optimizer"].items():  # torch optimizers take numbers, flags, tuples
+        if key != "name" and isinstance(value, str):
+            raise UserError(f"config.optimizer.{key}: expected a number, got {value!r}")
     try:
         opt = build_optimizer([param], c["optimizer"])
     except UserError:
