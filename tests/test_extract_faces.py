@@ -169,3 +169,20 @@ def test_cli_summary_and_missing_weights(videos, tmp_path):
                            "--out", str(tmp_path / "o"), "--detector", "retinaface"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "RetinaFace weights not found" in proc.stderr
+
+
+def test_jpg_format_writes_jpeg_crops_the_loaders_read(videos, tmp_path):
+    from dataset import build_dataset
+    folder, _, _ = videos
+    out = tmp_path / "faces"
+    summary = extract([str(folder / "hopper.avi")], str(out), {"name": "dlib"}, every=4, size=64,
+                      progress=False, fmt="jpg", quality=90)
+    assert summary["done"] == 1
+    files = sorted(f for f in os.listdir(out / "hopper") if not f.startswith("."))
+    assert files == ["0000.jpg", "0004.jpg"]
+    assert (out / "hopper" / "0000.jpg").read_bytes()[:2] == b"\xff\xd8"  # a JPEG
+    (tmp_path / "il" / "real").mkdir(parents=True)
+    os.symlink(out / "hopper", tmp_path / "il" / "real" / "hopper")
+    (tmp_path / "il" / "fake").mkdir()
+    ds = build_dataset("ImageList", {"root": str(tmp_path / "il"), "transforms": []})
+    assert len(ds) == 2 and ds[0]["image"].shape == (3, 64, 64)

@@ -191,6 +191,7 @@ def test_newest_best_is_by_step_number(tmp_path):
     assert newest_best(str(tmp_path)) == str(tmp_path / "best_model_10.bin")
 
 
+@pytest.mark.filterwarnings(r"ignore:Seems like `optimizer.step\(\)` has been overridden")
 def test_on_nonfinite_skip_skips_the_step_and_goes_on(tmp_path, demo_root):
     from helpers import image_list_tree, write_config
     path = write_config(tmp_path, image_list_tree(demo_root, tmp_path / "d"), steps=3,
@@ -311,3 +312,25 @@ def test_xception_baseline_trains_with_its_own_loss_and_terms(tmp_path, demo_roo
     assert state["config"]["model"]["name"] == "Xception"
     log = (tmp_path / "runs" / "Xception" / "t" / "train_rank0.log").read_text()
     assert "loss " in log and "cls " in log and "recons" not in log
+
+
+def test_config_compile_wraps_the_model_for_training(tmp_path, demo_root, monkeypatch):
+    """The code path only (compiling RECCE on a 2-core CPU takes minutes): config.compile hands
+    the (DDP-wrapped) model to torch.compile and trains through what it returns."""
+    from helpers import image_list_tree, write_config
+    compiled = []
+
+    def fake_compile(module):
+        compiled.append(module)
+        return module
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    path = write_config(tmp_path, image_list_tree(demo_root, tmp_path / "d"), steps=1,
+                        val_steps=1, extra={"compile": True})
+    trainer = Trainer(load_config(path))
+    assert compiled == [trainer.ddp] and trainer.forward is trainer.ddp
+    trainer.fit()
+    trainer.close()
+    assert trainer.step == 1
+    plain = Trainer(load_config(path, ["config.id=plain", "config.compile=false"]))
+    assert len(compiled) == 1
+    plain.close()

@@ -1,0 +1,190 @@
+"""The GPU path, checked in a few minutes on one GPU: one line per check, exit 1 if any fails.
+
+    python tools/gpu_check.py                      # every check on cuda:0
+    python tools/gpu_check.py --bench              # and the throughput tables
+    python tools/gpu_check.py --device cpu --size 64 --bench --bench-batch 4   # the CPU dry run
+
+Checks: training steps of the demo data in fp16 (grad scaler from 2**10) and in bf16 (no scaler)
+with finite, decreasing loss; a run killed (SIGKILL) after a checkpoint and resumed, the loss going
+on; fp32 evaluation on the device against the CPU (probabilities within 1e-4); SyncBatchNorm
+conversion (and NCCL with two processes where there are two GPUs: two NCCL processes cannot share
+one GPU); inference.py and test.py with --device. On the CPU the mixed-precision checks run in
+fp32 (the code path the trainer takes there) and say so.
+"""
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import torch  # noqa: E402
+import yaml  # noqa: E402
+
+RESULTS = []
+
+
+def report(status, name, detail):
+    RESULTS.append(status)
+    print(f"{status} {name}: {detail}", flush=True)
+
+
+def write_config(work, demo, device, size, amp, steps, val_steps, run_id, batch=8):
+    ff = os.path.join(demo, "faceforensics")
+    tf = [{"name": "Resize", "params": {"height": size, "width": size}},
+          {"name": "Normalize", "params": {"mean": [0.5] * 3, "std": [0.5] * 3}}]
+    ds = {"train_cfg": {"root": ff, "split": "train", "log_steps": 1, "val_steps": val_steps,
+                        "num_steps": steps, "transforms": tf},
+          "val_cfg": {"root": ff, "split": "val", "transforms": tf}}
+    with open(os.path.join(work, f"{run_id}_ds.yml"), "w") as fh:
+        yaml.safe_dump(ds, fh)
+    cfg = {"model": {"name": "Recce", "pretrained": False},
+           "config": {"id": run_id, "ckpt_fold": os.path.join(work, "runs"), "amp": amp,
+                      "metric": "AUC", "optimizer": {"name": "adam", "lr": 0.001},
+                      "device": device, "distribute": {"backend": "nccl"}},
+           "data": {"name": "FaceForensics", "file": os.path.join(work, f"{run_id}_ds.yml"),
+                    "train_batch_size": batch, "val_batch_size": 32, "val_branch": "val_cfg",
+                    "test_branch": "val_cfg", "num_workers": 2}}
+    path = os.path.join(work, f"{run_id}.yml")
+    with open(path, "w") as fh:
+        yaml.safe_dump(cfg, fh)
+    return path
+
+
+def check_training(work, demo, device, size, amp):
+    from trainer.config import load_config
+    from trainer.train import Trainer
+    import logging
+    trainer = Trainer(load_config(write_config(work, demo, device, size, amp, 30, 30, f"amp_{amp}")))
+    logging.getLogger().setLevel(logging.WARNING)  # one line per check
+    losses = []
+    step = trainer.train_step
+
+    def recorded(batch):
+        out = step(batch)
+        if out is not None:
+            losses.append(float(out[0]["total"]))
+        return out
+    trainer.train_step = recorded
+    trainer.fit()
+    trainer.close()
+    used = trainer.amp
+    scaler = trainer.scaler.is_enabled()
+    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    ok = all(map(lambda v: v == v and abs(v) != float("inf"), losses)) and last < first
+    ok = ok and (scaler == (used == "fp16"))
+    detail = (f"{len(losses)} steps in {used}{' (CPU: full precision)' if used != amp else ''}, "
+              f"grad scaler {'on, scale ' + str(trainer.scaler.get_scale()) if scaler else 'off'}, "
+              f"loss {first:.4f} -> {last:.4f}")
+    report("PASS" if ok else "FAIL", f"train {amp}", detail)
+
+
+def check_kill_and_resume(work, demo, device, size):
+    cfg = write_config(work, demo, device, size, "fp16", 20, 5, "resume")
+    proc = subprocess.Popen([sys.executable, "train.py", "--config", cfg], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    latest = os.path.join(work, "runs", "Recce", "resume", "latest_model.bin")
+    for line in proc.stdout:
+        if "step 5 validation" in line:
+            break
+    while not os.path.isfile(latest) and proc.poll() is None:  # written after that line
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    again = subprocess.run([sys.executable, "train.py", "--config", cfg, "--opt",
+                            "config.resume=true"], cwd=ROOT, capture_output=True, text=True)
+    log = again.stdout + again.stderr
+    resumed = [line for line in log.splitlines() if "resumed from" in line]
+    state = torch.load(os.path.join(work, "runs", "Recce", "resume", "latest_model.bin"),
+                       map_location="cpu", weights_only=True)
+    ok = again.returncode == 0 and resumed and state["step"] == 20
+    report("PASS" if ok else "FAIL", "kill and resume",
+           (resumed[0].split("INFO ")[-1] if resumed else "no resume line") +
+           f"; finished at step {state['step']}")
+    return os.path.join(work, "runs", "Recce", "resume", "latest_model.bin"), cfg
+
+
+def check_eval_parity(ckpt, cfg_path, device):
+    from dataset import build_dataset, collate
+    from torch.utils.data import DataLoader
+    from trainer.config import branch, load_config
+    from trainer.evaluate import evaluate
+    from trainer.testing import load_model
+    cfg = load_config(cfg_path)
+    ds = build_dataset("FaceForensics", branch(cfg, "val"))
+    loader = DataLoader(ds, batch_size=64, collate_fn=collate, num_workers=2)
+    probs = {}
+    for dev in (device, "cpu"):
+        model = load_model(ckpt, {}, torch.device(dev))
+        probs[dev] = evaluate(model, loader, torch.device(dev))["prob"]
+    diff = float(abs(probs[device] - probs["cpu"]).max())
+    report("PASS" if diff <= 1e-4 else "FAIL", "fp32 evaluation vs CPU",
+           f"max |p_{device} - p_cpu| = {diff:.2e} over {len(ds)} images")
+
+
+def check_syncbn(device):
+    from model import Recce
+    model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(Recce())
+    n = sum(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules())
+    ok = n > 0 and not any(type(m) is torch.nn.BatchNorm2d for m in model.modules())
+    gpus = torch.cuda.device_count()
+    report("PASS" if ok else "FAIL", "SyncBatchNorm conversion", f"{n} layers converted")
+    if gpus < 2:
+        report("SKIP", "NCCL with two processes",
+               f"{gpus} GPU(s): two NCCL processes cannot share one GPU")
+
+
+def check_cli(ckpt, cfg_path, device, size, work, demo):
+    folder = os.path.join(demo, "celeb_df", "Celeb-synthesis", "images")
+    folder = os.path.join(folder, sorted(os.listdir(folder))[0])
+    inf = subprocess.run([sys.executable, "inference.py", "-b", ckpt, "-f", folder, "-d", device,
+                          "-s", str(size)], cwd=ROOT, capture_output=True, text=True)
+    report("PASS" if inf.returncode == 0 else "FAIL", f"inference.py --device {device}",
+           f"{len(inf.stdout.splitlines())} lines" if inf.returncode == 0 else inf.stderr[-300:])
+    test = subprocess.run([sys.executable, "test.py", "--config", cfg_path, "--ckpt", ckpt,
+                           "--device", device, "--out", os.path.join(work, "test_out")],
+                          cwd=ROOT, capture_output=True, text=True)
+    auc = [line for line in test.stdout.splitlines() if line.startswith("AUC")]
+    report("PASS" if test.returncode == 0 else "FAIL", f"test.py --device {device}",
+           (auc[0] if auc else "") if test.returncode == 0 else test.stderr[-300:])
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--device", default="cuda:0")
+    p.add_argument("--size", type=int, default=128, help="image side of the training checks")
+    p.add_argument("--bench", action="store_true", help="also print the throughput tables")
+    p.add_argument("--bench-size", type=int, default=None, help="benchmark image side (299)")
+    p.add_argument("--bench-batch", type=int, default=32)
+    p.add_argument("--bench-steps", type=int, default=10)
+    args = p.parse_args(argv)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print("error: CUDA is not available here (use --device cpu for the dry run)", file=sys.stderr)
+        return 2
+    from dataset.demo import ensure_demo_data
+    print(f"device: {args.device} "
+          f"({torch.cuda.get_device_name(args.device) if args.device.startswith('cuda') else 'CPU'})"
+          f", torch {torch.__version__}", flush=True)
+    with tempfile.TemporaryDirectory() as work:
+        demo = ensure_demo_data(os.path.join(work, "demo"))
+        for amp in ("fp16", "bf16"):
+            check_training(work, demo, args.device, args.size, amp)
+        ckpt, cfg = check_kill_and_resume(work, demo, args.device, args.size)
+        check_eval_parity(ckpt, cfg, args.device)
+        check_syncbn(args.device)
+        check_cli(ckpt, cfg, args.device, args.size, work, demo)
+    if args.bench:
+        from tools.gpu_bench import bench
+        bench(args.device, args.bench_size or 299, args.bench_batch, args.bench_steps)
+    failed = RESULTS.count("FAIL")
+    print(f"{RESULTS.count('PASS')} passed, {failed} failed", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
