@@ -98,3 +98,13 @@ def load_encoder_weights(encoder: torch.nn.Module, pretrained) -> None:
     if missing or unexpected:
         raise UserError(f"{path!r} is not an Xception (legacy_xception) weights file: missing "
                         f"{sorted(missing)[:4]}, unexpected {sorted(unexpected)[:4]}")
+
+
+def xception_encoder(pretrained=False) -> torch.nn.Module:
+    """timm's ``legacy_xception`` (RECCE's encoder, the baseline's backbone), started from ImageNet
+    weights when ``pretrained`` is True or a path, from random weights when False."""
+    import timm
+    encoder = timm.create_model("legacy_xception", pretrained=False)
+    if pretrained:
+        load_encoder_weights(encoder, pretrained)
+    return encoder

@@ -5,13 +5,12 @@ reconstruction decoder trained on real faces, and the rest of it classifies the 
 graph reasoning over encoder and decoder features and by an attention map drawn from the
 reconstruction error. See SPEC.md section 1 for the exact forward pass.
 """
-import timm
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .blocks import Block, GraphReasoning, GuidedAttention, upsample_stage
-from .pretrained import load_encoder_weights
+from .pretrained import xception_encoder
 
 # Input normalization of every RECCE config: mean = std = 0.5, so pixels lie in [-1, 1].
 MEAN = (0.5, 0.5, 0.5)
@@ -47,9 +46,7 @@ class Recce(nn.Module):
         self.num_classes = num_classes
         self.channels_last = channels_last
         # Registration order matters: it fixes the state_dict order of the original release.
-        self.encoder = timm.create_model("legacy_xception", pretrained=False)
-        if pretrained:
-            load_encoder_weights(self.encoder, pretrained)
+        self.encoder = xception_encoder(pretrained)
         # The encoder's ImageNet head is kept for checkpoint compatibility but never used.
         for p in self.encoder.fc.parameters():
             p.requires_grad_(False)

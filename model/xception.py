@@ -1,11 +1,10 @@
 """The Xception baseline of every table of the RECCE paper: timm's ``legacy_xception`` with its head
 replaced by ``num_classes`` logits and dropout before it (as RECCE's head has), trained with the
 plain classification loss."""
-import timm
 import torch
 import torch.nn as nn
 
-from .pretrained import load_encoder_weights
+from .pretrained import xception_encoder
 
 MIN_INPUT_SIZE = 7
 
@@ -25,9 +24,7 @@ class Xception(nn.Module):
         super().__init__()
         self.num_classes = num_classes
         self.channels_last = channels_last
-        self.encoder = timm.create_model("legacy_xception", pretrained=False)
-        if pretrained:
-            load_encoder_weights(self.encoder, pretrained)
+        self.encoder = xception_encoder(pretrained)
         self.encoder.reset_classifier(0)  # features only; the head is ours
         self.dropout = nn.Dropout(drop_rate)
         self.fc = nn.Linear(self.encoder.num_features, num_classes)
