@@ -73,7 +73,7 @@ def parse_args(argv=None):
                    help="logits of the model (default: read from the checkpoint)")
     p.add_argument("--model", default=None,
                    help="the model of a bare state dict (default: the checkpoint's config says; "
-                        "Recce for state dicts)")
+                        "RECCE for state dicts)")
     p.add_argument("--max_pixels", type=int, default=None,
                    help="refuse images with more pixels than this (default 64 million)")
     p.add_argument("--trust", action="store_true",

@@ -17,6 +17,9 @@ from .recce import MEAN, STD, Recce
 from .xception import Xception
 
 MODELS = {"Recce": Recce, "Xception": Xception}
+# The model of a checkpoint that does not say (a bare state dict, the original release's .bin):
+# the original release only ever held RECCE.
+DEFAULT_MODEL = "Recce"
 
 
 def register_model(cls):
@@ -42,5 +45,5 @@ def build_model(model_cfg: dict):
     return cls(**cfg)
 
 
-__all__ = ["MODELS", "MEAN", "STD", "Recce", "Xception", "build_model", "model_class",
+__all__ = ["DEFAULT_MODEL", "MODELS", "MEAN", "STD", "Recce", "Xception", "build_model", "model_class",
            "register_model"]

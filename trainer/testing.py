@@ -13,7 +13,7 @@ from dataset import BadImageLog, build_dataset, collate
 from dataset.base import worker_init
 from fileio import atomic_write, check_output_dir
 from errors import UserError
-from model import build_model
+from model import DEFAULT_MODEL, build_model
 from model.weights import checkpoint_num_classes, load_weights
 
 from . import distributed as dist
@@ -53,7 +53,7 @@ def pick_device(requested=None):
     return device
 
 
-def checkpoint_model_name(state, explicit=None, fallback="Recce"):
+def checkpoint_model_name(state, explicit=None, fallback=DEFAULT_MODEL):
     """The model a checkpoint holds: its saved config says (this project's checkpoints); a bare
     state dict or the original's checkpoint takes ``explicit`` (--model), else ``fallback``."""
     saved = ((state.get("config") or {}).get("model") or {}).get("name") \
@@ -75,14 +75,14 @@ def load_model(path, model_cfg=None, device="cpu", trusted=False, explicit_name=
     """A model for evaluation from any checkpoint flavour; never downloads encoder weights.
 
     The model is the one the checkpoint's saved config names; for a bare state dict, the one of
-    ``explicit_name`` (--model), else of ``model_cfg["name"]``, else RECCE. A ``num_classes`` that
-    ``model_cfg`` leaves out (or sets to None) is read from the checkpoint. Weights that are not
-    finite are refused.
+    ``explicit_name`` (--model), else of ``model_cfg["name"]``, else ``model.DEFAULT_MODEL``. A
+    ``num_classes`` that ``model_cfg`` leaves out (or sets to None) is read from the checkpoint.
+    Weights that are not finite are refused.
     """
     state = load_checkpoint(path, trusted=trusted)
     cfg = dict(model_cfg or {})
     saved = ((state.get("config") or {}).get("model") or {}) if isinstance(state, dict) else {}
-    cfg["name"] = checkpoint_model_name(state, explicit_name, cfg.get("name") or "Recce")
+    cfg["name"] = checkpoint_model_name(state, explicit_name, cfg.get("name") or DEFAULT_MODEL)
     if saved.get("name") and saved["name"] != (model_cfg or {}).get("name"):
         cfg["num_classes"] = None  # the config's section belongs to another model
     if cfg.get("num_classes") is None:
