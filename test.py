@@ -25,6 +25,9 @@ def main(argv=None):
                         help="allow a checkpoint that needs full unpickling (only from a trusted source)")
     parser.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value (see train.py); repeatable")
+    parser.add_argument("--perturb", action="append", default=[], metavar="TYPE:LEVEL",
+                        help="score under a DeeperForensics distortion, e.g. GB:3 (CS, CC, BW, BWF, "
+                             "GNC, GB, JPEG, VC, JQ; levels 1-5); repeatable for a combination")
     parser.add_argument("--local-rank", "--local_rank", dest="local_rank", type=int, default=None)
     args = parser.parse_args(argv)
 
@@ -39,8 +42,10 @@ def main(argv=None):
     try:
         model_opts, dataset_opts = split_overrides(args.opt)
         cfg = load_config(args.config, model_opts, dataset_opts)
+        from dataset.perturb import parse_spec
+        perturb = [parse_spec(p) for p in args.perturb]
         metrics, path, out_dir, n, written = run_test(cfg, args.ckpt, args.device, args.out,
-                                                      args.trust)
+                                                      args.trust, perturb)
     except UserError as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
@@ -49,7 +54,8 @@ def main(argv=None):
         return interrupt_status(exc)
     if dist.is_main():
         print(f"checkpoint: {path}")
-        print(f"dataset: {cfg['data']['name']} / {cfg['data']['test_branch']} ({n} images)")
+        print(f"dataset: {cfg['data']['name']} / {cfg['data']['test_branch']} ({n} images)"
+              + (f", perturbed: {' + '.join(args.perturb)}" if args.perturb else ""))
         print(format_table(metrics))
         print(f"written to {out_dir}: {', '.join(written)}")
     dist.cleanup()

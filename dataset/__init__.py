@@ -16,8 +16,9 @@ from .registry import LAYOUTS, Layout, branch_schema, get_layout, make_rng, regi
 DATASETS = tuple(LAYOUTS)
 
 
-def build_dataset(name: str, branch_cfg: dict, seed: int = 2022) -> FaceFrames:
-    """The dataset ``name`` for one branch of the dataset YAML (not modified)."""
+def build_dataset(name: str, branch_cfg: dict, seed: int = 2022, perturb=()) -> FaceFrames:
+    """The dataset ``name`` for one branch of the dataset YAML (not modified); ``perturb`` lists
+    test-time distortions ``(type, level)`` applied before the transforms (dataset/perturb.py)."""
     layout = get_layout(name)
     cfg = dict(branch_cfg)
     if layout.needs_root and "root" not in cfg:
@@ -28,7 +29,7 @@ def build_dataset(name: str, branch_cfg: dict, seed: int = 2022) -> FaceFrames:
     where = f"{name} {cfg.get('split', '')} ({cfg.get('root') or cfg.get('index')})"
     return FaceFrames(items, cfg.get("transforms", []), seed=seed,
                       on_bad_image=cfg.get("on_bad_image", "skip"), name=where,
-                      max_pixels=cfg.get("max_pixels", DEFAULT_MAX_PIXELS))
+                      max_pixels=cfg.get("max_pixels", DEFAULT_MAX_PIXELS), perturb=perturb)
 
 
 __all__ = ["DATASETS", "LAYOUTS", "BadImageLog", "FaceFrames", "Item", "Layout", "branch_schema",

@@ -137,7 +137,7 @@ class FaceFrames(Dataset):
     """
 
     def __init__(self, items, transforms, seed: int = 2022, on_bad_image: str = "skip",
-                 name: str = "dataset", max_pixels: int = DEFAULT_MAX_PIXELS):
+                 name: str = "dataset", max_pixels: int = DEFAULT_MAX_PIXELS, perturb=()):
         if not items:
             raise UserError(f"{name}: the split has no images")
         if on_bad_image not in ON_BAD_IMAGE:
@@ -149,6 +149,8 @@ class FaceFrames(Dataset):
         self.on_bad_image = on_bad_image
         self.name = name
         self.max_pixels = max_pixels
+        self.perturb = [tuple(p) for p in perturb]  # [(distortion, level)], dataset/perturb.py
+        self._video_cache = (None, {})  # VC: the last video encoded in this process
 
     def set_epoch(self, epoch: int):
         self.epoch = epoch
@@ -164,6 +166,8 @@ class FaceFrames(Dataset):
         item = self.items[index]
         try:
             img = read_rgb(item.path, self.max_pixels)
+            if self.perturb:
+                img = self._distort(img, index)
             self.transform.set_random_seed(sample_seed(self.seed, self.epoch, index))
             try:
                 image = self.transform(image=img)["image"]
@@ -178,6 +182,40 @@ class FaceFrames(Dataset):
         if image.dtype == torch.uint8:  # no Normalize in the list: scale to [0, 1]
             image = image.float().div_(255)
         return {"image": image, "label": item.label, "video": item.video, "index": index}
+
+
+    def _distort(self, img, index):
+        """The test-time distortions, before the model's own transforms; deterministic per
+        (config seed, sample index). VC encodes the frames of the sample's video together, once
+        per video and level in each worker process, from the files as they are (in a combination,
+        the distortions listed before it do not reach it)."""
+        from .perturb import distort, encode_video, perturbation_rng
+        for kind, level in self.perturb:
+            if kind == "VC":
+                img = self._video_frame(index, level, encode_video)
+            else:
+                img = distort(img, kind, level, perturbation_rng(self.seed, index, kind, level))
+        return img
+
+    def _video_frame(self, index, level, encode_video):
+        from .perturb import LEVELS
+        item = self.items[index]
+        key = (item.video, level)
+        if self._video_cache[0] != key:
+            if not hasattr(self, "_members"):
+                self._members = {}
+                for i, it in enumerate(self.items):
+                    self._members.setdefault(it.video, []).append(i)
+            paths, frames = [], []
+            for i in sorted(self._members[item.video], key=lambda i: self.items[i].path):
+                try:
+                    frames.append(read_rgb(self.items[i].path, self.max_pixels))
+                    paths.append(self.items[i].path)
+                except BadImageError:
+                    continue  # reported when its own turn comes
+            encoded = encode_video(frames, LEVELS["VC"][level - 1])
+            self._video_cache = (key, dict(zip(paths, encoded)))
+        return self._video_cache[1][item.path]
 
 
 def collate(samples):

@@ -13,7 +13,8 @@ from errors import UserError  # noqa: E402
 def build_transforms(spec, where: str = "transforms") -> A.Compose:
     """``[{name, params}, ...]`` -> ``Compose([...], ToTensorV2())``.
 
-    Any albumentations transform may be named. An unknown name, a bad parameter, or a parameter
+    Any albumentations transform may be named, and this project's ``RandomDegradation`` (the
+    DeeperForensics distortions as augmentation, dataset/perturb.py). An unknown name, a bad parameter, or a parameter
     that albumentations 2.x would only warn about and ignore (``always_apply``, ``var_limit``, ...)
     raises a UserError naming the entry.
     """
@@ -28,7 +29,8 @@ def build_transforms(spec, where: str = "transforms") -> A.Compose:
         if unknown:
             raise UserError(f"{label}: unknown key(s) {sorted(unknown)}")
         name, params = entry["name"], entry.get("params") or {}
-        cls = getattr(A, str(name), None)
+        from .perturb import PROJECT_TRANSFORMS
+        cls = PROJECT_TRANSFORMS[name]() if name in PROJECT_TRANSFORMS else getattr(A, str(name), None)
         if not (isinstance(cls, type) and issubclass(cls, A.BasicTransform)):
             raise UserError(f"{label}: unknown albumentations transform {name!r}")
         if not isinstance(params, dict):

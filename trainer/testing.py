@@ -156,9 +156,10 @@ def plot_roc(path, frame, video, metrics):
     plt.close(fig)
 
 
-def run_test(cfg, ckpt=None, device=None, out_dir=None, trusted=False):
-    """Score the test branch. Returns (metrics, checkpoint path, output folder, images scored,
-    names of the files written)."""
+def run_test(cfg, ckpt=None, device=None, out_dir=None, trusted=False, perturb=(), model=None):
+    """Score the test branch, under the distortions ``perturb`` (``[(type, level)]``). Returns
+    (metrics, checkpoint path, output folder, images scored, names of the files written). A
+    ``model`` already loaded from ``ckpt`` is used as it is."""
     rank, world, dev = dist.init(cfg["config"]["distribute"]["backend"],
                                  timeout_s=cfg["config"]["distribute"]["timeout"])
     device = dev if world > 1 else pick_device(device or cfg["config"]["device"])
@@ -166,8 +167,9 @@ def run_test(cfg, ckpt=None, device=None, out_dir=None, trusted=False):
     out_dir = out_dir or os.path.dirname(os.path.abspath(path))
     if dist.is_main():
         check_output_dir(out_dir)  # before the work, not after it
-    model = load_model(path, cfg["model"], device, trusted or cfg["config"]["trust_checkpoint"])
-    ds = build_dataset(cfg["data"]["name"], branch(cfg, "test"), cfg["config"]["seed"])
+    if model is None:
+        model = load_model(path, cfg["model"], device, trusted or cfg["config"]["trust_checkpoint"])
+    ds = build_dataset(cfg["data"]["name"], branch(cfg, "test"), cfg["config"]["seed"], perturb)
     sampler = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=False)
     loader = DataLoader(ds, batch_size=cfg["data"]["test_batch_size"], sampler=sampler,
                         num_workers=cfg["data"]["num_workers"], collate_fn=collate,

@@ -1,0 +1,151 @@
+"""Robustness to real-world degradations: the DeeperForensics-1.0 grid in one command.
+
+    python tools/robustness.py --config runs/Recce/<id>/config.yml [--ckpt P] [--types GB JQ]
+        [--levels 1 3 5] [--out DIR] [--device cpu]
+
+Scores the test split clean, then under every distortion and level (dataset/perturb.py), one row
+at a time; rows already in ``robustness.csv`` are not run again (resumable). Writes into ``--out``
+(default: ``robustness/`` beside the checkpoint) ``robustness.csv`` and ``robustness.md`` (frame
+and video AUC per distortion and level, the mean per distortion and overall, the drop from clean)
+and ``robustness.png`` (AUC against level, one line per distortion).
+"""
+import argparse
+import csv
+import logging
+import math
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+from errors import UserError, interrupt_status, one_line, raise_on_sigterm  # noqa: E402
+
+FIELDS = ["type", "level", "frame_AUC", "video_AUC", "frame_ACC", "images"]
+
+
+def _read_rows(path):
+    if not os.path.isfile(path):
+        return {}
+    with open(path, newline="", encoding="utf-8") as fh:
+        return {(r["type"], int(r["level"])): r for r in csv.DictReader(fh)}
+
+
+def _f(value):
+    return float("nan") if value in ("", None) else float(value)
+
+
+def write_outputs(out, rows, types, levels):
+    """robustness.csv, robustness.md and robustness.png from the rows so far (atomically)."""
+    from fileio import atomic_write
+    ordered = sorted(rows.values(), key=lambda r: (r["type"] != "clean", r["type"], int(r["level"])))
+
+    def write_csv(fh):
+        w = csv.DictWriter(fh, FIELDS)
+        w.writeheader()
+        w.writerows({k: r[k] for k in FIELDS} for r in ordered)
+    atomic_write(os.path.join(out, "robustness.csv"), write_csv, newline="")
+    clean = rows.get(("clean", 0))
+    c_frame = _f(clean["frame_AUC"]) if clean else math.nan
+    c_video = _f(clean["video_AUC"]) if clean else math.nan
+    lines = [f"clean: frame AUC {c_frame:.4f}, video AUC {c_video:.4f}", "",
+             "| distortion | " + " | ".join(f"level {lv}" for lv in levels) +
+             " | mean | drop from clean |",
+             "| --- |" + " --- |" * (len(levels) + 2)]
+    means = []
+    for t in types:
+        cells, vals = [], []
+        for lv in levels:
+            r = rows.get((t, lv))
+            if r:
+                vals.append(_f(r["frame_AUC"]))
+                cells.append(f"{_f(r['frame_AUC']):.4f} / {_f(r['video_AUC']):.4f}")
+            else:
+                cells.append("")
+        mean = sum(vals) / len(vals) if vals else math.nan
+        means += vals
+        lines.append(f"| {t} | " + " | ".join(cells) + f" | {mean:.4f} | {c_frame - mean:.4f} |")
+    overall = sum(means) / len(means) if means else math.nan
+    lines += ["", f"mean frame AUC over every distortion and level: {overall:.4f} "
+                  f"(drop from clean {c_frame - overall:.4f}); cells are frame / video AUC"]
+    atomic_write(os.path.join(out, "robustness.md"), lambda fh: fh.write("\n".join(lines) + "\n"))
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    for t in types:
+        pts = [(lv, _f(rows[(t, lv)]["frame_AUC"])) for lv in levels if (t, lv) in rows]
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=t)
+    if clean:
+        ax.axhline(c_frame, color="k", ls=":", lw=1, label="clean")
+    ax.set_xlabel("level")
+    ax.set_ylabel("frame AUC")
+    ax.set_xticks(levels)
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    atomic_write(os.path.join(out, "robustness.png"), lambda fh: fig.savefig(fh, format="png"),
+                 mode="wb")
+    plt.close(fig)
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    from dataset.perturb import LEVELS, TYPES
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--config", required=True)
+    p.add_argument("--ckpt")
+    p.add_argument("--device")
+    p.add_argument("--out")
+    p.add_argument("--types", nargs="+", default=list(TYPES), help=f"of {', '.join(LEVELS)}")
+    p.add_argument("--levels", nargs="+", type=int, default=[1, 2, 3, 4, 5])
+    p.add_argument("--trust", action="store_true")
+    p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    raise_on_sigterm()
+    try:
+        from fileio import check_output_dir
+        from trainer.config import load_config, split_overrides
+        from trainer.testing import load_model, pick_device, resolve_checkpoint, run_test
+        for t in args.types:
+            if t.upper() not in LEVELS:
+                raise UserError(f"--types: unknown distortion {t!r} (known: {', '.join(LEVELS)})")
+        types = [t.upper() for t in args.types]
+        if not args.levels or any(lv not in range(1, 6) for lv in args.levels):
+            raise UserError(f"--levels {args.levels}: levels are 1 to 5")
+        cfg = load_config(args.config, *split_overrides(args.opt))
+        ckpt = resolve_checkpoint(cfg, args.ckpt)
+        out = args.out or os.path.join(os.path.dirname(os.path.abspath(ckpt)), "robustness")
+        check_output_dir(out)
+        device = pick_device(args.device or cfg["config"]["device"])
+        model = load_model(ckpt, cfg["model"], device, args.trust or cfg["config"]["trust_checkpoint"])
+        rows = _read_rows(os.path.join(out, "robustness.csv"))
+        grid = [("clean", 0)] + [(t, lv) for t in types for lv in args.levels]
+        for kind, level in grid:
+            if (kind, level) in rows:
+                continue
+            perturb = [] if kind == "clean" else [(kind, level)]
+            metrics, _, _, n, _ = run_test(cfg, ckpt, str(device), os.path.join(out, "rows",
+                                           f"{kind}_{level}"), perturb=perturb, model=model)
+            rows[(kind, level)] = {"type": kind, "level": level, "frame_AUC": metrics["AUC"],
+                                   "video_AUC": metrics["video_AUC"], "frame_ACC": metrics["ACC"],
+                                   "images": n}
+            print(f"{kind}:{level}  frame AUC {metrics['AUC']:.4f}  video AUC "
+                  f"{metrics['video_AUC']:.4f}", flush=True)
+            write_outputs(out, rows, types, args.levels)  # after every row: resumable
+        print(write_outputs(out, rows, types, args.levels))
+        print(f"written to {out}: robustness.csv, robustness.md, robustness.png")
+    except UserError as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as exc:
+        print("interrupted: the finished rows are in robustness.csv; run again to continue",
+              file=sys.stderr)
+        return interrupt_status(exc)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
