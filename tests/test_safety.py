@@ -158,6 +158,8 @@ def test_failed_resume_changes_nothing(tmp_path, demo_root):
         Trainer(load_config(path))
     assert (run_dir / "config.yml").read_text() == "the run's own config"
     assert not [f for f in os.listdir(run_dir) if f.startswith("events")]
+    from trainer.checkpoint import RunLock
+    RunLock(str(run_dir)).release()  # the run that could not start released its lock
 
 
 # ---------------------------------------------------------------- images

@@ -152,6 +152,13 @@ class Trainer:
         self.run_dir = None
         if not self.debug:
             self.run_dir, self.lock = make_run_dir(cfg, self.resume)
+        try:
+            self._build(cfg, c, restarted)
+        except BaseException:
+            self.close()  # a run that could not start holds no lock
+            raise
+
+    def _build(self, cfg, c, restarted):
         setup_logging(self.run_dir, self.rank)
         if restarted and not (c["resume"] or c["resume_best"]):
             log.info("torchrun restarted the group: resuming from the latest checkpoint")
