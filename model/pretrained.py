@@ -66,9 +66,35 @@ def _find_cached() -> str | None:
     return None
 
 
+def _hub_reachable(timeout=3.0) -> bool:
+    """One TCP connection to the hub, so that an unreachable hub fails in seconds (the hub client
+    retries with back-off for about 25 s, printing a warning each time)."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+    url = urlparse(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 def _download() -> str:
+    import logging
+
     from huggingface_hub import hf_hub_download
-    return hf_hub_download(HUB_REPO, HUB_FILES[0], etag_timeout=5)
+    if not _hub_reachable():
+        raise OSError("the hub cannot be reached")
+    quiet = logging.getLogger("huggingface_hub")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        return hf_hub_download(HUB_REPO, HUB_FILES[0], etag_timeout=5)
+    finally:
+        quiet.setLevel(level)
 
 
 def resolve_pretrained(pretrained) -> str:

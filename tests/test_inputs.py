@@ -108,27 +108,25 @@ def test_pretrained_corrupt_or_foreign_file(tmp_path):
 
 
 def test_pretrained_download_failure_is_one_sentence(tmp_path):
-    """The download branch itself (not offline mode): a hub that cannot be reached."""
+    """The download branch itself (not offline mode): a hub that cannot be reached, answered in
+    seconds with one sentence and nothing else on stderr."""
     import subprocess
     import sys
+    import time
 
     from conftest import ROOT
     env = {**os.environ, "HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9",
-           "HF_HOME": str(tmp_path / "hf"), "HF_HUB_ETAG_TIMEOUT": "5",
-           "HF_HUB_DOWNLOAD_TIMEOUT": "5"}
-    proc = subprocess.run([sys.executable, "-c", (
-        "import sys; sys.path.insert(0, sys.argv[1]); from model import build_model\n"
-        "from errors import UserError\n"
-        "try:\n    build_model({'name': 'Recce'})\nexcept UserError as e:\n    print(e)")],
-        cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
-        timeout=120, input=None) if False else subprocess.run(
+           "HF_HOME": str(tmp_path / "hf")}
+    start = time.monotonic()
+    proc = subprocess.run(
         [sys.executable, "-c", (
             "import sys; sys.path.insert(0, sys.argv[1]); from model import build_model\n"
             "from errors import UserError\n"
             "try:\n    build_model({'name': 'Recce'})\nexcept UserError as e:\n    print(e)"),
          str(ROOT)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert "could not be downloaded (offline?)" in proc.stdout, proc.stderr[-1000:]
-    assert "model.pretrained: false" in proc.stdout
+    assert "model.pretrained: false" in proc.stdout and proc.stderr.strip() == ""
+    assert time.monotonic() - start < 20  # imports included; the hub client alone retried 25 s
 
 
 # ---------------------------------------------------------------- index files and layouts
