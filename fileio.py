@@ -17,10 +17,17 @@ def atomic_write(path, write, mode="w", **open_kwargs):
     try:
         with os.fdopen(fd, mode, **open_kwargs) as fh:
             write(fh)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would make outputs private
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)  # our own temporary file: the write failed or was interrupted
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path, text):

@@ -328,3 +328,14 @@ def test_keep_best_prunes_only_its_own_files(tmp_path):
         "best_model_12.bin", "best_model_30.bin", "best_model_final.bin"]
     assert _intact(user)
     assert prune_best(str(tmp_path), None) == []
+
+
+def test_atomic_outputs_have_ordinary_permissions(tmp_path):
+    from fileio import atomic_write_text
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(str(tmp_path / "a.txt"), "x")
+    finally:
+        os.umask(old)
+    assert (os.stat(tmp_path / "a.txt").st_mode & 0o777) == 0o644
+    assert os.listdir(tmp_path) == ["a.txt"]
