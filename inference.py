@@ -16,6 +16,7 @@ import os
 import sys
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # broken videos are reported by us, once
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -56,6 +57,19 @@ def parse_args(argv=None):
     img = p.add_mutually_exclusive_group(required=True)
     img.add_argument("--image", "-i", help="one image")
     img.add_argument("--image_folder", "-f", help="a folder of images")
+    img.add_argument("--video", help="a video file or a folder of videos (faces detected, tracked, "
+                                     "cropped as tools/extract_faces.py crops them)")
+    m = p.add_argument_group("videos and photos")
+    m.add_argument("--detect", action="store_true",
+                   help="with --image/--image_folder: the files are photos, not face crops")
+    m.add_argument("--detector", choices=["dlib", "retinaface"], default="dlib")
+    m.add_argument("--detector_weights", help="retinaface: mobilenet0.25_Final.pth or Resnet50_Final.pth")
+    m.add_argument("--frames", type=int, default=32, help="video: N evenly spaced frames (32)")
+    m.add_argument("--every", type=int, help="video: every k-th frame")
+    m.add_argument("--all_frames", action="store_true", help="video: every frame")
+    m.add_argument("--margin", type=float, default=1.3, help="crop side = margin x the face box")
+    m.add_argument("--frames_output", help="one row per scored face in a frame (.csv)")
+    m.add_argument("--threshold_from", help="use the EER threshold of a test.py metrics.json")
     p.add_argument("--device", "-d", default=None, help="cpu, cuda, cuda:0 ... (default: cuda:0 if available)")
     p.add_argument("--image_size", "-s", type=int, default=None,
                    help="input size (default: the model's, 299; use 224 for WildDeepfake models)")
@@ -82,24 +96,41 @@ def parse_args(argv=None):
 
 
 def draw_panels(name, x, recons, prob, out_dir, fake, mean, std):
-    """face | reconstruction | |face - reconstruction| heat map, with the score, as one PNG."""
+    """One PNG: the face, its reconstruction and the reconstruction-difference heat map (RECCE's
+    forgery cue), each panel labelled, the heat map's colour scale beneath it, the score on top."""
     import cv2
     import numpy as np
     m, s = np.array(mean, np.float32), np.array(std, np.float32)
     face = ((x.permute(1, 2, 0).numpy() * s + m) * 255).clip(0, 255).astype(np.uint8)
     rec = ((recons.permute(1, 2, 0).numpy() * s + m) * 255).clip(0, 255).astype(np.uint8)
-    diff = np.abs(x - recons).mean(0).numpy()
-    diff = (diff / max(float(diff.max()), 1e-6) * 255).astype(np.uint8)
-    heat = cv2.applyColorMap(diff, cv2.COLORMAP_JET)
-    panel = np.hstack([cv2.cvtColor(face, cv2.COLOR_RGB2BGR), cv2.cvtColor(rec, cv2.COLOR_RGB2BGR), heat])
-    scale = max(1, 256 // panel.shape[0])
-    panel = cv2.resize(panel, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
-    bar = np.full((28, panel.shape[1], 3), 255, np.uint8)
+    diff = (x - recons).abs().mean(0).numpy()  # on the model's normalised scale
+    top = max(float(diff.max()), 1e-6)
+    heat = cv2.applyColorMap((diff / top * 255).astype(np.uint8), cv2.COLORMAP_JET)
+    side = max(128, face.shape[0])
+    panels = [cv2.resize(p, (side, side), interpolation=cv2.INTER_NEAREST)
+              for p in (cv2.cvtColor(face, cv2.COLOR_RGB2BGR), cv2.cvtColor(rec, cv2.COLOR_RGB2BGR),
+                        heat)]
+    labels = ("face", "reconstruction", "|face - reconstruction|")
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    columns = []
+    for panel, label in zip(panels, labels):
+        head = np.full((22, side, 3), 255, np.uint8)
+        cv2.putText(head, label, (4, 16), font, 0.42, (0, 0, 0), 1, cv2.LINE_AA)
+        foot = np.full((26, side, 3), 255, np.uint8)
+        if label.startswith("|"):  # the colour scale of the heat map
+            ramp = cv2.applyColorMap(np.tile(np.linspace(0, 255, side - 8).astype(np.uint8),
+                                             (8, 1)), cv2.COLORMAP_JET)
+            foot[2:10, 4:side - 4] = ramp
+            cv2.putText(foot, "0", (4, 23), font, 0.35, (0, 0, 0), 1, cv2.LINE_AA)
+            cv2.putText(foot, f"{top:.2f}", (side - 36, 23), font, 0.35, (0, 0, 0), 1, cv2.LINE_AA)
+        columns.append(np.vstack([head, panel, foot]))
+    body = np.hstack(columns)
+    bar = np.full((28, body.shape[1], 3), 255, np.uint8)
     cv2.putText(bar, f"fake probability {prob:.4f} ({'fake' if fake else 'real'})", (6, 20),
-                cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
+                font, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
     os.makedirs(out_dir, exist_ok=True)
     out = os.path.join(out_dir, os.path.splitext(name)[0] + ".png")
-    cv2.imwrite(out, np.vstack([bar, panel]))
+    cv2.imwrite(out, np.vstack([bar, body]))
     return out
 
 
@@ -218,6 +249,68 @@ def check_arguments(args):
         raise UserError(f"--num_workers {args.num_workers}: expected 0 or more")
     if not 0 <= args.threshold <= 1:
         raise UserError(f"--threshold {args.threshold}: expected a probability in [0, 1]")
+    for name in ("frames", "every"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UserError(f"--{name} {value}: expected a positive integer")
+    if not args.margin > 0:
+        raise UserError(f"--margin {args.margin}: expected a positive number")
+    if args.frames_output and not args.frames_output.lower().endswith(".csv"):
+        raise UserError(f"--frames_output {args.frames_output}: use a .csv file name")
+
+
+def score_media(args):
+    """--video, or --detect with --image/--image_folder: faces found, tracked, cropped, scored."""
+    from errors import UserError
+    from tools import media
+    from tools.detectors import build_detector
+    from trainer.testing import load_model, pick_device
+    path = args.bin or args.weight
+    if not os.path.isfile(path):
+        raise UserError(f"checkpoint not found: {path}")
+    items = media.list_videos(args.video) if args.video else \
+        list_images(args.image, args.image_folder, args.recursive)
+    threshold = args.threshold
+    if args.threshold_from:
+        threshold = media.threshold_from(args.threshold_from)
+        print(f"threshold: {threshold:.4f} (EER threshold of {args.threshold_from})", file=sys.stderr)
+    if args.detector == "retinaface" and not args.detector_weights:
+        raise UserError("--detector retinaface needs --detector_weights FILE (or use --detector dlib)")
+    detector = build_detector(args.detector, args.detector_weights, None, "cpu")
+    device = pick_device(args.device)
+    model = load_model(path, {"num_classes": args.num_classes}, device, args.trust,
+                       explicit_name=args.model)
+    size = args.image_size or model.input_size
+    if size < model.min_input_size:
+        raise UserError(f"--image_size {size}: the model needs at least {model.min_input_size}")
+    if args.visualize and not model.has_reconstruction:
+        print(f"--visualize: {type(model).__name__} has no reconstruction: boxes and timelines "
+              "only, no heat map", file=sys.stderr)
+    scorer = media.Scorer(model, device, size, args.batch_size or (32 if device.type == "cuda" else 8))
+    results, failed = [], 0
+    for item in items:
+        vis = media.Visualizer(args.vis_dir, item) if args.visualize else None
+        if args.video:
+            r = media.score_video(item, detector, scorer, threshold,
+                                  None if args.all_frames else args.frames, args.every, args.margin,
+                                  vis)
+            if vis is not None and r.error is None:
+                vis.close(threshold)
+        else:
+            r = media.score_photo(item, detector, scorer, threshold, args.margin, args.max_pixels,
+                                  vis)
+        results.append(r)
+        if r.error:
+            failed += 1
+            print(f"skipped {item}: {r.error}", file=sys.stderr)
+        else:
+            failed += r.score is None
+            print(media.result_line(r), flush=True)
+    if args.output:
+        media.write_results(args.output, results)
+    if args.frames_output:
+        media.write_frames(args.frames_output, results)
+    return 1 if failed else 0
 
 
 def main(argv=None):
@@ -228,8 +321,11 @@ def main(argv=None):
     rows, failed = [], 0
     try:
         check_arguments(args)
-        if args.output:
-            check_output_file(args.output, "--output")
+        for name in ("output", "frames_output"):
+            if getattr(args, name):
+                check_output_file(getattr(args, name), f"--{name}")
+        if args.video or args.detect:
+            return score_media(args)
         for path, prob, err in score(args):
             if err:
                 failed += 1

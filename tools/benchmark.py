@@ -3,6 +3,7 @@
     python tools/benchmark.py model      # training step and eval forward: RECCE vs bare Xception
     python tools/benchmark.py data       # training loader images/s for 0, 1 and 2 workers
     python tools/benchmark.py inference  # inference.py's streaming path vs preload-everything
+    python tools/benchmark.py video      # inference.py --video: decode / detect / score, memory
 
 Compare ratios measured in the same run: this machine is shared and noisy.
 """
@@ -171,7 +172,7 @@ def bench_data(args):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("what", choices=["model", "data", "inference"], nargs="?", default="model")
+    parser.add_argument("what", choices=["model", "data", "inference", "video"], nargs="?", default="model")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, default=299)
     parser.add_argument("--repeats", type=int, default=5)
@@ -191,6 +192,9 @@ def main(argv=None):
         bench_model(args)
     elif args.what == "data":
         bench_data(args)
+    elif args.what == "video":
+        from tools.bench_video import bench_video
+        bench_video(args)
     else:
         from tools.bench_inference import bench_inference
         bench_inference(args)

@@ -30,6 +30,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # broken videos are reported by us, once
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
@@ -87,26 +88,33 @@ def _count_frames(path):
     return n
 
 
-def read_frames(path, frames=None, every=None):
-    """Decode only the chosen frames (RGB), in order. The header's frame count picks them; where
-    it is missing, the frames are counted first."""
+def iter_frames(path, frames=None, every=None):
+    """The chosen frames of a video, decoded one at a time (grab every frame, retrieve only the
+    chosen ones): (frame index, time in seconds, RGB). The header's frame count picks them; where it
+    is missing, the frames are counted first. Raises IOError when the video cannot be opened."""
     cap = cv2.VideoCapture(path)
     if not cap.isOpened():
         raise IOError("cannot open the video")
+    fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
     total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
     if total <= 0:
         total = _count_frames(path)
     wanted = set(frame_indices(total, frames, every))
-    out, idx = [], 0
+    idx = 0
     try:
         while wanted and idx <= max(wanted) and cap.grab():
             if idx in wanted:
                 ok, bgr = cap.retrieve()
                 if ok:
-                    out.append((idx, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)))
+                    yield idx, (idx / fps if fps > 0 else 0.0), cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
             idx += 1
     finally:
         cap.release()
+
+
+def read_frames(path, frames=None, every=None):
+    """The chosen frames (RGB) of a video, in order, as a list of (index, RGB)."""
+    out = [(idx, rgb) for idx, _, rgb in iter_frames(path, frames, every)]
     if not out:
         raise IOError("no frame could be decoded")
     return out
@@ -138,6 +146,19 @@ def crop_box(box, height, width, margin):
     half = max(x2 - x1, y2 - y1) * margin / 2
     return (max(0, int(round(cx - half))), max(0, int(round(cy - half))),
             min(width, int(round(cx + half))), min(height, int(round(cy + half))))
+
+
+def crop_face(rgb, box, margin=1.3, size=None):
+    """The crop of the training data: the square of ``crop_box`` (clipped to the frame),
+    optionally resized to ``size`` (area); None when nothing is left of it. inference.py's video
+    and photo modes crop with this same function."""
+    x1, y1, x2, y2 = crop_box(box, rgb.shape[0], rgb.shape[1], margin)
+    crop = rgb[y1:y2, x1:x2]
+    if crop.size == 0:
+        return None
+    if size:
+        crop = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(crop)
 
 
 def _write_image(path, rgb, quality=95):
@@ -204,13 +225,10 @@ def process_video(job):
             missed += 1
             continue
         previous = face.box
-        x1, y1, x2, y2 = crop_box(face.box, rgb.shape[0], rgb.shape[1], opts["margin"])
-        crop = rgb[y1:y2, x1:x2]
-        if crop.size == 0:
+        crop = crop_face(rgb, face.box, opts["margin"], opts["size"])
+        if crop is None:
             missed += 1
             continue
-        if opts["size"]:
-            crop = cv2.resize(crop, (opts["size"], opts["size"]), interpolation=cv2.INTER_AREA)
         _write_image(os.path.join(target, f"{index:04d}.{opts['format']}"), crop, opts["quality"])
         written += 1
     tmp = os.path.join(target, DONE + ".tmp")

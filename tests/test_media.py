@@ -1,0 +1,177 @@
+"""inference.py on videos and photos: test media built from a real photograph (matplotlib's
+Grace Hopper, the demo's face source), dlib detection, tracks, crops equal to extract_faces'."""
+import csv
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("dlib")
+
+CANVAS = (400, 640)  # height, width
+
+
+def _hopper(size=(180, 210)):
+    import matplotlib.cbook
+    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as fh:
+        bgr = cv2.imdecode(np.frombuffer(fh.read(), np.uint8), cv2.IMREAD_COLOR)
+    return cv2.cvtColor(cv2.resize(bgr, size), cv2.COLOR_BGR2RGB)
+
+
+def _video(path, frames, faces=1, blank=False, fourcc="MJPG"):
+    face = _hopper()
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 10, (CANVAS[1], CANVAS[0]))
+    for f in range(frames):
+        canvas = np.full(CANVAS + (3,), 90, np.uint8)
+        if not blank:
+            for k in range(faces):
+                oy, ox = 40 + 10 * f, 20 + 330 * k + 15 * f
+                canvas[oy:oy + face.shape[0], ox:ox + face.shape[1]] = face
+        writer.write(cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    from model import Recce
+    d = tmp_path_factory.mktemp("media")
+    torch.manual_seed(0)
+    ckpt = d / "m.bin"
+    torch.save({"model": Recce().state_dict()}, ckpt)
+    vids = d / "videos"
+    vids.mkdir()
+    _video(vids / "one.avi", 6)
+    _video(vids / "TWO.AVI", 4, faces=2)
+    _video(vids / "none.avi", 3, blank=True)
+    data = open(_video(d / "full.mp4", 6, fourcc="mp4v"), "rb").read()
+    (vids / "truncated.mp4").write_bytes(data[:len(data) // 2])  # its index (moov) is lost
+    (vids / "text.mp4").write_text("not a video at all")
+    return d, str(ckpt), vids
+
+
+def _run(args, capsys):
+    import inference
+    code = inference.main(args)
+    out, err = capsys.readouterr()
+    return code, out.strip().splitlines(), err
+
+
+def test_videos_lines_tracks_broken_and_no_face(media, tmp_path, capsys):
+    d, ckpt, vids = media
+    out = tmp_path / "r.json"
+    frames = tmp_path / "f.csv"
+    code, lines, err = _run(["-b", ckpt, "--video", str(vids), "-s", "32", "-d", "cpu",
+                             "--frames", "4", "--output", str(out), "--frames_output",
+                             str(frames)], capsys)
+    assert code == 1  # some videos could not be scored
+    by_name = {os.path.basename(line.split(" \t\t|")[0][len("path: "):]): line for line in lines}
+    assert set(by_name) == {"TWO.AVI", "none.avi", "one.avi"}
+    one = by_name["one.avi"]
+    prob = float(one.split("fake probability: ")[1].split()[0])
+    verdict = "fake" if prob >= 0.5 else "real"
+    assert one == (f"path: {vids / 'one.avi'} \t\t| fake probability: {prob:.4f} \t| "
+                   f"prediction: {verdict} \t| frames: 4")
+    assert by_name["none.avi"] == f"path: {vids / 'none.avi'} \t\t| no face found \t| frames: 3"
+    skipped = [line for line in err.splitlines() if line.startswith("skipped ")]
+    assert len(skipped) == 2 and any("truncated.mp4" in s for s in skipped)
+    assert err.strip().splitlines() == skipped  # no decoder noise of FFmpeg's own
+    assert any("text.mp4" in s for s in skipped)
+    rows = {os.path.basename(r["path"]): r for r in json.loads(out.read_text())}
+    assert set(rows["one.avi"]) == {"path", "kind", "score", "prediction", "frames_or_faces",
+                                    "tracks", "error"}
+    assert rows["one.avi"]["tracks"] == 1 and rows["TWO.AVI"]["tracks"] == 2
+    assert rows["text.mp4"]["error"] and rows["none.avi"]["score"] is None
+    face_rows = list(csv.DictReader(open(frames)))
+    assert list(face_rows[0]) == ["path", "frame", "time", "track", "x1", "y1", "x2", "y2",
+                                  "detector_score", "fake_probability"]
+    one_rows = [r for r in face_rows if r["path"].endswith("one.avi")]
+    assert len(one_rows) == 4
+    assert np.mean([float(r["fake_probability"]) for r in one_rows]) == pytest.approx(prob, abs=1e-4)
+
+
+def test_a_video_face_scores_as_its_extracted_crop(media, tmp_path, capsys):
+    from tools.extract_faces import extract
+    d, ckpt, vids = media
+    extract([str(vids / "one.avi")], str(tmp_path / "crops"), {"name": "dlib"}, frames=3,
+            progress=False)
+    frames = tmp_path / "f.csv"
+    code, _, _ = _run(["-b", ckpt, "--video", str(vids / "one.avi"), "-s", "32", "-d", "cpu",
+                       "--frames", "3", "--frames_output", str(frames)], capsys)
+    assert code == 0
+    video = {int(r["frame"]): float(r["fake_probability"]) for r in csv.DictReader(open(frames))}
+    code, lines, _ = _run(["-b", ckpt, "-f", str(tmp_path / "crops" / "one"), "-s", "32", "-d",
+                           "cpu", "--output", str(tmp_path / "c.csv")], capsys)
+    folder = {int(os.path.basename(r["path"])[:4]): float(r["fake_probability"])
+              for r in csv.DictReader(open(tmp_path / "c.csv"))}
+    assert sorted(video) == sorted(folder) and len(video) == 3
+    for k in video:
+        assert abs(video[k] - folder[k]) < 1e-5
+
+
+def test_photos_with_exif_rotation_threshold_from_and_visualize(media, tmp_path, capsys):
+    from PIL import Image
+    d, ckpt, _ = media
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    canvas = np.full((300, 420, 3), 200, np.uint8)
+    canvas[40:250, 100:280] = _hopper()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored rotated; upright only when the orientation is applied
+    Image.fromarray(np.ascontiguousarray(np.rot90(canvas, 1))).save(photos / "phone.jpg",
+                                                                     quality=95, exif=exif)
+    cv2.imwrite(str(photos / "wall.png"), np.full((200, 200, 3), 120, np.uint8))
+    (tmp_path / "metrics.json").write_text(json.dumps({"EER_threshold": 0.3}))
+    code, lines, err = _run(["-b", ckpt, "-f", str(photos), "--detect", "-s", "32", "-d", "cpu",
+                             "--threshold_from", str(tmp_path / "metrics.json"), "-v",
+                             "--vis_dir", str(tmp_path / "vis")], capsys)
+    assert code == 1  # the wall has no face
+    assert "threshold: 0.3000 (EER threshold of" in err
+    phone = [line for line in lines if "phone.jpg" in line][0]
+    prob = float(phone.split("fake probability: ")[1].split()[0])
+    assert phone.endswith(f"prediction: {'fake' if prob >= 0.3 else 'real'} \t| faces: 1")
+    assert [line for line in lines if "wall.png" in line][0].endswith("| no face found \t| faces: 0")
+    assert (tmp_path / "vis" / "phone_annotated.png").is_file()
+    code, _, _ = _run(["-b", ckpt, "--video", str(media[2] / "one.avi"), "-s", "32", "-d", "cpu",
+                       "--frames", "3", "-v", "--vis_dir", str(tmp_path / "vv")], capsys)
+    assert code == 0
+    assert sorted(os.listdir(tmp_path / "vv")) == ["one_annotated.mp4", "one_timeline.png"]
+    cap = cv2.VideoCapture(str(tmp_path / "vv" / "one_annotated.mp4"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
+    cap.release()
+
+
+def test_retinaface_plumbing_with_random_weights(media, tmp_path, capsys):
+    """Random RetinaFace weights find random 'faces': this checks the wiring, not detection."""
+    from tools.detectors.retinaface import RetinaFaceNet
+    d, ckpt, vids = media
+    torch.manual_seed(0)
+    weights = tmp_path / "mobilenet0.25_Final.pth"
+    torch.save(RetinaFaceNet("mobilenet0.25").state_dict(), weights)
+    code, lines, err = _run(["-b", ckpt, "--video", str(vids / "one.avi"), "-s", "32", "-d", "cpu",
+                             "--frames", "2", "--detector", "retinaface", "--detector_weights",
+                             str(weights)], capsys)
+    assert code in (0, 1) and len(lines) == 1 and lines[0].startswith(f"path: {vids / 'one.avi'}")
+    assert lines[0].endswith("frames: 2") or "frames:" in lines[0]
+    code, _, err = _run(["-b", ckpt, "--video", str(vids / "one.avi"), "--detector", "retinaface"],
+                        capsys)
+    assert code == 2 and "needs --detector_weights" in err
+
+
+def test_panels_are_drawn_without_library_warnings(media, tmp_path, capsys):
+    import warnings
+
+    import inference
+    d, ckpt, _ = media
+    faces = tmp_path / "f"
+    faces.mkdir()
+    cv2.imwrite(str(faces / "a.png"), _hopper((64, 64))[:, :, ::-1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert inference.main(["-b", ckpt, "-f", str(faces), "-s", "32", "-d", "cpu", "-v",
+                               "--vis_dir", str(tmp_path / "vis"), "--num_workers", "0"]) == 0
+    img = cv2.imread(str(tmp_path / "vis" / "a.png"))
+    assert img.shape[1] == 3 * 128 and img.shape[0] == 28 + 22 + 128 + 26
