@@ -166,25 +166,38 @@ def _collate(samples):
             "errors": [(s["index"], s["error"]) for s in samples if "error" in s]}
 
 
-def score(args):
-    """Yields (path, probability or None, error) in sorted path order, streaming."""
-    import torch
-    from torch.utils.data import DataLoader
+def checkpoint_path(args):
     from errors import UserError
-    from trainer.evaluate import probabilities
-    from trainer.testing import load_model, pick_device
-
-    from dataset.base import DEFAULT_MAX_PIXELS, iterate_quietly, worker_init
     path = args.bin or args.weight
     if not os.path.isfile(path):
         raise UserError(f"checkpoint not found: {path}")
-    paths = list_images(args.image, args.image_folder, args.recursive)
+    return path
+
+
+def load_for_inference(args):
+    """(device, model, input side) from the checkpoint options; the checkpoint says which model."""
+    from errors import UserError
+    from trainer.testing import load_model, pick_device
+    path = checkpoint_path(args)
     device = pick_device(args.device)
     model = load_model(path, {"num_classes": args.num_classes}, device, args.trust,
                        explicit_name=args.model)
     size = args.image_size or model.input_size
     if size < model.min_input_size:
         raise UserError(f"--image_size {size}: the model needs at least {model.min_input_size}")
+    return device, model, size
+
+
+def score(args):
+    """Yields (path, probability or None, error) in sorted path order, streaming."""
+    import torch
+    from torch.utils.data import DataLoader
+    from trainer.evaluate import probabilities
+
+    from dataset.base import DEFAULT_MAX_PIXELS, iterate_quietly, worker_init
+    checkpoint_path(args)
+    paths = list_images(args.image, args.image_folder, args.recursive)
+    device, model, size = load_for_inference(args)
     visualize = args.visualize and model.has_reconstruction
     if args.visualize and not visualize:
         print(f"--visualize: {type(model).__name__} has no reconstruction, so there is no heat "
@@ -264,10 +277,7 @@ def score_media(args):
     from errors import UserError
     from tools import media
     from tools.detectors import build_detector
-    from trainer.testing import load_model, pick_device
-    path = args.bin or args.weight
-    if not os.path.isfile(path):
-        raise UserError(f"checkpoint not found: {path}")
+    checkpoint_path(args)
     items = media.list_videos(args.video) if args.video else \
         list_images(args.image, args.image_folder, args.recursive)
     threshold = args.threshold
@@ -277,12 +287,7 @@ def score_media(args):
     if args.detector == "retinaface" and not args.detector_weights:
         raise UserError("--detector retinaface needs --detector_weights FILE (or use --detector dlib)")
     detector = build_detector(args.detector, args.detector_weights, None, "cpu")
-    device = pick_device(args.device)
-    model = load_model(path, {"num_classes": args.num_classes}, device, args.trust,
-                       explicit_name=args.model)
-    size = args.image_size or model.input_size
-    if size < model.min_input_size:
-        raise UserError(f"--image_size {size}: the model needs at least {model.min_input_size}")
+    device, model, size = load_for_inference(args)
     if args.visualize and not model.has_reconstruction:
         print(f"--visualize: {type(model).__name__} has no reconstruction: boxes and timelines "
               "only, no heat map", file=sys.stderr)

@@ -4,8 +4,6 @@
 (``dataset.registry``): FaceForensics, CelebDF, WildDeepfake, DFDC and ImageList (anyone's data).
 A branch with ``demo: true`` belongs to the built-in demo dataset, which is made on first use.
 """
-import os
-
 from errors import UserError
 
 from . import faceforensics, celeb_df, wild_deepfake, dfdc, image_list  # noqa: F401, I001 - registration order
