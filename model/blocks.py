@@ -1,7 +1,7 @@
 """Building blocks of RECCE: the decoder stages, graph reasoning and guided attention.
 
 Module names and registration order follow the original release exactly, so that its checkpoints
-load with ``strict=True`` (see ``shared/reference/recce_state_dict.tsv``).
+load with ``strict=True`` (see ``tests/fixtures/recce_state_dict.tsv``).
 """
 import importlib
 

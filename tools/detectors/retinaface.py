@@ -3,7 +3,8 @@ which the RECCE authors used to crop faces: the network, its prior boxes, decodi
 and NMS, so that its public checkpoints (mobilenet0.25_Final.pth, Resnet50_Final.pth) load and
 give that release's detections.
 
-Written from the facts in shared/reference/retinaface/README.md; no code of that release is here.
+Written from the published facts of that release (summarised in tests/fixtures/README.md); no code
+of it is here.
 """
 import math
 import os
