@@ -190,13 +190,15 @@ def _check_target(out):
                         "are not the demo's (choose an empty or new folder)")
 
 
-def make_demo_dataset(out: str, seed: int = 0) -> dict:
+def make_demo_dataset(out: str, seed: int = 0, replace: bool = True) -> dict:
     """Write both demo sets under ``out``; returns the FF++ counts.
 
     ``out`` must be missing, empty, or hold this builder's own demo data (its marker file): the
     builder never deletes or overwrites anything else. The data is made in a temporary folder of
     its own beside ``out`` and moved into place when complete, so a run killed half-way leaves no
-    half-made dataset (only, at worst, its own ``.demo-build-*`` folder).
+    half-made dataset (only, at worst, its own ``.demo-build-*`` folder). With ``replace`` False,
+    complete demo data that another process (a rank of the same run) finished meanwhile is kept
+    as it is, never swapped under that process's feet.
     """
     out = os.path.normpath(out)
     _check_target(out)
@@ -210,7 +212,8 @@ def make_demo_dataset(out: str, seed: int = 0) -> dict:
         _make_celeb_df(os.path.join(tmp, "celeb_df"), faces, rng)
         with open(os.path.join(tmp, DONE_MARKER), "w") as fh:
             json.dump({"version": VERSION, "seed": seed}, fh)
-        _install(tmp, out)
+        if replace or not demo_ready(out):
+            _install(tmp, out)
     finally:
         if os.path.isdir(tmp):
             shutil.rmtree(tmp)  # the temporary folder this call made
@@ -247,7 +250,7 @@ def ensure_demo_data(out: str) -> str:
     """Make the demo data under ``out`` unless it is already complete; returns ``out``."""
     if not demo_ready(out):
         log.info("building the demo dataset in %s (offline, about 10 s)", out)
-        make_demo_dataset(out)
+        make_demo_dataset(out, replace=False)
     return out
 
 

@@ -339,3 +339,21 @@ def test_atomic_outputs_have_ordinary_permissions(tmp_path):
         os.umask(old)
     assert (os.stat(tmp_path / "a.txt").st_mode & 0o777) == 0o644
     assert os.listdir(tmp_path) == ["a.txt"]
+
+
+def test_demo_built_meanwhile_by_another_rank_is_not_swapped(tmp_path, monkeypatch):
+    """Two ranks build the demo at once: the one that finishes second keeps the first's data."""
+    import dataset.demo as demo
+    out = tmp_path / "demo"
+    real_make = demo._make_celeb_df
+
+    def other_rank_finishes_first(*args):
+        real_make(*args)
+        if not out.exists():
+            monkeypatch.setattr(demo, "_make_celeb_df", real_make)
+            demo.make_demo_dataset(str(out))  # the other rank, done while we were building
+            (out / "faceforensics" / "in_use.txt").write_text("read by the other rank")
+    monkeypatch.setattr(demo, "_make_celeb_df", other_rank_finishes_first)
+    demo.ensure_demo_data(str(out))
+    assert (out / "faceforensics" / "in_use.txt").read_text() == "read by the other rank"
+    assert demo.demo_ready(str(out)) and sorted(os.listdir(tmp_path)) == ["demo"]
