@@ -138,12 +138,10 @@ class _Images:
     """Decodes, resizes and normalizes one image in a worker; a bad file yields its error."""
 
     def __init__(self, paths, size, mean, std, max_pixels):
-        from dataset.transforms import build_transforms
+        from dataset.transforms import inference_transforms
         self.paths = paths
         self.max_pixels = max_pixels
-        self.transform = build_transforms([  # the original's test-time pipeline
-            {"name": "Resize", "params": {"height": size, "width": size}},
-            {"name": "Normalize", "params": {"mean": list(mean), "std": list(std)}}])
+        self.transform = inference_transforms(size, mean, std)
 
     def __len__(self):
         return len(self.paths)

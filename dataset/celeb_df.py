@@ -5,7 +5,7 @@ import os
 from errors import UserError
 
 from .base import Item
-from .common import choice, images_in, require_dir, subfolders
+from .common import choice, images_in, read_lines, require_dir, subfolders
 from .registry import Layout, register_layout
 
 FOLDERS = (("YouTube-real", 0), ("Celeb-real", 0), ("Celeb-synthesis", 1))
@@ -17,18 +17,14 @@ def testing_videos(root):
     if not os.path.isfile(list_file):
         raise UserError(f"Celeb-DF testing list not found: {list_file} (it ships with Celeb-DF v2)")
     videos = set()
-    try:
-        with open(list_file, encoding="utf-8") as fh:
-            for n, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                parts = line.split()
-                if len(parts) != 2:
-                    raise UserError(f"{list_file}:{n}: expected '<label> <folder>/<video>.mp4', "
-                                    f"got {line.strip()!r}")
-                videos.add(os.path.splitext(parts[1])[0])
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{list_file} is not UTF-8 text (byte {exc.start})") from None
+    for n, line in enumerate(read_lines(list_file), 1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 2:
+            raise UserError(f"{list_file}:{n}: expected '<label> <folder>/<video>.mp4', "
+                            f"got {line.strip()!r}")
+        videos.add(os.path.splitext(parts[1])[0])
     return videos
 
 

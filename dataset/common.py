@@ -6,6 +6,16 @@ from errors import UserError
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 
+def read_lines(path):
+    """The lines of a small text file (a dataset's list or labels), UTF-8 with or without a
+    byte-order mark; a file in another encoding is one clear error naming it."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            return fh.read().splitlines(keepends=True)
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path} is not UTF-8 text (byte {exc.start})") from None
+
+
 def require_dir(path, what):
     if not os.path.isdir(path):
         raise UserError(f"dataset root not found: {path} (expected {what})")

@@ -7,7 +7,7 @@ import os
 from errors import UserError
 
 from .base import Item
-from .common import choice, images_in, require_dir
+from .common import choice, images_in, read_lines, require_dir
 from .registry import Layout, register_layout
 
 
@@ -41,18 +41,14 @@ def read_test_labels(path):
     if not os.path.isfile(path):
         raise UserError(f"DFDC test labels not found: {path}")
     out = []
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            for n, row in enumerate(csv.reader(fh), 1):
-                if not row or not "".join(row).strip():
-                    continue
-                if len(row) < 2 or row[1].strip() not in ("0", "1"):
-                    if n == 1:
-                        continue  # a header line
-                    raise UserError(f"{path}:{n}: expected '<video>.mp4,<0|1>', got {','.join(row)!r}")
-                out.append((os.path.splitext(row[0].strip())[0], int(row[1])))
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{path} is not UTF-8 text (byte {exc.start})") from None
+    for n, row in enumerate(csv.reader(read_lines(path)), 1):
+        if not row or not "".join(row).strip():
+            continue
+        if len(row) < 2 or row[1].strip() not in ("0", "1"):
+            if n == 1:
+                continue  # a header line
+            raise UserError(f"{path}:{n}: expected '<video>.mp4,<0|1>', got {','.join(row)!r}")
+        out.append((os.path.splitext(row[0].strip())[0], int(row[1])))
     return out
 
 

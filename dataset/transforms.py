@@ -43,3 +43,12 @@ def build_transforms(spec, where: str = "transforms") -> A.Compose:
             message = " ".join(str(exc).split())
             raise UserError(f"{label} ({name}): bad parameters {params}: {message}") from None
     return A.Compose(steps + [ToTensorV2()])
+
+
+def inference_transforms(size: int, mean, std) -> A.Compose:
+    """The original's test-time pipeline for a model: a bilinear resize to ``size x size`` (a
+    stretch, no crop), then the model's own normalisation; inference.py's face crops, videos and
+    photos all go through it."""
+    return build_transforms([
+        {"name": "Resize", "params": {"height": size, "width": size}},
+        {"name": "Normalize", "params": {"mean": list(mean), "std": list(std)}}])

@@ -40,13 +40,17 @@ def extract_state_dict(obj, path="checkpoint", num_classes=1):
     return state
 
 
+def saved_model_section(obj):
+    """The ``model`` section of the config a checkpoint carries ({} when it carries none)."""
+    return ((obj.get("config") or {}).get("model") or {}) if isinstance(obj, dict) else {}
+
+
 def checkpoint_num_classes(obj, path="checkpoint"):
     """The number of logits a checkpoint was trained with: from its saved config, else from the
     shape of its ``fc`` head (bare state dicts and the original's checkpoints)."""
-    if isinstance(obj, dict):
-        saved = ((obj.get("config") or {}).get("model") or {}).get("num_classes")
-        if saved is not None:
-            return int(saved)
+    saved = saved_model_section(obj).get("num_classes")
+    if saved is not None:
+        return int(saved)
     head = extract_state_dict(obj, path, num_classes=2).get("fc.weight")
     return int(head.shape[0]) if head is not None else 1
 

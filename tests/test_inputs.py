@@ -194,6 +194,13 @@ def test_bad_ff_pickle_dfdc_metadata_and_celeb_df_list(tmp_path):
     (cd / "List_of_testing_videos.txt").write_text("1 Celeb-real/id0.mp4\nCeleb-real/id1.mp4\n")
     with pytest.raises(UserError, match=r"List_of_testing_videos.txt:2: expected '<label>"):
         build_dataset("CelebDF", {"root": str(cd), "split": "test"})
+    (cd / "List_of_testing_videos.txt").write_bytes("1 Celeb-real/caf\xe9.mp4\n".encode("latin-1"))
+    with pytest.raises(UserError, match=r"List_of_testing_videos.txt is not UTF-8 text"):
+        build_dataset("CelebDF", {"root": str(cd), "split": "test"})
+    (tmp_path / "dfdc" / "test").mkdir()
+    (tmp_path / "dfdc" / "test" / "labels.csv").write_text("filename,label\nc.mp4,yes\n")
+    with pytest.raises(UserError, match=r"labels.csv:2: expected '<video>.mp4,<0\|1>'"):
+        build_dataset("DFDC", {"root": str(tmp_path / "dfdc"), "split": "test"})
 
 
 def test_random_crop_larger_than_the_image_is_a_bad_image(tmp_path, demo_root):

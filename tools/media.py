@@ -60,11 +60,9 @@ class Scorer:
     """Face crops -> fake probabilities with the model's own preprocessing, in batches."""
 
     def __init__(self, model, device, size, batch):
-        from dataset.transforms import build_transforms
+        from dataset.transforms import inference_transforms
         self.model, self.device, self.batch = model, device, batch
-        self.transform = build_transforms([
-            {"name": "Resize", "params": {"height": size, "width": size}},
-            {"name": "Normalize", "params": {"mean": list(model.mean), "std": list(model.std)}}])
+        self.transform = inference_transforms(size, model.mean, model.std)
 
     def __call__(self, crops, with_maps=False):
         from trainer.evaluate import probabilities

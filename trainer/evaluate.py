@@ -32,7 +32,8 @@ def evaluate(model, loader, device, amp="none", bad_log=None, keep_first=0):
     """Scores of the whole dataset behind ``loader``, each sample once, on every rank.
 
     Returns a dict of numpy arrays ``index, label, prob, logit, loss`` and the list ``video``,
-    ordered by dataset index (empty arrays when no image could be read). DistributedSampler pads the last round with repeats: they are dropped here.
+    ordered by dataset index (empty arrays when no image could be read). DistributedSampler pads
+    the last round with repeats: they are dropped here.
     ``keep_first`` > 0 also returns the first inputs and reconstructions (for the figure).
     """
     was_training = model.training

@@ -14,7 +14,7 @@ from dataset.base import worker_init
 from fileio import atomic_write, check_output_dir
 from errors import UserError
 from model import DEFAULT_MODEL, build_model
-from model.weights import checkpoint_num_classes, load_weights
+from model.weights import checkpoint_num_classes, load_weights, saved_model_section
 
 from . import distributed as dist
 from .checkpoint import load_checkpoint, newest_best
@@ -56,8 +56,7 @@ def pick_device(requested=None):
 def checkpoint_model_name(state, explicit=None, fallback=DEFAULT_MODEL):
     """The model a checkpoint holds: its saved config says (this project's checkpoints); a bare
     state dict or the original's checkpoint takes ``explicit`` (--model), else ``fallback``."""
-    saved = ((state.get("config") or {}).get("model") or {}).get("name") \
-        if isinstance(state, dict) else None
+    saved = saved_model_section(state).get("name")
     if explicit and saved and explicit != saved:
         raise UserError(f"--model {explicit}: the checkpoint holds a {saved} model")
     return explicit or saved or fallback
@@ -81,7 +80,7 @@ def load_model(path, model_cfg=None, device="cpu", trusted=False, explicit_name=
     """
     state = load_checkpoint(path, trusted=trusted)
     cfg = dict(model_cfg or {})
-    saved = ((state.get("config") or {}).get("model") or {}) if isinstance(state, dict) else {}
+    saved = saved_model_section(state)
     cfg["name"] = checkpoint_model_name(state, explicit_name, cfg.get("name") or DEFAULT_MODEL)
     if saved.get("name") and saved["name"] != (model_cfg or {}).get("name"):
         cfg["num_classes"] = None  # the config's section belongs to another model
