@@ -64,9 +64,10 @@ def test_extract_with_dlib_crops_contain_the_face(videos, tmp_path):
                       {"name": "dlib"}, frames=4, progress=False)
     assert summary["done"] == 1 and summary["failed"] == 1 and summary["frames"] == 4
     written = sorted(os.listdir(out / "hopper"))
-    assert written == [".done"] + [f"{i:04d}.png" for i in frame_indices(FRAMES, 4)]
+    assert written == [".done", ".manifest.jsonl"] + [f"{i:04d}.png"
+                                                      for i in frame_indices(FRAMES, 4)]
     decoded = _decoded_frames(str(folder / "hopper.avi"))
-    for name in written[1:]:
+    for name in written[2:]:
         index = int(name[:4])
         crop = cv2.cvtColor(cv2.imread(str(out / "hopper" / name)), cv2.COLOR_BGR2RGB)
         frame = decoded[index]
@@ -98,7 +99,7 @@ def test_interrupted_video_is_redone(videos, tmp_path):
     assert summary["done"] == 1
     img = cv2.imread(str(out / "hopper" / "0000.png"))
     assert img is not None and img.shape == (64, 64, 3)
-    assert sorted(os.listdir(out / "hopper")) == [".done", "0000.png", "0004.png"]
+    assert sorted(os.listdir(out / "hopper")) == [".done", ".manifest.jsonl", "0000.png", "0004.png"]
 
 
 def test_nothing_of_the_users_is_deleted(videos, tmp_path):
@@ -186,3 +187,75 @@ def test_jpg_format_writes_jpeg_crops_the_loaders_read(videos, tmp_path):
     (tmp_path / "il" / "fake").mkdir()
     ds = build_dataset("ImageList", {"root": str(tmp_path / "il"), "transforms": []})
     assert len(ds) == 2 and ds[0]["image"].shape == (3, 64, 64)
+
+
+def _write_video(path, frames):
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10,
+                             (frames[0].shape[1], frames[0].shape[0]))
+    for rgb in frames:
+        writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    writer.release()
+
+
+def test_manifest_round_trip_gives_identical_crops(videos, tmp_path, monkeypatch, caplog):
+    """extract_faces writes a manifest; --from_manifest re-crops the same PNGs from another copy
+    of the video without a detector, and names what it cannot reproduce."""
+    import json
+    import shutil
+
+    import tools.extract_faces as ef
+    folder, _, _ = videos
+    first = tmp_path / "a"
+    extract([str(folder / "hopper.avi")], str(first), {"name": "dlib"}, frames=4, size=64,
+            progress=False)
+    lines = [json.loads(line) for line in open(first / "manifest.jsonl")]
+    assert sorted(r["frame"] for r in lines) == frame_indices(FRAMES, 4)
+    for r in lines:
+        assert r["video"] == "hopper" and r["frames_total"] == FRAMES and len(r["box"]) == 4
+        assert r["file"] == f"hopper/{r['frame']:04d}.png" and r["score"] > 0
+        x1, y1, x2, y2 = r["crop"]
+        assert abs((x2 - x1) - (y2 - y1)) <= 1 and x2 > x1  # the square (rounded to pixels)
+    meta = json.load(open(first / "manifest_meta.json"))
+    assert (meta["detector"], meta["margin"], meta["size"], meta["format"]) == ("dlib", 1.3, 64, "png")
+    assert meta["opencv_version"] == cv2.__version__ and meta["frames"] == "4 evenly spaced"
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    shutil.copy(folder / "hopper.avi", mine / "hopper.avi")
+    monkeypatch.setattr(ef, "_init_worker", lambda *a: (_ for _ in ()).throw(AssertionError))
+    second = tmp_path / "b"
+    assert ef.main(["--from_manifest", str(first / "manifest.jsonl"), "--input", str(mine),
+                    "--out", str(second), "--workers", "1"]) == 0
+    for r in lines:
+        assert (second / r["file"]).read_bytes() == (first / r["file"]).read_bytes()
+    assert (second / "manifest.jsonl").read_text() == (first / "manifest.jsonl").read_text()
+
+    # a copy with another frame count, and a missing video: reported, nothing written for them
+    other = tmp_path / "other"
+    other.mkdir()
+    _write_video(other / "hopper.avi", _decoded_frames(str(folder / "hopper.avi"))[:6])
+    assert ef.main(["--from_manifest", str(first / "manifest.jsonl"), "--input", str(other),
+                    "--out", str(tmp_path / "c"), "--workers", "1"]) == 1
+    assert "frame count differs: 6 here, 8 in the manifest" in caplog.text
+    assert not (tmp_path / "c" / "hopper").exists()
+    (tmp_path / "none").mkdir()
+    assert ef.main(["--from_manifest", str(first / "manifest.jsonl"), "--input",
+                    str(tmp_path / "none"), "--out", str(tmp_path / "d"), "--workers", "1"]) == 1
+    assert "video missing from --input" in caplog.text
+
+
+def test_manifest_never_overwrites_a_users_file_nor_mixes_settings(videos, tmp_path):
+    folder, _, _ = videos
+    out = tmp_path / "faces"
+    out.mkdir()
+    (out / "manifest.jsonl").write_text("my notes\n")
+    with pytest.raises(Exception, match="did not write"):
+        extract([str(folder / "hopper.avi")], str(out), {"name": "dlib"}, frames=2,
+                progress=False)
+    assert (out / "manifest.jsonl").read_text() == "my notes\n"
+    assert not (out / "hopper").exists()
+    good = tmp_path / "good"
+    extract([str(folder / "hopper.avi")], str(good), {"name": "dlib"}, frames=2, progress=False)
+    with pytest.raises(Exception, match="margin"):
+        extract([str(folder / "hopper.avi")], str(good), {"name": "dlib"}, frames=2, margin=1.5,
+                progress=False)

@@ -14,6 +14,14 @@ detection that overlaps the previous face most). Crop: a square around the box s
 parallel worker processes. A finished video gets a marker written atomically after its last frame
 and is skipped on the next run; an interrupted one is redone. A broken video is logged and skipped.
 
+Beside the crops: ``manifest.jsonl`` (one line per crop: video, file, frame index, time, the
+video's frame count, detector box, crop rectangle, detector score, landmarks where the detector
+gives them) and ``manifest_meta.json`` (detector, backbone, weights sha256, margin, size, frames
+policy, format, project and OpenCV versions). ``--from_manifest FILE --input VIDEOS --out DIR``
+re-crops exactly those frames and rectangles from your own copy of the videos, without running a
+detector, and reports every frame it cannot reproduce (video missing, frame count differs, frame
+not decodable): a shared manifest gives the same crops where the video decoder agrees.
+
 Nothing of the user's is deleted: a video's output folder is made by this tool and marked as its
 own (``.extracting`` while at work, ``.done`` when finished); only such a folder's own frame files
 are ever removed (to redo an interrupted video), and a folder of that name that the tool did not
@@ -21,6 +29,8 @@ make is left alone, the video reported as failed. Two videos whose names differ 
 would share one folder: refused before any work.
 """
 import argparse
+import hashlib
+import json
 import logging
 import multiprocessing as mp
 import os
@@ -40,6 +50,12 @@ from errors import UserError, one_line  # noqa: E402
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 DONE = ".done"
 WORKING = ".extracting"
+VIDEO_MANIFEST = ".manifest.jsonl"  # a video's lines of manifest.jsonl, in its own folder
+MANIFEST = "manifest.jsonl"
+MANIFEST_META = "manifest_meta.json"
+# the settings that decide the crops: a folder holds crops of one setting only
+CROP_SETTINGS = ("detector", "backbone", "weights_sha256", "margin", "size", "frames", "format",
+                 "quality")
 FRAME_FILE = re.compile(r"\d{4,}\.(png|jpg)")
 log = logging.getLogger("extract_faces")
 
@@ -88,10 +104,12 @@ def _count_frames(path):
     return n
 
 
-def iter_frames(path, frames=None, every=None):
+def iter_frames(path, frames=None, every=None, indices=None, info=None):
     """The chosen frames of a video, decoded one at a time (grab every frame, retrieve only the
     chosen ones): (frame index, time in seconds, RGB). The header's frame count picks them; where it
-    is missing, the frames are counted first. Raises IOError when the video cannot be opened."""
+    is missing, the frames are counted first. ``indices`` names the frames instead; ``info`` (a
+    dict) receives the video's ``total`` frame count and ``fps``. Raises IOError when the video
+    cannot be opened."""
     cap = cv2.VideoCapture(path)
     if not cap.isOpened():
         raise IOError("cannot open the video")
@@ -99,7 +117,9 @@ def iter_frames(path, frames=None, every=None):
     total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
     if total <= 0:
         total = _count_frames(path)
-    wanted = set(frame_indices(total, frames, every))
+    if info is not None:
+        info.update(total=total, fps=fps)
+    wanted = set(frame_indices(total, frames, every) if indices is None else indices)
     idx = 0
     try:
         while wanted and idx <= max(wanted) and cap.grab():
@@ -112,9 +132,9 @@ def iter_frames(path, frames=None, every=None):
         cap.release()
 
 
-def read_frames(path, frames=None, every=None):
-    """The chosen frames (RGB) of a video, in order, as a list of (index, RGB)."""
-    out = [(idx, rgb) for idx, _, rgb in iter_frames(path, frames, every)]
+def read_frames(path, frames=None, every=None, info=None):
+    """The chosen frames of a video, in order, as a list of (index, time, RGB)."""
+    out = list(iter_frames(path, frames, every, info=info))
     if not out:
         raise IOError("no frame could be decoded")
     return out
@@ -152,8 +172,14 @@ def crop_face(rgb, box, margin=1.3, size=None):
     """The crop of the training data: the square of ``crop_box`` (clipped to the frame),
     optionally resized to ``size`` (area); None when nothing is left of it. inference.py's video
     and photo modes crop with this same function."""
-    x1, y1, x2, y2 = crop_box(box, rgb.shape[0], rgb.shape[1], margin)
-    crop = rgb[y1:y2, x1:x2]
+    return cut(rgb, crop_box(box, rgb.shape[0], rgb.shape[1], margin), size)
+
+
+def cut(rgb, rect, size=None):
+    """The pixels of ``rect`` (x1, y1, x2, y2), resized to ``size`` (area) if given; None when
+    the rectangle holds no pixel of the frame."""
+    x1, y1, x2, y2 = rect
+    crop = rgb[max(0, y1):max(0, y2), max(0, x1):max(0, x2)]
     if crop.size == 0:
         return None
     if size:
@@ -210,63 +236,256 @@ def process_video(job):
     target = os.path.join(out, vid)
     if os.path.isfile(os.path.join(target, DONE)):
         return vid, "skipped", 0, 0, ""
+    info = {}
     try:
-        frames = read_frames(path, opts["frames"], opts["every"])
+        frames = read_frames(path, opts["frames"], opts["every"], info)
     except Exception as exc:  # noqa: BLE001 - any decoding problem: skip the video
         return vid, "failed", 0, 0, str(exc)
     problem = _claim(target)
     if problem:
         return vid, "failed", 0, 0, problem
-    written = missed = 0
+    missed = 0
     previous = None
-    for index, rgb in frames:
+    records = []
+    for index, t, rgb in frames:
         face = choose_face(_DETECTOR(rgb), previous)
         if face is None:
             missed += 1
             continue
         previous = face.box
-        crop = crop_face(rgb, face.box, opts["margin"], opts["size"])
+        rect = crop_box(face.box, rgb.shape[0], rgb.shape[1], opts["margin"])
+        crop = cut(rgb, rect, opts["size"])
         if crop is None:
             missed += 1
             continue
-        _write_image(os.path.join(target, f"{index:04d}.{opts['format']}"), crop, opts["quality"])
-        written += 1
-    tmp = os.path.join(target, DONE + ".tmp")
-    with open(tmp, "w") as fh:
-        fh.write(f"{written} {missed}\n")
-    os.replace(tmp, os.path.join(target, DONE))
+        name = f"{index:04d}.{opts['format']}"
+        _write_image(os.path.join(target, name), crop, opts["quality"])
+        records.append({"video": vid, "source": os.path.basename(path), "file": f"{vid}/{name}",
+                        "frame": index, "time": round(t, 6), "frames_total": info["total"],
+                        "box": [round(float(v), 3) for v in face.box], "crop": list(rect),
+                        "score": round(float(face.score), 6),
+                        "landmarks": [[round(float(x), 3), round(float(y), 3)]
+                                      for x, y in face.landmarks] or None})
+    _finish(target, records, missed)
+    return vid, "done", len(records), missed, ""
+
+
+def _finish(target, records, missed):
+    """The video's manifest lines, then its done marker (both atomically); the working marker
+    goes last."""
+    from fileio import atomic_write_text
+    atomic_write_text(os.path.join(target, VIDEO_MANIFEST),
+                      "".join(json.dumps(r) + "\n" for r in records))
+    atomic_write_text(os.path.join(target, DONE), f"{len(records)} {missed}\n")
     os.remove(os.path.join(target, WORKING))
-    return vid, "done", written, missed, ""
 
 
-def extract(videos, out, detector_args, frames=32, every=None, margin=1.3, size=None, workers=1,
-            progress=True, fmt="png", quality=95):
-    """Run over ``videos``; returns the summary counts."""
-    os.makedirs(out, exist_ok=True)
-    opts = {"frames": frames, "every": every, "margin": margin, "size": size, "format": fmt,
-            "quality": quality}
-    jobs = [(v, out, opts) for v in videos]
-    summary = {"done": 0, "skipped": 0, "failed": 0, "frames": 0, "no_face": 0}
+def recrop_video(job):
+    """One video of a manifest -> exactly its crops, from the user's copy of the video, without a
+    detector. Returns (video id, status, frames written, frames not reproduced, problem)."""
+    path, out, opts, records = job
+    vid = records[0]["video"]
+    if path is None:
+        return vid, "failed", 0, len(records), "video missing from --input"
+    target = os.path.join(out, vid)
+    if os.path.isfile(os.path.join(target, DONE)):
+        return vid, "skipped", 0, 0, ""
+    info = {}
+    try:
+        frames = {idx: rgb for idx, _, rgb in iter_frames(path, indices=[r["frame"] for r in records],
+                                                          info=info)}
+    except Exception as exc:  # noqa: BLE001
+        return vid, "failed", 0, len(records), str(exc)
+    expected = {r["frames_total"] for r in records}
+    if expected != {info["total"]}:
+        return vid, "failed", 0, len(records), (f"frame count differs: {info['total']} here, "
+                                                f"{sorted(expected)[0]} in the manifest")
+    problem = _claim(target)
+    if problem:
+        return vid, "failed", 0, len(records), problem
+    done, problems = [], []
+    for r in records:
+        rgb = frames.get(r["frame"])
+        crop = None if rgb is None else cut(rgb, r["crop"], opts["size"])
+        if crop is None:
+            problems.append(f"frame {r['frame']} " + ("could not be decoded" if rgb is None
+                                                      else "does not hold the crop"))
+            continue
+        _write_image(os.path.join(out, r["file"]), crop, opts["quality"])
+        done.append(r)
+    _finish(target, done, len(problems))
+    return vid, "done", len(done), len(problems), "; ".join(problems)
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def project_version():
+    """This project's version: the git commit of the checkout where there is one."""
+    import subprocess
+    try:
+        commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    from tools import __version__
+    return f"{__version__}+{commit}" if commit else __version__
+
+
+def crop_settings(detector_args, frames, every, margin, size, fmt, quality):
+    """What decides the crops, as written to manifest_meta.json."""
+    detector = detector_args.get("name")
+    weights = detector_args.get("weights")
+    backbone = detector_args.get("backbone")
+    if detector == "retinaface" and not backbone:
+        backbone = "resnet50" if "resnet" in str(weights).lower() else "mobilenet0.25"
+    policy = f"every {every}" if every else (f"{frames} evenly spaced" if frames else "all")
+    return {"detector": detector, "backbone": backbone if detector == "retinaface" else None,
+            "weights": os.path.basename(weights) if weights else None,
+            "weights_sha256": _sha256(weights) if weights and os.path.isfile(weights) else None,
+            "margin": margin, "size": size, "frames": policy, "format": fmt, "quality": quality,
+            "face": "the largest, then followed across frames (best overlap)",
+            "project_version": project_version(), "opencv_version": cv2.__version__}
+
+
+def write_meta(out, meta):
+    """``manifest_meta.json`` in ``out``; a folder already holding crops of other settings is
+    refused (one folder, one setting: a manifest must describe every crop in it)."""
+    from fileio import atomic_write_text
+    path = os.path.join(out, MANIFEST_META)
+    if os.path.exists(path) or os.path.exists(os.path.join(out, MANIFEST)):
+        try:
+            with open(path, encoding="utf-8") as fh:
+                old = json.load(fh)
+            if not isinstance(old, dict) or "project_version" not in old:
+                raise ValueError
+        except (OSError, ValueError, UnicodeDecodeError):
+            raise UserError(f"--out {out} holds a {MANIFEST} or {MANIFEST_META} that this tool "
+                            "did not write; move it away or use another --out") from None
+        differs = [k for k in CROP_SETTINGS if old.get(k) != meta.get(k)]
+        if differs:
+            k = differs[0]
+            raise UserError(f"--out {out} holds crops made with other settings ({k}: "
+                            f"{old.get(k)!r} there, {meta.get(k)!r} now); use another --out")
+    atomic_write_text(path, json.dumps(meta, indent=2) + "\n")
+
+
+def write_manifest(out):
+    """``manifest.jsonl``: the lines of every finished video folder of this tool in ``out``."""
+    from fileio import atomic_write_text
+    lines = []
+    for name in sorted(os.listdir(out)):
+        folder = os.path.join(out, name)
+        part = os.path.join(folder, VIDEO_MANIFEST)
+        if os.path.isfile(os.path.join(folder, DONE)) and os.path.isfile(part):
+            with open(part, encoding="utf-8") as fh:
+                lines += [line for line in fh if line.strip()]
+    atomic_write_text(os.path.join(out, MANIFEST), "".join(lines))
+    return len(lines)
+
+
+def _run_jobs(func, jobs, workers, detector_args, progress, summary, missed_key):
     if workers > 1:
-        pool = mp.get_context("spawn").Pool(workers, _init_worker, (detector_args,))
-        results = pool.imap_unordered(process_video, jobs)
+        init = (_init_worker, (detector_args,)) if detector_args else ()
+        pool = mp.get_context("spawn").Pool(workers, *init)
+        results = pool.imap_unordered(func, jobs)
     else:
-        _init_worker(detector_args)
-        pool, results = None, map(process_video, jobs)
+        if detector_args:
+            _init_worker(detector_args)
+        pool, results = None, map(func, jobs)
     try:
         from tqdm import tqdm
         for vid, status, written, missed, err in tqdm(results, total=len(jobs), desc="videos",
                                                       disable=not progress):
             summary[status] += 1
             summary["frames"] += written
-            summary["no_face"] += missed
+            summary[missed_key] += missed
             if status == "failed":
-                log.warning("skipped broken video %s: %s", vid, err)
+                log.warning("skipped video %s: %s", vid, err)
+            elif err:
+                log.warning("video %s: %s", vid, err)
     finally:
         if pool:
             pool.close()
             pool.join()
     return summary
+
+
+def extract(videos, out, detector_args, frames=32, every=None, margin=1.3, size=None, workers=1,
+            progress=True, fmt="png", quality=95):
+    """Run over ``videos``; returns the summary counts. Writes ``manifest_meta.json`` first and
+    ``manifest.jsonl`` (every finished video of ``out``) last."""
+    os.makedirs(out, exist_ok=True)
+    write_meta(out, crop_settings(detector_args, frames, every, margin, size, fmt, quality))
+    opts = {"frames": frames, "every": every, "margin": margin, "size": size, "format": fmt,
+            "quality": quality}
+    jobs = [(v, out, opts) for v in videos]
+    summary = {"done": 0, "skipped": 0, "failed": 0, "frames": 0, "no_face": 0}
+    try:
+        return _run_jobs(process_video, jobs, workers, detector_args, progress, summary, "no_face")
+    finally:
+        write_manifest(out)
+
+
+def read_manifest(path):
+    """The lines of a ``manifest.jsonl`` grouped by video, and the ``manifest_meta.json`` beside
+    it ({} where there is none)."""
+    if not os.path.isfile(path):
+        raise UserError(f"--from_manifest: no such file: {path}")
+    by_video = {}
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                r = json.loads(line)
+                ok = (isinstance(r, dict) and isinstance(r.get("video"), str)
+                      and isinstance(r.get("frame"), int) and len(r.get("crop") or []) == 4
+                      and isinstance(r.get("frames_total"), int)
+                      and isinstance(r.get("file"), str)
+                      and r["file"].replace("\\", "/").split("/")[0] == r["video"]
+                      and ".." not in r["file"].replace("\\", "/").split("/"))
+            except ValueError:
+                ok = False
+            if not ok or r["video"] in ("", ".", ".."):
+                raise UserError(f"{path}:{n}: not a manifest line (video, frame, frames_total, "
+                                "crop, file)")
+            by_video.setdefault(r["video"], []).append(r)
+    if not by_video:
+        raise UserError(f"--from_manifest {path}: no lines")
+    meta_path = os.path.join(os.path.dirname(os.path.abspath(path)), MANIFEST_META)
+    meta = {}
+    if os.path.isfile(meta_path):
+        with open(meta_path, encoding="utf-8") as fh:
+            meta = json.load(fh)
+    return by_video, meta
+
+
+def recrop(manifest, source, out, workers=1, progress=True):
+    """Re-crop exactly the frames and boxes of ``manifest`` from the videos of ``source`` (a
+    folder or list, matched by video id). Returns the summary counts."""
+    by_video, meta = read_manifest(manifest)
+    try:
+        videos = {video_id(v): v for v in list_videos(source)}
+    except UserError:
+        videos = {}
+    os.makedirs(out, exist_ok=True)
+    fmt = meta.get("format", "png")
+    new_meta = dict(meta, from_manifest=os.path.abspath(manifest),
+                    project_version=project_version(), opencv_version=cv2.__version__)
+    write_meta(out, new_meta)
+    opts = {"size": meta.get("size"), "quality": meta.get("quality", 95), "format": fmt}
+    jobs = [(videos.get(vid), out, opts, recs) for vid, recs in sorted(by_video.items())]
+    summary = {"done": 0, "skipped": 0, "failed": 0, "frames": 0, "not_reproduced": 0}
+    try:
+        return _run_jobs(recrop_video, jobs, workers, None, progress, summary, "not_reproduced")
+    finally:
+        write_manifest(out)
 
 
 def check_arguments(args):
@@ -301,8 +520,25 @@ def main(argv=None):
                    help="crop files: png (lossless, the default) or jpg")
     p.add_argument("--quality", type=int, default=95, help="jpg quality, 1 to 100 (default 95)")
     p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) // 2))
+    p.add_argument("--from_manifest", metavar="FILE",
+                   help="re-crop exactly the frames and boxes of a manifest.jsonl from the videos "
+                        "of --input, without a detector (settings from the manifest_meta.json "
+                        "beside it)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    if args.from_manifest:
+        try:
+            check_arguments(args)
+            start = time.time()
+            s = recrop(args.from_manifest, args.input, args.out, args.workers,
+                       progress=sys.stderr.isatty())
+        except UserError as exc:
+            print(f"error: {one_line(exc)}", file=sys.stderr)
+            return 2
+        print(f"videos: {s['done']} done, {s['skipped']} already done, {s['failed']} failed; "
+              f"frames written: {s['frames']}, frames not reproduced: {s['not_reproduced']} "
+              f"({time.time() - start:.0f} s)")
+        return 1 if s["failed"] or s["not_reproduced"] else 0
     try:
         check_arguments(args)
         videos = list_videos(args.input)
