@@ -8,15 +8,21 @@ from errors import UserError
 
 from . import faceforensics, celeb_df, wild_deepfake, dfdc, image_list  # noqa: F401, I001 - registration order
 from .base import DEFAULT_MAX_PIXELS, BadImageLog, FaceFrames, Item, collate, read_rgb
+from .common import in_holdout
 from .demo import ensure_demo_root
 from .registry import LAYOUTS, Layout, branch_schema, get_layout, make_rng, register_layout
 
 DATASETS = tuple(LAYOUTS)
 
 
-def build_dataset(name: str, branch_cfg: dict, seed: int = 2022, perturb=()) -> FaceFrames:
+def build_dataset(name: str, branch_cfg: dict, seed: int = 2022, perturb=(),
+                  exclude_holdout: float = 0.0) -> FaceFrames:
     """The dataset ``name`` for one branch of the dataset YAML (not modified); ``perturb`` lists
-    test-time distortions ``(type, level)`` applied before the transforms (dataset/perturb.py)."""
+    test-time distortions ``(type, level)`` applied before the transforms (dataset/perturb.py).
+
+    A branch with ``holdout: f`` is the fraction f of its split's videos set aside for validation
+    (``common.in_holdout``); ``exclude_holdout=f`` leaves those same videos out (the training
+    branch of a run that validates on them)."""
     layout = get_layout(name)
     cfg = dict(branch_cfg)
     if layout.needs_root and "root" not in cfg:
@@ -24,6 +30,10 @@ def build_dataset(name: str, branch_cfg: dict, seed: int = 2022, perturb=()) -> 
     if cfg.get("demo"):
         ensure_demo_root(cfg["root"])
     items = layout.read(cfg, make_rng(seed))
+    if cfg.get("holdout"):
+        items = [it for it in items if in_holdout(it.video, cfg["holdout"])]
+    if exclude_holdout:
+        items = [it for it in items if not in_holdout(it.video, exclude_holdout)]
     where = f"{name} {cfg.get('split', '')} ({cfg.get('root') or cfg.get('index')})"
     return FaceFrames(items, cfg.get("transforms", []), seed=seed,
                       on_bad_image=cfg.get("on_bad_image", "skip"), name=where,

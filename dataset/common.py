@@ -1,5 +1,6 @@
 """Helpers the layout modules share: folders, image listing (symlinks followed, loops not)."""
 import os
+import zlib
 
 from errors import UserError
 
@@ -26,6 +27,13 @@ def choice(cfg, key, allowed, default=None):
     if value not in allowed:
         raise UserError(f"{key}: {value!r} is not one of {list(allowed)}")
     return value
+
+
+def in_holdout(video, fraction):
+    """Whether ``video`` is among the ``fraction`` of a split's videos held out for validation:
+    decided by a hash of the video's name alone, so it is the same on every machine, for every
+    seed and every rank, and a video's frames all fall on one side."""
+    return zlib.crc32(str(video).encode("utf-8")) / 2 ** 32 < fraction
 
 
 def video_of(rel_path):

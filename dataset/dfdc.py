@@ -81,12 +81,39 @@ def check_dfdc(root):
     return counts
 
 
+def labels_from_metadata(metadata, root):
+    """``root/test/labels.csv`` (``<video>.mp4,<0|1>``, 1 = fake) from a metadata.json of the
+    training parts' form (``{"<video>.mp4": {"label": "REAL" | "FAKE"}}``). An existing labels.csv
+    is never replaced: one with the same content is kept, another is an error."""
+    meta = read_metadata(metadata)
+    text = "filename,label\n" + "".join(f"{name},{1 if info['label'] == 'FAKE' else 0}\n"
+                                        for name, info in sorted(meta.items()))
+    path = os.path.join(root, "test", "labels.csv")
+    if os.path.exists(path):
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            if fh.read() == text:
+                return path, len(meta)
+        raise UserError(f"{path} exists with other content; it is not replaced (move it away "
+                        "to write a new one)")
+    from fileio import atomic_write_text
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    atomic_write_text(path, text)
+    return path, len(meta)
+
+
 def _add_arguments(p):
     p.add_argument("--root", required=True, help="the DFDC folder")
+    p.add_argument("--test_metadata", metavar="JSON",
+                   help="write <root>/test/labels.csv from the test videos' metadata.json "
+                        "(REAL/FAKE labels) first")
 
 
 def _build(args):
-    return [f"{name}: {n}" for name, n in check_dfdc(args.root).items()]
+    lines = []
+    if args.test_metadata:
+        path, n = labels_from_metadata(args.test_metadata, args.root)
+        lines.append(f"{path}: {n} test videos")
+    return lines + [f"{name}: {n}" for name, n in check_dfdc(args.root).items()]
 
 
 register_layout(Layout("DFDC", read, index_name="dfdc", add_arguments=_add_arguments,

@@ -13,6 +13,9 @@ from .registry import Layout, register_layout
 FF_METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")
 FF_SPLITS = ("train", "val", "test")
 COMPRESSIONS = ("c0", "c23", "c40")
+# FF++'s downloader stores the uncompressed videos of "c0" under a folder named raw/ (its
+# --compression raw); the original mapped c0 to that folder too.
+FOLDER_OF = {"c0": "raw", "c23": "c23", "c40": "c40"}
 
 
 def ff_method_of(rel_path):
@@ -28,7 +31,7 @@ def read(cfg, rng):
     comp = choice(cfg, "compression", COMPRESSIONS, "c23")
     method = choice(cfg, "method", ("all",) + FF_METHODS, "all")
     require_dir(root, "the FaceForensics++ face crops with <split>_<compression>.pickle")
-    index = os.path.join(root, f"{split}_{comp}.pickle")
+    index = index_path(root, split, comp)
     entries = check_entries(load_pickle_index(index), index, pairs=True)
     items = [Item(os.path.join(root, p), int(y), video_of(p), ff_method_of(p)) for p, y in entries]
     if method != "all":
@@ -39,6 +42,16 @@ def read(cfg, rng):
     return items
 
 
+def index_path(root, split, compression):
+    """``<split>_<compression>.pickle``; for c0 an index named after the folder,
+    ``<split>_raw.pickle``, is read when there is no ``<split>_c0.pickle``."""
+    path = os.path.join(root, f"{split}_{compression}.pickle")
+    alias = os.path.join(root, f"{split}_{FOLDER_OF[compression]}.pickle")
+    if not os.path.isfile(path) and alias != path and os.path.isfile(alias):
+        return alias
+    return path
+
+
 def _frames(folder, root):
     return [os.path.relpath(p, root).replace(os.sep, "/") for p in images_in(folder)]
 
@@ -46,6 +59,7 @@ def _frames(folder, root):
 def build_faceforensics(root, splits_dir, compression="c23", methods=FF_METHODS,
                         original="youtube"):
     """One ``<split>_<compression>.pickle`` per split from the official ``<split>.json`` pairs.
+    The frames of compression c0 are read from the ``raw/`` folders (FF++'s own name for it).
 
     Returns ``({split: (n_real, n_fake)}, missing video folders)``. A missing video folder is
     reported, not fatal (face extraction may have found no face in it). A split without any frame
@@ -71,14 +85,15 @@ def build_faceforensics(root, splits_dir, compression="c23", methods=FF_METHODS,
         entries = []
         for a, b in pairs:
             for vid in (a, b):
-                folder = os.path.join(root, "original_sequences", original, compression, "images", vid)
+                folder = os.path.join(root, "original_sequences", original, FOLDER_OF[compression],
+                                      "images", vid)
                 frames = _frames(folder, root)
                 missing += [] if frames else [folder]
                 entries += [(p, 0) for p in frames]
             for method in methods:
                 for vid in (f"{a}_{b}", f"{b}_{a}"):
-                    folder = os.path.join(root, "manipulated_sequences", method, compression,
-                                          "images", vid)
+                    folder = os.path.join(root, "manipulated_sequences", method,
+                                          FOLDER_OF[compression], "images", vid)
                     frames = _frames(folder, root)
                     missing += [] if frames else [folder]
                     entries += [(p, 1) for p in frames]

@@ -29,7 +29,7 @@ LAYOUTS: dict = {}
 COMMON_BRANCH_KEYS = {
     "root": "name", "split": "name", "transforms": "list", "log_steps": "posint",
     "val_steps": "posint", "num_steps": "posint", "on_bad_image": ("skip", "error"),
-    "demo": "bool", "max_pixels": "posint",
+    "demo": "bool", "max_pixels": "posint", "holdout": "fraction",
 }
 
 

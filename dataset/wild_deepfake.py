@@ -5,7 +5,7 @@ import os
 from errors import UserError
 
 from .base import Item
-from .common import check_entries, choice, require_dir, video_of, walk_images
+from .common import check_entries, choice, is_image, require_dir, video_of, walk_images
 from .index import load_pickle_index, save_pickle_index
 from .registry import Layout, register_layout
 
@@ -50,12 +50,105 @@ def build_wilddeepfake(root):
     return counts
 
 
+ARCHIVE_DONE = ".unpacked"
+ARCHIVE_WORKING = ".unpacking"
+
+
+def _archive_folders(archives):
+    """``{(split, kind): folder}`` of the distribution: ``real_train``, ``fake_test``, ... (a
+    space or a hyphen instead of the underscore is accepted, as the dataset's page writes them)."""
+    found = {}
+    for name in sorted(os.listdir(archives)):
+        key = name.lower().replace(" ", "_").replace("-", "_")
+        for kind in ("real", "fake"):
+            for split in ("train", "test"):
+                if key == f"{kind}_{split}" and os.path.isdir(os.path.join(archives, name)):
+                    found[(split, kind)] = os.path.join(archives, name)
+    return found
+
+
+def _safe_member(member):
+    """The relative path to extract a member to, or None: only regular image files, no absolute
+    path, no '..', no links or devices."""
+    name = member.name.replace("\\", "/")
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if not member.isfile() or name.startswith("/") or ".." in parts or not parts:
+        return None
+    return "/".join(parts) if is_image(parts[-1]) else None
+
+
+def unpack_archives(archives, root):
+    """WildDeepfake as distributed (``<kind>_<split>/<n>.tar.gz``, each holding face-sequence
+    folders of frames) -> ``root/<split>/<kind>/<n>/<sequence>/<frame>``, the layout the loader
+    reads (a video = one face sequence). Only image files are extracted, never a path outside the
+    archive's own folder. Each archive's folder is marked as this tool's (``.unpacking``, then
+    ``.unpacked``): a finished one is skipped, an interrupted one redone, and a folder of that name
+    that the tool did not make is left alone and reported. Returns (archives unpacked, skipped,
+    problems)."""
+    import tarfile
+
+    from fileio import atomic_write
+    if not os.path.isdir(archives):
+        raise UserError(f"--archives {archives}: not a folder")
+    folders = _archive_folders(archives)
+    if not folders:
+        raise UserError(f"--archives {archives}: no real_train, real_test, fake_train or "
+                        "fake_test folder (WildDeepfake as distributed)")
+    done = skipped = 0
+    problems = []
+    for (split, kind), folder in sorted(folders.items()):
+        for name in sorted(os.listdir(folder)):
+            if not name.endswith((".tar.gz", ".tgz", ".tar")):
+                continue
+            archive = os.path.join(folder, name)
+            stem = name.split(".")[0]
+            target = os.path.join(root, split, kind, stem)
+            if os.path.isfile(os.path.join(target, ARCHIVE_DONE)):
+                skipped += 1
+                continue
+            if os.path.exists(target) and not os.path.isfile(os.path.join(target, ARCHIVE_WORKING)):
+                problems.append(f"{target} exists and was not made by this tool; {archive} not "
+                                "unpacked")
+                continue
+            os.makedirs(target, exist_ok=True)
+            open(os.path.join(target, ARCHIVE_WORKING), "w").close()
+            count = 0
+            try:
+                with tarfile.open(archive) as tar:
+                    for member in tar:
+                        rel = _safe_member(member)
+                        if rel is None:
+                            continue
+                        data = tar.extractfile(member).read()
+                        out = os.path.join(target, *rel.split("/"))
+                        os.makedirs(os.path.dirname(out), exist_ok=True)
+                        atomic_write(out, lambda fh, d=data: fh.write(d), mode="wb")
+                        count += 1
+            except (tarfile.TarError, OSError, EOFError) as exc:
+                problems.append(f"{archive}: {exc}")
+                continue  # the working marker stays: the next run redoes this archive
+            with open(os.path.join(target, ARCHIVE_DONE), "w") as fh:
+                fh.write(f"{count}\n")
+            os.remove(os.path.join(target, ARCHIVE_WORKING))
+            done += 1
+    return done, skipped, problems
+
+
 def _add_arguments(p):
     p.add_argument("--root", required=True, help="the folder holding train/ and test/")
+    p.add_argument("--archives", help="first unpack WildDeepfake as distributed: the folder "
+                                      "holding real_train/, real_test/, fake_train/, fake_test/ "
+                                      "of <n>.tar.gz archives")
 
 
 def _build(args):
-    return [f"{name}.pickle: {n} frames" for name, n in build_wilddeepfake(args.root).items()]
+    lines = []
+    if args.archives:
+        done, skipped, problems = unpack_archives(args.archives, args.root)
+        lines += [f"warning: {p}" for p in problems]
+        lines.append(f"archives: {done} unpacked, {skipped} already unpacked, "
+                     f"{len(problems)} with problems")
+    return lines + [f"{name}.pickle: {n} frames" for name, n in build_wilddeepfake(args.root).items()]
 
 
 register_layout(Layout("WildDeepfake", read,

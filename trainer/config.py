@@ -29,7 +29,7 @@ DEFAULTS = {
         "loss": "binary_ce", "metric": "Acc", "debug": False, "seed": 2022, "amp": "fp16",
         "eval_amp": "none", "compile": False,
         "on_nonfinite": "stop", "trust_checkpoint": False, "keep_best": None,
-        "device": None, "ckpt": "best_model", "ckpt_fold": "runs",
+        "device": None, "ckpt": "best_model", "ckpt_fold": "runs", "protocol": None,
     },
     "data": {
         "train_batch_size": 32, "val_batch_size": 64, "test_batch_size": 64,
@@ -55,6 +55,7 @@ SCHEMA = {
     "config.compile": "bool", "config.on_nonfinite": ("stop", "skip"),
     "config.trust_checkpoint": "bool", "config.keep_best": "posint?", "config.device": "name?",
     "config.ckpt": "name", "config.ckpt_fold": "name",
+    "config.protocol": (None, "original", "clean"),
     "data.train_batch_size": "posint", "data.val_batch_size": "posint",
     "data.test_batch_size": "posint", "data.name": "name", "data.file": "name",
     "data.train_branch": "name", "data.val_branch": "name", "data.test_branch": "name",
@@ -304,7 +305,38 @@ def load_config(path, overrides=None, dataset_overrides=None):
     if cfg["model"]["num_classes"] == 2 and "loss" not in (raw.get("config") or {}):
         cfg["config"]["loss"] = "cross_entropy"
     validate(cfg)
+    apply_protocol(cfg, (raw.get("data") or {}).get("val_branch"))
     return cfg
+
+
+PROTOCOLS = {
+    "original": "the best checkpoint chosen on the test split (val_branch = test_branch), as the "
+                "original release did",
+    "clean": "the best checkpoint chosen on a validation split (val_cfg); the test split is "
+             "scored once, by test.py",
+}
+
+
+def apply_protocol(cfg, given_val_branch=None):
+    """``config.protocol`` picks the branch that chooses the best checkpoint: ``original`` the
+    test branch, ``clean`` the dataset file's ``val_cfg`` (or the ``data.val_branch`` given, which
+    must then not be the test branch). Without a protocol, ``data.val_branch`` is used as it is."""
+    protocol, data = cfg["config"]["protocol"], cfg["data"]
+    if protocol == "original":
+        if given_val_branch not in (None, data["test_branch"]):
+            raise UserError(f"config.protocol original selects on the test branch "
+                            f"({data['test_branch']}); data.val_branch {given_val_branch!r} "
+                            "contradicts it (use protocol clean, or drop data.val_branch)")
+        data["val_branch"] = data["test_branch"]
+    elif protocol == "clean":
+        data["val_branch"] = given_val_branch or "val_cfg"
+        if data["val_branch"] == data["test_branch"]:
+            raise UserError(f"config.protocol clean: data.val_branch must not be the test branch "
+                            f"({data['test_branch']})")
+        if data["val_branch"] not in cfg["dataset"]:
+            raise UserError(f"config.protocol clean: {data['file']} has no branch "
+                            f"{data['val_branch']!r} (a validation split: e.g. split: val, or "
+                            "the training split with holdout: 0.1)")
 
 
 def branch(cfg, which):

@@ -75,3 +75,61 @@ def all_metrics(labels, probs, videos, methods=None):
             sub = binary_metrics(labels[keep], probs[keep])
             out[f"{m}_ACC"], out[f"{m}_AUC"] = sub["ACC"], sub["AUC"]
     return out
+
+
+def metric_value(name, labels, probs):
+    """One of AUC, ACC, EER of ``binary_metrics`` (NaN where a class is missing)."""
+    labels = np.asarray(labels, np.int64)
+    probs = np.asarray(probs, np.float64)
+    if name == "ACC":
+        return float(((probs >= 0.5).astype(np.int64) == labels).mean())
+    if len(np.unique(labels)) < 2:
+        return math.nan
+    if name == "AUC":
+        return float(roc_auc_score(labels, probs))
+    if name == "EER":
+        return eer(labels, probs)[0]
+    raise ValueError(f"unknown metric {name!r}")
+
+
+def bootstrap_interval(labels, probs, videos, metric, level="frame", resamples=1000, seed=0,
+                       confidence=0.95):
+    """``(value, low, high)``: the metric and its percentile bootstrap interval over videos.
+
+    Each resample draws videos with replacement, the real and the fake videos separately (as many
+    of each as the test set has, so that both classes are in every resample); ``level`` "frame"
+    scores the drawn videos' frames, "video" their mean probabilities. Frames of one video are
+    not independent: resampling frames would make the interval far too narrow.
+    """
+    labels = np.asarray(labels, np.int64)
+    probs = np.asarray(probs, np.float64)
+    groups = OrderedDict()
+    for i, v in enumerate(videos):
+        groups.setdefault(v, []).append(i)
+    members = [np.asarray(ix) for ix in groups.values()]
+    vlabel = np.array([labels[ix[0]] for ix in members])
+    vprob = np.array([probs[ix].mean() for ix in members])
+    if level == "video":
+        value = metric_value(metric, vlabel, vprob)
+    elif level == "frame":
+        value = metric_value(metric, labels, probs)
+    else:
+        raise ValueError(f"level {level!r}: frame or video")
+    rng = np.random.default_rng(seed)
+    by_class = [np.flatnonzero(vlabel == c) for c in (0, 1)]
+    stats = []
+    for _ in range(resamples):
+        drawn = np.concatenate([rng.choice(ix, size=len(ix), replace=True) for ix in by_class
+                                if len(ix)])
+        if level == "video":
+            stats.append(metric_value(metric, vlabel[drawn], vprob[drawn]))
+        else:
+            frames = np.concatenate([members[j] for j in drawn])
+            stats.append(metric_value(metric, labels[frames], probs[frames]))
+    stats = np.asarray(stats, np.float64)
+    stats = stats[np.isfinite(stats)]
+    if not len(stats):
+        return value, math.nan, math.nan
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(stats, [tail, 100 - tail])
+    return value, float(low), float(high)

@@ -137,6 +137,14 @@ def _figure(shown):
     return grid
 
 
+def holdout_of(train_cfg, val_cfg):
+    """The fraction of the training split's videos to leave out of training: those the validation
+    branch holds out of that same split (same root and split), else 0."""
+    fraction = val_cfg.get("holdout") or 0.0
+    same = all(val_cfg.get(k) == train_cfg.get(k) for k in ("root", "split", "index"))
+    return fraction if fraction and same and not train_cfg.get("holdout") else 0.0
+
+
 class Trainer:
     def __init__(self, cfg, local_rank=None):
         self.cfg = cfg
@@ -172,9 +180,16 @@ class Trainer:
                 raise UserError(f"{cfg['data']['train_branch']}.{key} is missing in "
                                 f"{cfg['data']['file']}")
         seed = c["seed"]
-        self.train_set = build_dataset(cfg["data"]["name"], self.train_cfg, seed)
-        self.val_set = None if self.debug else build_dataset(
-            cfg["data"]["name"], branch(cfg, "val"), seed)
+        val_cfg = branch(cfg, "val")
+        held = holdout_of(self.train_cfg, val_cfg)
+        self.train_set = build_dataset(cfg["data"]["name"], self.train_cfg, seed,
+                                       exclude_holdout=held)
+        self.val_set = None if self.debug else build_dataset(cfg["data"]["name"], val_cfg, seed)
+        if held and self.rank == 0:
+            log.info("validation: %d videos held out of the %s split (holdout %g); training on "
+                     "the other %d", len({it.video for it in self.val_set.items})
+                     if self.val_set else 0, self.train_cfg.get("split"), held,
+                     len({it.video for it in self.train_set.items}))
         workers = cfg["data"]["num_workers"]
         self.train_loader = _loader(self.train_set, cfg["data"]["train_batch_size"], True, workers,
                                     seed, self.rank, self.world, drop_last=False)

@@ -1,0 +1,304 @@
+"""Reproducing the paper: protocols, held-out validation, paper configs, FF++ c0, WildDeepfake
+archives, DFDC labels, the bootstrap interval and tools/reproduce.py end to end on the demo."""
+import csv
+import io
+import json
+import math
+import os
+import tarfile
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from conftest import ROOT
+from dataset import build_dataset
+from errors import UserError
+from trainer.config import load_config
+from trainer.metrics import bootstrap_interval
+from trainer.train import holdout_of
+
+NORM = [{"name": "Resize", "params": {"height": 16, "width": 16}},
+        {"name": "Normalize", "params": {"mean": [0.5] * 3, "std": [0.5] * 3}}]
+
+
+def _img(path, seed=0):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    cv2.imwrite(str(path), np.random.default_rng(seed).integers(0, 255, (20, 20, 3), np.uint8))
+
+
+# ------------------------------------------------------------------------ protocol and holdout
+def _configs(tmp_path, data=None, config=None, branches=("train_cfg", "val_cfg", "test_cfg")):
+    ds = {b: {"root": str(tmp_path / "d"), "split": "train" if b != "test_cfg" else "test",
+              "transforms": NORM} for b in branches}
+    ds.setdefault("train_cfg", {}).update(log_steps=1, val_steps=1, num_steps=1)
+    (tmp_path / "ds.yml").write_text(yaml.safe_dump(ds))
+    cfg = {"model": {"name": "Recce", "pretrained": False}, "config": config or {},
+           "data": {"name": "CelebDF", "file": str(tmp_path / "ds.yml"), **(data or {})}}
+    (tmp_path / "c.yml").write_text(yaml.safe_dump(cfg))
+    return str(tmp_path / "c.yml")
+
+
+def test_protocol_picks_the_selection_branch(tmp_path):
+    assert load_config(_configs(tmp_path, config={"protocol": "original"}))["data"][
+        "val_branch"] == "test_cfg"
+    assert load_config(_configs(tmp_path, config={"protocol": "clean"}))["data"][
+        "val_branch"] == "val_cfg"
+    # no protocol: data.val_branch as given (existing configs keep working)
+    assert load_config(_configs(tmp_path, data={"val_branch": "val_cfg"}))["data"][
+        "val_branch"] == "val_cfg"
+    with pytest.raises(UserError, match="contradicts"):
+        load_config(_configs(tmp_path, config={"protocol": "original"},
+                             data={"val_branch": "val_cfg"}))
+    with pytest.raises(UserError, match="must not be the test branch"):
+        load_config(_configs(tmp_path, config={"protocol": "clean"},
+                             data={"val_branch": "test_cfg"}))
+    with pytest.raises(UserError, match="has no branch 'val_cfg'"):
+        load_config(_configs(tmp_path, config={"protocol": "clean"},
+                             branches=("train_cfg", "test_cfg")))
+    with pytest.raises(UserError, match="config.protocol"):
+        load_config(_configs(tmp_path, config={"protocol": "paper"}))
+
+
+def test_holdout_splits_videos_and_training_leaves_them_out(tmp_path):
+    root = tmp_path / "img"
+    for v in range(40):
+        for f in range(2):
+            _img(root / ("real" if v % 2 else "fake") / f"v{v}" / f"{f}.png", v)
+    base = {"root": str(root), "transforms": NORM}
+    everything = build_dataset("ImageList", base)
+    held = build_dataset("ImageList", {**base, "holdout": 0.25})
+    rest = build_dataset("ImageList", base, exclude_holdout=0.25)
+    videos = lambda ds: {it.video for it in ds.items}  # noqa: E731
+    assert videos(held) and videos(rest)
+    assert videos(held) & videos(rest) == set()
+    assert videos(held) | videos(rest) == videos(everything)
+    assert len(held) + len(rest) == len(everything)  # whole videos on one side
+    assert 2 <= len(videos(held)) <= 18  # about a quarter of 40
+    # the same videos on every call and seed
+    assert videos(build_dataset("ImageList", {**base, "holdout": 0.25}, seed=7)) == videos(held)
+    # training excludes them only when validation holds out of the same split
+    train = {"root": "r", "split": "train"}
+    assert holdout_of(train, {"root": "r", "split": "train", "holdout": 0.1}) == 0.1
+    assert holdout_of(train, {"root": "r", "split": "test", "holdout": 0.1}) == 0.0
+    assert holdout_of(train, {"root": "other", "split": "train", "holdout": 0.1}) == 0.0
+    assert holdout_of(train, {"root": "r", "split": "val"}) == 0.0
+
+
+# ---------------------------------------------------------------------------------- paper configs
+PAPER = os.path.join(ROOT, "config", "paper")
+
+
+def test_every_paper_setting_has_a_config_that_loads(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    names = sorted(f for f in os.listdir(PAPER) if f.endswith(".yml")
+                   and f not in ("tables.yml", "published.yml"))
+    expected = {"ffpp_c23", "ffpp_c40", "celeb_df", "wilddeepfake", "dfdc"} | {
+        f"ffpp_{c}_{m}" for c in ("c23", "c40")
+        for m in ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")}
+    assert {n[:-4] for n in names} == expected
+    ids = set()
+    for name in names:
+        for protocol in ("original", "clean"):
+            cfg = load_config(os.path.join(PAPER, name), [f"config.protocol={protocol}"])
+            c, train = cfg["config"], cfg["dataset"]["train_cfg"]
+            assert cfg["model"]["pretrained"] is True and c["optimizer"]["lr"] == 0.0002
+            assert c["scheduler"]["name"] == "StepLR"
+            size = train["transforms"][0]["params"]["height"]
+            if name.startswith("wilddeepfake"):
+                assert (size, c["scheduler"]["step_size"], c["scheduler"]["gamma"],
+                        train["num_steps"], train["val_steps"]) == (224, 3000, 0.9, 40000, 200)
+            else:
+                assert size == 299 and c["scheduler"]["gamma"] == 0.5
+            cfg["config"]["id"] not in ids or pytest.fail(f"{name}: run id collides")
+        ids.add(cfg["config"]["id"])
+        text = open(os.path.join(PAPER, name)).read()
+        if name.startswith("ffpp"):  # x0.5 every 10 epochs of 7,200 (or 2,880) videos x 10 frames
+            videos = 7200 if name.count("_") == 1 else 2880
+            assert c["scheduler"]["step_size"] == 10 * math.ceil(videos * 10 / 32)
+            assert f"{c['scheduler']['step_size']:,}" in text  # the computation is in the comment
+            assert train["num_steps"] == 90000
+    assert load_config(os.path.join(PAPER, "ffpp_c23.yml"))["config"]["scheduler"][
+        "step_size"] == 22500  # = the original's FF++ template
+    assert load_config(os.path.join(PAPER, "celeb_df.yml"))["dataset"]["train_cfg"][
+        "num_steps"] == 92000
+    assert load_config(os.path.join(PAPER, "dfdc.yml"))["dataset"]["train_cfg"][
+        "num_steps"] == 100000
+
+
+def test_published_numbers_name_known_tables_rows_and_sources():
+    from tools.reproduce import load_published, load_tables
+    tables = load_tables()
+    published, sources = load_published()
+    assert published[("ffpp", "ffpp_c23", "frame", "AUC")] == (99.32, "paper")
+    assert published[("cross_c40", "celeb_df", "frame", "EER")] == (35.75, "authors_model")
+    for table, row, level, metric in published:
+        assert row in {r["name"] for r in tables[table]["rows"]}
+        assert level in ("frame", "video") and metric in ("AUC", "ACC", "EER")
+
+
+# -------------------------------------------------------------------------------- FF++ c0 = raw
+def test_ffpp_c0_reads_the_raw_folders(tmp_path):
+    from dataset.faceforensics import build_faceforensics
+    os.makedirs(tmp_path / "splits")
+    for split, pair in (("train", ["000", "001"]), ("val", ["002", "003"]),
+                        ("test", ["004", "005"])):
+        (tmp_path / "splits" / f"{split}.json").write_text(json.dumps([pair]))
+        for v in pair:
+            _img(tmp_path / f"original_sequences/youtube/raw/images/{v}/0000.png")
+        for v in (f"{pair[0]}_{pair[1]}", f"{pair[1]}_{pair[0]}"):
+            _img(tmp_path / f"manipulated_sequences/Deepfakes/raw/images/{v}/0000.png")
+    counts, missing = build_faceforensics(str(tmp_path), str(tmp_path / "splits"), "c0",
+                                          ["Deepfakes"])
+    assert counts["train"] == (2, 2) and missing == []
+    assert (tmp_path / "train_c0.pickle").is_file()
+    ds = build_dataset("FaceForensics", {"root": str(tmp_path), "split": "test",
+                                         "compression": "c0", "transforms": NORM})
+    assert len(ds) == 4 and all("/raw/images/" in it.path for it in ds.items)
+    # an index named after the folder is read too
+    os.rename(tmp_path / "val_c0.pickle", tmp_path / "val_raw.pickle")
+    assert len(build_dataset("FaceForensics", {"root": str(tmp_path), "split": "val",
+                                               "compression": "c0", "transforms": NORM})) == 4
+
+
+# ------------------------------------------------------------------------ WildDeepfake archives
+def _tar(path, members):
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            if data is None:
+                info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+                tar.addfile(info)
+                continue
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+def test_wilddeepfake_archives_unpack_to_the_loader_layout(tmp_path):
+    from tools.build_index import main
+    png = cv2.imencode(".png", np.zeros((20, 20, 3), np.uint8))[1].tobytes()
+    dist = tmp_path / "deepfake_in_the_wild"
+    for kind in ("real", "fake"):
+        for split in ("train", "test"):
+            folder = dist / (f"{kind}_{split}" if kind == "real" else f"{kind} {split}")
+            folder.mkdir(parents=True)
+            _tar(folder / "0.tar.gz", [("0/1.png", png), ("0/2.png", png), ("1/7.png", png),
+                                       ("../../evil.png", png), ("/tmp/abs.png", png),
+                                       ("link.png", None), ("notes.txt", b"x")])
+    root = tmp_path / "wdf"
+    # a folder the tool did not make, where one archive would go: left alone, reported
+    (root / "test" / "fake" / "0").mkdir(parents=True)
+    (root / "test" / "fake" / "0" / "mine.txt").write_text("keep")
+    assert main(["wilddeepfake", "--root", str(root), "--archives", str(dist)]) == 0
+    assert (root / "test" / "fake" / "0" / "mine.txt").read_text() == "keep"
+    assert sorted(os.listdir(root / "test" / "fake" / "0")) == ["mine.txt"]
+    assert not (tmp_path / "evil.png").exists() and not (root / "evil.png").exists()
+    assert sorted(os.listdir(root / "train" / "real" / "0")) == [".unpacked", "0", "1"]
+    ds = build_dataset("WildDeepfake", {"root": str(root), "split": "train", "transforms": NORM})
+    assert len(ds) == 6 and sorted(set(ds.labels)) == [0, 1]
+    assert {it.video for it in ds.items} == {"real/0/0", "real/0/1", "fake/0/0", "fake/0/1"}
+    # a second run skips what is unpacked
+    stamp = os.path.getmtime(root / "train" / "real" / "0" / "0" / "1.png")
+    assert main(["wilddeepfake", "--root", str(root), "--archives", str(dist)]) == 0
+    assert os.path.getmtime(root / "train" / "real" / "0" / "0" / "1.png") == stamp
+
+
+def test_dfdc_test_labels_from_metadata(tmp_path):
+    from dataset.dfdc import labels_from_metadata, read_test_labels
+    meta = tmp_path / "metadata.json"
+    meta.write_text(json.dumps({"b.mp4": {"label": "FAKE"}, "a.mp4": {"label": "REAL"}}))
+    path, n = labels_from_metadata(str(meta), str(tmp_path / "dfdc"))
+    assert n == 2 and read_test_labels(path) == [("a", 0), ("b", 1)]
+    assert labels_from_metadata(str(meta), str(tmp_path / "dfdc"))[1] == 2  # same: kept
+    with open(path, "w") as fh:
+        fh.write("a.mp4,1\n")
+    with pytest.raises(UserError, match="not replaced"):
+        labels_from_metadata(str(meta), str(tmp_path / "dfdc"))
+    assert open(path).read() == "a.mp4,1\n"
+
+
+# ------------------------------------------------------------------------------------- bootstrap
+def test_bootstrap_interval_matches_a_hand_computed_case():
+    """One real video (0.2) and two fake ones (0.9, 0.1), one frame each. Drawing the two fakes
+    with replacement: {A, A} (p 1/4) -> AUC 1, {A, B} (p 1/2) -> 0.5, {B, B} (p 1/4) -> 0.
+    The 95 % interval is therefore [0, 1] and the mean of the resamples 0.5."""
+    labels, probs, videos = [0, 1, 1], [0.2, 0.9, 0.1], ["r", "A", "B"]
+    value, low, high = bootstrap_interval(labels, probs, videos, "AUC", "frame", resamples=1000)
+    assert value == 0.5 and (low, high) == (0.0, 1.0)
+    # videos, not frames, are drawn: the same case with 50 frames per video has the same
+    # interval (a frame bootstrap would make it far narrower)
+    many = [np.repeat(a, 50).tolist() for a in (labels, probs, videos)]
+    assert bootstrap_interval(*many, "AUC", "frame", resamples=1000)[1:] == (0.0, 1.0)
+    # ACC at video level, two real videos (one right, one wrong) and one right fake:
+    # reals drawn {right,right} 1/4 -> 1, mixed 1/2 -> 2/3, {wrong,wrong} 1/4 -> 1/3
+    value, low, high = bootstrap_interval([0, 0, 1], [0.1, 0.8, 0.9], ["a", "b", "c"], "ACC",
+                                          "video", 1000)
+    assert value == pytest.approx(2 / 3) and low == pytest.approx(1 / 3) and high == 1.0
+
+
+# ------------------------------------------------------------------------ tools/reproduce.py
+def test_reproduce_names_missing_data_before_running_anything(tmp_path, capsys):
+    from tools.reproduce import main
+    assert main(["--table", "ffpp", "--out", str(tmp_path / "o")]) == 2
+    assert "--data-root ffpp=DIR" in capsys.readouterr().err
+    (tmp_path / "FaceForensics++").mkdir()
+    (tmp_path / "Celeb-DF-v2").mkdir()
+    assert main(["--table", "cross_c40", "--data-root", str(tmp_path), "--out",
+                 str(tmp_path / "o"), "--runs", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert "nothing was run" in err and "train_c40.pickle" in err
+    assert "List_of_testing_videos.txt" in err and str(tmp_path / "WildDeepfake") in err
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "o").exists()
+
+
+def test_reproduce_list_and_dry_run(capsys):
+    from tools.reproduce import main
+    assert main(["--list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("demo", "ffpp", "ffpp_methods", "within", "cross_c23", "cross_c40"):
+        assert f"\n{name}: " in "\n" + out
+    assert main(["--table", "cross_c23", "--dry-run", "--gpus", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("torch.distributed.run --nproc_per_node=2") == 1  # one model, trained once
+    assert out.count("test.py") == 5 and "data.test_branch=test_299_cfg" in out
+
+
+def test_reproduce_demo_table_end_to_end(tmp_path, demo_root, monkeypatch, capsys):
+    """Two rows (within the FF++-layout demo, across to the Celeb-DF-layout demo) through
+    train.py and test.py; a second run reruns nothing."""
+    import tools.reproduce as rp
+    published = tmp_path / "published.yml"
+    published.write_text(yaml.safe_dump({
+        "sources": {"made_up_for_the_test": "a number the test made up"},
+        "numbers": [{"table": "demo", "row": "within", "level": "frame", "metric": "AUC",
+                     "value": 50.0, "source": "made_up_for_the_test"}]}))
+    monkeypatch.setattr(rp, "PUBLISHED_FILE", str(published))
+    out, runs = tmp_path / "reproduction", tmp_path / "runs"
+    args = ["--table", "demo", "--data-root", f"demo={demo_root}", "--out", str(out), "--runs",
+            str(runs), "--bootstrap", "100", "--opt", "train_cfg.num_steps=2",
+            "--opt", "train_cfg.val_steps=2", "--opt", "data.train_batch_size=4",
+            "--opt", "data.num_workers=0", "--opt", "config.scheduler.T_max=2"]
+    assert rp.main(args) == 0
+    with open(out / "demo.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 12  # 2 rows x frame/video x AUC/ACC/EER
+    assert {r["row"] for r in rows} == {"within", "cross_celeb_df"}
+    assert {r["protocol"] for r in rows} == {"clean"}  # the demo validates on its val split
+    for r in rows:
+        assert float(r["ci_low"]) <= float(r["ours"]) + 1e-9 <= float(r["ci_high"]) + 2e-9
+    auc = next(r for r in rows if (r["row"], r["level"], r["metric"]) == ("within", "frame", "AUC"))
+    assert float(auc["difference"]) == pytest.approx(float(auc["ours"]) - 50.0, abs=0.011)
+    scores = out / "demo" / "clean" / "cross_celeb_df" / "scores.csv"
+    with open(scores, newline="") as fh:
+        scored = list(csv.DictReader(fh))
+    assert int(auc["frames"]) > 0 and len(scored) == int(next(
+        r for r in rows if r["row"] == "cross_celeb_df")["frames"])
+    md = (out / "demo.md").read_text()
+    assert "not recorded" in md and "a number the test made up" in md and "95 %" in md
+    stamp = os.path.getmtime(next(runs.glob("Recce/*/latest_model.bin")))
+    capsys.readouterr()
+    assert rp.main(args) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("done, kept") == 2 and "$ " not in printed
+    assert os.path.getmtime(next(runs.glob("Recce/*/latest_model.bin"))) == stamp

@@ -1,0 +1,505 @@
+"""Reproduce the paper's tables: one command from the datasets to the published numbers beside ours.
+
+    python tools/reproduce.py --list
+    python tools/reproduce.py --table demo                          # CPU, a few minutes
+    python tools/reproduce.py --table ffpp --data-root /data        # /data/FaceForensics++, ...
+    python tools/reproduce.py --table cross_c40 --data-root ffpp=/d/ff celeb_df=/d/cdf \
+        wilddeepfake=/d/wdf dfdc=/d/dfdc --gpus 4
+    python tools/reproduce.py --table ffpp --checkpoints DIR       # test only: DIR/<model>.bin
+    python tools/reproduce.py --table ffpp --data-root /data --dry-run   # print the commands
+
+The tables, their models and rows are in config/paper/tables.yml; the published numbers, each with
+its source, in config/paper/published.yml. First every dataset the table needs is checked (index
+files, frames and videos of each split it reads), then each model is trained with train.py (torchrun
+with --gpus > 1) unless its run has finished, and each row is scored with test.py. A finished row is
+not run again; an interrupted training run is resumed. Results: ``<out>/<table>.md`` and
+``<out>/<table>.csv`` (frame- and video-level AUC, ACC and EER with a 95 % bootstrap interval over
+videos, the published number and the difference), and per row test.py's outputs in
+``<out>/<table>/<protocol>/<row>/``.
+"""
+import argparse
+import csv
+import math
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import yaml  # noqa: E402
+
+from errors import UserError, interrupt_status, one_line, raise_on_sigterm  # noqa: E402
+
+TABLES_FILE = os.path.join(ROOT, "config", "paper", "tables.yml")
+PUBLISHED_FILE = os.path.join(ROOT, "config", "paper", "published.yml")
+# --data-root DIR: the dataset folders expected in DIR; --data-root KEY=DIR names one directly.
+DATA_KEYS = {"FaceForensics": "ffpp", "CelebDF": "celeb_df", "WildDeepfake": "wilddeepfake",
+             "DFDC": "dfdc"}
+DEFAULT_FOLDERS = {"ffpp": "FaceForensics++", "celeb_df": "Celeb-DF-v2",
+                   "wilddeepfake": "WildDeepfake", "dfdc": "DFDC", "demo": "demo"}
+METRICS = ("AUC", "ACC", "EER")
+
+
+def TEST_ONLY(row):  # noqa: N802 - the test file need not have the training data's val_cfg
+    return ["config.protocol=original", f"data.val_branch={row['branch']}"]
+LEVELS = ("frame", "video")
+FIELDS = ["table", "row", "model", "tested_on", "protocol", "level", "metric", "published",
+          "source", "ours", "difference", "ci_low", "ci_high", "frames", "videos", "checkpoint"]
+
+
+def _yaml(path):
+    with open(path, encoding="utf-8") as fh:
+        return yaml.safe_load(fh)
+
+
+def load_tables(path=None):
+    return _yaml(path or TABLES_FILE)
+
+
+def load_published(path=None):
+    """``{(table, row, level, metric): (value, source key)}`` and ``{source key: text}``."""
+    path = path or PUBLISHED_FILE
+    data = _yaml(path)
+    sources = data["sources"]
+    out = {}
+    for n in data["numbers"]:
+        if n["source"] not in sources:
+            raise UserError(f"{path}: number {n} names an unknown source {n['source']!r}")
+        out[(n["table"], n["row"], n["level"], n["metric"])] = (float(n["value"]), n["source"])
+    return out, sources
+
+
+def _path(p):
+    return p if os.path.isabs(p) else os.path.join(ROOT, p)
+
+
+# ------------------------------------------------------------------------------------ data roots
+def parse_data_roots(values):
+    """``[DIR]`` or ``[KEY=DIR, ...]`` -> {key: folder}."""
+    roots = {}
+    for v in values or []:
+        if "=" in v:
+            key, folder = v.split("=", 1)
+            if key not in DEFAULT_FOLDERS:
+                raise UserError(f"--data-root {v}: unknown dataset key {key!r} (known: "
+                                f"{', '.join(DEFAULT_FOLDERS)})")
+            roots[key] = folder
+        else:
+            if not os.path.isdir(v):
+                raise UserError(f"--data-root {v}: not a folder")
+            for key, name in DEFAULT_FOLDERS.items():
+                roots.setdefault(key, os.path.join(v, name))
+    return roots
+
+
+def root_opts(dataset_file, data_name, roots, branches=None, dry_run=False):
+    """``<branch>.root=...`` overrides for the branches of ``dataset_file``; demo branches keep
+    theirs unless ``demo=DIR`` is given (then DIR/<the file's folder name>). Returns (opts, key or
+    None when no root is needed)."""
+    data = _yaml(dataset_file)
+    opts, key = [], None
+    for name, branch in data.items():
+        if branches is not None and name not in branches:
+            continue
+        if not isinstance(branch, dict) or "root" not in branch:
+            continue
+        if branch.get("demo"):
+            if "demo" in roots:
+                opts.append(f"{name}.root={os.path.join(roots['demo'], os.path.basename(os.path.normpath(branch['root'])))}")
+            continue
+        key = DATA_KEYS.get(data_name, data_name)
+        if key not in roots and dry_run:
+            opts.append(f"{name}.root=<{key} folder>")
+        elif key not in roots:
+            raise UserError(f"dataset {data_name} ({dataset_file}) needs its folder: "
+                            f"--data-root {key}=DIR, or --data-root DIR holding "
+                            f"{DEFAULT_FOLDERS.get(key, key)}/")
+        else:
+            opts.append(f"{name}.root={roots[key]}")
+    return opts, key
+
+
+# ------------------------------------------------------------------------------------------- plan
+class Plan:
+    """The models to train and the rows to score for one table, with their command lines."""
+
+    def __init__(self, table_name, tables, args, roots):
+        if table_name not in tables:
+            raise UserError(f"--table {table_name}: unknown (known: {', '.join(tables)})")
+        self.name = table_name
+        self.table = tables[table_name]
+        self.args = args
+        self.roots = roots
+        self.models = {}
+        from trainer.config import load_config, split_overrides
+        user_model_opts, user_branch_opts = split_overrides(args.opt)
+        for key, spec in self.table["models"].items():
+            config = _path(spec["config"])
+            opts = list(spec.get("opts", [])) + user_model_opts + user_branch_opts
+            data_file = str((_yaml(config).get("data") or {}).get("file", ""))
+            if data_file and not os.path.isabs(data_file) and not os.path.isfile(data_file):
+                opts.insert(0, f"data.file={_path(data_file)}")  # run from another folder
+            if args.protocol:
+                opts.append(f"config.protocol={args.protocol}")
+            if args.runs:
+                opts.append(f"config.ckpt_fold={args.runs}")
+            model_sec, branch_sec = split_overrides(opts)
+            cfg = load_config(config, model_sec, branch_sec)  # checks the overrides now
+            run_id = cfg["config"]["id"] or f"reproduce_{key}"
+            if args.protocol and args.protocol != "original":
+                run_id = f"{run_id}-{args.protocol}"
+            if run_id != cfg["config"]["id"]:
+                opts.append(f"config.id={run_id}")
+            roots_opts, data_key = ([], None)
+            if not args.checkpoints:
+                roots_opts, data_key = root_opts(_path(cfg["data"]["file"]), cfg["data"]["name"],
+                                                 roots, dry_run=args.dry_run)
+            model_sec, branch_sec = split_overrides(opts + roots_opts)
+            cfg = load_config(config, model_sec, branch_sec)
+            protocol = cfg["config"]["protocol"] or (
+                "original" if cfg["data"]["val_branch"] == cfg["data"]["test_branch"] else "clean")
+            self.models[key] = {"config": config, "opts": opts + roots_opts, "cfg": cfg,
+                                "model_opts": split_overrides(opts)[0], "protocol": protocol,
+                                "run_dir": os.path.join(cfg["config"]["ckpt_fold"],
+                                                        cfg["model"]["name"], run_id),
+                                "data_key": data_key}
+        self.rows = []
+        for row in self.table["rows"]:
+            model = self.models[row["model"]]
+            file = _path(row["file"])
+            opts, data_key = root_opts(file, row["data"], roots, {row["branch"]}, args.dry_run)
+            self.rows.append({**row, "file": file, "root_opts": opts, "data_key": data_key,
+                              "protocol": model["protocol"]})
+
+    # commands
+    def launcher(self, script):
+        if self.args.gpus > 1:
+            return [sys.executable, "-m", "torch.distributed.run",
+                    f"--nproc_per_node={self.args.gpus}", os.path.join(ROOT, script)]
+        return [sys.executable, os.path.join(ROOT, script)]
+
+    def train_command(self, key, resume=False):
+        m = self.models[key]
+        cmd = self.launcher("train.py") + ["--config", m["config"]]
+        for opt in m["opts"] + (["config.resume=true"] if resume else []):
+            cmd += ["--opt", opt]
+        return cmd
+
+    def test_command(self, row, ckpt, out):
+        m = self.models[row["model"]]
+        cmd = [sys.executable, os.path.join(ROOT, "test.py"), "--config", m["config"],
+               "--ckpt", ckpt, "--out", out]
+        opts = m["model_opts"] + [f"data.name={row['data']}", f"data.file={row['file']}",
+                                  f"data.test_branch={row['branch']}"] + row["root_opts"]
+        opts += TEST_ONLY(row)
+        for opt in opts:
+            cmd += ["--opt", opt]
+        if self.args.device:
+            cmd += ["--device", self.args.device]
+        if self.args.trust:
+            cmd.append("--trust")
+        return cmd
+
+    def out_dir(self, row):
+        return os.path.join(self.args.out, self.name, row["protocol"], row["name"])
+
+    # state
+    def checkpoint(self, key):
+        """The checkpoint a row of ``key`` is scored with: --checkpoints DIR/<key>.bin (or the
+        newest best_model_<step>.bin in DIR/<key>/), else the run's best checkpoint."""
+        from trainer.checkpoint import newest_best
+        if self.args.checkpoints:
+            path = os.path.join(self.args.checkpoints, f"{key}.bin")
+            if os.path.isfile(path):
+                return path
+            best = newest_best(os.path.join(self.args.checkpoints, key))
+            if best:
+                return best
+            raise UserError(f"--checkpoints: no {key}.bin (nor {key}/best_model_<step>.bin) in "
+                            f"{self.args.checkpoints}")
+        best = newest_best(self.models[key]["run_dir"])
+        if not best:
+            raise UserError(f"{self.models[key]['run_dir']}: no best_model_<step>.bin (the run "
+                            "never validated, or its validation metric was undefined)")
+        return best
+
+    def trained(self, key):
+        """(finished, a checkpoint to resume from exists)."""
+        from trainer.checkpoint import load_checkpoint
+        latest = os.path.join(self.models[key]["run_dir"], "latest_model.bin")
+        if not os.path.isfile(latest):
+            return False, False
+        from trainer.config import branch
+        steps = branch(self.models[key]["cfg"], "train")["num_steps"]
+        state = load_checkpoint(latest)
+        return int(state.get("step", 0)) >= int(steps), True
+
+
+# ------------------------------------------------------------------------------------ data check
+def check_data(plan):
+    """Every split the table reads: frames and videos, or what is missing. Returns report lines;
+    raises UserError naming everything missing."""
+    from dataset import build_dataset
+    from trainer.config import branch, load_config, split_overrides
+    from trainer.train import holdout_of
+    lines, missing, seen = [], [], set()
+    uses = []
+    if not plan.args.checkpoints:
+        for key, m in plan.models.items():
+            cfg = m["cfg"]
+            tr, va = branch(cfg, "train"), branch(cfg, "val")
+            uses.append((f"{key}: {cfg['data']['train_branch']}", cfg["data"]["name"], tr,
+                         holdout_of(tr, va), key))
+            uses.append((f"{key}: {cfg['data']['val_branch']}", cfg["data"]["name"], va, 0, None))
+    for row in plan.rows:
+        m = plan.models[row["model"]]
+        model_sec, _ = split_overrides(m["model_opts"])
+        opts = model_sec + [f"data.name={row['data']}", f"data.file={row['file']}",
+                            f"data.test_branch={row['branch']}"] + TEST_ONLY(row)
+        try:
+            cfg = load_config(m["config"], opts, row["root_opts"])
+        except UserError as exc:
+            missing.append(f"row {row['name']}: {exc}")
+            continue
+        uses.append((f"row {row['name']}: {os.path.relpath(row['file'], ROOT)} {row['branch']}",
+                     row["data"], branch(cfg, "test"), 0, None))
+    for label, name, branch_cfg, held, train_key in uses:
+        ident = (name, repr(sorted(branch_cfg.items(), key=lambda kv: kv[0])), held)
+        if ident in seen:
+            continue
+        seen.add(ident)
+        try:
+            ds = build_dataset(name, branch_cfg, exclude_holdout=held)
+        except UserError as exc:
+            missing.append(f"{label}: {exc}")
+            continue
+        videos = len({it.video for it in ds.items})
+        line = f"{label}: {len(ds):,} frames, {videos:,} videos"
+        if train_key:
+            m = plan.models[train_key]
+            batch = m["cfg"]["data"]["train_batch_size"] * plan.args.gpus
+            per_epoch = math.ceil(len(ds) / batch)
+            line += f"; {per_epoch:,} iterations per epoch at {batch} images a step"
+            sched = m["cfg"]["config"]["scheduler"] or {}
+            if sched.get("name") == "StepLR":
+                line += (f" (step_size {sched['step_size']:,} = "
+                         f"{sched['step_size'] / per_epoch:.2f} epochs here)")
+        lines.append(line)
+    if missing:
+        raise UserError(f"table {plan.name}: data missing or unreadable, nothing was run: "
+                        + "; ".join(missing))
+    return lines
+
+
+# --------------------------------------------------------------------------------------- results
+def read_scores(path):
+    labels, probs, videos = [], [], []
+    with open(path, newline="", encoding="utf-8") as fh:
+        for r in csv.DictReader(fh):
+            labels.append(int(r["label"]))
+            probs.append(float(r["fake_probability"]))
+            videos.append(r["video"])
+    return labels, probs, videos
+
+
+def row_results(plan, row, scores_csv, ckpt, published, resamples):
+    from trainer.metrics import bootstrap_interval
+    labels, probs, videos = read_scores(scores_csv)
+    out = []
+    for level in LEVELS:
+        for metric in METRICS:
+            value, low, high = bootstrap_interval(labels, probs, videos, metric, level, resamples)
+            ref = published.get((plan.name, row["name"], level, metric))
+            ours = 100 * value
+            out.append({
+                "table": plan.name, "row": row["name"], "model": row["model"],
+                "tested_on": f"{row['data']} {row['branch']}", "protocol": row["protocol"],
+                "level": level, "metric": metric,
+                "published": "" if ref is None else f"{ref[0]:.2f}",
+                "source": "" if ref is None else ref[1], "ours": f"{ours:.2f}",
+                "difference": "" if ref is None or math.isnan(ours) else f"{ours - ref[0]:+.2f}",
+                "ci_low": f"{100 * low:.2f}", "ci_high": f"{100 * high:.2f}",
+                "frames": len(labels), "videos": len(set(videos)),
+                "checkpoint": os.path.relpath(ckpt) if not os.path.isabs(ckpt) else ckpt})
+    return out
+
+
+def read_results(path):
+    if not os.path.isfile(path):
+        return []
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def write_results(plan, results, sources, resamples):
+    """``<out>/<table>.csv`` and ``<out>/<table>.md`` from the rows so far (atomically)."""
+    from fileio import atomic_write
+    from trainer.config import PROTOCOLS
+    out = plan.args.out
+    os.makedirs(out, exist_ok=True)
+
+    def write_csv(fh):
+        w = csv.DictWriter(fh, FIELDS)
+        w.writeheader()
+        w.writerows(results)
+    atomic_write(os.path.join(out, f"{plan.name}.csv"), write_csv, newline="")
+    protocols = sorted({r["protocol"] for r in results})
+    lines = [f"# {plan.table.get('title', plan.name)}", ""]
+    for p in protocols:
+        lines.append(f"Protocol **{p}**: {PROTOCOLS[p]}.")
+    lines += ["", f"Percent. Interval: 95 % bootstrap over videos ({resamples} resamples, real and "
+              "fake videos drawn separately); frame level scores the frames of the drawn videos, "
+              "video level their mean probabilities. \"not recorded\": no published number for "
+              "this cell in config/paper/published.yml.", "",
+              "| row | tested on | protocol | level | metric | published | ours | 95 % interval "
+              "| difference |", "| --- | --- | --- | --- | --- | ---: | ---: | --- | ---: |"]
+    used = []
+    for r in results:
+        pub = r["published"] or "not recorded"
+        if r["source"]:
+            if r["source"] not in used:
+                used.append(r["source"])
+            pub += f" [{used.index(r['source']) + 1}]"
+        lines.append(f"| {r['row']} | {r['tested_on']} | {r['protocol']} | {r['level']} | "
+                     f"{r['metric']} | {pub} | {r['ours']} | [{r['ci_low']}, {r['ci_high']}] | "
+                     f"{r['difference'] or '-'} |")
+    if used:
+        lines += [""] + [f"[{i + 1}] {' '.join(sources[s].split())}" for i, s in enumerate(used)]
+    frames = {(r["row"], r["protocol"]): (r["frames"], r["videos"], r["checkpoint"])
+              for r in results}
+    lines += ["", "Scored: " + "; ".join(f"{row} ({p}) {int(f):,} frames of {int(v):,} videos "
+                                         f"with {c}" for (row, p), (f, v, c) in frames.items())]
+    text = "\n".join(lines) + "\n"
+    atomic_write(os.path.join(out, f"{plan.name}.md"), lambda fh: fh.write(text))
+    return text
+
+
+# ------------------------------------------------------------------------------------------ main
+def list_tables(tables, published):
+    from trainer.config import branch, load_config
+    lines = []
+    for name, t in tables.items():
+        needs, steps = set(), 0
+        for spec in t["models"].values():
+            cfg = load_config(_path(spec["config"]), *_split(spec.get("opts", [])))
+            steps += branch(cfg, "train")["num_steps"]
+            needs.add("demo (made on first use)" if branch(cfg, "train").get("demo")
+                      else DATA_KEYS.get(cfg["data"]["name"], cfg["data"]["name"]))
+        for row in t["rows"]:
+            if not (_yaml(_path(row["file"])).get(row["branch"]) or {}).get("demo"):
+                needs.add(DATA_KEYS.get(row["data"], row["data"]))
+        recorded = sum(1 for k in published if k[0] == name)
+        lines += [f"{name}: {t.get('title', '')}",
+                  f"  models to train: {', '.join(t['models'])} ({steps:,} steps in all; "
+                  f"--checkpoints DIR takes DIR/<model>.bin instead)",
+                  f"  rows: {', '.join(r['name'] for r in t['rows'])}",
+                  f"  datasets: {', '.join(sorted(needs))}; published numbers recorded: "
+                  f"{recorded}",
+                  "  GPUs: " + ("none needed (CPU)" if name == "demo" else
+                                "one or more (--gpus N: torchrun; the schedules assume one, "
+                                "32 images a step)")]
+    return "\n".join(lines)
+
+
+def _split(opts):
+    from trainer.config import split_overrides
+    return split_overrides(opts)
+
+
+def run(cmd, dry_run):
+    print("$ " + " ".join(_quote(c) for c in cmd), flush=True)
+    if dry_run:
+        return
+    code = subprocess.call(cmd, cwd=os.getcwd())
+    if code:
+        raise UserError(f"{os.path.basename(cmd[1] if cmd[1] != '-m' else cmd[-1])} exited with "
+                        f"status {code}; finished rows are kept, run the same command again to "
+                        "continue")
+
+
+def _quote(text):
+    import shlex
+    return shlex.quote(text)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--list", action="store_true", help="the tables and what each needs")
+    p.add_argument("--table", help="the table to reproduce (see --list)")
+    p.add_argument("--data-root", nargs="+", default=[], metavar="DIR|KEY=DIR",
+                   help="a folder holding FaceForensics++/, Celeb-DF-v2/, WildDeepfake/, DFDC/, "
+                        "or KEY=DIR per dataset (ffpp, celeb_df, wilddeepfake, dfdc, demo)")
+    p.add_argument("--checkpoints", help="test only, with DIR/<model>.bin for each model")
+    p.add_argument("--protocol", choices=["original", "clean"],
+                   help="checkpoint selection (default: each config's own; the paper configs "
+                        "say original)")
+    p.add_argument("--gpus", type=int, default=1, help="processes per training run (torchrun)")
+    p.add_argument("--device", help="test.py --device (default: cuda:0 if available, else cpu)")
+    p.add_argument("--out", default="reproduction", help="results folder (default reproduction)")
+    p.add_argument("--runs", help="where runs are trained (config.ckpt_fold; default runs)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="resamples (default 1000)")
+    p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="an override for every training run (model-config keys reach test.py "
+                        "too); repeatable")
+    p.add_argument("--trust", action="store_true", help="test.py --trust (checkpoints that need "
+                                                        "full unpickling; trusted sources only)")
+    p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    args = p.parse_args(argv)
+    raise_on_sigterm()
+    try:
+        tables = load_tables()
+        published, sources = load_published()
+        if args.list:
+            print(list_tables(tables, published))
+            return 0
+        if not args.table:
+            raise UserError("give --table NAME (or --list)")
+        if args.gpus < 1 or args.bootstrap < 1:
+            raise UserError("--gpus and --bootstrap: expected a positive integer")
+        if os.path.exists(args.out) and not os.path.isdir(args.out):
+            raise UserError(f"--out {args.out}: is a file, expected a folder")
+        plan = Plan(args.table, tables, args, parse_data_roots(args.data_root))
+        if not args.dry_run:
+            for line in check_data(plan):
+                print(line, flush=True)
+        results = read_results(os.path.join(args.out, f"{plan.name}.csv"))
+        done = {(r["row"], r["protocol"]) for r in results}
+        for row in plan.rows:
+            if (row["name"], row["protocol"]) in done:
+                print(f"row {row['name']} ({row['protocol']}): done, kept", flush=True)
+                continue
+            key = row["model"]
+            if not args.checkpoints and not plan.models[key].get("trained"):
+                finished, started = (False, False) if args.dry_run else plan.trained(key)
+                if not finished:
+                    run(plan.train_command(key, resume=started), args.dry_run)
+                plan.models[key]["trained"] = True
+            out = plan.out_dir(row)
+            ckpt = ("<best checkpoint of " + plan.models[key]["run_dir"] + ">"
+                    if args.dry_run and not args.checkpoints else plan.checkpoint(key))
+            run(plan.test_command(row, ckpt, out), args.dry_run)
+            if args.dry_run:
+                continue
+            results = [r for r in results if (r["row"], r["protocol"]) !=
+                       (row["name"], row["protocol"])]
+            results += row_results(plan, row, os.path.join(out, "scores.csv"), ckpt, published,
+                                   args.bootstrap)
+            write_results(plan, results, sources, args.bootstrap)  # after every row: resumable
+        if not args.dry_run:
+            print(write_results(plan, results, sources, args.bootstrap))
+            print(f"written: {os.path.join(args.out, plan.name + '.md')}, "
+                  f"{os.path.join(args.out, plan.name + '.csv')}")
+    except UserError as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as exc:
+        print("interrupted: finished rows are kept; run the same command again to continue",
+              file=sys.stderr)
+        return interrupt_status(exc)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
