@@ -302,3 +302,24 @@ def test_reproduce_demo_table_end_to_end(tmp_path, demo_root, monkeypatch, capsy
     printed = capsys.readouterr().out
     assert printed.count("done, kept") == 2 and "$ " not in printed
     assert os.path.getmtime(next(runs.glob("Recce/*/latest_model.bin"))) == stamp
+
+
+def test_training_leaves_out_the_videos_validation_holds_out(tmp_path, demo_root):
+    """A config whose val_cfg is `holdout: 0.2` of the training root: the trainer's training set
+    and validation set share no video, and together they are the whole split."""
+    from helpers import image_list_tree, write_config
+    from trainer.train import Trainer
+    root = image_list_tree(demo_root, tmp_path / "img", videos=8, frames=1)
+    path = write_config(tmp_path, root)
+    ds = yaml.safe_load(open(tmp_path / "ds.yml"))
+    ds["val_cfg"]["holdout"] = 0.2
+    (tmp_path / "ds.yml").write_text(yaml.safe_dump(ds))
+    trainer = Trainer(load_config(path))
+    try:
+        train = {it.video for it in trainer.train_set.items}
+        val = {it.video for it in trainer.val_set.items}
+    finally:
+        trainer.close()
+    everything = {it.video for it in build_dataset("ImageList", {"root": root,
+                                                                 "transforms": NORM}).items}
+    assert val and train and not train & val and train | val == everything

@@ -90,7 +90,8 @@ def parse_data_roots(values):
             if not os.path.isdir(v):
                 raise UserError(f"--data-root {v}: not a folder")
             for key, name in DEFAULT_FOLDERS.items():
-                roots.setdefault(key, os.path.join(v, name))
+                if key != "demo":  # the demo data stays where its config says, unless named
+                    roots.setdefault(key, os.path.join(v, name))
     return roots
 
 
@@ -381,11 +382,13 @@ def list_tables(tables, published):
     from trainer.config import branch, load_config
     lines = []
     for name, t in tables.items():
-        needs, steps = set(), 0
+        needs, steps, cpu = set(), 0, True
         for spec in t["models"].values():
             cfg = load_config(_path(spec["config"]), *_split(spec.get("opts", [])))
             steps += branch(cfg, "train")["num_steps"]
-            needs.add("demo (made on first use)" if branch(cfg, "train").get("demo")
+            demo = bool(branch(cfg, "train").get("demo"))
+            cpu = cpu and demo
+            needs.add("demo (made on first use)" if demo
                       else DATA_KEYS.get(cfg["data"]["name"], cfg["data"]["name"]))
         for row in t["rows"]:
             if not (_yaml(_path(row["file"])).get(row["branch"]) or {}).get("demo"):
@@ -397,7 +400,7 @@ def list_tables(tables, published):
                   f"  rows: {', '.join(r['name'] for r in t['rows'])}",
                   f"  datasets: {', '.join(sorted(needs))}; published numbers recorded: "
                   f"{recorded}",
-                  "  GPUs: " + ("none needed (CPU)" if name == "demo" else
+                  "  GPUs: " + ("none needed (CPU)" if cpu else
                                 "one or more (--gpus N: torchrun; the schedules assume one, "
                                 "32 images a step)")]
     return "\n".join(lines)
@@ -414,9 +417,9 @@ def run(cmd, dry_run):
         return
     code = subprocess.call(cmd, cwd=os.getcwd())
     if code:
-        raise UserError(f"{os.path.basename(cmd[1] if cmd[1] != '-m' else cmd[-1])} exited with "
-                        f"status {code}; finished rows are kept, run the same command again to "
-                        "continue")
+        script = next((os.path.basename(c) for c in cmd if c.endswith(".py")), cmd[0])
+        raise UserError(f"{script} exited with status {code}; finished rows are kept, run the "
+                        "same command again to continue")
 
 
 def _quote(text):
