@@ -242,6 +242,12 @@ def test_manifest_round_trip_gives_identical_crops(videos, tmp_path, monkeypatch
     assert ef.main(["--from_manifest", str(first / "manifest.jsonl"), "--input",
                     str(tmp_path / "none"), "--out", str(tmp_path / "d"), "--workers", "1"]) == 1
     assert "video missing from --input" in caplog.text
+    # a line that would write outside its video's folder is refused, naming the line
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(dict(lines[0], file="hopper/../../evil.png")) + "\n")
+    assert ef.main(["--from_manifest", str(bad), "--input", str(mine), "--out",
+                    str(tmp_path / "e")]) == 2
+    assert not (tmp_path / "e").exists() and not (tmp_path / "evil.png").exists()
 
 
 def test_manifest_never_overwrites_a_users_file_nor_mixes_settings(videos, tmp_path):

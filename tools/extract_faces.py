@@ -420,14 +420,21 @@ def extract(videos, out, detector_args, frames=32, every=None, margin=1.3, size=
             progress=True, fmt="png", quality=95):
     """Run over ``videos``; returns the summary counts. Writes ``manifest_meta.json`` first and
     ``manifest.jsonl`` (every finished video of ``out``) last."""
-    os.makedirs(out, exist_ok=True)
-    write_meta(out, crop_settings(detector_args, frames, every, margin, size, fmt, quality))
     opts = {"frames": frames, "every": every, "margin": margin, "size": size, "format": fmt,
             "quality": quality}
-    jobs = [(v, out, opts) for v in videos]
-    summary = {"done": 0, "skipped": 0, "failed": 0, "frames": 0, "no_face": 0}
+    return _run_into(out, crop_settings(detector_args, frames, every, margin, size, fmt, quality),
+                     process_video, [(v, out, opts) for v in videos], workers, detector_args,
+                     progress, "no_face")
+
+
+def _run_into(out, meta, func, jobs, workers, detector_args, progress, missed_key):
+    """The metadata first, the jobs, then the manifest of every finished video in ``out`` (also
+    after an interruption). Returns the summary counts."""
+    os.makedirs(out, exist_ok=True)
+    write_meta(out, meta)
+    summary = {"done": 0, "skipped": 0, "failed": 0, "frames": 0, missed_key: 0}
     try:
-        return _run_jobs(process_video, jobs, workers, detector_args, progress, summary, "no_face")
+        return _run_jobs(func, jobs, workers, detector_args, progress, summary, missed_key)
     finally:
         write_manifest(out)
 
@@ -445,11 +452,14 @@ def read_manifest(path):
             try:
                 r = json.loads(line)
                 ok = (isinstance(r, dict) and isinstance(r.get("video"), str)
-                      and isinstance(r.get("frame"), int) and len(r.get("crop") or []) == 4
+                      and isinstance(r.get("frame"), int) and isinstance(r.get("crop"), list)
+                      and len(r["crop"]) == 4 and all(isinstance(v, int) for v in r["crop"])
                       and isinstance(r.get("frames_total"), int)
                       and isinstance(r.get("file"), str)
-                      and r["file"].replace("\\", "/").split("/")[0] == r["video"]
-                      and ".." not in r["file"].replace("\\", "/").split("/"))
+                      and r["file"].split("/")[0] == r["video"]
+                      and len(r["file"].split("/")) == 2
+                      and FRAME_FILE.fullmatch(r["file"].split("/")[1]) is not None
+                      and "/" not in r["video"] and "\\" not in r["video"])
             except ValueError:
                 ok = False
             if not ok or r["video"] in ("", ".", ".."):
@@ -461,8 +471,13 @@ def read_manifest(path):
     meta_path = os.path.join(os.path.dirname(os.path.abspath(path)), MANIFEST_META)
     meta = {}
     if os.path.isfile(meta_path):
-        with open(meta_path, encoding="utf-8") as fh:
-            meta = json.load(fh)
+        try:
+            with open(meta_path, encoding="utf-8") as fh:
+                meta = json.load(fh)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise UserError(f"{meta_path} is not JSON ({exc})") from None
+        if not isinstance(meta, dict):
+            raise UserError(f"{meta_path}: expected a JSON object")
     return by_video, meta
 
 
@@ -474,18 +489,11 @@ def recrop(manifest, source, out, workers=1, progress=True):
         videos = {video_id(v): v for v in list_videos(source)}
     except UserError:
         videos = {}
-    os.makedirs(out, exist_ok=True)
-    fmt = meta.get("format", "png")
     new_meta = dict(meta, from_manifest=os.path.abspath(manifest),
                     project_version=project_version(), opencv_version=cv2.__version__)
-    write_meta(out, new_meta)
-    opts = {"size": meta.get("size"), "quality": meta.get("quality", 95), "format": fmt}
+    opts = {"size": meta.get("size"), "quality": meta.get("quality", 95)}
     jobs = [(videos.get(vid), out, opts, recs) for vid, recs in sorted(by_video.items())]
-    summary = {"done": 0, "skipped": 0, "failed": 0, "frames": 0, "not_reproduced": 0}
-    try:
-        return _run_jobs(recrop_video, jobs, workers, None, progress, summary, "not_reproduced")
-    finally:
-        write_manifest(out)
+    return _run_into(out, new_meta, recrop_video, jobs, workers, None, progress, "not_reproduced")
 
 
 def check_arguments(args):
