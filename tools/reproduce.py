@@ -251,9 +251,9 @@ def check_data(plan):
         for key, m in plan.models.items():
             cfg = m["cfg"]
             tr, va = branch(cfg, "train"), branch(cfg, "val")
-            uses.append((f"{key}: {cfg['data']['train_branch']}", cfg["data"]["name"], tr,
+            uses.append((f"{key} {cfg['data']['train_branch']}", cfg["data"]["name"], tr,
                          holdout_of(tr, va), key))
-            uses.append((f"{key}: {cfg['data']['val_branch']}", cfg["data"]["name"], va, 0, None))
+            uses.append((f"{key} {cfg['data']['val_branch']}", cfg["data"]["name"], va, 0, None))
     for row in plan.rows:
         m = plan.models[row["model"]]
         model_sec, _ = split_overrides(m["model_opts"])
@@ -262,9 +262,9 @@ def check_data(plan):
         try:
             cfg = load_config(m["config"], opts, row["root_opts"])
         except UserError as exc:
-            missing.append(f"row {row['name']}: {exc}")
+            missing.append(f"row {row['name']}: {exc}")  # label: problem
             continue
-        uses.append((f"row {row['name']}: {os.path.relpath(row['file'], ROOT)} {row['branch']}",
+        uses.append((f"row {row['name']} ({os.path.relpath(row['file'], ROOT)} {row['branch']})",
                      row["data"], branch(cfg, "test"), 0, None))
     for label, name, branch_cfg, held, train_key in uses:
         ident = (name, repr(sorted(branch_cfg.items(), key=lambda kv: kv[0])), held)
@@ -289,8 +289,13 @@ def check_data(plan):
                          f"{sched['step_size'] / per_epoch:.2f} epochs here)")
         lines.append(line)
     if missing:
+        grouped = {}  # one line per problem, naming every split it stops
+        for text in missing:
+            label, _, problem = text.partition(": ")
+            grouped.setdefault(problem, []).append(label)
         raise UserError(f"table {plan.name}: data missing or unreadable, nothing was run: "
-                        + "; ".join(missing))
+                        + "; ".join(f"{problem} [{', '.join(labels)}]"
+                                    for problem, labels in grouped.items()))
     return lines
 
 
