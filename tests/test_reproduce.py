@@ -302,6 +302,13 @@ def test_reproduce_demo_table_end_to_end(tmp_path, demo_root, monkeypatch, capsy
     printed = capsys.readouterr().out
     assert printed.count("done, kept") == 2 and "$ " not in printed
     assert os.path.getmtime(next(runs.glob("Recce/*/latest_model.bin"))) == stamp
+    # without the table, the rows are scored again, but the finished run is not retrained
+    os.remove(out / "demo.csv")
+    assert rp.main(args) == 0
+    printed = capsys.readouterr().out
+    commands = [line for line in printed.splitlines() if line.startswith("$ ")]
+    assert len(commands) == 2 and all("test.py" in c for c in commands)
+    assert os.path.getmtime(next(runs.glob("Recce/*/latest_model.bin"))) == stamp
 
 
 def test_training_leaves_out_the_videos_validation_holds_out(tmp_path, demo_root):
