@@ -17,6 +17,16 @@ def read_lines(path):
         raise UserError(f"{path} is not UTF-8 text (byte {exc.start})") from None
 
 
+def read_json(path, what):
+    """A small JSON file (UTF-8); one clear error naming it when it does not parse."""
+    import json
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise UserError(f"{what} {path} is not JSON: {exc}") from None
+
+
 def require_dir(path, what):
     if not os.path.isdir(path):
         raise UserError(f"dataset root not found: {path} (expected {what})")

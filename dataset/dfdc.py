@@ -1,13 +1,12 @@
 """DFDC: train = ``root/dfdc_train_part_*/metadata.json`` with ``images/<video>/*`` beside it;
 test = ``root/test/labels.csv`` (``<video>.mp4,<0|1>``) with ``root/test/images/<video>/*``."""
 import csv
-import json
 import os
 
 from errors import UserError
 
 from .base import Item
-from .common import choice, images_in, read_lines, require_dir
+from .common import choice, images_in, read_json, read_lines, require_dir
 from .registry import Layout, register_layout
 
 
@@ -22,11 +21,7 @@ def _parts(root):
 def read_metadata(path):
     if not os.path.isfile(path):
         raise UserError(f"DFDC metadata not found: {path}")
-    try:
-        with open(path, encoding="utf-8") as fh:
-            meta = json.load(fh)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise UserError(f"DFDC metadata {path} is not JSON: {exc}") from None
+    meta = read_json(path, "DFDC metadata")
     if not isinstance(meta, dict):
         raise UserError(f"DFDC metadata {path}: expected a mapping of video names, "
                         f"got a {type(meta).__name__}")

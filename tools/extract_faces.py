@@ -471,11 +471,8 @@ def read_manifest(path):
     meta_path = os.path.join(os.path.dirname(os.path.abspath(path)), MANIFEST_META)
     meta = {}
     if os.path.isfile(meta_path):
-        try:
-            with open(meta_path, encoding="utf-8") as fh:
-                meta = json.load(fh)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise UserError(f"{meta_path} is not JSON ({exc})") from None
+        from dataset.common import read_json
+        meta = read_json(meta_path, "manifest metadata")
         if not isinstance(meta, dict):
             raise UserError(f"{meta_path}: expected a JSON object")
     return by_video, meta
@@ -534,40 +531,33 @@ def main(argv=None):
                         "beside it)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    if args.from_manifest:
-        try:
-            check_arguments(args)
-            start = time.time()
-            s = recrop(args.from_manifest, args.input, args.out, args.workers,
-                       progress=sys.stderr.isatty())
-        except UserError as exc:
-            print(f"error: {one_line(exc)}", file=sys.stderr)
-            return 2
-        print(f"videos: {s['done']} done, {s['skipped']} already done, {s['failed']} failed; "
-              f"frames written: {s['frames']}, frames not reproduced: {s['not_reproduced']} "
-              f"({time.time() - start:.0f} s)")
-        return 1 if s["failed"] or s["not_reproduced"] else 0
     try:
         check_arguments(args)
-        videos = list_videos(args.input)
-        detector_args = {"name": args.detector, "weights": args.weights, "backbone": args.backbone,
-                         "device": args.device}
-        if args.detector == "retinaface":  # fail fast, before starting workers
-            from tools.detectors.retinaface import RetinaFaceNet, load_retinaface_weights
-            backbone = args.backbone or ("resnet50" if "resnet" in str(args.weights).lower()
-                                         else "mobilenet0.25")
-            load_retinaface_weights(RetinaFaceNet(backbone), args.weights)
         start = time.time()
-        s = extract(videos, args.out, detector_args, None if args.all else args.frames, args.every,
-                    args.margin, args.size, args.workers, progress=sys.stderr.isatty(),
-                    fmt=args.format, quality=args.quality)
+        if args.from_manifest:
+            s = recrop(args.from_manifest, args.input, args.out, args.workers,
+                       progress=sys.stderr.isatty())
+            missed = ("frames not reproduced", s["not_reproduced"])
+        else:
+            videos = list_videos(args.input)
+            detector_args = {"name": args.detector, "weights": args.weights,
+                             "backbone": args.backbone, "device": args.device}
+            if args.detector == "retinaface":  # fail fast, before starting workers
+                from tools.detectors.retinaface import RetinaFaceNet, load_retinaface_weights
+                backbone = args.backbone or ("resnet50" if "resnet" in str(args.weights).lower()
+                                             else "mobilenet0.25")
+                load_retinaface_weights(RetinaFaceNet(backbone), args.weights)
+            s = extract(videos, args.out, detector_args, None if args.all else args.frames,
+                        args.every, args.margin, args.size, args.workers,
+                        progress=sys.stderr.isatty(), fmt=args.format, quality=args.quality)
+            missed = ("frames without a face", s["no_face"])
     except UserError as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     print(f"videos: {s['done']} done, {s['skipped']} already done, {s['failed']} failed; "
-          f"frames written: {s['frames']}, frames without a face: {s['no_face']} "
+          f"frames written: {s['frames']}, {missed[0]}: {missed[1]} "
           f"({time.time() - start:.0f} s)")
-    return 1 if s["failed"] else 0
+    return 1 if s["failed"] or s.get("not_reproduced") else 0
 
 
 if __name__ == "__main__":
