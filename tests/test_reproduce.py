@@ -302,13 +302,18 @@ def test_reproduce_demo_table_end_to_end(tmp_path, demo_root, monkeypatch, capsy
     printed = capsys.readouterr().out
     assert printed.count("done, kept") == 2 and "$ " not in printed
     assert os.path.getmtime(next(runs.glob("Recce/*/latest_model.bin"))) == stamp
-    # without the table, the rows are scored again, but the finished run is not retrained
-    os.remove(out / "demo.csv")
-    assert rp.main(args) == 0
-    printed = capsys.readouterr().out
-    commands = [line for line in printed.splitlines() if line.startswith("$ ")]
-    assert len(commands) == 2 and all("test.py" in c for c in commands)
-    assert os.path.getmtime(next(runs.glob("Recce/*/latest_model.bin"))) == stamp
+    # rows scored again (table removed) would find the run finished: no retraining; a run
+    # asked for more steps would be resumed
+    import argparse
+    ns = argparse.Namespace(opt=args[args.index("--opt") + 1::2], protocol=None, runs=str(runs),
+                            checkpoints=None, dry_run=False, gpus=1, out=str(out), device=None,
+                            trust=False)
+    roots = rp.parse_data_roots([f"demo={demo_root}"])
+    assert rp.Plan("demo", rp.load_tables(), ns, roots).trained("demo") == (True, True)
+    ns.opt = ns.opt + ["train_cfg.num_steps=3"]
+    plan = rp.Plan("demo", rp.load_tables(), ns, roots)
+    assert plan.trained("demo") == (False, True)
+    assert "config.resume=true" in plan.train_command("demo", resume=True)[-1]
 
 
 def test_training_leaves_out_the_videos_validation_holds_out(tmp_path, demo_root):
