@@ -335,3 +335,17 @@ def test_training_leaves_out_the_videos_validation_holds_out(tmp_path, demo_root
     everything = {it.video for it in build_dataset("ImageList", {"root": root,
                                                                  "transforms": NORM}).items}
     assert val and train and not train & val and train | val == everything
+
+
+def test_a_debug_run_needs_no_validation_branch(tmp_path, demo_root):
+    """debug: true does not validate, so a data.val_branch the dataset file lacks is no error
+    (the holdout lookup must not read it)."""
+    from helpers import image_list_tree, write_config
+    from trainer.train import Trainer
+    root = image_list_tree(demo_root, tmp_path / "img", videos=2, frames=1)
+    path = write_config(tmp_path, root, extra={"debug": True}, data={"val_branch": "nowhere"})
+    trainer = Trainer(load_config(path))
+    try:
+        assert trainer.val_set is None and len(trainer.train_set) == 4
+    finally:
+        trainer.close()

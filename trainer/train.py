@@ -180,15 +180,16 @@ class Trainer:
                 raise UserError(f"{cfg['data']['train_branch']}.{key} is missing in "
                                 f"{cfg['data']['file']}")
         seed = c["seed"]
-        val_cfg = branch(cfg, "val")
-        held = holdout_of(self.train_cfg, val_cfg)
+        val_cfg = None if self.debug else branch(cfg, "val")  # debug runs do not validate
+        held = 0.0 if val_cfg is None else holdout_of(self.train_cfg, val_cfg)
         self.train_set = build_dataset(cfg["data"]["name"], self.train_cfg, seed,
                                        exclude_holdout=held)
-        self.val_set = None if self.debug else build_dataset(cfg["data"]["name"], val_cfg, seed)
+        self.val_set = None if val_cfg is None else build_dataset(cfg["data"]["name"], val_cfg,
+                                                                  seed)
         if held and self.rank == 0:
             log.info("validation: %d videos held out of the %s split (holdout %g); training on "
-                     "the other %d", len({it.video for it in self.val_set.items})
-                     if self.val_set else 0, self.train_cfg.get("split"), held,
+                     "the other %d", len({it.video for it in self.val_set.items}),
+                     self.train_cfg.get("split"), held,
                      len({it.video for it in self.train_set.items}))
         workers = cfg["data"]["num_workers"]
         self.train_loader = _loader(self.train_set, cfg["data"]["train_batch_size"], True, workers,
