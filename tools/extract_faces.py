@@ -341,11 +341,12 @@ def crop_settings(detector_args, frames, every, margin, size, fmt, quality):
     """What decides the crops, as written to manifest_meta.json."""
     detector = detector_args.get("name")
     weights = detector_args.get("weights")
-    backbone = detector_args.get("backbone")
-    if detector == "retinaface" and not backbone:
-        backbone = "resnet50" if "resnet" in str(weights).lower() else "mobilenet0.25"
+    backbone = None
+    if detector == "retinaface":
+        from tools.detectors.retinaface import backbone_of
+        backbone = backbone_of(weights, detector_args.get("backbone"))
     policy = f"every {every}" if every else (f"{frames} evenly spaced" if frames else "all")
-    return {"detector": detector, "backbone": backbone if detector == "retinaface" else None,
+    return {"detector": detector, "backbone": backbone,
             "weights": os.path.basename(weights) if weights else None,
             "weights_sha256": _sha256(weights) if weights and os.path.isfile(weights) else None,
             "margin": margin, "size": size, "frames": policy, "format": fmt, "quality": quality,
@@ -543,10 +544,10 @@ def main(argv=None):
             detector_args = {"name": args.detector, "weights": args.weights,
                              "backbone": args.backbone, "device": args.device}
             if args.detector == "retinaface":  # fail fast, before starting workers
-                from tools.detectors.retinaface import RetinaFaceNet, load_retinaface_weights
-                backbone = args.backbone or ("resnet50" if "resnet" in str(args.weights).lower()
-                                             else "mobilenet0.25")
-                load_retinaface_weights(RetinaFaceNet(backbone), args.weights)
+                from tools.detectors.retinaface import (RetinaFaceNet, backbone_of,
+                                                        load_retinaface_weights)
+                load_retinaface_weights(RetinaFaceNet(backbone_of(args.weights, args.backbone)),
+                                        args.weights)
             s = extract(videos, args.out, detector_args, None if args.all else args.frames,
                         args.every, args.margin, args.size, args.workers,
                         progress=sys.stderr.isatty(), fmt=args.format, quality=args.quality)

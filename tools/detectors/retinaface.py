@@ -237,6 +237,14 @@ def load_retinaface_weights(net, path):
     return net
 
 
+def backbone_of(weights, backbone=None):
+    """The network of a weights file: ``backbone`` when given, else from the file name (the
+    release's files are ``Resnet50_Final.pth`` and ``mobilenet0.25_Final.pth``)."""
+    if backbone:
+        return backbone
+    return "resnet50" if "resnet" in os.path.basename(str(weights)).lower() else "mobilenet0.25"
+
+
 class RetinaFaceDetector:
     """Image in (RGB uint8), faces out, as the release's detect.py with its default thresholds."""
 
@@ -244,9 +252,8 @@ class RetinaFaceDetector:
 
     def __init__(self, weights, backbone=None, device="cpu", score_threshold=0.02,
                  nms_threshold=0.4, min_score=0.6):
-        if backbone is None:
-            backbone = "resnet50" if "resnet" in os.path.basename(str(weights)).lower() else "mobilenet0.25"
-        self.net = load_retinaface_weights(RetinaFaceNet(backbone), weights).to(device).eval()
+        net = RetinaFaceNet(backbone_of(weights, backbone))
+        self.net = load_retinaface_weights(net, weights).to(device).eval()
         self.device = device
         self.score_threshold = score_threshold
         self.nms_threshold = nms_threshold
