@@ -41,9 +41,6 @@ DEFAULT_FOLDERS = {"ffpp": "FaceForensics++", "celeb_df": "Celeb-DF-v2",
                    "wilddeepfake": "WildDeepfake", "dfdc": "DFDC", "demo": "demo"}
 METRICS = ("AUC", "ACC", "EER")
 
-
-def TEST_ONLY(row):  # noqa: N802 - the test file need not have the training data's val_cfg
-    return ["config.protocol=original", f"data.val_branch={row['branch']}"]
 LEVELS = ("frame", "video")
 FIELDS = ["table", "row", "model", "tested_on", "protocol", "level", "metric", "published",
           "source", "ours", "difference", "ci_low", "ci_high", "frames", "videos", "checkpoint"]
@@ -97,10 +94,9 @@ def parse_data_roots(values):
 
 def root_opts(dataset_file, data_name, roots, branches=None, dry_run=False):
     """``<branch>.root=...`` overrides for the branches of ``dataset_file``; demo branches keep
-    theirs unless ``demo=DIR`` is given (then DIR/<the file's folder name>). Returns (opts, key or
-    None when no root is needed)."""
+    theirs unless ``demo=DIR`` is given (then DIR/<the file's folder name>)."""
     data = _yaml(dataset_file)
-    opts, key = [], None
+    opts = []
     for name, branch in data.items():
         if branches is not None and name not in branches:
             continue
@@ -119,7 +115,7 @@ def root_opts(dataset_file, data_name, roots, branches=None, dry_run=False):
                             f"{DEFAULT_FOLDERS.get(key, key)}/")
         else:
             opts.append(f"{name}.root={roots[key]}")
-    return opts, key
+    return opts
 
 
 # ------------------------------------------------------------------------------------------- plan
@@ -132,7 +128,6 @@ class Plan:
         self.name = table_name
         self.table = tables[table_name]
         self.args = args
-        self.roots = roots
         self.models = {}
         from trainer.config import load_config, split_overrides
         user_model_opts, user_branch_opts = split_overrides(args.opt)
@@ -153,10 +148,8 @@ class Plan:
                 run_id = f"{run_id}-{args.protocol}"
             if run_id != cfg["config"]["id"]:
                 opts.append(f"config.id={run_id}")
-            roots_opts, data_key = ([], None)
-            if not args.checkpoints:
-                roots_opts, data_key = root_opts(_path(cfg["data"]["file"]), cfg["data"]["name"],
-                                                 roots, dry_run=args.dry_run)
+            roots_opts = [] if args.checkpoints else root_opts(
+                _path(cfg["data"]["file"]), cfg["data"]["name"], roots, dry_run=args.dry_run)
             model_sec, branch_sec = split_overrides(opts + roots_opts)
             cfg = load_config(config, model_sec, branch_sec)
             protocol = cfg["config"]["protocol"] or (
@@ -164,14 +157,13 @@ class Plan:
             self.models[key] = {"config": config, "opts": opts + roots_opts, "cfg": cfg,
                                 "model_opts": split_overrides(opts)[0], "protocol": protocol,
                                 "run_dir": os.path.join(cfg["config"]["ckpt_fold"],
-                                                        cfg["model"]["name"], run_id),
-                                "data_key": data_key}
+                                                        cfg["model"]["name"], run_id)}
         self.rows = []
         for row in self.table["rows"]:
             model = self.models[row["model"]]
             file = _path(row["file"])
-            opts, data_key = root_opts(file, row["data"], roots, {row["branch"]}, args.dry_run)
-            self.rows.append({**row, "file": file, "root_opts": opts, "data_key": data_key,
+            opts = root_opts(file, row["data"], roots, {row["branch"]}, args.dry_run)
+            self.rows.append({**row, "file": file, "root_opts": opts,
                               "protocol": model["protocol"]})
 
     # commands
@@ -188,14 +180,18 @@ class Plan:
             cmd += ["--opt", opt]
         return cmd
 
+    def test_opts(self, row):
+        """The model-config overrides that score ``row``: its model's, then the row's dataset and
+        branch (selecting on that branch: the row's file need not have a val_cfg)."""
+        return self.models[row["model"]]["model_opts"] + [
+            f"data.name={row['data']}", f"data.file={row['file']}",
+            f"data.test_branch={row['branch']}", "config.protocol=original",
+            f"data.val_branch={row['branch']}"]
+
     def test_command(self, row, ckpt, out):
-        m = self.models[row["model"]]
-        cmd = [sys.executable, os.path.join(ROOT, "test.py"), "--config", m["config"],
-               "--ckpt", ckpt, "--out", out]
-        opts = m["model_opts"] + [f"data.name={row['data']}", f"data.file={row['file']}",
-                                  f"data.test_branch={row['branch']}"] + row["root_opts"]
-        opts += TEST_ONLY(row)
-        for opt in opts:
+        cmd = [sys.executable, os.path.join(ROOT, "test.py"), "--config",
+               self.models[row["model"]]["config"], "--ckpt", ckpt, "--out", out]
+        for opt in self.test_opts(row) + row["root_opts"]:
             cmd += ["--opt", opt]
         if self.args.device:
             cmd += ["--device", self.args.device]
@@ -243,7 +239,7 @@ def check_data(plan):
     """Every split the table reads: frames and videos, or what is missing. Returns report lines;
     raises UserError naming everything missing."""
     from dataset import build_dataset
-    from trainer.config import branch, load_config, split_overrides
+    from trainer.config import branch, load_config
     from trainer.train import holdout_of
     lines, missing, seen = [], [], set()
     uses = []
@@ -255,12 +251,9 @@ def check_data(plan):
                          holdout_of(tr, va), key))
             uses.append((f"{key} {cfg['data']['val_branch']}", cfg["data"]["name"], va, 0, None))
     for row in plan.rows:
-        m = plan.models[row["model"]]
-        model_sec, _ = split_overrides(m["model_opts"])
-        opts = model_sec + [f"data.name={row['data']}", f"data.file={row['file']}",
-                            f"data.test_branch={row['branch']}"] + TEST_ONLY(row)
         try:
-            cfg = load_config(m["config"], opts, row["root_opts"])
+            cfg = load_config(plan.models[row["model"]]["config"], plan.test_opts(row),
+                              row["root_opts"])
         except UserError as exc:
             missing.append(f"row {row['name']}: {exc}")  # label: problem
             continue
@@ -384,12 +377,12 @@ def write_results(plan, results, sources, resamples):
 
 # ------------------------------------------------------------------------------------------ main
 def list_tables(tables, published):
-    from trainer.config import branch, load_config
+    from trainer.config import branch, load_config, split_overrides
     lines = []
     for name, t in tables.items():
         needs, steps, cpu = set(), 0, True
         for spec in t["models"].values():
-            cfg = load_config(_path(spec["config"]), *_split(spec.get("opts", [])))
+            cfg = load_config(_path(spec["config"]), *split_overrides(spec.get("opts", [])))
             steps += branch(cfg, "train")["num_steps"]
             demo = bool(branch(cfg, "train").get("demo"))
             cpu = cpu and demo
@@ -409,11 +402,6 @@ def list_tables(tables, published):
                                 "one or more (--gpus N: torchrun; the schedules assume one, "
                                 "32 images a step)")]
     return "\n".join(lines)
-
-
-def _split(opts):
-    from trainer.config import split_overrides
-    return split_overrides(opts)
 
 
 def run(cmd, dry_run):
