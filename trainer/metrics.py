@@ -33,15 +33,20 @@ def log_loss(labels, probs):
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
 
 
+def predictions(probs):
+    """Fake (1) where the probability is at least 0.5, as the original."""
+    return (np.asarray(probs, np.float64) >= 0.5).astype(np.int64)
+
+
 def binary_metrics(labels, probs, prefix=""):
     """ACC at 0.5, AUC, EER (+ threshold), AP, LogLoss, real and fake accuracy."""
     labels = np.asarray(labels, np.int64)
     probs = np.asarray(probs, np.float64)
-    pred = (probs >= 0.5).astype(np.int64)
+    pred = predictions(probs)
     both = len(np.unique(labels)) == 2
     out = OrderedDict()
-    out["ACC"] = float((pred == labels).mean())
-    out["AUC"] = float(roc_auc_score(labels, probs)) if both else math.nan
+    out["ACC"] = metric_value("ACC", labels, probs)
+    out["AUC"] = metric_value("AUC", labels, probs)
     rate, thr = eer(labels, probs) if both else (math.nan, math.nan)
     out["EER"], out["EER_threshold"] = rate, thr
     out["AP"] = float(average_precision_score(labels, probs)) if both else math.nan
@@ -82,7 +87,7 @@ def metric_value(name, labels, probs):
     labels = np.asarray(labels, np.int64)
     probs = np.asarray(probs, np.float64)
     if name == "ACC":
-        return float(((probs >= 0.5).astype(np.int64) == labels).mean())
+        return float((predictions(probs) == labels).mean())
     if len(np.unique(labels)) < 2:
         return math.nan
     if name == "AUC":
