@@ -35,3 +35,21 @@ def raise_on_sigterm():
 def interrupt_status(exc: BaseException) -> int:
     """The exit status of an interrupted command: 143 for SIGTERM, 130 for Ctrl-C."""
     return 143 if isinstance(exc, Terminated) else 130
+
+
+def run_cli(body, interrupted="interrupted"):
+    """Run an entry point's ``body()`` and return its exit status (None counts as 0): a UserError
+    becomes one ``error:`` line and exit 2, Ctrl-C or SIGTERM the ``interrupted`` line and exit 130
+    or 143. Every entry point of the project goes through here."""
+    import sys
+    raise_on_sigterm()
+    try:
+        return body() or 0
+    except UserError as exc:
+        sys.stdout.flush()
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as exc:
+        sys.stdout.flush()
+        print(interrupted, file=sys.stderr)
+        return interrupt_status(exc)

@@ -1,8 +1,12 @@
 """Score face images with a trained model (RECCE, or any registered model: the checkpoint says
 which).
 
-    python inference.py --bin runs/Recce/<id>/best_model_300.bin --image_folder faces/ --device cpu --image_size 299
+    python inference.py --bin runs/Recce/<id>/best_model_300.bin --image_folder faces/ --device cpu
     python inference.py -w state_dict.pth -i face.png -s 299 -v --vis_dir vis/
+
+Images are prepared as the checkpoint's model was trained (its saved input spec: size,
+normalisation); ``--image_size`` overrides the size. A bare state dict says nothing: the model's
+default spec is used and said on one stderr line.
 
 One line per image, in sorted path order, exactly as the original:
     path: <path> \t\t| fake probability: 0.1296 \t| prediction: real
@@ -62,7 +66,7 @@ def parse_args(argv=None):
     m = p.add_argument_group("videos and photos")
     m.add_argument("--detect", action="store_true",
                    help="with --image/--image_folder: the files are photos, not face crops")
-    m.add_argument("--detector", choices=["dlib", "retinaface"], default="dlib")
+    m.add_argument("--detector", default="dlib", help="face detector: dlib (default) or retinaface")
     m.add_argument("--detector_weights", help="retinaface: mobilenet0.25_Final.pth or Resnet50_Final.pth")
     m.add_argument("--frames", type=int, default=32, help="video: N evenly spaced frames (32)")
     m.add_argument("--every", type=int, help="video: every k-th frame")
@@ -72,7 +76,7 @@ def parse_args(argv=None):
     m.add_argument("--threshold_from", help="use the EER threshold of a test.py metrics.json")
     p.add_argument("--device", "-d", default=None, help="cpu, cuda, cuda:0 ... (default: cuda:0 if available)")
     p.add_argument("--image_size", "-s", type=int, default=None,
-                   help="input size (default: the model's, 299; use 224 for WildDeepfake models)")
+                   help="input size (default: the one the checkpoint was trained with)")
     p.add_argument("--visualize", "-v", action="store_true",
                    help="write face | reconstruction | difference heat map PNGs into --vis_dir")
     p.add_argument("--vis_dir", default="vis", help="folder for --visualize (default: vis)")
@@ -92,6 +96,9 @@ def parse_args(argv=None):
                    help="refuse images with more pixels than this (default 64 million)")
     p.add_argument("--trust", action="store_true",
                    help="allow a checkpoint that needs full unpickling (only from a trusted source)")
+    p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                   help="a module or .py file registering your own detector (as config.imports); "
+                        "repeatable")
     return p.parse_args(argv)
 
 
@@ -137,11 +144,11 @@ def draw_panels(name, x, recons, prob, out_dir, fake, mean, std):
 class _Images:
     """Decodes, resizes and normalizes one image in a worker; a bad file yields its error."""
 
-    def __init__(self, paths, size, mean, std, max_pixels):
-        from dataset.transforms import inference_transforms
+    def __init__(self, paths, spec, max_pixels):
+        from dataset.transforms import eval_transforms
         self.paths = paths
         self.max_pixels = max_pixels
-        self.transform = inference_transforms(size, mean, std)
+        self.transform = eval_transforms(spec)
 
     def __len__(self):
         return len(self.paths)
@@ -173,29 +180,27 @@ def checkpoint_path(args):
 
 
 def load_for_inference(args):
-    """(device, model, input side) from the checkpoint options; the checkpoint says which model."""
-    from errors import UserError
-    from trainer.testing import load_model, pick_device
+    """(device, detector) from the checkpoint options; the checkpoint says which detector and how
+    its images are prepared (``det.spec``)."""
+    from model.checkpoint import load_detector, pick_device
+    from registry import import_modules
+    import_modules(args.imports, where="--import")
     path = checkpoint_path(args)
     device = pick_device(args.device)
-    model = load_model(path, {"num_classes": args.num_classes}, device, args.trust,
-                       explicit_name=args.model)
-    size = args.image_size or model.input_size
-    if size < model.min_input_size:
-        raise UserError(f"--image_size {size}: the model needs at least {model.min_input_size}")
-    return device, model, size
+    det = load_detector(path, device, trusted=args.trust, name=args.model,
+                        num_classes=args.num_classes, image_size=args.image_size)
+    return device, det
 
 
 def score(args):
     """Yields (path, probability or None, error) in sorted path order, streaming."""
     import torch
     from torch.utils.data import DataLoader
-    from trainer.evaluate import probabilities
 
     from dataset.base import DEFAULT_MAX_PIXELS, iterate_quietly, worker_init
     checkpoint_path(args)
     paths = list_images(args.image, args.image_folder, args.recursive)
-    device, model, size = load_for_inference(args)
+    device, model = load_for_inference(args)
     visualize = args.visualize and model.has_reconstruction
     if args.visualize and not visualize:
         print(f"--visualize: {type(model).__name__} has no reconstruction, so there is no heat "
@@ -203,7 +208,7 @@ def score(args):
     on_gpu = device.type == "cuda"
     batch = args.batch_size or (32 if on_gpu else 2)
     workers = args.num_workers if args.num_workers is not None else (4 if on_gpu else 2)
-    images = _Images(paths, size, model.mean, model.std, args.max_pixels or DEFAULT_MAX_PIXELS)
+    images = _Images(paths, model.spec, args.max_pixels or DEFAULT_MAX_PIXELS)
     loader = DataLoader(images, batch_size=batch, num_workers=workers, collate_fn=_collate,
                         pin_memory=on_gpu, worker_init_fn=worker_init if workers else None)
     root = os.path.dirname(paths[0]) if args.image else args.image_folder
@@ -212,15 +217,14 @@ def score(args):
             results = [(i, None, err) for i, err in b["errors"]]
             if b["image"] is not None:
                 x = b["image"].to(device, non_blocking=True)
-                out = model(x, return_aux=visualize)
-                logits = out["logits"] if isinstance(out, dict) else out
-                probs = probabilities(logits).cpu().tolist()
+                out = model.score(x, aux=visualize)
+                probs = out["prob"].cpu().tolist()
                 for j, i in enumerate(b["index"]):
                     if visualize:
                         name = os.path.relpath(paths[i], root).replace(os.sep, "__")
                         draw_panels(name, x[j].float().cpu(), out["recons"][j].float().cpu(),
                                     probs[j], args.vis_dir, probs[j] >= args.threshold,
-                                    model.mean, model.std)
+                                    model.spec.mean, model.spec.std)
                     results.append((i, probs[j], None))
             for i, prob, err in sorted(results, key=lambda r: r[0]):
                 yield paths[i], prob, err
@@ -273,23 +277,21 @@ def check_arguments(args):
 def score_media(args):
     """--video, or --detect with --image/--image_folder: faces found, tracked, cropped, scored."""
     from errors import UserError
-    from tools import media
-    from tools.detectors import build_detector
+    from faces import media
+    from faces.detectors import FACE_DETECTORS, build_face_detector
     checkpoint_path(args)
     items = media.list_videos(args.video) if args.video else \
         list_images(args.image, args.image_folder, args.recursive)
-    threshold = args.threshold
-    if args.threshold_from:
-        threshold = media.threshold_from(args.threshold_from)
-        print(f"threshold: {threshold:.4f} (EER threshold of {args.threshold_from})", file=sys.stderr)
+    FACE_DETECTORS.get(args.detector)
     if args.detector == "retinaface" and not args.detector_weights:
         raise UserError("--detector retinaface needs --detector_weights FILE (or use --detector dlib)")
-    detector = build_detector(args.detector, args.detector_weights, None, "cpu")
-    device, model, size = load_for_inference(args)
+    detector = build_face_detector(args.detector, args.detector_weights, None, "cpu")
+    device, model = load_for_inference(args)
     if args.visualize and not model.has_reconstruction:
         print(f"--visualize: {type(model).__name__} has no reconstruction: boxes and timelines "
               "only, no heat map", file=sys.stderr)
-    scorer = media.Scorer(model, device, size, args.batch_size or (32 if device.type == "cuda" else 8))
+    scorer = media.Scorer(model, device, args.batch_size or (32 if device.type == "cuda" else 8))
+    threshold = args.threshold
     results, failed = [], 0
     for item in items:
         vis = media.Visualizer(args.vis_dir, item) if args.visualize else None
@@ -316,40 +318,45 @@ def score_media(args):
     return 1 if failed else 0
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    from errors import UserError, interrupt_status, one_line, raise_on_sigterm
-    from fileio import check_output_file
-    raise_on_sigterm()
+def score_crops(args):
+    """Face crops (--image / --image_folder): one line each, in sorted path order."""
     rows, failed = [], 0
-    try:
-        check_arguments(args)
-        for name in ("output", "frames_output"):
-            if getattr(args, name):
-                check_output_file(getattr(args, name), f"--{name}")
-        if args.video or args.detect:
-            return score_media(args)
-        for path, prob, err in score(args):
-            if err:
-                failed += 1
-                print(f"skipped {path}: {err}", file=sys.stderr)
-            else:
-                print(line_for(path, prob, args.threshold), flush=False)
-            if args.output:
-                rows.append((path, prob, err))
-    except UserError as exc:
-        print(f"error: {one_line(exc)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt as exc:
-        sys.stdout.flush()
-        print("interrupted: the lines above were scored; no output file was written",
-              file=sys.stderr)
-        return interrupt_status(exc)
+    for path, prob, err in score(args):
+        if err:
+            failed += 1
+            print(f"skipped {path}: {err}", file=sys.stderr)
+        else:
+            print(line_for(path, prob, args.threshold), flush=False)
+        if args.output:
+            rows.append((path, prob, err))
     if args.output:
         rows.sort(key=lambda r: r[0])
         write_results(args.output, rows, args.threshold)
     sys.stdout.flush()
     return 1 if failed else 0
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from errors import UserError, run_cli
+    from fileio import check_output_file
+
+    def body():
+        check_arguments(args)
+        media_mode = bool(args.video or args.detect)
+        if args.frames_output and not media_mode:
+            raise UserError("--frames_output lists the faces found in videos and photos: use it "
+                            "with --video or --detect")
+        for name in ("output", "frames_output"):
+            if getattr(args, name):
+                check_output_file(getattr(args, name), f"--{name}")
+        if args.threshold_from:
+            from faces.media import threshold_from
+            args.threshold = threshold_from(args.threshold_from)
+            print(f"threshold: {args.threshold:.4f} (EER threshold of {args.threshold_from})",
+                  file=sys.stderr)
+        return score_media(args) if media_mode else score_crops(args)
+    return run_cli(body, "interrupted: the lines above were scored; no output file was written")
 
 
 if __name__ == "__main__":

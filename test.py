@@ -33,33 +33,26 @@ def main(argv=None):
 
     import logging
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    from errors import UserError, interrupt_status, one_line, raise_on_sigterm
+    from errors import run_cli
     from trainer import distributed as dist
     from trainer.config import load_config, split_overrides
     from trainer.testing import format_table, run_test
 
-    raise_on_sigterm()
-    try:
+    def body():
         model_opts, dataset_opts = split_overrides(args.opt)
         cfg = load_config(args.config, model_opts, dataset_opts)
         from dataset.perturb import parse_spec
         perturb = [parse_spec(p) for p in args.perturb]
         metrics, path, out_dir, n, written = run_test(cfg, args.ckpt, args.device, args.out,
                                                       args.trust, perturb)
-    except UserError as exc:
-        print(f"error: {one_line(exc)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt as exc:
-        print("interrupted: no output file was left half-written", file=sys.stderr)
-        return interrupt_status(exc)
-    if dist.is_main():
-        print(f"checkpoint: {path}")
-        print(f"dataset: {cfg['data']['name']} / {cfg['data']['test_branch']} ({n} images)"
-              + (f", perturbed: {' + '.join(args.perturb)}" if args.perturb else ""))
-        print(format_table(metrics))
-        print(f"written to {out_dir}: {', '.join(written)}")
-    dist.cleanup()
-    return 0
+        if dist.is_main():
+            print(f"checkpoint: {path}")
+            print(f"dataset: {cfg['data']['name']} / {cfg['data']['test_branch']} ({n} images)"
+                  + (f", perturbed: {' + '.join(args.perturb)}" if args.perturb else ""))
+            print(format_table(metrics))
+            print(f"written to {out_dir}: {', '.join(written)}")
+        dist.cleanup()
+    return run_cli(body, "interrupted: no output file was left half-written")
 
 
 if __name__ == "__main__":

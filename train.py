@@ -44,30 +44,24 @@ def summary_lines(result):
 
 def main(argv=None):
     args = parse_args(argv)
-    from errors import UserError, interrupt_status, one_line, raise_on_sigterm
+    from errors import run_cli
     from trainer.config import load_config, split_overrides
 
-    raise_on_sigterm()  # until training starts; then the trainer stops between steps
-    try:
+    def body():
         model_opts, dataset_opts = split_overrides(args.opt)
         cfg = load_config(args.config, model_opts, dataset_opts)
         from trainer.train import Interrupted, run
-        result = run(cfg, args.local_rank)
-    except UserError as exc:
-        print(f"error: {one_line(exc)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt as exc:
-        print("interrupted: the last checkpoint is intact; continue with --opt config.resume=true",
-              file=sys.stderr)
-        return interrupt_status(exc)
-    except Interrupted as exc:
-        print(str(exc), file=sys.stderr)
-        return 128 + int(exc.signum)
-    from trainer import distributed as dist
-    if dist.is_main() and result:
-        print(summary_lines(result))
-    dist.cleanup()
-    return 0
+        try:
+            result = run(cfg, args.local_rank)  # from here the trainer stops between steps
+        except Interrupted as exc:
+            print(str(exc), file=sys.stderr)
+            return 128 + int(exc.signum)
+        from trainer import distributed as dist
+        if dist.is_main() and result:
+            print(summary_lines(result))
+        dist.cleanup()
+    return run_cli(body, "interrupted: the last checkpoint is intact; continue with --opt "
+                         "config.resume=true")
 
 
 if __name__ == "__main__":

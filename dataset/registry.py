@@ -1,14 +1,14 @@
 """The registry of dataset layouts: one module per layout registers its reader, the branch keys it
 accepts and its index builder; config validation and tools/build_index.py read this registry.
 
-A layout is added by writing one module that calls ``register_layout(Layout(...))`` and importing
-it in ``dataset/__init__.py`` (or from the user's own code before building the dataset).
+A layout is added by writing one module that calls ``register_layout(Layout(...))``: the project's
+own are imported in ``dataset/__init__.py``, a user's file through the config's ``config.imports``.
 """
 import random
 from dataclasses import dataclass, field
 from typing import Callable
 
-from errors import UserError
+from registry import Registry
 
 
 @dataclass
@@ -23,7 +23,7 @@ class Layout:
     description: str = ""
 
 
-LAYOUTS: dict = {}
+LAYOUTS = Registry("dataset", "data.name")
 # Keys of a dataset branch that every layout accepts, with their kind (see trainer.config); a layout
 # adds its own in ``Layout.keys``.
 COMMON_BRANCH_KEYS = {
@@ -34,14 +34,10 @@ COMMON_BRANCH_KEYS = {
 
 
 def register_layout(layout: Layout) -> Layout:
-    LAYOUTS[layout.name] = layout
-    return layout
+    return LAYOUTS.register(layout, name=layout.name)
 
 
-def get_layout(name) -> Layout:
-    if name not in LAYOUTS:
-        raise UserError(f"data.name: unknown dataset {name!r} (known: {', '.join(LAYOUTS)})")
-    return LAYOUTS[name]
+get_layout = LAYOUTS.get
 
 
 def branch_schema(name) -> dict:

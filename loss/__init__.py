@@ -1,32 +1,43 @@
-"""Training losses by name: ``build_loss(name, cfg, num_classes)``.
+"""Reusable loss terms and the loss registry.
 
-A loss is called as ``criterion(outputs, x, labels)`` with the dict that ``model(x,
-return_aux=True)`` returns and the clean input, and returns every term by name plus ``total``; the
-trainer logs each term (``TAGS`` gives the TensorBoard tag of a term, else its own name). A model
-class names its loss (``Model.loss``). Labels: 0 = real, 1 = fake (SPEC section 2).
-
-- ``RecceLoss``: classification (flooded) + reconstruction + metric learning: ``cls``, ``cls_raw``,
-  ``recons``, ``metric``, ``total``.
-- ``ClassificationLoss``: the plain classification loss of a baseline: ``cls``, ``total``.
+A detector builds its own training loss (``Detector.build_loss``), called as
+``criterion(outputs, x, labels)`` with the dict that ``det(x, return_aux=True)`` returns and the
+clean input; it returns every term by name plus ``total``, and the trainer logs each term (``TAGS``
+gives the TensorBoard tag of a term, else its own name). Labels: 0 = real, 1 = fake (SPEC
+section 2). The terms here are shared: classification (BCE or cross-entropy), flooding, RECCE's
+reconstruction and metric-learning terms. ``LOSSES`` holds the losses a detector can name
+(``Detector.loss``): ``ClassificationLoss`` here, ``RecceLoss`` with RECCE (model/recce.py).
 """
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from errors import UserError
+from registry import Registry
 
 EPS = 1e-6
-LOSSES = ("binary_ce", "cross_entropy")
+KINDS = ("binary_ce", "cross_entropy")
+LOSSES = Registry("loss", "Detector.loss")
+register_loss = LOSSES.register
+
+
+def check_kind(kind, num_classes) -> str:
+    """The one check of ``config.loss`` against the number of logits; returns the kind."""
+    if kind not in KINDS:
+        raise UserError(f"config.loss: unknown loss {kind!r} (known: {', '.join(KINDS)})")
+    expected = "binary_ce" if num_classes == 1 else "cross_entropy"
+    if kind != expected:
+        raise UserError(f"config.loss: {kind!r} does not fit model.num_classes {num_classes} "
+                        f"(use {expected!r})")
+    return kind
 
 
 def classification_loss(logits: torch.Tensor, labels: torch.Tensor,
                         reduction: str = "mean", kind: str | None = None) -> torch.Tensor:
     """``binary_ce`` (BCE-with-logits on one logit) or ``cross_entropy`` (two logits); ``kind``
-    None picks by the number of logits (evaluation's LogLoss)."""
+    None picks by the number of logits (evaluation's LogLoss). The kind was checked against the
+    model when the loss was built (``check_kind``)."""
     kind = kind or ("binary_ce" if logits.shape[1] == 1 else "cross_entropy")
-    if (kind == "binary_ce") != (logits.shape[1] == 1):
-        raise UserError(f"config.loss: {kind} does not fit a model with {logits.shape[1]} "
-                        f"logit(s) (binary_ce needs 1, cross_entropy 2)")
     if kind == "binary_ce":
         return F.binary_cross_entropy_with_logits(logits[:, 0], labels.to(logits.dtype),
                                                   reduction=reduction)
@@ -62,48 +73,7 @@ def metric_loss(corr: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return torch.clamp(1 - mean_same + mean_diff, min=0).sum()
 
 
-def _check_kind(loss, num_classes):
-    if loss not in LOSSES:
-        raise UserError(f"config.loss: unknown loss {loss!r} (known: {', '.join(LOSSES)})")
-    expected = "binary_ce" if num_classes == 1 else "cross_entropy"
-    if loss != expected:
-        raise UserError(f"config.loss: {loss!r} does not fit model.num_classes {num_classes} "
-                        f"(use {expected!r})")
-    return loss
-
-
-class RecceLoss(nn.Module):
-    """L = flood(L_cls) + lambda_1 * L_r + lambda_2 * L_m, every term returned by name."""
-
-    # the original release's TensorBoard tags
-    TAGS = {"total": "Loss", "recons": "Recons_Loss", "metric": "Contra_Loss"}
-
-    def __init__(self, lambda_1: float = 0.1, lambda_2: float = 0.1, flood_level: float = 0.04,
-                 loss: str = "binary_ce"):
-        super().__init__()
-        if loss not in LOSSES:
-            raise UserError(f"config.loss: unknown loss {loss!r} (known: {', '.join(LOSSES)})")
-        self.lambda_1 = float(lambda_1)
-        self.lambda_2 = float(lambda_2)
-        self.flood_level = float(flood_level)
-        self.loss = loss
-
-    @classmethod
-    def from_config(cls, cfg: dict, num_classes: int) -> "RecceLoss":
-        """From the ``config`` section; checks that the loss suits the number of logits."""
-        loss = _check_kind(cfg.get("loss", "binary_ce"), num_classes)
-        return cls(cfg.get("lambda_1", 0.1), cfg.get("lambda_2", 0.1),
-                   cfg.get("flood_level", 0.04), loss)
-
-    def forward(self, outputs: dict, x: torch.Tensor, labels: torch.Tensor) -> dict:
-        cls_raw = classification_loss(outputs["logits"], labels, kind=self.loss)
-        cls = flood(cls_raw, self.flood_level)
-        recons = reconstruction_loss(outputs["recons"], x, labels)
-        metric = metric_loss(outputs["corr"], labels)
-        total = cls + self.lambda_1 * recons + self.lambda_2 * metric
-        return {"cls": cls, "cls_raw": cls_raw, "recons": recons, "metric": metric, "total": total}
-
-
+@register_loss
 class ClassificationLoss(nn.Module):
     """The plain classification loss (BCE for one logit, cross-entropy for two): a baseline's."""
 
@@ -111,30 +81,19 @@ class ClassificationLoss(nn.Module):
 
     def __init__(self, loss: str = "binary_ce"):
         super().__init__()
-        if loss not in LOSSES:
-            raise UserError(f"config.loss: unknown loss {loss!r} (known: {', '.join(LOSSES)})")
         self.loss = loss
 
     @classmethod
-    def from_config(cls, cfg: dict, num_classes: int) -> "ClassificationLoss":
-        return cls(_check_kind(cfg.get("loss", "binary_ce"), num_classes))
+    def from_config(cls, cfg: dict, kind: str) -> "ClassificationLoss":
+        """From the ``config`` section and the checked loss kind."""
+        return cls(kind)
 
     def forward(self, outputs: dict, x: torch.Tensor, labels: torch.Tensor) -> dict:
         cls = classification_loss(outputs["logits"], labels, kind=self.loss)
         return {"cls": cls, "total": cls}
 
 
-CRITERIA = {"RecceLoss": RecceLoss, "ClassificationLoss": ClassificationLoss}
-
-
-def register_loss(cls):
-    """Make a loss class (with ``from_config(config_section, num_classes)``) known by its name."""
-    CRITERIA[cls.__name__] = cls
-    return cls
-
-
 def build_loss(name: str, cfg: dict, num_classes: int) -> nn.Module:
-    """The loss ``name`` (a model's ``loss`` attribute) from the ``config`` section."""
-    if name not in CRITERIA:
-        raise UserError(f"unknown loss: {name!r} (known: {', '.join(CRITERIA)})")
-    return CRITERIA[name].from_config(cfg, num_classes)
+    """The registered loss ``name`` from the ``config`` section, its kind checked against the
+    number of logits."""
+    return LOSSES.get(name).from_config(cfg, check_kind(cfg.get("loss", "binary_ce"), num_classes))

@@ -9,7 +9,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from loss import classification_loss, flood, metric_loss, reconstruction_loss, register_loss
+
 from .blocks import Block, GraphReasoning, GuidedAttention, upsample_stage
+from .detector import Detector, InputSpec, register_detector
 from .pretrained import xception_encoder
 
 # Input normalization of every RECCE config: mean = std = 0.5, so pixels lie in [-1, 1].
@@ -25,7 +28,38 @@ def correlation(feat: torch.Tensor) -> torch.Tensor:
     return (z @ z.t() + 1) / 2
 
 
-class Recce(nn.Module):
+@register_loss
+class RecceLoss(nn.Module):
+    """L = flood(L_cls) + lambda_1 * L_r + lambda_2 * L_m, every term returned by name."""
+
+    # the original release's TensorBoard tags
+    TAGS = {"total": "Loss", "recons": "Recons_Loss", "metric": "Contra_Loss"}
+
+    def __init__(self, lambda_1: float = 0.1, lambda_2: float = 0.1, flood_level: float = 0.04,
+                 loss: str = "binary_ce"):
+        super().__init__()
+        self.lambda_1 = float(lambda_1)
+        self.lambda_2 = float(lambda_2)
+        self.flood_level = float(flood_level)
+        self.loss = loss
+
+    @classmethod
+    def from_config(cls, cfg: dict, kind: str) -> "RecceLoss":
+        """From the ``config`` section (lambda_1, lambda_2, flood_level) and the checked kind."""
+        return cls(cfg.get("lambda_1", 0.1), cfg.get("lambda_2", 0.1),
+                   cfg.get("flood_level", 0.04), kind)
+
+    def forward(self, outputs: dict, x: torch.Tensor, labels: torch.Tensor) -> dict:
+        cls_raw = classification_loss(outputs["logits"], labels, kind=self.loss)
+        cls = flood(cls_raw, self.flood_level)
+        recons = reconstruction_loss(outputs["recons"], x, labels)
+        metric = metric_loss(outputs["corr"], labels)
+        total = cls + self.lambda_1 * recons + self.lambda_2 * metric
+        return {"cls": cls, "cls_raw": cls_raw, "recons": recons, "metric": metric, "total": total}
+
+
+@register_detector
+class Recce(Detector):
     """RECCE face-forgery detector.
 
     ``model(x)`` returns the logits (N x num_classes). ``model(x, return_aux=True)`` returns a dict
@@ -33,9 +67,9 @@ class Recce(nn.Module):
     E4, D2, D4), which is what the losses need.
     """
 
-    mean = MEAN  # input normalisation: pixels in [-1, 1]
-    std = STD
-    input_size = 299  # 224 for WildDeepfake
+    # 299 px, pixels in [-1, 1] (WildDeepfake's configs say 224 px: the checkpoint keeps that)
+    default_spec = InputSpec((299, 299), MEAN, STD)
+    pretrained_spec = default_spec  # timm's legacy_xception ImageNet weights: mean = std = 0.5
     min_input_size = MIN_INPUT_SIZE
     has_reconstruction = True  # return_aux gives "recons": the heat map of --visualize
     loss = "RecceLoss"

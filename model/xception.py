@@ -4,17 +4,19 @@ plain classification loss."""
 import torch
 import torch.nn as nn
 
+from .detector import Detector, InputSpec, register_detector
 from .pretrained import xception_encoder
 
 MIN_INPUT_SIZE = 7
 
 
-class Xception(nn.Module):
+@register_detector
+class Xception(Detector):
     """``model(x)`` -> logits (N x num_classes); ``model(x, return_aux=True)`` -> ``{"logits"}``."""
 
-    mean = (0.5, 0.5, 0.5)  # the RECCE configs' normalisation, so that both read the same data
-    std = (0.5, 0.5, 0.5)
-    input_size = 299
+    # the RECCE configs' size and normalisation, so that both read the same data
+    default_spec = InputSpec((299, 299), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    pretrained_spec = default_spec  # timm's legacy_xception ImageNet weights
     min_input_size = MIN_INPUT_SIZE
     has_reconstruction = False
     loss = "ClassificationLoss"

@@ -52,6 +52,7 @@ def _expected_prob(model, path, size):
         return torch.sigmoid(model(x))[0, 0].item()
 
 
+@pytest.mark.slow
 def test_inference_lines_order_and_probabilities(checkpoint, faces, tmp_path):
     path, model = checkpoint
     out = tmp_path / "res.json"
@@ -80,6 +81,7 @@ def test_output_line_format_is_the_originals():
     assert line_for("y.png", 0.5).endswith("| prediction: fake")
 
 
+@pytest.mark.slow
 def test_inference_bad_file_is_skipped_with_exit_1(checkpoint, faces, tmp_path):
     path, _ = checkpoint
     (faces / "broken.png").write_bytes(b"\x89PNG truncated")
@@ -95,6 +97,7 @@ def test_inference_bad_file_is_skipped_with_exit_1(checkpoint, faces, tmp_path):
     assert [r["prediction"] == "" for r in rows] == [False, False, True, False]
 
 
+@pytest.mark.slow
 def test_inference_usage_errors_are_one_line(checkpoint, tmp_path):
     path, _ = checkpoint
     (tmp_path / "empty").mkdir()
@@ -106,7 +109,7 @@ def test_inference_usage_errors_are_one_line(checkpoint, tmp_path):
 
 
 def test_checkpoint_flavours_load_alike(checkpoint, tmp_path):
-    from model.weights import load_weights
+    from model.checkpoint import load_weights
     path, model = checkpoint
     state = model.state_dict()
     x = torch.rand(1, 3, 32, 32) * 2 - 1
@@ -122,7 +125,7 @@ def test_checkpoint_flavours_load_alike(checkpoint, tmp_path):
         fresh = load_weights(Recce().eval(), flavour)
         with torch.no_grad():
             assert torch.allclose(torch.sigmoid(fresh(x)), ref, atol=1e-6)
-    from model.weights import checkpoint_num_classes
+    from model.checkpoint import checkpoint_num_classes
     assert checkpoint_num_classes({"model": state}) == 1
     assert checkpoint_num_classes(bench) == 2  # read from the head's shape
     assert checkpoint_num_classes({"model": {}, "config": {"model": {"num_classes": 2}}}) == 2
@@ -131,6 +134,7 @@ def test_checkpoint_flavours_load_alike(checkpoint, tmp_path):
         load_weights(Recce(), {"model": {"fc.weight": torch.zeros(1, 2048)}})
 
 
+@pytest.mark.slow
 def test_test_py_metrics_outputs_and_cross_dataset(checkpoint, demo_root, tmp_path):
     path, _ = checkpoint
     tf = [{"name": "Resize", "params": {"height": 32, "width": 32}},
@@ -164,6 +168,7 @@ def test_test_py_metrics_outputs_and_cross_dataset(checkpoint, demo_root, tmp_pa
     assert missing.returncode == 2 and "config.id" in missing.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["onnx", "torch.export"])
 def test_export_agrees_with_eager(checkpoint, tmp_path, fmt):
     import onnxruntime  # noqa: F401 - a dev requirement: the ONNX file is always checked here

@@ -10,7 +10,9 @@ from conftest import ROOT
 
 pytest.importorskip("dlib")
 
-from tools.extract_faces import crop_box, extract, frame_indices  # noqa: E402
+from faces.crop import crop_box  # noqa: E402
+from faces.video import frame_indices  # noqa: E402
+from tools.extract_faces import extract  # noqa: E402
 
 CANVAS = (560, 720)  # height, width
 FRAMES = 8
@@ -159,6 +161,7 @@ def test_frame_sampling_and_crop_geometry():
     assert crop_box((10, 10, 30, 50), 100, 100, 1.3) == (0, 4, 46, 56)  # clipped at the left edge
 
 
+@pytest.mark.slow
 def test_cli_summary_and_missing_weights(videos, tmp_path):
     folder, _, _ = videos
     proc = subprocess.run([sys.executable, "tools/extract_faces.py", "--input", str(folder),

@@ -95,18 +95,19 @@ def test_entry_points_print_one_line_before_building_data(cfg_path, capsys):
 
 
 def test_pretrained_corrupt_or_foreign_file(tmp_path):
-    from model import build_model
+    from model import build_detector
     (tmp_path / "junk.pth").write_bytes(b"junk")
     with pytest.raises(UserError, match="model.pretrained: cannot read encoder weights"):
-        build_model({"name": "Recce", "pretrained": str(tmp_path / "junk.pth")})
+        build_detector({"name": "Recce", "pretrained": str(tmp_path / "junk.pth")})
     (tmp_path / "junk.safetensors").write_bytes(b"junk")
     with pytest.raises(UserError, match="model.pretrained: cannot read encoder weights"):
-        build_model({"name": "Xception", "pretrained": str(tmp_path / "junk.safetensors")})
+        build_detector({"name": "Xception", "pretrained": str(tmp_path / "junk.safetensors")})
     torch.save([1, 2, 3], tmp_path / "list.pth")
     with pytest.raises(UserError, match="holds no state dict of tensors"):
-        build_model({"name": "Recce", "pretrained": str(tmp_path / "list.pth")})
+        build_detector({"name": "Recce", "pretrained": str(tmp_path / "list.pth")})
 
 
+@pytest.mark.slow
 def test_pretrained_download_failure_is_one_sentence(tmp_path):
     """The download branch itself (not offline mode): a hub that cannot be reached, answered in
     seconds with one sentence and nothing else on stderr."""
@@ -120,9 +121,9 @@ def test_pretrained_download_failure_is_one_sentence(tmp_path):
     start = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-c", (
-            "import sys; sys.path.insert(0, sys.argv[1]); from model import build_model\n"
+            "import sys; sys.path.insert(0, sys.argv[1]); from model import build_detector\n"
             "from errors import UserError\n"
-            "try:\n    build_model({'name': 'Recce'})\nexcept UserError as e:\n    print(e)"),
+            "try:\n    build_detector({'name': 'Recce'})\nexcept UserError as e:\n    print(e)"),
          str(ROOT)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert "could not be downloaded (offline?)" in proc.stdout, proc.stderr[-1000:]
     assert "model.pretrained: false" in proc.stdout and proc.stderr.strip() == ""
@@ -335,6 +336,7 @@ def test_exif_orientation_applied_as_cv2_imread_does(tmp_path, orientation):
 
 
 # ---------------------------------------------------------------- scores recompute exactly
+@pytest.mark.slow
 def test_metrics_recompute_exactly_from_scores_csv(tmp_path, demo_root, good_ckpt):
     """Frame, video and per-method metrics from scores.csv alone, with scikit-learn directly."""
     from sklearn.metrics import roc_auc_score

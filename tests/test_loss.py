@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from errors import UserError
-from loss import RecceLoss, metric_loss, reconstruction_loss
+from loss import metric_loss, reconstruction_loss
+from model import RecceLoss
 
 
 def _outputs(logits, recons, corr):
@@ -74,12 +75,18 @@ def test_two_class_cross_entropy():
     assert out["cls"].item() == pytest.approx(expected, abs=1e-6)
 
 
-def test_from_config_checks_loss_against_classes():
-    assert RecceLoss.from_config({"flood_level": 0.1}, 1).flood_level == 0.1
+def test_the_detector_builds_its_loss_checked_against_its_classes():
+    from model import build_detector
+    det = build_detector({"name": "Recce", "pretrained": False})
+    crit = det.build_loss({"flood_level": 0.1})
+    assert isinstance(crit, RecceLoss) and crit.flood_level == 0.1 and crit.loss == "binary_ce"
+    two = build_detector({"name": "Recce", "pretrained": False, "num_classes": 2})
     with pytest.raises(UserError, match="num_classes 2"):
-        RecceLoss.from_config({"loss": "binary_ce"}, 2)
+        two.build_loss({"loss": "binary_ce"})
     with pytest.raises(UserError, match="unknown loss 'focal'"):
-        RecceLoss.from_config({"loss": "focal"}, 1)
+        det.build_loss({"loss": "focal"})
+    xc = build_detector({"name": "Xception", "pretrained": False})
+    assert type(xc.build_loss({})).__name__ == "ClassificationLoss"
 
 
 def test_config_loss_is_honoured():
@@ -88,8 +95,10 @@ def test_config_loss_is_honoured():
         build_loss("RecceLoss", {"loss": "cross_entropy"}, 1)
     with pytest.raises(UserError, match="binary_ce.*does not fit model.num_classes 2"):
         build_loss("ClassificationLoss", {"loss": "binary_ce"}, 2)
-    with pytest.raises(UserError, match="cross_entropy does not fit a model with 1 logit"):
-        classification_loss(torch.zeros(2, 1), torch.tensor([0, 1]), kind="cross_entropy")
+    with pytest.raises(UserError, match="Detector.loss: unknown loss 'Focal'"):
+        build_loss("Focal", {}, 1)
+    assert classification_loss(torch.zeros(2, 1), torch.tensor([0, 1])).item() == \
+        pytest.approx(math.log(2), abs=1e-6)
     crit = build_loss("ClassificationLoss", {"loss": "cross_entropy"}, 2)
     assert isinstance(crit, ClassificationLoss) and crit.loss == "cross_entropy"
     out = crit({"logits": torch.tensor([[2.0, 0.0]])}, None, torch.tensor([1]))

@@ -5,8 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import FIXTURES, fill_by_rule
-from loss import RecceLoss
-from model import Recce, build_model
+from model import Recce, RecceLoss, build_detector
 from model.blocks import GraphReasoning
 from errors import UserError
 
@@ -134,11 +133,11 @@ def test_noise_is_tiny_per_sample_and_clipped():
     assert noisy.max() <= 1.0 and (x - noisy).abs().max() < 1e-5
 
 
-def test_build_model_defaults_and_unknown_name():
-    model = build_model({"name": "Recce", "num_classes": 2, "pretrained": False})
+def test_build_detector_defaults_and_unknown_name():
+    model = build_detector({"name": "Recce", "num_classes": 2, "pretrained": False})
     assert model.fc.out_features == 2
-    with pytest.raises(UserError, match="unknown model 'Xceptoin'.*Recce, Xception"):
-        build_model({"name": "Xceptoin"})
+    with pytest.raises(UserError, match="model.name: unknown detector 'Xceptoin'.*Recce, Xception"):
+        build_detector({"name": "Xceptoin"})
 
 
 def test_pretrained_unavailable_is_one_clear_error_fast(tmp_path, monkeypatch):
@@ -147,10 +146,10 @@ def test_pretrained_unavailable_is_one_clear_error_fast(tmp_path, monkeypatch):
     monkeypatch.setattr(pre, "_find_cached", lambda: None)
     start = time.monotonic()
     with pytest.raises(UserError, match="model.pretrained: false"):
-        build_model({"name": "Recce"})  # absent pretrained means True
+        build_detector({"name": "Recce"})  # absent pretrained means True
     assert time.monotonic() - start < 30
     with pytest.raises(UserError, match="no such file"):
-        build_model({"name": "Recce", "pretrained": str(tmp_path / "missing.pth")})
+        build_detector({"name": "Recce", "pretrained": str(tmp_path / "missing.pth")})
 
 
 def test_pretrained_from_local_file(tmp_path):
@@ -162,8 +161,8 @@ def test_pretrained_from_local_file(tmp_path):
              for k, v in src.state_dict().items()}
     path = tmp_path / "xception.pth"
     torch.save(state, path)
-    model = build_model({"name": "Recce", "pretrained": str(path)})
+    model = build_detector({"name": "Recce", "pretrained": str(path)})
     assert torch.equal(model.encoder.block5.rep[1].pointwise.weight, src.block5.rep[1].pointwise.weight)
     torch.save({"not": torch.zeros(1)}, tmp_path / "bad.pth")
     with pytest.raises(UserError, match="not an Xception"):
-        build_model({"name": "Recce", "pretrained": str(tmp_path / "bad.pth")})
+        build_detector({"name": "Recce", "pretrained": str(tmp_path / "bad.pth")})

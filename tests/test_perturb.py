@@ -131,6 +131,7 @@ def test_random_degradation_augmentation_in_a_dataset_yaml(demo_root):
     assert ds[0]["image"].shape == a.shape
 
 
+@pytest.mark.slow
 def test_test_py_perturb_and_the_robustness_grid(tmp_path, demo_root, capsys):
     import test as test_py
     from model import Recce

@@ -264,6 +264,7 @@ def test_reproduce_list_and_dry_run(capsys):
     assert out.count("test.py") == 5 and "data.test_branch=test_299_cfg" in out
 
 
+@pytest.mark.slow
 def test_reproduce_demo_table_end_to_end(tmp_path, demo_root, monkeypatch, capsys):
     """Two rows (within the FF++-layout demo, across to the Celeb-DF-layout demo) through
     train.py and test.py; a second run reruns nothing."""

@@ -35,6 +35,7 @@ def _config(tmp_path, demo_root, steps=4, val_steps=2, batch=4, extra=None, run_
     return str(tmp_path / "cfg.yml")
 
 
+@pytest.mark.slow
 def test_short_training_writes_checkpoints_logs_and_events(tmp_path, demo_root):
     path = _config(tmp_path, demo_root, steps=4, val_steps=2)
     result = run(load_config(path))
@@ -69,6 +70,7 @@ def _params(model):
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
+@pytest.mark.slow
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, demo_root):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
@@ -98,6 +100,7 @@ def test_original_weights_only_checkpoint_starts_fine_tuning(tmp_path, demo_root
     assert torch.equal(trainer.model.fc.weight, original.fc.weight)
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_and_names_the_step(tmp_path, demo_root):
     trainer = Trainer(load_config(_config(tmp_path, demo_root, steps=4, val_steps=2)))
     calls = {"n": 0}
@@ -146,6 +149,7 @@ def _torchrun(tmp_path, cfg_path, port, env=None, opts=()):
     return proc, dumps
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform != "linux", reason="torchrun with gloo on Linux")
 def test_two_process_torchrun_ends_with_identical_parameters(tmp_path, demo_root):
     """Half the files unreadable, batch 1 per process: every step is taken by both ranks or by
@@ -166,6 +170,7 @@ def test_two_process_torchrun_ends_with_identical_parameters(tmp_path, demo_root
         assert d["val_index"].tolist() == list(range(7))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform != "linux", reason="torchrun with gloo on Linux")
 @pytest.mark.parametrize("mode", ["stop", "skip"])
 def test_non_finite_loss_on_one_rank_only(tmp_path, demo_root, mode):
@@ -221,6 +226,7 @@ def test_on_nonfinite_skip_skips_the_step_and_goes_on(tmp_path, demo_root):
     assert trainer.step == 3 and steps["n"] == 2  # step 2 counted, not applied
 
 
+@pytest.mark.slow
 def test_resume_best_continues_from_the_newest_best(tmp_path, demo_root):
     from helpers import image_list_tree, write_config
     data = image_list_tree(demo_root, tmp_path / "d")
@@ -237,6 +243,7 @@ def test_resume_best_continues_from_the_newest_best(tmp_path, demo_root):
     again.close()
 
 
+@pytest.mark.slow
 def test_torchrun_restart_resumes_by_itself(tmp_path, demo_root, monkeypatch):
     from helpers import image_list_tree, write_config
     data = image_list_tree(demo_root, tmp_path / "d")
@@ -252,6 +259,7 @@ def test_torchrun_restart_resumes_by_itself(tmp_path, demo_root, monkeypatch):
         Trainer(load_config(write_config(tmp_path, data, steps=4, val_steps=2)))
 
 
+@pytest.mark.slow
 def test_plateau_scheduler_steps_at_validation_in_training(tmp_path, demo_root):
     from helpers import image_list_tree, write_config
     sched = {"name": "ReduceLROnPlateau", "patience": 0, "factor": 0.5, "threshold": 100.0,
@@ -282,6 +290,7 @@ def test_demo_true_builds_the_demo_data_when_missing(tmp_path):
     assert (tmp_path / "demo" / "celeb_df" / "List_of_testing_videos.txt").is_file()
 
 
+@pytest.mark.slow
 def test_config_demo_yml_is_consistent_and_trains(tmp_path, demo_root):
     cfg = load_config(os.path.join(ROOT, "config", "demo.yml"))
     train_cfg = cfg["dataset"]["train_cfg"]
@@ -314,6 +323,7 @@ def test_xception_baseline_trains_with_its_own_loss_and_terms(tmp_path, demo_roo
     assert "loss " in log and "cls " in log and "recons" not in log
 
 
+@pytest.mark.slow
 def test_config_compile_wraps_the_model_for_training(tmp_path, demo_root, monkeypatch):
     """The code path only (compiling RECCE on a 2-core CPU takes minutes): config.compile hands
     the (DDP-wrapped) model to torch.compile and trains through what it returns."""

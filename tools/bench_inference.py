@@ -30,8 +30,8 @@ else:  # the original: every image preloaded as a tensor, then one forward per i
     import albumentations as A
     import cv2
     from albumentations.pytorch import ToTensorV2
-    from trainer.testing import load_model
-    model = load_model(ckpt, {{"name": "Recce"}}, torch.device("cpu"))
+    from model.checkpoint import load_detector
+    model = load_detector(ckpt, "cpu", name="Recce")
     model.channels_last = False
     model = model.to(memory_format=torch.contiguous_format)
     tf = A.Compose([A.Resize(size, size), A.Normalize(mean=(0.5,) * 3, std=(0.5,) * 3), ToTensorV2()])

@@ -17,17 +17,18 @@ os.environ["OPENCV_FFMPEG_LOGLEVEL"] = "-8"
 import torch
 torch.set_num_threads({threads})
 video, ckpt, every, size = {args!r}
-from tools.extract_faces import iter_frames, crop_face
-from tools.detectors import build_detector
-from tools.media import Scorer
-from trainer.testing import load_model
+from faces.crop import crop_face
+from faces.detectors import build_face_detector
+from faces.media import Scorer
+from faces.video import iter_frames
+from model.checkpoint import load_detector
 t0 = time.perf_counter(); frames = [f for _, _, f in iter_frames(video, None, every)]
 t_decode = time.perf_counter() - t0
-detector = build_detector("dlib")
+detector = build_face_detector("dlib")
 t0 = time.perf_counter(); dets = [detector(f) for f in frames]; t_detect = time.perf_counter() - t0
 crops = [crop_face(f, d[0].box) for f, d in zip(frames, dets) if d]
-model = load_model(ckpt, dict(), torch.device("cpu"))
-scorer = Scorer(model, torch.device("cpu"), size, 8)
+model = load_detector(ckpt, "cpu", image_size=size)
+scorer = Scorer(model, torch.device("cpu"), 8)
 t0 = time.perf_counter(); scorer(crops); t_score = time.perf_counter() - t0
 del frames, crops
 import inference

@@ -56,8 +56,7 @@ def _loop_reasoning_forward(self, vert_a, vert_b, vert_c):
 
 def bench_model(args):
     import timm
-    from loss import RecceLoss
-    from model import Recce
+    from model import Recce, RecceLoss
 
     torch.manual_seed(0)
     x = torch.rand(args.batch, 3, args.size, args.size) * 2 - 1

@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from dataset import LAYOUTS  # noqa: E402
-from errors import UserError, one_line  # noqa: E402
+from errors import run_cli  # noqa: E402
 
 
 def main(argv=None):
@@ -31,13 +31,11 @@ def main(argv=None):
             layout.add_arguments(sp)
             builders[layout.index_name] = layout.build_index
     args = p.parse_args(argv)
-    try:
+
+    def body():
         for line in builders[args.dataset](args):
             print(line, file=sys.stderr if line.startswith("warning:") else sys.stdout)
-    except UserError as exc:
-        print(f"error: {one_line(exc)}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(body)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import torch  # noqa: E402
 
-from errors import UserError, one_line  # noqa: E402
+from errors import UserError, run_cli  # noqa: E402
 
 TOLERANCE = 1e-4
 
@@ -38,23 +38,25 @@ class _Exportable(torch.nn.Module):
         return (out["logits"], out["recons"]) if self.with_recons else out
 
 
-def load_for_export(path, trusted=False, num_classes=None, model_name=None):
-    from trainer.testing import load_model
-    model = load_model(path, {"num_classes": num_classes}, torch.device("cpu"), trusted,
-                       explicit_name=model_name)
+def load_for_export(path, trusted=False, num_classes=None, model_name=None, imports=()):
+    from model.checkpoint import load_detector
+    from registry import import_modules
+    import_modules(list(imports), where="--import")
+    model = load_detector(path, "cpu", trusted=trusted, num_classes=num_classes, name=model_name)
     model.channels_last = False  # a plain NCHW graph exports and runs everywhere
     return model.to(memory_format=torch.contiguous_format).eval()
 
 
 def export(model, fmt, out, size=None, with_recons=False):
     """Write the exported model to ``out``; returns the largest difference from eager (NaN
-    counts as a failure)."""
-    size = size or model.input_size
-    if size < model.min_input_size:
-        raise UserError(f"--size {size}: the model needs inputs of at least {model.min_input_size}")
+    counts as a failure). The example input has the checkpoint's input size (``size`` overrides)."""
+    h, w = (size, size) if size else model.spec.size
+    if min(h, w) < model.min_input_size:
+        raise UserError(f"--size {min(h, w)}: the model needs inputs of at least "
+                        f"{model.min_input_size}")
     wrapper = _Exportable(model, with_recons).eval()
-    example = torch.rand(2, 3, size, size) * 2 - 1
-    check = torch.rand(3, 3, size, size) * 2 - 1  # another batch size: the batch axis is dynamic
+    example = torch.rand(2, 3, h, w) * 2 - 1
+    check = torch.rand(3, 3, h, w) * 2 - 1  # another batch size: the batch axis is dynamic
     with torch.no_grad():
         expected = wrapper(check)
     expected = expected if isinstance(expected, tuple) else (expected,)
@@ -97,26 +99,27 @@ def main(argv=None):
     p.add_argument("--format", choices=["onnx", "torch.export"], default="onnx")
     p.add_argument("--out", required=True)
     p.add_argument("--size", "--image_size", "-s", dest="size", type=int, default=None,
-                   help="example input side (default: the model's, 299)")
+                   help="example input side (default: the size the checkpoint was trained at)")
     p.add_argument("--with-recons", action="store_true", help="also output the reconstruction")
     p.add_argument("--num_classes", type=int, choices=(1, 2), default=None)
     p.add_argument("--model", default=None, help="the model of a bare state dict")
     p.add_argument("--trust", action="store_true")
+    p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                   help="a module or .py file registering your own detector; repeatable")
     args = p.parse_args(argv)
     from fileio import check_output_file
-    try:
+
+    def body():
         check_output_file(args.out, "--out")
-        model = load_for_export(args.bin, args.trust, args.num_classes, args.model)
+        model = load_for_export(args.bin, args.trust, args.num_classes, args.model, args.imports)
         diff = export(model, args.format, args.out, args.size, args.with_recons)
-    except UserError as exc:
-        print(f"error: {one_line(exc)}", file=sys.stderr)
-        return 2
-    if diff is not None:
-        print(f"{args.out}: max |exported - eager| = {diff:.2e} (tolerance {TOLERANCE:.0e})")
-        if not diff <= TOLERANCE:
-            print("error: the exported model disagrees with the eager one", file=sys.stderr)
-            return 1
-    return 0
+        if diff is not None:
+            print(f"{args.out}: max |exported - eager| = {diff:.2e} (tolerance {TOLERANCE:.0e})")
+            if not diff <= TOLERANCE:
+                print("error: the exported model disagrees with the eager one", file=sys.stderr)
+                return 1
+        return 0
+    return run_cli(body)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,6 @@ import json
 import logging
 import multiprocessing as mp
 import os
-import re
 import sys
 import time
 
@@ -43,148 +42,14 @@ sys.path.insert(0, ROOT)
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # broken videos are reported by us, once
 
 import cv2  # noqa: E402
-import numpy as np  # noqa: E402
 
-from errors import UserError, one_line  # noqa: E402
+from errors import UserError, run_cli  # noqa: E402
+from faces.crop import choose_face, crop_box, cut  # noqa: E402
+from faces.manifest import (DONE, FRAME_FILE, VIDEO_MANIFEST, WORKING, read_manifest,  # noqa: E402
+                            write_manifest, write_meta)
+from faces.video import iter_frames, list_videos, read_frames, video_id  # noqa: E402
 
-VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
-DONE = ".done"
-WORKING = ".extracting"
-VIDEO_MANIFEST = ".manifest.jsonl"  # a video's lines of manifest.jsonl, in its own folder
-MANIFEST = "manifest.jsonl"
-MANIFEST_META = "manifest_meta.json"
-# the settings that decide the crops: a folder holds crops of one setting only
-CROP_SETTINGS = ("detector", "backbone", "weights_sha256", "margin", "size", "frames", "format",
-                 "quality")
-FRAME_FILE = re.compile(r"\d{4,}\.(png|jpg)")
 log = logging.getLogger("extract_faces")
-
-
-def list_videos(source):
-    """A folder of videos (not recursive) or a text file of video paths, one per line."""
-    if os.path.isdir(source):
-        vids = [os.path.join(source, f) for f in os.listdir(source) if f.lower().endswith(VIDEO_EXTS)]
-    elif os.path.isfile(source):
-        with open(source) as fh:
-            vids = [line.strip() for line in fh if line.strip()]
-    else:
-        raise UserError(f"--input: no such folder or list file: {source}")
-    if not vids:
-        raise UserError(f"--input {source}: no videos ({', '.join(VIDEO_EXTS)})")
-    by_id = {}
-    for v in sorted(vids):
-        vid = video_id(v)
-        if vid in by_id:
-            raise UserError(f"--input: {by_id[vid]} and {v} would share the output folder {vid!r}; "
-                            "rename one of them")
-        by_id[vid] = v
-    return sorted(vids)
-
-
-def video_id(path):
-    """The output folder name of a video: its file name without the extension."""
-    return os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
-
-
-def frame_indices(total, frames=None, every=None):
-    """Which frames to keep of ``total``: N evenly spaced, every k-th, or all."""
-    if every:
-        return list(range(0, total, every))
-    if frames and frames < total:
-        return sorted(set(np.linspace(0, total - 1, frames).round().astype(int).tolist()))
-    return list(range(total))
-
-
-def _count_frames(path):
-    cap = cv2.VideoCapture(path)
-    n = 0
-    while cap.grab():
-        n += 1
-    cap.release()
-    return n
-
-
-def iter_frames(path, frames=None, every=None, indices=None, info=None):
-    """The chosen frames of a video, decoded one at a time (grab every frame, retrieve only the
-    chosen ones): (frame index, time in seconds, RGB). The header's frame count picks them; where it
-    is missing, the frames are counted first. ``indices`` names the frames instead; ``info`` (a
-    dict) receives the video's ``total`` frame count and ``fps``. Raises IOError when the video
-    cannot be opened."""
-    cap = cv2.VideoCapture(path)
-    if not cap.isOpened():
-        raise IOError("cannot open the video")
-    fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
-    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-    if total <= 0:
-        total = _count_frames(path)
-    if info is not None:
-        info.update(total=total, fps=fps)
-    wanted = set(frame_indices(total, frames, every) if indices is None else indices)
-    idx = 0
-    try:
-        while wanted and idx <= max(wanted) and cap.grab():
-            if idx in wanted:
-                ok, bgr = cap.retrieve()
-                if ok:
-                    yield idx, (idx / fps if fps > 0 else 0.0), cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-            idx += 1
-    finally:
-        cap.release()
-
-
-def read_frames(path, frames=None, every=None, info=None):
-    """The chosen frames of a video, in order, as a list of (index, time, RGB)."""
-    out = list(iter_frames(path, frames, every, info=info))
-    if not out:
-        raise IOError("no frame could be decoded")
-    return out
-
-
-def iou(a, b):
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
-def choose_face(detections, previous):
-    """The largest face; once a face is chosen, the one overlapping it most (if any does)."""
-    if not detections:
-        return None
-    if previous is not None:
-        best = max(detections, key=lambda d: iou(d.box, previous))
-        if iou(best.box, previous) > 0.2:
-            return best
-    return max(detections, key=lambda d: d.area)
-
-
-def crop_box(box, height, width, margin):
-    """A square of side max(w, h) * margin around the box centre, clipped to the frame."""
-    x1, y1, x2, y2 = box
-    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-    half = max(x2 - x1, y2 - y1) * margin / 2
-    return (max(0, int(round(cx - half))), max(0, int(round(cy - half))),
-            min(width, int(round(cx + half))), min(height, int(round(cy + half))))
-
-
-def crop_face(rgb, box, margin=1.3, size=None):
-    """The crop of the training data: the square of ``crop_box`` (clipped to the frame),
-    optionally resized to ``size`` (area); None when nothing is left of it. inference.py's video
-    and photo modes crop with this same function."""
-    return cut(rgb, crop_box(box, rgb.shape[0], rgb.shape[1], margin), size)
-
-
-def cut(rgb, rect, size=None):
-    """The pixels of ``rect`` (x1, y1, x2, y2), resized to ``size`` (area) if given; None when
-    the rectangle holds no pixel of the frame."""
-    x1, y1, x2, y2 = rect
-    crop = rgb[max(0, y1):max(0, y2), max(0, x1):max(0, x2)]
-    if crop.size == 0:
-        return None
-    if size:
-        crop = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
-    return np.ascontiguousarray(crop)
 
 
 def _write_image(path, rgb, quality=95):
@@ -203,8 +68,8 @@ def _init_worker(detector_args):
     import torch
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
-    from tools.detectors import build_detector
-    _DETECTOR = build_detector(**detector_args)
+    from faces.detectors import build_face_detector
+    _DETECTOR = build_face_detector(**detector_args)
 
 
 def _claim(target):
@@ -343,7 +208,7 @@ def crop_settings(detector_args, frames, every, margin, size, fmt, quality):
     weights = detector_args.get("weights")
     backbone = None
     if detector == "retinaface":
-        from tools.detectors.retinaface import backbone_of
+        from faces.detectors.retinaface import backbone_of
         backbone = backbone_of(weights, detector_args.get("backbone"))
     policy = f"every {every}" if every else (f"{frames} evenly spaced" if frames else "all")
     return {"detector": detector, "backbone": backbone,
@@ -352,42 +217,6 @@ def crop_settings(detector_args, frames, every, margin, size, fmt, quality):
             "margin": margin, "size": size, "frames": policy, "format": fmt, "quality": quality,
             "face": "the largest, then followed across frames (best overlap)",
             "project_version": project_version(), "opencv_version": cv2.__version__}
-
-
-def write_meta(out, meta):
-    """``manifest_meta.json`` in ``out``; a folder already holding crops of other settings is
-    refused (one folder, one setting: a manifest must describe every crop in it)."""
-    from fileio import atomic_write_text
-    path = os.path.join(out, MANIFEST_META)
-    if os.path.exists(path) or os.path.exists(os.path.join(out, MANIFEST)):
-        try:
-            with open(path, encoding="utf-8") as fh:
-                old = json.load(fh)
-            if not isinstance(old, dict) or "project_version" not in old:
-                raise ValueError
-        except (OSError, ValueError, UnicodeDecodeError):
-            raise UserError(f"--out {out} holds a {MANIFEST} or {MANIFEST_META} that this tool "
-                            "did not write; move it away or use another --out") from None
-        differs = [k for k in CROP_SETTINGS if old.get(k) != meta.get(k)]
-        if differs:
-            k = differs[0]
-            raise UserError(f"--out {out} holds crops made with other settings ({k}: "
-                            f"{old.get(k)!r} there, {meta.get(k)!r} now); use another --out")
-    atomic_write_text(path, json.dumps(meta, indent=2) + "\n")
-
-
-def write_manifest(out):
-    """``manifest.jsonl``: the lines of every finished video folder of this tool in ``out``."""
-    from fileio import atomic_write_text
-    lines = []
-    for name in sorted(os.listdir(out)):
-        folder = os.path.join(out, name)
-        part = os.path.join(folder, VIDEO_MANIFEST)
-        if os.path.isfile(os.path.join(folder, DONE)) and os.path.isfile(part):
-            with open(part, encoding="utf-8") as fh:
-                lines += [line for line in fh if line.strip()]
-    atomic_write_text(os.path.join(out, MANIFEST), "".join(lines))
-    return len(lines)
 
 
 def _run_jobs(func, jobs, workers, detector_args, progress, summary, missed_key):
@@ -440,45 +269,6 @@ def _run_into(out, meta, func, jobs, workers, detector_args, progress, missed_ke
         write_manifest(out)
 
 
-def read_manifest(path):
-    """The lines of a ``manifest.jsonl`` grouped by video, and the ``manifest_meta.json`` beside
-    it ({} where there is none)."""
-    if not os.path.isfile(path):
-        raise UserError(f"--from_manifest: no such file: {path}")
-    by_video = {}
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                r = json.loads(line)
-                ok = (isinstance(r, dict) and isinstance(r.get("video"), str)
-                      and isinstance(r.get("frame"), int) and isinstance(r.get("crop"), list)
-                      and len(r["crop"]) == 4 and all(isinstance(v, int) for v in r["crop"])
-                      and isinstance(r.get("frames_total"), int)
-                      and isinstance(r.get("file"), str)
-                      and r["file"].split("/")[0] == r["video"]
-                      and len(r["file"].split("/")) == 2
-                      and FRAME_FILE.fullmatch(r["file"].split("/")[1]) is not None
-                      and "/" not in r["video"] and "\\" not in r["video"])
-            except ValueError:
-                ok = False
-            if not ok or r["video"] in ("", ".", ".."):
-                raise UserError(f"{path}:{n}: not a manifest line (video, frame, frames_total, "
-                                "crop, file)")
-            by_video.setdefault(r["video"], []).append(r)
-    if not by_video:
-        raise UserError(f"--from_manifest {path}: no lines")
-    meta_path = os.path.join(os.path.dirname(os.path.abspath(path)), MANIFEST_META)
-    meta = {}
-    if os.path.isfile(meta_path):
-        from dataset.common import read_json
-        meta = read_json(meta_path, "manifest metadata")
-        if not isinstance(meta, dict):
-            raise UserError(f"{meta_path}: expected a JSON object")
-    return by_video, meta
-
-
 def recrop(manifest, source, out, workers=1, progress=True):
     """Re-crop exactly the frames and boxes of ``manifest`` from the videos of ``source`` (a
     folder or list, matched by video id). Returns the summary counts."""
@@ -511,7 +301,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description="Crop faces from videos.")
     p.add_argument("--input", required=True, help="a folder of videos or a text file of paths")
     p.add_argument("--out", required=True, help="writes <out>/<video id>/<frame:04d>.png")
-    p.add_argument("--detector", choices=["dlib", "retinaface"], default="dlib")
+    p.add_argument("--detector", default="dlib", help="face detector: dlib (default) or retinaface")
     p.add_argument("--weights", help="retinaface: mobilenet0.25_Final.pth or Resnet50_Final.pth")
     p.add_argument("--backbone", choices=["mobilenet0.25", "resnet50"],
                    help="retinaface: default from the weights file name")
@@ -532,8 +322,11 @@ def main(argv=None):
                         "beside it)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    try:
+    from faces.detectors import FACE_DETECTORS
+
+    def body():
         check_arguments(args)
+        FACE_DETECTORS.get(args.detector)
         start = time.time()
         if args.from_manifest:
             s = recrop(args.from_manifest, args.input, args.out, args.workers,
@@ -544,7 +337,7 @@ def main(argv=None):
             detector_args = {"name": args.detector, "weights": args.weights,
                              "backbone": args.backbone, "device": args.device}
             if args.detector == "retinaface":  # fail fast, before starting workers
-                from tools.detectors.retinaface import (RetinaFaceNet, backbone_of,
+                from faces.detectors.retinaface import (RetinaFaceNet, backbone_of,
                                                         load_retinaface_weights)
                 load_retinaface_weights(RetinaFaceNet(backbone_of(args.weights, args.backbone)),
                                         args.weights)
@@ -552,13 +345,12 @@ def main(argv=None):
                         args.every, args.margin, args.size, args.workers,
                         progress=sys.stderr.isatty(), fmt=args.format, quality=args.quality)
             missed = ("frames without a face", s["no_face"])
-    except UserError as exc:
-        print(f"error: {one_line(exc)}", file=sys.stderr)
-        return 2
-    print(f"videos: {s['done']} done, {s['skipped']} already done, {s['failed']} failed; "
-          f"frames written: {s['frames']}, {missed[0]}: {missed[1]} "
-          f"({time.time() - start:.0f} s)")
-    return 1 if s["failed"] or s.get("not_reproduced") else 0
+        print(f"videos: {s['done']} done, {s['skipped']} already done, {s['failed']} failed; "
+              f"frames written: {s['frames']}, {missed[0]}: {missed[1]} "
+              f"({time.time() - start:.0f} s)")
+        return 1 if s["failed"] or s.get("not_reproduced") else 0
+    return run_cli(body, "interrupted: finished videos are kept (marked .done); run the same "
+                         "command again to continue")
 
 
 if __name__ == "__main__":

@@ -114,13 +114,13 @@ def check_eval_parity(ckpt, cfg_path, device):
     from torch.utils.data import DataLoader
     from trainer.config import branch, load_config
     from trainer.evaluate import evaluate
-    from trainer.testing import load_model
+    from model.checkpoint import load_detector
     cfg = load_config(cfg_path)
     ds = build_dataset("FaceForensics", branch(cfg, "val"))
     loader = DataLoader(ds, batch_size=64, collate_fn=collate, num_workers=2)
     probs = {}
     for dev in (device, "cpu"):
-        model = load_model(ckpt, {}, torch.device(dev))
+        model = load_detector(ckpt, dev)
         probs[dev] = evaluate(model, loader, torch.device(dev))["prob"]
     diff = float(abs(probs[device] - probs["cpu"]).max())
     report("PASS" if diff <= 1e-4 else "FAIL", "fp32 evaluation vs CPU",

@@ -14,7 +14,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dataset.demo import make_demo_dataset  # noqa: E402
-from errors import UserError, one_line  # noqa: E402
+from errors import run_cli  # noqa: E402
 
 
 def main(argv=None):
@@ -23,15 +23,13 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     start = time.time()
-    try:
+
+    def body():
         counts = make_demo_dataset(args.out, args.seed)
-    except UserError as exc:
-        print(f"error: {one_line(exc)}", file=sys.stderr)
-        return 2
-    for split, (real, fake) in counts.items():
-        print(f"faceforensics {split}: {real} real, {fake} fake frames")
-    print(f"written to {args.out} (faceforensics/, celeb_df/) in {time.time() - start:.1f} s")
-    return 0
+        for split, (real, fake) in counts.items():
+            print(f"faceforensics {split}: {real} real, {fake} fake frames")
+        print(f"written to {args.out} (faceforensics/, celeb_df/) in {time.time() - start:.1f} s")
+    return run_cli(body)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import yaml  # noqa: E402
 
-from errors import UserError, interrupt_status, one_line, raise_on_sigterm  # noqa: E402
+from errors import UserError, run_cli  # noqa: E402
 
 TABLES_FILE = os.path.join(ROOT, "config", "paper", "tables.yml")
 PUBLISHED_FILE = os.path.join(ROOT, "config", "paper", "published.yml")
@@ -443,8 +443,7 @@ def main(argv=None):
                                                         "full unpickling; trusted sources only)")
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     args = p.parse_args(argv)
-    raise_on_sigterm()
-    try:
+    def body():
         tables = load_tables()
         published, sources = load_published()
         if args.list:
@@ -487,14 +486,8 @@ def main(argv=None):
             print(write_results(plan, results, sources, args.bootstrap))
             print(f"written: {os.path.join(args.out, plan.name + '.md')}, "
                   f"{os.path.join(args.out, plan.name + '.csv')}")
-    except UserError as exc:
-        print(f"error: {one_line(exc)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt as exc:
-        print("interrupted: finished rows are kept; run the same command again to continue",
-              file=sys.stderr)
-        return interrupt_status(exc)
-    return 0
+    return run_cli(body, "interrupted: finished rows are kept; run the same command again to "
+                         "continue")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-from errors import UserError, interrupt_status, one_line, raise_on_sigterm  # noqa: E402
+from errors import UserError, run_cli  # noqa: E402
 
 FIELDS = ["type", "level", "frame_AUC", "video_AUC", "frame_ACC", "images"]
 
@@ -104,11 +104,12 @@ def main(argv=None):
     p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-    raise_on_sigterm()
-    try:
+
+    def body():
         from fileio import check_output_dir
+        from model.checkpoint import load_detector, pick_device
         from trainer.config import load_config, split_overrides
-        from trainer.testing import load_model, pick_device, resolve_checkpoint, run_test
+        from trainer.testing import branch_spec, resolve_checkpoint, run_test
         for t in args.types:
             if t.upper() not in LEVELS:
                 raise UserError(f"--types: unknown distortion {t!r} (known: {', '.join(LEVELS)})")
@@ -120,7 +121,9 @@ def main(argv=None):
         out = args.out or os.path.join(os.path.dirname(os.path.abspath(ckpt)), "robustness")
         check_output_dir(out)
         device = pick_device(args.device or cfg["config"]["device"])
-        model = load_model(ckpt, cfg["model"], device, args.trust or cfg["config"]["trust_checkpoint"])
+        model = load_detector(ckpt, device, model_cfg=cfg["model"],
+                              trusted=args.trust or cfg["config"]["trust_checkpoint"],
+                              fallback_spec=branch_spec(cfg))
         rows = _read_rows(os.path.join(out, "robustness.csv"))
         grid = [("clean", 0)] + [(t, lv) for t in types for lv in args.levels]
         for kind, level in grid:
@@ -137,14 +140,8 @@ def main(argv=None):
             write_outputs(out, rows, types, args.levels)  # after every row: resumable
         print(write_outputs(out, rows, types, args.levels))
         print(f"written to {out}: robustness.csv, robustness.md, robustness.png")
-    except UserError as exc:
-        print(f"error: {one_line(exc)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt as exc:
-        print("interrupted: the finished rows are in robustness.csv; run again to continue",
-              file=sys.stderr)
-        return interrupt_status(exc)
-    return 0
+    return run_cli(body, "interrupted: the finished rows are in robustness.csv; run again to "
+                         "continue")
 
 
 if __name__ == "__main__":

@@ -6,12 +6,12 @@ scheduler}`` with ``model`` free of any ``module.`` prefix; this project adds ``
 ``torch.load(weights_only=True)`` reads it.
 """
 import os
-import pickle
 import re
 
 import torch
 
 from errors import UserError
+from model.checkpoint import load_checkpoint  # noqa: F401 - read here by the trainer and tools
 
 
 TMP_PATTERN = re.compile(r"(latest_model|best_model_\d+)\.bin\.tmp\d+")
@@ -85,33 +85,6 @@ class RunLock:
     def release(self):
         if not self.fh.closed:
             self.fh.close()
-
-
-def load_checkpoint(path, trusted=False):
-    """Read a checkpoint without executing code from it.
-
-    A file that needs arbitrary unpickling (an old checkpoint holding NumPy scalars, say) is only
-    read when ``trusted`` is True (``config.trust_checkpoint`` / ``--trust``).
-    """
-    if not os.path.isfile(path):
-        raise UserError(f"checkpoint not found: {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        text = str(exc)
-        if "GLOBAL" not in text and "global" not in text:  # not a refused class: a broken file
-            raise UserError(f"cannot read checkpoint {path}: not a checkpoint file, or a "
-                            "truncated one") from None
-        if not trusted:
-            needs = text.split("Unsupported global: ")[-1].split("\n")[0].strip()[:120] \
-                if "Unsupported global: " in text else "a class from outside torch"
-            raise UserError(
-                f"{path} holds more than tensors and plain values ({needs}); loading it could run "
-                "code from the file. If you trust its source, pass --trust (or set "
-                "config.trust_checkpoint: true)") from None
-    except Exception as exc:  # noqa: BLE001 - truncated, not a torch file, ...
-        raise UserError(f"cannot read checkpoint {path}: {' '.join(str(exc).split())[:200]}") from None
-    return torch.load(path, map_location="cpu", weights_only=False)
 
 
 def newest_best(run_dir):

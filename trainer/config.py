@@ -15,6 +15,7 @@ import os
 import yaml
 
 from errors import UserError
+from registry import import_modules
 
 REQUIRED = object()
 
@@ -30,6 +31,7 @@ DEFAULTS = {
         "eval_amp": "none", "compile": False,
         "on_nonfinite": "stop", "trust_checkpoint": False, "keep_best": None,
         "device": None, "ckpt": "best_model", "ckpt_fold": "runs", "protocol": None,
+        "imports": [],
     },
     "data": {
         "train_batch_size": 32, "val_batch_size": 64, "test_batch_size": 64,
@@ -55,7 +57,7 @@ SCHEMA = {
     "config.compile": "bool", "config.on_nonfinite": ("stop", "skip"),
     "config.trust_checkpoint": "bool", "config.keep_best": "posint?", "config.device": "name?",
     "config.ckpt": "name", "config.ckpt_fold": "name",
-    "config.protocol": (None, "original", "clean"),
+    "config.protocol": (None, "original", "clean"), "config.imports": "list",
     "data.train_batch_size": "posint", "data.val_batch_size": "posint",
     "data.test_batch_size": "posint", "data.name": "name", "data.file": "name",
     "data.train_branch": "name", "data.val_branch": "name", "data.test_branch": "name",
@@ -298,6 +300,11 @@ def load_config(path, overrides=None, dataset_overrides=None):
     cfg = {"model": _merge(DEFAULTS["model"], raw.get("model"), "model"),
            "config": _merge(DEFAULTS["config"], raw.get("config"), "config"),
            "data": _merge(DEFAULTS["data"], raw.get("data"), "data")}
+    # a user's detectors, losses and layouts register themselves before anything is checked
+    cfg["config"]["imports"] = import_modules(cfg["config"]["imports"],
+                                              os.path.dirname(os.path.abspath(path)))
+    from model import DETECTORS
+    DETECTORS.get(cfg["model"]["name"])
     cfg["data"]["file"] = check_value("data.file", cfg["data"]["file"], "name")
     dataset = _read_yaml(cfg["data"]["file"], "dataset config (data.file)")
     apply_overrides(dataset, dataset_overrides, branches_only=True, where=cfg["data"]["file"])

@@ -4,21 +4,9 @@ import torch
 
 from dataset.base import iterate_quietly
 from loss import classification_loss
+from model import scores
 
 from . import distributed as dist
-
-
-def probabilities(logits: torch.Tensor) -> torch.Tensor:
-    """Fake probability: sigmoid of one logit, softmax column 1 of two."""
-    if logits.shape[1] == 1:
-        return torch.sigmoid(logits[:, 0].float())
-    return torch.softmax(logits.float(), dim=1)[:, 1]
-
-
-def log_odds(logits: torch.Tensor) -> torch.Tensor:
-    """The logit of the fake probability: the logit itself, or l1 - l0 for two logits."""
-    logits = logits.float()
-    return logits[:, 0] if logits.shape[1] == 1 else logits[:, 1] - logits[:, 0]
 
 
 def autocast(device, amp):
@@ -48,16 +36,14 @@ def evaluate(model, loader, device, amp="none", bad_log=None, keep_first=0):
         x = batch["image"].to(device, non_blocking=True)
         y = batch["label"].to(device)
         with autocast(device, amp):
-            out = model(x, return_aux=keep_first > 0 and shown is None)
-        logits = out["logits"] if isinstance(out, dict) else out
-        if isinstance(out, dict):
+            out = scores(model(x, return_aux=keep_first > 0 and shown is None))
+        if "recons" in out:
             shown = (x[:keep_first].float().cpu(), out["recons"][:keep_first].float().cpu())
-        logits = logits.float()
-        per_sample = classification_loss(logits, y, reduction="none")
+        per_sample = classification_loss(out["logits"], y, reduction="none")
         rows["index"].append(batch["index"].numpy())
         rows["label"].append(batch["label"].numpy())
-        rows["prob"].append(probabilities(logits).cpu().numpy())
-        rows["logit"].append(log_odds(logits).cpu().numpy())
+        rows["prob"].append(out["prob"].cpu().numpy())
+        rows["logit"].append(out["logit"].cpu().numpy())
         rows["loss"].append(per_sample.cpu().numpy())
         rows["video"].extend(batch["video"])
     model.train(was_training)

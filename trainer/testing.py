@@ -13,11 +13,12 @@ from dataset import BadImageLog, build_dataset, collate
 from dataset.base import worker_init
 from fileio import atomic_write, check_output_dir
 from errors import UserError
-from model import DEFAULT_MODEL, build_model
-from model.weights import checkpoint_num_classes, load_weights, saved_model_section
+from dataset.transforms import with_spec
+from model.checkpoint import load_detector, pick_device
+from model.detector import spec_from_transforms
 
 from . import distributed as dist
-from .checkpoint import load_checkpoint, newest_best
+from .checkpoint import newest_best
 from .config import branch
 from .evaluate import evaluate
 from .metrics import all_metrics, roc, video_scores
@@ -40,59 +41,6 @@ def resolve_checkpoint(cfg, ckpt=None):
     if not os.path.isfile(path):
         raise UserError(f"checkpoint not found: {path} (set config.id / config.ckpt, or --ckpt)")
     return path
-
-
-def pick_device(requested=None):
-    name = requested or ("cuda:0" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"--device: {name!r} is not a device (cpu, cuda, cuda:0, ...)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available on this machine")
-    return device
-
-
-def checkpoint_model_name(state, explicit=None, fallback=DEFAULT_MODEL):
-    """The model a checkpoint holds: its saved config says (this project's checkpoints); a bare
-    state dict or the original's checkpoint takes ``explicit`` (--model), else ``fallback``."""
-    saved = saved_model_section(state).get("name")
-    if explicit and saved and explicit != saved:
-        raise UserError(f"--model {explicit}: the checkpoint holds a {saved} model")
-    return explicit or saved or fallback
-
-
-def check_finite(model, path):
-    bad = [k for k, v in model.state_dict().items()
-           if v.is_floating_point() and not bool(torch.isfinite(v).all())]
-    if bad:
-        raise UserError(f"{path}: {len(bad)} weight tensor(s) hold NaN or infinite values "
-                        f"({', '.join(bad[:3])}); the checkpoint is unusable")
-
-
-def load_model(path, model_cfg=None, device="cpu", trusted=False, explicit_name=None):
-    """A model for evaluation from any checkpoint flavour; never downloads encoder weights.
-
-    The model is the one the checkpoint's saved config names; for a bare state dict, the one of
-    ``explicit_name`` (--model), else of ``model_cfg["name"]``, else ``model.DEFAULT_MODEL``. A
-    ``num_classes`` that ``model_cfg`` leaves out (or sets to None) is read from the checkpoint.
-    Weights that are not finite are refused.
-    """
-    state = load_checkpoint(path, trusted=trusted)
-    cfg = dict(model_cfg or {})
-    saved = saved_model_section(state)
-    cfg["name"] = checkpoint_model_name(state, explicit_name, cfg.get("name") or DEFAULT_MODEL)
-    if saved.get("name") and saved["name"] != (model_cfg or {}).get("name"):
-        cfg["num_classes"] = None  # the config's section belongs to another model
-    if cfg.get("num_classes") is None:
-        cfg["num_classes"] = checkpoint_num_classes(state, path)
-    if "drop_rate" not in cfg and "drop_rate" in saved:
-        cfg["drop_rate"] = saved["drop_rate"]
-    cfg["pretrained"] = False  # the checkpoint holds every weight
-    model = build_model(cfg)
-    load_weights(model, state, path)
-    check_finite(model, path)
-    return model.to(device).eval()
 
 
 def format_table(metrics):
@@ -155,8 +103,29 @@ def plot_roc(path, frame, video, metrics):
     plt.close(fig)
 
 
+def branch_spec(cfg):
+    """(spec, where) that the test branch states, for a checkpoint that states none (a bare state
+    dict, the original's .bin): the dataset file is then the only word on the preprocessing."""
+    from model import DETECTORS
+    default = DETECTORS.get(cfg["model"]["name"]).default_spec
+    spec, _ = spec_from_transforms(branch(cfg, "test").get("transforms"), default)
+    return spec, f"the resize and normalisation of {cfg['data']['test_branch']}"
+
+
+def test_branch(cfg, spec):
+    """The test branch with its resize and normalisation set to the checkpoint's input spec (what
+    the model was trained with), one log line when the dataset file said otherwise."""
+    test_cfg = dict(branch(cfg, "test"))
+    test_cfg["transforms"], changed = with_spec(test_cfg.get("transforms"), spec)
+    if changed and dist.is_main():
+        log.info("input spec of the checkpoint: %s (the test branch of %s states another; the "
+                 "checkpoint's is used)", spec.describe(), cfg["data"]["file"])
+    return test_cfg
+
+
 def run_test(cfg, ckpt=None, device=None, out_dir=None, trusted=False, perturb=(), model=None):
-    """Score the test branch, under the distortions ``perturb`` (``[(type, level)]``). Returns
+    """Score the test branch, prepared by the checkpoint's input spec, under the distortions
+    ``perturb`` (``[(type, level)]``). Returns
     (metrics, checkpoint path, output folder, images scored, names of the files written). A
     ``model`` already loaded from ``ckpt`` is used as it is."""
     rank, world, dev = dist.init(cfg["config"]["distribute"]["backend"],
@@ -167,8 +136,11 @@ def run_test(cfg, ckpt=None, device=None, out_dir=None, trusted=False, perturb=(
     if dist.is_main():
         check_output_dir(out_dir)  # before the work, not after it
     if model is None:
-        model = load_model(path, cfg["model"], device, trusted or cfg["config"]["trust_checkpoint"])
-    ds = build_dataset(cfg["data"]["name"], branch(cfg, "test"), cfg["config"]["seed"], perturb)
+        model = load_detector(path, device, model_cfg=cfg["model"],
+                              trusted=trusted or cfg["config"]["trust_checkpoint"],
+                              fallback_spec=branch_spec(cfg))
+    ds = build_dataset(cfg["data"]["name"], test_branch(cfg, model.spec), cfg["config"]["seed"],
+                       perturb)
     sampler = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=False)
     loader = DataLoader(ds, batch_size=cfg["data"]["test_batch_size"], sampler=sampler,
                         num_workers=cfg["data"]["num_workers"], collate_fn=collate,

@@ -21,10 +21,10 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from dataset import BadImageLog, build_dataset, collate
 from dataset.base import iterate_quietly, worker_init
+from dataset.transforms import with_spec
 from errors import UserError
-from loss import build_loss
-from model import build_model, model_class
-from model.weights import load_weights
+from model import build_detector, scores
+from model.checkpoint import load_weights, training_spec
 from optimizer import build_optimizer
 from scheduler import build_scheduler
 
@@ -32,7 +32,7 @@ from . import distributed as dist
 from .checkpoint import (RunLock, atomic_save, load_checkpoint, newest_best, prune_best,
                          remove_stale_temporaries, rng_state, set_rng_state)
 from .config import branch, save_config
-from .evaluate import autocast, evaluate, probabilities
+from .evaluate import autocast, evaluate
 from .metrics import binary_metrics
 
 log = logging.getLogger("recce")
@@ -137,6 +137,14 @@ def _figure(shown):
     return grid
 
 
+def with_spec_of(branch_cfg, spec):
+    """A training or validation branch whose transforms lack a resize or a normalisation gets the
+    detector's (its default spec: one source of truth); what the dataset file states is kept."""
+    out = dict(branch_cfg)
+    out["transforms"], _ = with_spec(out.get("transforms"), spec, replace=False)
+    return out
+
+
 def holdout_of(train_cfg, val_cfg):
     """The fraction of the training split's videos to leave out of training: those the validation
     branch holds out of that same split (same root and split), else 0."""
@@ -174,13 +182,20 @@ class Trainer:
         self.eval_amp = c["eval_amp"] if self.device.type == "cuda" else "none"
         torch.manual_seed(c["seed"] + self.rank)
 
-        self.train_cfg = branch(cfg, "train")
+        model = build_detector(cfg["model"]).to(self.device)
+        self.model_cls = type(model)
+        self.criterion = model.build_loss(c)  # the detector's own loss, built from its section
+        model.spec = training_spec(cfg, self.model_cls)  # saved with every checkpoint
+        self._check_spec(model)
+
+        self.train_cfg = with_spec_of(branch(cfg, "train"), model.spec)
         for key in ("num_steps", "log_steps", "val_steps"):
             if key not in self.train_cfg:
                 raise UserError(f"{cfg['data']['train_branch']}.{key} is missing in "
                                 f"{cfg['data']['file']}")
         seed = c["seed"]
-        val_cfg = None if self.debug else branch(cfg, "val")  # debug runs do not validate
+        # debug runs do not validate
+        val_cfg = None if self.debug else with_spec_of(branch(cfg, "val"), model.spec)
         held = 0.0 if val_cfg is None else holdout_of(self.train_cfg, val_cfg)
         self.train_set = build_dataset(cfg["data"]["name"], self.train_cfg, seed,
                                        exclude_holdout=held)
@@ -198,8 +213,6 @@ class Trainer:
             self.val_loader = _loader(self.val_set, cfg["data"]["val_batch_size"], False, workers,
                                       seed, self.rank, self.world)
 
-        model = build_model(cfg["model"]).to(self.device)
-        self.model_cls = model_class(cfg["model"]["name"])
         if self.world > 1 and self.device.type == "cuda":
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model
@@ -208,7 +221,6 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp = DistributedDataParallel(model, device_ids=ids)
         self.forward = torch.compile(self.ddp) if c["compile"] else self.ddp
-        self.criterion = build_loss(self.model_cls.loss, c, cfg["model"]["num_classes"])
         params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(params, c["optimizer"])
         self.scheduler = build_scheduler(self.optimizer, c["scheduler"], c["warmup_step"])
@@ -230,6 +242,19 @@ class Trainer:
             from tensorboardX import SummaryWriter
             self.writer = SummaryWriter(self.run_dir)
 
+    def _check_spec(self, model):
+        """One warning line when the data's normalisation is not the one the pretrained weights
+        being loaded were trained with."""
+        pretrained, spec = self.cfg["model"].get("pretrained"), model.spec
+        ref = self.model_cls.pretrained_spec
+        if pretrained and ref is not None and not spec.same_normalisation(ref) and self.rank == 0:
+            log.warning("%s normalises with mean %s, std %s, but the pretrained %s weights expect "
+                        "mean %s, std %s: set the Normalize of the dataset file to those, or "
+                        "model.pretrained: false", self.cfg["data"]["file"], list(spec.mean),
+                        list(spec.std), self.model_cls.__name__, list(ref.mean), list(ref.std))
+        if self.rank == 0:
+            log.info("input spec: %s (saved with every checkpoint)", spec.describe())
+
     # ------------------------------------------------------------------ checkpoints
     def _state(self):
         return {
@@ -239,6 +264,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(), "rng": rng_state(), "epoch": self.epoch,
             "batch_in_epoch": self.batch_in_epoch, "world_size": self.world,
             "config": {k: self.cfg[k] for k in ("model", "config", "data", "dataset")},
+            "input_spec": _unwrap(self.ddp).spec.to_dict(),
         }
 
     def save(self, name):
@@ -340,7 +366,7 @@ class Trainer:
         self.scaler.update()
         self.scheduler.step()
         with torch.no_grad():
-            acc = ((probabilities(outputs["logits"]) >= 0.5).long() == y).float().mean()
+            acc = ((scores(outputs)["prob"] >= 0.5).long() == y).float().mean()
         return {k: v.detach() for k, v in losses.items()}, acc
 
     def _is_better(self, value):

@@ -1,9 +1,9 @@
 """inference.py on what users have: videos and ordinary photos, not only face crops.
 
 Frames are sampled and decoded one at a time as tools/extract_faces.py samples them, faces are
-detected (dlib or RetinaFace), followed across frames as tracks, and cropped with extract_faces'
-own ``crop_face``, so a face scored here and the same frame extracted then scored from a folder
-give the same probability. Crops of several frames are scored in one batch. A video's score is the
+detected (dlib or RetinaFace), followed across frames as tracks, and cropped with the crop of the
+training data (``faces.crop.crop_face``, which tools/extract_faces.py uses), so a face scored
+here and the same frame extracted then scored from a folder give the same probability. Crops of several frames are scored in one batch. A video's score is the
 mean fake probability of a face track over its frames (as test.py's video-level metrics average);
 the video is fake when any track seen in at least a quarter of the sampled frames is. A photo's
 score is the highest of its faces.
@@ -15,9 +15,11 @@ import numpy as np
 import torch
 
 from errors import UserError
-from tools.extract_faces import crop_face, iou, iter_frames
 
-VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+from .crop import crop_face
+from .tracking import Tracker
+from .video import VIDEO_EXTS, iter_frames
+
 MIN_TRACK_SHARE = 0.25
 
 
@@ -57,44 +59,24 @@ def list_videos(path):
 
 
 class Scorer:
-    """Face crops -> fake probabilities with the model's own preprocessing, in batches."""
+    """Face crops -> fake probabilities, prepared by the detector's own input spec (the one its
+    checkpoint was trained with), in batches."""
 
-    def __init__(self, model, device, size, batch):
-        from dataset.transforms import inference_transforms
+    def __init__(self, model, device, batch):
+        from dataset.transforms import eval_transforms
         self.model, self.device, self.batch = model, device, batch
-        self.transform = inference_transforms(size, model.mean, model.std)
+        self.transform = eval_transforms(model.spec)
 
     def __call__(self, crops, with_maps=False):
-        from trainer.evaluate import probabilities
         probs, maps = [], []
         for i in range(0, len(crops), self.batch):
             x = torch.stack([self.transform(image=c)["image"] for c in crops[i:i + self.batch]])
             with torch.inference_mode():
-                out = self.model(x.to(self.device), return_aux=with_maps)
-            logits = out["logits"] if isinstance(out, dict) else out
-            probs += probabilities(logits).cpu().tolist()
+                out = self.model.score(x.to(self.device), aux=with_maps)
+            probs += out["prob"].cpu().tolist()
             if with_maps:
                 maps += list((x - out["recons"].float().cpu()).abs().mean(1).numpy())
         return probs, maps
-
-
-class Tracker:
-    """Faces followed across frames: each detection joins the track whose last box it overlaps
-    most (IoU above 0.2, one detection per track and frame), or starts a new one."""
-
-    def __init__(self):
-        self.last = {}
-
-    def assign(self, detections):
-        taken, ids = set(), []
-        for det in detections:
-            best = max(((iou(det.box, box), t) for t, box in self.last.items() if t not in taken),
-                       default=(0.0, None))
-            tid = best[1] if best[0] > 0.2 else len(self.last)
-            taken.add(tid)
-            self.last[tid] = det.box
-            ids.append(tid)
-        return ids
 
 
 def score_video(path, detector, scorer, threshold, frames=32, every=None, margin=1.3, vis=None):

@@ -1,0 +1,91 @@
+"""Video decoding for the face pipeline: which videos, which frames, decoded one at a time."""
+import os
+
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # broken videos are reported by us, once
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from errors import UserError  # noqa: E402
+
+VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+
+
+def list_videos(source):
+    """A folder of videos (not recursive) or a text file of video paths, one per line."""
+    if os.path.isdir(source):
+        vids = [os.path.join(source, f) for f in os.listdir(source) if f.lower().endswith(VIDEO_EXTS)]
+    elif os.path.isfile(source):
+        with open(source) as fh:
+            vids = [line.strip() for line in fh if line.strip()]
+    else:
+        raise UserError(f"--input: no such folder or list file: {source}")
+    if not vids:
+        raise UserError(f"--input {source}: no videos ({', '.join(VIDEO_EXTS)})")
+    by_id = {}
+    for v in sorted(vids):
+        vid = video_id(v)
+        if vid in by_id:
+            raise UserError(f"--input: {by_id[vid]} and {v} would share the output folder {vid!r}; "
+                            "rename one of them")
+        by_id[vid] = v
+    return sorted(vids)
+
+
+def video_id(path):
+    """The output folder name of a video: its file name without the extension."""
+    return os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
+
+
+def frame_indices(total, frames=None, every=None):
+    """Which frames to keep of ``total``: N evenly spaced, every k-th, or all."""
+    if every:
+        return list(range(0, total, every))
+    if frames and frames < total:
+        return sorted(set(np.linspace(0, total - 1, frames).round().astype(int).tolist()))
+    return list(range(total))
+
+
+def _count_frames(path):
+    cap = cv2.VideoCapture(path)
+    n = 0
+    while cap.grab():
+        n += 1
+    cap.release()
+    return n
+
+
+def iter_frames(path, frames=None, every=None, indices=None, info=None):
+    """The chosen frames of a video, decoded one at a time (grab every frame, retrieve only the
+    chosen ones): (frame index, time in seconds, RGB). The header's frame count picks them; where it
+    is missing, the frames are counted first. ``indices`` names the frames instead; ``info`` (a
+    dict) receives the video's ``total`` frame count and ``fps``. Raises IOError when the video
+    cannot be opened."""
+    cap = cv2.VideoCapture(path)
+    if not cap.isOpened():
+        raise IOError("cannot open the video")
+    fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
+    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    if total <= 0:
+        total = _count_frames(path)
+    if info is not None:
+        info.update(total=total, fps=fps)
+    wanted = set(frame_indices(total, frames, every) if indices is None else indices)
+    idx = 0
+    try:
+        while wanted and idx <= max(wanted) and cap.grab():
+            if idx in wanted:
+                ok, bgr = cap.retrieve()
+                if ok:
+                    yield idx, (idx / fps if fps > 0 else 0.0), cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            idx += 1
+    finally:
+        cap.release()
+
+
+def read_frames(path, frames=None, every=None, info=None):
+    """The chosen frames of a video, in order, as a list of (index, time, RGB)."""
+    out = list(iter_frames(path, frames, every, info=info))
+    if not out:
+        raise IOError("no frame could be decoded")
+    return out

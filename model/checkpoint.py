@@ -1,0 +1,232 @@
+"""The one checkpoint loader: every flavour this project reads becomes a ready detector that
+knows how its images must be prepared.
+
+Flavours: this project's checkpoints (``model``, ``config``, ``input_spec``, training state), the
+original release's ``.bin`` dicts, bare state dicts (with or without ``module.`` prefixes) and
+DeepfakeBench's RECCE checkpoints. Files are read without executing code from them
+(``load_checkpoint``); a wrong file is one clear error.
+
+The input spec (size, mean, std, interpolation) of a loaded detector is, in this order: the one the
+checkpoint saved (``input_spec``, written by train.py), the one its saved dataset config states
+(checkpoints of earlier releases), or the detector's default, said on one log line.
+"""
+import logging
+import os
+import pickle
+from dataclasses import replace
+
+import torch
+
+from errors import UserError
+
+from .detector import DETECTORS, InputSpec, build_detector, spec_from_transforms
+
+log = logging.getLogger("recce")
+DEFAULT_MODEL = "Recce"  # a checkpoint that does not say: the original release only held RECCE
+
+
+def load_checkpoint(path, trusted=False):
+    """Read a checkpoint without executing code from it.
+
+    A file that needs arbitrary unpickling (an old checkpoint holding NumPy scalars, say) is only
+    read when ``trusted`` is True (``config.trust_checkpoint`` / ``--trust``).
+    """
+    if not os.path.isfile(path):
+        raise UserError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        if "GLOBAL" not in text and "global" not in text:  # not a refused class: a broken file
+            raise UserError(f"cannot read checkpoint {path}: not a checkpoint file, or a "
+                            "truncated one") from None
+        if not trusted:
+            needs = text.split("Unsupported global: ")[-1].split("\n")[0].strip()[:120] \
+                if "Unsupported global: " in text else "a class from outside torch"
+            raise UserError(
+                f"{path} holds more than tensors and plain values ({needs}); loading it could run "
+                "code from the file. If you trust its source, pass --trust (or set "
+                "config.trust_checkpoint: true)") from None
+    except Exception as exc:  # noqa: BLE001 - truncated, not a torch file, ...
+        raise UserError(f"cannot read checkpoint {path}: {' '.join(str(exc).split())[:200]}") from None
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+
+def _strip(state, prefixes):
+    out = {}
+    for k, v in state.items():
+        changed = True
+        while changed:
+            changed = False
+            for p in prefixes:
+                if k.startswith(p):
+                    k, changed = k[len(p):], True
+        out[k] = v
+    return out
+
+
+def extract_state_dict(obj, path="checkpoint", num_classes=1):
+    """The RECCE state dict inside ``obj``, whatever flavour of checkpoint it is.
+
+    - this project's and the original's checkpoints: ``obj["model"]``;
+    - a bare state dict (``--weight``), with or without ``module.`` prefixes;
+    - DeepfakeBench: ``module.`` / ``model.`` prefixes stripped, ``backbone.*`` dropped, and its
+      two-logit head turned into one logit (w1 - w0, b1 - b0) when ``num_classes`` is 1.
+    """
+    if not isinstance(obj, dict):
+        raise UserError(f"{path} is not a RECCE checkpoint (it holds a {type(obj).__name__})")
+    state = obj.get("model", obj.get("state_dict", obj))
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"{path} is not a RECCE checkpoint (no state dict of tensors inside)")
+    state = _strip(state, ("module.", "model."))
+    state = {k: v for k, v in state.items() if not k.startswith("backbone.")}
+    w = state.get("fc.weight")
+    if num_classes == 1 and w is not None and w.shape[0] == 2:
+        state["fc.weight"] = (w[1] - w[0])[None]
+        state["fc.bias"] = (state["fc.bias"][1] - state["fc.bias"][0])[None]
+    return state
+
+
+def saved_model_section(obj):
+    """The ``model`` section of the config a checkpoint carries ({} when it carries none)."""
+    return ((obj.get("config") or {}).get("model") or {}) if isinstance(obj, dict) else {}
+
+
+def checkpoint_num_classes(obj, path="checkpoint"):
+    """The number of logits a checkpoint was trained with: from its saved config, else from the
+    shape of its ``fc`` head (bare state dicts and the original's checkpoints)."""
+    saved = saved_model_section(obj).get("num_classes")
+    if saved is not None:
+        return int(saved)
+    head = extract_state_dict(obj, path, num_classes=2).get("fc.weight")
+    return int(head.shape[0]) if head is not None else 1
+
+
+def load_weights(model, obj, path="checkpoint"):
+    """Load ``obj`` (a checkpoint dict) into ``model`` strictly; a wrong file gets a short list of
+    missing and unexpected keys instead of a traceback."""
+    state = extract_state_dict(obj, path, model.num_classes)
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    if missing or unexpected or wrong:
+        raise UserError(
+            f"{path} is not a checkpoint of a {type(model).__name__} model like this one: "
+            f"{len(missing)} missing keys "
+            f"{missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}, "
+            f"{len(wrong)} of another shape {wrong[:3]}")
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def checkpoint_model_name(state, explicit=None, fallback=DEFAULT_MODEL):
+    """The detector a checkpoint holds: its saved config says (this project's checkpoints); a bare
+    state dict or the original's checkpoint takes ``explicit`` (--model), else ``fallback``."""
+    saved = saved_model_section(state).get("name")
+    if explicit and saved and explicit != saved:
+        raise UserError(f"--model {explicit}: the checkpoint holds a {saved} model")
+    return explicit or saved or fallback
+
+
+def check_finite(model, path):
+    bad = [k for k, v in model.state_dict().items()
+           if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise UserError(f"{path}: {len(bad)} weight tensor(s) hold NaN or infinite values "
+                        f"({', '.join(bad[:3])}); the checkpoint is unusable")
+
+
+def pick_device(requested=None):
+    name = requested or ("cuda:0" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device: {name!r} is not a device (cpu, cuda, cuda:0, ...)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: CUDA is not available on this machine")
+    return device
+
+
+def training_spec(cfg, cls) -> InputSpec:
+    """The input spec a training config states for the detector class ``cls``: the ``Resize`` and
+    ``Normalize`` of its training branch, what that leaves out from the validation branch, the
+    rest from ``cls.default_spec``. ``cfg`` is a loaded config (or a checkpoint's saved one)."""
+    data, dataset = cfg.get("data") or {}, cfg.get("dataset") or {}
+    spec, stated = cls.default_spec, set()
+    for key in ("train_branch", "val_branch", "test_branch"):
+        branch = dataset.get(data.get(key)) if isinstance(dataset, dict) else None
+        if not isinstance(branch, dict):
+            continue
+        found, parts = spec_from_transforms(branch.get("transforms"), spec)
+        for part in parts:
+            if part not in stated:
+                stated.add(part)
+                if part == "resize":
+                    spec = replace(spec, size=found.size, interpolation=found.interpolation)
+                else:
+                    spec = replace(spec, mean=found.mean, std=found.std,
+                                   max_pixel_value=found.max_pixel_value)
+    return spec
+
+
+def checkpoint_spec(state, cls):
+    """(spec, where it came from): the checkpoint's saved spec, else its saved config's, else
+    ``cls.default_spec`` (source "default")."""
+    if isinstance(state, dict) and state.get("input_spec") is not None:
+        return InputSpec.from_dict(state["input_spec"], "the checkpoint's input_spec"), "saved"
+    saved = state.get("config") if isinstance(state, dict) else None
+    if isinstance(saved, dict) and saved.get("dataset"):
+        return training_spec(saved, cls), "config"
+    return cls.default_spec, "default"
+
+
+def load_detector(path, device="cpu", *, trusted=False, name=None, num_classes=None,
+                  model_cfg=None, image_size=None, fallback_spec=None):
+    """A detector for evaluation from any checkpoint flavour; never downloads encoder weights.
+
+    The detector is the one the checkpoint's saved config names; for a bare state dict the one of
+    ``name`` (--model), else of ``model_cfg["name"]``, else ``DEFAULT_MODEL``. ``num_classes``
+    (or ``model_cfg["num_classes"]``) left out is read from the checkpoint. Weights that are not
+    finite are refused. ``det.spec`` is the checkpoint's input spec (``image_size`` overrides its
+    size); ``det.spec_source`` says where it came from. A checkpoint that states none gets
+    ``fallback_spec`` (a ``(spec, where)`` pair: test.py's test branch), else the detector's
+    default, said on one log line.
+    """
+    state = load_checkpoint(path, trusted=trusted)
+    cfg = dict(model_cfg or {})
+    if num_classes is not None:
+        cfg["num_classes"] = num_classes
+    saved = saved_model_section(state)
+    cfg["name"] = checkpoint_model_name(state, name, cfg.get("name") or DEFAULT_MODEL)
+    if cfg["name"] not in DETECTORS:
+        imports = ((state.get("config") or {}).get("config") or {}).get("imports") \
+            if isinstance(state, dict) else None
+        hint = (f"; its run imported {', '.join(map(str, imports))}: pass --import with that file "
+                "(test.py: the config's config.imports)") if imports else ""
+        raise UserError(f"{path} holds a {cfg['name']!r} detector, which is not registered "
+                        f"(known: {', '.join(DETECTORS)}){hint}")
+    if saved.get("name") and saved["name"] != (model_cfg or {}).get("name") and num_classes is None:
+        cfg["num_classes"] = None  # the config's section belongs to another model
+    if cfg.get("num_classes") is None:
+        cfg["num_classes"] = checkpoint_num_classes(state, path)
+    if "drop_rate" not in cfg and "drop_rate" in saved:
+        cfg["drop_rate"] = saved["drop_rate"]
+    cfg["pretrained"] = False  # the checkpoint holds every weight
+    det = build_detector(cfg)
+    load_weights(det, state, path)
+    check_finite(det, path)
+    spec, source = checkpoint_spec(state, type(det))
+    if source == "default":
+        spec, where = fallback_spec or (spec, f"{cfg['name']}'s default input spec")
+        log.warning("%s does not say how its images were prepared: using %s, %s%s",
+                    os.path.basename(path), where, spec.describe(),
+                    "" if image_size or fallback_spec else " (--image_size sets another size)")
+    if image_size:
+        if image_size < det.min_input_size:
+            raise UserError(f"--image_size {image_size}: the model needs at least "
+                            f"{det.min_input_size}")
+        spec = spec.with_size(image_size)
+    det.spec, det.spec_source = spec, source
+    return det.to(device).eval()

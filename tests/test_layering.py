@@ -1,0 +1,89 @@
+"""The house: who may import whom, read from the sources (imports inside functions included)."""
+import ast
+import os
+
+from conftest import ROOT
+
+PACKAGES = ("model", "dataset", "loss", "optimizer", "scheduler", "faces", "trainer", "tools")
+ENTRY_POINTS = ("train", "test", "inference")
+BASE = ("errors", "fileio", "registry")  # plain modules every part may use
+# what each part may import of the project, besides BASE and itself
+ALLOWED = {
+    "model": {"loss"},  # RECCE's loss builds on the reusable terms
+    "loss": set(),
+    "dataset": {"model"},  # the input spec's eval pipeline
+    "optimizer": set(),
+    "scheduler": set(),
+    "faces": {"model", "dataset"},
+    "trainer": {"model", "dataset", "loss", "optimizer", "scheduler"},
+    "tools": {"model", "dataset", "loss", "optimizer", "scheduler", "faces", "trainer"},
+    "entry": {"model", "dataset", "loss", "optimizer", "scheduler", "faces", "trainer"},
+}
+
+
+def _part(relpath):
+    head = relpath.split(os.sep)[0]
+    if head in PACKAGES:
+        return head
+    name = os.path.splitext(head)[0]
+    return "entry" if name in ENTRY_POINTS else name
+
+
+def _imports(path):
+    tree = ast.parse(open(path, encoding="utf-8").read(), path)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            yield node.module.split(".")[0]
+
+
+def _graph():
+    ours = set(PACKAGES) | set(ENTRY_POINTS) | set(BASE)
+    edges = {}
+    for dirpath, dirs, files in os.walk(ROOT):
+        rel = os.path.relpath(dirpath, ROOT)
+        dirs[:] = [d for d in dirs if not d.startswith(".") and d not in ("tests", "__pycache__")
+                   and not (rel == "." and d in ("runs", "data", "reproduction", "docs"))]
+        for f in files:
+            if f.endswith(".py"):
+                path = os.path.join(dirpath, f)
+                part = _part(os.path.relpath(path, ROOT))
+                for mod in _imports(path):
+                    if mod in ours:
+                        target = "entry" if mod in ENTRY_POINTS else mod
+                        if target != part:
+                            edges.setdefault(part, set()).add((mod, os.path.relpath(path, ROOT)))
+    return edges
+
+
+def test_every_import_goes_down_the_house():
+    wrong = []
+    for part, targets in _graph().items():
+        for mod, where in targets:
+            if mod in BASE:
+                continue
+            if mod not in ALLOWED.get(part, set()):
+                wrong.append(f"{where} imports {mod}")
+    assert not wrong, wrong
+
+
+def test_no_entry_point_imports_tools_and_no_circle():
+    graph = {}
+    for part, targets in _graph().items():
+        graph[part] = {("entry" if m in ENTRY_POINTS else m) for m, _ in targets if m not in BASE}
+    assert "tools" not in graph.get("entry", set())
+    seen, stack = set(), []
+
+    def visit(node):
+        if node in stack:
+            raise AssertionError(f"import circle: {' -> '.join(stack[stack.index(node):] + [node])}")
+        if node in seen:
+            return
+        stack.append(node)
+        for nxt in graph.get(node, ()):
+            visit(nxt)
+        stack.pop()
+        seen.add(node)
+    for node in graph:
+        visit(node)
