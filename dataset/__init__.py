@@ -1,12 +1,13 @@
 """Datasets by name: ``build_dataset(name, branch_cfg, seed)`` -> a ``FaceFrames`` dataset.
 
 ``name`` is ``data.name`` of the config; each layout lives in its own module and registers itself
-(``dataset.registry``): FaceForensics, CelebDF, WildDeepfake, DFDC and ImageList (anyone's data).
+(``dataset.registry``): FaceForensics, CelebDF, WildDeepfake, DFDC, DeepfakeBench (its dataset
+JSON files) and ImageList (anyone's data).
 A branch with ``demo: true`` belongs to the built-in demo dataset, which is made on first use.
 """
 from errors import UserError
 
-from . import faceforensics, celeb_df, wild_deepfake, dfdc, image_list  # noqa: F401, I001 - registration order
+from . import faceforensics, celeb_df, wild_deepfake, dfdc, image_list, deepfakebench  # noqa: F401, I001
 from .base import DEFAULT_MAX_PIXELS, BadImageLog, FaceFrames, Item, collate, read_rgb
 from .common import in_holdout
 from .demo import ensure_demo_root

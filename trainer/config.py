@@ -213,6 +213,12 @@ def check_value(where, value, kind):
         if not isinstance(value, list):
             bad("a list")
         return value
+    if kind == "label_map":
+        if not isinstance(value, dict) or not all(
+                isinstance(k, str) and v in (0, 1) and not isinstance(v, bool)
+                for k, v in value.items()):
+            bad("a mapping of label names to 0 (real) or 1 (fake)")
+        return value
     value = as_number(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         bad("a number" if kind in ("nonneg", "fraction") else "an integer")

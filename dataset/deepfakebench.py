@@ -1,0 +1,137 @@
+"""DeepfakeBench: the preprocessed frames of its datasets, each described by one JSON file
+(``<dataset_json_folder>/<dataset>.json``), read as DeepfakeBench publishes them:
+
+    {dataset: {label_name: {split: {video: {"label": label_name, "frames": [paths]}}}}}
+
+with one more ``{compression: ...}`` level under the split for the FF++ family (FaceForensics++,
+FF-DF, FF-F2F, FF-FS, FF-NT, DeepFakeDetection, FaceShifter); a ``_c40`` suffix on those names
+(``FF-DF_c40``) reads the same file's c40 entries, as DeepfakeBench does. Frame paths such as
+``./datasets/FaceForensics++/...`` (sometimes with backslashes) are taken relative to ``root``,
+the folder that ``./datasets`` stands for. Labels map to 0 / 1 through ``label_dict``
+(DeepfakeBench's own mapping built in; a branch's entries are added to it or override it).
+``frame_num`` frames per video are chosen as DeepfakeBench v1 chose them: when a video has more,
+every (total // frame_num)-th frame from the first, the first frame_num of those
+(``frame_sampling: even``); ``first`` takes the first frame_num frames, which is what the current
+DeepfakeBench code ends up doing (it shortens the total before computing the step).
+"""
+import os
+
+from errors import UserError
+
+from .base import Item
+from .common import choice, read_json
+from .registry import Layout, register_layout
+
+# DeepfakeBench's training/config/train_config.yaml, label_dict
+DEFAULT_LABELS = {
+    "DFD_fake": 1, "DFD_real": 0,
+    "FF-SH": 1, "FF-F2F": 1, "FF-DF": 1, "FF-FS": 1, "FF-NT": 1, "FF-FH": 1, "FF-real": 0,
+    "CelebDFv1_real": 0, "CelebDFv1_fake": 1, "CelebDFv2_real": 0, "CelebDFv2_fake": 1,
+    "DFDCP_Real": 0, "DFDCP_FakeA": 1, "DFDCP_FakeB": 1, "DFDC_Fake": 1, "DFDC_Real": 0,
+    "DF_fake": 1, "DF_real": 0, "UADFV_Fake": 1, "UADFV_Real": 0, "roop_Real": 0, "roop_Fake": 1,
+}
+FF_FAMILY = ("FaceForensics++", "FF-DF", "FF-F2F", "FF-FS", "FF-NT", "DeepFakeDetection",
+             "FaceShifter")
+SPLITS = ("train", "val", "test")
+COMPRESSIONS = ("c23", "c40", "raw")
+SAMPLING = ("even", "first")
+DEFAULT_FRAME_NUM = 32  # DeepfakeBench's frame_num for train and test
+
+
+def json_path(cfg):
+    return os.path.join(cfg["dataset_json_folder"], f"{cfg['dataset']}.json")
+
+
+def sample_frames(frames, frame_num, how="even"):
+    """DeepfakeBench's choice of ``frame_num`` frames of a video (see the module's docstring)."""
+    total = len(frames)
+    if frame_num >= total:
+        return list(frames)
+    if how == "first":
+        return list(frames[:frame_num])
+    step = total // frame_num
+    return [frames[i] for i in range(0, total, step)][:frame_num]
+
+
+def frame_path(path, root):
+    """A JSON frame path on this machine: ``./datasets/...`` (either slash) under ``root``; an
+    absolute path as it is; any other relative path under ``root``."""
+    p = path.replace("\\", "/")
+    for prefix in ("./datasets/", "datasets/"):
+        if p.startswith(prefix):
+            return os.path.join(root, *p[len(prefix):].split("/"))
+    if os.path.isabs(p):
+        return p
+    return os.path.join(root, *p.lstrip("./").split("/"))
+
+
+def _entries(cfg):
+    """(dataset name, compression, the JSON's entries of that dataset)."""
+    name = cfg["dataset"]
+    comp = choice(cfg, "compression", COMPRESSIONS, "c23")
+    base = name
+    if name.endswith("_c40") and name[:-4] in FF_FAMILY:
+        base, comp = name[:-4], "c40"
+    path = json_path(cfg)
+    if not os.path.isfile(path):
+        raise UserError(f"DeepfakeBench: no {os.path.basename(path)} in dataset_json_folder "
+                        f"{cfg['dataset_json_folder']}")
+    data = read_json(path, "DeepfakeBench dataset JSON")
+    if not isinstance(data, dict) or not isinstance(data.get(base), dict):
+        found = ", ".join(map(str, data)) if isinstance(data, dict) else type(data).__name__
+        raise UserError(f"{path}: no dataset {base!r} at its top level (found: {found})")
+    return base, comp, data[base], path
+
+
+def read(cfg, rng):
+    split = choice(cfg, "split", SPLITS, "test")
+    how = choice(cfg, "frame_sampling", SAMPLING, "even")
+    frame_num = cfg.get("frame_num", DEFAULT_FRAME_NUM)
+    labels = {**DEFAULT_LABELS, **(cfg.get("label_dict") or {})}
+    base, comp, entries, path = _entries(cfg)
+    root = cfg["root"]
+    items, missing, first_missing = [], 0, None
+    for label_name, by_split in entries.items():
+        where = f"{path}: {base}/{label_name}"
+        if not isinstance(by_split, dict) or split not in by_split:
+            raise UserError(f"{where} has no {split!r} split (it has "
+                            f"{', '.join(by_split) if isinstance(by_split, dict) else 'none'})")
+        videos = by_split[split]
+        if base in FF_FAMILY:
+            if not isinstance(videos, dict) or comp not in videos:
+                raise UserError(f"{where}/{split} has no compression {comp!r} (it has "
+                                f"{', '.join(videos) if isinstance(videos, dict) else 'none'})")
+            videos = videos[comp]
+        if not isinstance(videos, dict):
+            raise UserError(f"{where}/{split}: expected a mapping of videos")
+        for video, info in videos.items():
+            if not isinstance(info, dict) or not isinstance(info.get("frames"), list):
+                raise UserError(f"{where}/{split}: video {video!r} has no frames list")
+            lbl = info.get("label")
+            if lbl not in labels:
+                raise UserError(f"{where}/{split}: video {video!r} has the label {lbl!r}, which "
+                                "label_dict does not map to 0 or 1 (add it to the branch's "
+                                "label_dict)")
+            for f in sample_frames(info["frames"], frame_num, how):
+                p = frame_path(str(f), root)
+                if not os.path.isfile(p):
+                    missing += 1
+                    first_missing = first_missing or p
+                    continue
+                items.append(Item(p, int(labels[lbl]), f"{lbl}_{video}", lbl))
+    if missing and not items:
+        raise UserError(f"{path}: none of the frames it names is under root {root} (first: "
+                        f"{first_missing}); root is the folder that ./datasets stands for")
+    if missing:
+        import logging
+        logging.getLogger("recce").warning(
+            "%s: %d frame(s) named by %s are missing under %s (first: %s); skipped", base,
+            missing, os.path.basename(path), root, first_missing)
+    return items
+
+
+KEYS = {"dataset_json_folder": "name", "dataset": "name", "compression": COMPRESSIONS,
+        "frame_num": "posint", "label_dict": "label_map", "frame_sampling": SAMPLING}
+
+register_layout(Layout("DeepfakeBench", read, keys=KEYS,
+                       description="DeepfakeBench's preprocessed frames and dataset JSON files"))
