@@ -142,25 +142,28 @@ def draw_panels(name, x, recons, prob, out_dir, fake, mean, std):
 
 
 class _Images:
-    """Decodes, resizes and normalizes one image in a worker; a bad file yields its error."""
+    """Decodes (a path) or takes (an RGB array), resizes and normalizes one image in a worker; a
+    bad file yields its error."""
 
-    def __init__(self, paths, spec, max_pixels):
+    def __init__(self, items, spec, max_pixels):
         from dataset.transforms import eval_transforms
-        self.paths = paths
+        self.items = items
         self.max_pixels = max_pixels
         self.transform = eval_transforms(spec)
 
     def __len__(self):
-        return len(self.paths)
+        return len(self.items)
 
     def __getitem__(self, i):
         from dataset import read_rgb
         from errors import UserError
-        try:
-            img = read_rgb(self.paths[i], self.max_pixels)
-        except UserError as exc:
-            return {"index": i, "error": str(exc)}
-        return {"index": i, "image": self.transform(image=img)["image"]}
+        item = self.items[i]
+        if isinstance(item, str):
+            try:
+                item = read_rgb(item, self.max_pixels)
+            except UserError as exc:
+                return {"index": i, "error": str(exc)}
+        return {"index": i, "image": self.transform(image=item)["image"]}
 
 
 def _collate(samples):
@@ -171,6 +174,163 @@ def _collate(samples):
             "errors": [(s["index"], s["error"]) for s in samples if "error" in s]}
 
 
+def _as_items(images):
+    """``predict``'s argument -> a list of paths and RGB arrays (a folder: its images, sorted)."""
+    import numpy as np
+    from errors import UserError
+    if isinstance(images, (str, os.PathLike)):
+        images = os.fspath(images)
+        return list_images(folder=images) if os.path.isdir(images) else list_images(image=images)
+    if isinstance(images, np.ndarray):
+        images = [images]
+    items = []
+    for k, item in enumerate(images):
+        if isinstance(item, (str, os.PathLike)):
+            items.append(os.fspath(item))
+        elif isinstance(item, np.ndarray):
+            if item.dtype != np.uint8 or item.ndim != 3 or item.shape[2] != 3:
+                raise UserError(f"image {k}: expected an H x W x 3 RGB uint8 array, got "
+                                f"{item.dtype} {tuple(item.shape)}")
+            items.append(item)
+        else:
+            raise UserError(f"image {k}: expected a path or an RGB array, got "
+                            f"{type(item).__name__}")
+    return items
+
+
+class Detector:
+    """A trained face-forgery detector, ready to score: the Python API behind inference.py.
+
+        from inference import Detector
+        det = Detector.from_checkpoint("runs/Recce/<id>/best_model_150.bin", device="cpu")
+        det.predict("faces/")                  # a folder, a path, paths or RGB arrays -> [p_fake]
+        det.predict_video("clip.mp4")          # the record inference.py --video writes
+        det.predict_photo("photo.jpg")         # the record inference.py --detect writes
+
+    Images are prepared as the checkpoint's model was trained (``det.spec``).
+    """
+
+    def __init__(self, model, device, threshold=0.5, batch_size=None, num_workers=0,
+                 max_pixels=None):
+        self.model, self.device = model, device
+        self.threshold = threshold
+        self.batch_size = batch_size or (32 if device.type == "cuda" else 8)
+        self.num_workers = num_workers
+        self.max_pixels = max_pixels
+        self._face_detectors = {}
+
+    @classmethod
+    def from_checkpoint(cls, path, device=None, *, trust=False, model=None, num_classes=None,
+                        image_size=None, imports=(), **kwargs):
+        """Any checkpoint flavour (this project's, the original's, a bare state dict,
+        DeepfakeBench's); ``model`` names the detector of a bare state dict, ``imports`` files
+        that register your own detector; never downloads anything."""
+        from errors import UserError
+        from model.checkpoint import load_detector, pick_device
+        from registry import import_modules
+        import_modules(list(imports), where="--import")
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise UserError(f"checkpoint not found: {path}")
+        dev = pick_device(device)
+        det = load_detector(path, dev, trusted=trust, name=model, num_classes=num_classes,
+                            image_size=image_size)
+        return cls(det, dev, **kwargs)
+
+    @property
+    def spec(self):
+        return self.model.spec
+
+    def score_items(self, items, names=None, vis_dir=None):
+        """Yields (index, probability or None, error) in order, streaming through DataLoader
+        workers; with ``vis_dir``, a face | reconstruction | difference panel per image."""
+        import torch
+        from torch.utils.data import DataLoader
+
+        from dataset.base import DEFAULT_MAX_PIXELS, iterate_quietly, worker_init
+        on_gpu = self.device.type == "cuda"
+        images = _Images(items, self.spec, self.max_pixels or DEFAULT_MAX_PIXELS)
+        loader = DataLoader(images, batch_size=self.batch_size, num_workers=self.num_workers,
+                            collate_fn=_collate, pin_memory=on_gpu,
+                            worker_init_fn=worker_init if self.num_workers else None)
+        visualize = vis_dir is not None and self.model.has_reconstruction
+        with torch.inference_mode():
+            for b in iterate_quietly(loader):
+                results = [(i, None, err) for i, err in b["errors"]]
+                if b["image"] is not None:
+                    x = b["image"].to(self.device, non_blocking=True)
+                    out = self.model.score(x, aux=visualize)
+                    probs = out["prob"].cpu().tolist()
+                    for j, i in enumerate(b["index"]):
+                        if visualize:
+                            draw_panels(names[i], x[j].float().cpu(),
+                                        out["recons"][j].float().cpu(), probs[j], vis_dir,
+                                        probs[j] >= self.threshold, self.spec.mean, self.spec.std)
+                        results.append((i, probs[j], None))
+                yield from sorted(results, key=lambda r: r[0])
+
+    def predict(self, images):
+        """Fake probabilities, in the order given: ``images`` is a folder (its images, sorted by
+        path), an image path, or a list of paths and H x W x 3 RGB uint8 arrays. An unreadable
+        file is an error that names it."""
+        from errors import UserError
+        items = _as_items(images)
+        probs = [None] * len(items)
+        for i, prob, err in self.score_items(items):
+            if err:
+                raise UserError(f"{items[i]}: {err}")
+            probs[i] = prob
+        return probs
+
+    def _face_detector(self, name, weights):
+        from faces.detectors import build_face_detector
+        from errors import UserError
+        if name == "retinaface" and not weights:
+            raise UserError("--detector retinaface needs --detector_weights FILE (or use "
+                            "--detector dlib)")
+        if (name, weights) not in self._face_detectors:
+            self._face_detectors[(name, weights)] = build_face_detector(name, weights, None, "cpu")
+        return self._face_detectors[(name, weights)]
+
+    def _scorer(self):
+        from faces.media import Scorer
+        return Scorer(self.model, self.device, self.batch_size)
+
+    def score_video(self, path, frames=32, every=None, all_frames=False, margin=1.3,
+                    face_detector="dlib", detector_weights=None, vis_dir=None):
+        """A video -> ``faces.media.Result`` (faces found, tracked, cropped, scored)."""
+        from faces import media
+        vis = media.Visualizer(vis_dir, path) if vis_dir else None
+        r = media.score_video(os.fspath(path), self._face_detector(face_detector, detector_weights),
+                              self._scorer(), self.threshold, None if all_frames else frames,
+                              every, margin, vis)
+        if vis is not None and r.error is None:
+            vis.close(self.threshold)
+        return r
+
+    def score_photo(self, path, margin=1.3, face_detector="dlib", detector_weights=None,
+                    vis_dir=None):
+        """A photo -> ``faces.media.Result`` (every face detected and scored)."""
+        from faces import media
+        vis = media.Visualizer(vis_dir, path) if vis_dir else None
+        return media.score_photo(os.fspath(path),
+                                 self._face_detector(face_detector, detector_weights),
+                                 self._scorer(), self.threshold, margin, self.max_pixels, vis)
+
+    def predict_video(self, path, **kwargs):
+        """The record inference.py --video writes for ``path`` (its ``--output`` row), with
+        ``faces``: the rows of ``--frames_output``. Options as ``score_video``."""
+        from faces.media import face_records, record
+        r = self.score_video(path, **kwargs)
+        return {**record(r), "faces": face_records(r)}
+
+    def predict_photo(self, path, **kwargs):
+        """The record inference.py --detect writes for a photo, with its ``faces``."""
+        from faces.media import face_records, record
+        r = self.score_photo(path, **kwargs)
+        return {**record(r), "faces": face_records(r)}
+
+
 def checkpoint_path(args):
     from errors import UserError
     path = args.bin or args.weight
@@ -179,55 +339,34 @@ def checkpoint_path(args):
     return path
 
 
-def load_for_inference(args):
-    """(device, detector) from the checkpoint options; the checkpoint says which detector and how
-    its images are prepared (``det.spec``)."""
-    from model.checkpoint import load_detector, pick_device
-    from registry import import_modules
-    import_modules(args.imports, where="--import")
-    path = checkpoint_path(args)
-    device = pick_device(args.device)
-    det = load_detector(path, device, trusted=args.trust, name=args.model,
-                        num_classes=args.num_classes, image_size=args.image_size)
-    return device, det
+def detector_from_args(args):
+    """The API's Detector from the command line's options (decoding workers: 2 on the CPU, 4 on
+    a GPU, unless --num_workers)."""
+    det = Detector.from_checkpoint(
+        checkpoint_path(args), args.device, trust=args.trust, model=args.model,
+        num_classes=args.num_classes, image_size=args.image_size, imports=args.imports,
+        threshold=args.threshold, batch_size=args.batch_size, max_pixels=args.max_pixels)
+    det.num_workers = args.num_workers if args.num_workers is not None else \
+        (4 if det.device.type == "cuda" else 2)
+    return det
 
 
 def score(args):
     """Yields (path, probability or None, error) in sorted path order, streaming."""
-    import torch
-    from torch.utils.data import DataLoader
-
-    from dataset.base import DEFAULT_MAX_PIXELS, iterate_quietly, worker_init
     checkpoint_path(args)
     paths = list_images(args.image, args.image_folder, args.recursive)
-    device, model = load_for_inference(args)
-    visualize = args.visualize and model.has_reconstruction
-    if args.visualize and not visualize:
-        print(f"--visualize: {type(model).__name__} has no reconstruction, so there is no heat "
-              "map to draw; scoring only", file=sys.stderr)
-    on_gpu = device.type == "cuda"
-    batch = args.batch_size or (32 if on_gpu else 2)
-    workers = args.num_workers if args.num_workers is not None else (4 if on_gpu else 2)
-    images = _Images(paths, model.spec, args.max_pixels or DEFAULT_MAX_PIXELS)
-    loader = DataLoader(images, batch_size=batch, num_workers=workers, collate_fn=_collate,
-                        pin_memory=on_gpu, worker_init_fn=worker_init if workers else None)
+    det = detector_from_args(args)
+    if args.batch_size is None and det.device.type != "cuda":
+        det.batch_size = 2
+    vis_dir = args.vis_dir if args.visualize else None
+    if args.visualize and not det.model.has_reconstruction:
+        print(f"--visualize: {type(det.model).__name__} has no reconstruction, so there is no "
+              "heat map to draw; scoring only", file=sys.stderr)
+        vis_dir = None
     root = os.path.dirname(paths[0]) if args.image else args.image_folder
-    with torch.inference_mode():
-        for b in iterate_quietly(loader):
-            results = [(i, None, err) for i, err in b["errors"]]
-            if b["image"] is not None:
-                x = b["image"].to(device, non_blocking=True)
-                out = model.score(x, aux=visualize)
-                probs = out["prob"].cpu().tolist()
-                for j, i in enumerate(b["index"]):
-                    if visualize:
-                        name = os.path.relpath(paths[i], root).replace(os.sep, "__")
-                        draw_panels(name, x[j].float().cpu(), out["recons"][j].float().cpu(),
-                                    probs[j], args.vis_dir, probs[j] >= args.threshold,
-                                    model.spec.mean, model.spec.std)
-                    results.append((i, probs[j], None))
-            for i, prob, err in sorted(results, key=lambda r: r[0]):
-                yield paths[i], prob, err
+    names = [os.path.relpath(p, root).replace(os.sep, "__") for p in paths]
+    for i, prob, err in det.score_items(paths, names, vis_dir):
+        yield paths[i], prob, err
 
 
 def write_results(path, rows, threshold):
@@ -276,34 +415,25 @@ def check_arguments(args):
 
 def score_media(args):
     """--video, or --detect with --image/--image_folder: faces found, tracked, cropped, scored."""
-    from errors import UserError
     from faces import media
-    from faces.detectors import FACE_DETECTORS, build_face_detector
+    from faces.detectors import FACE_DETECTORS
     checkpoint_path(args)
     items = media.list_videos(args.video) if args.video else \
         list_images(args.image, args.image_folder, args.recursive)
     FACE_DETECTORS.get(args.detector)
-    if args.detector == "retinaface" and not args.detector_weights:
-        raise UserError("--detector retinaface needs --detector_weights FILE (or use --detector dlib)")
-    detector = build_face_detector(args.detector, args.detector_weights, None, "cpu")
-    device, model = load_for_inference(args)
-    if args.visualize and not model.has_reconstruction:
-        print(f"--visualize: {type(model).__name__} has no reconstruction: boxes and timelines "
-              "only, no heat map", file=sys.stderr)
-    scorer = media.Scorer(model, device, args.batch_size or (32 if device.type == "cuda" else 8))
-    threshold = args.threshold
+    det = detector_from_args(args)
+    det._face_detector(args.detector, args.detector_weights)  # its errors before the work
+    if args.visualize and not det.model.has_reconstruction:
+        print(f"--visualize: {type(det.model).__name__} has no reconstruction: boxes and "
+              "timelines only, no heat map", file=sys.stderr)
+    vis_dir = args.vis_dir if args.visualize else None
     results, failed = [], 0
     for item in items:
-        vis = media.Visualizer(args.vis_dir, item) if args.visualize else None
         if args.video:
-            r = media.score_video(item, detector, scorer, threshold,
-                                  None if args.all_frames else args.frames, args.every, args.margin,
-                                  vis)
-            if vis is not None and r.error is None:
-                vis.close(threshold)
+            r = det.score_video(item, args.frames, args.every, args.all_frames, args.margin,
+                                args.detector, args.detector_weights, vis_dir)
         else:
-            r = media.score_photo(item, detector, scorer, threshold, args.margin, args.max_pixels,
-                                  vis)
+            r = det.score_photo(item, args.margin, args.detector, args.detector_weights, vis_dir)
         results.append(r)
         if r.error:
             failed += 1

@@ -172,14 +172,26 @@ def result_line(r):
             f"{'fake' if r.fake else 'real'} \t| {what}: {r.count}")
 
 
+def record(r):
+    """The ``--output`` row of a video or photo (the Python API's record)."""
+    return {"path": r.path, "kind": r.kind, "score": r.score,
+            "prediction": None if r.score is None else ("fake" if r.fake else "real"),
+            "frames_or_faces": r.count, "tracks": r.tracks, "error": r.error}
+
+
+def face_records(r):
+    """The ``--frames_output`` rows of a video or photo: one per scored face."""
+    return [{"path": r.path, "frame": f.frame, "time": round(f.time, 3), "track": f.track,
+             "x1": f.box[0], "y1": f.box[1], "x2": f.box[2], "y2": f.box[3],
+             "detector_score": f.det_score, "fake_probability": f.prob} for f in r.faces]
+
+
 def write_results(path, results):
     import csv
     import json
 
     from fileio import atomic_write
-    rows = [{"path": r.path, "kind": r.kind, "score": r.score,
-             "prediction": None if r.score is None else ("fake" if r.fake else "real"),
-             "frames_or_faces": r.count, "tracks": r.tracks, "error": r.error} for r in results]
+    rows = [record(r) for r in results]
     if path.lower().endswith(".json"):
         atomic_write(path, lambda fh: json.dump(rows, fh, indent=1))
         return
@@ -203,9 +215,10 @@ def write_frames(path, results):
         w.writerow(["path", "frame", "time", "track", "x1", "y1", "x2", "y2", "detector_score",
                     "fake_probability"])
         for r in results:
-            for f in r.faces:
-                w.writerow([r.path, f.frame, f"{f.time:.3f}", f.track,
-                            *[f"{v:.1f}" for v in f.box], f"{f.det_score:.4f}", repr(f.prob)])
+            for f in face_records(r):
+                w.writerow([f["path"], f["frame"], f"{f['time']:.3f}", f["track"],
+                            *[f"{f[k]:.1f}" for k in ("x1", "y1", "x2", "y2")],
+                            f"{f['detector_score']:.4f}", repr(f["fake_probability"])])
     atomic_write(path, write, newline="")
 
 

@@ -1,0 +1,124 @@
+"""The Python API (``from inference import Detector``): the same numbers and records as the
+command line, and the README's example run as written."""
+import csv
+import os
+import re
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT
+from errors import UserError
+from model import InputSpec, Recce
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    """A Recce checkpoint trained (as far as the API cares) at 48 px."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("api") / "best_model_1.bin"
+    torch.save({"model": Recce().state_dict(), "config": {"model": {"name": "Recce"}},
+                "input_spec": InputSpec((48, 48), (0.5,) * 3, (0.5,) * 3).to_dict()}, path)
+    return str(path)
+
+
+@pytest.fixture()
+def folder(tmp_path):
+    rng = np.random.default_rng(1)
+    d = tmp_path / "faces"
+    d.mkdir()
+    for name in ("b.png", "a.png", "c.jpg"):
+        cv2.imwrite(str(d / name), rng.integers(0, 255, (40 + len(name), 36, 3), dtype=np.uint8))
+    return d
+
+
+def test_predict_folder_paths_and_arrays_agree_with_the_command_line(ckpt, folder, tmp_path):
+    import inference
+    from inference import Detector
+    det = Detector.from_checkpoint(ckpt, device="cpu")
+    assert det.spec.size == (48, 48)
+    by_folder = det.predict(str(folder))
+    paths = sorted(str(p) for p in folder.iterdir())
+    assert by_folder == det.predict(paths)
+    arrays = [cv2.cvtColor(cv2.imread(p), cv2.COLOR_BGR2RGB) for p in reversed(paths)]
+    assert det.predict(arrays) == pytest.approx(list(reversed(by_folder)), abs=1e-6)
+    assert det.predict(paths[1]) == [by_folder[1]]
+    assert len(set(by_folder)) == 3
+    out = tmp_path / "cli.csv"
+    assert inference.main(["-b", ckpt, "-f", str(folder), "-d", "cpu", "--output", str(out)]) == 0
+    with open(out) as fh:
+        cli = [float(r["fake_probability"]) for r in csv.DictReader(fh)]
+    assert cli == pytest.approx(by_folder, abs=1e-6)
+
+
+def test_predict_errors_name_the_input(ckpt, folder):
+    from inference import Detector
+    det = Detector.from_checkpoint(ckpt, device="cpu")
+    (folder / "z.png").write_bytes(b"\x89PNG broken")
+    with pytest.raises(UserError, match="z.png"):
+        det.predict(str(folder))
+    with pytest.raises(UserError, match="image 0: expected an H x W x 3 RGB uint8 array"):
+        det.predict([np.zeros((8, 8), np.float32)])
+    with pytest.raises(UserError, match="checkpoint not found"):
+        Detector.from_checkpoint(str(folder / "none.bin"))
+
+
+def _hopper_video(path, frames=4):
+    import matplotlib.cbook
+    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as fh:
+        face = cv2.imdecode(np.frombuffer(fh.read(), np.uint8), cv2.IMREAD_COLOR)
+    face = cv2.resize(face, (180, 210))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (400, 300))
+    for f in range(frames):
+        canvas = np.full((300, 400, 3), 90, np.uint8)
+        canvas[40 + 5 * f:250 + 5 * f, 60 + 10 * f:240 + 10 * f] = face
+        writer.write(canvas)
+    writer.release()
+    return str(path)
+
+
+def test_video_and_photo_records_are_the_command_line_s(ckpt, tmp_path):
+    pytest.importorskip("dlib")
+    import inference
+    from inference import Detector
+    video = _hopper_video(tmp_path / "clip.avi")
+    det = Detector.from_checkpoint(ckpt, device="cpu")
+    rec = det.predict_video(video, frames=3)
+    assert inference.main(["-b", ckpt, "--video", video, "-d", "cpu", "--frames", "3",
+                           "--output", str(tmp_path / "v.csv"), "--frames_output",
+                           str(tmp_path / "f.csv")]) == 0
+    with open(tmp_path / "v.csv") as fh:
+        row = next(csv.DictReader(fh))
+    assert set(row) == set(rec) - {"faces"}
+    assert float(row["score"]) == pytest.approx(rec["score"], abs=1e-6)
+    assert row["prediction"] == rec["prediction"] and int(row["frames_or_faces"]) == 3
+    with open(tmp_path / "f.csv") as fh:
+        faces = list(csv.DictReader(fh))
+    assert len(faces) == len(rec["faces"]) == 3
+    assert [float(f["fake_probability"]) for f in faces] == \
+        pytest.approx([f["fake_probability"] for f in rec["faces"]], abs=1e-6)
+    from faces.video import iter_frames
+    frame = next(iter_frames(video, indices=[0]))
+    cv2.imwrite(str(tmp_path / "photo.png"), cv2.cvtColor(frame[2], cv2.COLOR_RGB2BGR))
+    photo = det.predict_photo(str(tmp_path / "photo.png"))
+    assert photo["kind"] == "photo" and photo["frames_or_faces"] == len(photo["faces"]) >= 1
+
+
+def test_the_readme_example_runs_as_written(ckpt, folder, tmp_path, monkeypatch):
+    pytest.importorskip("dlib")
+    text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    block = re.search(r"<!-- api-example -->\n```python\n(.*?)```", text, re.S).group(1)
+    video = _hopper_video(tmp_path / "clip.avi")
+    run_dir = tmp_path / "runs" / "Recce" / "demo"
+    run_dir.mkdir(parents=True)
+    os.link(ckpt, run_dir / "best_model_150.bin")
+    demo = tmp_path / "data" / "demo" / "celeb_df" / "Celeb-synthesis" / "images"
+    demo.mkdir(parents=True)
+    os.symlink(folder, demo / "id02_0002")
+    assert video == str(tmp_path / "clip.avi")  # where the example looks for it
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 - the project's own README
+    assert len(namespace["probs"]) == 3 and namespace["record"]["kind"] == "video"
