@@ -175,5 +175,38 @@ def test_export_agrees_with_eager(checkpoint, tmp_path, fmt):
     from tools.export import export, load_for_export
     path, _ = checkpoint
     model = load_for_export(path)
-    diff = export(model, fmt, str(tmp_path / f"m.{fmt}"), size=32, with_recons=fmt == "onnx")
+    diff = export(model, fmt, str(tmp_path / f"m.{fmt}"), size=32, with_recons=fmt == "onnx",
+                  checkpoint=path)
     assert diff is not None and diff < 1e-4
+    if fmt == "onnx":  # the file explains itself
+        import onnxruntime as ort
+
+        import tools
+        meta = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=[
+            "CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
+        assert json.loads(meta["input_size"]) == [32, 32]
+        assert json.loads(meta["mean"]) == [0.5] * 3 and json.loads(meta["std"]) == [0.5] * 3
+        assert "RGB" in meta["input"] and "sigmoid" in meta["output_logits"]
+        assert meta["model"] == "Recce" and meta["checkpoint"] == os.path.basename(path)
+        assert meta["project_version"].startswith(tools.__version__) and "output_recons" in meta
+
+
+def test_export_never_leaves_a_half_file_nor_overwrites_its_input(checkpoint, tmp_path,
+                                                                  monkeypatch):
+    from tools import export as ex
+    path, _ = checkpoint
+    out = tmp_path / "m.pt2"
+    out.write_bytes(b"the user's previous export")
+
+    def interrupted(program, f):
+        open(f, "wb").write(b"half")
+        raise KeyboardInterrupt
+    monkeypatch.setattr(torch.export, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        ex.export(ex.load_for_export(path), "torch.export", str(out), size=32)
+    assert out.read_bytes() == b"the user's previous export"
+    assert sorted(os.listdir(tmp_path)) == ["m.pt2"]  # no temporary file left
+    monkeypatch.undo()
+    before = open(path, "rb").read()
+    assert ex.main(["-b", path, "--out", path, "--format", "torch.export"]) == 2
+    assert open(path, "rb").read() == before

@@ -5,7 +5,10 @@
     python tools/export.py --bin C --format torch.export --out recce.pt2
 
 The exported model is compared with the eager one on a random batch (ONNX through onnxruntime when
-it is installed); the tool fails if they differ by more than 1e-4. ONNX export needs the `onnx`
+it is installed); the tool fails if they differ by more than 1e-4, and then writes nothing. The
+file appears at --out only when complete and checked (a previous file there is replaced
+atomically). An ONNX file carries its input spec, the meaning of its outputs and the project
+version as metadata (``metadata_props``). ONNX export needs the `onnx`
 and `onnxscript` packages (requirements-dev.txt), which users who do not export can skip.
 """
 import argparse
@@ -47,9 +50,52 @@ def load_for_export(path, trusted=False, num_classes=None, model_name=None, impo
     return model.to(memory_format=torch.contiguous_format).eval()
 
 
-def export(model, fmt, out, size=None, with_recons=False):
-    """Write the exported model to ``out``; returns the largest difference from eager (NaN
-    counts as a failure). The example input has the checkpoint's input size (``size`` overrides)."""
+def onnx_metadata(model, size, with_recons, checkpoint=None):
+    """What an exported ONNX file says about itself (``metadata_props``): its input spec, what
+    its outputs mean, and where it came from."""
+    import json
+
+    from tools import project_version
+    spec = model.spec
+    two = getattr(model, "num_classes", 1) == 2
+    meta = {
+        "model": type(model).__name__,
+        "input": "image: N x 3 x H x W float32, RGB channel order",
+        "input_size": json.dumps(list(size)),  # [height, width]
+        "mean": json.dumps(list(spec.mean)), "std": json.dumps(list(spec.std)),
+        "max_pixel_value": json.dumps(spec.max_pixel_value),
+        "interpolation": spec.interpolation,
+        "preprocessing": "resize the RGB face crop to input_size (a stretch, no crop) with "
+                         "interpolation, then (pixel / max_pixel_value - mean) / std per channel",
+        "output_logits": ("N x 2 logits (real, fake): p_fake = softmax(logits)[:, 1]" if two else
+                          "N x 1: the logit of 'fake': p_fake = sigmoid(logits[:, 0])"),
+        "project_version": project_version(),
+    }
+    if with_recons:
+        meta["output_recons"] = "N x 3 x H x W reconstruction, on the normalised input's scale"
+    if checkpoint:
+        meta["checkpoint"] = os.path.basename(checkpoint)
+    return meta
+
+
+def _save_onnx(program, path, metadata):
+    import onnx
+    program.save(path)
+    proto = onnx.load(path)
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, str(value)
+    onnx.save(proto, path)
+
+
+def export(model, fmt, out, size=None, with_recons=False, checkpoint=None):
+    """Export, check against eager on another batch size, and only then put the file at ``out``
+    (atomically: an interruption or a failed check leaves a previous file there as it was).
+    Returns the largest difference from eager (NaN counts as a failure; None when onnxruntime is
+    missing and the ONNX file could not be checked). The example input has the checkpoint's input
+    size (``size`` overrides)."""
+    if fmt not in ("onnx", "torch.export"):
+        raise UserError(f"--format: {fmt!r} is not onnx or torch.export")
     h, w = (size, size) if size else model.spec.size
     if min(h, w) < model.min_input_size:
         raise UserError(f"--size {min(h, w)}: the model needs inputs of at least "
@@ -68,29 +114,37 @@ def export(model, fmt, out, size=None, with_recons=False):
         except ImportError:
             raise UserError("ONNX export needs the packages onnx and onnxscript: "
                             "pip install onnx onnxscript (onnxruntime to check the result)") from None
-        names = ["logits", "recons"] if with_recons else ["logits"]
-        program = torch.onnx.export(wrapper, (example,), dynamo=True, input_names=["image"],
-                                    output_names=names, dynamic_shapes={"x": {0: batch}})
-        program.save(out)
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            print("onnxruntime is not installed: the ONNX file was not checked", file=sys.stderr)
-            return None
-        session = ort.InferenceSession(out, providers=["CPUExecutionProvider"])
-        got = session.run(None, {"image": check.numpy()})
-        got = [torch.from_numpy(g) for g in got]
-    elif fmt == "torch.export":
-        program = torch.export.export(wrapper, (example,), dynamic_shapes={"x": {0: batch}})
-        torch.export.save(program, out)
-        loaded = torch.export.load(out).module()
-        with torch.no_grad():
-            got = loaded(check)
-        got = list(got) if isinstance(got, (tuple, list)) else [got]
-    else:
-        raise UserError(f"--format: {fmt!r} is not onnx or torch.export")
-    diffs = [float((g - e).abs().max()) for g, e in zip(got, expected)]
-    return float("nan") if any(d != d for d in diffs) else max(diffs)
+    tmp = os.path.join(os.path.dirname(os.path.abspath(out)),
+                       f".{os.path.basename(out)}.tmp{os.getpid()}")
+    try:
+        if fmt == "onnx":
+            names = ["logits", "recons"] if with_recons else ["logits"]
+            program = torch.onnx.export(wrapper, (example,), dynamo=True, input_names=["image"],
+                                        output_names=names, dynamic_shapes={"x": {0: batch}})
+            _save_onnx(program, tmp, onnx_metadata(model, (h, w), with_recons, checkpoint))
+            try:
+                import onnxruntime as ort
+            except ImportError:
+                print("onnxruntime is not installed: the ONNX file was not checked",
+                      file=sys.stderr)
+                os.replace(tmp, out)
+                return None
+            session = ort.InferenceSession(tmp, providers=["CPUExecutionProvider"])
+            got = [torch.from_numpy(g) for g in session.run(None, {"image": check.numpy()})]
+        else:
+            program = torch.export.export(wrapper, (example,), dynamic_shapes={"x": {0: batch}})
+            torch.export.save(program, tmp)
+            with torch.no_grad():
+                got = torch.export.load(tmp).module()(check)
+            got = list(got) if isinstance(got, (tuple, list)) else [got]
+        diffs = [float((g - e).abs().max()) for g, e in zip(got, expected)]
+        diff = float("nan") if any(d != d for d in diffs) else max(diffs)
+        if diff <= TOLERANCE:
+            os.replace(tmp, out)
+        return diff
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def main(argv=None):
@@ -111,12 +165,16 @@ def main(argv=None):
 
     def body():
         check_output_file(args.out, "--out")
+        if os.path.exists(args.out) and os.path.exists(args.bin) and \
+                os.path.samefile(args.out, args.bin):
+            raise UserError(f"--out {args.out} is the checkpoint itself: choose another file")
         model = load_for_export(args.bin, args.trust, args.num_classes, args.model, args.imports)
-        diff = export(model, args.format, args.out, args.size, args.with_recons)
+        diff = export(model, args.format, args.out, args.size, args.with_recons, args.bin)
         if diff is not None:
             print(f"{args.out}: max |exported - eager| = {diff:.2e} (tolerance {TOLERANCE:.0e})")
             if not diff <= TOLERANCE:
-                print("error: the exported model disagrees with the eager one", file=sys.stderr)
+                print(f"error: the exported model disagrees with the eager one; {args.out} was "
+                      "not written", file=sys.stderr)
                 return 1
         return 0
     return run_cli(body)

@@ -29,7 +29,6 @@ make is left alone, the video reported as failed. Two videos whose names differ 
 would share one folder: refused before any work.
 """
 import argparse
-import hashlib
 import json
 import logging
 import multiprocessing as mp
@@ -48,6 +47,7 @@ from faces.crop import choose_face, crop_box, cut  # noqa: E402
 from faces.manifest import (DONE, FRAME_FILE, VIDEO_MANIFEST, WORKING, read_manifest,  # noqa: E402
                             write_manifest, write_meta)
 from faces.video import iter_frames, list_videos, read_frames, video_id  # noqa: E402
+from tools import project_version, sha256_of as _sha256  # noqa: E402
 
 log = logging.getLogger("extract_faces")
 
@@ -180,26 +180,6 @@ def recrop_video(job):
         done.append(r)
     _finish(target, done, len(problems))
     return vid, "done", len(done), len(problems), "; ".join(problems)
-
-
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def project_version():
-    """This project's version: the git commit of the checkout where there is one."""
-    import subprocess
-    try:
-        commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
-                                capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
-    from tools import __version__
-    return f"{__version__}+{commit}" if commit else __version__
 
 
 def crop_settings(detector_args, frames, every, margin, size, fmt, quality):
