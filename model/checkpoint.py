@@ -171,14 +171,41 @@ def training_spec(cfg, cls) -> InputSpec:
     return spec
 
 
+# DeepfakeBench's RECCE recipe (training/config/detector/recce.yaml: resolution 256, mean = std =
+# 0.5; its loader resizes with cv2.INTER_CUBIC)
+DEEPFAKEBENCH_SPEC = InputSpec((256, 256), (0.5,) * 3, (0.5,) * 3, "bicubic")
+
+
+def checkpoint_flavour(state):
+    """Which kind of file this is: "project" (train.py's: a saved config or input spec),
+    "original" (the original release's training dict), "deepfakebench" (its RecceDetector: the
+    network under ``model.``, an unused ``backbone.``), or "state_dict" (bare weights)."""
+    if not isinstance(state, dict):
+        return "unknown"
+    if state.get("config") is not None or state.get("input_spec") is not None:
+        return "project"
+    if isinstance(state.get("model"), dict) and ("optimizer" in state or "step" in state):
+        return "original"
+    inner = state.get("state_dict", state)
+    keys = [k[len("module."):] if k.startswith("module.") else k for k in inner] \
+        if isinstance(inner, dict) else []
+    if any(k.startswith("backbone.") for k in keys) and any(k.startswith("model.") for k in keys):
+        return "deepfakebench"
+    return "state_dict"
+
+
 def checkpoint_spec(state, cls):
     """(spec, where it came from): the checkpoint's saved spec, else its saved config's, else
-    ``cls.default_spec`` (source "default")."""
+    DeepfakeBench's recipe for one of its checkpoints, else ``cls.default_spec`` ("default")."""
     if isinstance(state, dict) and state.get("input_spec") is not None:
         return InputSpec.from_dict(state["input_spec"], "the checkpoint's input_spec"), "saved"
     saved = state.get("config") if isinstance(state, dict) else None
     if isinstance(saved, dict) and saved.get("dataset"):
         return training_spec(saved, cls), "config"
+    if checkpoint_flavour(state) == "deepfakebench":
+        log.info("a DeepfakeBench checkpoint: its RECCE recipe's input, %s",
+                 DEEPFAKEBENCH_SPEC.describe())
+        return DEEPFAKEBENCH_SPEC, "deepfakebench"
     return cls.default_spec, "default"
 
 
