@@ -75,7 +75,7 @@ def bench(tmp_path, demo_root):
     cdf = {"Celeb-DF-v2": {
         "CelebDFv2_real": {"test": videos("CelebDFv2_real", real, "CDF/real", backslash=True)},
         "CelebDFv2_fake": {"test": videos("CelebDFv2_fake", fake, "CDF/fake", backslash=True)}}}
-    folder = tmp_path / "dataset_json"
+    folder = root / "dataset_json"  # where tools/reproduce.py --data-root deepfakebench=DIR looks
     folder.mkdir()
     (folder / "FaceForensics++.json").write_text(json.dumps(ff))
     (folder / "Celeb-DF-v2.json").write_text(json.dumps(cdf))
@@ -130,10 +130,10 @@ def test_bad_inputs_are_one_line(bench, tmp_path, caplog):
         build_dataset("DeepfakeBench", {**base, "dataset": "FaceForensics++", "compression": "raw"})
     data = json.load(open(os.path.join(folder, "Celeb-DF-v2.json")))
     data["Celeb-DF-v2"]["CelebDFv2_fake"]["test"]["000"]["label"] = "CelebDFv3_fake"
-    (tmp_path / "dataset_json" / "Odd.json").write_text(json.dumps({"Odd": data["Celeb-DF-v2"]}))
+    (tmp_path / "datasets" / "dataset_json" / "Odd.json").write_text(json.dumps({"Odd": data["Celeb-DF-v2"]}))
     with pytest.raises(UserError, match="label 'CelebDFv3_fake', which label_dict does not map"):
         build_dataset("DeepfakeBench", {**base, "dataset": "Odd"})
-    (tmp_path / "dataset_json" / "Broken.json").write_text("{not json")
+    (tmp_path / "datasets" / "dataset_json" / "Broken.json").write_text("{not json")
     with pytest.raises(UserError, match="Broken.json is not JSON"):
         build_dataset("DeepfakeBench", {**base, "dataset": "Broken"})
     with pytest.raises(UserError, match="none of the frames it names is under root"):
@@ -186,3 +186,43 @@ def test_train_on_ff_and_test_on_celeb_df_from_the_json_files(bench, tmp_path):
     assert result["best_checkpoint"]
     metrics, _, _, n, _ = run_test(conf, result["best_checkpoint"], "cpu", str(tmp_path / "t"))
     assert n == 2 * 2 * 3 and 0 <= metrics["AUC"] <= 1 and "video_AUC" in metrics
+
+
+def test_reproduce_lists_the_table_and_picks_the_recipe(tmp_path, capsys):
+    import tools.reproduce as rp
+    assert rp.main(["--list"]) == 0
+    out = capsys.readouterr().out
+    assert "deepfakebench: DeepfakeBench's table" in out and "recipes: paper, deepfakebench" in out
+    args = ["--table", "deepfakebench", "--data-root", f"deepfakebench={tmp_path}", "--dry-run",
+            "--out", str(tmp_path / "o")]
+    assert rp.main(args + ["--recipe", "deepfakebench"]) == 0
+    out = capsys.readouterr().out
+    assert "config/deepfakebench/deepfakebench_recipe.yml" in out
+    assert f"train_cfg.dataset_json_folder={tmp_path / 'dataset_json'}" in out
+    assert rp.main(args) == 0
+    assert "config/deepfakebench/paper_recipe.yml" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_reproduce_scores_each_test_set_found_beside_deepfakebench_s_row(bench, tmp_path, capsys):
+    import torch
+
+    import tools.reproduce as rp
+    from model import InputSpec, Recce
+    cfg, _ = bench
+    ckpts = tmp_path / "ckpts"
+    ckpts.mkdir()
+    torch.manual_seed(0)
+    torch.save({"model": Recce().state_dict(), "config": {"model": {"name": "Recce"}},
+                "input_spec": InputSpec((48, 48)).to_dict()}, ckpts / "deepfakebench.bin")
+    out = tmp_path / "reproduction"
+    assert rp.main(["--table", "deepfakebench", "--data-root", f"deepfakebench={cfg['root']}",
+                    "--checkpoints", str(ckpts), "--out", str(out), "--bootstrap", "50",
+                    "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "row cdf_v1: not found, skipped" in printed and "row ffpp_c40: not found" in printed
+    text = (out / "deepfakebench.md").read_text()
+    rows = {line.split(" | ")[0].strip("| ") for line in text.splitlines() if line.startswith("| ")}
+    assert {"ffpp_c23", "cdf_v2"} <= rows and "cdf_v1" not in rows
+    assert "| ffpp_c23 | DeepfakeBench test_ffpp_c23 | clean | frame | AUC | 96.21 [1] |" in text
+    assert "a different training recipe" in text  # DeepfakeBench's row is labelled as its own

@@ -308,7 +308,7 @@ def test_reproduce_demo_table_end_to_end(tmp_path, demo_root, monkeypatch, capsy
     import argparse
     ns = argparse.Namespace(opt=args[args.index("--opt") + 1::2], protocol=None, runs=str(runs),
                             checkpoints=None, dry_run=False, gpus=1, out=str(out), device=None,
-                            trust=False)
+                            trust=False, recipe="paper")
     roots = rp.parse_data_roots([f"demo={demo_root}"])
     assert rp.Plan("demo", rp.load_tables(), ns, roots).trained("demo") == (True, True)
     ns.opt = ns.opt + ["train_cfg.num_steps=3"]

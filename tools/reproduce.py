@@ -36,9 +36,11 @@ TABLES_FILE = os.path.join(ROOT, "config", "paper", "tables.yml")
 PUBLISHED_FILE = os.path.join(ROOT, "config", "paper", "published.yml")
 # --data-root DIR: the dataset folders expected in DIR; --data-root KEY=DIR names one directly.
 DATA_KEYS = {"FaceForensics": "ffpp", "CelebDF": "celeb_df", "WildDeepfake": "wilddeepfake",
-             "DFDC": "dfdc"}
+             "DFDC": "dfdc", "DeepfakeBench": "deepfakebench"}
 DEFAULT_FOLDERS = {"ffpp": "FaceForensics++", "celeb_df": "Celeb-DF-v2",
-                   "wilddeepfake": "WildDeepfake", "dfdc": "DFDC", "demo": "demo"}
+                   "wilddeepfake": "WildDeepfake", "dfdc": "DFDC", "deepfakebench": "DeepfakeBench",
+                   "demo": "demo"}
+RECIPES = ("paper", "deepfakebench")
 METRICS = ("AUC", "ACC", "EER")
 
 LEVELS = ("frame", "video")
@@ -115,7 +117,19 @@ def root_opts(dataset_file, data_name, roots, branches=None, dry_run=False):
                             f"{DEFAULT_FOLDERS.get(key, key)}/")
         else:
             opts.append(f"{name}.root={roots[key]}")
+            if data_name == "DeepfakeBench":  # DIR holds dataset_json/ beside the frames
+                opts.append(f"{name}.dataset_json_folder={os.path.join(roots[key], 'dataset_json')}")
     return opts
+
+
+def model_spec(spec, recipe="paper"):
+    """A table's model entry: ``{config, opts}``, or ``{recipes: {name: {config, opts}}}`` where
+    --recipe picks the training recipe."""
+    if "recipes" not in spec:
+        return spec
+    if recipe not in spec["recipes"]:
+        raise UserError(f"--recipe {recipe}: this table has {', '.join(spec['recipes'])}")
+    return spec["recipes"][recipe]
 
 
 # ------------------------------------------------------------------------------------------- plan
@@ -132,6 +146,7 @@ class Plan:
         from trainer.config import load_config, split_overrides
         user_model_opts, user_branch_opts = split_overrides(args.opt)
         for key, spec in self.table["models"].items():
+            spec = model_spec(spec, args.recipe)
             config = _path(spec["config"])
             opts = list(spec.get("opts", [])) + user_model_opts + user_branch_opts
             data_file = str((_yaml(config).get("data") or {}).get("file", ""))
@@ -250,6 +265,7 @@ def check_data(plan):
             uses.append((f"{key} {cfg['data']['train_branch']}", cfg["data"]["name"], tr,
                          holdout_of(tr, va), key))
             uses.append((f"{key} {cfg['data']['val_branch']}", cfg["data"]["name"], va, 0, None))
+    kept = []
     for row in plan.rows:
         try:
             cfg = load_config(plan.models[row["model"]]["config"], plan.test_opts(row),
@@ -257,8 +273,19 @@ def check_data(plan):
         except UserError as exc:
             missing.append(f"row {row['name']}: {exc}")  # label: problem
             continue
+        if row.get("optional"):  # a test set of its own: scored where its data is found
+            try:
+                build_dataset(row["data"], branch(cfg, "test"))
+            except UserError as exc:
+                if "dataset_json_folder" in str(exc) or "dataset root not found" in str(exc):
+                    lines.append(f"row {row['name']}: not found, skipped ({exc})")
+                    continue
+        kept.append(row)
         uses.append((f"row {row['name']} ({os.path.relpath(row['file'], ROOT)} {row['branch']})",
                      row["data"], branch(cfg, "test"), 0, None))
+    plan.rows = kept
+    if not kept:
+        missing.append(f"table {plan.name}: no test set found")
     for label, name, branch_cfg, held, train_key in uses:
         ident = (name, repr(sorted(branch_cfg.items(), key=lambda kv: kv[0])), held)
         if ident in seen:
@@ -382,6 +409,8 @@ def list_tables(tables, published):
     for name, t in tables.items():
         needs, steps, cpu = set(), 0, True
         for spec in t["models"].values():
+            recipes = ", ".join(spec.get("recipes", {}))
+            spec = model_spec(spec)
             cfg = load_config(_path(spec["config"]), *split_overrides(spec.get("opts", [])))
             steps += branch(cfg, "train")["num_steps"]
             demo = bool(branch(cfg, "train").get("demo"))
@@ -395,9 +424,12 @@ def list_tables(tables, published):
         lines += [f"{name}: {t.get('title', '')}",
                   f"  models to train: {', '.join(t['models'])} ({steps:,} steps in all; "
                   f"--checkpoints DIR takes DIR/<model>.bin instead)",
-                  f"  rows: {', '.join(r['name'] for r in t['rows'])}",
+                  f"  rows: {', '.join(r['name'] for r in t['rows'])}"
+                  + (" (each where its data is found)" if all(r.get("optional")
+                                                             for r in t["rows"]) else ""),
                   f"  datasets: {', '.join(sorted(needs))}; published numbers recorded: "
                   f"{recorded}",
+                  *([f"  recipes: {recipes} (--recipe; default paper)"] if recipes else []),
                   "  GPUs: " + ("none needed (CPU)" if cpu else
                                 "one or more (--gpus N: torchrun; the schedules assume one, "
                                 "32 images a step)")]
@@ -442,6 +474,9 @@ def main(argv=None):
     p.add_argument("--trust", action="store_true", help="test.py --trust (checkpoints that need "
                                                         "full unpickling; trusted sources only)")
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    p.add_argument("--recipe", choices=RECIPES, default="paper",
+                   help="tables with recipes (deepfakebench): the paper's training recipe "
+                        "(default) or DeepfakeBench's (its input size, loss and augmentation)")
     args = p.parse_args(argv)
     def body():
         tables = load_tables()
