@@ -44,3 +44,21 @@ def write_config(tmp_path, train_root, val_root=None, steps=2, val_steps=2, batc
                     "num_workers": 0, **(data or {})}}
     (tmp_path / "cfg.yml").write_text(yaml.safe_dump(cfg))
     return str(tmp_path / "cfg.yml")
+
+
+def hopper_video(path, frames=4):
+    """A short MJPEG video of matplotlib's Grace Hopper photograph moving over a grey canvas: a
+    real face that dlib finds in every frame."""
+    import cv2
+    import matplotlib.cbook
+    import numpy as np
+    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as fh:
+        face = cv2.imdecode(np.frombuffer(fh.read(), np.uint8), cv2.IMREAD_COLOR)
+    face = cv2.resize(face, (180, 210))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (400, 300))
+    for f in range(frames):
+        canvas = np.full((300, 400, 3), 90, np.uint8)
+        canvas[40 + 5 * f:250 + 5 * f, 60 + 10 * f:240 + 10 * f] = face
+        writer.write(canvas)
+    writer.release()
+    return str(path)

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from conftest import ROOT
+from helpers import hopper_video
 from errors import UserError
 from model import InputSpec, Recce
 
@@ -65,25 +66,11 @@ def test_predict_errors_name_the_input(ckpt, folder):
         Detector.from_checkpoint(str(folder / "none.bin"))
 
 
-def _hopper_video(path, frames=4):
-    import matplotlib.cbook
-    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as fh:
-        face = cv2.imdecode(np.frombuffer(fh.read(), np.uint8), cv2.IMREAD_COLOR)
-    face = cv2.resize(face, (180, 210))
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (400, 300))
-    for f in range(frames):
-        canvas = np.full((300, 400, 3), 90, np.uint8)
-        canvas[40 + 5 * f:250 + 5 * f, 60 + 10 * f:240 + 10 * f] = face
-        writer.write(canvas)
-    writer.release()
-    return str(path)
-
-
 def test_video_and_photo_records_are_the_command_line_s(ckpt, tmp_path):
     pytest.importorskip("dlib")
     import inference
     from inference import Detector
-    video = _hopper_video(tmp_path / "clip.avi")
+    video = hopper_video(tmp_path / "clip.avi")
     det = Detector.from_checkpoint(ckpt, device="cpu")
     rec = det.predict_video(video, frames=3)
     assert inference.main(["-b", ckpt, "--video", video, "-d", "cpu", "--frames", "3",
@@ -110,7 +97,7 @@ def test_the_readme_example_runs_as_written(ckpt, folder, tmp_path, monkeypatch)
     pytest.importorskip("dlib")
     text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
     block = re.search(r"<!-- api-example -->\n```python\n(.*?)```", text, re.S).group(1)
-    video = _hopper_video(tmp_path / "clip.avi")
+    video = hopper_video(tmp_path / "clip.avi")
     run_dir = tmp_path / "runs" / "Recce" / "demo"
     run_dir.mkdir(parents=True)
     os.link(ckpt, run_dir / "best_model_150.bin")

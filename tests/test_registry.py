@@ -16,6 +16,7 @@ import torch
 import yaml
 
 from conftest import ROOT
+from helpers import hopper_video
 from errors import UserError
 from model import DETECTORS, Detector, InputSpec, build_detector
 from model.checkpoint import load_detector, training_spec
@@ -206,20 +207,6 @@ def _tiny_data(root):
     return root
 
 
-def _hopper_video(path, frames=4):
-    import matplotlib.cbook
-    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as fh:
-        face = cv2.imdecode(np.frombuffer(fh.read(), np.uint8), cv2.IMREAD_COLOR)
-    face = cv2.resize(face, (180, 210))
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (400, 300))
-    for f in range(frames):
-        canvas = np.full((300, 400, 3), 90, np.uint8)
-        canvas[40 + 5 * f:250 + 5 * f, 60 + 10 * f:240 + 10 * f] = face
-        writer.write(canvas)
-    writer.release()
-    return str(path)
-
-
 @pytest.mark.slow
 def test_a_detector_of_ones_own_goes_through_every_entry_point(tmp_path):
     """Nothing of the project is edited: the plugin file is named by config.imports (train.py,
@@ -265,7 +252,7 @@ def test_a_detector_of_ones_own_goes_through_every_entry_point(tmp_path):
     assert len(set(round(p, 6) for p in tested.values())) > 1  # the probabilities are not constant
 
     if _has("dlib"):  # the default face detector of videos
-        video = _hopper_video(tmp_path / "clip.avi")
+        video = hopper_video(tmp_path / "clip.avi")
         proc = _cli(["inference.py", "-b", str(ckpt), "--video", video, "-d", "cpu", "--import",
                      PLUGIN, "--frames", "3"])
         assert proc.returncode == 0, proc.stderr[-2000:]
