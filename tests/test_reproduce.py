@@ -114,15 +114,21 @@ def test_every_paper_setting_has_a_config_that_loads(monkeypatch):
             cfg["config"]["id"] not in ids or pytest.fail(f"{name}: run id collides")
         ids.add(cfg["config"]["id"])
         text = open(os.path.join(PAPER, name)).read()
-        if name.startswith("ffpp"):  # x0.5 every 10 epochs of 7,200 (or 2,880) videos x 10 frames
-            videos = 7200 if name.count("_") == 1 else 2880
-            assert c["scheduler"]["step_size"] == 10 * math.ceil(videos * 10 / 32)
+        # x0.5 every 10 epochs of the official training split's videos (360 pairs: 720 originals
+        # and 720 per method) at the 20 frames per video the configs assume
+        if name.startswith("ffpp"):
+            videos = 3600 if name.count("_") == 1 else 1440
+            assert c["scheduler"]["step_size"] == 10 * math.ceil(videos * 20 / 32)
+            assert "3,600 videos" in text or "1,440 videos" in text
+            assert "7,200" not in text and "1,440 original" not in text  # the old miscount
             assert f"{c['scheduler']['step_size']:,}" in text  # the computation is in the comment
             assert train["num_steps"] == 90000
     assert load_config(os.path.join(PAPER, "ffpp_c23.yml"))["config"]["scheduler"][
         "step_size"] == 22500  # = the original's FF++ template
     assert load_config(os.path.join(PAPER, "celeb_df.yml"))["dataset"]["train_cfg"][
         "num_steps"] == 92000
+    assert load_config(os.path.join(PAPER, "celeb_df.yml"))["config"]["scheduler"][
+        "step_size"] == 10 * math.ceil(2 * 712 * 20 / 32)  # balanced: 712 training reals
     assert load_config(os.path.join(PAPER, "dfdc.yml"))["dataset"]["train_cfg"][
         "num_steps"] == 100000
 
@@ -131,11 +137,37 @@ def test_published_numbers_name_known_tables_rows_and_sources():
     from tools.reproduce import load_published, load_tables
     tables = load_tables()
     published, sources = load_published()
-    assert published[("ffpp", "ffpp_c23", "frame", "AUC")] == (99.32, "paper")
+    assert published[("ffpp", "ffpp_c23", "frame", "AUC")] == (99.32, "paper_via_peerj")
+    assert "Not read in the paper" in sources["paper_via_peerj"]  # attribution as found
+    import yaml
+
+    from conftest import ROOT as root
+    data = yaml.safe_load(open(os.path.join(root, "config", "paper", "published.yml")))
+    for n in data["numbers"]:  # each says where it was read and whether its level is stated
+        assert n["read_in"] in ("paper", "third_party") and isinstance(n["level_stated"], bool)
+        if n["source"] in ("deepfakebench", "effort"):
+            assert "not the paper's" in sources[n["source"]]  # other recipes, said as such
+    from tools.reproduce import load_not_found
+    not_found = load_not_found()
+    assert set(not_found) <= set(tables) and "cross_manipulation_c23" in not_found
     assert published[("cross_c40", "celeb_df", "frame", "EER")] == (35.75, "authors_model")
     for table, row, level, metric in published:
         assert row in {r["name"] for r in tables[table]["rows"]}
         assert level in ("frame", "video") and metric in ("AUC", "ACC", "EER")
+
+
+def test_cross_manipulation_tables_are_four_by_four_with_ffpp_methods_on_the_diagonal():
+    from tools.reproduce import load_tables
+    tables = load_tables()
+    methods = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")
+    diagonal = {(r["model"], r["file"]) for r in tables["ffpp_methods"]["rows"]}
+    for c in ("c23", "c40"):
+        rows = tables[f"cross_manipulation_{c}"]["rows"]
+        pairs = {(r["model"], os.path.basename(r["file"])) for r in rows}
+        assert pairs == {(f"ffpp_{c}_{a}", f"ffpp_{c}_{b}.yml") for a in methods for b in methods}
+        assert {(r["model"], r["file"]) for r in rows
+                if r["model"].endswith(os.path.basename(r["file"])[:-4][len("ffpp_c23_"):])} \
+            <= diagonal
 
 
 # -------------------------------------------------------------------------------- FF++ c0 = raw

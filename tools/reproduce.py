@@ -70,6 +70,12 @@ def load_published(path=None):
     return out, sources
 
 
+def load_not_found(path=None):
+    """``{table: note}``: tables of the paper whose values no source gives (their cells say so)."""
+    data = _yaml(path or PUBLISHED_FILE)
+    return {n["table"]: n["note"] for n in data.get("not_found") or []}
+
+
 def _path(p):
     return p if os.path.isabs(p) else os.path.join(ROOT, p)
 
@@ -381,18 +387,24 @@ def write_results(plan, results, sources, resamples):
               "this cell in config/paper/published.yml.", "",
               "| row | tested on | protocol | level | metric | published | ours | 95 % interval "
               "| difference |", "| --- | --- | --- | --- | --- | ---: | ---: | --- | ---: |"]
-    used = []
+    used, notes = [], []
+    missing_note = load_not_found().get(plan.name)
     for r in results:
-        pub = r["published"] or "not recorded"
+        pub = r["published"] or ("not found" if missing_note else "not recorded")
         if r["source"]:
             if r["source"] not in used:
                 used.append(r["source"])
             pub += f" [{used.index(r['source']) + 1}]"
+        elif missing_note:
+            notes = [missing_note]
+            pub += " [*]"
         lines.append(f"| {r['row']} | {r['tested_on']} | {r['protocol']} | {r['level']} | "
                      f"{r['metric']} | {pub} | {r['ours']} | [{r['ci_low']}, {r['ci_high']}] | "
                      f"{r['difference'] or '-'} |")
     if used:
         lines += [""] + [f"[{i + 1}] {' '.join(sources[s].split())}" for i, s in enumerate(used)]
+    if notes:
+        lines += ["", f"[*] not found: {notes[0]}"]
     frames = {(r["row"], r["protocol"]): (r["frames"], r["videos"], r["checkpoint"])
               for r in results}
     lines += ["", "Scored: " + "; ".join(f"{row} ({p}) {int(f):,} frames of {int(v):,} videos "
@@ -421,6 +433,7 @@ def list_tables(tables, published):
             if not (_yaml(_path(row["file"])).get(row["branch"]) or {}).get("demo"):
                 needs.add(DATA_KEYS.get(row["data"], row["data"]))
         recorded = sum(1 for k in published if k[0] == name)
+        missing_note = load_not_found().get(name)
         lines += [f"{name}: {t.get('title', '')}",
                   f"  models to train: {', '.join(t['models'])} ({steps:,} steps in all; "
                   f"--checkpoints DIR takes DIR/<model>.bin instead)",
@@ -429,6 +442,7 @@ def list_tables(tables, published):
                                                              for r in t["rows"]) else ""),
                   f"  datasets: {', '.join(sorted(needs))}; published numbers recorded: "
                   f"{recorded}",
+                  *([f"  not found: {missing_note}"] if missing_note else []),
                   *([f"  recipes: {recipes} (--recipe; default paper)"] if recipes else []),
                   "  GPUs: " + ("none needed (CPU)" if cpu else
                                 "one or more (--gpus N: torchrun; the schedules assume one, "
