@@ -133,11 +133,7 @@ def block_positions(h, w, level, rng, scaled=False):
 def encode_video(frames, crf):
     """H.264 at ``crf`` and back, frames of one video together (resized to the first frame's size
     for the codec, then back to each frame's own). Needs the imageio-ffmpeg package."""
-    try:
-        import imageio_ffmpeg
-    except ImportError:
-        raise UserError("the VC distortion needs ffmpeg: pip install imageio-ffmpeg") from None
-    exe = imageio_ffmpeg.get_ffmpeg_exe()
+    exe = _ffmpeg()
     h, w = frames[0].shape[:2]
     h2, w2 = h + h % 2, w + w % 2  # yuv420p needs even sides
     raw = b"".join(cv2.resize(f, (w2, h2), interpolation=cv2.INTER_AREA).tobytes() for f in frames)
@@ -154,6 +150,59 @@ def encode_video(frames, crf):
     data = np.frombuffer(dec.stdout, np.uint8).reshape(-1, h2, w2, 3)
     return [cv2.resize(data[i], (f.shape[1], f.shape[0]), interpolation=cv2.INTER_AREA)
             if (h2, w2) != f.shape[:2] else data[i].copy() for i, f in enumerate(frames)]
+
+
+def _ffmpeg():
+    try:
+        import imageio_ffmpeg
+    except ImportError:
+        raise UserError("video distortions need ffmpeg: pip install imageio-ffmpeg") from None
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def distort_video(src, dst, kind, level, rng):
+    """A whole video distorted as DeeperForensics-1.0's add_distortion_to_video.py does on its
+    strictly aligned path (``--via_xvid``): VC is ``ffmpeg -i src -crf n -y dst``; any other type
+    is applied to every frame, the frames written as XVID with OpenCV, then converted by ffmpeg
+    with its defaults (H.264 for .mp4). Returns the number of frames."""
+    exe = _ffmpeg()
+    if kind == "VC":
+        proc = subprocess.run([exe, "-loglevel", "error", "-i", src, "-crf",
+                               str(LEVELS["VC"][level - 1]), "-y", dst], capture_output=True)
+        if proc.returncode:
+            raise UserError(f"{src}: ffmpeg could not re-encode it: "
+                            f"{proc.stderr.decode(errors='replace')[-200:].strip()}")
+        return int(cv2.VideoCapture(dst).get(cv2.CAP_PROP_FRAME_COUNT))
+    cap = cv2.VideoCapture(src)
+    if not cap.isOpened():
+        raise UserError(f"{src}: cannot open the video")
+    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+    tmp = f"{os.path.splitext(dst)[0]}_tmp{os.getpid()}.avi"
+    writer, n = None, 0
+    try:
+        while True:
+            ok, bgr = cap.read()
+            if not ok:
+                break
+            out = _bgr(distort(_rgb(bgr), kind, level, rng))
+            if writer is None:
+                writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*"XVID"), fps,
+                                         (out.shape[1], out.shape[0]))
+            writer.write(out)
+            n += 1
+        cap.release()
+        if writer is None:
+            raise UserError(f"{src}: no frame could be decoded")
+        writer.release()
+        proc = subprocess.run([exe, "-loglevel", "error", "-i", tmp, "-y", dst],
+                              capture_output=True)
+        if proc.returncode:
+            raise UserError(f"{src}: ffmpeg could not convert the distorted video: "
+                            f"{proc.stderr.decode(errors='replace')[-200:].strip()}")
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return n
 
 
 def gaussian_noise_color(img, variance, noise):

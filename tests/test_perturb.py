@@ -1,5 +1,6 @@
 """The DeeperForensics distortions, each checked by a property, not a stored image; determinism;
 test.py --perturb and tools/robustness.py on the demo."""
+import csv
 import os
 
 import cv2
@@ -247,3 +248,85 @@ def test_test_py_perturb_and_the_robustness_grid(tmp_path, demo_root, capsys):
     assert rows[0] == "type,level,frame_AUC,video_AUC,frame_ACC,images" and len(rows) == 6
     assert robustness(cfg + ["--types", "GB", "CC", "--levels", "1", "5", "--out", str(out)]) == 0
     assert "GB:1" not in capsys.readouterr().out  # resumed: nothing run again
+
+
+def _color_video(path, frames=3, value=(200, 120, 60)):
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for _ in range(frames):
+        writer.write(np.full((48, 64, 3), value, np.uint8))
+    writer.release()
+    return str(path)
+
+
+def test_distort_video_follows_the_published_pipeline(tmp_path):
+    """Every frame distorted, written as XVID, converted by ffmpeg (the strictly aligned path); VC
+    re-encodes the file at its CRF; the frame count is kept."""
+    from dataset.perturb import distort_video
+    src = _color_video(tmp_path / "in.avi")
+    dst = str(tmp_path / "cc.mp4")
+    assert distort_video(src, dst, "CC", 5, _rng()) == 3
+    cap = cv2.VideoCapture(dst)
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
+    ok, frame = cap.read()
+    ok2, source = cv2.VideoCapture(src).read()
+    expected = np.floor(source.astype(np.float32) * 0.35)  # CC level 5 on the decoded frame
+    assert ok and ok2 and np.abs(frame.mean(axis=(0, 1)) - expected.mean(axis=(0, 1))).max() < 6
+    assert frame.mean() < 0.5 * source.mean()  # through an XVID and an H.264 encode
+    assert distort_video(src, str(tmp_path / "vc.mp4"), "VC", 1, _rng()) == 3
+    assert sorted(os.listdir(tmp_path)) == ["cc.mp4", "in.avi", "vc.mp4"]  # no temporary left
+    with pytest.raises(UserError, match="cannot open the video"):
+        distort_video(str(tmp_path / "none.mp4"), str(tmp_path / "x.mp4"), "GB", 1, _rng())
+
+
+@pytest.mark.slow
+def test_robustness_frames_protocol_distorts_videos_then_crops(tmp_path):
+    pytest.importorskip("dlib")
+    from helpers import hopper_video
+    from model import InputSpec, Recce
+    from tools.robustness import main as robustness
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    rows = ["path,label"]
+    for i in range(2):
+        hopper_video(videos / f"real{i}.avi", frames=4)
+        rows.append(f"videos/real{i}.avi,0")
+    for i in range(2):  # a "fake": the same face, colours shifted
+        path = hopper_video(videos / f"fake{i}.avi", frames=4)
+        cap, frames = cv2.VideoCapture(path), []
+        while True:
+            ok, f = cap.read()
+            if not ok:
+                break
+            frames.append(f)
+        writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), 10, (400, 300))
+        for f in frames:
+            writer.write(np.clip(f.astype(int) + [0, 30, -30], 0, 255).astype(np.uint8))
+        writer.release()
+        rows.append(f"videos/fake{i}.avi,1")
+    (tmp_path / "test_videos.csv").write_text("\n".join(rows) + "\n")
+    ckpt = tmp_path / "m.bin"
+    torch.manual_seed(0)
+    torch.save({"model": Recce().state_dict(), "config": {"model": {"name": "Recce"}},
+                "input_spec": InputSpec((48, 48)).to_dict()}, ckpt)
+    (tmp_path / "ds.yml").write_text(yaml.safe_dump({"test_cfg": {"root": str(tmp_path)}}))
+    (tmp_path / "c.yml").write_text(yaml.safe_dump({
+        "model": {"name": "Recce"},
+        "data": {"name": "ImageList", "file": str(tmp_path / "ds.yml"), "num_workers": 0}}))
+    out = tmp_path / "rob"
+    args = ["--config", str(tmp_path / "c.yml"), "--ckpt", str(ckpt), "--device", "cpu",
+            "--protocol", "frames", "--videos", str(tmp_path / "test_videos.csv"), "--frames", "3",
+            "--types", "GB", "VC", "--levels", "1", "--out", str(out)]
+    assert robustness(args) == 0
+    with open(out / "robustness.csv") as fh:
+        got = list(csv.DictReader(fh))
+    assert [(r["type"], r["level"]) for r in got] == [("clean", "0"), ("GB", "1"), ("VC", "1")]
+    assert all(int(r["images"]) == 12 for r in got)  # 4 videos x 3 frames, cropped alike
+    work = out / "frames"
+    assert sorted(os.listdir(work / "GB_1" / "videos")) == [
+        "fake0.mp4", "fake1.mp4", "real0.mp4", "real1.mp4"]
+    clean = sorted(p.relative_to(work / "clean") for p in (work / "clean").rglob("*.png"))
+    assert clean == sorted(p.relative_to(work / "VC_1" / "crops")
+                           for p in (work / "VC_1" / "crops").rglob("*.png"))
+    stamp = os.path.getmtime(work / "GB_1" / "videos" / "real0.mp4")
+    assert robustness(args) == 0  # resumed: every row is done, no video distorted again
+    assert os.path.getmtime(work / "GB_1" / "videos" / "real0.mp4") == stamp

@@ -2,6 +2,14 @@
 
     python tools/robustness.py --config runs/Recce/<id>/config.yml [--ckpt P] [--types GB JQ]
         [--levels 1 3 5] [--out DIR] [--device cpu]
+    python tools/robustness.py --config C --protocol frames --videos test_videos.csv [--frames 32]
+
+``--protocol crops`` (the default) distorts the face crops of the config's test split.
+``--protocol frames`` follows the published order, for users with the raw videos: the videos of
+``--videos`` (a CSV ``path,label``, 0 real / 1 fake) are cropped once clean (tools/extract_faces.py,
+a crop manifest), then each video is distorted whole and re-encoded as DeeperForensics-1.0's
+strictly aligned path does (``dataset.perturb.distort_video``), and the same frames and rectangles
+are re-cropped from it (the clean manifest) and scored.
 
 Scores the test split clean, then under every distortion and level (dataset/perturb.py), one row
 at a time; rows already in ``robustness.csv`` are not run again (resumable). Writes into ``--out``
@@ -91,6 +99,80 @@ def write_outputs(out, rows, types, levels):
     return "\n".join(lines)
 
 
+def read_video_list(path):
+    """``[(video path, label)]`` from a CSV with header ``path,label`` (paths relative to it)."""
+    from dataset.index import read_table_index
+    base = os.path.dirname(os.path.abspath(path))
+    out = []
+    for row in read_table_index(path):
+        video = row["path"] if os.path.isabs(row["path"]) else os.path.join(base, row["path"])
+        if not os.path.isfile(video):
+            raise UserError(f"--videos {path}: no such video: {video}")
+        out.append((video, int(row["label"])))
+    if not out:
+        raise UserError(f"--videos {path}: no videos")
+    return out
+
+
+def frames_row(work, kind, level, videos, manifest, seed):
+    """The crops of one grid cell under the published order: each video distorted whole (once;
+    kept for a resumed run), then re-cropped with the clean crop manifest. Returns the folder."""
+    from dataset.perturb import distort_video, perturbation_rng
+    from faces.video import video_id
+    from tools.extract_faces import recrop
+    cell = os.path.join(work, f"{kind}_{level}")
+    vdir = os.path.join(cell, "videos")
+    os.makedirs(vdir, exist_ok=True)
+    for i, (video, _) in enumerate(videos):
+        dst = os.path.join(vdir, video_id(video) + ".mp4")
+        if os.path.isfile(dst):
+            continue
+        tmp = os.path.join(vdir, f".{video_id(video)}.tmp{os.getpid()}.mp4")
+        try:
+            distort_video(video, tmp, kind, level, perturbation_rng(seed, i, kind, level))
+            os.replace(tmp, dst)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    crops = os.path.join(cell, "crops")
+    recrop(manifest, vdir, crops, progress=False)
+    return crops
+
+
+def crops_index(crops, labels, path):
+    """An ImageList index of the crops in ``crops`` (its manifest.jsonl): path, label, video."""
+    import json
+
+    from faces.manifest import MANIFEST
+    from fileio import atomic_write
+    rows = []
+    with open(os.path.join(crops, MANIFEST), encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                r = json.loads(line)
+                if os.path.isfile(os.path.join(crops, r["file"])):
+                    rows.append((os.path.join(crops, r["file"]), labels[r["video"]], r["video"]))
+
+    def write(fh):
+        w = csv.writer(fh)
+        w.writerow(["path", "label", "video"])
+        w.writerows(rows)
+    atomic_write(path, write, newline="")
+    return path
+
+
+def frames_config(cfg, index):
+    """The config scoring an index of crops with the test branch's transforms."""
+    import copy
+
+    from trainer.config import branch
+    out = copy.deepcopy(cfg)
+    out["dataset"] = {"frames_test": {"index": index,
+                                      "transforms": branch(cfg, "test").get("transforms", [])}}
+    out["data"].update(name="ImageList", test_branch="frames_test", val_branch="frames_test")
+    return out
+
+
 def main(argv=None):
     from dataset.perturb import LEVELS, TYPES
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -102,6 +184,14 @@ def main(argv=None):
     p.add_argument("--levels", nargs="+", type=int, default=[1, 2, 3, 4, 5])
     p.add_argument("--trust", action="store_true")
     p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--protocol", choices=["crops", "frames"], default="crops",
+                   help="crops: distort the test split's face crops (default); frames: distort "
+                        "whole videos of --videos, then crop (the published order)")
+    p.add_argument("--videos", help="frames: a CSV path,label of the raw test videos")
+    p.add_argument("--detector", default="dlib", help="frames: face detector (dlib, retinaface)")
+    p.add_argument("--detector_weights", help="frames: retinaface weights file")
+    p.add_argument("--frames", type=int, default=32, help="frames: crops per video (32)")
+    p.add_argument("--margin", type=float, default=1.3, help="frames: crop margin (1.3)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
 
@@ -116,9 +206,17 @@ def main(argv=None):
         types = [t.upper() for t in args.types]
         if not args.levels or any(lv not in range(1, 6) for lv in args.levels):
             raise UserError(f"--levels {args.levels}: levels are 1 to 5")
+        frames = args.protocol == "frames"
+        if frames and not args.videos:
+            raise UserError("--protocol frames needs --videos CSV (path,label of the raw videos)")
+        if args.videos and not frames:
+            raise UserError("--videos is for --protocol frames")
+        if frames and (args.frames < 1 or not args.margin > 0):
+            raise UserError("--frames and --margin: expected positive numbers")
         cfg = load_config(args.config, *split_overrides(args.opt))
         ckpt = resolve_checkpoint(cfg, args.ckpt)
-        out = args.out or os.path.join(os.path.dirname(os.path.abspath(ckpt)), "robustness")
+        out = args.out or os.path.join(os.path.dirname(os.path.abspath(ckpt)),
+                                       "robustness_frames" if frames else "robustness")
         check_output_dir(out)
         device = pick_device(args.device or cfg["config"]["device"])
         model = load_detector(ckpt, device, model_cfg=cfg["model"],
@@ -126,12 +224,33 @@ def main(argv=None):
                               fallback_spec=branch_spec(cfg))
         rows = _read_rows(os.path.join(out, "robustness.csv"))
         grid = [("clean", 0)] + [(t, lv) for t in types for lv in args.levels]
+        if frames:
+            from faces.detectors import FACE_DETECTORS
+            from faces.manifest import MANIFEST
+            from faces.video import video_id
+            from tools.extract_faces import extract
+            FACE_DETECTORS.get(args.detector)
+            videos = read_video_list(args.videos)
+            labels = {video_id(v): y for v, y in videos}
+            work = os.path.join(out, "frames")
+            clean = os.path.join(work, "clean")
+            extract([v for v, _ in videos], clean, {"name": args.detector,
+                                                    "weights": args.detector_weights,
+                                                    "backbone": None, "device": "cpu"},
+                    args.frames, None, args.margin, progress=False)
+            manifest = os.path.join(clean, MANIFEST)
         for kind, level in grid:
             if (kind, level) in rows:
                 continue
-            perturb = [] if kind == "clean" else [(kind, level)]
-            metrics, _, _, n, _ = run_test(cfg, ckpt, str(device), os.path.join(out, "rows",
-                                           f"{kind}_{level}"), perturb=perturb, model=model)
+            perturb = [] if kind == "clean" or frames else [(kind, level)]
+            row_cfg = cfg
+            if frames:
+                crops = clean if kind == "clean" else frames_row(
+                    work, kind, level, videos, manifest, cfg["config"]["seed"])
+                row_cfg = frames_config(cfg, crops_index(
+                    crops, labels, os.path.join(work, f"{kind}_{level}.csv")))
+            metrics, _, _, n, _ = run_test(row_cfg, ckpt, str(device), os.path.join(
+                out, "rows", f"{kind}_{level}"), perturb=perturb, model=model)
             rows[(kind, level)] = {"type": kind, "level": level, "frame_AUC": metrics["AUC"],
                                    "video_AUC": metrics["video_AUC"], "frame_ACC": metrics["ACC"],
                                    "images": n}
