@@ -17,13 +17,14 @@ DATASETS = tuple(LAYOUTS)
 
 
 def build_dataset(name: str, branch_cfg: dict, seed: int = 2022, perturb=(),
-                  exclude_holdout: float = 0.0) -> FaceFrames:
+                  exclude_holdout: float = 0.0, defer_normalize: bool = False) -> FaceFrames:
     """The dataset ``name`` for one branch of the dataset YAML (not modified); ``perturb`` lists
     test-time distortions ``(type, level)`` applied before the transforms (dataset/perturb.py).
 
     A branch with ``holdout: f`` is the fraction f of its split's videos set aside for validation
     (``common.in_holdout``); ``exclude_holdout=f`` leaves those same videos out (the training
-    branch of a run that validates on them)."""
+    branch of a run that validates on them). ``defer_normalize`` hands uint8 images over and
+    leaves a final Normalize to ``dataset.base.to_input`` (the trainer's and test.py's loaders)."""
     layout = get_layout(name)
     cfg = dict(branch_cfg)
     if layout.needs_root and "root" not in cfg:
@@ -38,7 +39,8 @@ def build_dataset(name: str, branch_cfg: dict, seed: int = 2022, perturb=(),
     where = f"{name} {cfg.get('split', '')} ({cfg.get('root') or cfg.get('index')})"
     return FaceFrames(items, cfg.get("transforms", []), seed=seed,
                       on_bad_image=cfg.get("on_bad_image", "skip"), name=where,
-                      max_pixels=cfg.get("max_pixels", DEFAULT_MAX_PIXELS), perturb=perturb)
+                      max_pixels=cfg.get("max_pixels", DEFAULT_MAX_PIXELS), perturb=perturb,
+                      defer_normalize=defer_normalize)
 
 
 __all__ = ["DATASETS", "LAYOUTS", "BadImageLog", "FaceFrames", "Item", "Layout", "branch_schema",

@@ -38,9 +38,35 @@ class Item:
     method: str = ""  # FF++ manipulation method ("original" for real videos)
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _probe_png(buf):
+    """A PNG's (width, height, orientation) from its chunks, without Pillow: IHDR gives the size;
+    orientation 1 unless an eXIf chunk precedes the image data (then None: Pillow reads it)."""
+    if buf.size < 33 or bytes(buf[12:16]) != b"IHDR":
+        return None
+    width, height = int.from_bytes(bytes(buf[16:20]), "big"), int.from_bytes(bytes(buf[20:24]), "big")
+    pos = 8
+    while pos + 8 <= buf.size:
+        kind = bytes(buf[pos + 4:pos + 8])
+        if kind == b"eXIf":
+            return None
+        if kind in (b"IDAT", b"IEND"):
+            break
+        pos += 12 + int.from_bytes(bytes(buf[pos:pos + 4]), "big")
+    return width, height, 1
+
+
 def _probe(buf):
     """(width, height, EXIF orientation) from the file's header, without decoding the pixels;
-    None where Pillow does not know the format (OpenCV then decodes it under its own limit)."""
+    None where Pillow does not know the format (OpenCV then decodes it under its own limit).
+    PNG, the format of the crops, is read from its chunk list directly (a few microseconds, where
+    Pillow takes longer than the decode); other formats, which carry EXIF, through Pillow."""
+    if bytes(buf[:8]) == PNG_SIGNATURE:
+        fast = _probe_png(buf)
+        if fast is not None:
+            return fast
     try:
         from PIL import Image
         with Image.open(io.BytesIO(buf)) as im:
@@ -123,6 +149,38 @@ def iterate_quietly(loader):
         signal.signal(signal.SIGINT, previous)
 
 
+def deferred_normalize(transforms):
+    """(transforms without a final plain ``Normalize``, its (mean, std, max_pixel_value)), or
+    (transforms, None) when the list does not end with one that can move out of the workers."""
+    if not isinstance(transforms, list) or not transforms:
+        return transforms, None
+    last = transforms[-1]
+    params = (last.get("params") or {}) if isinstance(last, dict) else {}
+    if not isinstance(last, dict) or last.get("name") != "Normalize" or \
+            set(params) - {"mean", "std", "max_pixel_value", "p"} or params.get("p", 1.0) != 1.0:
+        return transforms, None
+    mean = params.get("mean", (0.485, 0.456, 0.406))
+    std = params.get("std", (0.229, 0.224, 0.225))
+    mean, std = (mean,) * 3 if isinstance(mean, (int, float)) else mean, \
+        (std,) * 3 if isinstance(std, (int, float)) else std
+    return transforms[:-1], (tuple(float(m) for m in mean), tuple(float(v) for v in std),
+                             float(params.get("max_pixel_value", 255.0)))
+
+
+def to_input(batch, device, non_blocking=True):
+    """A collated batch's images on ``device`` as the model's float input: uint8 images (the
+    workers' hand-over, 4x less to move) are converted and normalised here, on the device, as
+    albumentations' Normalize computes it: (x - mean * max) / (std * max)."""
+    x = batch["image"].to(device, non_blocking=non_blocking)
+    norm = batch.get("norm")
+    if norm is None:
+        return x
+    mean, std, top = norm
+    m = torch.tensor(mean, device=x.device, dtype=torch.float32).view(1, -1, 1, 1) * top
+    d = torch.tensor(std, device=x.device, dtype=torch.float32).view(1, -1, 1, 1) * top
+    return (x.float() - m) / d
+
+
 def sample_seed(seed: int, epoch: int, index: int) -> int:
     """A per-sample seed: augmentation depends on (seed, epoch, index) only, not on the worker."""
     return zlib.crc32(f"{seed}:{epoch}:{index}".encode()) & 0x7FFFFFFF
@@ -137,12 +195,17 @@ class FaceFrames(Dataset):
     """
 
     def __init__(self, items, transforms, seed: int = 2022, on_bad_image: str = "skip",
-                 name: str = "dataset", max_pixels: int = DEFAULT_MAX_PIXELS, perturb=()):
+                 name: str = "dataset", max_pixels: int = DEFAULT_MAX_PIXELS, perturb=(),
+                 defer_normalize: bool = False):
         if not items:
             raise UserError(f"{name}: the split has no images")
         if on_bad_image not in ON_BAD_IMAGE:
             raise UserError(f"on_bad_image: {on_bad_image!r} is not one of {ON_BAD_IMAGE}")
         self.items = list(items)
+        # the trainer's and test.py's loaders hand uint8 over; ``to_input`` normalises the batch
+        self.norm = None
+        if defer_normalize:
+            transforms, self.norm = deferred_normalize(transforms)
         self.transform = build_transforms(transforms) if isinstance(transforms, list) else transforms
         self.seed = seed
         self.epoch = 0
@@ -163,12 +226,16 @@ class FaceFrames(Dataset):
         return [it.label for it in self.items]
 
     def __getitem__(self, index):
+        if isinstance(index, tuple):  # (epoch, index) from the training sampler
+            epoch, index = index
+        else:
+            epoch = self.epoch
         item = self.items[index]
         try:
             img = read_rgb(item.path, self.max_pixels)
             if self.perturb:
                 img = self._distort(img, index)
-            self.transform.set_random_seed(sample_seed(self.seed, self.epoch, index))
+            self.transform.set_random_seed(sample_seed(self.seed, epoch, index))
             try:
                 image = self.transform(image=img)["image"]
             except Exception as exc:  # noqa: BLE001 - e.g. a RandomCrop larger than the image
@@ -179,6 +246,9 @@ class FaceFrames(Dataset):
             if self.on_bad_image == "error":
                 raise
             return {"bad": item.path, "reason": str(exc), "index": index}
+        if self.norm is not None and image.dtype == torch.uint8:
+            return {"image": image, "norm": self.norm, "label": item.label, "video": item.video,
+                    "index": index}
         if image.dtype == torch.uint8:  # no Normalize in the list: scale to [0, 1]
             image = image.float().div_(255)
         return {"image": image, "label": item.label, "video": item.video, "index": index}
@@ -227,6 +297,8 @@ def collate(samples):
         batch["label"] = torch.tensor([s["label"] for s in good], dtype=torch.long)
         batch["video"] = [s["video"] for s in good]
         batch["index"] = torch.tensor([s["index"] for s in good], dtype=torch.long)
+        if "norm" in good[0]:
+            batch["norm"] = good[0]["norm"]
     return batch
 
 

@@ -300,3 +300,49 @@ def test_worker_error_reaches_the_user_as_one_line(tmp_path):
         next(iter(loader))
     line = one_line(info.value)
     assert line.startswith("cannot decode image ") and line.endswith("broken.png")
+
+
+def test_uint8_hand_over_normalised_in_the_main_process_equals_the_workers_float(demo_root):
+    """The trainer's loaders hand uint8 over (4x less to move); to_input normalises as
+    albumentations' Normalize would have in the worker, within float rounding."""
+    from dataset import build_dataset, collate
+    from dataset.base import to_input
+    branch = {"root": os.path.join(demo_root, "faceforensics"), "split": "val", "transforms": [
+        {"name": "Resize", "params": {"height": 40, "width": 40}},
+        {"name": "HorizontalFlip", "params": {"p": 0.5}},
+        {"name": "Normalize", "params": {"mean": [0.485, 0.456, 0.406],
+                                         "std": [0.229, 0.224, 0.225]}}]}
+    u8 = build_dataset("FaceForensics", branch, seed=3, defer_normalize=True)
+    f32 = build_dataset("FaceForensics", branch, seed=3)
+    batch = collate([u8[i] for i in range(4)])
+    assert batch["image"].dtype == torch.uint8 and batch["norm"][2] == 255.0
+    x = to_input(batch, "cpu")
+    ref = torch.stack([f32[i]["image"] for i in range(4)])
+    assert x.dtype == torch.float32 and torch.allclose(x, ref, atol=1e-5)
+    # a Normalize that is not the last step, or has other parameters, stays in the workers
+    other = dict(branch, transforms=branch["transforms"][::-1])
+    assert build_dataset("FaceForensics", other, defer_normalize=True).norm is None
+
+
+def test_workers_persist_across_epochs_and_augment_by_seed_epoch_index(demo_root):
+    """The training sampler hands (epoch, index) to the dataset: persistent workers augment epoch
+    e exactly as fresh ones (or the main process) would."""
+    from dataset import build_dataset
+    from trainer.train import _loader
+    branch = {"root": os.path.join(demo_root, "faceforensics"), "split": "val", "transforms": [
+        {"name": "Resize", "params": {"height": 24, "width": 24}},
+        {"name": "HorizontalFlip", "params": {"p": 0.5}},
+        {"name": "RandomBrightnessContrast", "params": {"p": 1.0}}]}
+    ds = build_dataset("FaceForensics", branch, seed=5, defer_normalize=True)
+    ds.items = ds.items[:12]
+    seen = {}
+    for workers in (0, 2):
+        loader = _loader(ds, 4, True, workers, 5, 0, 1)
+        assert loader.persistent_workers == (workers > 0)
+        for epoch in (0, 1):
+            loader.sampler.set_epoch(epoch)
+            for batch in loader:
+                for i, img in zip(batch["index"].tolist(), batch["image"]):
+                    seen.setdefault((epoch, i), []).append(img)
+    assert len(seen) == 24 and all(len(v) == 2 and torch.equal(*v) for v in seen.values())
+    assert any(not torch.equal(seen[(0, i)][0], seen[(1, i)][0]) for i in range(12))

@@ -128,45 +128,61 @@ def bench_model(args):
 
 
 def bench_data(args):
-    """The training loader on face-sized JPEGs (320 px, as cropped faces come), resized to
-    ``--size`` with a flip and normalization, batch ``--data-batch``."""
+    """The training loader on 320 px PNG face crops (what tools/extract_faces.py writes), resized
+    to ``--size`` with a flip and normalization, batch ``--data-batch``: uint8 handed over by the
+    workers and normalised in the main process (as the trainer does) against float handed over
+    (earlier releases), and the per-image costs in one process."""
     import tempfile
 
     import cv2
     from torch.utils.data import DataLoader
 
     from dataset import build_dataset, collate
+    from dataset.base import read_rgb, to_input
     from dataset.demo import _load_sources
 
     faces = _load_sources()
     with tempfile.TemporaryDirectory() as tmp:
         n = args.data_batch * args.data_batches
+        paths = []
         for i in range(n):
             label = "real" if i % 2 == 0 else "fake"
             img = cv2.resize(faces[i % len(faces)], (320, 320), interpolation=cv2.INTER_CUBIC)
             os.makedirs(os.path.join(tmp, label, str(i // 8)), exist_ok=True)
-            cv2.imwrite(os.path.join(tmp, label, str(i // 8), f"{i}.jpg"), img[:, :, ::-1])
+            paths.append(os.path.join(tmp, label, str(i // 8), f"{i}.png"))
+            cv2.imwrite(paths[-1], img[:, :, ::-1])
         branch = {
             "root": tmp,
             "transforms": [{"name": "Resize", "params": {"height": args.size, "width": args.size}},
                            {"name": "HorizontalFlip", "params": {"p": 0.5}},
                            {"name": "Normalize", "params": {"mean": [0.5] * 3, "std": [0.5] * 3}}],
         }
-        ds = build_dataset("ImageList", branch, seed=0)
-        print(f"\ntraining loader: 320 px JPEG faces -> {args.size} px, batch {args.data_batch}, "
-              f"{len(ds)} images, {torch.get_num_threads()} CPU threads in the main process")
-        print("| workers | images/s |")
+        uint8 = build_dataset("ImageList", branch, seed=0, defer_normalize=True)
+        floats = build_dataset("ImageList", branch, seed=0)
+        per = {"decode (read_rgb)": lambda: [read_rgb(p) for p in paths[:64]],
+               "sample, uint8 out": lambda: [uint8[i] for i in range(64)],
+               "sample, float out": lambda: [floats[i] for i in range(64)]}
+        print(f"\nper image, one process: 320 px PNG -> {args.size} px")
+        print("| step | ms |")
         print("| --- | --- |")
-        for workers in (0, 1, 2):
-            loader = DataLoader(ds, batch_size=args.data_batch, shuffle=True, num_workers=workers,
-                                persistent_workers=workers > 0, collate_fn=collate)
+        for name, fn in per.items():
+            print(f"| {name} | {_median_time(fn, 3) / 64 * 1000:.2f} |")
+        print(f"\ntraining loader: 320 px PNG faces -> {args.size} px, batch {args.data_batch}, "
+              f"{len(uint8)} images, {torch.get_num_threads()} CPU threads in the main process")
+        print("| workers | hand-over | images/s | per worker |")
+        print("| --- | --- | --- | --- |")
+        for workers in (1, 2):
+            for name, ds in (("uint8 + normalise in main", uint8), ("float (before)", floats)):
+                loader = DataLoader(ds, batch_size=args.data_batch, shuffle=True,
+                                    num_workers=workers, persistent_workers=True,
+                                    collate_fn=collate)
 
-            def run():
-                for _ in loader:
-                    pass
-            run()  # warm-up: worker start, file cache
-            t = _median_time(run, 3, warmup=0)
-            print(f"| {workers} | {len(ds) / t:.0f} |")
+                def run():
+                    for batch in loader:
+                        to_input(batch, "cpu")
+                run()  # warm-up: worker start, file cache
+                t = _median_time(run, 3, warmup=0)
+                print(f"| {workers} | {name} | {len(ds) / t:.0f} | {len(ds) / t / workers:.0f} |")
 
 
 def main(argv=None):

@@ -69,14 +69,32 @@ def all_gather_objects(obj):
     return out
 
 
-def all_reduce(values, device, op="max"):
-    """Element-wise max (or sum) of a list of floats over all ranks; the values themselves in one
-    process. Every rank must call it at the same point: it is how ranks agree on a decision."""
+_HOST_GROUP = []
+
+
+def _host_group():
+    """A gloo group beside an NCCL one, created on first use (every rank reaches that point
+    together): host-side flags are agreed through it without waiting for the GPU's queue."""
+    if dist.get_backend() != "nccl":
+        return None
+    if not _HOST_GROUP:
+        _HOST_GROUP.append(dist.new_group(backend="gloo"))
+    return _HOST_GROUP[0]
+
+
+def all_reduce(values, device, op="max", host=False):
+    """Element-wise max (or sum) of a list of numbers over all ranks; the values themselves in one
+    process. Every rank must call it at the same point: it is how ranks agree on a decision.
+    ``host``: the values are the host's own (flags, not results of GPU work): they travel through
+    a CPU group and never wait for the device; otherwise (device values, e.g. loss sums) through
+    the training backend."""
     if not is_dist():
         return list(values)
+    group = _host_group() if host else None
+    on_device = dist.get_backend() == "nccl" and group is None
     t = torch.tensor([float(v) for v in values], dtype=torch.float64,
-                     device=device if dist.get_backend() == "nccl" else "cpu")
-    dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
+                     device=device if on_device else "cpu")
+    dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM, group=group)
     return t.tolist()
 
 

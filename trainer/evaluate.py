@@ -2,7 +2,7 @@
 import numpy as np
 import torch
 
-from dataset.base import iterate_quietly
+from dataset.base import iterate_quietly, to_input
 from loss import classification_loss
 from model import scores
 
@@ -33,7 +33,7 @@ def evaluate(model, loader, device, amp="none", bad_log=None, keep_first=0):
             bad_log.add(batch["bad"])
         if "image" not in batch:
             continue
-        x = batch["image"].to(device, non_blocking=True)
+        x = to_input(batch, device)
         y = batch["label"].to(device)
         with autocast(device, amp):
             out = scores(model(x, return_aux=keep_first > 0 and shown is None))

@@ -140,7 +140,7 @@ def run_test(cfg, ckpt=None, device=None, out_dir=None, trusted=False, perturb=(
                               trusted=trusted or cfg["config"]["trust_checkpoint"],
                               fallback_spec=branch_spec(cfg))
     ds = build_dataset(cfg["data"]["name"], test_branch(cfg, model.spec), cfg["config"]["seed"],
-                       perturb)
+                       perturb, defer_normalize=True)
     sampler = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=False)
     loader = DataLoader(ds, batch_size=cfg["data"]["test_batch_size"], sampler=sampler,
                         num_workers=cfg["data"]["num_workers"], collate_fn=collate,

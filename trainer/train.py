@@ -20,7 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
 from dataset import BadImageLog, build_dataset, collate
-from dataset.base import iterate_quietly, worker_init
+from dataset.base import iterate_quietly, to_input, worker_init
 from dataset.transforms import with_spec
 from errors import UserError
 from model import build_detector, scores
@@ -60,8 +60,10 @@ class StepSampler(DistributedSampler):
         self.skip = 0
 
     def __iter__(self):
+        """(epoch, index) pairs: the dataset seeds a sample's augmentation by them, so workers
+        that persist across epochs need no word from the main process."""
         indices = list(super().__iter__())
-        return iter(indices[self.skip:])
+        return iter([(self.epoch, i) for i in indices[self.skip:]])
 
     def __len__(self):
         return self.num_samples - self.skip
@@ -119,7 +121,8 @@ def _loader(ds, batch_size, shuffle, workers, seed, rank, world, drop_last=False
     # model's dropout and noise use (otherwise a resumed run would diverge).
     return DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=workers,
                       collate_fn=collate, pin_memory=torch.cuda.is_available(),
-                      drop_last=drop_last, persistent_workers=False, worker_init_fn=worker_init,
+                      drop_last=drop_last, persistent_workers=workers > 0,
+                      worker_init_fn=worker_init,
                       generator=torch.Generator().manual_seed(seed))
 
 
@@ -198,9 +201,9 @@ class Trainer:
         val_cfg = None if self.debug else with_spec_of(branch(cfg, "val"), model.spec)
         held = 0.0 if val_cfg is None else holdout_of(self.train_cfg, val_cfg)
         self.train_set = build_dataset(cfg["data"]["name"], self.train_cfg, seed,
-                                       exclude_holdout=held)
+                                       exclude_holdout=held, defer_normalize=True)
         self.val_set = None if val_cfg is None else build_dataset(cfg["data"]["name"], val_cfg,
-                                                                  seed)
+                                                                  seed, defer_normalize=True)
         if held and self.rank == 0:
             log.info("validation: %d videos held out of the %s split (holdout %g); training on "
                      "the other %d", len({it.video for it in self.val_set.items}),
@@ -317,8 +320,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def _agree(self, *flags):
-        """The flags ORed over all ranks."""
-        return [v > 0 for v in dist.all_reduce(flags, self.device, "max")]
+        """The host's flags ORed over all ranks (through the CPU group: no wait for the GPU)."""
+        return [v > 0 for v in dist.all_reduce(flags, self.device, "max", host=True)]
 
     def _batches(self):
         """Endless batches across epochs, starting part-way into the resumed epoch. An epoch that
@@ -343,7 +346,7 @@ class Trainer:
             self.batch_in_epoch = 0
 
     def train_step(self, batch):
-        x = batch["image"].to(self.device, non_blocking=True)
+        x = to_input(batch, self.device)  # uint8 from the workers, normalised on the device
         y = batch["label"].to(self.device, non_blocking=True)
         with autocast(self.device, self.amp):
             outputs = self.forward(x, return_aux=True)
@@ -423,7 +426,8 @@ class Trainer:
     def _log(self, sums, count, num_steps):
         """Window means of every loss term and the accuracy, averaged over ranks."""
         keys = sorted(sums)
-        totals = dist.all_reduce([sums[k] for k in keys] + [count], self.device, "sum")
+        totals = [float(v) for v in dist.all_reduce([float(sums[k]) for k in keys] + [count],
+                                                    self.device, "sum")]
         avg = {k: v / totals[-1] for k, v in zip(keys, totals[:-1])}
         lr = self.scheduler.get_last_lr()[0]
         terms = "  ".join(f"{k} {avg[k]:.4f}" for k in keys if k not in ("total", "acc"))
@@ -469,10 +473,10 @@ class Trainer:
             self.steps_in_epoch += 1
             if bar:
                 bar.update(1)
-            if result is not None:
+            if result is not None:  # summed on the device: read once per log step
                 losses, acc = result
                 for k, v in {**losses, "acc": acc}.items():
-                    sums[k] = sums.get(k, 0.0) + float(v)
+                    sums[k] = sums.get(k, 0.0) + v.detach().float()
                 count += 1
             if self.step % log_steps == 0 and count:
                 self._log(sums, count, num_steps)
