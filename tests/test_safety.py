@@ -364,3 +364,27 @@ def test_demo_built_meanwhile_by_another_rank_is_not_swapped(tmp_path, monkeypat
     demo.ensure_demo_data(str(out))
     assert (out / "faceforensics" / "in_use.txt").read_text() == "read by the other rank"
     assert demo.demo_ready(str(out)) and sorted(os.listdir(tmp_path)) == ["demo"]
+
+
+def test_a_killed_run_s_orphaned_workers_do_not_hold_its_lock(tmp_path):
+    """The lock is a POSIX record lock: a child forked while it is held (a DataLoader worker)
+    does not hold it, so a run killed with its workers still alive can be resumed at once."""
+    from trainer.checkpoint import RunLock
+    lock = RunLock(str(tmp_path))
+    with pytest.raises(UserError, match="in use by another run \\(this process\\)"):
+        RunLock(str(tmp_path))
+    pid = os.fork()
+    if pid == 0:  # the "worker": outlives the lock's owner for a while
+        time.sleep(3)
+        os._exit(0)
+    try:
+        holder = subprocess.run([sys.executable, "-c", (
+            "import sys; sys.path.insert(0, sys.argv[1]);"
+            "from trainer.checkpoint import RunLock; RunLock(sys.argv[2])")
+            , str(ROOT), str(tmp_path)], capture_output=True, text=True)
+        assert holder.returncode != 0 and "in use by another run" in holder.stderr
+        lock.release()  # the owner goes; its forked child lives on
+        again = subprocess.run(holder.args, capture_output=True, text=True)
+        assert again.returncode == 0, again.stderr
+    finally:
+        os.waitpid(pid, 0)

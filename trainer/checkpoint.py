@@ -59,17 +59,26 @@ def prune_best(run_dir, keep):
     return removed
 
 
+_HELD = set()  # run directories locked by this process (POSIX locks do not exclude their owner)
+
+
 class RunLock:
-    """An exclusive lock on a run directory (``.lock``, flock): a second run with the same id is
+    """An exclusive lock on a run directory (``.lock``, lockf): a second run with the same id is
     refused while the first runs; the kernel releases the lock when the process dies, so a killed
     run never leaves it stuck."""
 
     def __init__(self, run_dir):
         import fcntl
         self.path = os.path.join(run_dir, ".lock")
+        self.key = os.path.realpath(self.path)
+        if self.key in _HELD:
+            raise UserError(f"run directory {run_dir} is in use by another run (this process): "
+                            "wait for it or choose another config.id")
         self.fh = open(self.path, "a+")
         try:
-            fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # a POSIX record lock (lockf), not flock: DataLoader workers forked while the run holds
+            # it do not inherit it, so a killed run's orphaned workers never keep the run locked
+            fcntl.lockf(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             self.fh.seek(0)
             holder = self.fh.read().strip()
@@ -77,6 +86,7 @@ class RunLock:
             holder = holder or "a running process"
             raise UserError(f"run directory {run_dir} is in use by another run ({holder}): wait "
                             "for it or choose another config.id") from None
+        _HELD.add(self.key)
         self.fh.seek(0)
         self.fh.truncate()
         self.fh.write(f"pid {os.getpid()}")
@@ -85,6 +95,7 @@ class RunLock:
     def release(self):
         if not self.fh.closed:
             self.fh.close()
+            _HELD.discard(self.key)
 
 
 def newest_best(run_dir):
