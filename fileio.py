@@ -56,3 +56,36 @@ def check_output_dir(path, what="--out"):
         raise UserError(f"{what} {path}: cannot create the folder ({exc.strerror})") from None
     if not os.access(path, os.W_OK):
         raise UserError(f"{what} {path}: the folder is not writable")
+
+
+def file_identity(path):
+    """What identifies an input file for "is this the same work": its absolute path, size and
+    modification time (a retrained checkpoint at the same path is another file)."""
+    st = os.stat(path)
+    return {"path": os.path.abspath(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def same_work(key_path, key, rows_exist, what):
+    """Resume only identical work: ``key`` (a JSON-able dict: checkpoint, data, protocol,
+    options) is stored beside the rows it produced; rows made by other work, or by work of
+    unknown kind (no key beside them), are never taken as done: one error line instead, naming
+    what differs. Writes the key when there is none yet."""
+    import json
+    if os.path.isfile(key_path):
+        try:
+            with open(key_path, encoding="utf-8") as fh:
+                old = json.load(fh)
+        except (OSError, ValueError):
+            raise UserError(f"{key_path} is not a key this project wrote: move the folder's rows "
+                            "away or use another output folder") from None
+        normal = json.loads(json.dumps(key))  # tuples -> lists, as stored
+        if old != normal:
+            field = next((k for k in sorted(set(old) | set(normal)) if old.get(k) != normal.get(k)),
+                         "?")
+            raise UserError(f"{what} holds rows of other work ({field}: {old.get(field)!r} there, "
+                            f"{normal.get(field)!r} now): use another output folder")
+        return
+    if rows_exist:
+        raise UserError(f"{what} holds rows without a record of the work that made them (an "
+                        "earlier release's): use another output folder")
+    atomic_write_text(key_path, json.dumps(key, indent=1, sort_keys=True) + "\n")

@@ -226,3 +226,12 @@ def test_reproduce_scores_each_test_set_found_beside_deepfakebench_s_row(bench, 
     assert {"ffpp_c23", "cdf_v2"} <= rows and "cdf_v1" not in rows
     assert "| ffpp_c23 | DeepfakeBench test_ffpp_c23 | clean | frame | AUC | 96.21 [1] |" in text
     assert "a different training recipe" in text  # DeepfakeBench's row is labelled as its own
+    # another checkpoint into the same --out: other work, never answered from the old rows
+    torch.save({"model": Recce().state_dict(), "config": {"model": {"name": "Recce"}},
+                "input_spec": InputSpec((40, 40)).to_dict()}, ckpts / "deepfakebench.bin")
+    capsys.readouterr()
+    assert rp.main(["--table", "deepfakebench", "--data-root", f"deepfakebench={cfg['root']}",
+                    "--checkpoints", str(ckpts), "--out", str(out), "--bootstrap", "50",
+                    "--device", "cpu"]) == 2
+    assert "holds rows of other work (checkpoints:" in capsys.readouterr().err
+    assert (out / "deepfakebench.md").read_text() == text

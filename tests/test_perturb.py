@@ -243,11 +243,23 @@ def test_test_py_perturb_and_the_robustness_grid(tmp_path, demo_root, capsys):
     text = capsys.readouterr().out
     assert "| GB |" in text and "| CC |" in text
     assert sorted(f for f in os.listdir(out) if f.startswith("robustness")) == [
-        "robustness.csv", "robustness.md", "robustness.png"]
+        "robustness.csv", "robustness.md", "robustness.png", "robustness_key.json"]
     rows = open(out / "robustness.csv").read().splitlines()
     assert rows[0] == "type,level,frame_AUC,video_AUC,frame_ACC,images" and len(rows) == 6
     assert robustness(cfg + ["--types", "GB", "CC", "--levels", "1", "5", "--out", str(out)]) == 0
     assert "GB:1" not in capsys.readouterr().out  # resumed: nothing run again
+    # the same --out with another checkpoint (or test set) is other work: never answered from
+    # the old rows
+    before = open(out / "robustness.csv").read()
+    other = tmp_path / "other.bin"
+    torch.save({"model": Recce().state_dict()}, other)
+    cfg2 = cfg[:2] + ["--ckpt", str(other)] + cfg[4:]
+    assert robustness(cfg2 + ["--types", "GB", "--levels", "1", "--out", str(out)]) == 2
+    assert "holds rows of other work (checkpoint:" in capsys.readouterr().err
+    assert open(out / "robustness.csv").read() == before
+    (out / "robustness_key.json").unlink()  # rows whose work is unknown are not taken either
+    assert robustness(cfg + ["--types", "GB", "--levels", "1", "--out", str(out)]) == 2
+    assert "without a record of the work" in capsys.readouterr().err
 
 
 def _color_video(path, frames=3, value=(200, 120, 60)):

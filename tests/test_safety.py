@@ -388,3 +388,56 @@ def test_a_killed_run_s_orphaned_workers_do_not_hold_its_lock(tmp_path):
         assert again.returncode == 0, again.stderr
     finally:
         os.waitpid(pid, 0)
+
+
+def test_same_work_resumes_only_identical_work(tmp_path):
+    from fileio import same_work
+    key_path = tmp_path / "k.json"
+    same_work(str(key_path), {"checkpoint": {"path": "/a", "size": 1}, "opts": ["x"]}, False, "out")
+    same_work(str(key_path), {"checkpoint": {"path": "/a", "size": 1}, "opts": ["x"]}, True, "out")
+    with pytest.raises(UserError, match=r"out holds rows of other work \(opts: \['x'\] there"):
+        same_work(str(key_path), {"checkpoint": {"path": "/a", "size": 1}, "opts": ["y"]}, True,
+                  "out")
+    key_path.write_text("{broken")
+    with pytest.raises(UserError, match="is not a key this project wrote"):
+        same_work(str(key_path), {}, True, "out")
+    with pytest.raises(UserError, match="without a record of the work"):
+        same_work(str(tmp_path / "none.json"), {}, True, "out")
+    assert not (tmp_path / "none.json").exists()
+
+
+def test_a_stop_reaches_every_child_process_and_waits_for_them(tmp_path):
+    """tools.run_child (reproduce.py's runner): SIGTERM to the parent reaches the child and the
+    grandchild (torchrun's workers), the parent waits for them to finish saving, then exits 143;
+    nothing is left running."""
+    worker = tmp_path / "worker.py"
+    worker.write_text(
+        "import signal, sys, time, subprocess\n"
+        "name = sys.argv[1]\n"
+        "def stop(s, f):\n"
+        "    time.sleep(1.0)  # saving\n"
+        "    open(sys.argv[2] + '/' + name, 'w').write('saved')\n"
+        "    sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, stop)\n"
+        "open(sys.argv[2] + '/ready_' + name, 'w').close()\n"
+        "if name == 'launcher':\n"
+        "    child = subprocess.Popen([sys.executable, sys.argv[0], 'worker', sys.argv[2]])\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n")
+    parent = subprocess.Popen([sys.executable, "-c", (
+        "import sys; sys.path.insert(0, sys.argv[1]);"
+        "from errors import run_cli; from tools import run_child;"
+        "sys.exit(run_cli(lambda: run_child([sys.executable, sys.argv[2], 'launcher', sys.argv[3]]),"
+        " 'interrupted'))"), str(ROOT), str(worker), str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert parent.stdout.readline().strip() == "ready"
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "ready_worker").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)  # the grandchild has its handler
+    parent.send_signal(signal.SIGTERM)
+    _, err = parent.communicate(timeout=60)
+    assert parent.returncode == 143 and err.strip() == "interrupted"
+    assert (tmp_path / "launcher").read_text() == "saved"
+    assert (tmp_path / "worker").read_text() == "saved"
+    left = subprocess.run(["pgrep", "-f", str(worker)], capture_output=True, text=True)
+    assert left.stdout.strip() == ""

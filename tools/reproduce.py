@@ -21,7 +21,6 @@ import argparse
 import csv
 import math
 import os
-import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -454,7 +453,8 @@ def run(cmd, dry_run):
     print("$ " + " ".join(_quote(c) for c in cmd), flush=True)
     if dry_run:
         return
-    code = subprocess.call(cmd, cwd=os.getcwd())
+    from tools import run_child
+    code = run_child(cmd, cwd=os.getcwd())  # a stop reaches every process of the child, saved
     if code:
         script = next((os.path.basename(c) for c in cmd if c.endswith(".py")), cmd[0])
         raise UserError(f"{script} exited with status {code}; finished rows are kept, run the "
@@ -508,6 +508,17 @@ def main(argv=None):
         if not args.dry_run:
             for line in check_data(plan):
                 print(line, flush=True)
+        if not args.dry_run:
+            from fileio import file_identity, same_work
+            ckpts = ({k: file_identity(plan.checkpoint(k)) for k in plan.models}
+                     if args.checkpoints else None)
+            os.makedirs(args.out, exist_ok=True)
+            same_work(os.path.join(args.out, f"{plan.name}.key.json"),
+                      {"table": plan.name, "checkpoints": ckpts, "runs": args.runs,
+                       "protocol": args.protocol, "recipe": args.recipe, "opts": args.opt,
+                       "data_roots": sorted(args.data_root), "bootstrap": args.bootstrap},
+                      os.path.isfile(os.path.join(args.out, f"{plan.name}.csv")),
+                      f"--out {args.out} ({plan.name}.csv)")
         results = read_results(os.path.join(args.out, f"{plan.name}.csv"))
         done = {(r["row"], r["protocol"]) for r in results}
         for row in plan.rows:

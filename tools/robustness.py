@@ -222,6 +222,16 @@ def main(argv=None):
         model = load_detector(ckpt, device, model_cfg=cfg["model"],
                               trusted=args.trust or cfg["config"]["trust_checkpoint"],
                               fallback_spec=branch_spec(cfg))
+        from fileio import file_identity, same_work
+        from trainer.config import branch
+        key = {"checkpoint": file_identity(ckpt), "data": cfg["data"]["name"],
+               "test_branch": branch(cfg, "test"), "protocol": args.protocol,
+               "seed": cfg["config"]["seed"],
+               "videos": file_identity(args.videos) if frames else None,
+               "faces": [args.detector, args.detector_weights, args.frames, args.margin]
+               if frames else None}
+        same_work(os.path.join(out, "robustness_key.json"), key,
+                  os.path.isfile(os.path.join(out, "robustness.csv")), f"--out {out}")
         rows = _read_rows(os.path.join(out, "robustness.csv"))
         grid = [("clean", 0)] + [(t, lv) for t in types for lv in args.levels]
         if frames:
