@@ -23,6 +23,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # broken videos are reported by us, once
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+MAX_IMAGE_SIZE = 2048
 
 
 def line_for(path, prob, threshold=0.5):
@@ -68,7 +69,7 @@ def parse_args(argv=None):
                    help="with --image/--image_folder: the files are photos, not face crops")
     m.add_argument("--detector", default="dlib", help="face detector: dlib (default) or retinaface")
     m.add_argument("--detector_weights", help="retinaface: mobilenet0.25_Final.pth or Resnet50_Final.pth")
-    m.add_argument("--frames", type=int, default=32, help="video: N evenly spaced frames (32)")
+    m.add_argument("--frames", type=int, default=None, help="video: N evenly spaced frames (32)")
     m.add_argument("--every", type=int, help="video: every k-th frame")
     m.add_argument("--all_frames", action="store_true", help="video: every frame")
     m.add_argument("--margin", type=float, default=1.3, help="crop side = margin x the face box")
@@ -297,10 +298,11 @@ class Detector:
         return Scorer(self.model, self.device, self.batch_size)
 
     def score_video(self, path, frames=32, every=None, all_frames=False, margin=1.3,
-                    face_detector="dlib", detector_weights=None, vis_dir=None):
-        """A video -> ``faces.media.Result`` (faces found, tracked, cropped, scored)."""
+                    face_detector="dlib", detector_weights=None, vis_dir=None, name=None):
+        """A video -> ``faces.media.Result`` (faces found, tracked, cropped, scored); pictures
+        into ``vis_dir`` under ``name`` (default: the file's stem)."""
         from faces import media
-        vis = media.Visualizer(vis_dir, path) if vis_dir else None
+        vis = media.Visualizer(vis_dir, path, name=name) if vis_dir else None
         r = media.score_video(os.fspath(path), self._face_detector(face_detector, detector_weights),
                               self._scorer(), self.threshold, None if all_frames else frames,
                               every, margin, vis)
@@ -309,10 +311,10 @@ class Detector:
         return r
 
     def score_photo(self, path, margin=1.3, face_detector="dlib", detector_weights=None,
-                    vis_dir=None):
+                    vis_dir=None, name=None):
         """A photo -> ``faces.media.Result`` (every face detected and scored)."""
         from faces import media
-        vis = media.Visualizer(vis_dir, path) if vis_dir else None
+        vis = media.Visualizer(vis_dir, path, name=name) if vis_dir else None
         return media.score_photo(os.fspath(path),
                                  self._face_detector(face_detector, detector_weights),
                                  self._scorer(), self.threshold, margin, self.max_pixels, vis)
@@ -407,10 +409,22 @@ def check_arguments(args):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise UserError(f"--{name} {value}: expected a positive integer")
-    if not args.margin > 0:
-        raise UserError(f"--margin {args.margin}: expected a positive number")
+    import math
+    if not (args.margin > 0 and math.isfinite(args.margin)):
+        raise UserError(f"--margin {args.margin}: expected a positive number (1.3 is usual)")
+    if args.image_size is not None and args.image_size > MAX_IMAGE_SIZE:
+        raise UserError(f"--image_size {args.image_size}: at most {MAX_IMAGE_SIZE} (a face crop "
+                        "model's input; the checkpoint's own size is the default)")
+    if sum([args.frames is not None, args.every is not None, args.all_frames]) > 1:
+        raise UserError("--frames, --every and --all_frames each choose the frames: give one")
     if args.frames_output and not args.frames_output.lower().endswith(".csv"):
         raise UserError(f"--frames_output {args.frames_output}: use a .csv file name")
+    if args.output and args.frames_output and \
+            os.path.abspath(args.output) == os.path.abspath(args.frames_output):
+        raise UserError(f"--output and --frames_output are both {args.output}: give two files")
+    if args.visualize:
+        from fileio import check_output_dir
+        check_output_dir(args.vis_dir, "--vis_dir")
 
 
 def score_media(args):
@@ -427,13 +441,17 @@ def score_media(args):
         print(f"--visualize: {type(det.model).__name__} has no reconstruction: boxes and "
               "timelines only, no heat map", file=sys.stderr)
     vis_dir = args.vis_dir if args.visualize else None
+    stems = [os.path.splitext(os.path.basename(i))[0] for i in items]
     results, failed = [], 0
-    for item in items:
+    for item, stem in zip(items, stems):
+        # two inputs of one stem (a.mp4, a.avi) get their pictures under their full names
+        name = stem if stems.count(stem) == 1 else os.path.basename(item).replace(".", "_")
         if args.video:
-            r = det.score_video(item, args.frames, args.every, args.all_frames, args.margin,
-                                args.detector, args.detector_weights, vis_dir)
+            r = det.score_video(item, args.frames or 32, args.every, args.all_frames, args.margin,
+                                args.detector, args.detector_weights, vis_dir, name=name)
         else:
-            r = det.score_photo(item, args.margin, args.detector, args.detector_weights, vis_dir)
+            r = det.score_photo(item, args.margin, args.detector, args.detector_weights, vis_dir,
+                                name=name)
         results.append(r)
         if r.error:
             failed += 1

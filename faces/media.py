@@ -244,9 +244,9 @@ class Visualizer:
     reconstruction-difference heat map of the first face inset where the model has one); per photo
     ``<name>_annotated.png``."""
 
-    def __init__(self, out_dir, path, fps=5.0):
+    def __init__(self, out_dir, path, fps=5.0, name=None):
         os.makedirs(out_dir, exist_ok=True)
-        self.base = os.path.join(out_dir, os.path.splitext(os.path.basename(path))[0])
+        self.base = os.path.join(out_dir, name or os.path.splitext(os.path.basename(path))[0])
         self.fps, self.writer, self.maps, self.points = fps, None, {}, {}
 
     @staticmethod

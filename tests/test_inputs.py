@@ -266,8 +266,20 @@ def test_inference_bad_options_checked_before_the_work(tmp_path, good_ckpt, nan_
         (["--batch_size", "-2"], "--batch_size -2: expected a positive number"),
         (["--num_workers", "-1"], "--num_workers -1: expected 0 or more"),
         (["--image_size", "5"], "--image_size 5: the model needs at least 7"),
+        (["--image_size", "6000"], "--image_size 6000: at most 2048"),
+        (["--margin", "inf"], "--margin inf: expected a positive number"),
+        (["--video", str(tmp_path), "--all_frames", "--frames", "3"], None),
+        (["--detect", "--output", str(tmp_path / "r.csv"), "--frames_output",
+          str(tmp_path / "r.csv")], "--output and --frames_output are both"),
+        (["-v", "--vis_dir", str(tmp_path / "afile")], "--vis_dir .*afile"),
     ]
+    (tmp_path / "afile").write_text("the user's")
     for args, text in cases:
+        if text is None:  # --video instead of -f: argparse's own one line for two sources
+            assert inference.main(["-b", good_ckpt, "--video", str(tmp_path), "--all_frames",
+                                   "--frames", "3", "-d", "cpu"]) == 2
+            assert "each choose the frames: give one" in capsys.readouterr().err
+            continue
         assert inference.main(["-b", good_ckpt, "-f", folder, "-d", "cpu"] + args) == 2
         out, err = capsys.readouterr()
         assert out == "" and err.count("\n") == 1

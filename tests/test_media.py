@@ -175,3 +175,21 @@ def test_panels_are_drawn_without_library_warnings(media, tmp_path, capsys):
                                "--vis_dir", str(tmp_path / "vis"), "--num_workers", "0"]) == 0
     img = cv2.imread(str(tmp_path / "vis" / "a.png"))
     assert img.shape[1] == 3 * 128 and img.shape[0] == 28 + 22 + 128 + 26
+
+
+def test_two_videos_of_one_name_keep_their_own_pictures(tmp_path, capsys):
+    import shutil
+
+    from helpers import hopper_video
+    from model import Recce
+    folder = tmp_path / "v"
+    folder.mkdir()
+    hopper_video(folder / "clip.avi", frames=3)
+    shutil.copy(folder / "clip.avi", folder / "clip.mkv")  # the same stem, another extension
+    ckpt = tmp_path / "m.bin"
+    torch.save({"model": Recce().state_dict()}, ckpt)
+    vis = tmp_path / "vis"
+    code, lines, _ = _run(["-b", str(ckpt), "--video", str(folder), "-d", "cpu", "-v",
+                           "--vis_dir", str(vis), "--frames", "2", "-s", "64"], capsys)
+    assert code == 0 and len(lines) == 2
+    assert {"clip_avi_timeline.png", "clip_mkv_timeline.png"} <= set(os.listdir(vis))

@@ -41,6 +41,7 @@ DEFAULT_FOLDERS = {"ffpp": "FaceForensics++", "celeb_df": "Celeb-DF-v2",
                    "demo": "demo"}
 RECIPES = ("paper", "deepfakebench")
 METRICS = ("AUC", "ACC", "EER")
+MAX_BOOTSTRAP = 100_000
 
 LEVELS = ("frame", "video")
 FIELDS = ["table", "row", "model", "tested_on", "protocol", "level", "metric", "published",
@@ -502,6 +503,10 @@ def main(argv=None):
             raise UserError("give --table NAME (or --list)")
         if args.gpus < 1 or args.bootstrap < 1:
             raise UserError("--gpus and --bootstrap: expected a positive integer")
+        if args.bootstrap > MAX_BOOTSTRAP:
+            raise UserError(f"--bootstrap {args.bootstrap}: at most {MAX_BOOTSTRAP:,} resamples "
+                            "(1,000 give the interval to about 0.5 %; each resample rescoring "
+                            "every row's frames)")
         if os.path.exists(args.out) and not os.path.isdir(args.out):
             raise UserError(f"--out {args.out}: is a file, expected a folder")
         plan = Plan(args.table, tables, args, parse_data_roots(args.data_root))
