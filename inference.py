@@ -365,6 +365,7 @@ def score(args):
         print(f"--visualize: {type(det.model).__name__} has no reconstruction, so there is no "
               "heat map to draw; scoring only", file=sys.stderr)
         vis_dir = None
+    args._maps = vis_dir is not None
     root = os.path.dirname(paths[0]) if args.image else args.image_folder
     names = [os.path.relpath(p, root).replace(os.sep, "__") for p in paths]
     for i, prob, err in det.score_items(paths, names, vis_dir):
@@ -463,6 +464,7 @@ def score_media(args):
         media.write_results(args.output, results)
     if args.frames_output:
         media.write_frames(args.frames_output, results)
+    say_written(args, args.visualize)
     return 1 if failed else 0
 
 
@@ -481,7 +483,17 @@ def score_crops(args):
         rows.sort(key=lambda r: r[0])
         write_results(args.output, rows, args.threshold)
     sys.stdout.flush()
+    say_written(args, getattr(args, "_maps", False))  # panels only where the model has maps
     return 1 if failed else 0
+
+
+def say_written(args, pictures):
+    """One stderr line naming every file or folder written (stdout keeps one line per input)."""
+    written = [p for p in (args.output, args.frames_output) if p]
+    if pictures:
+        written.append(f"{args.vis_dir}{os.sep}")
+    if written:
+        print(f"written: {', '.join(written)}", file=sys.stderr)
 
 
 def main(argv=None):

@@ -174,9 +174,11 @@ def result_line(r):
 
 def record(r):
     """The ``--output`` row of a video or photo (the Python API's record)."""
-    return {"path": r.path, "kind": r.kind, "score": r.score,
+    reason = r.error or (("no face found" if r.sampled else "no frame could be decoded")
+                         if r.score is None else None)
+    return {"path": r.path, "kind": r.kind, "fake_probability": r.score,
             "prediction": None if r.score is None else ("fake" if r.fake else "real"),
-            "frames_or_faces": r.count, "tracks": r.tracks, "error": r.error}
+            "frames_or_faces": r.count, "tracks": r.tracks, "error": reason}
 
 
 def face_records(r):

@@ -79,7 +79,7 @@ def test_video_and_photo_records_are_the_command_line_s(ckpt, tmp_path):
     with open(tmp_path / "v.csv") as fh:
         row = next(csv.DictReader(fh))
     assert set(row) == set(rec) - {"faces"}
-    assert float(row["score"]) == pytest.approx(rec["score"], abs=1e-6)
+    assert float(row["fake_probability"]) == pytest.approx(rec["fake_probability"], abs=1e-6)
     assert row["prediction"] == rec["prediction"] and int(row["frames_or_faces"]) == 3
     with open(tmp_path / "f.csv") as fh:
         faces = list(csv.DictReader(fh))

@@ -87,3 +87,13 @@ def test_no_entry_point_imports_tools_and_no_circle():
         seen.add(node)
     for node in graph:
         visit(node)
+
+
+def test_the_viewer_and_the_default_face_detector_are_requirements():
+    """`tensorboard --logdir runs` (README) and dlib, the default detector of videos and photos,
+    install with requirements.txt, not only with the developers' file."""
+    import importlib
+    text = open(os.path.join(ROOT, "requirements.txt")).read()
+    for package, module in (("tensorboard", "tensorboard"), ("dlib-bin", "dlib")):
+        assert any(line.split(">=")[0].strip() == package for line in text.splitlines())
+        importlib.import_module(module)

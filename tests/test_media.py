@@ -78,13 +78,16 @@ def test_videos_lines_tracks_broken_and_no_face(media, tmp_path, capsys):
     assert by_name["none.avi"] == f"path: {vids / 'none.avi'} \t\t| no face found \t| frames: 3"
     skipped = [line for line in err.splitlines() if line.startswith("skipped ")]
     assert len(skipped) == 2 and any("truncated.mp4" in s for s in skipped)
-    assert err.strip().splitlines() == skipped  # no decoder noise of FFmpeg's own
+    assert err.strip().splitlines()[:-1] == skipped  # no decoder noise of FFmpeg's own
+    assert err.strip().splitlines()[-1] == f"written: {out}, {frames}"  # what was written
     assert any("text.mp4" in s for s in skipped)
     rows = {os.path.basename(r["path"]): r for r in json.loads(out.read_text())}
-    assert set(rows["one.avi"]) == {"path", "kind", "score", "prediction", "frames_or_faces",
-                                    "tracks", "error"}
+    assert set(rows["one.avi"]) == {"path", "kind", "fake_probability", "prediction",
+                                    "frames_or_faces", "tracks", "error"}
     assert rows["one.avi"]["tracks"] == 1 and rows["TWO.AVI"]["tracks"] == 2
-    assert rows["text.mp4"]["error"] and rows["none.avi"]["score"] is None
+    assert rows["text.mp4"]["error"] and rows["none.avi"]["fake_probability"] is None
+    assert rows["none.avi"]["error"] == "no face found"  # a reason wherever nothing was scored
+    assert rows["one.avi"]["error"] is None
     face_rows = list(csv.DictReader(open(frames)))
     assert list(face_rows[0]) == ["path", "frame", "time", "track", "x1", "y1", "x2", "y2",
                                   "detector_score", "fake_probability"]
