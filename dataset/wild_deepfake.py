@@ -38,8 +38,10 @@ def build_wilddeepfake(root):
         if not os.path.isdir(base):
             raise UserError(f"WildDeepfake split folder not found: {base}")
         for kind in ("real", "fake"):
+            partial = incomplete_archives(os.path.join(base, kind))
             paths = [os.path.relpath(p, base).replace(os.sep, "/")
-                     for p in walk_images(os.path.join(base, kind))]
+                     for p in walk_images(os.path.join(base, kind))
+                     if not any(p.startswith(f + os.sep) for f in partial)]
             if paths:
                 lists[os.path.join(base, f"{kind}.pickle")] = paths
             counts[f"{split}/{kind}"] = len(paths)
@@ -52,6 +54,35 @@ def build_wilddeepfake(root):
 
 ARCHIVE_DONE = ".unpacked"
 ARCHIVE_WORKING = ".unpacking"
+ARCHIVE_EXTS = (".tar.gz", ".tgz", ".tar")
+
+
+def incomplete_archives(folder):
+    """The archive folders under ``folder`` whose unpacking did not finish (marked
+    ``.unpacking``): never indexed."""
+    if not os.path.isdir(folder):
+        return []
+    return [os.path.join(folder, d) for d in sorted(os.listdir(folder))
+            if os.path.isfile(os.path.join(folder, d, ARCHIVE_WORKING))]
+
+
+def archive_targets(names):
+    """``{archive file name: its folder name}``: the name without its archive extension
+    (``1.part1.tar.gz`` -> ``1.part1``); two archives that would share one (``5.tar``,
+    ``5.tar.gz``) keep their full file names, so that neither is taken for the other."""
+    stems = {n: next(n[:-len(e)] for e in ARCHIVE_EXTS if n.endswith(e)) for n in names
+             if n.endswith(ARCHIVE_EXTS)}
+    return {n: (n if list(stems.values()).count(stem) > 1 else stem)
+            for n, stem in stems.items()}
+
+
+def _read_to_end(tar):
+    """Read what is left of the archive's stream: a gzip stream is verified (length, CRC) only
+    at its very end, which iterating over the members does not reach."""
+    fobj = getattr(tar, "fileobj", None)
+    if fobj is not None:
+        while fobj.read(1 << 20):
+            pass
 
 
 def _archive_folders(archives):
@@ -86,6 +117,7 @@ def unpack_archives(archives, root):
     that the tool did not make is left alone and reported. Returns (archives unpacked, skipped,
     problems)."""
     import tarfile
+    import zlib
 
     from fileio import atomic_write
     if not os.path.isdir(archives):
@@ -97,11 +129,8 @@ def unpack_archives(archives, root):
     done = skipped = 0
     problems = []
     for (split, kind), folder in sorted(folders.items()):
-        for name in sorted(os.listdir(folder)):
-            if not name.endswith((".tar.gz", ".tgz", ".tar")):
-                continue
+        for name, stem in sorted(archive_targets(os.listdir(folder)).items()):
             archive = os.path.join(folder, name)
-            stem = name.split(".")[0]
             target = os.path.join(root, split, kind, stem)
             if os.path.isfile(os.path.join(target, ARCHIVE_DONE)):
                 skipped += 1
@@ -124,8 +153,11 @@ def unpack_archives(archives, root):
                         os.makedirs(os.path.dirname(out), exist_ok=True)
                         atomic_write(out, lambda fh, d=data: fh.write(d), mode="wb")
                         count += 1
-            except (tarfile.TarError, OSError, EOFError) as exc:
-                problems.append(f"{archive}: {exc}")
+                    _read_to_end(tar)  # unpacked = read to its end and verified
+            except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+                problems.append(f"{archive}: {' '.join(str(exc).split()) or type(exc).__name__}"
+                                " (not unpacked: its folder stays marked .unpacking and is not "
+                                "indexed; the next run redoes it)")
                 continue  # the working marker stays: the next run redoes this archive
             with open(os.path.join(target, ARCHIVE_DONE), "w") as fh:
                 fh.write(f"{count}\n")
@@ -145,9 +177,14 @@ def _build(args):
     lines = []
     if args.archives:
         done, skipped, problems = unpack_archives(args.archives, args.root)
-        lines += [f"warning: {p}" for p in problems]
+        lines += [f"problem: {p}" for p in problems]
         lines.append(f"archives: {done} unpacked, {skipped} already unpacked, "
                      f"{len(problems)} with problems")
+    for split in ("train", "test"):
+        for kind in ("real", "fake"):
+            lines += [f"problem: {f}: an unpacking that did not finish; not indexed"
+                      for f in incomplete_archives(os.path.join(args.root, split, kind))
+                      if not any(f in line for line in lines)]
     return lines + [f"{name}.pickle: {n} frames" for name, n in build_wilddeepfake(args.root).items()]
 
 

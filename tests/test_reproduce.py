@@ -222,7 +222,7 @@ def test_wilddeepfake_archives_unpack_to_the_loader_layout(tmp_path):
     # a folder the tool did not make, where one archive would go: left alone, reported
     (root / "test" / "fake" / "0").mkdir(parents=True)
     (root / "test" / "fake" / "0" / "mine.txt").write_text("keep")
-    assert main(["wilddeepfake", "--root", str(root), "--archives", str(dist)]) == 0
+    assert main(["wilddeepfake", "--root", str(root), "--archives", str(dist)]) == 1  # reported
     assert (root / "test" / "fake" / "0" / "mine.txt").read_text() == "keep"
     assert sorted(os.listdir(root / "test" / "fake" / "0")) == ["mine.txt"]
     assert not (tmp_path / "evil.png").exists() and not (root / "evil.png").exists()
@@ -232,8 +232,52 @@ def test_wilddeepfake_archives_unpack_to_the_loader_layout(tmp_path):
     assert {it.video for it in ds.items} == {"real/0/0", "real/0/1", "fake/0/0", "fake/0/1"}
     # a second run skips what is unpacked
     stamp = os.path.getmtime(root / "train" / "real" / "0" / "0" / "1.png")
-    assert main(["wilddeepfake", "--root", str(root), "--archives", str(dist)]) == 0
+    assert main(["wilddeepfake", "--root", str(root), "--archives", str(dist)]) == 1
     assert os.path.getmtime(root / "train" / "real" / "0" / "0" / "1.png") == stamp
+
+
+def test_an_archive_counts_as_unpacked_only_when_read_to_its_end(tmp_path, capsys):
+    """A gzip stream with a byte flipped, a truncated archive and a zip named .tar.gz are
+    reported (exit 1), stay marked .unpacking and are never indexed; archives that share a stem
+    (5.tar and 5.tar.gz, 1.part1 and 1.part2) each get their own folder."""
+    import zipfile
+
+    from tools.build_index import main
+    png = cv2.imencode(".png", np.full((20, 20, 3), 7, np.uint8))[1].tobytes()
+    members = [(f"s/{i}.png", png + bytes([i])) for i in range(40)]
+    dist = tmp_path / "dist"
+    for kind in ("real", "fake"):
+        for split in ("train", "test"):
+            (dist / f"{kind}_{split}").mkdir(parents=True)
+            _tar(dist / f"{kind}_{split}" / "0.tar.gz", [("a/1.png", png)])
+    folder = dist / "real_train"
+    _tar(folder / "good.tar.gz", members)
+    data = bytearray((folder / "good.tar.gz").read_bytes())
+    data[len(data) - 6] ^= 0xFF  # the stored CRC: only reading to the end sees it
+    (folder / "crc.tar.gz").write_bytes(bytes(data))
+    (folder / "cut.tar.gz").write_bytes((folder / "good.tar.gz").read_bytes()[:len(data) // 2])
+    with zipfile.ZipFile(folder / "zip.tar.gz", "w") as z:
+        z.writestr("s/1.png", png)
+    with tarfile.open(folder / "5.tar", "w") as tar:
+        info = tarfile.TarInfo("s/9.png")
+        info.size = len(png)
+        tar.addfile(info, io.BytesIO(png))
+    _tar(folder / "5.tar.gz", [("s/1.png", png)])
+    _tar(folder / "1.part1.tar.gz", [("s/1.png", png)])
+    _tar(folder / "1.part2.tar.gz", [("t/1.png", png)])
+    root = tmp_path / "wdf"
+    capsys.readouterr()
+    assert main(["wilddeepfake", "--root", str(root), "--archives", str(dist)]) == 1
+    err = capsys.readouterr().err
+    for bad in ("crc", "cut", "zip"):
+        assert f"{bad}.tar.gz" in err and (root / "train" / "real" / bad / ".unpacking").exists()
+        assert not (root / "train" / "real" / bad / ".unpacked").exists()
+    made = sorted(os.listdir(root / "train" / "real"))
+    assert {"5.tar", "5.tar.gz", "1.part1", "1.part2", "good", "0"} <= set(made)
+    ds = build_dataset("WildDeepfake", {"root": str(root), "split": "train", "transforms": NORM})
+    videos = {it.video for it in ds.items}
+    assert not any(v.split("/")[1] in ("crc", "cut", "zip") for v in videos)
+    assert {"real/5.tar/s", "real/5.tar.gz/s", "real/1.part1/s", "real/1.part2/t"} <= videos
 
 
 def test_dfdc_test_labels_from_metadata(tmp_path):

@@ -33,8 +33,11 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     def body():
+        problems = 0
         for line in builders[args.dataset](args):
-            print(line, file=sys.stderr if line.startswith("warning:") else sys.stdout)
+            problems += line.startswith("problem:")
+            print(line, file=sys.stderr if line.startswith(("warning:", "problem:")) else sys.stdout)
+        return 1 if problems else 0  # per-file problems: the rest is done, the status says so
     return run_cli(body)
 
 
