@@ -305,7 +305,7 @@ class Detector:
         vis = media.Visualizer(vis_dir, path, name=name) if vis_dir else None
         r = media.score_video(os.fspath(path), self._face_detector(face_detector, detector_weights),
                               self._scorer(), self.threshold, None if all_frames else frames,
-                              every, margin, vis)
+                              every, margin, vis, self.max_pixels)
         if vis is not None and r.error is None:
             vis.close(self.threshold)
         return r
@@ -458,8 +458,10 @@ def score_media(args):
             failed += 1
             print(f"skipped {item}: {r.error}", file=sys.stderr)
         else:
-            failed += r.score is None
+            failed += r.score is None or r.warning is not None
             print(media.result_line(r), flush=True)
+            if r.warning:
+                print(f"warning: {item}: {r.warning}", file=sys.stderr)
     if args.output:
         media.write_results(args.output, results)
     if args.frames_output:

@@ -44,6 +44,7 @@ class Result:
     sampled: int = 0
     faces: list = field(default_factory=list)
     error: str | None = None
+    warning: str | None = None  # scored, but not all of it (a truncated video)
 
 
 def list_videos(path):
@@ -79,11 +80,13 @@ class Scorer:
         return probs, maps
 
 
-def score_video(path, detector, scorer, threshold, frames=32, every=None, margin=1.3, vis=None):
+def score_video(path, detector, scorer, threshold, frames=32, every=None, margin=1.3, vis=None,
+                max_pixels=None):
     """One video -> a Result; frames are decoded, detected and cropped one at a time, crops scored
     in batches across frames (only a batch of frames is ever held)."""
     result = Result(path, "video")
     tracker = Tracker()
+    info = {}
     pending = []  # (frame index, time, rgb or None, [(Face, crop)])
 
     def flush():
@@ -102,7 +105,7 @@ def score_video(path, detector, scorer, threshold, frames=32, every=None, margin
         pending.clear()
 
     try:
-        for idx, t, rgb in iter_frames(path, frames, every):
+        for idx, t, rgb in iter_frames(path, frames, every, info=info, max_pixels=max_pixels):
             result.sampled += 1
             dets = sorted(detector(rgb), key=lambda d: -d.area)
             faces = []
@@ -120,6 +123,9 @@ def score_video(path, detector, scorer, threshold, frames=32, every=None, margin
     if result.sampled == 0:
         result.error = "no frame could be decoded"
         return result
+    if info.get("decoded", 0) < info.get("wanted", 0):  # scored, and said: not the whole video
+        result.warning = (f"only {info['decoded']} of the {info['wanted']} chosen frames could be "
+                          f"decoded (the header says {info['total']} frames: a truncated file?)")
     tracks = {}
     for face in result.faces:
         tracks.setdefault(face.track, []).append(face.prob)

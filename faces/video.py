@@ -55,28 +55,44 @@ def _count_frames(path):
     return n
 
 
-def iter_frames(path, frames=None, every=None, indices=None, info=None):
+MAX_HEADER_FRAMES = 10_000_000  # 3.9 days at 30 fps: a header claiming more is not believed
+DEFAULT_MAX_PIXELS = 64_000_000  # per frame, as for photos (dataset.base)
+
+
+def iter_frames(path, frames=None, every=None, indices=None, info=None, max_pixels=None):
     """The chosen frames of a video, decoded one at a time (grab every frame, retrieve only the
     chosen ones): (frame index, time in seconds, RGB). The header's frame count picks them; where it
-    is missing, the frames are counted first. ``indices`` names the frames instead; ``info`` (a
-    dict) receives the video's ``total`` frame count and ``fps``. Raises IOError when the video
-    cannot be opened."""
+    is missing, or claims more than ``MAX_HEADER_FRAMES``, the frames are counted first (a lying
+    header costs one pass, not memory). ``indices`` names the frames instead; ``info`` (a dict)
+    receives the video's ``total`` frame count, ``fps``, the number of chosen frames ``wanted`` and,
+    once the iteration is over, how many were ``decoded`` (fewer: a truncated video). Raises
+    IOError when the video cannot be opened or its frames have more than ``max_pixels`` pixels."""
     cap = cv2.VideoCapture(path)
     if not cap.isOpened():
         raise IOError("cannot open the video")
+    w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
+    budget = max_pixels or DEFAULT_MAX_PIXELS
+    if w * h > budget:
+        cap.release()
+        raise IOError(f"its frames have {w} x {h} pixels, more than the limit of {budget} "
+                      "(--max_pixels)")
     fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
     total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-    if total <= 0:
+    if total <= 0 or total > MAX_HEADER_FRAMES:
         total = _count_frames(path)
+    chosen = frame_indices(total, frames, every) if indices is None else sorted(set(indices))
     if info is not None:
-        info.update(total=total, fps=fps)
-    wanted = set(frame_indices(total, frames, every) if indices is None else indices)
-    idx = 0
+        info.update(total=total, fps=fps, wanted=len(chosen), decoded=0)
+    wanted, last = set(chosen), (max(chosen) if chosen else -1)
+    idx = decoded = 0
     try:
-        while wanted and idx <= max(wanted) and cap.grab():
+        while idx <= last and cap.grab():
             if idx in wanted:
                 ok, bgr = cap.retrieve()
                 if ok:
+                    decoded += 1
+                    if info is not None:
+                        info["decoded"] = decoded
                     yield idx, (idx / fps if fps > 0 else 0.0), cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
             idx += 1
     finally:

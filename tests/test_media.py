@@ -196,3 +196,30 @@ def test_two_videos_of_one_name_keep_their_own_pictures(tmp_path, capsys):
                            "--vis_dir", str(vis), "--frames", "2", "-s", "64"], capsys)
     assert code == 0 and len(lines) == 2
     assert {"clip_avi_timeline.png", "clip_mkv_timeline.png"} <= set(os.listdir(vis))
+
+
+def test_truncated_oversized_and_lying_videos(tmp_path, capsys, monkeypatch):
+    """A video cut at 60 % is scored on what decodes and said to be (exit 1); frames above the
+    pixel budget are refused; a header claiming absurdly many frames is not believed."""
+    from helpers import hopper_video
+    from model import Recce
+    from faces import video as fv
+    full = hopper_video(tmp_path / "full.avi", frames=10)
+    data = open(full, "rb").read()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(data[:int(len(data) * 0.6)])
+    info = {}
+    got = list(fv.iter_frames(str(cut), frames=10, info=info))
+    assert info["wanted"] == 10 and info["decoded"] == len(got) < 10
+    ckpt = tmp_path / "m.bin"
+    torch.save({"model": Recce().state_dict()}, ckpt)
+    code, lines, err = _run(["-b", str(ckpt), "--video", str(cut), "-d", "cpu", "-s", "64",
+                             "--frames", "10"], capsys)
+    assert code == 1 and len(lines) == 1 and "fake probability" in lines[0]
+    assert f"warning: {cut}: only {len(got)} of the 10 chosen frames could be decoded" in err
+    code, lines, err = _run(["-b", str(ckpt), "--video", full, "-d", "cpu", "-s", "64",
+                             "--max_pixels", "1000"], capsys)
+    assert code == 1 and "400 x 300 pixels, more than the limit of 1000" in err
+    monkeypatch.setattr(fv, "MAX_HEADER_FRAMES", 5)  # the header's 10 is now "absurd": counted
+    info = {}
+    assert len(list(fv.iter_frames(full, frames=3, info=info))) == 3 and info["total"] == 10
