@@ -1,4 +1,5 @@
 import os
+import re
 import subprocess
 import sys
 
@@ -344,3 +345,48 @@ def test_config_compile_wraps_the_model_for_training(tmp_path, demo_root, monkey
     plain = Trainer(load_config(path, ["config.id=plain", "config.compile=false"]))
     assert len(compiled) == 1
     plain.close()
+
+
+def test_progress_gives_images_per_second_eta_and_a_line_every_30_s():
+    from trainer.train import Progress
+    now = [100.0]
+    p = Progress(step=10, num_steps=110, images_per_step=32, every=30.0, clock=lambda: now[0])
+    now[0] += 20.0  # 50 steps of 32 images in 20 s
+    rate, left = p.rate(60)
+    assert rate == pytest.approx(80.0) and left == pytest.approx(20.0)  # 50 steps left, 0.4 s each
+    assert Progress.eta(3725) == "1:02:05"
+    assert not p.due()
+    now[0] += 29.0
+    assert not p.due()
+    now[0] += 1.5
+    assert p.due()
+
+
+def test_log_lines_name_the_pace(tmp_path, demo_root):
+    from helpers import image_list_tree, write_config
+    from trainer.train import run
+    cfg = load_config(write_config(tmp_path, image_list_tree(demo_root, tmp_path / "d"), steps=2,
+                                   val_steps=2))
+    result = run(cfg)
+    text = open(os.path.join(result["run_dir"], "train_rank0.log")).read()
+    assert re.search(r"step 2/2  loss .* img/s  eta 0:00:00", text)
+
+
+def test_evaluation_says_how_far_it_is_without_a_terminal(demo_root, monkeypatch, caplog):
+    import logging
+
+    from torch.utils.data import DataLoader
+
+    import trainer.evaluate as ev
+    from dataset import build_dataset, collate
+    from model import build_detector
+    ds = build_dataset("FaceForensics", {"root": os.path.join(demo_root, "faceforensics"),
+                                         "split": "val", "transforms": [
+                                             {"name": "Resize", "params": {"height": 32,
+                                                                           "width": 32}}]})
+    ds.items = ds.items[:6]
+    monkeypatch.setattr(ev, "PROGRESS_EVERY", 0.0)
+    with caplog.at_level(logging.INFO, logger="recce"):
+        ev.evaluate(build_detector({"name": "Xception", "pretrained": False}),
+                    DataLoader(ds, batch_size=2, collate_fn=collate), torch.device("cpu"))
+    assert "evaluating: 3 of 3 batches" in caplog.text

@@ -1,4 +1,8 @@
 """One evaluation loop, used by validation and by test.py, on every rank with scores gathered."""
+import logging
+import sys
+import time
+
 import numpy as np
 import torch
 
@@ -7,6 +11,9 @@ from loss import classification_loss
 from model import scores
 
 from . import distributed as dist
+
+log = logging.getLogger("recce")
+PROGRESS_EVERY = 30.0  # seconds between progress lines when no terminal shows a bar
 
 
 def autocast(device, amp):
@@ -28,7 +35,16 @@ def evaluate(model, loader, device, amp="none", bad_log=None, keep_first=0):
     model.eval()
     rows = {"index": [], "label": [], "prob": [], "logit": [], "loss": [], "video": []}
     shown = None
-    for batch in iterate_quietly(loader):
+    from tqdm import tqdm
+    main = dist.is_main()
+    bar = tqdm(total=len(loader), desc="evaluate", unit="batch", leave=False,
+               dynamic_ncols=True, disable=not (main and sys.stderr.isatty()))
+    last = time.monotonic()
+    for n, batch in enumerate(iterate_quietly(loader), 1):
+        bar.update(1)
+        if bar.disable and main and time.monotonic() - last >= PROGRESS_EVERY:
+            log.info("evaluating: %d of %d batches", n, len(loader))
+            last = time.monotonic()
         if bad_log is not None:
             bad_log.add(batch["bad"])
         if "image" not in batch:
@@ -46,6 +62,7 @@ def evaluate(model, loader, device, amp="none", bad_log=None, keep_first=0):
         rows["logit"].append(out["logit"].cpu().numpy())
         rows["loss"].append(per_sample.cpu().numpy())
         rows["video"].extend(batch["video"])
+    bar.close()
     model.train(was_training)
     local = {k: (np.concatenate(v) if k != "video" and v else v) for k, v in rows.items()}
     parts = dist.all_gather_objects(local)

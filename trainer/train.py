@@ -69,13 +69,56 @@ class StepSampler(DistributedSampler):
         return self.num_samples - self.skip
 
 
+class _ConsoleHandler(logging.StreamHandler):
+    """Log lines on the console that never share a line with a progress bar: written through
+    tqdm, which clears the bar, prints the line and redraws the bar beneath it."""
+
+    def emit(self, record):
+        try:
+            from tqdm import tqdm
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:  # noqa: BLE001 - logging must never raise
+            self.handleError(record)
+
+
+class Progress:
+    """Images per second and the time left, for the log line of every log step, and a progress
+    line at least every ``every`` seconds when no terminal shows a bar (a job's log is never
+    silent for minutes)."""
+
+    def __init__(self, step, num_steps, images_per_step, every=30.0, clock=time.monotonic):
+        self.num_steps, self.images_per_step, self.every, self.clock = (
+            num_steps, images_per_step, every, clock)
+        self.mark_step, self.mark_time = step, clock()
+        self.start_step, self.start_time = step, self.mark_time
+        self.last_line = self.mark_time
+
+    def rate(self, step):
+        """(images/s since the last call, seconds left at the run's average pace)."""
+        now = self.clock()
+        images = (step - self.mark_step) * self.images_per_step
+        rate = images / max(now - self.mark_time, 1e-9)
+        pace = (now - self.start_time) / max(step - self.start_step, 1)
+        self.mark_step, self.mark_time = step, now
+        self.last_line = now
+        return rate, pace * (self.num_steps - step)
+
+    def due(self):
+        return self.clock() - self.last_line >= self.every
+
+    @staticmethod
+    def eta(seconds):
+        seconds = int(round(seconds))
+        return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
 def setup_logging(run_dir, rank):
     root = logging.getLogger()
     root.handlers.clear()
     root.setLevel(logging.INFO)
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
     if rank == 0:
-        console = logging.StreamHandler(sys.stdout)
+        console = _ConsoleHandler(sys.stdout)
         console.setFormatter(fmt)
         root.addHandler(console)
     if run_dir:
@@ -423,16 +466,21 @@ class Trainer:
         self.history.append((self.step, metrics))
         return metrics
 
-    def _log(self, sums, count, num_steps):
-        """Window means of every loss term and the accuracy, averaged over ranks."""
+    def _log(self, sums, count, num_steps, progress=None):
+        """Window means of every loss term and the accuracy, averaged over ranks; images/s and
+        the time left."""
         keys = sorted(sums)
         totals = [float(v) for v in dist.all_reduce([float(sums[k]) for k in keys] + [count],
                                                     self.device, "sum")]
         avg = {k: v / totals[-1] for k, v in zip(keys, totals[:-1])}
         lr = self.scheduler.get_last_lr()[0]
         terms = "  ".join(f"{k} {avg[k]:.4f}" for k in keys if k not in ("total", "acc"))
-        log.info("step %d/%d  loss %.4f  %s  acc %.4f  lr %.2e", self.step, num_steps,
-                 avg["total"], terms, avg["acc"], lr)
+        pace = ""
+        if progress is not None:
+            rate, left = progress.rate(self.step)
+            pace = f"  {rate:.0f} img/s  eta {progress.eta(left)}"
+        log.info("step %d/%d  loss %.4f  %s  acc %.4f  lr %.2e%s", self.step, num_steps,
+                 avg["total"], terms, avg["acc"], lr, pace)
         if self.writer:
             tags = {**getattr(self.criterion, "TAGS", {}), "acc": "Acc"}
             for k in keys:
@@ -452,6 +500,9 @@ class Trainer:
             bar = tqdm(total=num_steps, initial=self.step, desc="train", dynamic_ncols=True,
                        disable=not sys.stderr.isatty())
         sums, count, skipped = {}, 0, 0
+        progress = Progress(self.step, num_steps,
+                            self.cfg["data"]["train_batch_size"] * self.world)
+        quiet = bar is None or bar.disable  # no bar on screen: periodic lines instead
         batches = self._batches()
         while self.step < num_steps:
             batch = next(batches)
@@ -479,8 +530,12 @@ class Trainer:
                     sums[k] = sums.get(k, 0.0) + v.detach().float()
                 count += 1
             if self.step % log_steps == 0 and count:
-                self._log(sums, count, num_steps)
+                self._log(sums, count, num_steps, progress)
                 sums, count = {}, 0
+            elif quiet and self.rank == 0 and progress.due():
+                rate, left = progress.rate(self.step)
+                log.info("step %d/%d  %.0f img/s  eta %s", self.step, num_steps, rate,
+                         progress.eta(left))
             if not self.debug and (self.step % val_steps == 0 or self.step == num_steps):
                 self.validate()
                 self.ddp.train()
