@@ -238,9 +238,15 @@ def test_resume_best_continues_from_the_newest_best(tmp_path, demo_root):
     best = max(int(f[len("best_model_"):-4]) for f in os.listdir(run_dir) if f.startswith("best_"))
     torch.save({**torch.load(run_dir / "latest_model.bin", weights_only=True), "step": 99},
                run_dir / "latest_model.bin")  # latest would say 99
+    best_state = torch.load(run_dir / f"best_model_{best}.bin", weights_only=True)
+    latest_state = torch.load(run_dir / "latest_model.bin", weights_only=True)
+    assert "optimizer" not in best_state and "optimizer" in latest_state  # weights and config
+    assert {"model", "config", "input_spec", "step"} <= set(best_state)
+    assert os.path.getsize(run_dir / f"best_model_{best}.bin") < \
+        0.5 * os.path.getsize(run_dir / "latest_model.bin")
     again = Trainer(load_config(write_config(tmp_path, data, steps=4, val_steps=1,
                                              extra={"resume_best": True})))
-    assert again.step == best
+    assert again.step == best and again.scheduler.iteration == best
     again.close()
 
 

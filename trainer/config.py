@@ -29,7 +29,7 @@ DEFAULTS = {
         "warmup_step": 0, "resume": False, "resume_best": False, "id": None,
         "loss": "binary_ce", "metric": "Acc", "debug": False, "seed": 2022, "amp": "fp16",
         "eval_amp": "none", "compile": False,
-        "on_nonfinite": "stop", "trust_checkpoint": False, "keep_best": None,
+        "on_nonfinite": "stop", "trust_checkpoint": False, "keep_best": 3,
         "device": None, "ckpt": "best_model", "ckpt_fold": "runs", "protocol": None,
         "imports": [],
     },

@@ -313,12 +313,20 @@ class Trainer:
             "input_spec": _unwrap(self.ddp).spec.to_dict(),
         }
 
-    def save(self, name):
-        """Rank 0 writes; every rank learns whether it worked (a full disk stops all of them)."""
+    def save(self, name, weights_only=False):
+        """Rank 0 writes; every rank learns whether it worked (a full disk stops all of them).
+        ``weights_only`` (the best checkpoints): the weights, the config, the input spec and the
+        step, without the training state that only ``latest_model.bin`` needs (a third of the
+        size)."""
         error = None
         if self.run_dir and self.rank == 0:
             try:
-                atomic_save(self._state(), os.path.join(self.run_dir, name))
+                state = self._state()
+                if weights_only:
+                    state = {k: state[k] for k in ("step", "best_step", "best_metric",
+                                                   "eval_metric", "model", "config",
+                                                   "input_spec", "world_size")}
+                atomic_save(state, os.path.join(self.run_dir, name))
             except UserError as exc:
                 error = str(exc)
         error = dist.broadcast_object(error)
@@ -343,8 +351,23 @@ class Trainer:
 
     def load_state(self, state, path):
         """Continue from a checkpoint; one of the original release (weights only) starts a
-        fine-tuning run from step 0."""
+        fine-tuning run from step 0. A best checkpoint of this project (weights and step, no
+        training state) continues from its step with the optimizer started afresh and the
+        learning-rate schedule advanced to that step."""
         load_weights(_unwrap(self.ddp), state, path)
+        if "optimizer" not in state and "step" in state and state.get("config"):
+            self.step = int(state["step"])
+            self.best_step = int(state.get("best_step", self.step))
+            self.best_metric = state.get("best_metric")
+            import warnings
+            with warnings.catch_warnings():  # no optimizer step before these: said above
+                warnings.simplefilter("ignore")
+                for _ in range(self.step):
+                    self.scheduler.step()
+            log.info("resumed the weights of %s at step %d (a best checkpoint holds no optimizer "
+                     "state: the optimizer starts afresh, the schedule is at step %d)", path,
+                     self.step, self.step)
+            return
         if "optimizer" in state and "rng" in state:
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
@@ -457,7 +480,7 @@ class Trainer:
                  self.step, metrics["LogLoss"], metrics["Acc"], metrics["AUC"], self.eval_metric,
                  self.best_metric if self.best_metric is not None else math.nan, self.best_step)
         if better:
-            self.save(f"best_model_{self.step}.bin")
+            self.save(f"best_model_{self.step}.bin", weights_only=True)
             keep = self.cfg["config"]["keep_best"]
             if keep and self.run_dir and self.rank == 0:
                 for name in prune_best(self.run_dir, keep):
