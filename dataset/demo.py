@@ -265,6 +265,10 @@ def ensure_demo_root(root: str):
         return
     parent = os.path.dirname(root) or "."
     if not demo_ready(parent):
+        import logging
+        logging.getLogger("recce").warning(
+            "the demo data is not at %s: building it there (about 33 MB, a few seconds)",
+            os.path.abspath(parent))
         ensure_demo_data(parent)
     if not os.path.isdir(root):
         sets = ", ".join(sorted(d for d in os.listdir(parent) if not d.startswith(".")))

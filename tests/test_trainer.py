@@ -396,3 +396,28 @@ def test_evaluation_says_how_far_it_is_without_a_terminal(demo_root, monkeypatch
         ev.evaluate(build_detector({"name": "Xception", "pretrained": False}),
                     DataLoader(ds, batch_size=2, collate_fn=collate), torch.device("cpu"))
     assert "evaluating: 3 of 3 batches" in caplog.text
+
+
+def test_a_saved_run_works_from_any_working_directory(tmp_path, demo_root, monkeypatch):
+    """Relative roots and ckpt_fold are stored absolute: test.py from another folder finds the
+    checkpoint and the data (and builds no demo data there)."""
+    from helpers import image_list_tree, write_config
+    from trainer.testing import run_test
+    from trainer.train import run
+    work = tmp_path / "work"
+    work.mkdir()
+    image_list_tree(demo_root, work / "d")
+    monkeypatch.chdir(work)
+    cfg = load_config(write_config(work, "d", steps=1, val_steps=1))
+    cfg["config"]["ckpt_fold"] = "runs"  # relative, as the demo's
+    result = run(cfg)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    saved = load_config(str(work / result["run_dir"] / "config.yml"),
+                        ["data.test_branch=val_cfg"])
+    assert os.path.isabs(saved["config"]["ckpt_fold"])
+    assert os.path.isabs(saved["dataset"]["train_cfg"]["root"])
+    metrics, path, out_dir, n, _ = run_test(saved, device="cpu", out_dir=str(tmp_path / "t"))
+    assert n > 0 and os.path.isfile(path)
+    assert os.listdir(elsewhere) == []  # nothing made in the other folder

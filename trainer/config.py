@@ -361,14 +361,26 @@ def branch(cfg, which):
     return cfg["dataset"][name]
 
 
+PATH_KEYS = ("root", "index", "dataset_json_folder")  # branch keys that name files or folders
+
+
 def save_config(cfg, run_dir):
     """Write ``config.yml`` and ``dataset.yml`` into ``run_dir`` (atomically); config.yml points
-    to the other."""
+    to the other. Relative paths (dataset roots and indexes, ``config.ckpt_fold``) are stored
+    absolute, resolved against the working directory of the run, so that test.py and
+    tools/robustness.py find the data and the checkpoints from any folder."""
     from fileio import atomic_write_text
     dataset_path = os.path.abspath(os.path.join(run_dir, "dataset.yml"))
-    atomic_write_text(dataset_path, yaml.safe_dump(cfg["dataset"], sort_keys=False))
+    dataset = copy.deepcopy(cfg["dataset"])
+    for branch_cfg in dataset.values():  # the saved run works from any working directory
+        for key in PATH_KEYS:
+            value = branch_cfg.get(key) if isinstance(branch_cfg, dict) else None
+            if isinstance(value, str) and value and not os.path.isabs(value):
+                branch_cfg[key] = os.path.abspath(value)
+    atomic_write_text(dataset_path, yaml.safe_dump(dataset, sort_keys=False))
     out = {k: copy.deepcopy(cfg[k]) for k in ("model", "config", "data")}
     out["data"]["file"] = dataset_path
+    out["config"]["ckpt_fold"] = os.path.abspath(out["config"]["ckpt_fold"])
     path = os.path.join(run_dir, "config.yml")
     atomic_write_text(path, yaml.safe_dump(out, sort_keys=False))
     return path
