@@ -50,6 +50,14 @@ def test_short_training_writes_checkpoints_logs_and_events(tmp_path, demo_root):
                                                  "model", "optimizer", "scheduler"}
     assert not any(k.startswith("module.") for k in state["model"])
     assert [h[0] for h in result["history"]] == [2, 4]
+    # TensorBoard: the original's tags and the new ones (EER, AP, video and per-method AUC, PR and
+    # ROC curves, labelled real and fake examples with reconstructions, images/s)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(run_dir), size_guidance={"images": 0, "tensors": 0}).Reload()
+    scalars, images = set(events.Tags()["scalars"]), set(events.Tags()["images"])
+    assert {"val/Loss", "val/Acc", "val/AUC", "train/Loss", "train/images_per_s"} <= scalars
+    assert {"val/EER", "val/AP", "val/video_AUC", "val/Deepfakes_AUC"} <= scalars
+    assert {"val/ROC", "val/examples"} <= images and "val/PR" in events.Tags()["tensors"]
     with pytest.raises(UserError, match="already holds a run"):
         run(load_config(path))
     # the saved config is fed back as is, and test.py finds the run's newest best checkpoint

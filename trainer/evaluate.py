@@ -22,6 +22,22 @@ def autocast(device, amp):
     return torch.autocast(device.type, enabled=False)
 
 
+def _keep_examples(shown, x, recons, y, prob, k):
+    """Up to ``k`` examples of each class: (inputs, reconstructions, labels, probabilities)."""
+    xs, rs, ys, ps = shown if shown is not None else (
+        torch.empty(0, *x.shape[1:]), torch.empty(0, *x.shape[1:]), torch.empty(0, dtype=torch.long),
+        torch.empty(0))
+    for c in (0, 1):
+        room = k - int((ys == c).sum())
+        idx = (y == c).nonzero().flatten()[:max(room, 0)].cpu()
+        if len(idx):
+            xs = torch.cat([xs, x[idx].float().cpu()])
+            rs = torch.cat([rs, recons[idx].float().cpu()])
+            ys = torch.cat([ys, y[idx].cpu()])
+            ps = torch.cat([ps, prob[idx].float().cpu()])
+    return xs, rs, ys, ps
+
+
 @torch.no_grad()
 def evaluate(model, loader, device, amp="none", bad_log=None, keep_first=0):
     """Scores of the whole dataset behind ``loader``, each sample once, on every rank.
@@ -29,7 +45,9 @@ def evaluate(model, loader, device, amp="none", bad_log=None, keep_first=0):
     Returns a dict of numpy arrays ``index, label, prob, logit, loss`` and the list ``video``,
     ordered by dataset index (empty arrays when no image could be read). DistributedSampler pads
     the last round with repeats: they are dropped here.
-    ``keep_first`` > 0 also returns the first inputs and reconstructions (for the figure).
+    ``keep_first`` = k > 0 also returns up to k real and k fake inputs with their reconstructions
+    and probabilities (``shown``: inputs, reconstructions, labels, probabilities; the figure of
+    TensorBoard).
     """
     was_training = model.training
     model.eval()
@@ -52,9 +70,11 @@ def evaluate(model, loader, device, amp="none", bad_log=None, keep_first=0):
         x = to_input(batch, device)
         y = batch["label"].to(device)
         with autocast(device, amp):
-            out = scores(model(x, return_aux=keep_first > 0 and shown is None))
+            want = keep_first > 0 and (shown is None or min(
+                int((shown[2] == c).sum()) for c in (0, 1)) < keep_first)
+            out = scores(model(x, return_aux=want))
         if "recons" in out:
-            shown = (x[:keep_first].float().cpu(), out["recons"][:keep_first].float().cpu())
+            shown = _keep_examples(shown, x, out["recons"], y, out["prob"], keep_first)
         per_sample = classification_loss(out["logits"], y, reduction="none")
         rows["index"].append(batch["index"].numpy())
         rows["label"].append(batch["label"].numpy())

@@ -58,7 +58,7 @@ def format_table(metrics):
     return "\n".join(lines)
 
 
-def save_outputs(out_dir, metrics, res, items):
+def save_outputs(out_dir, metrics, res, items, title=""):
     """metrics.json, scores.csv (logit and probability at full precision: every metric recomputes
     exactly from it), and, when both classes are present, roc_curve.pickle and roc.png. Each file
     is written atomically. Returns the names written."""
@@ -79,26 +79,43 @@ def save_outputs(out_dir, metrics, res, items):
         fpr, tpr, thr = roc(res["label"], res["prob"])
         atomic_write(os.path.join(out_dir, "roc_curve.pickle"), lambda fh: torch.save(
             [torch.from_numpy(np.asarray(a, np.float64)) for a in (fpr, tpr, thr)], fh), mode="wb")
-        vl, vp, _ = video_scores(res["label"], res["prob"], res["video"])
-        plot_roc(os.path.join(out_dir, "roc.png"), (fpr, tpr),
-                 roc(vl, vp)[:2] if len(np.unique(vl)) == 2 else None, metrics)
+        plot_roc(os.path.join(out_dir, "roc.png"), res["label"], res["prob"], res["video"],
+                 metrics, f"ROC: {title}" if title else "ROC")
         written += ["roc_curve.pickle", "roc.png"]
     return written
 
 
-def plot_roc(path, frame, video, metrics):
+def roc_figure(labels, probs, videos, metrics, title):
+    """Frame- and video-level ROC curves, titled, each with its EER point marked."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
-    ax.plot(frame[0], frame[1], label=f"frame (AUC {metrics['AUC']:.4f})")
-    if video is not None:
-        ax.plot(video[0], video[1], label=f"video (AUC {metrics['video_AUC']:.4f})")
+    fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
+    fpr, tpr, _ = roc(labels, probs)
+    ax.plot(fpr, tpr, label=f"frame (AUC {metrics['AUC']:.4f})")
+    vl, vp, _ = video_scores(labels, probs, videos)
+    if len(np.unique(vl)) == 2 and "video_AUC" in metrics:
+        vf, vt, _ = roc(vl, vp)
+        ax.plot(vf, vt, label=f"video (AUC {metrics['video_AUC']:.4f})")
+    eer = metrics.get("EER")
+    if eer is not None and eer == eer:
+        ax.plot([eer], [1 - eer], "o", color="k", ms=6,
+                label=f"frame EER {eer:.4f} (false positives = false negatives)")
     ax.plot([0, 1], [0, 1], "k:", lw=0.8)
-    ax.set_xlabel("false positive rate")
-    ax.set_ylabel("true positive rate")
-    ax.legend(loc="lower right")
+    ax.plot([0, 1], [1, 0], color="0.8", lw=0.6)  # where the EER points lie
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("false positive rate (real called fake)")
+    ax.set_ylabel("true positive rate (fake called fake)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
+    return fig
+
+
+def plot_roc(path, labels, probs, videos, metrics, title):
+    import matplotlib.pyplot as plt
+    fig = roc_figure(labels, probs, videos, metrics, title)
     atomic_write(path, lambda fh: fig.savefig(fh, format="png"), mode="wb")
     plt.close(fig)
 
@@ -160,5 +177,6 @@ def run_test(cfg, ckpt=None, device=None, out_dir=None, trusted=False, perturb=(
     methods = [ds.items[i].method for i in res["index"]]
     metrics = all_metrics(res["label"], res["prob"], res["video"], methods)
     metrics["LogLoss"] = float(res["loss"].mean())
-    written = save_outputs(out_dir, metrics, res, ds.items) if dist.is_main() else []
+    title = f"{os.path.basename(path)} on {ds.name}"
+    written = save_outputs(out_dir, metrics, res, ds.items, title) if dist.is_main() else []
     return metrics, path, out_dir, len(res["index"]), written

@@ -33,7 +33,7 @@ from .checkpoint import (RunLock, atomic_save, load_checkpoint, newest_best, pru
                          remove_stale_temporaries, rng_state, set_rng_state)
 from .config import branch, save_config
 from .evaluate import autocast, evaluate
-from .metrics import binary_metrics
+from .metrics import all_metrics
 
 log = logging.getLogger("recce")
 HIGHER_IS_BETTER = {"Acc": True, "AUC": True, "LogLoss": False}
@@ -174,13 +174,33 @@ def _unwrap(model):
     return model.module if isinstance(model, DistributedDataParallel) else model
 
 
-def _figure(shown):
-    """Inputs over reconstructions, as one image grid for tensorboard."""
-    import torchvision
-    x, recons = shown
-    grid = torchvision.utils.make_grid(torch.cat([x, recons]), nrow=len(x), normalize=True,
-                                       value_range=(-1, 1))
-    return grid
+def _examples_figure(shown, norm):
+    """Real and fake validation examples, labelled with their probability: the input, its
+    reconstruction and the difference heat map (on one fixed scale for every panel)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    x, recons, labels, probs = shown
+    mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in norm)
+    to_img = lambda t: ((t * std + mean).clamp(0, 1).permute(0, 2, 3, 1).numpy())  # noqa: E731
+    faces, recs = to_img(x), to_img(recons)
+    diff = (x - recons).abs().mean(1).numpy()
+    top = max(float(diff.max()), 1e-6)
+    n = len(labels)
+    fig, axes = plt.subplots(3, n, figsize=(1.6 * n, 5.2), squeeze=False)
+    for j in range(n):
+        kind = "fake" if int(labels[j]) == 1 else "real"
+        axes[0, j].set_title(f"{kind}\np(fake) {float(probs[j]):.2f}", fontsize=8)
+        for row, img in enumerate((faces[j], recs[j])):
+            axes[row, j].imshow(img)
+        im = axes[2, j].imshow(diff[j], cmap="jet", vmin=0, vmax=top)
+        for row in range(3):
+            axes[row, j].set_xticks([])
+            axes[row, j].set_yticks([])
+    for row, name in enumerate(("input", "reconstruction", "|input - recons.|")):
+        axes[row, 0].set_ylabel(name, fontsize=8)
+    fig.colorbar(im, ax=axes[2, :].tolist(), fraction=0.05, pad=0.02)
+    return fig
 
 
 def with_spec_of(branch_cfg, spec):
@@ -450,17 +470,21 @@ class Trainer:
 
     def validate(self):
         res = evaluate(self.forward, self.val_loader, self.device, self.eval_amp, self.bad,
-                       keep_first=4 if self.model_cls.has_reconstruction else 0)
+                       keep_first=3 if self.model_cls.has_reconstruction else 0)
         n_bad = self.bad.take_count()
         if n_bad:
             log.warning("validation: skipped %d unreadable image(s)", n_bad)
+        extra = {}
         if len(res["label"]) == 0:
             log.warning("validation: no readable image in %s: no metric this time",
                         self.val_set.name)
             metrics = {"Acc": math.nan, "AUC": math.nan, "LogLoss": math.nan}
         else:
-            m = binary_metrics(res["label"], res["prob"])
+            methods = [self.val_set.items[i].method for i in res["index"]]
+            m = all_metrics(res["label"], res["prob"], res["video"], methods)
             metrics = {"Acc": m["ACC"], "AUC": m["AUC"], "LogLoss": float(res["loss"].mean())}
+            extra = {k: v for k, v in m.items() if k in ("EER", "AP", "video_AUC", "video_ACC")
+                     or (k.endswith("_AUC") and not k.startswith("video_"))}
             if len(set(res["label"].tolist())) < 2:
                 only = "real" if res["label"][0] == 0 else "fake"
                 log.warning("validation: %s has %s images only: AUC is undefined", self.val_set.name,
@@ -471,11 +495,7 @@ class Trainer:
         if better:
             self.best_metric, self.best_step = value, self.step
         if self.writer:
-            for tag, key in (("Loss", "LogLoss"), ("Acc", "Acc"), ("AUC", "AUC")):
-                self.writer.add_scalar(f"val/{tag}", metrics[key], self.step)
-            if res.get("shown") is not None:
-                self.writer.add_image("val/inputs_and_reconstructions", _figure(res["shown"]),
-                                      self.step)
+            self._write_validation(metrics, res, extra)
         log.info("step %d validation: Loss %.4f  Acc %.4f  AUC %.4f  (best %s %.4f at step %d)",
                  self.step, metrics["LogLoss"], metrics["Acc"], metrics["AUC"], self.eval_metric,
                  self.best_metric if self.best_metric is not None else math.nan, self.best_step)
@@ -488,6 +508,26 @@ class Trainer:
         self.save("latest_model.bin")
         self.history.append((self.step, metrics))
         return metrics
+
+    def _write_validation(self, metrics, res, extra):
+        """TensorBoard: the metrics (the original's val/Loss, val/Acc, val/AUC, and EER, AP,
+        video-level and per-method AUC), the PR curve, the ROC curve and labelled examples."""
+        for tag, key in (("Loss", "LogLoss"), ("Acc", "Acc"), ("AUC", "AUC")):
+            self.writer.add_scalar(f"val/{tag}", metrics[key], self.step)
+        for key, value in extra.items():
+            if value == value:  # NaN (one class) is not written
+                self.writer.add_scalar(f"val/{key}", value, self.step)
+        if len(set(res["label"].tolist())) == 2:
+            self.writer.add_pr_curve("val/PR", res["label"], res["prob"], self.step)
+            from .testing import roc_figure
+            self.writer.add_figure("val/ROC", roc_figure(
+                res["label"], res["prob"], res["video"], {**extra, "AUC": metrics["AUC"]},
+                f"{self.val_set.name}, step {self.step}"), self.step)
+        shown = res.get("shown")
+        if shown is not None and len(shown[2]):
+            norm = getattr(self.val_set, "norm", None) or (_unwrap(self.ddp).spec.mean,
+                                                           _unwrap(self.ddp).spec.std)
+            self.writer.add_figure("val/examples", _examples_figure(shown, norm[:2]), self.step)
 
     def _log(self, sums, count, num_steps, progress=None):
         """Window means of every loss term and the accuracy, averaged over ranks; images/s and
@@ -502,6 +542,8 @@ class Trainer:
         if progress is not None:
             rate, left = progress.rate(self.step)
             pace = f"  {rate:.0f} img/s  eta {progress.eta(left)}"
+            if self.writer:
+                self.writer.add_scalar("train/images_per_s", rate, self.step)
         log.info("step %d/%d  loss %.4f  %s  acc %.4f  lr %.2e%s", self.step, num_steps,
                  avg["total"], terms, avg["acc"], lr, pace)
         if self.writer:
