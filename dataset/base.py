@@ -170,15 +170,16 @@ def deferred_normalize(transforms):
 def to_input(batch, device, non_blocking=True):
     """A collated batch's images on ``device`` as the model's float input: uint8 images (the
     workers' hand-over, 4x less to move) are converted and normalised here, on the device, as
-    albumentations' Normalize computes it: (x - mean * max) / (std * max)."""
+    albumentations' Normalize computes it, (x - mean * max) * (1 / (std * max)) in float32: the
+    same numbers bit for bit."""
     x = batch["image"].to(device, non_blocking=non_blocking)
     norm = batch.get("norm")
     if norm is None:
         return x
     mean, std, top = norm
     m = torch.tensor(mean, device=x.device, dtype=torch.float32).view(1, -1, 1, 1) * top
-    d = torch.tensor(std, device=x.device, dtype=torch.float32).view(1, -1, 1, 1) * top
-    return (x.float() - m) / d
+    inv = 1 / (torch.tensor(std, device=x.device, dtype=torch.float32).view(1, -1, 1, 1) * top)
+    return (x.float() - m) * inv  # times the float32 reciprocal, as albumentations: bit for bit
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:

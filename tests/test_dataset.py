@@ -304,7 +304,7 @@ def test_worker_error_reaches_the_user_as_one_line(tmp_path):
 
 def test_uint8_hand_over_normalised_in_the_main_process_equals_the_workers_float(demo_root):
     """The trainer's loaders hand uint8 over (4x less to move); to_input normalises as
-    albumentations' Normalize would have in the worker, within float rounding."""
+    albumentations' Normalize would have in the worker, bit for bit."""
     from dataset import build_dataset, collate
     from dataset.base import to_input
     branch = {"root": os.path.join(demo_root, "faceforensics"), "split": "val", "transforms": [
@@ -318,7 +318,7 @@ def test_uint8_hand_over_normalised_in_the_main_process_equals_the_workers_float
     assert batch["image"].dtype == torch.uint8 and batch["norm"][2] == 255.0
     x = to_input(batch, "cpu")
     ref = torch.stack([f32[i]["image"] for i in range(4)])
-    assert x.dtype == torch.float32 and torch.allclose(x, ref, atol=1e-5)
+    assert x.dtype == torch.float32 and torch.equal(x, ref)  # bit for bit
     # a Normalize that is not the last step, or has other parameters, stays in the workers
     other = dict(branch, transforms=branch["transforms"][::-1])
     assert build_dataset("FaceForensics", other, defer_normalize=True).norm is None
