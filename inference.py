@@ -73,6 +73,10 @@ def parse_args(argv=None):
     m.add_argument("--every", type=int, help="video: every k-th frame")
     m.add_argument("--all_frames", action="store_true", help="video: every frame")
     m.add_argument("--margin", type=float, default=1.3, help="crop side = margin x the face box")
+    m.add_argument("--min_face_score", type=float, default=None,
+                   help="detections scored lower are not faces (dlib 0.5, retinaface 0.6)")
+    m.add_argument("--min_face_size", type=int, default=30,
+                   help="boxes with a shorter side in pixels are not faces (30)")
     m.add_argument("--frames_output", help="one row per scored face in a frame (.csv)")
     m.add_argument("--threshold_from", help="use the EER threshold of a test.py metrics.json")
     p.add_argument("--device", "-d", default=None, help="cpu, cuda, cuda:0 ... (default: cuda:0 if available)")
@@ -298,26 +302,29 @@ class Detector:
         return Scorer(self.model, self.device, self.batch_size)
 
     def score_video(self, path, frames=32, every=None, all_frames=False, margin=1.3,
-                    face_detector="dlib", detector_weights=None, vis_dir=None, name=None):
+                    face_detector="dlib", detector_weights=None, vis_dir=None, name=None,
+                    min_face_score=None, min_face_size=30):
         """A video -> ``faces.media.Result`` (faces found, tracked, cropped, scored); pictures
         into ``vis_dir`` under ``name`` (default: the file's stem)."""
         from faces import media
         vis = media.Visualizer(vis_dir, path, name=name) if vis_dir else None
         r = media.score_video(os.fspath(path), self._face_detector(face_detector, detector_weights),
                               self._scorer(), self.threshold, None if all_frames else frames,
-                              every, margin, vis, self.max_pixels)
+                              every, margin, vis, self.max_pixels, min_face_score,
+                              min_face_size)
         if vis is not None and r.error is None:
             vis.close(self.threshold)
         return r
 
     def score_photo(self, path, margin=1.3, face_detector="dlib", detector_weights=None,
-                    vis_dir=None, name=None):
+                    vis_dir=None, name=None, min_face_score=None, min_face_size=30):
         """A photo -> ``faces.media.Result`` (every face detected and scored)."""
         from faces import media
         vis = media.Visualizer(vis_dir, path, name=name) if vis_dir else None
         return media.score_photo(os.fspath(path),
                                  self._face_detector(face_detector, detector_weights),
-                                 self._scorer(), self.threshold, margin, self.max_pixels, vis)
+                                 self._scorer(), self.threshold, margin, self.max_pixels, vis,
+                                 min_face_score, min_face_size)
 
     def predict_video(self, path, **kwargs):
         """The record inference.py --video writes for ``path`` (its ``--output`` row), with
@@ -411,6 +418,11 @@ def check_arguments(args):
         if value is not None and value < 1:
             raise UserError(f"--{name} {value}: expected a positive integer")
     import math
+    if args.min_face_size < 1:
+        raise UserError(f"--min_face_size {args.min_face_size}: expected a positive number of "
+                        "pixels")
+    if args.min_face_score is not None and not math.isfinite(args.min_face_score):
+        raise UserError(f"--min_face_score {args.min_face_score}: expected a finite number")
     if not (args.margin > 0 and math.isfinite(args.margin)):
         raise UserError(f"--margin {args.margin}: expected a positive number (1.3 is usual)")
     if args.image_size is not None and args.image_size > MAX_IMAGE_SIZE:
@@ -449,17 +461,20 @@ def score_media(args):
         name = stem if stems.count(stem) == 1 else os.path.basename(item).replace(".", "_")
         if args.video:
             r = det.score_video(item, args.frames or 32, args.every, args.all_frames, args.margin,
-                                args.detector, args.detector_weights, vis_dir, name=name)
+                                args.detector, args.detector_weights, vis_dir, name=name,
+                                min_face_score=args.min_face_score,
+                                min_face_size=args.min_face_size)
         else:
             r = det.score_photo(item, args.margin, args.detector, args.detector_weights, vis_dir,
-                                name=name)
+                                name=name, min_face_score=args.min_face_score,
+                                min_face_size=args.min_face_size)
         results.append(r)
         if r.error:
             failed += 1
             print(f"skipped {item}: {r.error}", file=sys.stderr)
         else:
             failed += r.score is None or r.warning is not None
-            print(media.result_line(r), flush=True)
+            print(media.result_line(r, det.threshold), flush=True)
             if r.warning:
                 print(f"warning: {item}: {r.warning}", file=sys.stderr)
     if args.output:

@@ -21,6 +21,12 @@ from .tracking import Tracker
 from .video import VIDEO_EXTS, iter_frames
 
 MIN_TRACK_SHARE = 0.25
+# The smallest detector score taken for a face, per detector. dlib's HOG scores: the real faces of
+# the test photographs here (scikit-image's astronaut 1.16, down to 0.87 at a third of its size;
+# matplotlib's Grace Hopper 1.27 to 1.41) against false boxes (the astronaut's mission patch 0.12 to
+# 0.17, a name badge 0.02): 0.5 sits between them. RetinaFace: its release's own vis_thres, 0.6.
+MIN_FACE_SCORE = {"dlib": 0.5, "retinaface": 0.6}
+MIN_FACE_SIZE = 30  # pixels, the shorter side of the box: smaller ones give no usable crop
 
 
 @dataclass
@@ -45,6 +51,21 @@ class Result:
     faces: list = field(default_factory=list)
     error: str | None = None
     warning: str | None = None  # scored, but not all of it (a truncated video)
+    track: int | None = None  # video: the main person's track, which the line reports
+    persons: list = field(default_factory=list)  # video: (track, frames, mean prob) per person
+
+
+def usable(dets, min_score, min_size):
+    """The detections taken for faces: a detector score of at least ``min_score`` and a box whose
+    shorter side has at least ``min_size`` pixels; the largest first."""
+    keep = [d for d in dets if d.score >= min_score
+            and min(d.box[2] - d.box[0], d.box[3] - d.box[1]) >= min_size]
+    return sorted(keep, key=lambda d: -d.area)
+
+
+def min_score_of(detector, min_score=None):
+    return min_score if min_score is not None else \
+        MIN_FACE_SCORE.get(getattr(detector, "name", ""), 0.0)
 
 
 def list_videos(path):
@@ -81,10 +102,12 @@ class Scorer:
 
 
 def score_video(path, detector, scorer, threshold, frames=32, every=None, margin=1.3, vis=None,
-                max_pixels=None):
+                max_pixels=None, min_score=None, min_size=MIN_FACE_SIZE):
     """One video -> a Result; frames are decoded, detected and cropped one at a time, crops scored
-    in batches across frames (only a batch of frames is ever held)."""
+    in batches across frames (only a batch of frames is ever held). Detections below ``min_score``
+    or ``min_size`` are not faces (``usable``). The verdict: see ``verdict``."""
     result = Result(path, "video")
+    min_score = min_score_of(detector, min_score)
     tracker = Tracker()
     info = {}
     pending = []  # (frame index, time, rgb or None, [(Face, crop)])
@@ -107,7 +130,7 @@ def score_video(path, detector, scorer, threshold, frames=32, every=None, margin
     try:
         for idx, t, rgb in iter_frames(path, frames, every, info=info, max_pixels=max_pixels):
             result.sampled += 1
-            dets = sorted(detector(rgb), key=lambda d: -d.area)
+            dets = usable(detector(rgb), min_score, min_size)
             faces = []
             for det, tid in zip(dets, tracker.assign(dets)):
                 crop = crop_face(rgb, det.box, margin)
@@ -126,22 +149,37 @@ def score_video(path, detector, scorer, threshold, frames=32, every=None, margin
     if info.get("decoded", 0) < info.get("wanted", 0):  # scored, and said: not the whole video
         result.warning = (f"only {info['decoded']} of the {info['wanted']} chosen frames could be "
                           f"decoded (the header says {info['total']} frames: a truncated file?)")
-    tracks = {}
-    for face in result.faces:
-        tracks.setdefault(face.track, []).append(face.prob)
-    result.tracks = len(tracks)
-    if tracks:
-        long_enough = {t: p for t, p in tracks.items() if len(p) >= MIN_TRACK_SHARE * result.sampled}
-        pool = long_enough or tracks
-        best = max(pool, key=lambda t: float(np.mean(pool[t])))
-        result.score = float(np.mean(pool[best]))
-        result.count = len(pool[best])
-        result.fake = any(float(np.mean(p)) >= threshold for p in pool.values())
+    verdict(result, threshold)
     return result
 
 
-def score_photo(path, detector, scorer, threshold, margin=1.3, max_pixels=None, vis=None):
-    """One photo -> a Result: every face detected and scored; the photo's score is the highest."""
+def verdict(result, threshold):
+    """A video's verdict from its face tracks. A person is a track seen in at least a quarter of
+    the sampled frames (every track, when none is); the main person is the one seen in the most
+    frames (on a tie, the larger face). The video's line reports the main person's track: its mean
+    fake probability over its frames, fake at ``threshold`` or above; every further person gets
+    a line of its own (``persons``, most frames first)."""
+    tracks = {}
+    for face in result.faces:
+        tracks.setdefault(face.track, []).append(face)
+    result.tracks = len(tracks)
+    if not tracks:
+        return
+    persons = {t: f for t, f in tracks.items() if len(f) >= MIN_TRACK_SHARE * result.sampled}
+    pool = persons or tracks
+
+    def size(faces):
+        return float(np.mean([(f.box[2] - f.box[0]) * (f.box[3] - f.box[1]) for f in faces]))
+    order = sorted(pool, key=lambda t: (-len(pool[t]), -size(pool[t]), t))
+    result.persons = [(t, len(pool[t]), float(np.mean([f.prob for f in pool[t]]))) for t in order]
+    result.track, result.count, result.score = result.persons[0]
+    result.fake = result.score >= threshold
+
+
+def score_photo(path, detector, scorer, threshold, margin=1.3, max_pixels=None, vis=None,
+                min_score=None, min_size=MIN_FACE_SIZE):
+    """One photo -> a Result: every face detected (``usable``) and scored; the photo's score is
+    the highest."""
     from dataset import read_rgb
     from dataset.base import DEFAULT_MAX_PIXELS
     result = Result(path, "photo", sampled=1)
@@ -150,7 +188,7 @@ def score_photo(path, detector, scorer, threshold, margin=1.3, max_pixels=None, 
     except UserError as exc:
         result.error = str(exc)
         return result
-    dets = sorted(detector(rgb), key=lambda d: -d.area)
+    dets = usable(detector(rgb), min_score_of(detector, min_score), min_size)
     faces, crops = [], []
     for i, det in enumerate(dets):
         crop = crop_face(rgb, det.box, margin)
@@ -169,13 +207,22 @@ def score_photo(path, detector, scorer, threshold, margin=1.3, max_pixels=None, 
     return result
 
 
-def result_line(r):
-    """The image line's first three fields, then the frame (video) or face (photo) count."""
+def result_line(r, threshold=0.5):
+    """The image line's first three fields, then the frame (video) or face (photo) count; a video
+    with more than one person says which track each line reports, one line per person."""
     what = "frames" if r.kind == "video" else "faces"
     if r.score is None:
         return f"path: {r.path} \t\t| no face found \t| {what}: {r.sampled if r.kind == 'video' else 0}"
-    return (f"path: {r.path} \t\t| fake probability: {r.score:.4f} \t| prediction: "
+    line = (f"path: {r.path} \t\t| fake probability: {r.score:.4f} \t| prediction: "
             f"{'fake' if r.fake else 'real'} \t| {what}: {r.count}")
+    if len(r.persons) < 2:
+        return line
+    lines = [f"{line} \t| track: {r.track}"]
+    for track, frames, prob in r.persons[1:]:
+        lines.append(f"path: {r.path} \t\t| fake probability: {prob:.4f} \t| prediction: "
+                     f"{'fake' if prob >= threshold else 'real'} \t| frames: {frames} \t| "
+                     f"track: {track}")
+    return "\n".join(lines)
 
 
 def record(r):
@@ -184,7 +231,8 @@ def record(r):
                          if r.score is None else None)
     return {"path": r.path, "kind": r.kind, "fake_probability": r.score,
             "prediction": None if r.score is None else ("fake" if r.fake else "real"),
-            "frames_or_faces": r.count, "tracks": r.tracks, "error": reason}
+            "frames_or_faces": r.count, "tracks": r.tracks, "track": r.track,
+            "persons": len(r.persons), "error": reason}
 
 
 def face_records(r):

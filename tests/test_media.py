@@ -76,6 +76,10 @@ def test_videos_lines_tracks_broken_and_no_face(media, tmp_path, capsys):
     assert one == (f"path: {vids / 'one.avi'} \t\t| fake probability: {prob:.4f} \t| "
                    f"prediction: {verdict} \t| frames: 4")
     assert by_name["none.avi"] == f"path: {vids / 'none.avi'} \t\t| no face found \t| frames: 3"
+    # two people: the main person's line says its track, the other person has a line of its own
+    two = [line for line in lines if "TWO.AVI" in line]
+    assert len(two) == 2 and two[0].endswith("\t| track: 0") and two[1].endswith("\t| track: 1")
+    assert all("\t| frames: 4 \t|" in line for line in two)
     skipped = [line for line in err.splitlines() if line.startswith("skipped ")]
     assert len(skipped) == 2 and any("truncated.mp4" in s for s in skipped)
     assert err.strip().splitlines()[:-1] == skipped  # no decoder noise of FFmpeg's own
@@ -83,7 +87,8 @@ def test_videos_lines_tracks_broken_and_no_face(media, tmp_path, capsys):
     assert any("text.mp4" in s for s in skipped)
     rows = {os.path.basename(r["path"]): r for r in json.loads(out.read_text())}
     assert set(rows["one.avi"]) == {"path", "kind", "fake_probability", "prediction",
-                                    "frames_or_faces", "tracks", "error"}
+                                    "frames_or_faces", "tracks", "track", "persons", "error"}
+    assert rows["TWO.AVI"]["persons"] == 2 and rows["one.avi"]["persons"] == 1
     assert rows["one.avi"]["tracks"] == 1 and rows["TWO.AVI"]["tracks"] == 2
     assert rows["text.mp4"]["error"] and rows["none.avi"]["fake_probability"] is None
     assert rows["none.avi"]["error"] == "no face found"  # a reason wherever nothing was scored
@@ -223,3 +228,25 @@ def test_truncated_oversized_and_lying_videos(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(fv, "MAX_HEADER_FRAMES", 5)  # the header's 10 is now "absurd": counted
     info = {}
     assert len(list(fv.iter_frames(full, frames=3, info=info))) == 3 and info["total"] == 10
+
+
+def test_false_boxes_are_not_faces(tmp_path, capsys):
+    """scikit-image's astronaut: dlib also boxes her mission patch (score about 0.12); the
+    default minimum detector score drops it, keeping the face; without it the patch is a face."""
+    from skimage import data
+
+    from model import Recce
+    photo = tmp_path / "astronaut.png"
+    cv2.imwrite(str(photo), cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR))
+    ckpt = tmp_path / "m.bin"
+    torch.save({"model": Recce().state_dict()}, ckpt)
+    base = ["-b", str(ckpt), "-i", str(photo), "--detect", "-d", "cpu", "-s", "64",
+            "--frames_output", str(tmp_path / "f.csv")]
+    code, lines, _ = _run(base, capsys)
+    assert code == 0 and lines[0].endswith("| faces: 1")
+    face = next(csv.DictReader(open(tmp_path / "f.csv")))
+    assert float(face["detector_score"]) > 1.0 and float(face["y1"]) < 200  # the face, up top
+    code, lines, _ = _run(base + ["--min_face_score", "0"], capsys)
+    assert code == 0 and lines[0].endswith("| faces: 2")  # the patch, as before
+    code, lines, _ = _run(base + ["--min_face_size", "100"], capsys)
+    assert lines[0].endswith("| no face found \t| faces: 0")  # both boxes are about 90 px
