@@ -115,9 +115,11 @@ def draw_panels(name, x, recons, prob, out_dir, fake, mean, std):
     m, s = np.array(mean, np.float32), np.array(std, np.float32)
     face = ((x.permute(1, 2, 0).numpy() * s + m) * 255).clip(0, 255).astype(np.uint8)
     rec = ((recons.permute(1, 2, 0).numpy() * s + m) * 255).clip(0, 255).astype(np.uint8)
+    from faces.media import HEAT_MAX
     diff = (x - recons).abs().mean(0).numpy()  # on the model's normalised scale
-    top = max(float(diff.max()), 1e-6)
-    heat = cv2.applyColorMap((diff / top * 255).astype(np.uint8), cv2.COLORMAP_JET)
+    top = HEAT_MAX  # one colour scale for every panel and picture
+    heat = cv2.applyColorMap((np.clip(diff / top, 0, 1) * 255).astype(np.uint8),
+                             cv2.COLORMAP_JET)
     side = max(128, face.shape[0])
     panels = [cv2.resize(p, (side, side), interpolation=cv2.INTER_NEAREST)
               for p in (cv2.cvtColor(face, cv2.COLOR_RGB2BGR), cv2.cvtColor(rec, cv2.COLOR_RGB2BGR),
@@ -134,7 +136,7 @@ def draw_panels(name, x, recons, prob, out_dir, fake, mean, std):
                                              (8, 1)), cv2.COLORMAP_JET)
             foot[2:10, 4:side - 4] = ramp
             cv2.putText(foot, "0", (4, 23), font, 0.35, (0, 0, 0), 1, cv2.LINE_AA)
-            cv2.putText(foot, f"{top:.2f}", (side - 36, 23), font, 0.35, (0, 0, 0), 1, cv2.LINE_AA)
+            cv2.putText(foot, f"{top:g}+", (side - 36, 23), font, 0.35, (0, 0, 0), 1, cv2.LINE_AA)
         columns.append(np.vstack([head, panel, foot]))
     body = np.hstack(columns)
     bar = np.full((28, body.shape[1], 3), 255, np.uint8)
@@ -312,8 +314,8 @@ class Detector:
                               self._scorer(), self.threshold, None if all_frames else frames,
                               every, margin, vis, self.max_pixels, min_face_score,
                               min_face_size)
-        if vis is not None and r.error is None:
-            vis.close(self.threshold)
+        if vis is not None:
+            vis.close(r, self.threshold) if r.error is None else vis.discard()
         return r
 
     def score_photo(self, path, margin=1.3, face_detector="dlib", detector_weights=None,

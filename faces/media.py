@@ -110,6 +110,8 @@ def score_video(path, detector, scorer, threshold, frames=32, every=None, margin
     min_score = min_score_of(detector, min_score)
     tracker = Tracker()
     info = {}
+    if vis is not None:
+        vis.info = info  # the source's frame rate and length, for the annotated video
     pending = []  # (frame index, time, rgb or None, [(Face, crop)])
 
     def flush():
@@ -195,7 +197,8 @@ def score_photo(path, detector, scorer, threshold, margin=1.3, max_pixels=None, 
         if crop is not None:
             faces.append(Face(0, 0.0, i, tuple(det.box), det.score))
             crops.append(crop)
-    probs, _ = scorer(crops) if crops else ([], [])
+    with_maps = vis is not None and scorer.model.has_reconstruction
+    probs, maps = scorer(crops, with_maps=with_maps) if crops else ([], [])
     for face, p in zip(faces, probs):
         face.prob = p
     result.faces, result.count, result.tracks = faces, len(faces), len(faces)
@@ -203,7 +206,7 @@ def score_photo(path, detector, scorer, threshold, margin=1.3, max_pixels=None, 
         result.score = max(probs)
         result.fake = result.score >= threshold
     if vis is not None:
-        vis.photo(rgb, faces, threshold)
+        vis.photo(rgb, faces, threshold, maps)
     return result
 
 
@@ -293,67 +296,236 @@ def threshold_from(path):
     return float(value)
 
 
+HEAT_MAX = 0.5  # |face - reconstruction| on the model's normalised scale: one colour scale for all
+
+
+def _bgr_of(prob):
+    """The colour of a fake probability on a fixed scale: green (real, 0) - yellow - red (fake, 1)."""
+    from matplotlib import colormaps
+    r, g, b, _ = colormaps["RdYlGn_r"](float(np.clip(prob, 0, 1)))
+    return int(b * 255), int(g * 255), int(r * 255)
+
+
+def _text(img, text, org, scale, color=(255, 255, 255), thickness=1):
+    """Text legible on any background and at any resolution: outlined in black."""
+    import cv2
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    cv2.putText(img, text, org, font, scale, (0, 0, 0), thickness + 2 * max(1, thickness // 2 + 1),
+                cv2.LINE_AA)
+    cv2.putText(img, text, org, font, scale, color, thickness, cv2.LINE_AA)
+
+
+def _heat(diff_map, side):
+    import cv2
+    m = (np.clip(diff_map / HEAT_MAX, 0, 1) * 255).astype(np.uint8)
+    return cv2.applyColorMap(cv2.resize(m, (side, side)), cv2.COLORMAP_JET)
+
+
 class Visualizer:
-    """``--visualize`` for videos and photos, into ``out_dir`` (no window): per video
-    ``<name>_timeline.png`` (fake probability over time per track, the threshold drawn) and
-    ``<name>_annotated.mp4`` (every sampled frame, each face boxed in a colour by its score, the
-    reconstruction-difference heat map of the first face inset where the model has one); per photo
-    ``<name>_annotated.png``."""
+    """``--visualize`` for videos and photos, into ``out_dir`` (no window). Per video
+    ``<name>_annotated.mp4`` (H.264, browser-playable, as long as the source at its frame rate:
+    each sampled frame shown until the next), every frame carrying the verdict and the time, each
+    face boxed in its colour on a fixed real-to-fake scale with its track and probability, "no face"
+    where none was found, the reconstruction-difference heat map of the main face inset with its
+    fixed scale, a legend; and ``<name>_timeline.png`` (fake probability over time per track, the
+    deciding track marked, the threshold drawn, no-face stretches shaded, titled with the file and
+    the verdict). Per photo ``<name>_annotated.png``: the same boxes, each face's heat map beside
+    it."""
 
-    def __init__(self, out_dir, path, fps=5.0, name=None):
+    def __init__(self, out_dir, path, fps=None, name=None):
         os.makedirs(out_dir, exist_ok=True)
+        self.path = path
         self.base = os.path.join(out_dir, name or os.path.splitext(os.path.basename(path))[0])
-        self.fps, self.writer, self.maps, self.points = fps, None, {}, {}
+        self.maps, self.points, self.samples = {}, {}, []
+        self.info = {}  # the video's total frames and fps, filled while it is decoded
+        self.tmp = None
 
+    # ----------------------------------------------------------------- drawing
     @staticmethod
-    def _draw(bgr, faces, threshold):
+    def _scale(img):
+        return max(0.7, min(img.shape[:2]) / 450)
+
+    def _draw_faces(self, bgr, faces):
         import cv2
+        s = self._scale(bgr)
+        thick = max(2, int(round(min(bgr.shape[:2]) / 200)))
         for f in faces:
-            color = (0, 0, 255) if f.prob >= threshold else (0, 200, 0)
+            color = _bgr_of(f.prob)
             x1, y1, x2, y2 = (int(round(v)) for v in f.box)
-            cv2.rectangle(bgr, (x1, y1), (x2, y2), color, 2)
-            cv2.putText(bgr, f"#{f.track} {f.prob:.2f}", (x1, max(12, y1 - 4)),
-                        cv2.FONT_HERSHEY_SIMPLEX, 0.5, color, 1, cv2.LINE_AA)
+            cv2.rectangle(bgr, (x1, y1), (x2, y2), color, thick)
+            _text(bgr, f"#{f.track} {f.prob:.2f}", (x1, max(int(24 * s), y1 - int(8 * s))),
+                  0.7 * s, color, max(1, thick // 2))
         return bgr
 
+    def _panel(self, h, s, maps):
+        """The side panel: the real-to-fake colour scale of the boxes, then each face's
+        reconstruction-difference heat map (``maps``: [(title, map)]) with its fixed scale."""
+        import cv2
+        width = int(230 * s)
+        panel = np.full((h, width, 3), 40, np.uint8)
+        pad = int(10 * s)
+        y = pad + int(16 * s)
+        _text(panel, "box colour: p(fake)", (pad, y), 0.5 * s)
+        y += int(8 * s)
+        bw, bh = width - 2 * pad, int(12 * s)
+        for i in range(bw):
+            cv2.line(panel, (pad + i, y), (pad + i, y + bh), _bgr_of(i / max(bw - 1, 1)), 1)
+        y += bh + int(16 * s)
+        _text(panel, "0 real", (pad, y), 0.45 * s)
+        _text(panel, "fake 1", (width - pad - int(62 * s), y), 0.45 * s)
+        y += int(14 * s)
+        side = width - 2 * pad
+        for title, m in maps:
+            if y + int(20 * s) + side + int(40 * s) > h:
+                break
+            y += int(20 * s)
+            _text(panel, title, (pad, y), 0.45 * s)
+            y += int(6 * s)
+            panel[y:y + side, pad:pad + side] = _heat(m, side)
+            y += side
+            ramp = cv2.applyColorMap(np.tile(np.linspace(0, 255, side).astype(np.uint8),
+                                             (int(8 * s), 1)), cv2.COLORMAP_JET)
+            panel[y + int(4 * s):y + int(4 * s) + ramp.shape[0], pad:pad + side] = ramp
+            y += int(4 * s) + ramp.shape[0] + int(14 * s)
+            _text(panel, "0", (pad, y), 0.4 * s)
+            _text(panel, f"{HEAT_MAX:g}+", (pad + side - int(30 * s), y), 0.4 * s)
+        return panel
+
+    # ----------------------------------------------------------------- videos
     def add_face(self, face, diff_map):
         self.points.setdefault(face.track, []).append((face.time, face.prob))
         if diff_map is not None:
             self.maps[(face.frame, face.track)] = diff_map
 
     def add_frame(self, idx, t, rgb, faces, threshold):
+        """A sampled frame, annotated now (the verdict is added when the video is done)."""
         import cv2
-        bgr = self._draw(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), faces, threshold)
-        if faces and (faces[0].frame, faces[0].track) in self.maps:
-            m = self.maps[(faces[0].frame, faces[0].track)]
-            m = (np.clip(m / max(float(m.max()), 1e-6), 0, 1) * 255).astype(np.uint8)
-            side = max(32, min(bgr.shape[:2]) // 4)
-            bgr[:side, :side] = cv2.applyColorMap(cv2.resize(m, (side, side)), cv2.COLORMAP_JET)
-        if self.writer is None:
-            self.writer = cv2.VideoWriter(self.base + "_annotated.mp4",
-                                          cv2.VideoWriter_fourcc(*"mp4v"), self.fps,
-                                          (bgr.shape[1], bgr.shape[0]))
-        self.writer.write(bgr)
+        import tempfile
+        if self.tmp is None:
+            self.tmp = tempfile.mkdtemp(prefix=".annotate-", dir=os.path.dirname(self.base) or ".")
+        bgr = self._draw_faces(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), faces)
+        s = self._scale(bgr)
+        if not faces:
+            _text(bgr, "no face", (int(14 * s), bgr.shape[0] // 2), 1.2 * s, (255, 255, 255), 2)
+        maps = [(f"#{f.track} |face - recons.|", self.maps[(f.frame, f.track)]) for f in faces
+                if (f.frame, f.track) in self.maps]
+        bgr = np.hstack([bgr, self._panel(bgr.shape[0], s, maps)])
+        path = os.path.join(self.tmp, f"{len(self.samples):06d}.png")
+        cv2.imwrite(path, bgr)
+        self.samples.append((t, bool(faces), path))
 
-    def close(self, threshold):
-        if self.writer is not None:
-            self.writer.release()
+    def close(self, result, threshold):
+        """Write the annotated video and the timeline, now that the verdict is known; the
+        temporary frames (this tool's own folder) are removed."""
+        import shutil
+        try:
+            if self.samples:
+                self._write_video(result)
+            self._timeline(result, threshold)
+        finally:
+            if self.tmp and os.path.isdir(self.tmp):
+                shutil.rmtree(self.tmp)  # our own temporary folder only
+
+    def discard(self):
+        """Nothing to show (the video could not be read): only our temporary folder goes."""
+        import shutil
+        if self.tmp and os.path.isdir(self.tmp):
+            shutil.rmtree(self.tmp)
+
+    def _verdict(self, result):
+        if result.score is None:
+            return "no face found"
+        who = f", main track #{result.track}" if len(result.persons) > 1 else ""
+        return f"{'FAKE' if result.fake else 'REAL'}  p(fake) {result.score:.2f}{who}"
+
+    def _write_video(self, result):
+        import subprocess
+
+        import cv2
+
+        from dataset.perturb import _ffmpeg
+        fps = float(self.info.get("fps") or 0.0) or 25.0
+        total = int(self.info.get("total") or 0)
+        duration = total / fps if total else self.samples[-1][0] + 1.0 / fps
+        first = cv2.imread(self.samples[0][2])
+        h, w = first.shape[:2]
+        h2, w2 = h + h % 2, w + w % 2  # yuv420p: even sides
+        out = self.base + "_annotated.mp4"
+        tmp_out = f"{self.base}.tmp{os.getpid()}_annotated.mp4"
+        proc = subprocess.Popen([_ffmpeg(), "-loglevel", "error", "-y", "-f", "rawvideo",
+                                 "-pix_fmt", "bgr24", "-s", f"{w2}x{h2}", "-r", f"{fps:.6f}",
+                                 "-i", "-", "-c:v", "libx264", "-pix_fmt", "yuv420p",
+                                 "-movflags", "+faststart", tmp_out],
+                                stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        verdict = self._verdict(result)
+        written = 0
+        try:
+            for k, (t, _, path) in enumerate(self.samples):
+                until = self.samples[k + 1][0] if k + 1 < len(self.samples) else duration
+                bgr = cv2.imread(path)
+                s = self._scale(bgr)
+                bgr = cv2.copyMakeBorder(bgr, 0, h2 - h, 0, w2 - w, cv2.BORDER_REPLICATE)
+                _text(bgr, verdict, (int(12 * s), int(32 * s)), 0.9 * s, (255, 255, 255), 2)
+                frames = max(1, int(round(until * fps)) - written)
+                for n in range(frames):
+                    frame = bgr.copy()
+                    now = (written + n) / fps
+                    _text(frame, f"{now:.2f} s / {duration:.2f} s",
+                          (int(12 * s), h - int(14 * s)), 0.7 * s, (255, 255, 255), 2)
+                    proc.stdin.write(frame.tobytes())
+                written += frames
+            proc.stdin.close()
+            if proc.wait():
+                raise IOError(f"ffmpeg could not write {out}: {proc.stderr.read().decode()[-200:]}")
+            os.replace(tmp_out, out)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            if os.path.exists(tmp_out):
+                os.remove(tmp_out)
+
+    def _timeline(self, result, threshold):
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-        fig, ax = plt.subplots(figsize=(6, 3), dpi=100)
+        fig, ax = plt.subplots(figsize=(7, 3.2), dpi=100)
+        times = [t for t, _, _ in self.samples]
+        step = (times[1] - times[0]) if len(times) > 1 else 1.0
+        for t, has_face, _ in self.samples:  # stretches without a face, shaded
+            if not has_face:
+                ax.axvspan(t - step / 2, t + step / 2, color="0.85", lw=0)
         for track, pts in sorted(self.points.items()):
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", label=f"track {track}")
+            main = track == result.track
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", lw=2.5 if main else 1,
+                    label=f"track {track}" + (" (decides)" if main else ""))
         ax.axhline(threshold, color="k", ls="--", lw=1, label=f"threshold {threshold:.2f}")
+        handles, labels = ax.get_legend_handles_labels()
+        if any(not f for _, f, _ in self.samples):
+            from matplotlib.patches import Patch
+            handles.append(Patch(color="0.85"))
+            labels.append("no face")
         ax.set_ylim(0, 1)
         ax.set_xlabel("time (s)")
         ax.set_ylabel("fake probability")
-        ax.legend(fontsize=8)
+        ax.set_title(f"{os.path.basename(self.path)}: {self._verdict(result)}", fontsize=10)
+        ax.legend(handles, labels, fontsize=8, loc="upper right")
         fig.tight_layout()
         fig.savefig(self.base + "_timeline.png")
         plt.close(fig)
 
-    def photo(self, rgb, faces, threshold):
+    # ----------------------------------------------------------------- photos
+    def photo(self, rgb, faces, threshold, maps=None):
+        """The photo with each face boxed and labelled, and a strip of each face's heat map."""
         import cv2
-        cv2.imwrite(self.base + "_annotated.png",
-                    self._draw(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), faces, threshold))
+        bgr = self._draw_faces(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), faces)
+        s = self._scale(bgr)
+        if not faces:
+            _text(bgr, "no face", (int(14 * s), bgr.shape[0] // 2), 1.2 * s, (255, 255, 255), 2)
+        top = max((f.prob for f in faces), default=None)
+        verdict = ("no face found" if top is None else
+                   f"{'FAKE' if top >= threshold else 'REAL'}  p(fake) {top:.2f}"
+                   + (f", highest of {len(faces)} faces" if len(faces) > 1 else ""))
+        _text(bgr, verdict, (int(12 * s), int(32 * s)), 0.8 * s, (255, 255, 255), 2)
+        bgr = np.hstack([bgr, self._panel(bgr.shape[0], s, [
+            (f"#{f.track} |face - recons.|", m) for f, m in zip(faces, maps or [])])])
+        cv2.imwrite(self.base + "_annotated.png", bgr)

@@ -148,8 +148,14 @@ def test_photos_with_exif_rotation_threshold_from_and_visualize(media, tmp_path,
     assert code == 0
     assert sorted(os.listdir(tmp_path / "vv")) == ["one_annotated.mp4", "one_timeline.png"]
     cap = cv2.VideoCapture(str(tmp_path / "vv" / "one_annotated.mp4"))
-    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
+    # as long as the source at its frame rate (6 frames at 10 fps), H.264 (browsers play it)
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 6 and cap.get(cv2.CAP_PROP_FPS) == 10
+    fourcc = int(cap.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little").decode().lower()
+    assert fourcc in ("avc1", "h264")
+    ok, frame = cap.read()
+    assert ok and frame.shape[1] > 640  # the frame and its side panel (legend, heat maps)
     cap.release()
+    assert not [f for f in os.listdir(tmp_path / "vv") if f.startswith(".")]  # no temporary
 
 
 def test_retinaface_plumbing_with_random_weights(media, tmp_path, capsys):
