@@ -27,6 +27,7 @@ MIN_TRACK_SHARE = 0.25
 # 0.17, a name badge 0.02): 0.5 sits between them. RetinaFace: its release's own vis_thres, 0.6.
 MIN_FACE_SCORE = {"dlib": 0.5, "retinaface": 0.6}
 MIN_FACE_SIZE = 30  # pixels, the shorter side of the box: smaller ones give no usable crop
+PROGRESS_EVERY = 30.0  # seconds between "scoring x.mp4: k of n frames" lines on stderr
 
 
 @dataclass
@@ -129,9 +130,16 @@ def score_video(path, detector, scorer, threshold, frames=32, every=None, margin
                 vis.add_frame(idx, t, rgb, [f for f, _ in faces], threshold)
         pending.clear()
 
+    import sys
+    import time
+    last = time.monotonic()
     try:
         for idx, t, rgb in iter_frames(path, frames, every, info=info, max_pixels=max_pixels):
             result.sampled += 1
+            if time.monotonic() - last >= PROGRESS_EVERY:  # a long video says how far it is
+                print(f"scoring {os.path.basename(path)}: {result.sampled} of {info['wanted']} "
+                      "frames", file=sys.stderr, flush=True)
+                last = time.monotonic()
             dets = usable(detector(rgb), min_score, min_size)
             faces = []
             for det, tid in zip(dets, tracker.assign(dets)):

@@ -256,3 +256,12 @@ def test_false_boxes_are_not_faces(tmp_path, capsys):
     assert code == 0 and lines[0].endswith("| faces: 2")  # the patch, as before
     code, lines, _ = _run(base + ["--min_face_size", "100"], capsys)
     assert lines[0].endswith("| no face found \t| faces: 0")  # both boxes are about 90 px
+
+
+def test_a_long_video_says_how_far_it_is(media, tmp_path, capsys, monkeypatch):
+    from faces import media as fm
+    monkeypatch.setattr(fm, "PROGRESS_EVERY", 0.0)
+    d, ckpt, vids = media
+    code, _, err = _run(["-b", ckpt, "--video", str(vids / "one.avi"), "-s", "32", "-d", "cpu",
+                         "--frames", "3"], capsys)
+    assert code == 0 and "scoring one.avi: 3 of 3 frames" in err
