@@ -58,6 +58,27 @@ def check_output_dir(path, what="--out"):
         raise UserError(f"{what} {path}: the folder is not writable")
 
 
+class FolderLock:
+    """An exclusive lock on an output folder (``<folder>/.lock``, a POSIX record lock: released
+    when the process dies, never inherited by its children): a second run into the same folder is
+    refused with one line while the first runs."""
+
+    def __init__(self, folder, what="--out"):
+        import fcntl
+        self.path = os.path.join(folder, ".lock")
+        self.fh = open(self.path, "a+")
+        try:
+            fcntl.lockf(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.fh.close()
+            raise UserError(f"{what} {folder} is in use by another run: wait for it, or use "
+                            "another folder") from None
+
+    def release(self):
+        if not self.fh.closed:
+            self.fh.close()
+
+
 def file_identity(path):
     """What identifies an input file for "is this the same work": its absolute path, size and
     modification time (a retrained checkpoint at the same path is another file)."""

@@ -60,27 +60,34 @@ def read_manifest(path):
     if not os.path.isfile(path):
         raise UserError(f"--from_manifest: no such file: {path}")
     by_video = {}
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                r = json.loads(line)
-                ok = (isinstance(r, dict) and isinstance(r.get("video"), str)
-                      and isinstance(r.get("frame"), int) and isinstance(r.get("crop"), list)
-                      and len(r["crop"]) == 4 and all(isinstance(v, int) for v in r["crop"])
-                      and isinstance(r.get("frames_total"), int)
-                      and isinstance(r.get("file"), str)
-                      and r["file"].split("/")[0] == r["video"]
-                      and len(r["file"].split("/")) == 2
-                      and FRAME_FILE.fullmatch(r["file"].split("/")[1]) is not None
-                      and "/" not in r["video"] and "\\" not in r["video"])
-            except ValueError:
-                ok = False
-            if not ok or r["video"] in ("", ".", ".."):
-                raise UserError(f"{path}:{n}: not a manifest line (video, frame, frames_total, "
-                                "crop, file)")
-            by_video.setdefault(r["video"], []).append(r)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            lines = fh.read().splitlines()
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path} is not UTF-8 text (byte {exc.start}): not a manifest this tool "
+                        "wrote") from None
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            r = json.loads(line)
+            ok = (isinstance(r, dict) and isinstance(r.get("video"), str)
+                  and isinstance(r.get("frame"), int) and isinstance(r.get("crop"), list)
+                  and len(r["crop"]) == 4 and all(isinstance(v, int) for v in r["crop"])
+                  and isinstance(r.get("frames_total"), int)
+                  and isinstance(r.get("file"), str)
+                  and r["file"].split("/")[0] == r["video"]
+                  and len(r["file"].split("/")) == 2
+                  and FRAME_FILE.fullmatch(r["file"].split("/")[1]) is not None
+                  and "/" not in r["video"] and "\\" not in r["video"]
+                  and 0 <= r["frame"] < r["frames_total"]  # values a video can have
+                  and 0 <= r["crop"][0] < r["crop"][2] and 0 <= r["crop"][1] < r["crop"][3])
+        except ValueError:
+            ok = False
+        if not ok or r["video"] in ("", ".", ".."):
+            raise UserError(f"{path}:{n}: not a manifest line (video, frame, frames_total, "
+                            "crop, file)")
+        by_video.setdefault(r["video"], []).append(r)
     if not by_video:
         raise UserError(f"--from_manifest {path}: no lines")
     meta_path = os.path.join(os.path.dirname(os.path.abspath(path)), MANIFEST_META)
@@ -90,4 +97,9 @@ def read_manifest(path):
         meta = read_json(meta_path, "manifest metadata")
         if not isinstance(meta, dict):
             raise UserError(f"{meta_path}: expected a JSON object")
+        size, quality = meta.get("size"), meta.get("quality", 95)
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+            raise UserError(f"{meta_path}: size {size!r} is not a positive number of pixels")
+        if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
+            raise UserError(f"{meta_path}: quality {quality!r} is not a JPEG quality 1 to 100")
     return by_video, meta

@@ -441,3 +441,59 @@ def test_a_stop_reaches_every_child_process_and_waits_for_them(tmp_path):
     assert (tmp_path / "worker").read_text() == "saved"
     left = subprocess.run(["pgrep", "-f", str(worker)], capture_output=True, text=True)
     assert left.stdout.strip() == ""
+
+
+def test_hand_edited_tables_and_manifests_are_one_line(tmp_path):
+    from tools.reproduce import read_results
+    from tools.robustness import FIELDS, _read_rows
+    rob = tmp_path / "robustness.csv"
+    rob.write_text(",".join(FIELDS) + "\nGB,1,0.9,oops,0.8,10\n")
+    with pytest.raises(UserError, match="not a robustness.csv this tool wrote"):
+        _read_rows(str(rob))
+    rob.write_text(",".join(FIELDS) + "\nGB,1,0.9\n")  # cut short
+    with pytest.raises(UserError, match="another number of fields"):
+        _read_rows(str(rob))
+    rob.write_bytes(b"\xff\xfe junk")
+    with pytest.raises(UserError, match="not a robustness.csv"):
+        _read_rows(str(rob))
+    table = tmp_path / "demo.csv"
+    table.write_text("row,ours\nx,1\n")
+    with pytest.raises(UserError, match="not a table this tool wrote"):
+        read_results(str(table))
+    from faces.manifest import read_manifest
+    man = tmp_path / "manifest.jsonl"
+    man.write_bytes(b"\xff\xfe")
+    with pytest.raises(UserError, match="is not UTF-8 text"):
+        read_manifest(str(man))
+    man.write_text('{"video": "v", "frame": 9, "frames_total": 4, "crop": [0, 0, 8, 8], '
+                   '"file": "v/0009.png"}\n')
+    with pytest.raises(UserError, match=r"manifest.jsonl:1: not a manifest line"):
+        read_manifest(str(man))  # frame 9 of a 4-frame video
+    man.write_text('{"video": "v", "frame": 1, "frames_total": 4, "crop": [0, 0, 8, 8], '
+                   '"file": "v/0001.png"}\n')
+    (tmp_path / "manifest_meta.json").write_text('{"size": -5, "quality": 95}')
+    with pytest.raises(UserError, match="size -5 is not a positive number"):
+        read_manifest(str(man))
+
+
+def test_two_runs_into_one_crops_folder_are_refused(tmp_path):
+    from fileio import FolderLock
+    lock = FolderLock(str(tmp_path))
+    other = subprocess.run([sys.executable, "-c", (
+        "import sys; sys.path.insert(0, sys.argv[1]); from fileio import FolderLock;"
+        "FolderLock(sys.argv[2])"), str(ROOT), str(tmp_path)], capture_output=True, text=True)
+    assert other.returncode != 0 and "is in use by another run" in other.stderr
+    lock.release()
+
+
+def test_retinaface_weights_of_another_kind_are_one_line(tmp_path):
+    from faces.detectors.retinaface import RetinaFaceNet, load_retinaface_weights
+    torch.save([1, 2], tmp_path / "list.pth")
+    with pytest.raises(UserError, match="is not RetinaFace weights"):
+        load_retinaface_weights(RetinaFaceNet("mobilenet0.25"), str(tmp_path / "list.pth"))
+    other = RetinaFaceNet("mobilenet0.25").state_dict()
+    k = next(k for k, v in other.items() if v.dim() == 4)
+    other[k] = torch.zeros(1, 1, 1, 1)
+    torch.save(other, tmp_path / "shape.pth")
+    with pytest.raises(UserError, match="does not fit RetinaFace"):
+        load_retinaface_weights(RetinaFaceNet("mobilenet0.25"), str(tmp_path / "shape.pth"))

@@ -47,6 +47,7 @@ from faces.crop import choose_face, crop_box, cut  # noqa: E402
 from faces.manifest import (DONE, FRAME_FILE, VIDEO_MANIFEST, WORKING, read_manifest,  # noqa: E402
                             write_manifest, write_meta)
 from faces.video import iter_frames, list_videos, read_frames, video_id  # noqa: E402
+from fileio import FolderLock  # noqa: E402
 from tools import project_version, sha256_of as _sha256  # noqa: E402
 
 log = logging.getLogger("extract_faces")
@@ -63,13 +64,21 @@ def _write_image(path, rgb, quality=95):
 _DETECTOR = None
 
 
-def _init_worker(detector_args):
+def _init_detector(detector_args):
     global _DETECTOR
     import torch
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
     from faces.detectors import build_face_detector
     _DETECTOR = build_face_detector(**detector_args)
+
+
+def _init_worker(detector_args):
+    """A pool worker: Ctrl-C reaches the main process only, which stops with one line."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if detector_args:
+        _init_detector(detector_args)
 
 
 def _claim(target):
@@ -201,12 +210,12 @@ def crop_settings(detector_args, frames, every, margin, size, fmt, quality):
 
 def _run_jobs(func, jobs, workers, detector_args, progress, summary, missed_key):
     if workers > 1:
-        init = (_init_worker, (detector_args,)) if detector_args else ()
+        init = (_init_worker, (detector_args,))
         pool = mp.get_context("spawn").Pool(workers, *init)
         results = pool.imap_unordered(func, jobs)
     else:
         if detector_args:
-            _init_worker(detector_args)
+            _init_detector(detector_args)
         pool, results = None, map(func, jobs)
     try:
         from tqdm import tqdm
@@ -219,6 +228,10 @@ def _run_jobs(func, jobs, workers, detector_args, progress, summary, missed_key)
                 log.warning("skipped video %s: %s", vid, err)
             elif err:
                 log.warning("video %s: %s", vid, err)
+    except BaseException:
+        if pool:  # interrupted: the workers stop now (their unfinished videos are redone later)
+            pool.terminate()
+        raise
     finally:
         if pool:
             pool.close()
@@ -241,6 +254,14 @@ def _run_into(out, meta, func, jobs, workers, detector_args, progress, missed_ke
     """The metadata first, the jobs, then the manifest of every finished video in ``out`` (also
     after an interruption). Returns the summary counts."""
     os.makedirs(out, exist_ok=True)
+    lock = FolderLock(out, "--out")  # two runs into one folder would claim the same videos
+    try:
+        return _run_locked(out, meta, func, jobs, workers, detector_args, progress, missed_key)
+    finally:
+        lock.release()
+
+
+def _run_locked(out, meta, func, jobs, workers, detector_args, progress, missed_key):
     write_meta(out, meta)
     summary = {"done": 0, "skipped": 0, "failed": 0, "frames": 0, missed_key: 0}
     try:
@@ -271,7 +292,8 @@ def check_arguments(args):
             raise UserError(f"--{name} {value}: expected a positive integer")
     if not 1 <= args.quality <= 100:
         raise UserError(f"--quality {args.quality}: expected 1 to 100")
-    if not args.margin > 0:
+    import math
+    if not (args.margin > 0 and math.isfinite(args.margin)):
         raise UserError(f"--margin {args.margin}: expected a positive number (1.3 is usual)")
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise UserError(f"--out {args.out}: is a file, expected a folder")

@@ -359,10 +359,24 @@ def row_results(plan, row, scores_csv, ckpt, published, resamples):
 
 
 def read_results(path):
+    """The finished rows of ``<table>.csv``; a file edited by hand or cut short is one error line."""
     if not os.path.isfile(path):
         return []
-    with open(path, newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            if reader.fieldnames != FIELDS:
+                raise ValueError(f"columns {reader.fieldnames}")
+            rows = list(reader)
+        for n, r in enumerate(rows, 2):
+            if None in r or any(v is None for v in r.values()):
+                raise ValueError(f"line {n} has another number of fields")
+            for key in ("ours", "ci_low", "ci_high"):
+                float(r[key])
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path} is not a table this tool wrote ({exc}): move it away or use "
+                        "another --out") from None
+    return rows
 
 
 def write_results(plan, results, sources, resamples):

@@ -34,10 +34,26 @@ FIELDS = ["type", "level", "frame_AUC", "video_AUC", "frame_ACC", "images"]
 
 
 def _read_rows(path):
+    """The finished rows of ``robustness.csv``; a file this tool did not write as it is (edited
+    by hand, cut short, not UTF-8) is one error line, never half-read."""
     if not os.path.isfile(path):
         return {}
-    with open(path, newline="", encoding="utf-8") as fh:
-        return {(r["type"], int(r["level"])): r for r in csv.DictReader(fh)}
+    rows = {}
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            if reader.fieldnames != FIELDS:
+                raise ValueError(f"columns {reader.fieldnames}")
+            for n, r in enumerate(reader, 2):
+                if None in r or any(v is None for v in r.values()):
+                    raise ValueError(f"line {n} has another number of fields")
+                for key in ("frame_AUC", "video_AUC", "frame_ACC"):
+                    _f(r[key])
+                rows[(r["type"], int(r["level"]))] = r
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path} is not a robustness.csv this tool wrote ({exc}): move it away "
+                        "or use another --out") from None
+    return rows
 
 
 def _f(value):

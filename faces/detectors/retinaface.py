@@ -229,8 +229,15 @@ def load_retinaface_weights(net, path):
         raise UserError(f"cannot read RetinaFace weights {path}: {' '.join(str(exc).split())[:200]}") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"{path} is not RetinaFace weights (no state dict of tensors in it: a "
+                        f"{type(state).__name__}); {WEIGHTS_HELP}")
     state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
-    missing, unexpected = net.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = net.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # a tensor of another shape: another architecture
+        raise UserError(f"{path} does not fit RetinaFace {type(net.body).__name__}: "
+                        f"{' '.join(str(exc).split())[:200]} (wrong --backbone?)") from None
     if missing or unexpected:
         raise UserError(f"{path} does not fit RetinaFace {type(net.body).__name__}: missing "
                         f"{missing[:3]}, unexpected {unexpected[:3]} (wrong --backbone?)")
