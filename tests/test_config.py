@@ -1,3 +1,4 @@
+import os
 import shutil
 
 import pytest
@@ -67,7 +68,13 @@ def test_overrides_defaults_and_round_trip(tmp_path, monkeypatch):
     run = tmp_path / "run"
     run.mkdir()
     again = load_config(save_config(cfg, str(run)))
-    assert again == {**cfg, "data": {**cfg["data"], "file": str(run / "dataset.yml")}}
+    # the same config, its relative paths made absolute (it is read from any folder)
+    expected = {**cfg, "data": {**cfg["data"], "file": str(run / "dataset.yml")},
+                "config": {**cfg["config"],
+                           "ckpt_fold": os.path.abspath(cfg["config"]["ckpt_fold"])},
+                "dataset": {name: {**b, **({"root": os.path.abspath(b["root"])} if "root" in b
+                                           else {})} for name, b in cfg["dataset"].items()}}
+    assert again == expected
 
 
 def test_yaml_exponent_without_dot_is_a_number(tmp_path, monkeypatch):
