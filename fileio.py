@@ -45,17 +45,25 @@ def check_output_file(path, what="--output"):
         raise UserError(f"{what} {path}: the folder {folder} is not writable")
 
 
-def check_output_dir(path, what="--out"):
-    """An output folder: created when missing (with its parents), refused when it is a file or
-    cannot be written."""
+def check_output_dir(path, what="--out", create=False):
+    """An output folder, checked before the work: refused when it (or a folder it would be made
+    in) is a file, or cannot be written. A missing one is made only with ``create`` or when the
+    outputs are written (``os.makedirs`` there): a run that fails on its input leaves no empty
+    folder behind, in a mistyped path least of all."""
     if os.path.exists(path) and not os.path.isdir(path):
         raise UserError(f"{what} {path}: is a file, expected a folder")
-    try:
-        os.makedirs(path, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"{what} {path}: cannot create the folder ({exc.strerror})") from None
-    if not os.access(path, os.W_OK):
-        raise UserError(f"{what} {path}: the folder is not writable")
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        raise UserError(f"{what} {path}: {probe} is a file, not a folder to make it in")
+    if not os.access(probe, os.W_OK):
+        raise UserError(f"{what} {path}: {probe} is not writable")
+    if create:
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"{what} {path}: cannot create the folder ({exc.strerror})") from None
 
 
 class FolderLock:

@@ -497,3 +497,22 @@ def test_retinaface_weights_of_another_kind_are_one_line(tmp_path):
     torch.save(other, tmp_path / "shape.pth")
     with pytest.raises(UserError, match="does not fit RetinaFace"):
         load_retinaface_weights(RetinaFaceNet("mobilenet0.25"), str(tmp_path / "shape.pth"))
+
+
+def test_a_run_that_fails_on_its_input_leaves_no_output_folder(tmp_path, capsys):
+    import test as test_py
+    from model import Recce
+    ckpt = tmp_path / "m.bin"
+    torch.save({"model": Recce().state_dict()}, ckpt)
+    (tmp_path / "ds.yml").write_text(yaml.safe_dump({"test_cfg": {"root": str(tmp_path / "typo")}}))
+    (tmp_path / "c.yml").write_text(yaml.safe_dump({"model": {"name": "Recce"}, "data": {
+        "name": "ImageList", "file": str(tmp_path / "ds.yml"), "num_workers": 0}}))
+    out = tmp_path / "new" / "results"
+    assert test_py.main(["--config", str(tmp_path / "c.yml"), "--ckpt", str(ckpt), "--out",
+                         str(out), "--device", "cpu"]) == 2
+    assert "dataset root not found" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()  # nothing made in the mistyped place
+    (tmp_path / "afile").write_text("x")
+    assert test_py.main(["--config", str(tmp_path / "c.yml"), "--ckpt", str(ckpt), "--out",
+                         str(tmp_path / "afile" / "sub"), "--device", "cpu"]) == 2
+    assert "is a file, not a folder to make it in" in capsys.readouterr().err

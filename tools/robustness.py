@@ -249,6 +249,7 @@ def main(argv=None):
                "videos": file_identity(args.videos) if frames else None,
                "faces": [args.detector, args.detector_weights, args.frames, args.margin]
                if frames else None}
+        os.makedirs(out, exist_ok=True)  # checked above; the work starts here
         same_work(os.path.join(out, "robustness_key.json"), key,
                   os.path.isfile(os.path.join(out, "robustness.csv")), f"--out {out}")
         rows = _read_rows(os.path.join(out, "robustness.csv"))
