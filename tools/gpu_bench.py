@@ -121,4 +121,176 @@ def bench(device_name, size=299, batch=32, steps=10):
                     model(x)
                 _sync(device)
             print(f"| {b} | {amp} | {b * n / (time.perf_counter() - start):.1f} |", flush=True)
+    module_profile(device_name, size, batch, best["Recce"][1], steps=max(2, steps // 2))
+    end_to_end(device_name, size, batch, steps=max(4, steps),
+               workers=(4, 8, 14) if device.type == "cuda" else (1, 2))
     return rows
+
+
+def module_profile(device_name, size=299, batch=32, amp="bf16", steps=5):
+    """Where a RECCE training step goes, per part (CUDA events on a GPU, a synchronised clock on
+    the CPU): the encoder's blocks, the decoder, graph reasoning, guided attention, the head, each
+    loss term, and backward with the optimizer step. Returns {part: ms per step}."""
+    from loss import classification_loss, flood, metric_loss, reconstruction_loss
+    from model import Recce
+    device = torch.device(device_name)
+    if device.type == "cpu":
+        amp = "fp32"
+    model = Recce().to(device).train()
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=2e-4)
+    dtype = DTYPES[amp]
+    x = torch.rand(batch, 3, size, size, device=device) * 2 - 1
+    y = torch.arange(batch, device=device) % 2
+    cuda = device.type == "cuda"
+
+    def stamp():
+        if cuda:
+            e = torch.cuda.Event(enable_timing=True)
+            e.record()
+            return e
+        return time.perf_counter()
+
+    def elapsed(a, b):
+        return a.elapsed_time(b) if cuda else (b - a) * 1000
+
+    groups = {}
+    for name, child in model.named_children():
+        if name == "encoder":
+            for sub, mod in child.named_children():
+                if sub != "fc":
+                    groups.setdefault("encoder (Xception blocks)", []).append(mod)
+        elif name.startswith("decoder"):
+            groups.setdefault("decoder", []).append(child)
+        elif name == "reasoning":
+            groups["graph reasoning"] = [child]
+        elif name == "attention":
+            groups["guided attention"] = [child]
+    spans = {g: [] for g in groups}
+    marks = {}
+    handles = []
+    for g, mods in groups.items():
+        for m in mods:
+            handles.append(m.register_forward_pre_hook(
+                lambda mod, inp, g=g: marks.__setitem__(id(mod), stamp())))
+            handles.append(m.register_forward_hook(
+                lambda mod, inp, out, g=g: spans[g].append((marks[id(mod)], stamp()))))
+    extra = {k: [] for k in ("forward (whole)", "loss: classification (flooded)",
+                             "loss: reconstruction", "loss: metric", "backward + Adam step")}
+    for it in range(steps + 2):
+        for v in spans.values():
+            v.clear()
+        t0 = stamp()
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            out = model(x, return_aux=True)
+        t1 = stamp()
+        out = {k: v.float() for k, v in out.items()}
+        c = flood(classification_loss(out["logits"], y, kind="binary_ce"), 0.04)
+        t2 = stamp()
+        r = reconstruction_loss(out["recons"], x, y)
+        t3 = stamp()
+        m = metric_loss(out["corr"], y)
+        t4 = stamp()
+        opt.zero_grad(set_to_none=True)
+        (c + 0.1 * r + 0.1 * m).backward()
+        opt.step()
+        t5 = stamp()
+        if cuda:
+            torch.cuda.synchronize(device)
+        if it < 2:
+            continue  # warm-up
+        for k, (a, b) in zip(extra, ((t0, t1), (t1, t2), (t2, t3), (t3, t4), (t4, t5))):
+            extra[k].append(elapsed(a, b))
+        for g, v in spans.items():
+            extra.setdefault(g, []).append(sum(elapsed(a, b) for a, b in v))
+    for h in handles:
+        h.remove()
+    result = {k: sum(v) / len(v) for k, v in extra.items() if v}
+    forward = result["forward (whole)"]
+    print(f"\nwhere a RECCE training step goes: batch {batch}, {size} px, {amp}, {device_name} "
+          f"(ms per step, mean of {steps})")
+    print("| part | ms | share of the forward |")
+    print("| --- | --- | --- |")
+    for k in ("encoder (Xception blocks)", "decoder", "graph reasoning", "guided attention",
+              "forward (whole)", "loss: classification (flooded)", "loss: reconstruction",
+              "loss: metric", "backward + Adam step"):
+        share = f"{100 * result[k] / forward:.0f} %" if k in groups else ""
+        print(f"| {k} | {result[k]:.1f} | {share} |", flush=True)
+    return result
+
+
+def end_to_end(device_name, size=299, batch=32, steps=20, workers=(4, 8, 14), images=None):
+    """The trainer reading 320 px PNG crops from disk (what tools/extract_faces.py writes), within
+    one epoch, against the model alone fed a tensor already on the device, and the loader alone:
+    images/s for each number of workers. The ratio end-to-end / model-alone is what the loop and
+    the loader cost (target: 0.95 or more with 8 workers)."""
+    import os
+    import tempfile
+
+    import cv2
+    import numpy as np
+    import yaml
+
+    from dataset.base import to_input
+    from trainer.config import load_config
+    from trainer.train import Trainer
+    n = images or batch * (steps + 6)
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(n):
+            folder = os.path.join(tmp, "data", "real" if i % 2 else "fake", str(i // 16))
+            os.makedirs(folder, exist_ok=True)
+            img = cv2.GaussianBlur(rng.integers(0, 255, (320, 320, 3), dtype=np.uint8), (9, 9), 3)
+            cv2.imwrite(os.path.join(folder, f"{i}.png"), img)
+        tf = [{"name": "Resize", "params": {"height": size, "width": size}},
+              {"name": "HorizontalFlip", "params": {"p": 0.5}},
+              {"name": "Normalize", "params": {"mean": [0.5] * 3, "std": [0.5] * 3}}]
+        with open(os.path.join(tmp, "ds.yml"), "w") as fh:
+            yaml.safe_dump({"train_cfg": {"root": os.path.join(tmp, "data"), "log_steps": 10 ** 6,
+                                          "val_steps": 10 ** 6, "num_steps": steps + 5,
+                                          "transforms": tf}}, fh)
+        print(f"\nend to end: the trainer on 320 px PNG crops -> {size} px, batch {batch}, "
+              f"{device_name}, images/s after 5 warm-up steps")
+        print("| workers | loader alone | trainer (end to end) | model alone | end to end / model |")
+        print("| --- | --- | --- | --- | --- |")
+        for w in workers:
+            with open(os.path.join(tmp, f"c{w}.yml"), "w") as fh:
+                yaml.safe_dump({"model": {"name": "Recce", "pretrained": False},
+                                "config": {"debug": True, "device": device_name, "amp": "bf16",
+                                           "distribute": {"backend": "gloo"}},
+                                "data": {"name": "ImageList", "file": os.path.join(tmp, "ds.yml"),
+                                         "train_batch_size": batch, "num_workers": w}}, fh)
+            trainer = Trainer(load_config(os.path.join(tmp, f"c{w}.yml")))
+            device = trainer.device
+            loader = trainer.train_loader
+            t, seen = None, 0
+            for k, b in enumerate(loader):  # the loader alone
+                to_input(b, device)
+                if k == 1:
+                    _sync(device)
+                    t = time.perf_counter()
+                elif k > 1:
+                    seen += len(b["label"])
+            _sync(device)
+            loader_rate = seen / (time.perf_counter() - t) if seen else float("nan")
+            batches = trainer._batches()
+            for _ in range(5):
+                trainer.train_step(next(batches))
+            _sync(device)
+            start = time.perf_counter()
+            for _ in range(steps):
+                trainer.train_step(next(batches))
+            _sync(device)
+            e2e = steps * batch / (time.perf_counter() - start)
+            x = torch.rand(batch, 3, size, size, device=device) * 2 - 1
+            y = {"image": x, "label": torch.arange(batch) % 2, "bad": []}
+            for _ in range(3):
+                trainer.train_step(y)
+            _sync(device)
+            start = time.perf_counter()
+            for _ in range(steps):
+                trainer.train_step(y)
+            _sync(device)
+            alone = steps * batch / (time.perf_counter() - start)
+            trainer.close()
+            print(f"| {w} | {loader_rate:.0f} | {e2e:.0f} | {alone:.0f} | {e2e / alone:.2f} |",
+                  flush=True)
