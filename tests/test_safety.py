@@ -516,3 +516,26 @@ def test_a_run_that_fails_on_its_input_leaves_no_output_folder(tmp_path, capsys)
     assert test_py.main(["--config", str(tmp_path / "c.yml"), "--ckpt", str(ckpt), "--out",
                          str(tmp_path / "afile" / "sub"), "--device", "cpu"]) == 2
     assert "is a file, not a folder to make it in" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_extract_faces_is_one_line_and_stops_its_workers(tmp_path):
+    pytest.importorskip("dlib")
+    from helpers import hopper_video
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for i in range(16):
+        hopper_video(videos / f"v{i}.avi", frames=10)
+    proc = subprocess.Popen([sys.executable, "tools/extract_faces.py", "--input", str(videos),
+                             "--out", str(tmp_path / "out"), "--workers", "2", "--frames", "10"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(
+            (tmp_path / "out").glob("*/.extracting")):
+        time.sleep(0.05)  # a worker is at work
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-500:]
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("interrupted:")
+    left = subprocess.run(["pgrep", "-f", "multiprocessing.spawn"], capture_output=True, text=True)
+    assert str(proc.pid) not in left.stdout
