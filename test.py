@@ -26,8 +26,9 @@ def main(argv=None):
     parser.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value (see train.py); repeatable")
     parser.add_argument("--perturb", action="append", default=[], metavar="TYPE:LEVEL",
-                        help="score under a DeeperForensics distortion, e.g. GB:3 (CS, CC, BW, BWF, "
-                             "GNC, GB, JPEG, VC, JQ; levels 1-5); repeatable for a combination")
+                        help="score under a DeeperForensics distortion, e.g. GB:3 (the published CS, CC, "
+                             "BW, GNC, GB, JPEG, VC; JQ; the variants BWS, JPEGB, GNCC; levels "
+                             "1-5); repeatable for a combination")
     parser.add_argument("--local-rank", "--local_rank", dest="local_rank", type=int, default=None)
     args = parser.parse_args(argv)
 
