@@ -90,6 +90,8 @@ def parse_args(argv=None):
     p.add_argument("--num_workers", type=int, default=None,
                    help="decoding processes (default: 2 on the CPU, 4 on a GPU)")
     p.add_argument("--recursive", action="store_true", help="also score images in sub-folders")
+    p.add_argument("--eager", action="store_true",
+                   help="GPU: run the plain forward instead of replaying CUDA graphs")
     p.add_argument("--threshold", type=float, default=0.5, help="fake when probability >= this")
     p.add_argument("--output", help="also write the results to a .csv or .json file")
     p.add_argument("--num_classes", type=int, choices=(1, 2), default=None,
@@ -218,8 +220,12 @@ class Detector:
     """
 
     def __init__(self, model, device, threshold=0.5, batch_size=None, num_workers=0,
-                 max_pixels=None):
+                 max_pixels=None, graphs=True):
+        from model.graphs import GraphedScorer
         self.model, self.device = model, device
+        # on a GPU, each batch shape's forward is captured once as a CUDA graph and replayed
+        # (batch 1 is launch-bound); the eager forward elsewhere or when a capture fails
+        self.forward = GraphedScorer(model, enabled=graphs)
         self.threshold = threshold
         self.batch_size = batch_size or (32 if device.type == "cuda" else 8)
         self.num_workers = num_workers
@@ -266,7 +272,7 @@ class Detector:
                 results = [(i, None, err) for i, err in b["errors"]]
                 if b["image"] is not None:
                     x = b["image"].to(self.device, non_blocking=True)
-                    out = self.model.score(x, aux=visualize)
+                    out = self.forward(x, aux=visualize)
                     probs = out["prob"].cpu().tolist()
                     for j, i in enumerate(b["index"]):
                         if visualize:
@@ -301,7 +307,7 @@ class Detector:
 
     def _scorer(self):
         from faces.media import Scorer
-        return Scorer(self.model, self.device, self.batch_size)
+        return Scorer(self.model, self.device, self.batch_size, forward=self.forward)
 
     def score_video(self, path, frames=32, every=None, all_frames=False, margin=1.3,
                     face_detector="dlib", detector_weights=None, vis_dir=None, name=None,
@@ -356,7 +362,8 @@ def detector_from_args(args):
     det = Detector.from_checkpoint(
         checkpoint_path(args), args.device, trust=args.trust, model=args.model,
         num_classes=args.num_classes, image_size=args.image_size, imports=args.imports,
-        threshold=args.threshold, batch_size=args.batch_size, max_pixels=args.max_pixels)
+        threshold=args.threshold, batch_size=args.batch_size, max_pixels=args.max_pixels,
+        graphs=not args.eager)
     det.num_workers = args.num_workers if args.num_workers is not None else \
         (4 if det.device.type == "cuda" else 2)
     return det

@@ -85,9 +85,10 @@ class Scorer:
     """Face crops -> fake probabilities, prepared by the detector's own input spec (the one its
     checkpoint was trained with), in batches."""
 
-    def __init__(self, model, device, batch):
+    def __init__(self, model, device, batch, forward=None):
         from dataset.transforms import eval_transforms
         self.model, self.device, self.batch = model, device, batch
+        self.forward = forward or model.score  # (x, aux) -> scores; CUDA graphs on a GPU
         self.transform = eval_transforms(model.spec)
 
     def __call__(self, crops, with_maps=False):
@@ -95,7 +96,7 @@ class Scorer:
         for i in range(0, len(crops), self.batch):
             x = torch.stack([self.transform(image=c)["image"] for c in crops[i:i + self.batch]])
             with torch.inference_mode():
-                out = self.model.score(x.to(self.device), aux=with_maps)
+                out = self.forward(x.to(self.device), aux=with_maps)
             probs += out["prob"].cpu().tolist()
             if with_maps:
                 maps += list((x - out["recons"].float().cpu()).abs().mean(1).numpy())

@@ -109,3 +109,19 @@ def test_the_readme_example_runs_as_written(ckpt, folder, tmp_path, monkeypatch)
     namespace = {}
     exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 - the project's own README
     assert len(namespace["probs"]) == 3 and namespace["record"]["kind"] == "video"
+
+
+def test_cuda_graphs_are_chosen_only_where_they_can_run(ckpt):
+    """The code path: on the CPU the graphed scorer is the eager forward, with the same numbers;
+    a capture that fails falls back to the eager forward, said once."""
+    from inference import Detector
+    from model.graphs import GraphedScorer
+    det = Detector.from_checkpoint(ckpt, device="cpu")
+    assert isinstance(det.forward, GraphedScorer) and det.forward.enabled is False
+    x = torch.rand(2, 3, 48, 48) * 2 - 1
+    with torch.inference_mode():
+        assert torch.equal(det.forward(x)["prob"], det.model.score(x)["prob"])
+    forced = GraphedScorer(det.model)
+    forced.enabled = True  # as on a GPU; capturing on the CPU fails: the eager forward, said
+    out = forced(x)
+    assert forced.failed and torch.allclose(out["prob"], det.model.predict(x))

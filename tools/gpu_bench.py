@@ -121,6 +121,22 @@ def bench(device_name, size=299, batch=32, steps=10):
                     model(x)
                 _sync(device)
             print(f"| {b} | {amp} | {b * n / (time.perf_counter() - start):.1f} |", flush=True)
+    if device.type == "cuda":  # inference.py's default on a GPU: the forward as CUDA graphs
+        from model.graphs import GraphedScorer
+        graphed = GraphedScorer(model)
+        for b in (1, 8):
+            x = torch.rand(b, 3, size, size, device=device) * 2 - 1
+            for _ in range(3):
+                graphed(x)
+            _sync(device)
+            start = time.perf_counter()
+            n = max(20, steps)
+            for _ in range(n):
+                graphed(x)
+            _sync(device)
+            note = "CUDA graphs" if not graphed.failed else f"eager ({graphed.failed})"
+            print(f"| {b} | fp32, {note} | {b * n / (time.perf_counter() - start):.1f} |",
+                  flush=True)
     module_profile(device_name, size, batch, best["Recce"][1], steps=max(2, steps // 2))
     end_to_end(device_name, size, batch, steps=max(4, steps),
                workers=(4, 8, 14) if device.type == "cuda" else (1, 2))
