@@ -439,18 +439,32 @@ class Trainer:
         outputs = {k: v.float() for k, v in outputs.items()}
         losses = self.criterion(outputs, x.float(), y)
         total = losses["total"]
-        (nonfinite,) = self._agree(not bool(torch.isfinite(total)))
+        # Is the loss finite? Asked without stalling the device's queue: the answer is copied to
+        # the host behind the forward, the backward is queued, and only then does the host wait,
+        # for the forward alone, while the device works through the backward. The decision to
+        # step, skip or stop is still taken before the optimizer step, agreed by every rank.
+        flag = ~torch.isfinite(total.detach())
+        ready = None
+        if flag.is_cuda:
+            host = torch.empty((), dtype=torch.bool, pin_memory=True)
+            host.copy_(flag, non_blocking=True)
+            ready = torch.cuda.Event()
+            ready.record()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        if ready is not None:
+            ready.synchronize()
+            flag = host
+        (nonfinite,) = self._agree(bool(flag))
         if nonfinite:
+            self.optimizer.zero_grad(set_to_none=True)  # the step is not taken
             if self.cfg["config"]["on_nonfinite"] == "stop":
                 raise NonFiniteLoss(f"the loss is not finite at step {self.step + 1} (on at least "
                                     f"one process; here {total.item()}); the checkpoints in "
                                     f"{self.run_dir} are intact (set config.on_nonfinite: skip to "
                                     "skip such steps)")
             log.warning("non-finite loss at step %d: step skipped", self.step + 1)
-            self.optimizer.zero_grad(set_to_none=True)
             return None
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(total).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
