@@ -51,6 +51,18 @@ def _train_rate(make, device, size, batch, steps, amp, channels_last, compile_=F
     return rate, peak
 
 
+def _images_per_s(forward, x, device, n):
+    """Images per second of ``forward(x)`` over ``n`` calls after three warm-up calls."""
+    for _ in range(3):
+        forward(x)
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(n):
+        forward(x)
+    _sync(device)
+    return len(x) * n / (time.perf_counter() - start)
+
+
 def _makers():
     from model import Recce, Xception
     from tools.benchmark import _loop_reasoning_forward
@@ -112,31 +124,16 @@ def bench(device_name, size=299, batch=32, steps=10):
             dtype = DTYPES[amp]
             with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.float32,
                                                         enabled=dtype is not None):
-                for _ in range(3):
-                    model(x)
-                _sync(device)
-                start = time.perf_counter()
-                n = max(2, steps)
-                for _ in range(n):
-                    model(x)
-                _sync(device)
-            print(f"| {b} | {amp} | {b * n / (time.perf_counter() - start):.1f} |", flush=True)
+                rate = _images_per_s(model, x, device, max(2, steps))
+            print(f"| {b} | {amp} | {rate:.1f} |", flush=True)
     if device.type == "cuda":  # inference.py's default on a GPU: the forward as CUDA graphs
         from model.graphs import GraphedScorer
         graphed = GraphedScorer(model)
         for b in (1, 8):
             x = torch.rand(b, 3, size, size, device=device) * 2 - 1
-            for _ in range(3):
-                graphed(x)
-            _sync(device)
-            start = time.perf_counter()
-            n = max(20, steps)
-            for _ in range(n):
-                graphed(x)
-            _sync(device)
+            rate = _images_per_s(graphed, x, device, max(20, steps))
             note = "CUDA graphs" if not graphed.failed else f"eager ({graphed.failed})"
-            print(f"| {b} | fp32, {note} | {b * n / (time.perf_counter() - start):.1f} |",
-                  flush=True)
+            print(f"| {b} | fp32, {note} | {rate:.1f} |", flush=True)
     module_profile(device_name, size, batch, best["Recce"][1], steps=max(2, steps // 2))
     end_to_end(device_name, size, batch, steps=max(4, steps),
                workers=(4, 8, 14) if device.type == "cuda" else (1, 2))
