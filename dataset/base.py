@@ -85,6 +85,33 @@ _ORIENT = {
 }
 
 
+LMDB_PREFIX = "lmdb:"  # lmdb:<environment folder>::<key>, an image stored in an LMDB store
+_LMDB_ENVS = {}  # per process (each DataLoader worker opens its own, read-only)
+
+
+def lmdb_path(env, key):
+    return f"{LMDB_PREFIX}{env}::{key}"
+
+
+def _lmdb_bytes(path):
+    env_path, _, key = path[len(LMDB_PREFIX):].partition("::")
+    env = _LMDB_ENVS.get(env_path)
+    if env is None:
+        try:
+            import lmdb
+        except ImportError:
+            raise UserError("reading an LMDB store needs the lmdb package: pip install lmdb") \
+                from None
+        try:
+            env = lmdb.open(env_path, readonly=True, lock=False, subdir=True, create=False)
+        except lmdb.Error as exc:
+            raise UserError(f"cannot open the LMDB store {env_path}: {exc}") from None
+        _LMDB_ENVS[env_path] = env
+    with env.begin(write=False) as txn:
+        data = txn.get(key.encode())
+    return None if data is None else np.frombuffer(data, np.uint8)
+
+
 def read_rgb(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Any image file -> H x W x 3 uint8 RGB (grayscale, RGBA, palette, 16-bit, CMYK included),
     upright as its EXIF orientation says (as ``cv2.imread``, which the original used).
@@ -92,7 +119,10 @@ def read_rgb(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     Raises BadImageError when the file cannot be decoded or has more than ``max_pixels`` pixels
     (checked from the header, before decoding: a small file can hold a huge image).
     """
-    buf = np.fromfile(path, dtype=np.uint8) if os.path.isfile(path) else None
+    if path.startswith(LMDB_PREFIX):
+        buf = _lmdb_bytes(path)
+    else:
+        buf = np.fromfile(path, dtype=np.uint8) if os.path.isfile(path) else None
     if buf is None or buf.size == 0:
         raise BadImageError(f"cannot read image {path}: missing or empty file")
     probe = _probe(buf)

@@ -18,7 +18,7 @@ import os
 
 from errors import UserError
 
-from .base import Item
+from .base import Item, lmdb_path
 from .common import choice, read_json
 from .registry import Layout, register_layout
 
@@ -83,13 +83,38 @@ def _entries(cfg):
     return base, comp, data[base], path
 
 
+def lmdb_env(cfg, base):
+    """DeepfakeBench's store of a dataset: ``<lmdb_dir>/FaceForensics++_lmdb`` for the FF++
+    family, ``<lmdb_dir>/<dataset>_lmdb`` otherwise (its abstract_dataset.py)."""
+    name = "FaceForensics++" if cfg["dataset"] in FF_FAMILY else cfg["dataset"]
+    path = os.path.join(cfg["lmdb_dir"], f"{name}_lmdb")
+    if not os.path.isdir(path):
+        raise UserError(f"DeepfakeBench: no LMDB store {path} (lmdb_dir)")
+    try:
+        import lmdb  # noqa: F401
+    except ImportError:
+        raise UserError("DeepfakeBench's LMDB store needs the lmdb package: pip install lmdb") \
+            from None
+    return path
+
+
+def lmdb_key(path):
+    """DeepfakeBench's key of a frame in its LMDB store: the JSON's path with a leading
+    ``./datasets\\`` removed (its rule: only a path that starts with a dot, only that prefix)."""
+    return path.replace("./datasets\\", "") if path[:1] == "." else path
+
+
 def read(cfg, rng):
     split = choice(cfg, "split", SPLITS, "test")
     how = choice(cfg, "frame_sampling", SAMPLING, "even")
     frame_num = cfg.get("frame_num", DEFAULT_FRAME_NUM)
     labels = {**DEFAULT_LABELS, **(cfg.get("label_dict") or {})}
     base, comp, entries, path = _entries(cfg)
-    root = cfg["root"]
+    root = cfg.get("root")
+    env = lmdb_env(cfg, base) if cfg.get("lmdb_dir") else None
+    if env is None and not root:
+        raise UserError(f"DeepfakeBench {cfg['dataset']}: the branch needs 'root' (the folder "
+                        "./datasets stands for) or 'lmdb_dir'")
     items, missing, first_missing = [], 0, None
     for label_name, by_split in entries.items():
         where = f"{path}: {base}/{label_name}"
@@ -113,6 +138,10 @@ def read(cfg, rng):
                                 "label_dict does not map to 0 or 1 (add it to the branch's "
                                 "label_dict)")
             for f in sample_frames(info["frames"], frame_num, how):
+                if env is not None:  # read from the store when the sample is loaded
+                    items.append(Item(lmdb_path(env, lmdb_key(str(f))), int(labels[lbl]),
+                                      f"{lbl}_{video}", lbl))
+                    continue
                 p = frame_path(str(f), root)
                 if not os.path.isfile(p):
                     missing += 1
@@ -131,7 +160,8 @@ def read(cfg, rng):
 
 
 KEYS = {"dataset_json_folder": "name", "dataset": "name", "compression": COMPRESSIONS,
-        "frame_num": "posint", "label_dict": "label_map", "frame_sampling": SAMPLING}
+        "frame_num": "posint", "label_dict": "label_map", "frame_sampling": SAMPLING,
+        "lmdb_dir": "name"}
 
-register_layout(Layout("DeepfakeBench", read, keys=KEYS,
+register_layout(Layout("DeepfakeBench", read, keys=KEYS, needs_root=False,
                        description="DeepfakeBench's preprocessed frames and dataset JSON files"))

@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 
 import pytest
 import yaml
@@ -235,3 +236,48 @@ def test_reproduce_scores_each_test_set_found_beside_deepfakebench_s_row(bench, 
                     "--device", "cpu"]) == 2
     assert "holds rows of other work (checkpoints:" in capsys.readouterr().err
     assert (out / "deepfakebench.md").read_text() == text
+
+
+def test_its_lmdb_store_reads_the_same_frames(bench, tmp_path, monkeypatch):
+    """DeepfakeBench's LMDB store (<lmdb_dir>/<dataset>_lmdb, FaceForensics++_lmdb for the FF++
+    family), keyed as its code keys it: the JSON path, a leading ./datasets\\ removed."""
+    lmdb = pytest.importorskip("lmdb")
+    import torch
+
+    from dataset.deepfakebench import frame_path, lmdb_key
+    cfg, _ = bench
+    store = tmp_path / "lmdb"
+    store.mkdir()
+    for dataset in ("Celeb-DF-v2", "FaceForensics++"):
+        data = json.load(open(os.path.join(cfg["dataset_json_folder"], f"{dataset}.json")))
+        env = lmdb.open(str(store / f"{dataset}_lmdb"), map_size=1 << 28)
+        with env.begin(write=True) as txn:
+            for by_split in data[dataset].values():
+                for split in by_split.values():
+                    videos = split.get("c23", split) if dataset == "FaceForensics++" else split
+                    for info in videos.values():
+                        for f in info["frames"]:
+                            with open(frame_path(f, cfg["root"]), "rb") as fh:
+                                txn.put(lmdb_key(f).encode(), fh.read())
+        env.close()
+    assert lmdb_key("./datasets\\CDF\\0.png") == "CDF\\0.png"  # its rule, exactly
+    assert lmdb_key("./datasets/FF/0.png") == "./datasets/FF/0.png"
+    files = build_dataset("DeepfakeBench", {**cfg, "dataset": "Celeb-DF-v2", "split": "test"})
+    stored = build_dataset("DeepfakeBench", {"dataset_json_folder": cfg["dataset_json_folder"],
+                                             "lmdb_dir": str(store), "dataset": "Celeb-DF-v2",
+                                             "split": "test"})
+    assert len(stored) == len(files) and stored.items[0].path.startswith("lmdb:")
+    assert all(torch.equal(stored[i]["image"], files[i]["image"]) for i in range(len(files)))
+    ff = build_dataset("DeepfakeBench", {"dataset_json_folder": cfg["dataset_json_folder"],
+                                         "lmdb_dir": str(store), "dataset": "FaceForensics++",
+                                         "split": "train", "frame_num": 2})
+    assert ff[0]["image"].shape[0] == 3  # forward-slash paths keep their ./datasets/ key
+    with pytest.raises(UserError, match="no LMDB store .*empty.*Celeb-DF-v2_lmdb"):
+        build_dataset("DeepfakeBench", {"dataset_json_folder": cfg["dataset_json_folder"],
+                                        "lmdb_dir": str(tmp_path / "empty"),
+                                        "dataset": "Celeb-DF-v2", "split": "test"})
+    monkeypatch.setitem(sys.modules, "lmdb", None)  # not installed: one line
+    with pytest.raises(UserError, match="needs the lmdb package: pip install lmdb"):
+        build_dataset("DeepfakeBench", {"dataset_json_folder": cfg["dataset_json_folder"],
+                                        "lmdb_dir": str(store), "dataset": "Celeb-DF-v2",
+                                        "split": "test"})
