@@ -45,11 +45,11 @@ def check_output_file(path, what="--output"):
         raise UserError(f"{what} {path}: the folder {folder} is not writable")
 
 
-def check_output_dir(path, what="--out", create=False):
+def check_output_dir(path, what="--out"):
     """An output folder, checked before the work: refused when it (or a folder it would be made
-    in) is a file, or cannot be written. A missing one is made only with ``create`` or when the
-    outputs are written (``os.makedirs`` there): a run that fails on its input leaves no empty
-    folder behind, in a mistyped path least of all."""
+    in) is a file, or cannot be written. It is not made here but when the outputs are written
+    (``os.makedirs`` there): a run that fails on its input leaves no empty folder behind, in a
+    mistyped path least of all."""
     if os.path.exists(path) and not os.path.isdir(path):
         raise UserError(f"{what} {path}: is a file, expected a folder")
     probe = os.path.abspath(path)
@@ -59,11 +59,6 @@ def check_output_dir(path, what="--out", create=False):
         raise UserError(f"{what} {path}: {probe} is a file, not a folder to make it in")
     if not os.access(probe, os.W_OK):
         raise UserError(f"{what} {path}: {probe} is not writable")
-    if create:
-        try:
-            os.makedirs(path, exist_ok=True)
-        except OSError as exc:
-            raise UserError(f"{what} {path}: cannot create the folder ({exc.strerror})") from None
 
 
 class FolderLock:

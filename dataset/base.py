@@ -93,15 +93,20 @@ def lmdb_path(env, key):
     return f"{LMDB_PREFIX}{env}::{key}"
 
 
+def import_lmdb():
+    """The lmdb module, or one line saying how to install it."""
+    try:
+        import lmdb
+    except ImportError:
+        raise UserError("reading an LMDB store needs the lmdb package: pip install lmdb") from None
+    return lmdb
+
+
 def _lmdb_bytes(path):
     env_path, _, key = path[len(LMDB_PREFIX):].partition("::")
     env = _LMDB_ENVS.get(env_path)
     if env is None:
-        try:
-            import lmdb
-        except ImportError:
-            raise UserError("reading an LMDB store needs the lmdb package: pip install lmdb") \
-                from None
+        lmdb = import_lmdb()
         try:
             env = lmdb.open(env_path, readonly=True, lock=False, subdir=True, create=False)
         except lmdb.Error as exc:
@@ -189,8 +194,9 @@ def deferred_normalize(transforms):
     if not isinstance(last, dict) or last.get("name") != "Normalize" or \
             set(params) - {"mean", "std", "max_pixel_value", "p"} or params.get("p", 1.0) != 1.0:
         return transforms, None
-    mean = params.get("mean", (0.485, 0.456, 0.406))
-    std = params.get("std", (0.229, 0.224, 0.225))
+    from model.detector import NORMALIZE_DEFAULT_MEAN, NORMALIZE_DEFAULT_STD
+    mean = params.get("mean", NORMALIZE_DEFAULT_MEAN)
+    std = params.get("std", NORMALIZE_DEFAULT_STD)
     mean, std = (mean,) * 3 if isinstance(mean, (int, float)) else mean, \
         (std,) * 3 if isinstance(std, (int, float)) else std
     return transforms[:-1], (tuple(float(m) for m in mean), tuple(float(v) for v in std),

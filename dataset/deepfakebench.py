@@ -18,7 +18,7 @@ import os
 
 from errors import UserError
 
-from .base import Item, lmdb_path
+from .base import Item, import_lmdb, lmdb_path
 from .common import choice, read_json
 from .registry import Layout, register_layout
 
@@ -90,11 +90,7 @@ def lmdb_env(cfg, base):
     path = os.path.join(cfg["lmdb_dir"], f"{name}_lmdb")
     if not os.path.isdir(path):
         raise UserError(f"DeepfakeBench: no LMDB store {path} (lmdb_dir)")
-    try:
-        import lmdb  # noqa: F401
-    except ImportError:
-        raise UserError("DeepfakeBench's LMDB store needs the lmdb package: pip install lmdb") \
-            from None
+    import_lmdb()  # before the lists are read, not in the first worker
     return path
 
 

@@ -13,7 +13,6 @@ checkpoint saved (``input_spec``, written by train.py), the one its saved datase
 import logging
 import os
 import pickle
-from dataclasses import replace
 
 import torch
 
@@ -50,7 +49,6 @@ def load_checkpoint(path, trusted=False):
     except Exception as exc:  # noqa: BLE001 - truncated, not a torch file, ...
         raise UserError(f"cannot read checkpoint {path}: {' '.join(str(exc).split())[:200]}") from None
     return torch.load(path, map_location="cpu", weights_only=False)
-
 
 
 def _strip(state, prefixes):
@@ -151,23 +149,15 @@ def pick_device(requested=None):
 
 def training_spec(cfg, cls) -> InputSpec:
     """The input spec a training config states for the detector class ``cls``: the ``Resize`` and
-    ``Normalize`` of its training branch, what that leaves out from the validation branch, the
-    rest from ``cls.default_spec``. ``cfg`` is a loaded config (or a checkpoint's saved one)."""
+    ``Normalize`` of its training branch, what that leaves out from the validation branch, then
+    the test branch, the rest from ``cls.default_spec``. ``cfg`` is a loaded config (or a
+    checkpoint's saved one)."""
     data, dataset = cfg.get("data") or {}, cfg.get("dataset") or {}
-    spec, stated = cls.default_spec, set()
-    for key in ("train_branch", "val_branch", "test_branch"):
+    spec = cls.default_spec
+    for key in ("test_branch", "val_branch", "train_branch"):  # each overrides what it states
         branch = dataset.get(data.get(key)) if isinstance(dataset, dict) else None
-        if not isinstance(branch, dict):
-            continue
-        found, parts = spec_from_transforms(branch.get("transforms"), spec)
-        for part in parts:
-            if part not in stated:
-                stated.add(part)
-                if part == "resize":
-                    spec = replace(spec, size=found.size, interpolation=found.interpolation)
-                else:
-                    spec = replace(spec, mean=found.mean, std=found.std,
-                                   max_pixel_value=found.max_pixel_value)
+        if isinstance(branch, dict):
+            spec, _ = spec_from_transforms(branch.get("transforms"), spec)
     return spec
 
 

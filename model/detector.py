@@ -32,6 +32,11 @@ register_detector = DETECTORS.register
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "area", "lanczos")
 # albumentations / OpenCV flags of those names (cv2.INTER_*), as a Resize entry in a YAML states them
 CV2_FLAGS = {"nearest": 0, "bilinear": 1, "bicubic": 2, "area": 3, "lanczos": 4}
+# what an albumentations Normalize entry that leaves them out uses: ImageNet's mean and std
+NORMALIZE_DEFAULT_MEAN, NORMALIZE_DEFAULT_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+# |input - reconstruction| on the model's normalised scale: the one colour scale of every
+# reconstruction-difference picture (TensorBoard's examples, --visualize's panels and videos)
+HEAT_MAX = 0.5
 
 
 @dataclass(frozen=True)
@@ -61,11 +66,6 @@ class InputSpec:
         if self.interpolation not in INTERPOLATIONS:
             raise UserError(f"input spec: interpolation {self.interpolation!r} is not one of "
                             f"{', '.join(INTERPOLATIONS)}")
-
-    @property
-    def input_size(self):
-        """The side of a square spec (the height otherwise)."""
-        return self.size[0]
 
     def with_size(self, size):
         return replace(self, size=size)
@@ -115,8 +115,8 @@ def spec_from_transforms(transforms, default: InputSpec) -> tuple:
                            interpolation=names.get(flag, flag) if isinstance(flag, int) else flag)
             stated.append("resize")
         elif entry.get("name") == "Normalize" and "normalize" not in stated:
-            spec = replace(spec, mean=tuple(params.get("mean", (0.485, 0.456, 0.406))),
-                           std=tuple(params.get("std", (0.229, 0.224, 0.225))),
+            spec = replace(spec, mean=tuple(params.get("mean", NORMALIZE_DEFAULT_MEAN)),
+                           std=tuple(params.get("std", NORMALIZE_DEFAULT_STD)),
                            max_pixel_value=params.get("max_pixel_value", 255.0))
             stated.append("normalize")
     return spec, stated
@@ -183,16 +183,12 @@ class Detector(nn.Module):
             self.train(was)
 
 
-def detector_class(name) -> type:
-    return DETECTORS.get(name)
-
-
 def build_detector(model_cfg: dict) -> Detector:
     """Build the detector that ``model_cfg`` names; the dict is not modified.
 
     ``pretrained`` absent means True (the original's ImageNet start), as SPEC section 4 says.
     """
     cfg = dict(model_cfg)
-    cls = detector_class(cfg.pop("name", None))
+    cls = DETECTORS.get(cfg.pop("name", None))
     cfg.setdefault("pretrained", True)
     return cls(**cfg)
