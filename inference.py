@@ -117,12 +117,10 @@ def draw_panels(name, x, recons, prob, out_dir, fake, mean, std):
     m, s = np.array(mean, np.float32), np.array(std, np.float32)
     face = ((x.permute(1, 2, 0).numpy() * s + m) * 255).clip(0, 255).astype(np.uint8)
     rec = ((recons.permute(1, 2, 0).numpy() * s + m) * 255).clip(0, 255).astype(np.uint8)
-    from faces.media import HEAT_MAX
+    from faces.media import HEAT_MAX, heat_map, heat_ramp
     diff = (x - recons).abs().mean(0).numpy()  # on the model's normalised scale
-    top = HEAT_MAX  # one colour scale for every panel and picture
-    heat = cv2.applyColorMap((np.clip(diff / top, 0, 1) * 255).astype(np.uint8),
-                             cv2.COLORMAP_JET)
     side = max(128, face.shape[0])
+    heat = heat_map(diff, side, cv2.INTER_NEAREST)  # one colour scale for every panel and picture
     panels = [cv2.resize(p, (side, side), interpolation=cv2.INTER_NEAREST)
               for p in (cv2.cvtColor(face, cv2.COLOR_RGB2BGR), cv2.cvtColor(rec, cv2.COLOR_RGB2BGR),
                         heat)]
@@ -134,11 +132,9 @@ def draw_panels(name, x, recons, prob, out_dir, fake, mean, std):
         cv2.putText(head, label, (4, 16), font, 0.42, (0, 0, 0), 1, cv2.LINE_AA)
         foot = np.full((26, side, 3), 255, np.uint8)
         if label.startswith("|"):  # the colour scale of the heat map
-            ramp = cv2.applyColorMap(np.tile(np.linspace(0, 255, side - 8).astype(np.uint8),
-                                             (8, 1)), cv2.COLORMAP_JET)
-            foot[2:10, 4:side - 4] = ramp
+            foot[2:10, 4:side - 4] = heat_ramp(side - 8, 8)
             cv2.putText(foot, "0", (4, 23), font, 0.35, (0, 0, 0), 1, cv2.LINE_AA)
-            cv2.putText(foot, f"{top:g}+", (side - 36, 23), font, 0.35, (0, 0, 0), 1, cv2.LINE_AA)
+            cv2.putText(foot, f"{HEAT_MAX:g}+", (side - 36, 23), font, 0.35, (0, 0, 0), 1, cv2.LINE_AA)
         columns.append(np.vstack([head, panel, foot]))
     body = np.hstack(columns)
     bar = np.full((28, body.shape[1], 3), 255, np.uint8)

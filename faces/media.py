@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from errors import UserError
+from model.detector import HEAT_MAX
 
 from .crop import crop_face
 from .tracking import Tracker
@@ -305,7 +306,6 @@ def threshold_from(path):
     return float(value)
 
 
-HEAT_MAX = 0.5  # |face - reconstruction| on the model's normalised scale: one colour scale for all
 
 
 def _bgr_of(prob):
@@ -324,10 +324,20 @@ def _text(img, text, org, scale, color=(255, 255, 255), thickness=1):
     cv2.putText(img, text, org, font, scale, color, thickness, cv2.LINE_AA)
 
 
-def _heat(diff_map, side):
+def heat_map(diff_map, side, interpolation=None):
+    """A reconstruction-difference map as a side x side BGR picture on the fixed scale
+    (0 to ``HEAT_MAX``, jet); ``interpolation``: the cv2 flag of the resize (default linear)."""
     import cv2
     m = (np.clip(diff_map / HEAT_MAX, 0, 1) * 255).astype(np.uint8)
-    return cv2.applyColorMap(cv2.resize(m, (side, side)), cv2.COLORMAP_JET)
+    flag = cv2.INTER_LINEAR if interpolation is None else interpolation
+    return cv2.applyColorMap(cv2.resize(m, (side, side), interpolation=flag), cv2.COLORMAP_JET)
+
+
+def heat_ramp(width, height):
+    """The colour scale of ``heat_map``: 0 on the left, ``HEAT_MAX`` on the right."""
+    import cv2
+    return cv2.applyColorMap(np.tile(np.linspace(0, 255, width).astype(np.uint8), (height, 1)),
+                             cv2.COLORMAP_JET)
 
 
 class Visualizer:
@@ -390,10 +400,9 @@ class Visualizer:
             y += int(20 * s)
             _text(panel, title, (pad, y), 0.45 * s)
             y += int(6 * s)
-            panel[y:y + side, pad:pad + side] = _heat(m, side)
+            panel[y:y + side, pad:pad + side] = heat_map(m, side)
             y += side
-            ramp = cv2.applyColorMap(np.tile(np.linspace(0, 255, side).astype(np.uint8),
-                                             (int(8 * s), 1)), cv2.COLORMAP_JET)
+            ramp = heat_ramp(side, int(8 * s))
             panel[y + int(4 * s):y + int(4 * s) + ramp.shape[0], pad:pad + side] = ramp
             y += int(4 * s) + ramp.shape[0] + int(14 * s)
             _text(panel, "0", (pad, y), 0.4 * s)

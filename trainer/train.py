@@ -25,6 +25,7 @@ from dataset.transforms import with_spec
 from errors import UserError
 from model import build_detector, scores
 from model.checkpoint import load_weights, training_spec
+from model.detector import HEAT_MAX
 from optimizer import build_optimizer
 from scheduler import build_scheduler
 
@@ -185,7 +186,6 @@ def _examples_figure(shown, norm):
     to_img = lambda t: ((t * std + mean).clamp(0, 1).permute(0, 2, 3, 1).numpy())  # noqa: E731
     faces, recs = to_img(x), to_img(recons)
     diff = (x - recons).abs().mean(1).numpy()
-    top = 0.5  # the fixed scale of every reconstruction-error picture (faces.media.HEAT_MAX)
     n = len(labels)
     fig, axes = plt.subplots(3, n, figsize=(1.6 * n, 5.2), squeeze=False)
     for j in range(n):
@@ -193,7 +193,7 @@ def _examples_figure(shown, norm):
         axes[0, j].set_title(f"{kind}\np(fake) {float(probs[j]):.2f}", fontsize=8)
         for row, img in enumerate((faces[j], recs[j])):
             axes[row, j].imshow(img)
-        im = axes[2, j].imshow(diff[j], cmap="jet", vmin=0, vmax=top)
+        im = axes[2, j].imshow(diff[j], cmap="jet", vmin=0, vmax=HEAT_MAX)
         for row in range(3):
             axes[row, j].set_xticks([])
             axes[row, j].set_yticks([])
