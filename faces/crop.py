@@ -3,6 +3,9 @@ margin, clipped to the frame; the face followed across frames by overlap."""
 import cv2
 import numpy as np
 
+MARGIN = 1.3  # the crop's side over the face box's longer side, as the training data is cropped
+SAME_FACE_IOU = 0.2  # a box overlapping a face's last box more than this is the same face
+
 
 def iou(a, b):
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
@@ -18,7 +21,7 @@ def choose_face(detections, previous):
         return None
     if previous is not None:
         best = max(detections, key=lambda d: iou(d.box, previous))
-        if iou(best.box, previous) > 0.2:
+        if iou(best.box, previous) > SAME_FACE_IOU:
             return best
     return max(detections, key=lambda d: d.area)
 
@@ -32,7 +35,7 @@ def crop_box(box, height, width, margin):
             min(width, int(round(cx + half))), min(height, int(round(cy + half))))
 
 
-def crop_face(rgb, box, margin=1.3, size=None):
+def crop_face(rgb, box, margin=MARGIN, size=None):
     """The crop of the training data: the square of ``crop_box`` (clipped to the frame),
     optionally resized to ``size`` (area); None when nothing is left of it. inference.py's video
     and photo modes crop with this same function."""

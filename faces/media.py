@@ -17,7 +17,7 @@ import torch
 from errors import UserError
 from model.detector import HEAT_MAX
 
-from .crop import crop_face
+from .crop import MARGIN, crop_face
 from .tracking import Tracker
 from .video import VIDEO_EXTS, iter_frames
 
@@ -104,7 +104,7 @@ class Scorer:
         return probs, maps
 
 
-def score_video(path, detector, scorer, threshold, frames=32, every=None, margin=1.3, vis=None,
+def score_video(path, detector, scorer, threshold, frames=32, every=None, margin=MARGIN, vis=None,
                 max_pixels=None, min_score=None, min_size=MIN_FACE_SIZE):
     """One video -> a Result; frames are decoded, detected and cropped one at a time, crops scored
     in batches across frames (only a batch of frames is ever held). Detections below ``min_score``
@@ -188,7 +188,7 @@ def verdict(result, threshold):
     result.fake = result.score >= threshold
 
 
-def score_photo(path, detector, scorer, threshold, margin=1.3, max_pixels=None, vis=None,
+def score_photo(path, detector, scorer, threshold, margin=MARGIN, max_pixels=None, vis=None,
                 min_score=None, min_size=MIN_FACE_SIZE):
     """One photo -> a Result: every face detected (``usable``) and scored; the photo's score is
     the highest."""

@@ -1,5 +1,5 @@
 """Faces followed across the frames of a video, as tracks."""
-from .crop import iou
+from .crop import SAME_FACE_IOU, iou
 
 
 class Tracker:
@@ -14,7 +14,7 @@ class Tracker:
         for det in detections:
             best = max(((iou(det.box, box), t) for t, box in self.last.items() if t not in taken),
                        default=(0.0, None))
-            tid = best[1] if best[0] > 0.2 else len(self.last)
+            tid = best[1] if best[0] > SAME_FACE_IOU else len(self.last)
             taken.add(tid)
             self.last[tid] = det.box
             ids.append(tid)

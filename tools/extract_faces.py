@@ -43,7 +43,7 @@ os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # broken videos are repor
 import cv2  # noqa: E402
 
 from errors import UserError, run_cli  # noqa: E402
-from faces.crop import choose_face, crop_box, cut  # noqa: E402
+from faces.crop import MARGIN, choose_face, crop_box, cut  # noqa: E402
 from faces.manifest import (DONE, FRAME_FILE, VIDEO_MANIFEST, WORKING, read_manifest,  # noqa: E402
                             write_manifest, write_meta)
 from faces.video import iter_frames, list_videos, read_frames, video_id  # noqa: E402
@@ -239,7 +239,7 @@ def _run_jobs(func, jobs, workers, detector_args, progress, summary, missed_key)
     return summary
 
 
-def extract(videos, out, detector_args, frames=32, every=None, margin=1.3, size=None, workers=1,
+def extract(videos, out, detector_args, frames=32, every=None, margin=MARGIN, size=None, workers=1,
             progress=True, fmt="png", quality=95):
     """Run over ``videos``; returns the summary counts. Writes ``manifest_meta.json`` first and
     ``manifest.jsonl`` (every finished video of ``out``) last."""
@@ -312,7 +312,8 @@ def main(argv=None):
     group.add_argument("--frames", type=int, default=32, help="N evenly spaced frames per video")
     group.add_argument("--every", type=int, help="every k-th frame")
     group.add_argument("--all", action="store_true", help="every frame")
-    p.add_argument("--margin", type=float, default=1.3, help="crop side = margin x the box's longer side")
+    p.add_argument("--margin", type=float, default=MARGIN,
+                   help="crop side = margin x the box's longer side (1.3)")
     p.add_argument("--size", type=int, help="resize crops to size x size")
     p.add_argument("--format", choices=["png", "jpg"], default="png",
                    help="crop files: png (lossless, the default) or jpg")
