@@ -8,6 +8,7 @@ import logging
 import os
 import zlib
 from dataclasses import dataclass
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -212,10 +213,18 @@ def to_input(batch, device, non_blocking=True):
     norm = batch.get("norm")
     if norm is None:
         return x
-    mean, std, top = norm
-    m = torch.tensor(mean, device=x.device, dtype=torch.float32).view(1, -1, 1, 1) * top
-    inv = 1 / (torch.tensor(std, device=x.device, dtype=torch.float32).view(1, -1, 1, 1) * top)
+    m, inv = _norm_constants(tuple(norm[0]), tuple(norm[1]), float(norm[2]), x.device)
     return (x.float() - m) * inv  # times the float32 reciprocal, as albumentations: bit for bit
+
+
+@lru_cache(maxsize=16)
+def _norm_constants(mean, std, top, device):
+    """mean * max and 1 / (std * max) as float32 1 x C x 1 x 1 tensors on ``device``, made once:
+    building them from Python numbers every batch would be a blocking copy to a GPU, which waits
+    for everything queued before it (a stall at the start of every training step)."""
+    m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1) * top
+    inv = 1 / (torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1) * top)
+    return m.to(device), inv.to(device)
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:

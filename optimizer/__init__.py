@@ -1,4 +1,10 @@
-"""Optimizers by name: ``build_optimizer(params, {"name": "adam", "lr": 2e-4, ...})``."""
+"""Optimizers by name: ``build_optimizer(params, {"name": "adam", "lr": 2e-4, ...})``.
+
+On a GPU the trainer asks for torch's fused kernels where an optimizer has one (one kernel per
+step instead of many; with fp16 the grad scaler then hands its overflow flag to the kernel instead
+of reading it back to the host every step). ``load_state`` resumes a saved state under this run's
+choice, so a checkpoint moves between a GPU and the CPU either way.
+"""
 import torch
 
 from errors import UserError
@@ -13,16 +19,40 @@ OPTIMIZERS = {
     "adagrad": torch.optim.Adagrad,
     "rmsprop": torch.optim.RMSprop,
 }
+FUSED = ("adam", "adamw", "sgd", "adagrad")  # the ones with a fused kernel (and amp scaling)
 
 
-def build_optimizer(params, cfg: dict) -> torch.optim.Optimizer:
-    """``cfg`` = ``{name, **kwargs of the torch optimizer}``; it is not modified."""
+def build_optimizer(params, cfg: dict, fused: bool = False) -> torch.optim.Optimizer:
+    """``cfg`` = ``{name, **kwargs of the torch optimizer}``; it is not modified. ``fused``: use
+    the fused kernel where the optimizer has one, unless ``cfg`` chooses (``fused`` or
+    ``foreach``)."""
     kwargs = dict(cfg)
     name = str(kwargs.pop("name", "")).lower()
     if name not in OPTIMIZERS:
         raise UserError(f"config.optimizer.name: unknown optimizer {cfg.get('name')!r} "
                         f"(known: {', '.join(OPTIMIZERS)})")
+    if fused and name in FUSED and "fused" not in kwargs and "foreach" not in kwargs:
+        kwargs["fused"] = True
     try:
         return OPTIMIZERS[name](params, **kwargs)
     except TypeError as exc:
         raise UserError(f"config.optimizer: bad parameter for {name}: {exc}") from None
+
+
+def load_state(optimizer: torch.optim.Optimizer, state: dict):
+    """``optimizer.load_state_dict(state)``, keeping this optimizer's own kernel choice (torch
+    would take the saved run's ``fused``/``foreach``/``capturable``): the step counters are moved
+    where that choice keeps them (beside the parameters when fused or capturable, else on the
+    CPU)."""
+    keys = ("fused", "foreach", "capturable")
+    own = [{k: g[k] for k in keys if k in g} for g in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, flags in zip(optimizer.param_groups, own):
+        group.update(flags)
+        on_device = bool(flags.get("fused") or flags.get("capturable"))
+        for p in group["params"]:
+            st = optimizer.state.get(p, {})
+            step = st.get("step")
+            if torch.is_tensor(step):
+                st["step"] = (step.to(p.device, torch.float32) if on_device
+                              else step.to("cpu"))

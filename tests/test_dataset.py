@@ -1,6 +1,7 @@
 import json
 import os
 import pickle
+from unittest import mock
 
 import cv2
 import numpy as np
@@ -319,6 +320,13 @@ def test_uint8_hand_over_normalised_in_the_main_process_equals_the_workers_float
     x = to_input(batch, "cpu")
     ref = torch.stack([f32[i]["image"] for i in range(4)])
     assert x.dtype == torch.float32 and torch.equal(x, ref)  # bit for bit
+    # the constants are made once per device, not per batch (on a GPU each would be a blocking copy)
+    made = []
+    real_tensor = torch.tensor
+    with mock.patch("torch.tensor", side_effect=lambda *a, **k: made.append(a) or
+                    real_tensor(*a, **k)):
+        assert torch.equal(to_input(batch, "cpu"), ref)
+    assert made == []
     # a Normalize that is not the last step, or has other parameters, stays in the workers
     other = dict(branch, transforms=branch["transforms"][::-1])
     assert build_dataset("FaceForensics", other, defer_normalize=True).norm is None

@@ -104,3 +104,35 @@ def test_config_loss_is_honoured():
     out = crit({"logits": torch.tensor([[2.0, 0.0]])}, None, torch.tensor([1]))
     assert out["total"].item() == pytest.approx(math.log(1 + math.exp(2.0)), abs=1e-6)
     assert set(out) == {"cls", "total"}
+
+
+def test_reconstruction_loss_equals_the_real_samples_l1_with_its_gradient():
+    import torch.nn.functional as F
+    torch.manual_seed(0)
+    x = torch.randn(5, 3, 4, 6)
+    for labels in ([0, 1, 0, 0, 1], [0, 0, 0, 0, 0], [1, 0, 1, 1, 1]):
+        labels = torch.tensor(labels)
+        ours_in = torch.randn(5, 3, 4, 6, requires_grad=True)
+        ref_in = ours_in.detach().clone().requires_grad_(True)
+        ours = reconstruction_loss(ours_in, x, labels)
+        real = labels == 0
+        ref = F.l1_loss(ref_in[real], x[real])  # the original's definition
+        ours.backward()
+        ref.backward()
+        assert abs(ours.item() - ref.item()) < 1e-6
+        assert torch.allclose(ours_in.grad, ref_in.grad, atol=1e-9, rtol=0)
+        assert ours_in.grad[~real].abs().sum() == 0  # fakes take no part
+
+
+@pytest.mark.parametrize("name,labels", [("Recce", [0, 1, 0, 1]), ("Recce", [1, 1, 1, 1]),
+                                         ("Xception", [0, 1, 1, 0])])
+def test_training_forward_loss_and_backward_read_nothing_back_to_the_host(name, labels):
+    """On the meta device a tensor has no values: any .item(), bool() or boolean-mask indexing
+    (each a host-device sync on a GPU, stalling its queue every step) raises here."""
+    from model import build_detector
+    det = build_detector({"name": name, "pretrained": False}).to("meta").train()
+    x = torch.empty(4, 3, 64, 64, device="meta")
+    out = det(x, return_aux=True)
+    losses = det.build_loss({})(out, x, torch.tensor(labels, device="meta"))
+    losses["total"].backward()
+    assert all(p.grad is not None for p in det.parameters() if p.requires_grad)

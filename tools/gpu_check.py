@@ -6,7 +6,8 @@
 
 Checks: same-seed demo runs in fp32, fp16 (grad scaler from 2**10) and bf16 (no scaler), 100 steps
 each (--precision-steps): finite losses and a final validation AUC within 0.03 of fp32's; a run killed (SIGKILL) after a checkpoint and resumed, the loss going
-on; fp32 evaluation on the device against the CPU (probabilities within 1e-4); SyncBatchNorm
+on; no host-device sync in the steady state of a training step (fp16 and bf16, torch's sync
+debug mode); fp32 evaluation on the device against the CPU (probabilities within 1e-4); SyncBatchNorm
 conversion (and NCCL with two processes where there are two GPUs: two NCCL processes cannot share
 one GPU); inference.py and test.py with --device. On the CPU the mixed-precision checks run in
 fp32 (the code path the trainer takes there) and say so.
@@ -96,6 +97,46 @@ def check_precisions(work, demo, device, size, steps):
                   f", val AUC {auc:.4f} (fp32 {ref_auc:.4f}, |diff| {abs(auc - ref_auc):.4f} "
                   f"<= 0.03)")
         report("PASS" if ok else "FAIL", f"train {amp}", detail)
+
+
+def check_no_host_sync(work, demo, device, size, steps=5):
+    """The steady state of a training step (fp16 with the grad scaler, and bf16) never makes the
+    host wait for the GPU's queue: torch's sync debug mode counts every synchronising call (a
+    blocking copy, .item(), a data-dependent shape) over ``steps`` steps after three warm-up
+    steps; the loss's finiteness is read behind the forward through an event, which it does not
+    count, by design (the backward is queued first)."""
+    import logging
+    import warnings
+
+    from trainer.config import load_config
+    from trainer.train import Trainer
+    if not device.startswith("cuda"):
+        report("SKIP", "no host sync in a training step", "needs CUDA (torch's sync debug mode)")
+        return
+    for amp in ("fp16", "bf16"):
+        trainer = Trainer(load_config(write_config(work, demo, device, size, amp, 100, 100,
+                                                   f"sync_{amp}")))
+        logging.getLogger().setLevel(logging.WARNING)
+        batches = trainer._batches()
+        for _ in range(3):
+            trainer.train_step(next(batches))
+        todo = [next(batches) for _ in range(steps)]  # the loader's work is not the step's
+        torch.cuda.synchronize()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                for batch in todo:
+                    trainer.train_step(batch)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        trainer.close()
+        syncs = [w for w in caught if "synchroniz" in str(w.message)]
+        where = sorted({f"{os.path.relpath(w.filename, ROOT)}:{w.lineno}" for w in syncs})
+        fused = bool(trainer.optimizer.param_groups[0].get("fused"))
+        report("PASS" if not syncs else "FAIL", f"no host sync in a training step ({amp})",
+               f"{len(syncs)} synchronising call(s) in {steps} steps (fused optimizer: {fused})"
+               + (f" at {', '.join(where[:4])}" if where else ""))
 
 
 def check_kill_and_resume(work, demo, device, size):
@@ -189,6 +230,10 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as work:
         demo = ensure_demo_data(os.path.join(work, "demo"))
         check_precisions(work, demo, args.device, args.size, args.precision_steps)
+        try:  # first run on a GPU with this check: a crash must not cost the other checks
+            check_no_host_sync(work, demo, args.device, args.size)
+        except Exception as exc:  # noqa: BLE001
+            report("FAIL", "no host sync in a training step", f"{type(exc).__name__}: {exc}")
         ckpt, cfg = check_kill_and_resume(work, demo, args.device, args.size)
         check_eval_parity(ckpt, cfg, args.device)
         check_syncbn(args.device)
