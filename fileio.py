@@ -6,22 +6,41 @@ and removes the temporary file where the process is still alive to do it.
 """
 import os
 import tempfile
+from contextlib import contextmanager
 
 from errors import UserError
 
 
-def atomic_write(path, write, mode="w", **open_kwargs):
-    """``write(fh)`` into a temporary file beside ``path``, then rename it over ``path``."""
+@contextmanager
+def temporary_beside(path, suffix=".tmp"):
+    """The name of a new empty file of our own beside ``path`` (made exclusively, so that
+    removing it can never touch anybody else's file), for writers that take a path (ONNX,
+    torch.export, ffmpeg, OpenCV; ``suffix`` keeps the extension they go by). ``publish`` it over
+    ``path`` when the result is good; whatever is left of it is removed on the way out (the write
+    failed, was interrupted, or its result was refused)."""
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=suffix, dir=folder)
+    os.close(fd)
     try:
-        with os.fdopen(fd, mode, **open_kwargs) as fh:
-            write(fh)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would make outputs private
-        os.replace(tmp, path)
+        yield tmp
     finally:
         if os.path.exists(tmp):
-            os.remove(tmp)  # our own temporary file: the write failed or was interrupted
+            os.remove(tmp)
+
+
+def publish(tmp, path):
+    """Rename the finished temporary file over ``path``, with the permissions a new file gets
+    (mkstemp's 0600 would make outputs private)."""
+    os.chmod(tmp, 0o666 & ~_umask())
+    os.replace(tmp, path)
+
+
+def atomic_write(path, write, mode="w", **open_kwargs):
+    """``write(fh)`` into a temporary file beside ``path``, then rename it over ``path``."""
+    with temporary_beside(path) as tmp:
+        with open(tmp, mode, **open_kwargs) as fh:
+            write(fh)
+        publish(tmp, path)
 
 
 def _umask():
@@ -32,6 +51,16 @@ def _umask():
 
 def atomic_write_text(path, text):
     atomic_write(path, lambda fh: fh.write(text), encoding="utf-8")
+
+
+def atomic_write_image(path, bgr):
+    """A picture (H x W x 3 BGR, as OpenCV's) encoded by its extension and written atomically;
+    an image that cannot be encoded is an error naming the path."""
+    import cv2
+    ok, data = cv2.imencode(os.path.splitext(path)[1] or ".png", bgr)
+    if not ok:
+        raise OSError(f"cannot encode the picture {path}")
+    atomic_write(path, lambda fh: fh.write(data.tobytes()), mode="wb")
 
 
 def check_output_file(path, what="--output"):

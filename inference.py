@@ -118,6 +118,7 @@ def draw_panels(name, x, recons, prob, out_dir, fake, mean, std):
     face = ((x.permute(1, 2, 0).numpy() * s + m) * 255).clip(0, 255).astype(np.uint8)
     rec = ((recons.permute(1, 2, 0).numpy() * s + m) * 255).clip(0, 255).astype(np.uint8)
     from faces.media import HEAT_MAX, heat_map, heat_ramp
+    from fileio import atomic_write_image
     diff = (x - recons).abs().mean(0).numpy()  # on the model's normalised scale
     side = max(128, face.shape[0])
     heat = heat_map(diff, side, cv2.INTER_NEAREST)  # one colour scale for every panel and picture
@@ -142,7 +143,7 @@ def draw_panels(name, x, recons, prob, out_dir, fake, mean, std):
                 font, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
     os.makedirs(out_dir, exist_ok=True)
     out = os.path.join(out_dir, os.path.splitext(name)[0] + ".png")
-    cv2.imwrite(out, np.vstack([bar, body]))
+    atomic_write_image(out, np.vstack([bar, body]))
     return out
 
 

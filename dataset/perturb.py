@@ -42,6 +42,7 @@ import cv2
 import numpy as np
 
 from errors import UserError
+from fileio import temporary_beside
 
 LEVELS = {
     "CS": (0.4, 0.3, 0.2, 0.1, 0.0),
@@ -177,9 +178,8 @@ def distort_video(src, dst, kind, level, rng):
     if not cap.isOpened():
         raise UserError(f"{src}: cannot open the video")
     fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
-    tmp = f"{os.path.splitext(dst)[0]}_tmp{os.getpid()}.avi"
     writer, n = None, 0
-    try:
+    with temporary_beside(dst, suffix=".avi") as tmp:  # the XVID frames, before ffmpeg
         while True:
             ok, bgr = cap.read()
             if not ok:
@@ -199,9 +199,6 @@ def distort_video(src, dst, kind, level, rng):
         if proc.returncode:
             raise UserError(f"{src}: ffmpeg could not convert the distorted video: "
                             f"{proc.stderr.decode(errors='replace')[-200:].strip()}")
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return n
 
 

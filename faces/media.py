@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from errors import UserError
+from fileio import atomic_write, atomic_write_image, publish, temporary_beside
 from model.detector import HEAT_MAX
 
 from .crop import MARGIN, crop_face
@@ -259,7 +260,6 @@ def write_results(path, results):
     import csv
     import json
 
-    from fileio import atomic_write
     rows = [record(r) for r in results]
     if path.lower().endswith(".json"):
         atomic_write(path, lambda fh: json.dump(rows, fh, indent=1))
@@ -277,7 +277,6 @@ def write_results(path, results):
 def write_frames(path, results):
     import csv
 
-    from fileio import atomic_write
 
     def write(fh):
         w = csv.writer(fh)
@@ -457,6 +456,14 @@ class Visualizer:
         return f"{'FAKE' if result.fake else 'REAL'}  p(fake) {result.score:.2f}{who}"
 
     def _write_video(self, result):
+        out = self.base + "_annotated.mp4"
+        with temporary_beside(out, suffix=".mp4") as tmp:
+            self._encode(tmp, out, result)
+            publish(tmp, out)
+
+    def _encode(self, tmp, out, result):
+        """The sampled frames, each held until the next, with the verdict and the time, through
+        ffmpeg (H.264) into the temporary file ``tmp`` (``out`` once it is complete)."""
         import subprocess
 
         import cv2
@@ -468,12 +475,10 @@ class Visualizer:
         first = cv2.imread(self.samples[0][2])
         h, w = first.shape[:2]
         h2, w2 = h + h % 2, w + w % 2  # yuv420p: even sides
-        out = self.base + "_annotated.mp4"
-        tmp_out = f"{self.base}.tmp{os.getpid()}_annotated.mp4"
         proc = subprocess.Popen([_ffmpeg(), "-loglevel", "error", "-y", "-f", "rawvideo",
                                  "-pix_fmt", "bgr24", "-s", f"{w2}x{h2}", "-r", f"{fps:.6f}",
                                  "-i", "-", "-c:v", "libx264", "-pix_fmt", "yuv420p",
-                                 "-movflags", "+faststart", tmp_out],
+                                 "-movflags", "+faststart", tmp],
                                 stdin=subprocess.PIPE, stderr=subprocess.PIPE)
         verdict = self._verdict(result)
         written = 0
@@ -495,12 +500,9 @@ class Visualizer:
             proc.stdin.close()
             if proc.wait():
                 raise IOError(f"ffmpeg could not write {out}: {proc.stderr.read().decode()[-200:]}")
-            os.replace(tmp_out, out)
         finally:
             if proc.poll() is None:
                 proc.kill()
-            if os.path.exists(tmp_out):
-                os.remove(tmp_out)
 
     def _timeline(self, result, threshold):
         import matplotlib
@@ -528,7 +530,8 @@ class Visualizer:
         ax.set_title(f"{os.path.basename(self.path)}: {self._verdict(result)}", fontsize=10)
         ax.legend(handles, labels, fontsize=8, loc="upper right")
         fig.tight_layout()
-        fig.savefig(self.base + "_timeline.png")
+        atomic_write(self.base + "_timeline.png", lambda fh: fig.savefig(fh, format="png"),
+                     mode="wb")
         plt.close(fig)
 
     # ----------------------------------------------------------------- photos
@@ -546,4 +549,4 @@ class Visualizer:
         _text(bgr, verdict, (int(12 * s), int(32 * s)), 0.8 * s, (255, 255, 255), 2)
         bgr = np.hstack([bgr, self._panel(bgr.shape[0], s, [
             (f"#{f.track} |face - recons.|", m) for f, m in zip(faces, maps or [])])])
-        cv2.imwrite(self.base + "_annotated.png", bgr)
+        atomic_write_image(self.base + "_annotated.png", bgr)

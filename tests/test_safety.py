@@ -347,6 +347,75 @@ def test_atomic_outputs_have_ordinary_permissions(tmp_path):
     assert os.listdir(tmp_path) == ["a.txt"]
 
 
+def test_path_writers_remove_only_their_own_temporary_file(tmp_path):
+    """ONNX, torch.export, ffmpeg and OpenCV write to a path: the temporary file beside the
+    target is made exclusively, so the clean-up can only remove that file (earlier releases
+    named it by the process id and removed whatever had that name)."""
+    from fileio import publish, temporary_beside
+    out = tmp_path / "model.onnx"
+    out.write_text("the previous export")
+    pid = os.getpid()
+    user = _sentinels(tmp_path / f".model.onnx.tmp{pid}", tmp_path / f"model_tmp{pid}.avi",
+                      tmp_path / f"one.tmp{pid}_annotated.mp4", tmp_path / "notes.tmp")
+    with pytest.raises(RuntimeError):
+        with temporary_beside(str(out)) as tmp:
+            assert os.path.dirname(tmp) == str(tmp_path) and os.path.getsize(tmp) == 0
+            with open(tmp, "w") as fh:
+                fh.write("half")
+            raise RuntimeError("the export failed its check")
+    with pytest.raises(RuntimeError):  # a writer that never wrote
+        with temporary_beside(str(out), suffix=".mp4") as tmp:
+            raise RuntimeError("ffmpeg could not start")
+    assert out.read_text() == "the previous export" and _intact(user)
+    assert sorted(os.listdir(tmp_path)) == sorted([out.name] + [os.path.basename(p) for p in user])
+    old = os.umask(0o022)
+    try:
+        with temporary_beside(str(out), suffix=".mp4") as tmp:
+            assert tmp.endswith(".mp4")  # the extension the writer goes by
+            with open(tmp, "w") as fh:
+                fh.write("new")
+            publish(tmp, str(out))
+    finally:
+        os.umask(old)
+    assert out.read_text() == "new" and (os.stat(out).st_mode & 0o777) == 0o644
+    assert _intact(user) and len(os.listdir(tmp_path)) == 1 + len(user)
+
+
+def test_pictures_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    from fileio import atomic_write_image
+    out = tmp_path / "one_annotated.png"
+    picture = np.zeros((8, 12, 3), np.uint8)
+    picture[:, 6:] = (10, 200, 30)
+    atomic_write_image(str(out), picture)
+    assert np.array_equal(cv2.imread(str(out)), picture) and os.listdir(tmp_path) == [out.name]
+
+    def interrupted(fh, *a, **k):
+        fh.write(b"\x89PNG half")
+        raise KeyboardInterrupt
+    import fileio
+    real = fileio.atomic_write
+    monkeypatch.setattr(fileio, "atomic_write",
+                        lambda path, write, mode="w": real(path, interrupted, mode))
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_image(str(out), picture[:, ::-1])
+    assert np.array_equal(cv2.imread(str(out)), picture) and os.listdir(tmp_path) == [out.name]
+
+
+def test_a_failed_video_distortion_keeps_files_named_like_its_temporary(tmp_path, monkeypatch):
+    import dataset.perturb as perturb
+    from test_perturb import _color_video, _rng
+    src = _color_video(tmp_path / "in.avi")
+    user = _sentinels(tmp_path / f"cc_tmp{os.getpid()}.avi")
+
+    def broken(*args):
+        raise RuntimeError("a distortion failed")
+    monkeypatch.setattr(perturb, "distort", broken)
+    with pytest.raises(RuntimeError):
+        perturb.distort_video(src, str(tmp_path / "cc.mp4"), "CC", 5, _rng())
+    assert _intact(user)
+    assert sorted(os.listdir(tmp_path)) == sorted(["in.avi", os.path.basename(user[0])])
+
+
 @pytest.mark.slow
 def test_demo_built_meanwhile_by_another_rank_is_not_swapped(tmp_path, monkeypatch):
     """Two ranks build the demo at once: the one that finishes second keeps the first's data."""

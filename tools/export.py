@@ -22,6 +22,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import torch  # noqa: E402
 
 from errors import UserError, run_cli  # noqa: E402
+from fileio import publish, temporary_beside  # noqa: E402
 
 TOLERANCE = 1e-4
 
@@ -114,9 +115,7 @@ def export(model, fmt, out, size=None, with_recons=False, checkpoint=None):
         except ImportError:
             raise UserError("ONNX export needs the packages onnx and onnxscript: "
                             "pip install onnx onnxscript (onnxruntime to check the result)") from None
-    tmp = os.path.join(os.path.dirname(os.path.abspath(out)),
-                       f".{os.path.basename(out)}.tmp{os.getpid()}")
-    try:
+    with temporary_beside(out) as tmp:
         if fmt == "onnx":
             names = ["logits", "recons"] if with_recons else ["logits"]
             program = torch.onnx.export(wrapper, (example,), dynamo=True, input_names=["image"],
@@ -127,7 +126,7 @@ def export(model, fmt, out, size=None, with_recons=False, checkpoint=None):
             except ImportError:
                 print("onnxruntime is not installed: the ONNX file was not checked",
                       file=sys.stderr)
-                os.replace(tmp, out)
+                publish(tmp, out)
                 return None
             session = ort.InferenceSession(tmp, providers=["CPUExecutionProvider"])
             got = [torch.from_numpy(g) for g in session.run(None, {"image": check.numpy()})]
@@ -140,11 +139,8 @@ def export(model, fmt, out, size=None, with_recons=False, checkpoint=None):
         diffs = [float((g - e).abs().max()) for g, e in zip(got, expected)]
         diff = float("nan") if any(d != d for d in diffs) else max(diffs)
         if diff <= TOLERANCE:
-            os.replace(tmp, out)
+            publish(tmp, out)
         return diff
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def main(argv=None):

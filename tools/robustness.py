@@ -29,6 +29,8 @@ sys.path.insert(0, ROOT)
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from errors import UserError, run_cli  # noqa: E402
+from fileio import (atomic_write, check_output_dir, file_identity, publish,  # noqa: E402
+                    same_work, temporary_beside)
 
 FIELDS = ["type", "level", "frame_AUC", "video_AUC", "frame_ACC", "images"]
 
@@ -62,7 +64,6 @@ def _f(value):
 
 def write_outputs(out, rows, types, levels):
     """robustness.csv, robustness.md and robustness.png from the rows so far (atomically)."""
-    from fileio import atomic_write
     ordered = sorted(rows.values(), key=lambda r: (r["type"] != "clean", r["type"], int(r["level"])))
 
     def write_csv(fh):
@@ -146,13 +147,9 @@ def frames_row(work, kind, level, videos, manifest, seed):
         dst = os.path.join(vdir, video_id(video) + ".mp4")
         if os.path.isfile(dst):
             continue
-        tmp = os.path.join(vdir, f".{video_id(video)}.tmp{os.getpid()}.mp4")
-        try:
+        with temporary_beside(dst, suffix=".mp4") as tmp:
             distort_video(video, tmp, kind, level, perturbation_rng(seed, i, kind, level))
-            os.replace(tmp, dst)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+            publish(tmp, dst)
     crops = os.path.join(cell, "crops")
     recrop(manifest, vdir, crops, progress=False)
     return crops
@@ -163,7 +160,6 @@ def crops_index(crops, labels, path):
     import json
 
     from faces.manifest import MANIFEST
-    from fileio import atomic_write
     rows = []
     with open(os.path.join(crops, MANIFEST), encoding="utf-8") as fh:
         for line in fh:
@@ -215,7 +211,6 @@ def main(argv=None):
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
 
     def body():
-        from fileio import check_output_dir
         from model.checkpoint import load_detector, pick_device
         from trainer.config import load_config, split_overrides
         from trainer.testing import branch_spec, resolve_checkpoint, run_test
@@ -241,7 +236,6 @@ def main(argv=None):
         model = load_detector(ckpt, device, model_cfg=cfg["model"],
                               trusted=args.trust or cfg["config"]["trust_checkpoint"],
                               fallback_spec=branch_spec(cfg))
-        from fileio import file_identity, same_work
         from trainer.config import branch
         key = {"checkpoint": file_identity(ckpt), "data": cfg["data"]["name"],
                "test_branch": branch(cfg, "test"), "protocol": args.protocol,
