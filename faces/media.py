@@ -20,7 +20,7 @@ from model.detector import HEAT_MAX
 
 from .crop import MARGIN, crop_face
 from .tracking import Tracker
-from .video import VIDEO_EXTS, iter_frames
+from .video import VIDEO_EXTS, iter_frames, videos_in
 
 MIN_TRACK_SHARE = 0.25
 # The smallest detector score taken for a face, per detector. dlib's HOG scores: the real faces of
@@ -72,12 +72,12 @@ def min_score_of(detector, min_score=None):
 
 
 def list_videos(path):
+    """inference.py's --video: one video file, or the videos directly in a folder."""
     if os.path.isfile(path):
         return [path]
     if not os.path.isdir(path):
         raise UserError(f"--video: no such file or folder: {path}")
-    vids = sorted(os.path.join(path, f) for f in os.listdir(path)
-                  if f.lower().endswith(VIDEO_EXTS) and os.path.isfile(os.path.join(path, f)))
+    vids = videos_in(path)
     if not vids:
         raise UserError(f"--video {path}: no videos ({', '.join(VIDEO_EXTS)}, any case)")
     return vids

@@ -154,6 +154,18 @@ def test_out_naming_a_file_is_one_line(tmp_path, capsys):
     assert "is a file" in capsys.readouterr().err
 
 
+def test_a_folder_of_videos_holds_files_only(tmp_path):
+    """Extraction's --input and inference.py's --video read a folder the same way: video files by
+    extension in any case, sorted; a subfolder named like a video is not one."""
+    from faces import media, video
+    for name in ("b.MP4", "a.avi", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "c.mp4").mkdir()
+    expected = [str(tmp_path / "a.avi"), str(tmp_path / "b.MP4")]
+    assert video.list_videos(str(tmp_path)) == expected == media.list_videos(str(tmp_path))
+    assert media.list_videos(expected[1]) == [expected[1]]
+
+
 def test_frame_sampling_and_crop_geometry():
     assert frame_indices(100, 5) == [0, 25, 50, 74, 99]
     assert frame_indices(10, every=3) == [0, 3, 6, 9]
