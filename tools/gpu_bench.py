@@ -1,7 +1,9 @@
 """Throughput tables for ``tools/gpu_check.py --bench``: training images/s and peak memory for
 timm Xception and RECCE in fp32, fp16 and bf16, NCHW and channels-last, with torch.compile for the
 best of each (CUDA only), and the original's way (fp16 autocast, NCHW, the per-position loop);
-inference images/s by batch size. Ratios within one run are what to compare."""
+inference images/s by batch size; where a RECCE step goes (``module_profile``); the trainer end to
+end (``end_to_end``); and, last, each model's whole training step replayed as one CUDA graph
+(``graphed_steps``: is the step launch-bound?). Ratios within one run are what to compare."""
 import time
 import types
 
@@ -50,6 +52,51 @@ def _train_rate(make, device, size, batch, steps, amp, channels_last, compile_=F
     rate = batch * steps / (time.perf_counter() - start)
     peak = torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda" else float("nan")
     return rate, peak
+
+
+def _graphed_train_rate(make, device, size, batch, steps, amp, channels_last):
+    """The whole training step (forward, losses, backward, Adam) captured once as a CUDA graph and
+    replayed: no launch overhead at all. Against the eager rate it says how much of a step is the
+    host launching kernels rather than the GPU running them. bf16 or fp32 only (the fp16 grad
+    scaler's bookkeeping is not captured). Returns (images/s, peak MB) or raises."""
+    from loss import build_loss
+    model, loss_name = make(channels_last)
+    model = model.to(device).train()
+    crit = build_loss(loss_name, {}, 1)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=2e-4,
+                           capturable=True)
+    x = torch.rand(batch, 3, size, size, device=device) * 2 - 1
+    y = torch.arange(batch, device=device) % 2
+    dtype = DTYPES[amp]
+
+    def step():
+        with torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None,
+                            cache_enabled=False):  # no cast cache across a capture
+            out = model(x, return_aux=True)
+        crit({k: v.float() for k, v in out.items()}, x, y)["total"].backward()
+        opt.step()
+
+    side = torch.cuda.Stream(device=device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            opt.zero_grad(set_to_none=True)
+            step()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    opt.zero_grad(set_to_none=True)  # the captured backward allocates .grad in the graph's pool
+    with torch.cuda.graph(graph):
+        step()
+    for _ in range(3):
+        graph.replay()
+    _sync(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        graph.replay()
+    _sync(device)
+    rate = batch * steps / (time.perf_counter() - start)
+    return rate, torch.cuda.max_memory_allocated(device) / 2 ** 20
 
 
 def _images_per_s(forward, x, device, n):
@@ -149,7 +196,35 @@ def bench(device_name, size=299, batch=32, steps=10):
     module_profile(device_name, size, batch, best["Recce"][1], steps=max(2, steps // 2))
     end_to_end(device_name, size, batch, steps=max(4, steps),
                workers=(4, 8, 14) if device.type == "cuda" else (1, 2))
+    if device.type == "cuda":  # last: a failed capture must not cost the other tables
+        graphed_steps(device, makers, best, size, batch, steps)
     return rows
+
+
+def graphed_steps(device, makers, best, size, batch, steps):
+    """Each model's best eager setting against its whole training step as one CUDA graph: eager /
+    graphed near 1 means the GPU was kept busy; well under 1, the step is launch-bound (the host
+    issuing kernels, not the GPU running them, sets the pace)."""
+    print(f"\nthe whole training step as one CUDA graph (no launch overhead): batch {batch}, "
+          f"{size} px")
+    print("| model | precision | layout | eager images/s | graphed images/s | eager / graphed |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    graphed = {}
+    for name in ("Xception", "Recce"):
+        eager, amp, cl = best[name]
+        amp = "bf16" if amp == "fp16" else amp  # the grad scaler's bookkeeping is not captured
+        layout = "channels-last" if cl else "NCHW"
+        try:
+            rate, _ = _graphed_train_rate(makers[name], device, size, batch, steps, amp, cl)
+        except Exception as exc:  # noqa: BLE001 - a diagnostic: say why and go on
+            print(f"| {name} | {amp} | {layout} | {eager:.1f} | failed: "
+                  f"{' '.join(str(exc).split())[:160]} | |", flush=True)
+            continue
+        graphed[name] = rate
+        print(f"| {name} | {amp} | {layout} | {eager:.1f} | {rate:.1f} | {eager / rate:.2f} |",
+              flush=True)
+    if len(graphed) == 2:
+        print(f"graphed RECCE / graphed Xception: {graphed['Recce'] / graphed['Xception']:.2f}")
 
 
 def module_profile(device_name, size=299, batch=32, amp="bf16", steps=5):
