@@ -128,11 +128,38 @@ def _makers():
     return {"Xception": xception, "Recce": recce, "original": original}
 
 
-def bench(device_name, size=299, batch=32, steps=10):
+PARTS = ("train", "inference", "profile", "e2e", "graphs")
+
+
+def bench(device_name, size=299, batch=32, steps=10, parts=PARTS):
+    """The tables of ``parts`` (all by default, in this order; a session short of GPU time can
+    run them in two calls). Without "train", the profile and the graphs take bf16 channels-last
+    (fp32 on the CPU) as each model's best."""
     device = torch.device(device_name)
     makers = _makers()
-    rows = []
-    print(f"\ntraining throughput: batch {batch}, {size} px, {steps} timed steps, {device_name}")
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        raise ValueError(f"unknown bench parts {sorted(unknown)} (known: {', '.join(PARTS)})")
+    default = "bf16" if device.type == "cuda" else "fp32"
+    best = {name: (float("nan"), default, True) for name in ("Xception", "Recce")}
+    if "train" in parts:
+        best = train_table(device, makers, size, batch, steps)
+    if "inference" in parts:
+        inference_table(device, size, steps)
+    if "profile" in parts:
+        module_profile(device_name, size, batch, best["Recce"][1], steps=max(2, steps // 2))
+    if "e2e" in parts:
+        end_to_end(device_name, size, batch, steps=max(4, steps),
+                   workers=(4, 8, 14) if device.type == "cuda" else (1, 2))
+    if "graphs" in parts and device.type == "cuda":  # last: a failed capture costs nothing else
+        graphed_steps(device, makers, best, size, batch, steps)
+    return best
+
+
+def train_table(device, makers, size, batch, steps):
+    """Training images/s and peak memory of every precision and layout; returns each model's
+    best as {name: (images/s, precision, channels_last)}."""
+    print(f"\ntraining throughput: batch {batch}, {size} px, {steps} timed steps, {device}")
     print("| model | precision | layout | compile | images/s | peak memory (MB) |")
     print("| --- | --- | --- | --- | --- | --- |")
     best, tuned = {}, {}
@@ -144,7 +171,6 @@ def bench(device_name, size=299, batch=32, steps=10):
                 rate, peak = _train_rate(makers[name], device, size, batch, steps, amp, cl)
                 layout = "channels-last" if cl else "NCHW"
                 print(f"| {name} | {amp} | {layout} | no | {rate:.1f} | {peak:.0f} |", flush=True)
-                rows.append((name, amp, layout, False, rate))
                 if rate > best.get(name, (0,))[0]:
                     best[name] = (rate, amp, cl)
         if device.type == "cuda":
@@ -172,7 +198,13 @@ def bench(device_name, size=299, batch=32, steps=10):
           "(target >= 3)")
     if tuned:
         print(f"with cudnn.benchmark: RECCE / Xception {tuned['Recce'] / tuned['Xception']:.2f}")
-    print(f"\ninference throughput (RECCE, eval, {size} px, {device_name})")
+    return best
+
+
+def inference_table(device, size, steps):
+    """RECCE's eval images/s by batch size and precision; on a GPU also the CUDA-graph replay
+    that inference.py uses (batch 1: launch-bound when eager)."""
+    print(f"\ninference throughput (RECCE, eval, {size} px, {device})")
     print("| batch | precision | images/s |")
     print("| --- | --- | --- |")
     from model import Recce
@@ -193,12 +225,6 @@ def bench(device_name, size=299, batch=32, steps=10):
             rate = _images_per_s(graphed, x, device, max(20, steps))
             note = "CUDA graphs" if not graphed.failed else f"eager ({graphed.failed})"
             print(f"| {b} | fp32, {note} | {rate:.1f} |", flush=True)
-    module_profile(device_name, size, batch, best["Recce"][1], steps=max(2, steps // 2))
-    end_to_end(device_name, size, batch, steps=max(4, steps),
-               workers=(4, 8, 14) if device.type == "cuda" else (1, 2))
-    if device.type == "cuda":  # last: a failed capture must not cost the other tables
-        graphed_steps(device, makers, best, size, batch, steps)
-    return rows
 
 
 def graphed_steps(device, makers, best, size, batch, steps):

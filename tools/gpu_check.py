@@ -2,6 +2,7 @@
 
     python tools/gpu_check.py                      # every check on cuda:0
     python tools/gpu_check.py --bench              # and the throughput tables
+    python tools/gpu_check.py --no-checks --bench --bench-parts e2e,graphs   # some tables only
     python tools/gpu_check.py --device cpu --size 64 --precision-steps 4 --bench --bench-batch 4   # the CPU dry run
 
 Checks: same-seed demo runs in fp32, fp16 (grad scaler from 2**10) and bf16 (no scaler), 100 steps
@@ -26,6 +27,8 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import torch  # noqa: E402
 import yaml  # noqa: E402
+
+from tools.gpu_bench import PARTS  # noqa: E402
 
 RESULTS = []
 
@@ -209,24 +212,8 @@ def check_cli(ckpt, cfg_path, device, size, work, demo):
            (auc[0] if auc else "") if test.returncode == 0 else test.stderr[-300:])
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--device", default="cuda:0")
-    p.add_argument("--size", type=int, default=128, help="image side of the training checks")
-    p.add_argument("--precision-steps", type=int, default=100,
-                   help="demo steps of each precision against fp32 (100)")
-    p.add_argument("--bench", action="store_true", help="also print the throughput tables")
-    p.add_argument("--bench-size", type=int, default=None, help="benchmark image side (299)")
-    p.add_argument("--bench-batch", type=int, default=32)
-    p.add_argument("--bench-steps", type=int, default=10)
-    args = p.parse_args(argv)
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        print("error: CUDA is not available here (use --device cpu for the dry run)", file=sys.stderr)
-        return 2
+def run_checks(args):
     from dataset.demo import ensure_demo_data
-    print(f"device: {args.device} "
-          f"({torch.cuda.get_device_name(args.device) if args.device.startswith('cuda') else 'CPU'})"
-          f", torch {torch.__version__}", flush=True)
     with tempfile.TemporaryDirectory() as work:
         demo = ensure_demo_data(os.path.join(work, "demo"))
         check_precisions(work, demo, args.device, args.size, args.precision_steps)
@@ -238,9 +225,39 @@ def main(argv=None):
         check_eval_parity(ckpt, cfg, args.device)
         check_syncbn(args.device)
         check_cli(ckpt, cfg, args.device, args.size, work, demo)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--device", default="cuda:0")
+    p.add_argument("--size", type=int, default=128, help="image side of the training checks")
+    p.add_argument("--precision-steps", type=int, default=100,
+                   help="demo steps of each precision against fp32 (100)")
+    p.add_argument("--bench", action="store_true", help="also print the throughput tables")
+    p.add_argument("--bench-size", type=int, default=None, help="benchmark image side (299)")
+    p.add_argument("--bench-batch", type=int, default=32)
+    p.add_argument("--bench-steps", type=int, default=10)
+    p.add_argument("--bench-parts", default=",".join(PARTS),
+                   help=f"which tables, comma-separated (default all: {','.join(PARTS)})")
+    p.add_argument("--no-checks", action="store_true",
+                   help="the tables only (with --bench), e.g. a second call of a GPU session")
+    args = p.parse_args(argv)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print("error: CUDA is not available here (use --device cpu for the dry run)", file=sys.stderr)
+        return 2
+    print(f"device: {args.device} "
+          f"({torch.cuda.get_device_name(args.device) if args.device.startswith('cuda') else 'CPU'})"
+          f", torch {torch.__version__}", flush=True)
+    parts = [part for part in args.bench_parts.split(",") if part]
+    if set(parts) - set(PARTS):
+        print(f"error: --bench-parts: unknown {', '.join(sorted(set(parts) - set(PARTS)))} "
+              f"(known: {', '.join(PARTS)})", file=sys.stderr)
+        return 2
+    if not args.no_checks:
+        run_checks(args)
     if args.bench:
         from tools.gpu_bench import bench
-        bench(args.device, args.bench_size or 299, args.bench_batch, args.bench_steps)
+        bench(args.device, args.bench_size or 299, args.bench_batch, args.bench_steps, parts)
     failed = RESULTS.count("FAIL")
     print(f"{RESULTS.count('PASS')} passed, {failed} failed", flush=True)
     return 1 if failed else 0
