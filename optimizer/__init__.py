@@ -1,7 +1,7 @@
 """Optimizers by name: ``build_optimizer(params, {"name": "adam", "lr": 2e-4, ...})``.
 
-On a GPU the trainer asks for torch's fused kernels where an optimizer has one (one kernel per
-step instead of many; with fp16 the grad scaler then hands its overflow flag to the kernel instead
+On a GPU the trainer asks for torch's fused kernel for Adam and AdamW (one kernel per step
+instead of many; with fp16 the grad scaler then hands its overflow flag to the kernel instead
 of reading it back to the host every step). ``load_state`` resumes a saved state under this run's
 choice, so a checkpoint moves between a GPU and the CPU either way.
 """
@@ -19,7 +19,9 @@ OPTIMIZERS = {
     "adagrad": torch.optim.Adagrad,
     "rmsprop": torch.optim.RMSprop,
 }
-FUSED = ("adam", "adamw", "sgd", "adagrad")  # the ones with a fused kernel (and amp scaling)
+# fused CUDA kernels (taking the grad scaler's flag) in every torch this project supports (>= 2.1);
+# SGD's and Adagrad's came later, and only with some torch versions on some devices
+FUSED = ("adam", "adamw")
 
 
 def build_optimizer(params, cfg: dict, fused: bool = False) -> torch.optim.Optimizer:
@@ -31,8 +33,12 @@ def build_optimizer(params, cfg: dict, fused: bool = False) -> torch.optim.Optim
     if name not in OPTIMIZERS:
         raise UserError(f"config.optimizer.name: unknown optimizer {cfg.get('name')!r} "
                         f"(known: {', '.join(OPTIMIZERS)})")
+    params = list(params)  # a generator would be spent by a first attempt
     if fused and name in FUSED and "fused" not in kwargs and "foreach" not in kwargs:
-        kwargs["fused"] = True
+        try:
+            return OPTIMIZERS[name](params, **kwargs, fused=True)
+        except (TypeError, RuntimeError):
+            pass  # not with these settings (e.g. differentiable): the default kernels
     try:
         return OPTIMIZERS[name](params, **kwargs)
     except TypeError as exc:

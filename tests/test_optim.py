@@ -45,6 +45,12 @@ def test_fused_is_asked_for_where_torch_has_it_and_the_config_did_not_choose(nam
     assert not build_optimizer(_params(), {"name": name, "lr": 0.01}).param_groups[0].get("fused")
 
 
+def test_fused_falls_back_where_torch_refuses_it():
+    gen = (p for p in _params())  # a generator is not spent by the refused attempt
+    opt = build_optimizer(gen, {"name": "adam", "lr": 0.1, "differentiable": True}, fused=True)
+    assert not opt.param_groups[0].get("fused") and len(opt.param_groups[0]["params"]) == 1
+
+
 def _adam_steps(opt, param, steps):
     for i in range(steps):
         param.grad = torch.tensor([0.3, -1.0]) * (i + 1)
