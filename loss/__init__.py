@@ -52,14 +52,18 @@ def flood(loss: torch.Tensor, level: float) -> torch.Tensor:
 def reconstruction_loss(recons: torch.Tensor, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean absolute error over the real samples only; 0 when the batch has none.
 
-    A masked mean (per-sample mean error, summed over the real samples, over their count at
-    least 1) rather than ``recons[labels == 0]``: nothing is read back to the host, so a GPU's
-    queue is never stalled by the loss, and the graph stays connected (DDP's gradient hooks)
-    when the batch has no real sample.
+    The error of the fake samples is masked out (``torch.where``) and the sum divided by the real
+    samples' element count (at least 1), rather than selecting ``recons[labels == 0]``: nothing
+    is read back to the host (a GPU's queue is never stalled by the loss), and the graph stays
+    connected (DDP's gradient hooks) when the batch has no real sample. The gradient is the
+    original's bit for bit (sign(recons - x) / count on the real samples, 0 elsewhere), so
+    training follows the same path; the value may differ in the last bit (summation order).
     """
     real = labels == 0
-    err = (recons - x).abs().flatten(1).mean(dim=1)  # N
-    return torch.where(real, err, torch.zeros_like(err)).sum() / real.sum().clamp(min=1)
+    mask = real.view(-1, *([1] * (recons.dim() - 1)))
+    err = (recons - x).abs()
+    total = torch.where(mask, err, torch.zeros((), dtype=err.dtype, device=err.device)).sum()
+    return total / (real.sum() * recons[0].numel()).clamp(min=1)
 
 
 def metric_loss(corr: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
