@@ -8,6 +8,8 @@ section 2). The terms here are shared: classification (BCE or cross-entropy), fl
 reconstruction and metric-learning terms. ``LOSSES`` holds the losses a detector can name
 (``Detector.loss``): ``ClassificationLoss`` here, ``RecceLoss`` with RECCE (model/recce.py).
 """
+import math
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -63,7 +65,7 @@ def reconstruction_loss(recons: torch.Tensor, x: torch.Tensor, labels: torch.Ten
     mask = real.view(-1, *([1] * (recons.dim() - 1)))
     err = (recons - x).abs()
     total = torch.where(mask, err, torch.zeros((), dtype=err.dtype, device=err.device)).sum()
-    return total / (real.sum() * recons[0].numel()).clamp(min=1)
+    return total / (real.sum() * math.prod(recons.shape[1:])).clamp(min=1)
 
 
 def metric_loss(corr: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
