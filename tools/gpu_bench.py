@@ -17,19 +17,41 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def _train_rate(make, device, size, batch, steps, amp, channels_last, compile_=False):
+def _timed(fn, device, images, steps, warmup=3):
+    """(images/s, peak MB on a GPU else NaN) of ``steps`` calls of ``fn`` after ``warmup`` calls;
+    each call handles ``images`` images."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    _sync(device)
+    rate = images * steps / (time.perf_counter() - start)
+    peak = torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda" else float("nan")
+    return rate, peak
+
+
+def _training(make, device, size, batch, channels_last):
+    """A model in training mode on ``device``, its loss, and a fixed batch (x in [-1, 1], labels
+    alternating real and fake)."""
     from loss import build_loss
     model, loss_name = make(channels_last)
-    model = model.to(device).train()
+    x = torch.rand(batch, 3, size, size, device=device) * 2 - 1
+    y = torch.arange(batch, device=device) % 2
+    return model.to(device).train(), build_loss(loss_name, {}, 1), x, y
+
+
+def _train_rate(make, device, size, batch, steps, amp, channels_last, compile_=False):
+    model, crit, x, y = _training(make, device, size, batch, channels_last)
     if compile_:
         model = torch.compile(model)
-    crit = build_loss(loss_name, {}, 1)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=2e-4,
                            fused=device.type == "cuda")  # as the trainer on a GPU
     scaler = torch.amp.GradScaler(device.type, init_scale=2.0 ** 10, enabled=amp == "fp16"
                                   and device.type == "cuda")
-    x = torch.rand(batch, 3, size, size, device=device) * 2 - 1
-    y = (torch.arange(batch, device=device) % 2)
     dtype = DTYPES[amp]
 
     def step():
@@ -40,18 +62,7 @@ def _train_rate(make, device, size, batch, steps, amp, channels_last, compile_=F
         scaler.scale(loss).backward()
         scaler.step(opt)
         scaler.update()
-    for _ in range(3 if not compile_ else 5):  # warm-up (and compilation)
-        step()
-    _sync(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    _sync(device)
-    rate = batch * steps / (time.perf_counter() - start)
-    peak = torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda" else float("nan")
-    return rate, peak
+    return _timed(step, device, batch, steps, warmup=5 if compile_ else 3)  # (and compilation)
 
 
 def _graphed_train_rate(make, device, size, batch, steps, amp, channels_last):
@@ -59,14 +70,9 @@ def _graphed_train_rate(make, device, size, batch, steps, amp, channels_last):
     replayed: no launch overhead at all. Against the eager rate it says how much of a step is the
     host launching kernels rather than the GPU running them. bf16 or fp32 only (the fp16 grad
     scaler's bookkeeping is not captured). Returns (images/s, peak MB) or raises."""
-    from loss import build_loss
-    model, loss_name = make(channels_last)
-    model = model.to(device).train()
-    crit = build_loss(loss_name, {}, 1)
+    model, crit, x, y = _training(make, device, size, batch, channels_last)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=2e-4,
                            capturable=True)
-    x = torch.rand(batch, 3, size, size, device=device) * 2 - 1
-    y = torch.arange(batch, device=device) % 2
     dtype = DTYPES[amp]
 
     def step():
@@ -87,28 +93,12 @@ def _graphed_train_rate(make, device, size, batch, steps, amp, channels_last):
     opt.zero_grad(set_to_none=True)  # the captured backward allocates .grad in the graph's pool
     with torch.cuda.graph(graph):
         step()
-    for _ in range(3):
-        graph.replay()
-    _sync(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        graph.replay()
-    _sync(device)
-    rate = batch * steps / (time.perf_counter() - start)
-    return rate, torch.cuda.max_memory_allocated(device) / 2 ** 20
+    return _timed(graph.replay, device, batch, steps)
 
 
 def _images_per_s(forward, x, device, n):
     """Images per second of ``forward(x)`` over ``n`` calls after three warm-up calls."""
-    for _ in range(3):
-        forward(x)
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(n):
-        forward(x)
-    _sync(device)
-    return len(x) * n / (time.perf_counter() - start)
+    return _timed(lambda: forward(x), device, len(x), n)[0]
 
 
 def _makers():
@@ -400,24 +390,11 @@ def end_to_end(device_name, size=299, batch=32, steps=20, workers=(4, 8, 14), im
             _sync(device)
             loader_rate = seen / (time.perf_counter() - t) if seen else float("nan")
             batches = trainer._batches()
-            for _ in range(5):
-                trainer.train_step(next(batches))
-            _sync(device)
-            start = time.perf_counter()
-            for _ in range(steps):
-                trainer.train_step(next(batches))
-            _sync(device)
-            e2e = steps * batch / (time.perf_counter() - start)
+            e2e, _ = _timed(lambda: trainer.train_step(next(batches)), device, batch, steps,
+                            warmup=5)
             x = torch.rand(batch, 3, size, size, device=device) * 2 - 1
-            y = {"image": x, "label": torch.arange(batch) % 2, "bad": []}
-            for _ in range(3):
-                trainer.train_step(y)
-            _sync(device)
-            start = time.perf_counter()
-            for _ in range(steps):
-                trainer.train_step(y)
-            _sync(device)
-            alone = steps * batch / (time.perf_counter() - start)
+            fixed = {"image": x, "label": torch.arange(batch) % 2, "bad": []}
+            alone, _ = _timed(lambda: trainer.train_step(fixed), device, batch, steps)
             trainer.close()
             print(f"| {w} | {loader_rate:.0f} | {e2e:.0f} | {alone:.0f} | {e2e / alone:.2f} |",
                   flush=True)
