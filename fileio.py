@@ -111,6 +111,13 @@ class FolderLock:
             self.fh.close()
 
 
+def files_in(folder, extensions):
+    """The files directly in ``folder`` whose names end with one of ``extensions`` (any case),
+    sorted; no glob (``[`` in a path is just a character), no sub-folder named like a file."""
+    return sorted(os.path.join(folder, f) for f in os.listdir(folder)
+                  if f.lower().endswith(extensions) and os.path.isfile(os.path.join(folder, f)))
+
+
 def file_identity(path):
     """What identifies an input file for "is this the same work": its absolute path, size and
     modification time (a retrained checkpoint at the same path is another file)."""

@@ -45,8 +45,8 @@ def list_images(image=None, folder=None, recursive=False):
             dirs.sort()
             paths += [os.path.join(dirpath, f) for f in files if f.lower().endswith(EXTENSIONS)]
     else:
-        paths = [os.path.join(folder, f) for f in os.listdir(folder)
-                 if f.lower().endswith(EXTENSIONS) and os.path.isfile(os.path.join(folder, f))]
+        from fileio import files_in
+        paths = files_in(folder, EXTENSIONS)
     paths.sort()
     if not paths:
         raise UserError(f"no images ({', '.join(EXTENSIONS)}) in {folder}"

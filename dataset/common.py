@@ -3,6 +3,7 @@ import os
 import zlib
 
 from errors import UserError
+from fileio import files_in
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
@@ -57,10 +58,7 @@ def is_image(name):
 def images_in(folder):
     """The image files directly in ``folder``, sorted (no glob: ``[`` in a path is just a
     character)."""
-    if not os.path.isdir(folder):
-        return []
-    return sorted(os.path.join(folder, f) for f in os.listdir(folder)
-                  if is_image(f) and os.path.isfile(os.path.join(folder, f)))
+    return files_in(folder, IMAGE_EXTS) if os.path.isdir(folder) else []
 
 
 def subfolders(folder):

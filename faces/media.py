@@ -15,12 +15,12 @@ import numpy as np
 import torch
 
 from errors import UserError
-from fileio import atomic_write, atomic_write_image, publish, temporary_beside
+from fileio import atomic_write, atomic_write_image, files_in, publish, temporary_beside
 from model.detector import HEAT_MAX
 
 from .crop import MARGIN, crop_face
 from .tracking import Tracker
-from .video import VIDEO_EXTS, iter_frames, videos_in
+from .video import VIDEO_EXTS, iter_frames
 
 MIN_TRACK_SHARE = 0.25
 # The smallest detector score taken for a face, per detector. dlib's HOG scores: the real faces of
@@ -77,7 +77,7 @@ def list_videos(path):
         return [path]
     if not os.path.isdir(path):
         raise UserError(f"--video: no such file or folder: {path}")
-    vids = videos_in(path)
+    vids = files_in(path, VIDEO_EXTS)
     if not vids:
         raise UserError(f"--video {path}: no videos ({', '.join(VIDEO_EXTS)}, any case)")
     return vids

@@ -7,20 +7,15 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from errors import UserError  # noqa: E402
+from fileio import files_in  # noqa: E402
 
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
-
-
-def videos_in(folder):
-    """The video files directly in ``folder`` (by extension, any case), sorted."""
-    return sorted(os.path.join(folder, f) for f in os.listdir(folder)
-                  if f.lower().endswith(VIDEO_EXTS) and os.path.isfile(os.path.join(folder, f)))
 
 
 def list_videos(source):
     """A folder of videos (not recursive) or a text file of video paths, one per line."""
     if os.path.isdir(source):
-        vids = videos_in(source)
+        vids = files_in(source, VIDEO_EXTS)
     elif os.path.isfile(source):
         with open(source) as fh:
             vids = [line.strip() for line in fh if line.strip()]
