@@ -277,7 +277,6 @@ def write_results(path, results):
 def write_frames(path, results):
     import csv
 
-
     def write(fh):
         w = csv.writer(fh)
         w.writerow(["path", "frame", "time", "track", "x1", "y1", "x2", "y2", "detector_score",
@@ -303,8 +302,6 @@ def threshold_from(path):
         raise UserError(f"--threshold_from {path}: no finite EER_threshold in it (a split with one "
                         "class has none)")
     return float(value)
-
-
 
 
 def _bgr_of(prob):
@@ -364,6 +361,7 @@ class Visualizer:
         return max(0.7, min(img.shape[:2]) / 450)
 
     def _draw_faces(self, bgr, faces):
+        """Each face boxed in its colour with its track and probability; "no face" when none."""
         import cv2
         s = self._scale(bgr)
         thick = max(2, int(round(min(bgr.shape[:2]) / 200)))
@@ -373,6 +371,8 @@ class Visualizer:
             cv2.rectangle(bgr, (x1, y1), (x2, y2), color, thick)
             _text(bgr, f"#{f.track} {f.prob:.2f}", (x1, max(int(24 * s), y1 - int(8 * s))),
                   0.7 * s, color, max(1, thick // 2))
+        if not faces:
+            _text(bgr, "no face", (int(14 * s), bgr.shape[0] // 2), 1.2 * s, (255, 255, 255), 2)
         return bgr
 
     def _panel(self, h, s, maps):
@@ -422,8 +422,6 @@ class Visualizer:
             self.tmp = tempfile.mkdtemp(prefix=".annotate-", dir=os.path.dirname(self.base) or ".")
         bgr = self._draw_faces(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), faces)
         s = self._scale(bgr)
-        if not faces:
-            _text(bgr, "no face", (int(14 * s), bgr.shape[0] // 2), 1.2 * s, (255, 255, 255), 2)
         maps = [(f"#{f.track} |face - recons.|", self.maps[(f.frame, f.track)]) for f in faces
                 if (f.frame, f.track) in self.maps]
         bgr = np.hstack([bgr, self._panel(bgr.shape[0], s, maps)])
@@ -434,20 +432,19 @@ class Visualizer:
     def close(self, result, threshold):
         """Write the annotated video and the timeline, now that the verdict is known; the
         temporary frames (this tool's own folder) are removed."""
-        import shutil
         try:
             if self.samples:
                 self._write_video(result)
             self._timeline(result, threshold)
         finally:
-            if self.tmp and os.path.isdir(self.tmp):
-                shutil.rmtree(self.tmp)  # our own temporary folder only
+            self.discard()
 
     def discard(self):
-        """Nothing to show (the video could not be read): only our temporary folder goes."""
+        """Remove our temporary folder of sampled frames (all that goes when the video could not
+        be read)."""
         import shutil
         if self.tmp and os.path.isdir(self.tmp):
-            shutil.rmtree(self.tmp)
+            shutil.rmtree(self.tmp)  # our own temporary folder only
 
     def _verdict(self, result):
         if result.score is None:
@@ -540,8 +537,6 @@ class Visualizer:
         import cv2
         bgr = self._draw_faces(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), faces)
         s = self._scale(bgr)
-        if not faces:
-            _text(bgr, "no face", (int(14 * s), bgr.shape[0] // 2), 1.2 * s, (255, 255, 255), 2)
         top = max((f.prob for f in faces), default=None)
         verdict = ("no face found" if top is None else
                    f"{'FAKE' if top >= threshold else 'REAL'}  p(fake) {top:.2f}"
