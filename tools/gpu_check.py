@@ -60,15 +60,22 @@ def write_config(work, demo, device, size, amp, steps, val_steps, run_id, batch=
     return path
 
 
-def _train(work, demo, device, size, amp, steps):
-    """A same-seed demo run of ``steps`` steps in ``amp``: (trainer, losses, final val AUC)."""
+def _trainer(work, demo, device, size, amp, steps, run_id):
+    """A Trainer on the demo data, ``steps`` steps validated once at the end, its log quiet (one
+    line per check)."""
     import logging
 
     from trainer.config import load_config
     from trainer.train import Trainer
     trainer = Trainer(load_config(write_config(work, demo, device, size, amp, steps, steps,
-                                               f"amp_{amp}")))
-    logging.getLogger().setLevel(logging.WARNING)  # one line per check
+                                               run_id)))
+    logging.getLogger().setLevel(logging.WARNING)
+    return trainer
+
+
+def _train(work, demo, device, size, amp, steps):
+    """A same-seed demo run of ``steps`` steps in ``amp``: (trainer, losses, final val AUC)."""
+    trainer = _trainer(work, demo, device, size, amp, steps, f"amp_{amp}")
     losses = []
     step = trainer.train_step
 
@@ -108,18 +115,13 @@ def check_no_host_sync(work, demo, device, size, steps=5):
     blocking copy, .item(), a data-dependent shape) over ``steps`` steps after three warm-up
     steps; the loss's finiteness is read behind the forward through an event, which it does not
     count, by design (the backward is queued first)."""
-    import logging
     import warnings
 
-    from trainer.config import load_config
-    from trainer.train import Trainer
     if not device.startswith("cuda"):
         report("SKIP", "no host sync in a training step", "needs CUDA (torch's sync debug mode)")
         return
     for amp in ("fp16", "bf16"):
-        trainer = Trainer(load_config(write_config(work, demo, device, size, amp, 100, 100,
-                                                   f"sync_{amp}")))
-        logging.getLogger().setLevel(logging.WARNING)
+        trainer = _trainer(work, demo, device, size, amp, 100, f"sync_{amp}")
         batches = trainer._batches()
         for _ in range(3):
             trainer.train_step(next(batches))
