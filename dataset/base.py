@@ -195,13 +195,10 @@ def deferred_normalize(transforms):
     if not isinstance(last, dict) or last.get("name") != "Normalize" or \
             set(params) - {"mean", "std", "max_pixel_value", "p"} or params.get("p", 1.0) != 1.0:
         return transforms, None
-    from model.detector import NORMALIZE_DEFAULT_MEAN, NORMALIZE_DEFAULT_STD
-    mean = params.get("mean", NORMALIZE_DEFAULT_MEAN)
-    std = params.get("std", NORMALIZE_DEFAULT_STD)
-    mean, std = (mean,) * 3 if isinstance(mean, (int, float)) else mean, \
-        (std,) * 3 if isinstance(std, (int, float)) else std
+    from model.detector import normalize_params
+    mean, std, top = normalize_params(params)
     return transforms[:-1], (tuple(float(m) for m in mean), tuple(float(v) for v in std),
-                             float(params.get("max_pixel_value", 255.0)))
+                             float(top))
 
 
 def to_input(batch, device, non_blocking=True):

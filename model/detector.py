@@ -98,6 +98,15 @@ class InputSpec:
         return f"{size} ({self.interpolation}), mean {fmt(self.mean)}, std {fmt(self.std)}"
 
 
+def normalize_params(params) -> tuple:
+    """(mean, std, max_pixel_value) of an albumentations ``Normalize`` entry's params, with its
+    defaults for what they leave out; a single number stands for all three channels."""
+    mean = params.get("mean", NORMALIZE_DEFAULT_MEAN)
+    std = params.get("std", NORMALIZE_DEFAULT_STD)
+    mean, std = ((v,) * 3 if isinstance(v, (int, float)) else tuple(v) for v in (mean, std))
+    return mean, std, params.get("max_pixel_value", 255.0)
+
+
 def spec_from_transforms(transforms, default: InputSpec) -> tuple:
     """The spec a dataset branch's ``transforms`` list states: its ``Resize`` (height, width,
     interpolation) and ``Normalize`` (mean, std, max_pixel_value), ``default`` for what it leaves
@@ -115,9 +124,8 @@ def spec_from_transforms(transforms, default: InputSpec) -> tuple:
                            interpolation=names.get(flag, flag) if isinstance(flag, int) else flag)
             stated.append("resize")
         elif entry.get("name") == "Normalize" and "normalize" not in stated:
-            spec = replace(spec, mean=tuple(params.get("mean", NORMALIZE_DEFAULT_MEAN)),
-                           std=tuple(params.get("std", NORMALIZE_DEFAULT_STD)),
-                           max_pixel_value=params.get("max_pixel_value", 255.0))
+            mean, std, top = normalize_params(params)
+            spec = replace(spec, mean=mean, std=std, max_pixel_value=top)
             stated.append("normalize")
     return spec, stated
 

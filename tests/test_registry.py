@@ -94,6 +94,13 @@ def test_training_spec_reads_resize_and_normalize_else_the_default():
     # Normalize's own defaults (ImageNet) are what albumentations applies when params are left out
     spec = training_spec(_cfg([{"name": "Normalize"}]), recce)
     assert spec.mean == (0.485, 0.456, 0.406) and spec.size == (299, 299)
+    # one number for all channels, as albumentations takes it: the spec and the loader's deferred
+    # normalisation read it alike
+    from dataset.base import deferred_normalize
+    scalar = {"name": "Normalize", "params": {"mean": 0.5, "std": 0.25}}
+    spec = training_spec(_cfg([scalar]), recce)
+    assert spec.mean == (0.5,) * 3 and spec.std == (0.25,) * 3
+    assert deferred_normalize([scalar])[1] == (spec.mean, spec.std, spec.max_pixel_value)
 
 
 def test_with_spec_sets_or_completes_a_branch():
