@@ -181,14 +181,14 @@ def test_export_agrees_with_eager(checkpoint, tmp_path, fmt):
     if fmt == "onnx":  # the file explains itself
         import onnxruntime as ort
 
-        import tools
+        import version
         meta = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=[
             "CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
         assert json.loads(meta["input_size"]) == [32, 32]
         assert json.loads(meta["mean"]) == [0.5] * 3 and json.loads(meta["std"]) == [0.5] * 3
         assert "RGB" in meta["input"] and "sigmoid" in meta["output_logits"]
         assert meta["model"] == "Recce" and meta["checkpoint"] == os.path.basename(path)
-        assert meta["project_version"].startswith(tools.__version__) and "output_recons" in meta
+        assert meta["project_version"].startswith(version.__version__) and "output_recons" in meta
 
 
 def test_export_never_leaves_a_half_file_nor_overwrites_its_input(checkpoint, tmp_path,

@@ -56,7 +56,7 @@ def onnx_metadata(model, size, with_recons, checkpoint=None):
     its outputs mean, and where it came from."""
     import json
 
-    from tools import project_version
+    from version import project_version
     spec = model.spec
     two = getattr(model, "num_classes", 1) == 2
     meta = {

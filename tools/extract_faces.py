@@ -48,7 +48,8 @@ from faces.manifest import (DONE, FRAME_FILE, VIDEO_MANIFEST, WORKING, read_mani
                             write_manifest, write_meta)
 from faces.video import iter_frames, list_videos, read_frames, video_id  # noqa: E402
 from fileio import FolderLock  # noqa: E402
-from tools import project_version, sha256_of as _sha256  # noqa: E402
+from tools import sha256_of as _sha256  # noqa: E402
+from version import project_version  # noqa: E402
 
 log = logging.getLogger("extract_faces")
 
