@@ -63,6 +63,16 @@ def atomic_write_image(path, bgr):
     atomic_write(path, lambda fh: fh.write(data.tobytes()), mode="wb")
 
 
+def atomic_write_figure(path, fig):
+    """A matplotlib figure saved as PNG, atomically, then closed (its memory freed, written or
+    not)."""
+    import matplotlib.pyplot as plt
+    try:
+        atomic_write(path, lambda fh: fig.savefig(fh, format="png"), mode="wb")
+    finally:
+        plt.close(fig)
+
+
 def check_output_file(path, what="--output"):
     """An output file's folder must exist and be writable, and the path must not be a folder."""
     if os.path.isdir(path):

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from errors import UserError
-from fileio import atomic_write, atomic_write_image, files_in, publish, temporary_beside
+from fileio import (atomic_write, atomic_write_figure, atomic_write_image, files_in, publish,
+                    temporary_beside)
 from model.detector import HEAT_MAX
 
 from .crop import MARGIN, crop_face
@@ -527,9 +528,7 @@ class Visualizer:
         ax.set_title(f"{os.path.basename(self.path)}: {self._verdict(result)}", fontsize=10)
         ax.legend(handles, labels, fontsize=8, loc="upper right")
         fig.tight_layout()
-        atomic_write(self.base + "_timeline.png", lambda fh: fig.savefig(fh, format="png"),
-                     mode="wb")
-        plt.close(fig)
+        atomic_write_figure(self.base + "_timeline.png", fig)
 
     # ----------------------------------------------------------------- photos
     def photo(self, rgb, faces, threshold, maps=None):

@@ -401,6 +401,25 @@ def test_pictures_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
     assert np.array_equal(cv2.imread(str(out)), picture) and os.listdir(tmp_path) == [out.name]
 
 
+def test_figures_are_written_whole_or_not_at_all_and_closed(tmp_path, monkeypatch):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from fileio import atomic_write_figure
+    out = tmp_path / "roc.png"
+    out.write_bytes(b"the previous figure")
+    fig = plt.figure()
+    monkeypatch.setattr(fig, "savefig", lambda fh, **k: (fh.write(b"half"), 1 / 0))
+    with pytest.raises(ZeroDivisionError):
+        atomic_write_figure(str(out), fig)
+    assert out.read_bytes() == b"the previous figure" and os.listdir(tmp_path) == [out.name]
+    assert not plt.fignum_exists(fig.number)  # closed all the same
+    fig = plt.figure()
+    atomic_write_figure(str(out), fig)
+    assert out.read_bytes().startswith(b"\x89PNG") and not plt.fignum_exists(fig.number)
+
+
 def test_a_failed_video_distortion_keeps_files_named_like_its_temporary(tmp_path, monkeypatch):
     import dataset.perturb as perturb
     from test_perturb import _color_video, _rng

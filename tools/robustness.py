@@ -29,8 +29,8 @@ sys.path.insert(0, ROOT)
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from errors import UserError, run_cli  # noqa: E402
-from fileio import (atomic_write, check_output_dir, file_identity, publish,  # noqa: E402
-                    same_work, temporary_beside)
+from fileio import (atomic_write, atomic_write_figure, check_output_dir,  # noqa: E402
+                    file_identity, publish, same_work, temporary_beside)
 
 FIELDS = ["type", "level", "frame_AUC", "video_AUC", "frame_ACC", "images"]
 
@@ -113,9 +113,7 @@ def write_outputs(out, rows, types, levels):
     ax.set_title("AUC under real-world distortions", fontsize=10)
     ax.legend(fontsize=8, ncol=3, loc="lower left")
     fig.tight_layout()
-    atomic_write(os.path.join(out, "robustness.png"), lambda fh: fig.savefig(fh, format="png"),
-                 mode="wb")
-    plt.close(fig)
+    atomic_write_figure(os.path.join(out, "robustness.png"), fig)
     return "\n".join(lines)
 
 

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from dataset import BadImageLog, build_dataset, collate
 from dataset.base import worker_init
-from fileio import atomic_write, check_output_dir
+from fileio import atomic_write, atomic_write_figure, check_output_dir
 from errors import UserError
 from dataset.transforms import with_spec
 from model.checkpoint import load_detector, pick_device
@@ -107,17 +107,15 @@ def roc_figure(labels, probs, videos, metrics, title):
     ax.set_ylim(0, 1)
     ax.set_xlabel("false positive rate (real called fake)")
     ax.set_ylabel("true positive rate (fake called fake)")
-    ax.set_title(title, fontsize=10)
+    import textwrap
+    ax.set_title("\n".join(textwrap.wrap(title, 60)), fontsize=10)  # long dataset paths fit
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     return fig
 
 
 def plot_roc(path, labels, probs, videos, metrics, title):
-    import matplotlib.pyplot as plt
-    fig = roc_figure(labels, probs, videos, metrics, title)
-    atomic_write(path, lambda fh: fig.savefig(fh, format="png"), mode="wb")
-    plt.close(fig)
+    atomic_write_figure(path, roc_figure(labels, probs, videos, metrics, title))
 
 
 def branch_spec(cfg):
