@@ -6,7 +6,7 @@ from conftest import ROOT
 
 PACKAGES = ("model", "dataset", "loss", "optimizer", "scheduler", "faces", "trainer", "tools")
 ENTRY_POINTS = ("train", "test", "inference")
-BASE = ("errors", "fileio", "registry", "version")  # plain modules every part may use
+BASE = ("errors", "fileio", "registry", "version", "checks")  # plain modules every part may use
 # what each part may import of the project, besides BASE and itself
 ALLOWED = {
     "model": {"loss"},  # RECCE's loss builds on the reusable terms

@@ -1,0 +1,94 @@
+"""Checking a value against the kind of its key: the one set of rules for config files, a
+detector's own arguments (``model:`` and ``loss:`` sections) and a checkpoint's saved config.
+
+``check_value(where, value, kind)`` returns the value to use or raises a UserError naming
+``where`` (the key, the flag or the file), the value and what is accepted.
+"""
+import datetime
+import math
+import os
+
+from errors import UserError
+
+
+def as_number(value):
+    """YAML 1.1 reads ``1e-4`` (no dot) as a string; take it as the number the user meant."""
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return value
+        return number if math.isfinite(number) else value
+    return value
+
+
+def _name(value):
+    """Names written in a YAML file may have been read as numbers or dates: take them as text."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        return value.isoformat()
+    return value
+
+
+def check_value(where, value, kind):
+    """``value`` of the key ``where`` against its ``kind`` (see SCHEMA); returns the value to use."""
+    def bad(expected):
+        raise UserError(f"{where}: expected {expected}, got {value!r}")
+
+    if isinstance(kind, tuple):
+        if value not in kind or isinstance(value, bool):
+            raise UserError(f"{where}: {value!r} is not one of {list(kind)}")
+        return value
+    optional = kind.endswith("?")
+    kind = kind.rstrip("?")
+    if value is None and optional:
+        return None
+    if kind in ("name", "run_id"):
+        value = _name(value)
+        if not isinstance(value, str) or not value.strip():
+            bad("a name (text)")
+        if kind == "run_id" and (value in (".", "..") or "/" in value or "\\" in value
+                                 or "\0" in value or os.sep in value):
+            raise UserError(f"{where}: {value!r} must be one folder name (no '/', not '.' or '..')")
+        return value
+    if kind == "bool":
+        if not isinstance(value, bool):
+            bad("true or false")
+        return value
+    if kind == "pretrained":
+        if isinstance(value, bool):
+            return value
+        return check_value(where, value, "name")
+    if kind in ("mapping",):
+        if not isinstance(value, dict) or "name" not in value:
+            bad("a mapping with a name, e.g. {name: adam, lr: 0.0002}")
+        return value
+    if kind == "list":
+        if not isinstance(value, list):
+            bad("a list")
+        return value
+    if kind == "label_map":
+        if not isinstance(value, dict) or not all(
+                isinstance(k, str) and v in (0, 1) and not isinstance(v, bool)
+                for k, v in value.items()):
+            bad("a mapping of label names to 0 (real) or 1 (fake)")
+        return value
+    value = as_number(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        bad("a number" if kind in ("nonneg", "fraction") else "an integer")
+    if kind in ("int", "posint", "nonneg_int"):
+        if isinstance(value, float):
+            if not value.is_integer():
+                bad("an integer")
+            value = int(value)
+        if kind == "posint" and value < 1:
+            bad("an integer of at least 1")
+        if kind == "nonneg_int" and value < 0:
+            bad("an integer of at least 0")
+        return value
+    if not math.isfinite(value) or value < 0 or (kind == "fraction" and value >= 1):
+        bad("a number in [0, 1)" if kind == "fraction" else "a number of at least 0")
+    return value
