@@ -78,7 +78,7 @@ def check_value(where, value, kind):
         return value
     value = as_number(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        bad("a number" if kind in ("nonneg", "fraction") else "an integer")
+        bad("an integer" if kind in ("int", "posint", "nonneg_int") else "a number")
     if kind in ("int", "posint", "nonneg_int"):
         if isinstance(value, float):
             if not value.is_integer():
@@ -89,6 +89,71 @@ def check_value(where, value, kind):
         if kind == "nonneg_int" and value < 0:
             bad("an integer of at least 0")
         return value
-    if not math.isfinite(value) or value < 0 or (kind == "fraction" and value >= 1):
+    if not math.isfinite(value):
+        bad("a finite number")
+    if kind == "positive" and value <= 0:
+        bad("a number above 0")
+    if kind in ("nonneg", "fraction") and value < 0 or kind == "fraction" and value >= 1:
         bad("a number in [0, 1)" if kind == "fraction" else "a number of at least 0")
     return value
+
+
+def kind_of_default(default):
+    """The kind (for ``check_value``) of an argument whose default is ``default``; None where any
+    value goes (no default, or None)."""
+    if isinstance(default, bool):
+        return "bool"
+    if isinstance(default, int):
+        return "int"
+    if isinstance(default, float):
+        return "number"
+    if isinstance(default, str):
+        return "name"
+    return None
+
+
+def accepted_arguments(func):
+    """The keyword arguments ``func`` (a class: its constructor) takes, with their defaults
+    (``inspect.Parameter.empty`` where it has none); None for a ``**kwargs`` catch-all."""
+    import inspect
+    params = inspect.signature(func).parameters
+    out = {}
+    for name, p in params.items():
+        if p.kind == p.VAR_KEYWORD:
+            return None
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and name != "self":
+            out[name] = p.default
+    return out
+
+
+def check_arguments(func, given, where, owner, kinds=None):
+    """The arguments ``given`` (a mapping from a config section ``where``) for ``func``, owned by
+    ``owner`` (e.g. "the detector Recce"): an unknown key, a missing required one or a value of
+    the wrong kind is one UserError naming the key, the owner and what it accepts. Each value is
+    checked against ``kinds`` (name -> kind) or else the kind of its default. Returns a new dict
+    of the checked values."""
+    import inspect
+    if not isinstance(given, dict):
+        raise UserError(f"{where}: expected a mapping of {owner}'s arguments, got {given!r}")
+    accepted = accepted_arguments(func)
+    kinds = kinds or {}
+    out = {}
+    for key, value in given.items():
+        if accepted is not None and key not in accepted:
+            raise UserError(f"{where}.{key}: {owner} takes no argument {key!r} (it takes: "
+                            f"{', '.join(accepted) or 'none'})")
+        default = accepted.get(key) if accepted else None
+        kind = kinds.get(key) or kind_of_default(
+            None if default is inspect.Parameter.empty else default)
+        if kind is None or (value is None and default is None):
+            out[key] = value
+            continue
+        try:
+            out[key] = check_value(f"{where}.{key}", value, kind)
+        except UserError as exc:
+            raise UserError(f"{exc} ({owner}'s argument)") from None
+    missing = [k for k, d in (accepted or {}).items()
+               if d is inspect.Parameter.empty and k not in out]
+    if missing:
+        raise UserError(f"{where}: {owner} needs {', '.join(missing)} (missing)")
+    return out

@@ -3,8 +3,8 @@
 A detector builds its own training loss (``Detector.build_loss``), called as
 ``criterion(outputs, x, labels)`` with the dict that ``det(x, return_aux=True)`` returns and the
 clean input; it returns every term by name plus ``total``, and the trainer logs each term (``TAGS``
-gives the TensorBoard tag of a term, else its own name). Labels: 0 = real, 1 = fake (SPEC
-section 2). The terms here are shared: classification (BCE or cross-entropy), flooding, RECCE's
+gives the TensorBoard tag of a term, else its own name). Labels: 0 = real, 1 = fake, as in
+the original. The terms here are shared: classification (BCE or cross-entropy), flooding, RECCE's
 reconstruction and metric-learning terms. ``LOSSES`` holds the losses a detector can name
 (``Detector.loss``): ``ClassificationLoss`` here, ``RecceLoss`` with RECCE (model/recce.py).
 """
@@ -23,13 +23,14 @@ LOSSES = Registry("loss", "Detector.loss")
 register_loss = LOSSES.register
 
 
-def check_kind(kind, num_classes) -> str:
-    """The one check of ``config.loss`` against the number of logits; returns the kind."""
+def check_kind(kind, num_classes, where="loss.kind") -> str:
+    """The one check of a loss kind (``loss.kind``, the original configs' ``config.loss``)
+    against the number of logits; returns the kind."""
     if kind not in KINDS:
-        raise UserError(f"config.loss: unknown loss {kind!r} (known: {', '.join(KINDS)})")
+        raise UserError(f"{where}: unknown loss {kind!r} (known: {', '.join(KINDS)})")
     expected = "binary_ce" if num_classes == 1 else "cross_entropy"
     if kind != expected:
-        raise UserError(f"config.loss: {kind!r} does not fit model.num_classes {num_classes} "
+        raise UserError(f"{where}: {kind!r} does not fit model.num_classes {num_classes} "
                         f"(use {expected!r})")
     return kind
 
@@ -95,9 +96,9 @@ class ClassificationLoss(nn.Module):
         self.loss = loss
 
     @classmethod
-    def from_config(cls, cfg: dict, kind: str) -> "ClassificationLoss":
-        """From the ``config`` section and the checked loss kind."""
-        return cls(kind)
+    def from_config(cls, cfg: dict) -> "ClassificationLoss":
+        """From a detector's checked ``loss:`` section (its ``kind``)."""
+        return cls(cfg["kind"])
 
     def forward(self, outputs: dict, x: torch.Tensor, labels: torch.Tensor) -> dict:
         cls = classification_loss(outputs["logits"], labels, kind=self.loss)
@@ -105,6 +106,7 @@ class ClassificationLoss(nn.Module):
 
 
 def build_loss(name: str, cfg: dict, num_classes: int) -> nn.Module:
-    """The registered loss ``name`` from the ``config`` section, its kind checked against the
-    number of logits."""
-    return LOSSES.get(name).from_config(cfg, check_kind(cfg.get("loss", "binary_ce"), num_classes))
+    """The registered loss ``name`` from a ``loss:`` section, its ``kind`` (default: the one that
+    fits ``num_classes``) checked against the number of logits."""
+    kind = cfg.get("kind", "binary_ce" if num_classes == 1 else "cross_entropy")
+    return LOSSES.get(name).from_config({**cfg, "kind": check_kind(kind, num_classes)})

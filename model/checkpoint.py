@@ -16,6 +16,7 @@ import pickle
 
 import torch
 
+from checks import accepted_arguments
 from errors import UserError
 
 from .detector import DETECTORS, InputSpec, build_detector, spec_from_transforms
@@ -64,17 +65,19 @@ def _strip(state, prefixes):
     return out
 
 
-def extract_state_dict(obj, path="checkpoint", num_classes=1):
+def extract_state_dict(obj, path="checkpoint", num_classes=1, ema=True):
     """The RECCE state dict inside ``obj``, whatever flavour of checkpoint it is.
 
-    - this project's and the original's checkpoints: ``obj["model"]``;
+    - this project's and the original's checkpoints: ``obj["model"]``, or ``obj["ema"]`` (the
+      weights' moving average that train.py's ``ema`` hook keeps) where it has one and ``ema``;
     - a bare state dict (``--weight``), with or without ``module.`` prefixes;
     - DeepfakeBench: ``module.`` / ``model.`` prefixes stripped, ``backbone.*`` dropped, and its
       two-logit head turned into one logit (w1 - w0, b1 - b0) when ``num_classes`` is 1.
     """
     if not isinstance(obj, dict):
         raise UserError(f"{path} is not a RECCE checkpoint (it holds a {type(obj).__name__})")
-    state = obj.get("model", obj.get("state_dict", obj))
+    state = obj["ema"] if ema and isinstance(obj.get("ema"), dict) else \
+        obj.get("model", obj.get("state_dict", obj))
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(f"{path} is not a RECCE checkpoint (no state dict of tensors inside)")
     state = _strip(state, ("module.", "model."))
@@ -101,10 +104,11 @@ def checkpoint_num_classes(obj, path="checkpoint"):
     return int(head.shape[0]) if head is not None else 1
 
 
-def load_weights(model, obj, path="checkpoint"):
-    """Load ``obj`` (a checkpoint dict) into ``model`` strictly; a wrong file gets a short list of
-    missing and unexpected keys instead of a traceback."""
-    state = extract_state_dict(obj, path, model.num_classes)
+def load_weights(model, obj, path="checkpoint", ema=True):
+    """Load ``obj`` (a checkpoint dict) into ``model`` strictly (its EMA weights where it has them
+    and ``ema``; a resumed run takes the raw ones); a wrong file gets a short list of missing and
+    unexpected keys instead of a traceback."""
+    state = extract_state_dict(obj, path, getattr(model, "num_classes", 1), ema)
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -212,31 +216,41 @@ def load_detector(path, device="cpu", *, trusted=False, name=None, num_classes=N
     default, said on one log line.
     """
     state = load_checkpoint(path, trusted=trusted)
-    cfg = dict(model_cfg or {})
-    if num_classes is not None:
-        cfg["num_classes"] = num_classes
+    given = dict(model_cfg or {})
     saved = saved_model_section(state)
-    cfg["name"] = checkpoint_model_name(state, name, cfg.get("name") or DEFAULT_MODEL)
-    if cfg["name"] not in DETECTORS:
+    chosen = checkpoint_model_name(state, name, given.get("name") or DEFAULT_MODEL)
+    if chosen not in DETECTORS:
         imports = ((state.get("config") or {}).get("config") or {}).get("imports") \
             if isinstance(state, dict) else None
         hint = (f"; its run imported {', '.join(map(str, imports))}: pass --import with that file "
                 "(test.py: the config's config.imports)") if imports else ""
-        raise UserError(f"{path} holds a {cfg['name']!r} detector, which is not registered "
+        raise UserError(f"{path} holds a {chosen!r} detector, which is not registered "
                         f"(known: {', '.join(DETECTORS)}){hint}")
-    if saved.get("name") and saved["name"] != (model_cfg or {}).get("name") and num_classes is None:
-        cfg["num_classes"] = None  # the config's section belongs to another model
-    if cfg.get("num_classes") is None:
-        cfg["num_classes"] = checkpoint_num_classes(state, path)
-    if "drop_rate" not in cfg and "drop_rate" in saved:
-        cfg["drop_rate"] = saved["drop_rate"]
-    cfg["pretrained"] = False  # the checkpoint holds every weight
-    det = build_detector(cfg)
+    # the detector's own arguments: those its run saved, then the given section's where it names
+    # the same detector (a section of another detector says nothing about this one)
+    args = dict(saved) if saved.get("name") in (None, chosen) else {}
+    if given.get("name") in (None, chosen):
+        args.update(given)
+    args["name"] = chosen
+    accepted = accepted_arguments(DETECTORS.get(chosen))
+    takes = (lambda key: accepted is None or key in accepted)  # noqa: E731
+    if num_classes is not None:
+        args["num_classes"] = num_classes
+    if takes("num_classes") and args.get("num_classes") is None:
+        args["num_classes"] = checkpoint_num_classes(state, path)
+    if takes("pretrained"):
+        args["pretrained"] = False  # the checkpoint holds every weight
+    try:
+        det = build_detector(args)
+    except UserError as exc:
+        raise UserError(f"{path}: its detector's arguments: {exc}") from None
     load_weights(det, state, path)
+    if isinstance(state, dict) and isinstance(state.get("ema"), dict):
+        log.info("%s: its EMA weights (the training run's ema hook)", os.path.basename(path))
     check_finite(det, path)
     spec, source = checkpoint_spec(state, type(det))
     if source == "default":
-        spec, where = fallback_spec or (spec, f"{cfg['name']}'s default input spec")
+        spec, where = fallback_spec or (spec, f"{chosen}'s default input spec")
         log.warning("%s does not say how its images were prepared: using %s, %s%s",
                     os.path.basename(path), where, spec.describe(),
                     "" if image_size or fallback_spec else " (--image_size sets another size)")

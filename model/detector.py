@@ -1,21 +1,25 @@
-"""The detector contract: one registered class owns its network, its loss, its input spec and the
-way a batch becomes fake probabilities.
+"""The detector contract: one registered class owns its network, its configuration, its loss,
+its input spec and the way a batch becomes fake probabilities.
 
-- ``Detector(num_classes=1, drop_rate=0.2, pretrained=False)``; ``det(x)`` -> logits
+- Its constructor's arguments are its configuration: every key of a config's ``model:`` section
+  but ``name`` is passed to it, checked against its signature (``model_arguments``; ``arg_kinds``
+  names the kind of an argument where its default does not say enough). ``det(x)`` -> logits
   (N x num_classes); ``det(x, return_aux=True)`` -> ``{"logits", ...}`` with whatever its loss
   needs (``recons`` where ``has_reconstruction``);
+- its loss: ``loss_defaults`` declares the keys of the config's ``loss:`` section (RECCE's
+  ``lambda_1``, ``lambda_2``, ``flood_level``) with their defaults, besides ``kind`` (binary_ce or
+  cross_entropy), which every detector has; ``build_loss(section)`` builds the training loss,
+  called as ``loss(outputs, x, labels)`` -> every term by name plus ``total``;
 - ``default_spec``: the ``InputSpec`` (size, mean, std, interpolation) it expects unless a config
   says otherwise; ``pretrained_spec``: the normalisation its pretrained weights were trained with
   (None without pretrained weights). An instance's ``spec`` is the one it was trained with: a
   checkpoint carries it, and every entry point prepares images by it (``dataset.eval_transforms``);
-- ``build_loss(config_section)``: its training loss, called as ``loss(outputs, x, labels)`` ->
-  every term by name plus ``total``;
 - ``predict(x)``: fake probabilities (N); ``score(x, aux)``: probabilities, log-odds, logits and,
   with ``aux``, the auxiliary outputs. Evaluation, inference and the face pipeline score through
   ``scores`` (the one place that unwraps a model's output).
 
 A new detector is one file with its class decorated by ``@register_detector``, named by
-``model.name`` and imported through ``config.imports`` (see the README).
+``model.name`` and imported through ``config.imports`` (see docs/extending.md).
 """
 import math
 from dataclasses import dataclass, replace
@@ -23,6 +27,7 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn as nn
 
+from checks import accepted_arguments, check_arguments, check_value, kind_of_default
 from errors import UserError
 from registry import Registry
 
@@ -160,6 +165,10 @@ class Detector(nn.Module):
     min_input_size = 1
     has_reconstruction = False
     loss = "ClassificationLoss"  # a name in loss.LOSSES, used by the default build_loss
+    # the kinds (checks.check_value) of constructor arguments whose default does not say enough
+    arg_kinds = {"num_classes": (1, 2), "drop_rate": "fraction", "pretrained": "pretrained"}
+    loss_defaults = {}  # the keys of its ``loss:`` section besides ``kind``, with their defaults
+    loss_kinds = {}  # their kinds, where the default's type does not say enough
 
     @property
     def spec(self) -> InputSpec:
@@ -171,11 +180,12 @@ class Detector(nn.Module):
     def spec(self, value: InputSpec):
         self.__dict__["_spec"] = value
 
-    def build_loss(self, cfg: dict) -> nn.Module:
-        """The training loss from the ``config`` section (lambda_*, flood_level, loss kind): by
+    def build_loss(self, cfg: dict | None = None) -> nn.Module:
+        """The training loss from the ``loss:`` section (missing keys take ``loss_defaults``): by
         default the registered loss that ``loss`` names, built by its ``from_config``."""
-        from loss import build_loss
-        return build_loss(self.loss, cfg, self.num_classes)
+        from loss import LOSSES
+        section = loss_arguments(type(self), cfg, getattr(self, "num_classes", 1))
+        return LOSSES.get(self.loss).from_config(section)
 
     def score(self, x: torch.Tensor, aux: bool = False) -> dict:
         return scores(self(x, return_aux=aux))
@@ -191,12 +201,51 @@ class Detector(nn.Module):
             self.train(was)
 
 
-def build_detector(model_cfg: dict) -> Detector:
-    """Build the detector that ``model_cfg`` names; the dict is not modified.
+def model_arguments(section: dict, where: str = "model") -> dict:
+    """The ``model:`` section checked against the detector it names: ``name`` and the checked
+    constructor arguments (a new dict). ``pretrained`` absent means True where the detector takes
+    it (the original's ImageNet start)."""
+    if not isinstance(section, dict):
+        raise UserError(f"{where}: expected a mapping with a name, got {section!r}")
+    args = dict(section)
+    name = args.pop("name", None)
+    cls = DETECTORS.get(name)
+    args = check_arguments(cls, args, where, f"the detector {name}", cls.arg_kinds)
+    if "pretrained" in (accepted_arguments(cls) or {}):
+        args.setdefault("pretrained", True)
+    return {"name": name, **args}
 
-    ``pretrained`` absent means True (the original's ImageNet start), as SPEC section 4 says.
-    """
-    cfg = dict(model_cfg)
-    cls = DETECTORS.get(cfg.pop("name", None))
-    cfg.setdefault("pretrained", True)
-    return cls(**cfg)
+
+def loss_arguments(cls, section: dict | None, num_classes: int = 1, where: str = "loss",
+                   origins: dict | None = None) -> dict:
+    """The ``loss:`` section of the detector class ``cls``: ``kind`` (binary_ce for one logit,
+    cross_entropy for two, checked against ``num_classes``) and every key of
+    ``cls.loss_defaults``, the given values checked; an unknown key is one error naming the
+    detector and the keys it takes. ``origins`` names where a key came from when not from
+    ``where`` (an original config's ``config.lambda_1``)."""
+    from loss import check_kind
+    if section is None:
+        section = {}
+    if not isinstance(section, dict):
+        raise UserError(f"{where}: expected a mapping, got {section!r}")
+    origins = origins or {}
+    known = ["kind", *cls.loss_defaults]
+    out = {"kind": "binary_ce" if num_classes == 1 else "cross_entropy", **cls.loss_defaults}
+    for key, value in section.items():
+        at = origins.get(key, f"{where}.{key}")
+        if key not in known:
+            raise UserError(f"{at}: the loss of the detector {cls.__name__} takes no {key!r} "
+                            f"(it takes: {', '.join(known)})")
+        if key == "kind":
+            out[key] = check_kind(value, num_classes, at)
+            continue
+        kind = cls.loss_kinds.get(key) or kind_of_default(cls.loss_defaults[key])
+        out[key] = value if kind is None else check_value(at, value, kind)
+    return out
+
+
+def build_detector(model_cfg: dict) -> Detector:
+    """Build the detector that ``model_cfg`` (a ``model:`` section) names, every other key passed
+    to its constructor after ``model_arguments`` has checked it; the dict is not modified."""
+    args = model_arguments(model_cfg)
+    return DETECTORS.get(args.pop("name"))(**args)

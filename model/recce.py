@@ -3,7 +3,7 @@
 An Xception encoder (timm's ``legacy_xception``) is cut in two: its first four blocks feed a
 reconstruction decoder trained on real faces, and the rest of it classifies the image, helped by
 graph reasoning over encoder and decoder features and by an attention map drawn from the
-reconstruction error. See SPEC.md section 1 for the exact forward pass.
+reconstruction error; ``Recce.forward`` follows the paper's forward pass step by step.
 """
 import torch
 import torch.nn as nn
@@ -44,10 +44,9 @@ class RecceLoss(nn.Module):
         self.loss = loss
 
     @classmethod
-    def from_config(cls, cfg: dict, kind: str) -> "RecceLoss":
-        """From the ``config`` section (lambda_1, lambda_2, flood_level) and the checked kind."""
-        return cls(cfg.get("lambda_1", 0.1), cfg.get("lambda_2", 0.1),
-                   cfg.get("flood_level", 0.04), kind)
+    def from_config(cls, cfg: dict) -> "RecceLoss":
+        """From RECCE's checked ``loss:`` section (kind, lambda_1, lambda_2, flood_level)."""
+        return cls(cfg["lambda_1"], cfg["lambda_2"], cfg["flood_level"], cfg["kind"])
 
     def forward(self, outputs: dict, x: torch.Tensor, labels: torch.Tensor) -> dict:
         cls_raw = classification_loss(outputs["logits"], labels, kind=self.loss)
@@ -73,6 +72,9 @@ class Recce(Detector):
     min_input_size = MIN_INPUT_SIZE
     has_reconstruction = True  # return_aux gives "recons": the heat map of --visualize
     loss = "RecceLoss"
+    # its loss: L = flood(L_cls) + lambda_1 * L_r + lambda_2 * L_m (the original's defaults)
+    loss_defaults = {"lambda_1": 0.1, "lambda_2": 0.1, "flood_level": 0.04}
+    loss_kinds = {"lambda_1": "nonneg", "lambda_2": "nonneg", "flood_level": "nonneg"}
 
     def __init__(self, num_classes: int = 1, drop_rate: float = 0.2, pretrained=False,
                  channels_last: bool = True):

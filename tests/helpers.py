@@ -4,6 +4,8 @@ import shutil
 
 import yaml
 
+from trainer.hooks import Hook
+
 SIZE = 64  # at 32 px the last feature map is 1 x 1: batch norm needs a batch of 2 there
 TF = [{"name": "Resize", "params": {"height": SIZE, "width": SIZE}},
       {"name": "Normalize", "params": {"mean": [0.5] * 3, "std": [0.5] * 3}}]
@@ -62,3 +64,35 @@ def hopper_video(path, frames=4):
         writer.write(canvas)
     writer.release()
     return str(path)
+
+
+class NanAt(Hook):
+    """Makes the loss of the ``call``-th step NaN (on ``rank`` only, or on every rank): the head's
+    bias is NaN for that step and restored before the next one."""
+
+    def __init__(self, call, rank=None):
+        self.call, self.rank, self.calls, self.saved = call, rank, 0, None
+
+    def before_step(self, trainer):
+        self.calls += 1
+        bias = trainer.model.fc.bias
+        if self.saved is not None:
+            bias.data.copy_(self.saved)
+            self.saved = None
+        if self.calls == self.call and self.rank in (None, trainer.rank):
+            self.saved = bias.detach().clone()
+            bias.data.fill_(float("nan"))
+
+
+class Record(Hook):
+    """Records what a test asks for at each moment: ``after_step``'s loss totals and
+    ``after_validation``'s learning rate."""
+
+    def __init__(self):
+        self.losses, self.lrs = [], []
+
+    def after_step(self, trainer, losses):
+        self.losses.append(float(losses["total"]))
+
+    def after_validation(self, trainer, metrics):
+        self.lrs.append(trainer.optimizer.param_groups[0]["lr"])

@@ -26,7 +26,13 @@ def test_original_configs_load_unchanged(tmp_path, monkeypatch, dataset):
     cfg = load_config("config/Recce.yml", [f"data.file=./config/dataset/{dataset}.yml",
                                            f"data.name={name}"])
     assert cfg["config"]["optimizer"] == {"name": "adam", "lr": 0.0002, "weight_decay": 0.00001}
-    assert cfg["config"]["seed"] == 2022 and cfg["config"]["flood_level"] == 0.04
+    assert cfg["config"]["seed"] == 2022
+    # the original's config.lambda_1/lambda_2/loss belong to RECCE's loss: moved, and said so
+    assert cfg["loss"] == {"kind": "binary_ce", "lambda_1": 0.1, "lambda_2": 0.1,
+                           "flood_level": 0.04}
+    assert not {"lambda_1", "lambda_2", "flood_level", "loss"} & set(cfg["config"])
+    assert "config.lambda_1 (0.1) -> loss.lambda_1" in cfg["moved"]
+    assert "config.loss ('binary_ce') -> loss.kind" in cfg["moved"]
     assert cfg["model"]["pretrained"] is True  # absent means the original's ImageNet start
     assert cfg["dataset"]["train_cfg"]["root"] == "path/to/data"
     plain = load_config("config/Recce.yml")
@@ -41,7 +47,9 @@ def test_unknown_keys_rejected_by_name(tmp_path, monkeypatch):
         load_config(_write(tmp_path, "a.yml", base))
     ds_ok = _write(tmp_path, "ds2.yml", {"train_cfg": {"root": "x"}})
     bad = {"model": {"name": "Recce", "pretrain": True}, "data": {"name": "FaceForensics", "file": ds_ok}}
-    with pytest.raises(UserError, match="unknown config key: model.pretrain"):
+    with pytest.raises(UserError, match=r"model.pretrain: the detector Recce takes no argument "
+                                        r"'pretrain' \(it takes: num_classes, drop_rate, "
+                                        r"pretrained, channels_last\)"):
         load_config(_write(tmp_path, "b.yml", bad))
     bad = {"model": {"name": "Recce"}, "config": {"metric": "F1"},
            "data": {"name": "FaceForensics", "file": ds_ok}}
@@ -63,7 +71,7 @@ def test_overrides_defaults_and_round_trip(tmp_path, monkeypatch):
                       ["train_cfg.num_steps=20"])
     assert cfg["config"]["optimizer"]["lr"] == 1e-4
     assert cfg["config"]["scheduler"] == {"name": "StepLR", "step_size": 3}
-    assert cfg["config"]["loss"] == "cross_entropy"  # two logits
+    assert cfg["loss"]["kind"] == "cross_entropy"  # two logits
     assert cfg["dataset"]["train_cfg"]["num_steps"] == 20
     run = tmp_path / "run"
     run.mkdir()
@@ -84,3 +92,66 @@ def test_yaml_exponent_without_dot_is_a_number(tmp_path, monkeypatch):
     path.write_text(f"model: {{name: Recce}}\nconfig:\n  optimizer: {{name: adam, lr: 1e-4}}\n"
                     f"data: {{name: FaceForensics, file: {ds}}}\n")
     assert load_config(str(path))["config"]["optimizer"]["lr"] == 1e-4
+
+
+def _base(tmp_path, **sections):
+    ds = _write(tmp_path, "ds.yml", {"train_cfg": {"root": "x"}})
+    return _write(tmp_path, "a.yml", {"model": {"name": "Recce"},
+                                      "data": {"name": "FaceForensics", "file": ds}, **sections})
+
+
+def test_the_loss_section_belongs_to_the_detector(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(_base(tmp_path, loss={"lambda_1": 0.5}), ["loss.flood_level=0.1"])
+    assert cfg["loss"] == {"kind": "binary_ce", "lambda_1": 0.5, "lambda_2": 0.1,
+                           "flood_level": 0.1} and cfg["moved"] == []
+    with pytest.raises(UserError, match=r"loss.gamma: the loss of the detector Recce takes no "
+                                        r"'gamma' \(it takes: kind, lambda_1, lambda_2, "
+                                        r"flood_level\)"):
+        load_config(_base(tmp_path, loss={"gamma": 2}))
+    with pytest.raises(UserError, match=r"loss.lambda_2: expected a number of at least 0, got -1"):
+        load_config(_base(tmp_path, loss={"lambda_2": -1}))
+    with pytest.raises(UserError, match=r"config.lambda_1 and loss.lambda_1 are both given"):
+        load_config(_base(tmp_path, loss={"lambda_1": 0.2}, config={"lambda_1": 0.3}))
+    # an original config's key is checked where the user wrote it
+    with pytest.raises(UserError, match=r"config.lambda_1: expected a number"):
+        load_config(_base(tmp_path, config={"lambda_1": "a lot"}))
+    with pytest.raises(UserError, match=r"config.loss: 'cross_entropy' does not fit "
+                                        r"model.num_classes 1"):
+        load_config(_base(tmp_path, config={"loss": "cross_entropy"}))
+
+
+def test_a_loss_key_the_detector_does_not_have_is_noted_and_ignored(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = _base(tmp_path, model={"name": "Xception"}, config={"lambda_1": 0.1})
+    cfg = load_config(path)
+    assert cfg["loss"] == {"kind": "binary_ce"}
+    assert cfg["moved"] == ["config.lambda_1 (0.1): the loss of Xception has no lambda_1; ignored"]
+
+
+def test_the_model_section_goes_to_the_constructor_checked(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(_base(tmp_path, model={"name": "Recce", "channels_last": False}))
+    assert cfg["model"] == {"name": "Recce", "channels_last": False, "pretrained": True}
+    with pytest.raises(UserError, match=r"model.channels_last: expected true or false, got 'no' "
+                                        r"\(the detector Recce's argument\)"):
+        load_config(_base(tmp_path, model={"name": "Recce", "channels_last": "no"}))
+    with pytest.raises(UserError, match=r"model.drop_rate: expected a number in \[0, 1\)"):
+        load_config(_base(tmp_path, model={"name": "Recce", "drop_rate": 1.5}))
+    with pytest.raises(UserError, match=r"model.num_classes: 3 is not one of \[1, 2\] \(the "
+                                        r"detector Recce's argument\)"):
+        load_config(_base(tmp_path), ["model.num_classes=3"])
+
+
+def test_the_saved_config_says_where_the_original_keys_went(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(_base(tmp_path, config={"lambda_1": 0.3, "flood_level": 0.05}))
+    run = tmp_path / "run"
+    run.mkdir()
+    text = open(save_config(cfg, str(run))).read()
+    assert text.startswith("# Where the values of the given config's loss keys went:\n"
+                           "# config.lambda_1 (0.3) -> loss.lambda_1\n"
+                           "# config.flood_level (0.05) -> loss.flood_level\n")
+    again = load_config(str(run / "config.yml"))
+    assert again["loss"] == cfg["loss"] and again["loss"]["lambda_1"] == 0.3
+    assert "lambda_1" not in yaml.safe_load(text)["config"] and again["moved"] == []

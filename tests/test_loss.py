@@ -82,9 +82,12 @@ def test_the_detector_builds_its_loss_checked_against_its_classes():
     assert isinstance(crit, RecceLoss) and crit.flood_level == 0.1 and crit.loss == "binary_ce"
     two = build_detector({"name": "Recce", "pretrained": False, "num_classes": 2})
     with pytest.raises(UserError, match="num_classes 2"):
-        two.build_loss({"loss": "binary_ce"})
-    with pytest.raises(UserError, match="unknown loss 'focal'"):
-        det.build_loss({"loss": "focal"})
+        two.build_loss({"kind": "binary_ce"})
+    with pytest.raises(UserError, match="loss.kind: unknown loss 'focal'"):
+        det.build_loss({"kind": "focal"})
+    with pytest.raises(UserError, match="loss.lambda: the loss of the detector Recce takes no"):
+        det.build_loss({"lambda": 0.1})
+    assert det.build_loss({"lambda_2": 0.3}).lambda_2 == 0.3
     xc = build_detector({"name": "Xception", "pretrained": False})
     assert type(xc.build_loss({})).__name__ == "ClassificationLoss"
 
@@ -92,14 +95,14 @@ def test_the_detector_builds_its_loss_checked_against_its_classes():
 def test_config_loss_is_honoured():
     from loss import ClassificationLoss, build_loss, classification_loss
     with pytest.raises(UserError, match="cross_entropy.*does not fit model.num_classes 1"):
-        build_loss("RecceLoss", {"loss": "cross_entropy"}, 1)
+        build_loss("RecceLoss", {"kind": "cross_entropy"}, 1)
     with pytest.raises(UserError, match="binary_ce.*does not fit model.num_classes 2"):
-        build_loss("ClassificationLoss", {"loss": "binary_ce"}, 2)
+        build_loss("ClassificationLoss", {"kind": "binary_ce"}, 2)
     with pytest.raises(UserError, match="Detector.loss: unknown loss 'Focal'"):
         build_loss("Focal", {}, 1)
     assert classification_loss(torch.zeros(2, 1), torch.tensor([0, 1])).item() == \
         pytest.approx(math.log(2), abs=1e-6)
-    crit = build_loss("ClassificationLoss", {"loss": "cross_entropy"}, 2)
+    crit = build_loss("ClassificationLoss", {"kind": "cross_entropy"}, 2)
     assert isinstance(crit, ClassificationLoss) and crit.loss == "cross_entropy"
     out = crit({"logits": torch.tensor([[2.0, 0.0]])}, None, torch.tensor([1]))
     assert out["total"].item() == pytest.approx(math.log(1 + math.exp(2.0)), abs=1e-6)

@@ -150,23 +150,14 @@ def test_checkpoint_spec_sources(tmp_path, caplog):
         load_detector(str(foreign))
 
 
-def test_a_normalisation_the_pretrained_weights_do_not_expect_is_one_warning(tmp_path, caplog):
-    from trainer.train import Trainer
-
-    class Probe(Trainer):
-        def __init__(self, cfg, pretrained):
-            self.cfg, self.rank = cfg, 0
-            self.cfg["model"]["pretrained"] = pretrained
-            self.model_cls = DETECTORS.get("Recce")
-            self.cfg["data"]["file"] = "ds.yml"
-
-    det = build_detector({"name": "Recce", "pretrained": False})
-    det.spec = InputSpec((64, 64), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-    with caplog.at_level(logging.INFO, logger="recce"):
-        Probe({"model": {}, "data": {}}, True)._check_spec(det)
-        Probe({"model": {}, "data": {}}, False)._check_spec(det)
-    warned = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warned) == 1 and "pretrained Recce weights expect" in warned[0].getMessage()
+def test_a_normalisation_the_pretrained_weights_do_not_expect_is_one_warning():
+    from trainer.train import pretrained_spec_warning
+    spec = InputSpec((64, 64), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    recce = DETECTORS.get("Recce")
+    warning = pretrained_spec_warning(True, recce, spec, "ds.yml")
+    assert "ds.yml normalises with mean" in warning and "pretrained Recce weights expect" in warning
+    assert pretrained_spec_warning(False, recce, spec, "ds.yml") is None
+    assert pretrained_spec_warning(True, recce, recce.default_spec, "ds.yml") is None
 
 
 # ---------------------------------------------------------------- one registry class
@@ -225,8 +216,9 @@ def test_a_detector_of_ones_own_goes_through_every_entry_point(tmp_path):
                       "transforms": flip},                                             # own spec
         "test_cfg": {"root": data, "transforms": []}}))
     cfg = tmp_path / "c.yml"
-    cfg.write_text(yaml.safe_dump({
-        "model": {"name": "TinyDetector", "pretrained": False},
+    cfg.write_text(yaml.safe_dump({  # its own constructor argument and its own loss weight
+        "model": {"name": "TinyDetector", "pretrained": False, "width": 12},
+        "loss": {"logit_weight": 0.5},
         "config": {"id": "tiny", "ckpt_fold": str(tmp_path / "runs"), "metric": "AUC",
                    "imports": [PLUGIN], "optimizer": {"name": "adam", "lr": 0.01}},
         "data": {"name": "TinyLayout", "file": str(tmp_path / "ds.yml"), "num_workers": 0,
@@ -240,6 +232,10 @@ def test_a_detector_of_ones_own_goes_through_every_entry_point(tmp_path):
     state = torch.load(ckpt, weights_only=True)
     assert state["input_spec"]["size"] == [96, 96]
     assert state["input_spec"]["mean"] == pytest.approx([0.485, 0.456, 0.406])
+    assert state["model"]["conv.weight"].shape[0] == 12  # width 12 reached the constructor
+    assert state["config"]["loss"] == {"kind": "binary_ce", "logit_weight": 0.5}
+    saved = yaml.safe_load((run_dir / "config.yml").read_text())
+    assert saved["model"]["width"] == 12 and saved["loss"]["logit_weight"] == 0.5
 
     proc = _cli(["test.py", "--config", str(cfg), "--ckpt", str(ckpt), "--out",
                  str(tmp_path / "t"), "--device", "cpu"])

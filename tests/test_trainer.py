@@ -1,3 +1,4 @@
+import math
 import os
 import re
 import subprocess
@@ -111,17 +112,9 @@ def test_original_weights_only_checkpoint_starts_fine_tuning(tmp_path, demo_root
 
 @pytest.mark.slow
 def test_non_finite_loss_stops_and_names_the_step(tmp_path, demo_root):
+    from helpers import NanAt
     trainer = Trainer(load_config(_config(tmp_path, demo_root, steps=4, val_steps=2)))
-    calls = {"n": 0}
-    real = trainer.criterion.forward
-
-    def sometimes_nan(outputs, x, y):
-        calls["n"] += 1
-        out = real(outputs, x, y)
-        if calls["n"] == 3:
-            out["total"] = out["total"] * float("nan")
-        return out
-    trainer.criterion.forward = sometimes_nan
+    trainer.add_hook(NanAt(3))
     with pytest.raises(NonFiniteLoss, match="step 3"):
         trainer.fit()
     state = load_checkpoint(str(tmp_path / "runs" / "Recce" / "t" / "latest_model.bin"))
@@ -210,29 +203,16 @@ def test_on_nonfinite_skip_skips_the_step_and_goes_on(tmp_path, demo_root):
     from helpers import image_list_tree, write_config
     path = write_config(tmp_path, image_list_tree(demo_root, tmp_path / "d"), steps=3,
                         val_steps=3, extra={"on_nonfinite": "skip"})
+    from helpers import NanAt, Record
     trainer = Trainer(load_config(path))
-    real = trainer.criterion.forward
-    calls = {"n": 0}
-    before = {}
-
-    def nan_at_2(outputs, x, y):
-        calls["n"] += 1
-        out = real(outputs, x, y)
-        if calls["n"] == 2:
-            before.update({k: v.clone() for k, v in trainer.model.state_dict().items()})
-            out["total"] = out["total"] * float("nan")
-        return out
-    trainer.criterion.forward = nan_at_2
-    optimizer_step = trainer.optimizer.step
-    steps = {"n": 0}
-
-    def counted(*a, **k):
-        steps["n"] += 1
-        return optimizer_step(*a, **k)
-    trainer.optimizer.step = counted
+    record = Record()
+    trainer.add_hook(NanAt(2))
+    trainer.add_hook(record)
     trainer.fit()
     trainer.close()
-    assert trainer.step == 3 and steps["n"] == 2  # step 2 counted, not applied
+    adam = next(iter(trainer.optimizer.state.values()))
+    assert trainer.step == 3 and int(adam["step"]) == 2  # step 2 counted, not applied
+    assert len(record.losses) == 2 and all(math.isfinite(v) for v in record.losses)
 
 
 @pytest.mark.slow
@@ -282,18 +262,13 @@ def test_plateau_scheduler_steps_at_validation_in_training(tmp_path, demo_root):
     path = write_config(tmp_path, image_list_tree(demo_root, tmp_path / "d"), steps=3,
                         val_steps=1, extra={"scheduler": sched,
                                             "optimizer": {"name": "adam", "lr": 0.001}})
+    from helpers import Record
     trainer = Trainer(load_config(path))
-    lrs = []
-    validate = trainer.validate
-
-    def recorded():
-        out = validate()
-        lrs.append(trainer.optimizer.param_groups[0]["lr"])
-        return out
-    trainer.validate = recorded
+    record = Record()
+    trainer.add_hook(record)
     trainer.fit()
     trainer.close()
-    assert lrs == pytest.approx([0.001, 0.0005, 0.00025])
+    assert record.lrs == pytest.approx([0.001, 0.0005, 0.00025])
 
 
 def test_demo_true_builds_the_demo_data_when_missing(tmp_path):

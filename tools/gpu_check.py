@@ -29,6 +29,7 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 
 from tools.gpu_bench import PARTS  # noqa: E402
+from trainer.hooks import Hook  # noqa: E402
 
 RESULTS = []
 
@@ -76,18 +77,21 @@ def _trainer(work, demo, device, size, amp, steps, run_id):
 def _train(work, demo, device, size, amp, steps):
     """A same-seed demo run of ``steps`` steps in ``amp``: (trainer, losses, final val AUC)."""
     trainer = _trainer(work, demo, device, size, amp, steps, f"amp_{amp}")
-    losses = []
-    step = trainer.train_step
-
-    def recorded(batch):
-        out = step(batch)
-        if out is not None:
-            losses.append(float(out[0]["total"]))
-        return out
-    trainer.train_step = recorded
+    losses = _Losses()
+    trainer.add_hook(losses)
     result = trainer.fit()
     trainer.close()
-    return trainer, losses, result["history"][-1][1]["AUC"]
+    return trainer, losses.totals, result["history"][-1][1]["AUC"]
+
+
+class _Losses(Hook):
+    """The loss total of every step taken."""
+
+    def __init__(self):
+        self.totals = []
+
+    def after_step(self, trainer, losses):
+        self.totals.append(float(losses["total"]))
 
 
 def check_precisions(work, demo, device, size, steps):

@@ -1,11 +1,17 @@
-"""Configs: defaults in one place, the original's two-file YAML schema, overrides, validation.
+"""Configs: the trainer's defaults in one place, the original's two-file YAML schema, overrides,
+validation.
 
-``load_config(path, overrides)`` returns a plain dict ``{"model", "config", "data", "dataset"}``,
-``dataset`` holding the branches of the dataset YAML that ``data.file`` names. Unknown keys are
-rejected by name, every value is checked against the type of its key (``SCHEMA``), and the
-optimizer and scheduler are built once on a dummy parameter so that an argument torch rejects is
-reported before any data is read. ``save_config`` writes the resolved config and its dataset file
-into the run directory so that both can be fed back to train.py and test.py as they are.
+``load_config(path, overrides)`` returns a plain dict ``{"model", "loss", "config", "data",
+"dataset", "moved"}``: ``model`` and ``loss`` belong to the detector that ``model.name`` names and
+are checked by it (``model.detector.model_arguments`` / ``loss_arguments``); ``config`` and
+``data`` are the trainer's, with the defaults below; ``dataset`` holds the branches of the dataset
+YAML that ``data.file`` names; ``moved`` says where the values of the original's loss keys
+(``config.lambda_1``, ``config.lambda_2``, ``config.flood_level``, ``config.loss``) went. Unknown
+keys are rejected by name, every value is checked against the kind of its key (``SCHEMA``), the
+hooks are built once, and the optimizer and scheduler are built on a dummy parameter so that an
+argument torch rejects is reported before any data is read. ``save_config`` writes the resolved
+config and its dataset file into the run directory so that both can be fed back to train.py and
+test.py as they are.
 """
 import copy
 import math
@@ -19,19 +25,17 @@ from registry import import_modules
 
 REQUIRED = object()
 
-DEFAULTS = {
-    "model": {"name": REQUIRED, "num_classes": 1, "drop_rate": 0.2, "pretrained": True},
+DEFAULTS = {  # the trainer's sections; ``model`` and ``loss`` are the detector's
     "config": {
-        "lambda_1": 0.1, "lambda_2": 0.1, "flood_level": 0.04,
         "distribute": {"backend": "nccl", "timeout": 1800},
         "optimizer": {"name": "adam", "lr": 0.0002, "weight_decay": 0.00001},
         "scheduler": None,
         "warmup_step": 0, "resume": False, "resume_best": False, "id": None,
-        "loss": "binary_ce", "metric": "Acc", "debug": False, "seed": 2022, "amp": "fp16",
+        "metric": "Acc", "debug": False, "seed": 2022, "amp": "fp16",
         "eval_amp": "none", "compile": False,
         "on_nonfinite": "stop", "trust_checkpoint": False, "keep_best": 3,
         "device": None, "ckpt": "best_model", "ckpt_fold": "runs", "protocol": None,
-        "imports": [],
+        "imports": [], "hooks": [],
     },
     "data": {
         "train_batch_size": 32, "val_batch_size": 64, "test_batch_size": 64,
@@ -41,23 +45,26 @@ DEFAULTS = {
     },
 }
 FREE_KEYS = {("config", "optimizer"), ("config", "scheduler")}
+SECTIONS = ("model", "loss", "config", "data")  # the top-level keys of a config file
+# The original's configs put the loss's own values in the trainer's section: config.<key> ->
+# loss.<key> of the detector that takes it
+LEGACY_LOSS_KEYS = {"lambda_1": "lambda_1", "lambda_2": "lambda_2", "flood_level": "flood_level",
+                    "loss": "kind"}
 
 # The type of every key: "name" values stay strings whatever they look like (a run id 0012, a date,
 # 1e3); "bool" accepts only true/false; tuples are choices.
 SCHEMA = {
-    "model.name": "name", "model.num_classes": (1, 2), "model.drop_rate": "fraction",
-    "model.pretrained": "pretrained",
-    "config.lambda_1": "nonneg", "config.lambda_2": "nonneg", "config.flood_level": "nonneg",
     "config.distribute.backend": ("nccl", "gloo"), "config.distribute.timeout": "posint",
     "config.optimizer": "mapping", "config.scheduler": "mapping?",
     "config.warmup_step": "nonneg_int", "config.resume": "bool", "config.resume_best": "bool",
-    "config.id": "run_id?", "config.loss": ("binary_ce", "cross_entropy"),
+    "config.id": "run_id?",
     "config.metric": ("Acc", "AUC", "LogLoss"), "config.debug": "bool", "config.seed": "int",
     "config.amp": ("fp16", "bf16", "none"), "config.eval_amp": ("fp16", "bf16", "none"),
     "config.compile": "bool", "config.on_nonfinite": ("stop", "skip"),
     "config.trust_checkpoint": "bool", "config.keep_best": "posint?", "config.device": "name?",
     "config.ckpt": "name", "config.ckpt_fold": "name",
     "config.protocol": (None, "original", "clean"), "config.imports": "list",
+    "config.hooks": "list",
     "data.train_batch_size": "posint", "data.val_batch_size": "posint",
     "data.test_batch_size": "posint", "data.name": "name", "data.file": "name",
     "data.train_branch": "name", "data.val_branch": "name", "data.test_branch": "name",
@@ -150,7 +157,7 @@ def split_overrides(opts):
     model_opts, dataset_opts = [], []
     for opt in opts:
         head = opt.split(".", 1)[0]
-        (model_opts if head in ("model", "config", "data") else dataset_opts).append(opt)
+        (model_opts if head in SECTIONS else dataset_opts).append(opt)
     return model_opts, dataset_opts
 
 
@@ -198,6 +205,8 @@ def _check_optimization(c):
 
 def validate(cfg):
     _check_sections(cfg)
+    from .hooks import build_hooks
+    build_hooks(cfg["config"]["hooks"])  # every hook's name and arguments, before any work
     from dataset import branch_schema
     schema = branch_schema(cfg["data"]["name"])
     for name, branch in cfg["dataset"].items():
@@ -218,25 +227,56 @@ def load_config(path, overrides=None, dataset_overrides=None):
     if "dataset" in raw:
         raise UserError(f"{path}: unknown top-level key 'dataset' (the dataset file is data.file)")
     for key in raw:
-        if key not in DEFAULTS:
-            raise UserError(f"{path}: unknown top-level key {key!r} (known: {', '.join(DEFAULTS)})")
-    cfg = {"model": _merge(DEFAULTS["model"], raw.get("model"), "model"),
-           "config": _merge(DEFAULTS["config"], raw.get("config"), "config"),
+        if key not in SECTIONS:
+            raise UserError(f"{path}: unknown top-level key {key!r} (known: {', '.join(SECTIONS)})")
+    trainer_cfg = raw.get("config")
+    legacy = {}
+    if isinstance(trainer_cfg, dict):
+        trainer_cfg = dict(trainer_cfg)
+        legacy = {k: trainer_cfg.pop(k) for k in LEGACY_LOSS_KEYS if k in trainer_cfg}
+    cfg = {"config": _merge(DEFAULTS["config"], trainer_cfg, "config"),
            "data": _merge(DEFAULTS["data"], raw.get("data"), "data")}
-    # a user's detectors, losses and layouts register themselves before anything is checked
+    # a user's detectors, losses, layouts and hooks register themselves before anything is checked
     cfg["config"]["imports"] = import_modules(cfg["config"]["imports"],
                                               os.path.dirname(os.path.abspath(path)))
-    from model import DETECTORS
-    DETECTORS.get(cfg["model"]["name"])
+    _detector_sections(cfg, raw, legacy)
     cfg["data"]["file"] = check_value("data.file", cfg["data"]["file"], "name")
     dataset = _read_yaml(cfg["data"]["file"], "dataset config (data.file)")
     apply_overrides(dataset, dataset_overrides, branches_only=True, where=cfg["data"]["file"])
     cfg["dataset"] = dataset
-    if cfg["model"]["num_classes"] == 2 and "loss" not in (raw.get("config") or {}):
-        cfg["config"]["loss"] = "cross_entropy"
     validate(cfg)
     apply_protocol(cfg, (raw.get("data") or {}).get("val_branch"))
     return cfg
+
+
+def _detector_sections(cfg, raw, legacy):
+    """``cfg["model"]`` and ``cfg["loss"]``, checked by the detector that ``model.name`` names;
+    the original's loss keys under ``config:`` (``legacy``) move to ``loss:``, each move noted in
+    ``cfg["moved"]`` (logged by the trainer, written atop the saved config)."""
+    from model.detector import DETECTORS, loss_arguments, model_arguments
+    model = raw.get("model")
+    if model is None or (isinstance(model, dict) and model.get("name") is None):
+        raise UserError("missing config key: model.name")
+    cfg["model"] = model_arguments(model)
+    cls = DETECTORS.get(cfg["model"]["name"])
+    loss = raw.get("loss")
+    loss = dict(loss) if isinstance(loss, dict) else loss
+    origins, moved = {}, []
+    for old, value in legacy.items():
+        new = LEGACY_LOSS_KEYS[old]
+        if not isinstance(loss, (dict, type(None))):
+            break  # loss_arguments names the bad section
+        loss = loss or {}
+        if new in loss:
+            raise UserError(f"config.{old} and loss.{new} are both given: keep loss.{new}")
+        if new != "kind" and new not in cls.loss_defaults:
+            moved.append(f"config.{old} ({value!r}): the loss of {cls.__name__} has no {new}; "
+                         "ignored")
+            continue
+        loss[new], origins[new] = value, f"config.{old}"
+        moved.append(f"config.{old} ({value!r}) -> loss.{new}")
+    cfg["loss"] = loss_arguments(cls, loss, cfg["model"].get("num_classes", 1), origins=origins)
+    cfg["moved"] = moved
 
 
 PROTOCOLS = {
@@ -295,9 +335,12 @@ def save_config(cfg, run_dir):
             if isinstance(value, str) and value and not os.path.isabs(value):
                 branch_cfg[key] = os.path.abspath(value)
     atomic_write_text(dataset_path, yaml.safe_dump(dataset, sort_keys=False))
-    out = {k: copy.deepcopy(cfg[k]) for k in ("model", "config", "data")}
+    out = {k: copy.deepcopy(cfg[k]) for k in SECTIONS}
     out["data"]["file"] = dataset_path
     out["config"]["ckpt_fold"] = os.path.abspath(out["config"]["ckpt_fold"])
     path = os.path.join(run_dir, "config.yml")
-    atomic_write_text(path, yaml.safe_dump(out, sort_keys=False))
+    notes = "".join(f"# {note}\n" for note in cfg.get("moved", []))
+    if notes:
+        notes = "# Where the values of the given config's loss keys went:\n" + notes
+    atomic_write_text(path, notes + yaml.safe_dump(out, sort_keys=False))
     return path

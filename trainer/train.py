@@ -2,7 +2,9 @@
 
 A batch travels: DataLoader workers (decode, augment) -> ``model(x, return_aux=True)`` -> the
 model's loss (named terms + total) -> backward (grad scaler under fp16) -> optimizer and scheduler
-step -> log -> validation on every rank, scores gathered -> best / latest checkpoint.
+step -> log -> validation on every rank, scores gathered -> best / latest checkpoint. The hooks
+of ``config.hooks`` (trainer/hooks.py: clipping, EMA, gradient accumulation, a user's own) are
+called at the loop's moments.
 
 Every decision that changes the control flow of a step (skip a batch without images, skip a step
 whose loss is not finite, stop on a signal) is taken on flags agreed across ranks, so no rank runs
@@ -14,6 +16,7 @@ import os
 import signal
 import sys
 import time
+from contextlib import nullcontext
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -34,6 +37,7 @@ from .checkpoint import (RunLock, atomic_save, load_checkpoint, newest_best, pru
                          remove_stale_temporaries, rng_state, set_rng_state)
 from .config import branch, save_config
 from .evaluate import autocast, evaluate
+from .hooks import build_hooks, overrides
 from .metrics import all_metrics
 
 log = logging.getLogger("recce")
@@ -219,6 +223,18 @@ def holdout_of(train_cfg, val_cfg):
     return fraction if fraction and same and not train_cfg.get("holdout") else 0.0
 
 
+def pretrained_spec_warning(pretrained, cls, spec, data_file):
+    """The warning when a run that starts from ``cls``'s pretrained weights normalises its data
+    (``spec``, from ``data_file``) otherwise than those weights expect; None when it does not."""
+    ref = cls.pretrained_spec
+    if not pretrained or ref is None or spec.same_normalisation(ref):
+        return None
+    return (f"{data_file} normalises with mean {list(spec.mean)}, std {list(spec.std)}, but the "
+            f"pretrained {cls.__name__} weights expect mean {list(ref.mean)}, std "
+            f"{list(ref.std)}: set the Normalize of the dataset file to those, or "
+            "model.pretrained: false")
+
+
 class Trainer:
     def __init__(self, cfg, local_rank=None):
         self.cfg = cfg
@@ -244,13 +260,19 @@ class Trainer:
         setup_logging(self.run_dir, self.rank)
         if restarted and not (c["resume"] or c["resume_best"]):
             log.info("torchrun restarted the group: resuming from the latest checkpoint")
+        if self.rank == 0:
+            for note in cfg.get("moved", []):
+                log.info("%s", note)
+        self.hooks, self.accumulate, self._unscale = [], 1, False
+        for hook in build_hooks(c["hooks"]):
+            self.add_hook(hook)
         self.amp = c["amp"] if self.device.type == "cuda" else "none"
         self.eval_amp = c["eval_amp"] if self.device.type == "cuda" else "none"
         torch.manual_seed(c["seed"] + self.rank)
 
         model = build_detector(cfg["model"]).to(self.device)
         self.model_cls = type(model)
-        self.criterion = model.build_loss(c)  # the detector's own loss, built from its section
+        self.criterion = model.build_loss(cfg["loss"])  # the detector's own, from its section
         model.spec = training_spec(cfg, self.model_cls)  # saved with every checkpoint
         self._check_spec(model)
 
@@ -287,9 +309,10 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp = DistributedDataParallel(model, device_ids=ids)
         self.forward = torch.compile(self.ddp) if c["compile"] else self.ddp
-        params = [p for p in model.parameters() if p.requires_grad]
+        self.params = [p for p in model.parameters() if p.requires_grad]
         # fused kernels on a GPU: fewer launches, and fp16's overflow check stays on the device
-        self.optimizer = build_optimizer(params, c["optimizer"], fused=self.device.type == "cuda")
+        self.optimizer = build_optimizer(self.params, c["optimizer"],
+                                         fused=self.device.type == "cuda")
         self.scheduler = build_scheduler(self.optimizer, c["scheduler"], c["warmup_step"])
         self.scaler = torch.amp.GradScaler("cuda", init_scale=2.0 ** 10,
                                            enabled=self.amp == "fp16")
@@ -309,36 +332,51 @@ class Trainer:
             from tensorboardX import SummaryWriter
             self.writer = SummaryWriter(self.run_dir)
 
+    # ------------------------------------------------------------------ hooks
+    def add_hook(self, hook):
+        """Call ``hook`` (a ``trainer.hooks.Hook``) at the loop's moments, after the hooks of the
+        config; before ``fit``."""
+        hook.name = getattr(hook, "name", type(hook).__name__)
+        self.hooks.append(hook)
+        self.accumulate = max(h.accumulate for h in self.hooks)
+        if sum(h.accumulate > 1 for h in self.hooks) > 1:
+            raise UserError("more than one hook accumulates gradients")
+        self._unscale = any(overrides(h, "before_optimizer_step") for h in self.hooks)
+
+    def _call(self, moment, *args):
+        for hook in self.hooks:
+            getattr(hook, moment)(self, *args)
+
     def _check_spec(self, model):
         """One warning line when the data's normalisation is not the one the pretrained weights
-        being loaded were trained with."""
-        pretrained, spec = self.cfg["model"].get("pretrained"), model.spec
-        ref = self.model_cls.pretrained_spec
-        if pretrained and ref is not None and not spec.same_normalisation(ref) and self.rank == 0:
-            log.warning("%s normalises with mean %s, std %s, but the pretrained %s weights expect "
-                        "mean %s, std %s: set the Normalize of the dataset file to those, or "
-                        "model.pretrained: false", self.cfg["data"]["file"], list(spec.mean),
-                        list(spec.std), self.model_cls.__name__, list(ref.mean), list(ref.std))
+        being loaded were trained with; the spec in the log."""
         if self.rank == 0:
-            log.info("input spec: %s (saved with every checkpoint)", spec.describe())
+            warning = pretrained_spec_warning(self.cfg["model"].get("pretrained"), self.model_cls,
+                                              model.spec, self.cfg["data"]["file"])
+            if warning:
+                log.warning("%s", warning)
+            log.info("input spec: %s (saved with every checkpoint)", model.spec.describe())
 
     # ------------------------------------------------------------------ checkpoints
     def _state(self):
-        return {
+        state = {
             "step": self.step, "best_step": self.best_step, "best_metric": self.best_metric,
             "eval_metric": self.eval_metric, "model": _unwrap(self.ddp).state_dict(),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(), "rng": rng_state(), "epoch": self.epoch,
             "batch_in_epoch": self.batch_in_epoch, "world_size": self.world,
-            "config": {k: self.cfg[k] for k in ("model", "config", "data", "dataset")},
+            "config": {k: self.cfg[k] for k in ("model", "loss", "config", "data", "dataset")},
             "input_spec": _unwrap(self.ddp).spec.to_dict(),
+            "hooks": [[h.name, h.state_dict()] for h in self.hooks],
         }
+        self._call("at_checkpoint", state)
+        return state
 
     def save(self, name, weights_only=False):
         """Rank 0 writes; every rank learns whether it worked (a full disk stops all of them).
-        ``weights_only`` (the best checkpoints): the weights, the config, the input spec and the
-        step, without the training state that only ``latest_model.bin`` needs (a third of the
-        size)."""
+        ``weights_only`` (the best checkpoints): the weights (and the EMA's), the config, the input
+        spec and the step, without the training state that only ``latest_model.bin`` needs (a
+        third of the size)."""
         error = None
         if self.run_dir and self.rank == 0:
             try:
@@ -346,7 +384,8 @@ class Trainer:
                 if weights_only:
                     state = {k: state[k] for k in ("step", "best_step", "best_metric",
                                                    "eval_metric", "model", "config",
-                                                   "input_spec", "world_size")}
+                                                   "input_spec", "world_size", "ema")
+                             if k in state}
                 atomic_save(state, os.path.join(self.run_dir, name))
             except UserError as exc:
                 error = str(exc)
@@ -375,7 +414,7 @@ class Trainer:
         fine-tuning run from step 0. A best checkpoint of this project (weights and step, no
         training state) continues from its step with the optimizer started afresh and the
         learning-rate schedule advanced to that step."""
-        load_weights(_unwrap(self.ddp), state, path)
+        load_weights(_unwrap(self.ddp), state, path, ema=False)  # the raw weights go on
         if "optimizer" not in state and "step" in state and state.get("config"):
             self.step = int(state["step"])
             self.best_step = int(state.get("best_step", self.step))
@@ -400,10 +439,21 @@ class Trainer:
             self.best_metric = state["best_metric"]
             self.epoch = int(state["epoch"])
             self.batch_in_epoch = int(state["batch_in_epoch"])
+            self._load_hooks(state.get("hooks") or [])
             log.info("resumed from %s at step %d", path, self.step)
         else:
             log.info("loaded model weights from %s (no training state): fine-tuning from step 0",
                      path)
+
+    def _load_hooks(self, saved):
+        """Each hook's saved state, matched by position and name; a hook that has none (added
+        since) starts afresh, said once."""
+        for i, hook in enumerate(self.hooks):
+            if i < len(saved) and saved[i][0] == hook.name:
+                hook.load_state_dict(saved[i][1])
+            else:
+                log.warning("hook %s: no saved state in the checkpoint; it starts afresh",
+                            hook.name)
 
     # ------------------------------------------------------------------ the loop
     def _agree(self, *flags):
@@ -433,30 +483,48 @@ class Trainer:
             self.batch_in_epoch = 0
 
     def train_step(self, batch):
-        x = to_input(batch, self.device)  # uint8 from the workers, normalised on the device
-        y = batch["label"].to(self.device, non_blocking=True)
-        with autocast(self.device, self.amp):
-            outputs = self.forward(x, return_aux=True)
-        outputs = {k: v.float() for k, v in outputs.items()}
-        losses = self.criterion(outputs, x.float(), y)
-        total = losses["total"]
-        # Is the loss finite? Asked without stalling the device's queue: the answer is copied to
-        # the host behind the forward, the backward is queued, and only then does the host wait,
-        # for the forward alone, while the device works through the backward. The decision to
-        # step, skip or stop is still taken before the optimizer step, agreed by every rank.
-        flag = ~torch.isfinite(total.detach())
-        ready = None
-        if flag.is_cuda:
-            host = torch.empty((), dtype=torch.bool, pin_memory=True)
-            host.copy_(flag, non_blocking=True)
-            ready = torch.cuda.Event()
-            ready.record()
+        """One optimizer step on ``batch``, or on a list of micro-batches (gradient accumulation:
+        each contributes its loss divided by their number). Returns the step's loss terms and
+        accuracy (means over the micro-batches, on the device), or None for a step skipped
+        because its loss was not finite."""
+        micro = batch if isinstance(batch, list) else [batch]
+        self._call("before_step")
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(total).backward()
+        sums, bad, host, ready = {}, None, None, None
+        for k, b in enumerate(micro):
+            last = k == len(micro) - 1
+            x = to_input(b, self.device)  # uint8 from the workers, normalised on the device
+            y = b["label"].to(self.device, non_blocking=True)
+            # DDP reduces the gradients once, at the step's last micro-batch
+            sync = last or not isinstance(self.ddp, DistributedDataParallel)
+            with nullcontext() if sync else self.ddp.no_sync():
+                with autocast(self.device, self.amp):
+                    outputs = self.forward(x, return_aux=True)
+                outputs = {n: v.float() for n, v in outputs.items()}
+                losses = self.criterion(outputs, x.float(), y)
+                total = losses["total"]
+                # Is the loss finite? Asked without stalling the device's queue: the answer is
+                # copied to the host behind the forward, the backward is queued, and only then
+                # does the host wait, for the forward alone, while the device works through the
+                # backward. The decision to step, skip or stop is still taken before the
+                # optimizer step, agreed by every rank.
+                flag = ~torch.isfinite(total.detach())
+                bad = flag if bad is None else bad | flag
+                if last and bad.is_cuda:
+                    host = torch.empty((), dtype=torch.bool, pin_memory=True)
+                    host.copy_(bad, non_blocking=True)
+                    ready = torch.cuda.Event()
+                    ready.record()
+                self.scaler.scale(total / len(micro) if len(micro) > 1 else total).backward()
+            with torch.no_grad():
+                acc = ((scores(outputs)["prob"] >= 0.5).long() == y).float().mean()
+            for n, v in {**losses, "acc": acc}.items():
+                v = v.detach()
+                sums[n] = v if n not in sums else sums[n] + v
         if ready is not None:
             ready.synchronize()
-            flag = host
-        (nonfinite,) = self._agree(bool(flag))
+            bad = host
+        (nonfinite,) = self._agree(bool(bad))
         if nonfinite:
             self.optimizer.zero_grad(set_to_none=True)  # the step is not taken
             if self.cfg["config"]["on_nonfinite"] == "stop":
@@ -466,12 +534,17 @@ class Trainer:
                                     "skip such steps)")
             log.warning("non-finite loss at step %d: step skipped", self.step + 1)
             return None
+        if self._unscale:
+            self.scaler.unscale_(self.optimizer)  # the hooks see the true gradients
+        self._call("before_optimizer_step")
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
-        with torch.no_grad():
-            acc = ((scores(outputs)["prob"] >= 0.5).long() == y).float().mean()
-        return {k: v.detach() for k, v in losses.items()}, acc
+        if len(micro) > 1:
+            sums = {n: v / len(micro) for n, v in sums.items()}
+        acc = sums.pop("acc")
+        self._call("after_step", sums)
+        return sums, acc
 
     def _is_better(self, value):
         """NaN never; ties count as better (the original kept the later step)."""
@@ -483,37 +556,50 @@ class Trainer:
             return value >= self.best_metric
         return value <= self.best_metric
 
+    def _metrics(self, res, name):
+        """(Acc / AUC / LogLoss, further metrics) of evaluation results; NaN without images."""
+        if len(res["label"]) == 0:
+            log.warning("validation: no readable image in %s: no metric this time", name)
+            return {"Acc": math.nan, "AUC": math.nan, "LogLoss": math.nan}, {}
+        methods = [self.val_set.items[i].method for i in res["index"]]
+        m = all_metrics(res["label"], res["prob"], res["video"], methods)
+        extra = {k: v for k, v in m.items() if k in ("EER", "AP", "video_AUC", "video_ACC")
+                 or (k.endswith("_AUC") and not k.startswith("video_"))}
+        return {"Acc": m["ACC"], "AUC": m["AUC"], "LogLoss": float(res["loss"].mean())}, extra
+
+    def evaluate_model(self, model):
+        """Acc, AUC and LogLoss of ``model`` (e.g. a hook's copy of the weights) on the
+        validation split, on every rank, scores gathered; None without a readable image."""
+        res = evaluate(model, self.val_loader, self.device, self.eval_amp, self.bad)
+        self.bad.take_count()  # said by the trainer's own validation
+        return self._metrics(res, self.val_set.name)[0] if len(res["label"]) else None
+
     def validate(self):
         res = evaluate(self.forward, self.val_loader, self.device, self.eval_amp, self.bad,
                        keep_first=3 if self.model_cls.has_reconstruction else 0)
         n_bad = self.bad.take_count()
         if n_bad:
             log.warning("validation: skipped %d unreadable image(s)", n_bad)
-        extra = {}
-        if len(res["label"]) == 0:
-            log.warning("validation: no readable image in %s: no metric this time",
-                        self.val_set.name)
-            metrics = {"Acc": math.nan, "AUC": math.nan, "LogLoss": math.nan}
-        else:
-            methods = [self.val_set.items[i].method for i in res["index"]]
-            m = all_metrics(res["label"], res["prob"], res["video"], methods)
-            metrics = {"Acc": m["ACC"], "AUC": m["AUC"], "LogLoss": float(res["loss"].mean())}
-            extra = {k: v for k, v in m.items() if k in ("EER", "AP", "video_AUC", "video_ACC")
-                     or (k.endswith("_AUC") and not k.startswith("video_"))}
+        metrics, extra = self._metrics(res, self.val_set.name)
+        if len(res["label"]):
             if len(set(res["label"].tolist())) < 2:
                 only = "real" if res["label"][0] == 0 else "fake"
                 log.warning("validation: %s has %s images only: AUC is undefined", self.val_set.name,
                             only)
             self.scheduler.step_on_validation(metrics["LogLoss"])
-        value = metrics[self.eval_metric]
+        if self.writer:
+            self._write_validation(metrics, res, extra)
+        chosen = {**metrics, "weights": "raw"}
+        self._call("after_validation", chosen)  # a hook may let other weights choose (EMA)
+        value = chosen[self.eval_metric]
         better = self._is_better(value)
         if better:
             self.best_metric, self.best_step = value, self.step
-        if self.writer:
-            self._write_validation(metrics, res, extra)
-        log.info("step %d validation: Loss %.4f  Acc %.4f  AUC %.4f  (best %s %.4f at step %d)",
-                 self.step, metrics["LogLoss"], metrics["Acc"], metrics["AUC"], self.eval_metric,
-                 self.best_metric if self.best_metric is not None else math.nan, self.best_step)
+        which = "" if chosen["weights"] == "raw" else f"{chosen['weights']} "
+        log.info("step %d validation: Loss %.4f  Acc %.4f  AUC %.4f  (best %s%s %.4f at step %d)",
+                 self.step, metrics["LogLoss"], metrics["Acc"], metrics["AUC"], which,
+                 self.eval_metric, self.best_metric if self.best_metric is not None else math.nan,
+                 self.best_step)
         if better:
             self.save(f"best_model_{self.step}.bin", weights_only=True)
             keep = self.cfg["config"]["keep_best"]
@@ -584,24 +670,28 @@ class Trainer:
                             self.cfg["data"]["train_batch_size"] * self.world)
         quiet = bar is None or bar.disable  # no bar on screen: periodic lines instead
         batches = self._batches()
+        self._call("before_train")
         while self.step < num_steps:
-            batch = next(batches)
-            self.bad.add(batch["bad"])
-            no_image, stop = self._agree("image" not in batch, self.stop_signal is not None)
-            if stop:
-                self.batch_in_epoch -= 1  # not trained on: the resumed run starts with it
-                self._stop()
-            if no_image:
-                skipped += 1
-                if skipped >= MAX_SKIPPED_BATCHES:
-                    raise UserError(f"{self.train_set.name}: {skipped} batches in a row without a "
-                                    f"readable image ({len(self.bad.seen)} bad file(s) so far); "
-                                    "check the dataset")
-                continue
-            skipped = 0
-            result = self.train_step(batch)
+            micro = []  # the micro-batches of this step (one without gradient accumulation)
+            while len(micro) < self.accumulate:
+                batch = next(batches)
+                self.bad.add(batch["bad"])
+                no_image, stop = self._agree("image" not in batch, self.stop_signal is not None)
+                if stop and not micro:  # a step is stopped before it starts, never half-way
+                    self.batch_in_epoch -= 1  # not trained on: the resumed run starts with it
+                    self._stop()
+                if no_image:
+                    skipped += 1
+                    if skipped >= MAX_SKIPPED_BATCHES:
+                        raise UserError(f"{self.train_set.name}: {skipped} batches in a row "
+                                        f"without a readable image ({len(self.bad.seen)} bad "
+                                        "file(s) so far); check the dataset")
+                    continue
+                skipped = 0
+                micro.append(batch)
+                self.steps_in_epoch += 1  # batches trained on in this epoch
+            result = self.train_step(micro if len(micro) > 1 else micro[0])
             self.step += 1
-            self.steps_in_epoch += 1
             if bar:
                 bar.update(1)
             if result is not None:  # summed on the device: read once per log step
@@ -621,6 +711,7 @@ class Trainer:
                 self.ddp.train()
         if bar:
             bar.close()
+        self._call("after_train")
         if self.debug:
             return {}
         return self.summary()

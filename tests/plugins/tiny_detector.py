@@ -16,7 +16,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class TinyLoss(nn.Module):
-    """Its own terms: classification plus lambda_1 x the mean squared logit."""
+    """Its own terms: classification plus ``logit_weight`` x the mean squared logit."""
 
     TAGS = {"total": "Loss"}
 
@@ -32,23 +32,28 @@ class TinyLoss(nn.Module):
 
 @register_detector
 class TinyDetector(Detector):
+    """Its own constructor argument (``width``: the channels of its one conv) and its own loss
+    weight (``logit_weight`` in the ``loss:`` section)."""
+
     default_spec = InputSpec((96, 96), IMAGENET_MEAN, IMAGENET_STD)
     min_input_size = 8
+    loss_defaults = {"logit_weight": 0.1}
+    loss_kinds = {"logit_weight": "nonneg"}
 
-    def __init__(self, num_classes=1, drop_rate=0.0, pretrained=False):
+    def __init__(self, num_classes=1, drop_rate=0.0, pretrained=False, width: int = 8):
         super().__init__()
         self.num_classes = num_classes
-        self.conv = nn.Conv2d(3, 8, 5, stride=2)
-        self.fc = nn.Linear(8, num_classes)
+        self.conv = nn.Conv2d(3, width, 5, stride=2)
+        self.fc = nn.Linear(width, num_classes)
 
     def forward(self, x, return_aux=False):
         logits = self.fc(F.relu(self.conv(x)).mean(dim=(2, 3)))
         return {"logits": logits} if return_aux else logits
 
-    def build_loss(self, cfg):
-        from loss import check_kind
-        return TinyLoss(float(cfg.get("lambda_1", 0.1)),
-                        check_kind(cfg.get("loss", "binary_ce"), self.num_classes))
+    def build_loss(self, cfg=None):
+        from model.detector import loss_arguments
+        cfg = loss_arguments(type(self), cfg, self.num_classes)  # the trainer's is checked already
+        return TinyLoss(cfg["logit_weight"], cfg["kind"])
 
 
 def _read(cfg, rng):

@@ -1,0 +1,186 @@
+"""trainer/hooks.py: the hooks a config turns on (clipping, EMA, gradient accumulation), a user's
+own hook, and their state through a resumed run. Trained on a small ImageList tree with the test
+plugin's TinyDetector (no batch norm, no dropout: gradient accumulation can then equal one larger
+batch)."""
+import os
+
+import pytest
+import torch
+import yaml
+
+from conftest import ROOT
+from errors import UserError
+from helpers import Record, image_list_tree, write_config
+from model.checkpoint import load_detector
+from trainer.config import load_config
+from trainer.hooks import HOOKS, Hook, build_hooks
+from trainer.train import Trainer
+
+PLUGIN = os.path.join(ROOT, "tests", "plugins", "tiny_detector.py")
+
+
+def _tiny(tmp_path, demo_root, hooks=(), steps=3, batch=4, val_steps=3, run_id="t", extra=None):
+    data = tmp_path / "d"
+    if not data.exists():
+        image_list_tree(demo_root, data)  # 12 images: 6 real, 6 fake
+    return load_config(write_config(
+        tmp_path, data, steps=steps, val_steps=val_steps, batch=batch, run_id=run_id,
+        model={"name": "TinyDetector"},
+        extra={"imports": [PLUGIN], "hooks": list(hooks), "seed": 7,
+               "optimizer": {"name": "sgd", "lr": 0.5}, **(extra or {})}))
+
+
+def _train(cfg, *extra_hooks):
+    trainer = Trainer(cfg)
+    for hook in extra_hooks:
+        trainer.add_hook(hook)
+    trainer.fit()
+    trainer.close()
+    return trainer
+
+
+def _weights(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+class _GradNorm(Hook):
+    """The gradients' total norm as the optimizer is about to see it."""
+
+    def __init__(self):
+        self.norms = []
+
+    def before_optimizer_step(self, trainer):
+        grads = [p.grad.detach().flatten() for p in trainer.params if p.grad is not None]
+        self.norms.append(float(torch.cat(grads).norm()))
+
+
+class _Weights(Hook):
+    """The raw weights before training and after every step."""
+
+    def __init__(self):
+        self.seen = []
+
+    def before_train(self, trainer):
+        self.seen.append(_weights(trainer.model))
+
+    def after_step(self, trainer, losses):
+        self.seen.append(_weights(trainer.model))
+
+
+def test_clip_grad_norm_clips_what_the_optimizer_sees(tmp_path, demo_root):
+    probe = _GradNorm()
+    trainer = _train(_tiny(tmp_path, demo_root, [{"name": "clip_grad_norm", "max_norm": 1e-3}]),
+                     probe)
+    clip = trainer.hooks[0]
+    assert float(clip.last_norm) > 1e-3  # there was something to clip
+    assert len(probe.norms) == 3 and max(probe.norms) <= 1e-3 * (1 + 1e-4)
+
+
+def test_gradient_accumulation_equals_one_batch_that_many_times_larger(tmp_path, demo_root):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    big = _train(_tiny(tmp_path / "a", demo_root, batch=4))
+    record = Record()
+    acc = _train(_tiny(tmp_path / "b", demo_root, [{"name": "grad_accumulation", "steps": 2}],
+                       batch=2), record)
+    # three optimizer steps each: the schedule and the step count count optimizer steps
+    assert big.step == acc.step == 3 and acc.scheduler.iteration == big.scheduler.iteration == 3
+    assert acc.batch_in_epoch == 6 and big.batch_in_epoch == 3  # micro-batches of batch 2
+    a, b = _weights(big.model), _weights(acc.model)
+    assert all(torch.allclose(a[k], b[k], atol=1e-6, rtol=1e-5) for k in a)
+    assert not all(torch.equal(a[k], _weights(_tiny_init(tmp_path))[k]) for k in a)  # it trained
+    assert len(record.losses) == 3
+
+
+def _tiny_init(tmp_path):
+    torch.manual_seed(7)
+    from model import build_detector
+    return build_detector({"name": "TinyDetector", "pretrained": False})
+
+
+def test_ema_averages_validates_saves_and_is_what_the_loaders_load(tmp_path, demo_root):
+    import logging
+    seen = _Weights()
+    trainer = _train(_tiny(tmp_path, demo_root, [{"name": "ema", "decay": 0.5}], val_steps=3),
+                     seen)
+    # ema_k = 0.5 ema_(k-1) + 0.5 w_k from the starting weights, after each of the 3 steps
+    expected = seen.seen[0]
+    for w in seen.seen[1:]:
+        expected = {k: 0.5 * expected[k] + 0.5 * w[k] for k in w}
+    ema = trainer.hooks[0].model.state_dict()
+    assert all(torch.allclose(ema[k], expected[k], atol=1e-7) for k in ema)
+    assert not all(torch.equal(ema[k], seen.seen[-1][k]) for k in ema)  # not the raw weights
+    run_dir = tmp_path / "runs" / "TinyDetector" / "t"
+    log = (run_dir / "train_rank0.log").read_text()
+    assert "step 3 validation of the EMA weights (decay 0.5): Loss" in log
+    assert "(best EMA AUC" in log
+    latest = torch.load(run_dir / "latest_model.bin", weights_only=True)
+    best = torch.load(run_dir / "best_model_3.bin", weights_only=True)
+    for state in (latest, best):
+        assert all(torch.equal(state["ema"][k], ema[k]) for k in ema)
+        assert all(torch.equal(state["model"][k], seen.seen[-1][k]) for k in ema)
+    assert latest["hooks"][0][0] == "ema" and latest["hooks"][0][1]["updates"] == 3
+    said = []
+    handler = logging.Handler()
+    handler.emit = lambda record: said.append(record.getMessage())
+    logger = logging.getLogger("recce")
+    logger.addHandler(handler)
+    try:
+        loaded = load_detector(str(run_dir / "best_model_3.bin"))
+    finally:
+        logger.removeHandler(handler)
+    assert "best_model_3.bin: its EMA weights (the training run's ema hook)" in said
+    assert all(torch.equal(loaded.state_dict()[k], ema[k]) for k in ema)
+
+
+def test_a_resumed_run_with_hooks_is_bit_exact(tmp_path, demo_root):
+    hooks = [{"name": "ema", "decay": 0.9}, {"name": "clip_grad_norm", "max_norm": 0.5},
+             {"name": "grad_accumulation", "steps": 2}]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    whole = _train(_tiny(tmp_path / "a", demo_root, hooks, steps=4, batch=2, val_steps=2))
+    _train(_tiny(tmp_path / "b", demo_root, hooks, steps=2, batch=2, val_steps=2))
+    second = _train(_tiny(tmp_path / "b", demo_root, hooks, steps=4, batch=2, val_steps=2,
+                          extra={"resume": True}))
+    assert second.step == 4
+    for a, b in ((whole.model, second.model), (whole.hooks[0].model, second.hooks[0].model)):
+        wa, wb = _weights(a), _weights(b)
+        assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert second.hooks[0].updates == whole.hooks[0].updates == 4
+
+
+def test_hooks_are_checked_when_the_config_is_loaded(tmp_path, demo_root):
+    with pytest.raises(UserError, match=r"config.hooks: unknown hook 'clip' \(known: .*"
+                                        r"clip_grad_norm"):
+        _tiny(tmp_path, demo_root, [{"name": "clip"}])
+    with pytest.raises(UserError, match=r"config.hooks\[0\].max_norm: expected a number above 0, "
+                                        r"got -1 \(the hook clip_grad_norm's argument\)"):
+        _tiny(tmp_path, demo_root, [{"name": "clip_grad_norm", "max_norm": -1}])
+    with pytest.raises(UserError, match=r"config.hooks\[0\]: the hook clip_grad_norm needs "
+                                        r"max_norm"):
+        _tiny(tmp_path, demo_root, [{"name": "clip_grad_norm"}])
+    with pytest.raises(UserError, match=r"config.hooks\[0\].step: the hook grad_accumulation "
+                                        r"takes no argument 'step' \(it takes: steps\)"):
+        build_hooks([{"name": "grad_accumulation", "step": 2}])
+    with pytest.raises(UserError, match="more than one hook accumulates"):
+        build_hooks([{"name": "grad_accumulation", "steps": 2}] * 2)
+    with pytest.raises(UserError, match=r"ema: decay 0 must lie between 0 and 1"):
+        build_hooks([{"name": "ema", "decay": 0}])
+
+
+def test_a_users_hook_is_registered_from_its_own_file(tmp_path, demo_root):
+    (tmp_path / "my_hook.py").write_text(
+        "from trainer.hooks import Hook, register_hook\n\n\n"
+        "@register_hook(name='count_steps')\n"
+        "class CountSteps(Hook):\n"
+        "    def __init__(self, every: int = 1):\n"
+        "        self.count = 0\n\n"
+        "    def after_step(self, trainer, losses):\n"
+        "        self.count += 1\n")
+    cfg = _tiny(tmp_path, demo_root, [{"name": "count_steps", "every": 2}],
+                extra={"imports": [PLUGIN, str(tmp_path / "my_hook.py")]})
+    trainer = _train(cfg)
+    assert trainer.hooks[0].count == 3
+    HOOKS.pop("count_steps")
+    saved = yaml.safe_load((tmp_path / "runs" / "TinyDetector" / "t" / "config.yml").read_text())
+    assert saved["config"]["hooks"] == [{"name": "count_steps", "every": 2}]

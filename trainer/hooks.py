@@ -1,0 +1,192 @@
+"""Hooks: the training loop's optional behaviours, called at its moments.
+
+A hook subclasses ``Hook``, overrides the moments it needs and is registered by name
+(``@register_hook``); ``config.hooks`` lists the hooks of a run as ``{name, **arguments}``, in the
+order they are called, and a user's own hook file is imported through ``config.imports``. The
+moments, in the order of a run:
+
+- ``before_train(trainer)``: once, after the model, data and optimizer are built (and a resumed
+  state loaded);
+- ``before_step(trainer)``: before the forward of each optimizer step;
+- ``before_optimizer_step(trainer)``: the gradients of the step are ready and unscaled (the grad
+  scaler's ``unscale_`` has run), the optimizer has not stepped: clipping goes here;
+- ``after_step(trainer, losses)``: after an optimizer step was taken (not after a step skipped for
+  a non-finite loss), with the step's loss terms (tensors on the device);
+- ``after_validation(trainer, metrics)``: after each validation, before the best checkpoint is
+  chosen: a hook may replace ``metrics``' values (``Acc``, ``AUC``, ``LogLoss``), which then
+  choose it, and says so in ``metrics["weights"]``;
+- ``at_checkpoint(trainer, state)``: a checkpoint is about to be written: a hook may add entries;
+- ``after_train(trainer)``: once, when the loop has done its steps.
+
+``state_dict()`` / ``load_state_dict(state)`` carry a hook's state through ``latest_model.bin``,
+so that a resumed run continues exactly. ``accumulate`` > 1 makes each optimizer step take that
+many micro-batches. A hook runs on every rank; what it decides must be the same on every rank
+(each one here decides from the step count alone, or takes no decision that changes the loop).
+"""
+import copy
+import logging
+import math
+
+import torch
+
+from checks import check_arguments
+from errors import UserError
+from registry import Registry
+
+log = logging.getLogger("recce")
+HOOKS = Registry("hook", "config.hooks")
+register_hook = HOOKS.register
+
+
+class Hook:
+    """A training-loop hook; every moment does nothing unless overridden."""
+
+    accumulate = 1  # micro-batches per optimizer step
+
+    def before_train(self, trainer):
+        pass
+
+    def before_step(self, trainer):
+        pass
+
+    def before_optimizer_step(self, trainer):
+        pass
+
+    def after_step(self, trainer, losses):
+        pass
+
+    def after_validation(self, trainer, metrics):
+        pass
+
+    def at_checkpoint(self, trainer, state):
+        pass
+
+    def after_train(self, trainer):
+        pass
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
+
+
+def overrides(hook, moment):
+    """Does ``hook`` do anything at ``moment``?"""
+    return getattr(type(hook), moment) is not getattr(Hook, moment)
+
+
+def build_hooks(entries, where="config.hooks"):
+    """The hooks ``entries`` (a list of ``{name, **arguments}``) name, each built with its
+    arguments checked against its constructor; a list of Hook instances."""
+    if not isinstance(entries, list):
+        raise UserError(f"{where}: expected a list of {{name, ...}} mappings, got {entries!r}")
+    hooks = []
+    for i, entry in enumerate(entries):
+        at = f"{where}[{i}]"
+        if not isinstance(entry, dict) or "name" not in entry:
+            raise UserError(f"{at}: expected a mapping with a name, e.g. {{name: ema, "
+                            f"decay: 0.999}}, got {entry!r}")
+        args = dict(entry)
+        name = args.pop("name")
+        cls = HOOKS.get(name)
+        hook = cls(**check_arguments(cls, args, at, f"the hook {name}",
+                                     getattr(cls, "arg_kinds", None)))
+        hook.name = name
+        hooks.append(hook)
+    if sum(h.accumulate > 1 for h in hooks) > 1:
+        raise UserError(f"{where}: more than one hook accumulates gradients")
+    return hooks
+
+
+@register_hook(name="clip_grad_norm")
+class ClipGradNorm(Hook):
+    """Clips the gradients' total norm (``torch.nn.utils.clip_grad_norm_``) to ``max_norm`` before
+    each optimizer step, measured on the unscaled gradients."""
+
+    arg_kinds = {"max_norm": "positive", "norm_type": "positive"}
+
+    def __init__(self, max_norm: float, norm_type: float = 2.0):
+        self.max_norm, self.norm_type = float(max_norm), float(norm_type)
+        self.last_norm = None  # the norm before clipping, on the device
+
+    def before_optimizer_step(self, trainer):
+        self.last_norm = torch.nn.utils.clip_grad_norm_(trainer.params, self.max_norm,
+                                                        self.norm_type)
+
+
+@register_hook(name="grad_accumulation")
+class GradAccumulation(Hook):
+    """``steps`` micro-batches per optimizer step: each contributes its loss divided by
+    ``steps``, so that a step sees the mean over ``steps`` x the batch size, as one batch that
+    large would for a loss that is a mean over samples. ``num_steps``, ``log_steps``,
+    ``val_steps`` and the learning-rate schedule count optimizer steps."""
+
+    arg_kinds = {"steps": "posint"}
+
+    def __init__(self, steps: int):
+        self.accumulate = int(steps)
+
+
+@register_hook(name="ema")
+class EMA(Hook):
+    """An exponential moving average of the weights, ``ema = decay * ema + (1 - decay) * w``
+    after every optimizer step (buffers that are not floats, such as BatchNorm's counters, are
+    copied). At each validation the EMA weights are validated beside the raw ones and their
+    metrics choose the best checkpoint; every checkpoint holds them under ``ema``, which the
+    loaders (test.py, inference.py, the API) use when present."""
+
+    arg_kinds = {"decay": "fraction"}
+
+    def __init__(self, decay: float = 0.999):
+        if not 0 < decay < 1:
+            raise UserError(f"ema: decay {decay!r} must lie between 0 and 1 (0.999 is usual)")
+        self.decay = float(decay)
+        self.model = None
+        self.updates = 0
+        self._saved = None
+
+    def before_train(self, trainer):
+        if self.model is None:
+            self.model = copy.deepcopy(trainer.model).eval()
+            for p in self.model.parameters():
+                p.requires_grad_(False)
+            if self._saved is not None:  # a resumed run: the EMA as it was saved
+                self.model.load_state_dict(self._saved)
+                self._saved = None
+        raw = trainer.model.state_dict()
+        self._pairs = [(e, raw[k]) for k, e in self.model.state_dict().items()]
+
+    @torch.no_grad()
+    def after_step(self, trainer, losses):
+        for ema, w in self._pairs:
+            if ema.is_floating_point():
+                ema.lerp_(w, 1.0 - self.decay)
+            else:
+                ema.copy_(w)
+        self.updates += 1
+
+    def after_validation(self, trainer, metrics):
+        own = trainer.evaluate_model(self.model)
+        if own is None:
+            return
+        log.info("step %d validation of the EMA weights (decay %g): Loss %.4f  Acc %.4f  "
+                 "AUC %.4f", trainer.step, self.decay, own["LogLoss"], own["Acc"], own["AUC"])
+        if trainer.writer:
+            for tag, key in (("Loss", "LogLoss"), ("Acc", "Acc"), ("AUC", "AUC")):
+                if not math.isnan(own[key]):
+                    trainer.writer.add_scalar(f"val_ema/{tag}", own[key], trainer.step)
+        metrics.update(own, weights="EMA")
+
+    def at_checkpoint(self, trainer, state):
+        state["ema"] = self.model.state_dict()  # the same tensors as state_dict(): stored once
+
+    def state_dict(self):
+        return {"weights": self.model.state_dict(), "updates": self.updates, "decay": self.decay}
+
+    def load_state_dict(self, state):
+        self.updates = int(state["updates"])
+        if self.model is None:
+            self._saved = state["weights"]
+        else:
+            self.model.load_state_dict(state["weights"])
