@@ -211,9 +211,10 @@ def load_detector(path, device="cpu", *, trusted=False, name=None, num_classes=N
     ``name`` (--model), else of ``model_cfg["name"]``, else ``DEFAULT_MODEL``. ``num_classes``
     (or ``model_cfg["num_classes"]``) left out is read from the checkpoint. Weights that are not
     finite are refused. ``det.spec`` is the checkpoint's input spec (``image_size`` overrides its
-    size); ``det.spec_source`` says where it came from. A checkpoint that states none gets
-    ``fallback_spec`` (a ``(spec, where)`` pair: test.py's test branch), else the detector's
-    default, said on one log line.
+    size); ``det.spec_source`` says where it came from; ``det.uses_ema`` whether the weights are
+    the EMA of the training run's ``ema`` hook (loaded where the checkpoint has them). A
+    checkpoint that states no spec gets ``fallback_spec`` (a ``(spec, where)`` pair: test.py's
+    test branch), else the detector's default, said on one log line.
     """
     state = load_checkpoint(path, trusted=trusted)
     given = dict(model_cfg or {})
@@ -245,7 +246,8 @@ def load_detector(path, device="cpu", *, trusted=False, name=None, num_classes=N
     except UserError as exc:
         raise UserError(f"{path}: its detector's arguments: {exc}") from None
     load_weights(det, state, path)
-    if isinstance(state, dict) and isinstance(state.get("ema"), dict):
+    det.uses_ema = isinstance(state, dict) and isinstance(state.get("ema"), dict)
+    if det.uses_ema:
         log.info("%s: its EMA weights (the training run's ema hook)", os.path.basename(path))
     check_finite(det, path)
     spec, source = checkpoint_spec(state, type(det))
