@@ -157,3 +157,16 @@ def check_arguments(func, given, where, owner, kinds=None):
     if missing:
         raise UserError(f"{where}: {owner} needs {', '.join(missing)} (missing)")
     return out
+
+
+def named_entries(entries, where, form):
+    """(label, entry) for each entry of a config list of ``{name, ...}`` mappings (transforms,
+    hooks), ``label`` naming its place (``where[i]``); a list that is not one, or an entry
+    without a name, is one UserError showing the expected ``form``."""
+    if not isinstance(entries, list):
+        raise UserError(f"{where}: expected a list of {form} entries, got {entries!r}")
+    for i, entry in enumerate(entries):
+        label = f"{where}[{i}]"
+        if not isinstance(entry, dict) or "name" not in entry:
+            raise UserError(f"{label}: expected {form}, got {entry!r}")
+        yield label, entry

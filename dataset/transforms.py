@@ -7,6 +7,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no network check at im
 import albumentations as A  # noqa: E402
 from albumentations.pytorch import ToTensorV2  # noqa: E402
 
+from checks import named_entries  # noqa: E402
 from errors import UserError  # noqa: E402
 
 
@@ -18,13 +19,8 @@ def build_transforms(spec, where: str = "transforms") -> A.Compose:
     that albumentations 2.x would only warn about and ignore (``always_apply``, ``var_limit``, ...)
     raises a UserError naming the entry.
     """
-    if not isinstance(spec, list):
-        raise UserError(f"{where}: expected a list of {{name, params}} entries, got {spec!r}")
     steps = []
-    for i, entry in enumerate(spec):
-        label = f"{where}[{i}]"
-        if not isinstance(entry, dict) or "name" not in entry:
-            raise UserError(f"{label}: expected {{name, params}}, got {entry!r}")
+    for label, entry in named_entries(spec, where, "{name, params}"):
         unknown = set(entry) - {"name", "params"}
         if unknown:
             raise UserError(f"{label}: unknown key(s) {sorted(unknown)}")

@@ -29,7 +29,7 @@ import math
 
 import torch
 
-from checks import check_arguments
+from checks import check_arguments, named_entries
 from errors import UserError
 from registry import Registry
 
@@ -79,14 +79,8 @@ def overrides(hook, moment):
 def build_hooks(entries, where="config.hooks"):
     """The hooks ``entries`` (a list of ``{name, **arguments}``) name, each built with its
     arguments checked against its constructor; a list of Hook instances."""
-    if not isinstance(entries, list):
-        raise UserError(f"{where}: expected a list of {{name, ...}} mappings, got {entries!r}")
     hooks = []
-    for i, entry in enumerate(entries):
-        at = f"{where}[{i}]"
-        if not isinstance(entry, dict) or "name" not in entry:
-            raise UserError(f"{at}: expected a mapping with a name, e.g. {{name: ema, "
-                            f"decay: 0.999}}, got {entry!r}")
+    for at, entry in named_entries(entries, where, "{name, ...arguments}, e.g. {name: ema}"):
         args = dict(entry)
         name = args.pop("name")
         cls = HOOKS.get(name)
