@@ -102,7 +102,7 @@ def test_the_link_checker_sees_a_broken_link():
 
 def shell_commands(text):
     """Every shell line of the fenced shell blocks, continuation lines joined and the block's
-    simple variables (FF=data/x) expanded."""
+    simple variables (FF=data/x) expanded, then every command quoted inline in the text."""
     out = []
     for lang, body in blocks(text):
         if lang not in SHELL:
@@ -122,6 +122,8 @@ def shell_commands(text):
                     env[name] = expand(value, env)
                 continue
             out.append(" ".join(expand(line, env).split()))
+    # and the commands quoted in the text (`python tools/weights.py --check FILE`)
+    out += [" ".join(c.split()) for c in re.findall(r"`((?:python|torchrun) [^`]*?\.py\b[^`]*)`", FENCE.sub("", text))]
     return out
 
 
@@ -321,3 +323,11 @@ def test_no_development_log_text(rel):
         before = text[max(0, m.start() - 60):m.start()]
         assert "VISION-SJTU/RECCE" in before or "github.com/" in text[m.start():m.start() + 80], \
             f"{rel}: an issue number without its project: {text[m.start() - 40:m.end() + 20]!r}"
+
+
+def test_the_configs_the_commands_name_exist():
+    missing = [f"{rel}: {arg}" for rel, _, args, _ in ALL_CALLS for a in args
+               for arg in [a.split("=", 1)[-1]]
+               if arg.startswith("config/") and not os.path.isfile(os.path.join(ROOT, arg))]
+    assert not missing, missing
+    assert any("config/paper/ffpp_c23.yml" in args for _, _, args, _ in ALL_CALLS)
