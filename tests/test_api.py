@@ -1,5 +1,5 @@
 """The Python API (``from inference import Detector``): the same numbers and records as the
-command line, and the README's example run as written."""
+command line, and the example of docs/inference.md run as written."""
 import csv
 import os
 import re
@@ -93,9 +93,9 @@ def test_video_and_photo_records_are_the_command_line_s(ckpt, tmp_path):
     assert photo["kind"] == "photo" and photo["frames_or_faces"] == len(photo["faces"]) >= 1
 
 
-def test_the_readme_example_runs_as_written(ckpt, folder, tmp_path, monkeypatch):
+def test_the_docs_api_example_runs_as_written(ckpt, folder, tmp_path, monkeypatch):
     pytest.importorskip("dlib")
-    text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    text = open(os.path.join(ROOT, "docs", "inference.md"), encoding="utf-8").read()
     block = re.search(r"<!-- api-example -->\n```python\n(.*?)```", text, re.S).group(1)
     video = hopper_video(tmp_path / "clip.avi")
     run_dir = tmp_path / "runs" / "Recce" / "demo"
@@ -107,7 +107,7 @@ def test_the_readme_example_runs_as_written(ckpt, folder, tmp_path, monkeypatch)
     assert video == str(tmp_path / "clip.avi")  # where the example looks for it
     monkeypatch.chdir(tmp_path)
     namespace = {}
-    exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 - the project's own README
+    exec(compile(block, "docs/inference.md", "exec"), namespace)  # noqa: S102 - the project's own docs
     assert len(namespace["probs"]) == 3 and namespace["record"]["kind"] == "video"
 
 
