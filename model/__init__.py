@@ -3,7 +3,7 @@
 
 The contract every detector keeps is ``model.detector.Detector`` (network, loss, input spec,
 ``predict``). A new detector is one file with its class decorated by ``@register_detector``,
-imported through the config's ``config.imports`` (see the README).
+imported through the config's ``config.imports`` (see docs/extending.md).
 """
 from .checkpoint import DEFAULT_MODEL
 from .detector import (DETECTORS, Detector, InputSpec, build_detector, log_odds, probabilities,
