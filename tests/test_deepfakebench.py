@@ -281,3 +281,141 @@ def test_its_lmdb_store_reads_the_same_frames(bench, tmp_path, monkeypatch):
         build_dataset("DeepfakeBench", {"dataset_json_folder": cfg["dataset_json_folder"],
                                         "lmdb_dir": str(store), "dataset": "Celeb-DF-v2",
                                         "split": "test"})
+
+
+def _png(path):
+    import cv2
+    import numpy as np
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), np.full((8, 8, 3), 128, np.uint8))
+
+
+# --------------------------------------------------------------------- video AUC: two groupings
+# FF++ test split as DeepfakeBench's JSON lists it: three real videos; Deepfakes and
+# NeuralTextures share the folder names 000_001 and 001_000; FaceSwap's 002 shares its name with a
+# real video. Probability of each frame (fixed here, the model is not what is tested):
+PROBS = {("original", "000"): [0.2, 0.4], ("original", "001"): [0.7],
+         ("FaceSwap", "002"): [0.95], ("original", "002"): [0.1],
+         ("Deepfakes", "000_001"): [0.9], ("NeuralTextures", "000_001"): [0.35],
+         ("Deepfakes", "001_000"): [0.8], ("NeuralTextures", "001_000"): [0.5]}
+LABEL_OF = {"original": "FF-real", "Deepfakes": "FF-DF", "NeuralTextures": "FF-NT",
+            "FaceSwap": "FF-FS"}
+
+
+@pytest.fixture()
+def shared_names(tmp_path):
+    root = tmp_path / "datasets"
+    data = {}
+    for (method, video), probs in PROBS.items():
+        frames = []
+        for n in range(len(probs)):
+            _png(root / "FF" / method / "c23" / "frames" / video / f"{n:03d}.png")
+            frames.append(f"./datasets/FF/{method}/c23/frames/{video}/{n:03d}.png")
+        label = LABEL_OF[method]
+        data.setdefault(label, {"test": {"c23": {}}})["test"]["c23"][video] = {
+            "label": label, "frames": frames}
+    (tmp_path / "j").mkdir()
+    (tmp_path / "j" / "FaceForensics++.json").write_text(json.dumps({"FaceForensics++": data}))
+    ds = {"test_cfg": {"dataset_json_folder": str(tmp_path / "j"), "root": str(root),
+                       "dataset": "FaceForensics++", "split": "test"}}
+    (tmp_path / "ds.yml").write_text(yaml.safe_dump(ds))
+    (tmp_path / "c.yml").write_text(yaml.safe_dump({
+        "model": {"name": "Recce"}, "data": {"name": "DeepfakeBench", "num_workers": 0,
+                                             "file": str(tmp_path / "ds.yml")}}))
+    return tmp_path
+
+
+def _fixed_scores(monkeypatch):
+    """test.py without a network: the checkpoint is a stand-in, each frame's probability is
+    PROBS's (by its method and folder)."""
+    import numpy as np
+
+    import trainer.testing as testing
+    from model import InputSpec
+
+    class Stand:
+        spec = InputSpec((16, 16))
+
+    def evaluate(model, loader, device, amp, bad):
+        items = loader.dataset.items
+        probs = []
+        for it in items:
+            parts = it.path.replace(os.sep, "/").split("/")
+            probs.append(PROBS[(parts[-5], parts[-2])][int(parts[-1][:3])])
+        p = np.asarray(probs)
+        return {"index": np.arange(len(items)), "label": np.array([it.label for it in items]),
+                "prob": p, "logit": np.log(p / (1 - p)), "loss": np.zeros(len(items)),
+                "video": [it.video for it in items]}
+    monkeypatch.setattr(testing, "load_detector", lambda *a, **k: Stand())
+    monkeypatch.setattr(testing, "evaluate", evaluate)
+
+
+def test_video_auc_deepfakebench_merges_same_named_folders(shared_names, monkeypatch, capsys):
+    """By hand. Project videos: reals 0.3, 0.7, 0.1; fakes 0.95, 0.9, 0.35, 0.8, 0.5: fake above
+    real in 3 + 3 + 2 + 3 + 2 = 13 of 15 pairs. DeepfakeBench's (folder names): 000 0.3 and 001
+    0.7 real; 002 (0.95, 0.1) = 0.525 with label int(1 / 2) = 0, real; 000_001 (0.9, 0.35) = 0.625
+    and 001_000 (0.8, 0.5) = 0.65 fake, each above 0.3 and 0.525, below 0.7: 4 of 6 pairs."""
+    import test as test_py
+    _fixed_scores(monkeypatch)
+    cfg = str(shared_names / "c.yml")
+    out = {}
+    for rule in ("project", "deepfakebench"):
+        argv = ["--config", cfg, "--ckpt", "stand-in.bin", "--device", "cpu", "--out",
+                str(shared_names / rule)]
+        assert test_py.main(argv + ([] if rule == "project" else ["--video_auc", rule])) == 0
+        out[rule] = json.loads((shared_names / rule / "metrics.json").read_text())
+    printed = capsys.readouterr().out
+    assert printed.count("DeepfakeBench's videos") == 1
+    assert out["project"]["video_AUC"] == pytest.approx(13 / 15)
+    assert out["deepfakebench"]["video_AUC"] == pytest.approx(4 / 6)
+    assert out["project"]["AUC"] == out["deepfakebench"]["AUC"]
+    assert (out["project"]["video_grouping"], out["deepfakebench"]["video_grouping"]) == (
+        "project", "deepfakebench")
+    with pytest.raises(SystemExit):  # argparse refuses another grouping
+        test_py.main(["--config", cfg, "--video_auc", "folders"])
+
+
+def test_reproduce_deepfakebench_table_uses_its_grouping_and_averages(shared_names, monkeypatch):
+    """tools/reproduce.py's video rows recomputed from scores.csv with the table's grouping
+    (DeepfakeBench's for --table deepfakebench), and its published averages beside ours."""
+    import argparse
+
+    import test as test_py
+    import tools.reproduce as rp
+    _fixed_scores(monkeypatch)
+    scored = shared_names / "scored"
+    assert test_py.main(["--config", str(shared_names / "c.yml"), "--ckpt", "s.bin", "--device",
+                         "cpu", "--out", str(scored)]) == 0
+    tables = rp.load_tables()
+    ns = argparse.Namespace(opt=[], protocol=None, runs=str(shared_names / "runs"),
+                            checkpoints=str(shared_names), dry_run=True, gpus=1,
+                            out=str(shared_names / "o"), device=None, trust=False,
+                            recipe="deepfakebench", video_auc=None)
+    plan = rp.Plan("deepfakebench", tables, ns, {})
+    assert plan.video_auc == "deepfakebench"
+    assert "--video_auc" in plan.test_command(plan.rows[0], "c.bin", "o")
+    published, sources = rp.load_published()
+    row = plan.rows[0]
+    res = rp.row_results(plan, row, str(scored / "scores.csv"), "c.bin", published, 20)
+    ours = {(r["level"], r["metric"]): float(r["ours"]) for r in res}
+    assert ours[("video", "AUC")] == pytest.approx(100 * 4 / 6, abs=0.005)
+    ns.video_auc = "project"
+    project = rp.Plan("deepfakebench", tables, ns, {})
+    assert "--video_auc" not in project.test_command(row, "c.bin", "o")
+    res_p = rp.row_results(project, row, str(scored / "scores.csv"), "c.bin", published, 20)
+    assert {(r["level"], r["metric"]): float(r["ours"]) for r in res_p}[("video", "AUC")] == \
+        pytest.approx(100 * 13 / 15, abs=0.005)
+    # the averages: published in-domain 94.22 (Top3 1), cross-domain 76.49 (Top3 2); ours only
+    # with every row of one scored
+    text = rp.write_results(plan, res, sources, 20)
+    assert "DeepfakeBench's videos (its training/metrics/utils.py)" in text
+    line = next(x for x in text.splitlines() if x.startswith("| in-domain"))
+    assert "| 94.22 [1] | 1 | - | 1 of 6 |" in line
+    assert "| 76.49 [1] | 2 | - | 0 of 8 |" in next(
+        x for x in text.splitlines() if x.startswith("| cross-domain"))
+    rows = [dict(r, row=name) for name in tables["deepfakebench"]["averages"][0]["rows"]
+            for r in res]
+    full = rp.write_results(plan, rows, sources, 20)
+    mean = ours[("frame", "AUC")]
+    assert f"| {mean:.2f} | 6 of 6 |" in full
+
