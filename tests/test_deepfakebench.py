@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from dataset import build_dataset
-from dataset.deepfakebench import DEFAULT_LABELS, frame_path, sample_frames
+from dataset.deepfakebench import DEFAULT_LABELS, frame_path, sample_frames, sort_frames
 from errors import UserError
 
 
@@ -25,13 +25,18 @@ def test_frame_sampling_is_deepfakebench_s():
     assert sample_frames(frames, 10) == frames and sample_frames(frames, 32) == frames
 
 
-def test_frame_paths_under_root():
+def test_frame_paths_under_root_and_rgb_dir():
+    """Its loader: a path starting with "." is read as it is (./datasets = root here), any other
+    under rgb_dir (its default ./datasets/rgb = <root>/rgb)."""
     assert frame_path("./datasets/FF/a/000.png", "/data") == os.path.join("/data", "FF", "a",
                                                                           "000.png")
     assert frame_path(".\\datasets\\FF\\a\\000.png", "/data") == os.path.join("/data", "FF", "a",
                                                                               "000.png")
     assert frame_path("/abs/000.png", "/data") == "/abs/000.png"
-    assert frame_path("FF/000.png", "/data") == os.path.join("/data", "FF", "000.png")
+    assert frame_path("FF/000.png", "/data") == os.path.join("/data", "rgb", "FF", "000.png")
+    assert frame_path("FF\\000.png", "/data") == os.path.join("/data", "rgb", "FF", "000.png")
+    assert frame_path("datasets/FF/0.png", "/data", "/r") == os.path.join("/r", "datasets", "FF",
+                                                                         "0.png")
 
 
 def _frames(demo_root):
@@ -137,7 +142,7 @@ def test_bad_inputs_are_one_line(bench, tmp_path, caplog):
     (tmp_path / "datasets" / "dataset_json" / "Broken.json").write_text("{not json")
     with pytest.raises(UserError, match="Broken.json is not JSON"):
         build_dataset("DeepfakeBench", {**base, "dataset": "Broken"})
-    with pytest.raises(UserError, match="none of the frames it names is under root"):
+    with pytest.raises(UserError, match="none of the frames it names is under root .* or rgb_dir"):
         build_dataset("DeepfakeBench", {**base, "dataset": "Celeb-DF-v2",
                                         "root": str(tmp_path / "elsewhere")})
     os.remove(os.path.join(cfg["root"], "CDF", "real", "000", "000.png"))
@@ -419,3 +424,61 @@ def test_reproduce_deepfakebench_table_uses_its_grouping_and_averages(shared_nam
     mean = ours[("frame", "AUC")]
     assert f"| {mean:.2f} | 6 of 6 |" in full
 
+
+# ------------------------------------------------------------------------- frame order, path rule
+def test_frames_are_sorted_by_number_before_either_sampling(tmp_path):
+    """Its loader sorts a video's frames by int(file name up to the first dot) before taking
+    frame_num of them; the JSON here lists them out of order (10 before 9 before 100: numbers,
+    not text), one video with backslashes."""
+    order = [10, 2, 0, 7, 1, 3, 11, 5, 4, 9, 6, 8]
+    root = tmp_path / "datasets"
+    videos = {}
+    for v, sep in (("000", "/"), ("001", "\\")):
+        for n in order:
+            _png(root / "FF" / v / f"{n:03d}.png")
+        videos[v] = {"label": "FF-DF", "frames": [
+            sep.join([".", "datasets", "FF", v, f"{n:03d}.png"]) for n in order]}
+    ff = {"FF-DF": {"FF-DF": {"test": {"c23": videos}}}}
+    (tmp_path / "j").mkdir()
+    (tmp_path / "j" / "FF-DF.json").write_text(json.dumps(ff))
+    base = {"dataset_json_folder": str(tmp_path / "j"), "root": str(root), "dataset": "FF-DF",
+            "split": "test", "frame_num": 3}
+    picked = lambda how: [os.path.basename(it.path) for it in build_dataset(  # noqa: E731
+        "DeepfakeBench", {**base, "frame_sampling": how}).items if it.video == "FF-DF_001"]
+    # sorted 0..11; even: step 12 // 3 = 4 -> 0, 4, 8; first: 0, 1, 2
+    assert picked("even") == ["000.png", "004.png", "008.png"]
+    assert picked("first") == ["000.png", "001.png", "002.png"]
+    unsorted_even = [f"{order[i]:03d}.png" for i in (0, 4, 8)]  # what the JSON's order gave
+    assert picked("even") != unsorted_even
+    assert sort_frames(["a/100.png", "a/9.png", "a/10.face.png"]) == [
+        "a/9.png", "a/10.face.png", "a/100.png"]
+    assert sort_frames(["a/1.png", "a/01.jpg", "a/0.png"]) == ["a/0.png", "a/1.png", "a/01.jpg"]
+    # the separator is the first path's (as its loader decides it): a name it cannot read is one
+    # line naming the frame
+    with pytest.raises(UserError, match="'a\\\\\\\\x/2.png': DeepfakeBench orders"):
+        sort_frames(["a\\1.png", "a\\x/2.png"], "video 000")
+    with pytest.raises(UserError, match="video 000: frame 'a/face.png'.*'face.png' has none"):
+        sort_frames(["a/face.png"], "video 000")
+
+
+def test_paths_without_a_dot_are_read_under_rgb_dir(tmp_path):
+    root = tmp_path / "datasets"
+    for v in ("000", "001"):
+        _png(root / "rgb" / "CDF" / v / "0.png")
+        _png(tmp_path / "elsewhere" / "CDF" / v / "0.png")
+    cdf = {"Celeb-DF-v2": {
+        "CelebDFv2_real": {"test": {"000": {"label": "CelebDFv2_real",
+                                            "frames": ["CDF\\000\\0.png"]}}},
+        "CelebDFv2_fake": {"test": {"001": {"label": "CelebDFv2_fake",
+                                            "frames": ["CDF/001/0.png"]}}}}}
+    (tmp_path / "j").mkdir()
+    (tmp_path / "j" / "Celeb-DF-v2.json").write_text(json.dumps(cdf))
+    base = {"dataset_json_folder": str(tmp_path / "j"), "root": str(root),
+            "dataset": "Celeb-DF-v2", "split": "test"}
+    items = build_dataset("DeepfakeBench", base).items
+    assert sorted(it.path for it in items) == [str(root / "rgb" / "CDF" / v / "0.png")
+                                               for v in ("000", "001")]
+    moved = build_dataset("DeepfakeBench", {**base, "rgb_dir": str(tmp_path / "elsewhere")})
+    assert all(it.path.startswith(str(tmp_path / "elsewhere")) for it in moved.items)
+    with pytest.raises(UserError, match="none of the frames it names .* rgb_dir .*nowhere"):
+        build_dataset("DeepfakeBench", {**base, "rgb_dir": str(tmp_path / "nowhere")})
