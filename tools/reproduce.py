@@ -328,6 +328,9 @@ def check_data(plan):
             if sched.get("name") == "StepLR":
                 line += (f" (step_size {sched['step_size']:,} = "
                          f"{sched['step_size'] / per_epoch:.2f} epochs here)")
+            steps, amp = branch_cfg["num_steps"], m["cfg"]["config"]["amp"]
+            line += (f"; {steps:,} steps = {steps / per_epoch:.2f} passes here, "
+                     f"{'fp32' if amp == 'none' else amp}")
         lines.append(line)
     if missing:
         grouped = {}  # one line per problem, naming every split it stops
