@@ -3,6 +3,7 @@
     python test.py --config path/to/config.yml            # config.id + config.ckpt pick the run
     python test.py --config C --ckpt runs/Recce/x/best_model_300.bin --device cpu
     torchrun --nproc_per_node=2 test.py --config C         # scores gathered across processes
+    python test.py --config C --video_auc deepfakebench    # video level as DeepfakeBench groups it
 
 Prints a table of frame- and video-level metrics (per manipulation method for FF++) and writes
 metrics.json, scores.csv, and with both classes roc_curve.pickle and roc.png (into the
@@ -29,6 +30,13 @@ def main(argv=None):
                         help="score under a DeeperForensics distortion, e.g. GB:3 (the published CS, CC, "
                              "BW, GNC, GB, JPEG, VC; JQ; the variants BWS, JPEGB, GNCC; levels "
                              "1-5); repeatable for a combination")
+    parser.add_argument("--video_auc", "--video-auc", dest="video_auc",
+                        choices=["project", "deepfakebench"], default="project",
+                        help="the videos of the video-level metrics: project (default: each video "
+                             "of the dataset, its frames' mean probability) or deepfakebench "
+                             "(DeepfakeBench's: frames grouped by the name of their folder, so "
+                             "same-named folders of different methods are one video, labelled "
+                             "fake only when all its frames are; see docs/deepfakebench.md)")
     parser.add_argument("--local-rank", "--local_rank", dest="local_rank", type=int, default=None)
     args = parser.parse_args(argv)
 
@@ -45,11 +53,15 @@ def main(argv=None):
         from dataset.perturb import parse_spec
         perturb = [parse_spec(p) for p in args.perturb]
         metrics, path, out_dir, n, written = run_test(cfg, args.ckpt, args.device, args.out,
-                                                      args.trust, perturb)
+                                                      args.trust, perturb,
+                                                      video_rule=args.video_auc)
         if dist.is_main():
             print(f"checkpoint: {path}")
             print(f"dataset: {cfg['data']['name']} / {cfg['data']['test_branch']} ({n} images)"
                   + (f", perturbed: {' + '.join(args.perturb)}" if args.perturb else ""))
+            if args.video_auc == "deepfakebench":
+                print("video level: DeepfakeBench's videos (frames grouped by folder name; "
+                      "label int(mean frame label))")
             print(format_table(metrics))
             print(f"written to {out_dir}: {', '.join(written)}")
         dist.cleanup()

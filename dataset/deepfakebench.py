@@ -1,18 +1,28 @@
 """DeepfakeBench: the preprocessed frames of its datasets, each described by one JSON file
-(``<dataset_json_folder>/<dataset>.json``), read as DeepfakeBench publishes them:
+(``<dataset_json_folder>/<dataset>.json``), read as DeepfakeBench's training/dataset/
+abstract_dataset.py reads them:
 
     {dataset: {label_name: {split: {video: {"label": label_name, "frames": [paths]}}}}}
 
 with one more ``{compression: ...}`` level under the split for the FF++ family (FaceForensics++,
 FF-DF, FF-F2F, FF-FS, FF-NT, DeepFakeDetection, FaceShifter); a ``_c40`` suffix on those names
-(``FF-DF_c40``) reads the same file's c40 entries, as DeepfakeBench does. Frame paths such as
-``./datasets/FaceForensics++/...`` (sometimes with backslashes) are taken relative to ``root``,
-the folder that ``./datasets`` stands for. Labels map to 0 / 1 through ``label_dict``
-(DeepfakeBench's own mapping built in; a branch's entries are added to it or override it).
-``frame_num`` frames per video are chosen as DeepfakeBench v1 chose them: when a video has more,
-every (total // frame_num)-th frame from the first, the first frame_num of those
-(``frame_sampling: even``); ``first`` takes the first frame_num frames, which is what the current
-DeepfakeBench code ends up doing (it shortens the total before computing the step).
+(``FF-DF_c40``) reads the same file's c40 entries, as DeepfakeBench does. Labels map to 0 / 1
+through ``label_dict`` (DeepfakeBench's own mapping built in; a branch's entries are added to it or
+override it).
+
+Frame paths (either slash): ``./datasets/...`` is read under ``root``, the folder that
+``./datasets`` stands for; a relative path that does not start with ``.`` under ``rgb_dir``, as
+DeepfakeBench reads it (its ``rgb_dir``, by default ``./datasets/rgb``: here ``<root>/rgb``); an
+absolute path as it is. With ``lmdb_dir`` the frames come from its LMDB store instead.
+
+A video's frames are first sorted by frame number, as its loader does: the file name up to its
+first dot, read as an integer (the name is taken after the last backslash when the video's first
+path has one, else after the last slash); equal numbers keep the JSON's order. Then ``frame_num``
+frames are chosen when a video has more: ``frame_sampling: first`` takes the first ``frame_num``,
+which is what its current code ends up doing (it shortens the total to ``frame_num`` before
+computing the step); ``even`` (the default) takes every (total // frame_num)-th frame from the
+first and keeps the first ``frame_num`` of those, the step rule of its first release (which took
+the JSON's order, unsorted).
 """
 import os
 
@@ -42,8 +52,27 @@ def json_path(cfg):
     return os.path.join(cfg["dataset_json_folder"], f"{cfg['dataset']}.json")
 
 
+def sort_frames(frames, where="a video"):
+    """A video's frames in DeepfakeBench's order (see the module's docstring): sorted by the
+    integer before the first dot of the file name; a name without one is an error naming it."""
+    frames = [str(f) for f in frames]
+    if not frames:
+        return frames
+    sep = "\\" if "\\" in frames[0] else "/"
+
+    def number(path):
+        name = path.split(sep)[-1]
+        try:
+            return int(name.split(".")[0])
+        except ValueError:
+            raise UserError(f"{where}: frame {path!r}: DeepfakeBench orders a video's frames by "
+                            f"the number its file name starts with; {name!r} has none") from None
+    return sorted(frames, key=number)
+
+
 def sample_frames(frames, frame_num, how="even"):
-    """DeepfakeBench's choice of ``frame_num`` frames of a video (see the module's docstring)."""
+    """DeepfakeBench's choice of ``frame_num`` frames of a video, from frames already in its
+    order (``sort_frames``; see the module's docstring)."""
     total = len(frames)
     if frame_num >= total:
         return list(frames)
@@ -53,15 +82,23 @@ def sample_frames(frames, frame_num, how="even"):
     return [frames[i] for i in range(0, total, step)][:frame_num]
 
 
-def frame_path(path, root):
-    """A JSON frame path on this machine: ``./datasets/...`` (either slash) under ``root``; an
-    absolute path as it is; any other relative path under ``root``."""
+def default_rgb_dir(root):
+    """DeepfakeBench's ``rgb_dir`` default, ``./datasets/rgb``, where ``./datasets`` is ``root``."""
+    return os.path.join(root, "rgb")
+
+
+def frame_path(path, root, rgb_dir=None):
+    """A JSON frame path on this machine (either slash): ``./datasets/...`` under ``root``; a
+    relative path that does not start with ``.`` under ``rgb_dir`` (default ``<root>/rgb``), as
+    DeepfakeBench's loader reads it; an absolute path as it is; another path starting with ``.``
+    under ``root`` without its leading dots and slashes."""
     p = path.replace("\\", "/")
-    for prefix in ("./datasets/", "datasets/"):
-        if p.startswith(prefix):
-            return os.path.join(root, *p[len(prefix):].split("/"))
+    if p.startswith("./datasets/"):
+        return os.path.join(root, *p[len("./datasets/"):].split("/"))
     if os.path.isabs(p):
         return p
+    if not p.startswith("."):
+        return os.path.join(rgb_dir or default_rgb_dir(root), *p.split("/"))
     return os.path.join(root, *p.lstrip("./").split("/"))
 
 
@@ -107,6 +144,7 @@ def read(cfg, rng):
     labels = {**DEFAULT_LABELS, **(cfg.get("label_dict") or {})}
     base, comp, entries, path = _entries(cfg)
     root = cfg.get("root")
+    rgb_dir = cfg.get("rgb_dir") or (default_rgb_dir(root) if root else None)
     env = lmdb_env(cfg, base) if cfg.get("lmdb_dir") else None
     if env is None and not root:
         raise UserError(f"DeepfakeBench {cfg['dataset']}: the branch needs 'root' (the folder "
@@ -133,20 +171,22 @@ def read(cfg, rng):
                 raise UserError(f"{where}/{split}: video {video!r} has the label {lbl!r}, which "
                                 "label_dict does not map to 0 or 1 (add it to the branch's "
                                 "label_dict)")
-            for f in sample_frames(info["frames"], frame_num, how):
+            frames = sort_frames(info["frames"], f"{where}/{split}: video {video!r}")
+            for f in sample_frames(frames, frame_num, how):
                 if env is not None:  # read from the store when the sample is loaded
-                    items.append(Item(lmdb_path(env, lmdb_key(str(f))), int(labels[lbl]),
+                    items.append(Item(lmdb_path(env, lmdb_key(f)), int(labels[lbl]),
                                       f"{lbl}_{video}", lbl))
                     continue
-                p = frame_path(str(f), root)
+                p = frame_path(f, root, rgb_dir)
                 if not os.path.isfile(p):
                     missing += 1
                     first_missing = first_missing or p
                     continue
                 items.append(Item(p, int(labels[lbl]), f"{lbl}_{video}", lbl))
     if missing and not items:
-        raise UserError(f"{path}: none of the frames it names is under root {root} (first: "
-                        f"{first_missing}); root is the folder that ./datasets stands for")
+        raise UserError(f"{path}: none of the frames it names is under root {root} or rgb_dir "
+                        f"{rgb_dir} (first: {first_missing}); root is the folder that ./datasets "
+                        "stands for, rgb_dir the folder of the paths that do not start with '.'")
     if missing:
         import logging
         logging.getLogger("recce").warning(
@@ -157,7 +197,7 @@ def read(cfg, rng):
 
 KEYS = {"dataset_json_folder": "name", "dataset": "name", "compression": COMPRESSIONS,
         "frame_num": "posint", "label_dict": "label_map", "frame_sampling": SAMPLING,
-        "lmdb_dir": "name"}
+        "lmdb_dir": "name", "rgb_dir": "name"}
 
 register_layout(Layout("DeepfakeBench", read, keys=KEYS, needs_root=False,
                        description="DeepfakeBench's preprocessed frames and dataset JSON files"))

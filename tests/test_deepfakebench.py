@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from dataset import build_dataset
-from dataset.deepfakebench import DEFAULT_LABELS, frame_path, sample_frames
+from dataset.deepfakebench import DEFAULT_LABELS, frame_path, sample_frames, sort_frames
 from errors import UserError
 
 
@@ -25,13 +25,18 @@ def test_frame_sampling_is_deepfakebench_s():
     assert sample_frames(frames, 10) == frames and sample_frames(frames, 32) == frames
 
 
-def test_frame_paths_under_root():
+def test_frame_paths_under_root_and_rgb_dir():
+    """Its loader: a path starting with "." is read as it is (./datasets = root here), any other
+    under rgb_dir (its default ./datasets/rgb = <root>/rgb)."""
     assert frame_path("./datasets/FF/a/000.png", "/data") == os.path.join("/data", "FF", "a",
                                                                           "000.png")
     assert frame_path(".\\datasets\\FF\\a\\000.png", "/data") == os.path.join("/data", "FF", "a",
                                                                               "000.png")
     assert frame_path("/abs/000.png", "/data") == "/abs/000.png"
-    assert frame_path("FF/000.png", "/data") == os.path.join("/data", "FF", "000.png")
+    assert frame_path("FF/000.png", "/data") == os.path.join("/data", "rgb", "FF", "000.png")
+    assert frame_path("FF\\000.png", "/data") == os.path.join("/data", "rgb", "FF", "000.png")
+    assert frame_path("datasets/FF/0.png", "/data", "/r") == os.path.join("/r", "datasets", "FF",
+                                                                         "0.png")
 
 
 def _frames(demo_root):
@@ -137,7 +142,7 @@ def test_bad_inputs_are_one_line(bench, tmp_path, caplog):
     (tmp_path / "datasets" / "dataset_json" / "Broken.json").write_text("{not json")
     with pytest.raises(UserError, match="Broken.json is not JSON"):
         build_dataset("DeepfakeBench", {**base, "dataset": "Broken"})
-    with pytest.raises(UserError, match="none of the frames it names is under root"):
+    with pytest.raises(UserError, match="none of the frames it names is under root .* or rgb_dir"):
         build_dataset("DeepfakeBench", {**base, "dataset": "Celeb-DF-v2",
                                         "root": str(tmp_path / "elsewhere")})
     os.remove(os.path.join(cfg["root"], "CDF", "real", "000", "000.png"))
@@ -281,3 +286,287 @@ def test_its_lmdb_store_reads_the_same_frames(bench, tmp_path, monkeypatch):
         build_dataset("DeepfakeBench", {"dataset_json_folder": cfg["dataset_json_folder"],
                                         "lmdb_dir": str(store), "dataset": "Celeb-DF-v2",
                                         "split": "test"})
+
+
+def _png(path):
+    import cv2
+    import numpy as np
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), np.full((8, 8, 3), 128, np.uint8))
+
+
+# --------------------------------------------------------------------- video AUC: two groupings
+# FF++ test split as DeepfakeBench's JSON lists it: three real videos; Deepfakes and
+# NeuralTextures share the folder names 000_001 and 001_000; FaceSwap's 002 shares its name with a
+# real video. Probability of each frame (fixed here, the model is not what is tested):
+PROBS = {("original", "000"): [0.2, 0.4], ("original", "001"): [0.7],
+         ("FaceSwap", "002"): [0.95], ("original", "002"): [0.1],
+         ("Deepfakes", "000_001"): [0.9], ("NeuralTextures", "000_001"): [0.35],
+         ("Deepfakes", "001_000"): [0.8], ("NeuralTextures", "001_000"): [0.5]}
+LABEL_OF = {"original": "FF-real", "Deepfakes": "FF-DF", "NeuralTextures": "FF-NT",
+            "FaceSwap": "FF-FS"}
+
+
+@pytest.fixture()
+def shared_names(tmp_path):
+    root = tmp_path / "datasets"
+    data = {}
+    for (method, video), probs in PROBS.items():
+        frames = []
+        for n in range(len(probs)):
+            _png(root / "FF" / method / "c23" / "frames" / video / f"{n:03d}.png")
+            frames.append(f"./datasets/FF/{method}/c23/frames/{video}/{n:03d}.png")
+        label = LABEL_OF[method]
+        data.setdefault(label, {"test": {"c23": {}}})["test"]["c23"][video] = {
+            "label": label, "frames": frames}
+    (tmp_path / "j").mkdir()
+    (tmp_path / "j" / "FaceForensics++.json").write_text(json.dumps({"FaceForensics++": data}))
+    ds = {"test_cfg": {"dataset_json_folder": str(tmp_path / "j"), "root": str(root),
+                       "dataset": "FaceForensics++", "split": "test"}}
+    (tmp_path / "ds.yml").write_text(yaml.safe_dump(ds))
+    (tmp_path / "c.yml").write_text(yaml.safe_dump({
+        "model": {"name": "Recce"}, "data": {"name": "DeepfakeBench", "num_workers": 0,
+                                             "file": str(tmp_path / "ds.yml")}}))
+    return tmp_path
+
+
+def _fixed_scores(monkeypatch):
+    """test.py without a network: the checkpoint is a stand-in, each frame's probability is
+    PROBS's (by its method and folder)."""
+    import numpy as np
+
+    import trainer.testing as testing
+    from model import InputSpec
+
+    class Stand:
+        spec = InputSpec((16, 16))
+
+    def evaluate(model, loader, device, amp, bad):
+        items = loader.dataset.items
+        probs = []
+        for it in items:
+            parts = it.path.replace(os.sep, "/").split("/")
+            probs.append(PROBS[(parts[-5], parts[-2])][int(parts[-1][:3])])
+        p = np.asarray(probs)
+        return {"index": np.arange(len(items)), "label": np.array([it.label for it in items]),
+                "prob": p, "logit": np.log(p / (1 - p)), "loss": np.zeros(len(items)),
+                "video": [it.video for it in items]}
+    monkeypatch.setattr(testing, "load_detector", lambda *a, **k: Stand())
+    monkeypatch.setattr(testing, "evaluate", evaluate)
+
+
+def test_video_auc_deepfakebench_merges_same_named_folders(shared_names, monkeypatch, capsys):
+    """By hand. Project videos: reals 0.3, 0.7, 0.1; fakes 0.95, 0.9, 0.35, 0.8, 0.5: fake above
+    real in 3 + 3 + 2 + 3 + 2 = 13 of 15 pairs. DeepfakeBench's (folder names): 000 0.3 and 001
+    0.7 real; 002 (0.95, 0.1) = 0.525 with label int(1 / 2) = 0, real; 000_001 (0.9, 0.35) = 0.625
+    and 001_000 (0.8, 0.5) = 0.65 fake, each above 0.3 and 0.525, below 0.7: 4 of 6 pairs."""
+    import test as test_py
+    _fixed_scores(monkeypatch)
+    cfg = str(shared_names / "c.yml")
+    out = {}
+    for rule in ("project", "deepfakebench"):
+        argv = ["--config", cfg, "--ckpt", "stand-in.bin", "--device", "cpu", "--out",
+                str(shared_names / rule)]
+        assert test_py.main(argv + ([] if rule == "project" else ["--video_auc", rule])) == 0
+        out[rule] = json.loads((shared_names / rule / "metrics.json").read_text())
+    printed = capsys.readouterr().out
+    assert printed.count("DeepfakeBench's videos") == 1
+    assert out["project"]["video_AUC"] == pytest.approx(13 / 15)
+    assert out["deepfakebench"]["video_AUC"] == pytest.approx(4 / 6)
+    assert out["project"]["AUC"] == out["deepfakebench"]["AUC"]
+    assert (out["project"]["video_grouping"], out["deepfakebench"]["video_grouping"]) == (
+        "project", "deepfakebench")
+    with pytest.raises(SystemExit):  # argparse refuses another grouping
+        test_py.main(["--config", cfg, "--video_auc", "folders"])
+
+
+def test_reproduce_deepfakebench_table_uses_its_grouping_and_averages(shared_names, monkeypatch):
+    """tools/reproduce.py's video rows recomputed from scores.csv with the table's grouping
+    (DeepfakeBench's for --table deepfakebench), and its published averages beside ours."""
+    import argparse
+
+    import test as test_py
+    import tools.reproduce as rp
+    _fixed_scores(monkeypatch)
+    scored = shared_names / "scored"
+    assert test_py.main(["--config", str(shared_names / "c.yml"), "--ckpt", "s.bin", "--device",
+                         "cpu", "--out", str(scored)]) == 0
+    tables = rp.load_tables()
+    ns = argparse.Namespace(opt=[], protocol=None, runs=str(shared_names / "runs"),
+                            checkpoints=str(shared_names), dry_run=True, gpus=1,
+                            out=str(shared_names / "o"), device=None, trust=False,
+                            recipe="deepfakebench", video_auc=None)
+    plan = rp.Plan("deepfakebench", tables, ns, {})
+    assert plan.video_auc == "deepfakebench"
+    assert "--video_auc" in plan.test_command(plan.rows[0], "c.bin", "o")
+    published, sources = rp.load_published()
+    row = plan.rows[0]
+    res = rp.row_results(plan, row, str(scored / "scores.csv"), "c.bin", published, 20)
+    ours = {(r["level"], r["metric"]): float(r["ours"]) for r in res}
+    assert ours[("video", "AUC")] == pytest.approx(100 * 4 / 6, abs=0.005)
+    ns.video_auc = "project"
+    project = rp.Plan("deepfakebench", tables, ns, {})
+    assert "--video_auc" not in project.test_command(row, "c.bin", "o")
+    res_p = rp.row_results(project, row, str(scored / "scores.csv"), "c.bin", published, 20)
+    assert {(r["level"], r["metric"]): float(r["ours"]) for r in res_p}[("video", "AUC")] == \
+        pytest.approx(100 * 13 / 15, abs=0.005)
+    # the averages: published in-domain 94.22 (Top3 1), cross-domain 76.49 (Top3 2); ours only
+    # with every row of one scored
+    text = rp.write_results(plan, res, sources, 20)
+    assert "DeepfakeBench's videos (its training/metrics/utils.py)" in text
+    line = next(x for x in text.splitlines() if x.startswith("| in-domain"))
+    assert "| 94.22 [1] | 1 | - | 1 of 6 |" in line
+    assert "| 76.49 [1] | 2 | - | 0 of 8 |" in next(
+        x for x in text.splitlines() if x.startswith("| cross-domain"))
+    rows = [dict(r, row=name) for name in tables["deepfakebench"]["averages"][0]["rows"]
+            for r in res]
+    full = rp.write_results(plan, rows, sources, 20)
+    mean = ours[("frame", "AUC")]
+    assert f"| {mean:.2f} | 6 of 6 |" in full
+
+
+# ------------------------------------------------------------------------- frame order, path rule
+def test_frames_are_sorted_by_number_before_either_sampling(tmp_path):
+    """Its loader sorts a video's frames by int(file name up to the first dot) before taking
+    frame_num of them; the JSON here lists them out of order (10 before 9 before 100: numbers,
+    not text), one video with backslashes."""
+    order = [10, 2, 0, 7, 1, 3, 11, 5, 4, 9, 6, 8]
+    root = tmp_path / "datasets"
+    videos = {}
+    for v, sep in (("000", "/"), ("001", "\\")):
+        for n in order:
+            _png(root / "FF" / v / f"{n:03d}.png")
+        videos[v] = {"label": "FF-DF", "frames": [
+            sep.join([".", "datasets", "FF", v, f"{n:03d}.png"]) for n in order]}
+    ff = {"FF-DF": {"FF-DF": {"test": {"c23": videos}}}}
+    (tmp_path / "j").mkdir()
+    (tmp_path / "j" / "FF-DF.json").write_text(json.dumps(ff))
+    base = {"dataset_json_folder": str(tmp_path / "j"), "root": str(root), "dataset": "FF-DF",
+            "split": "test", "frame_num": 3}
+    picked = lambda how: [os.path.basename(it.path) for it in build_dataset(  # noqa: E731
+        "DeepfakeBench", {**base, "frame_sampling": how}).items if it.video == "FF-DF_001"]
+    # sorted 0..11; even: step 12 // 3 = 4 -> 0, 4, 8; first: 0, 1, 2
+    assert picked("even") == ["000.png", "004.png", "008.png"]
+    assert picked("first") == ["000.png", "001.png", "002.png"]
+    unsorted_even = [f"{order[i]:03d}.png" for i in (0, 4, 8)]  # what the JSON's order gave
+    assert picked("even") != unsorted_even
+    assert sort_frames(["a/100.png", "a/9.png", "a/10.face.png"]) == [
+        "a/9.png", "a/10.face.png", "a/100.png"]
+    assert sort_frames(["a/1.png", "a/01.jpg", "a/0.png"]) == ["a/0.png", "a/1.png", "a/01.jpg"]
+    # the separator is the first path's (as its loader decides it): a name it cannot read is one
+    # line naming the frame
+    with pytest.raises(UserError, match="'a\\\\\\\\x/2.png': DeepfakeBench orders"):
+        sort_frames(["a\\1.png", "a\\x/2.png"], "video 000")
+    with pytest.raises(UserError, match="video 000: frame 'a/face.png'.*'face.png' has none"):
+        sort_frames(["a/face.png"], "video 000")
+
+
+def test_paths_without_a_dot_are_read_under_rgb_dir(tmp_path):
+    root = tmp_path / "datasets"
+    for v in ("000", "001"):
+        _png(root / "rgb" / "CDF" / v / "0.png")
+        _png(tmp_path / "elsewhere" / "CDF" / v / "0.png")
+    cdf = {"Celeb-DF-v2": {
+        "CelebDFv2_real": {"test": {"000": {"label": "CelebDFv2_real",
+                                            "frames": ["CDF\\000\\0.png"]}}},
+        "CelebDFv2_fake": {"test": {"001": {"label": "CelebDFv2_fake",
+                                            "frames": ["CDF/001/0.png"]}}}}}
+    (tmp_path / "j").mkdir()
+    (tmp_path / "j" / "Celeb-DF-v2.json").write_text(json.dumps(cdf))
+    base = {"dataset_json_folder": str(tmp_path / "j"), "root": str(root),
+            "dataset": "Celeb-DF-v2", "split": "test"}
+    items = build_dataset("DeepfakeBench", base).items
+    assert sorted(it.path for it in items) == [str(root / "rgb" / "CDF" / v / "0.png")
+                                               for v in ("000", "001")]
+    moved = build_dataset("DeepfakeBench", {**base, "rgb_dir": str(tmp_path / "elsewhere")})
+    assert all(it.path.startswith(str(tmp_path / "elsewhere")) for it in moved.items)
+    with pytest.raises(UserError, match="none of the frames it names .* rgb_dir .*nowhere"):
+        build_dataset("DeepfakeBench", {**base, "rgb_dir": str(tmp_path / "nowhere")})
+
+# --------------------------------------------------------------------- its recipe and its loop
+def test_recipe_is_recce_yaml_s(monkeypatch):
+    """--recipe deepfakebench against the values of its recce.yaml (lr 0.0002, betas 0.9 /
+    0.999, eps 1e-8, weight_decay 0.0005, lr_scheduler null, train_batchSize 32, resolution 256,
+    frame_num 32, manualSeed 1024, use_data_augmentation false, loss_func cross_entropy), its
+    train.py (range(start_epoch, nEpochs + 1): 11 passes for nEpochs 10) and its fp32 training."""
+    from conftest import ROOT
+    from trainer.config import branch, load_config
+    from trainer.deepfakebench import passes
+    monkeypatch.chdir(ROOT)
+    cfg = load_config(os.path.join(ROOT, "config", "deepfakebench", "deepfakebench_recipe.yml"))
+    c, train = cfg["config"], branch(cfg, "train")
+    assert c["amp"] == "none"
+    assert c["optimizer"] == {"name": "adam", "lr": 0.0002, "betas": [0.9, 0.999], "eps": 1e-8,
+                              "weight_decay": 0.0005}
+    assert c["scheduler"] is None and c["seed"] == 1024 and c["loss"] == "cross_entropy"
+    assert (c["lambda_1"], c["lambda_2"], c["flood_level"]) == (0, 0, 0)
+    assert cfg["model"]["num_classes"] == 2 and cfg["model"]["pretrained"] is True
+    assert cfg["data"]["train_batch_size"] == 32 and train["frame_num"] == 32
+    assert [t["name"] for t in train["transforms"]] == ["Resize", "Normalize"]  # no augmentation
+    assert train["transforms"][0]["params"] == {"height": 256, "width": 256, "interpolation": 2}
+    assert train["transforms"][1]["params"] == {"mean": [0.5] * 3, "std": [0.5] * 3}
+    per_pass = 3600 * 32 // 32  # 3,600 training videos x frame_num 32 / batch 32
+    assert passes(10, 0) == 11 and train["num_steps"] == 11 * per_pass
+    text = open(os.path.join(ROOT, "config", "deepfakebench", "deepfakebench_recipe.yml")).read()
+    assert "never read by RecceDetector" in text  # its encoder is timm's, not that file
+
+
+def test_its_evaluation_moments_average_and_selection():
+    from trainer.deepfakebench import (TEST_DATASETS, BestAverage, average_test_auc,
+                                       evaluation_iterations, evaluation_steps, test_set_auc)
+    # 3,600 batches a pass: once at the end of epoch 0, then at 1,800 and 3,600 of each epoch
+    steps = evaluation_steps(3600)
+    assert len(steps) == 21 and steps[0] == (0, 3599, 3600) and steps[-1] == (10, 3599, 39600)
+    assert [s for _, _, s in steps[1:]] == list(range(5400, 39601, 1800))
+    # an odd count, by hand: N = 5, test_step 2 after epoch 0; the counter is e * 5 + i
+    assert evaluation_iterations(0, 5) == [4]            # (i + 1) % 5 == 0
+    assert evaluation_iterations(1, 5) == [0, 2, 4]      # (5 + i + 1) % 2 == 0
+    assert evaluation_iterations(2, 5) == [1, 3]         # (10 + i + 1) % 2 == 0
+    with pytest.raises(UserError, match="test_step would be 0"):
+        evaluation_iterations(1, 1)
+    # the average over its test_dataset list, and the first strictly best moment kept
+    assert TEST_DATASETS == ("FaceForensics++", "FF-F2F", "FF-DF", "FF-FS", "FF-NT")
+    aucs = {"FaceForensics++": 0.9, "FF-F2F": 0.8, "FF-DF": 1.0, "FF-FS": 0.7, "FF-NT": 0.6,
+            "Celeb-DF-v2": 0.1}
+    assert average_test_auc(aucs) == pytest.approx(4.0 / 5)
+    with pytest.raises(UserError, match="no AUC for FF-NT"):
+        average_test_auc({k: v for k, v in aucs.items() if k != "FF-NT"})
+    best = BestAverage()
+    offers = [(0.7, "a"), (0.8, "b"), (0.8, "c"), (float("nan"), "d"), (0.75, "e")]
+    assert [best.offer(v, m) for v, m in offers] == [True, True, False, False, False]
+    assert best.moment == "b" and best.best == 0.8
+    assert test_set_auc([0, 2, 1, 0], [0.1, 0.9, 0.8, 0.2]) == 1.0  # label 2 counts as fake
+
+
+def test_reproduce_says_the_passes_and_precision_of_each_recipe(tmp_path):
+    """The data check prints each training run's length in passes over the data it finds and its
+    precision: DeepfakeBench's recipe 11 passes of 3,600 steps in fp32 (here 1 step a pass)."""
+    import argparse
+
+    import tools.reproduce as rp
+    root = tmp_path / "DeepfakeBench"
+    data = {}
+    for label in ("FF-real", "FF-DF"):
+        for split in ("train", "val", "test"):
+            videos = {}
+            for v in ("000", "001"):
+                frames = []
+                for n in range(8):  # 2 labels x 2 videos x 8 frames = 32 a split: 1 batch
+                    _png(root / label / split / v / f"{n}.png")
+                    frames.append(f"./datasets/{label}/{split}/{v}/{n}.png")
+                videos[v] = {"label": label, "frames": frames}
+            data.setdefault(label, {})[split] = {"c23": videos}
+    (root / "dataset_json").mkdir()
+    (root / "dataset_json" / "FaceForensics++.json").write_text(
+        json.dumps({"FaceForensics++": data}))
+    lines = {}
+    for recipe in ("deepfakebench", "paper"):
+        ns = argparse.Namespace(opt=[], protocol=None, runs=str(tmp_path / "runs"),
+                                checkpoints=None, dry_run=False, gpus=1, out=str(tmp_path / "o"),
+                                device=None, trust=False, recipe=recipe, video_auc=None)
+        plan = rp.Plan("deepfakebench", rp.load_tables(), ns,
+                       rp.parse_data_roots([f"deepfakebench={root}"]))
+        lines[recipe] = next(x for x in rp.check_data(plan) if "train_cfg" in x)
+    assert "1 iterations per epoch" in lines["deepfakebench"]
+    assert "39,600 steps = 39600.00 passes here, fp32" in lines["deepfakebench"]
+    assert "36,000 steps = 36000.00 passes here, fp16" in lines["paper"]

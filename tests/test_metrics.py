@@ -47,3 +47,45 @@ def test_one_class_gives_nan_not_a_crash():
 def test_roc_first_threshold_is_finite():
     fpr, tpr, thr = roc(LABELS, PROBS)
     assert np.isfinite(thr).all() and thr[0] == pytest.approx(PROBS.max() + 1)
+
+
+# DeepfakeBench's video level (its training/metrics/utils.py, get_video_metrics): frames grouped by
+# the name of their folder; a video's probability the mean of its frames', its label
+# int(sum of labels / count). Two methods (DF, NT) share the folder names 000_001 and 001_000, and
+# a fake folder (FS/002) shares its name with a real one.
+DFB_FRAMES = [  # path, label, probability
+    ("ff/real/000/0.png", 0, 0.2), ("ff/real/000/1.png", 0, 0.4),
+    ("ff\\real\\001\\0.png", 0, 0.7),  # backslashes: split at them
+    ("ff/FS/002/0.png", 1, 0.95),  # a fake first: the label is not the first frame's
+    ("lmdb:/s/FaceForensics++_lmdb::real/002/0.png", 0, 0.1),  # a store's image: its key
+    ("ff/DF/000_001/0.png", 1, 0.9), ("ff/NT/000_001/0.png", 1, 0.35),
+    ("ff/DF/001_000/0.png", 1, 0.8), ("ff/NT/001_000/0.png", 1, 0.5),
+]
+
+
+def test_deepfakebench_video_auc_by_hand():
+    from trainer.metrics import bootstrap_interval, deepfakebench_video, video_scores
+    paths, labels, probs = (list(c) for c in zip(*DFB_FRAMES))
+    ids = ["real_000", "real_000", "real_001", "FS_002", "real_002", "DF_000_001", "NT_000_001",
+           "DF_001_000", "NT_001_000"]
+    # this project's videos: reals 0.3, 0.7, 0.1; fakes 0.9, 0.35, 0.8, 0.5, 0.95. Fake above
+    # real in 3 + 2 + 3 + 2 + 3 = 13 of 15 pairs
+    m = all_metrics(labels, probs, ids)
+    assert m["video_AUC"] == pytest.approx(13 / 15)
+    # DeepfakeBench's: 000 (0.3, real), 001 (0.7, real), 002 (0.95 and 0.1: 0.525, label
+    # int(1 / 2) = 0, real), 000_001 (0.625, fake), 001_000 (0.65, fake). Both fakes are
+    # above 0.3 and 0.525, below 0.7: 4 of 6 pairs
+    d = all_metrics(labels, probs, paths, video_rule="deepfakebench")
+    assert d["video_AUC"] == pytest.approx(4 / 6)
+    assert d["AUC"] == m["AUC"]  # the frame level does not depend on the grouping
+    vl, vp, names = video_scores(labels, probs, paths, "deepfakebench")
+    assert names == ["000", "001", "002", "000_001", "001_000"]
+    assert vl.tolist() == [0, 0, 0, 1, 1] and vp == pytest.approx([0.3, 0.7, 0.525, 0.625, 0.65])
+    assert deepfakebench_video("a\\b/c\\d.png") == "b/c"  # a backslash anywhere: split at those
+    with pytest.raises(Exception, match="no folder in it"):
+        deepfakebench_video("0.png")
+    # the bootstrap draws DeepfakeBench's videos when asked to: its value is that AUC
+    assert bootstrap_interval(labels, probs, paths, "AUC", "video", 50,
+                              rule="deepfakebench")[0] == pytest.approx(4 / 6)
+    with pytest.raises(Exception, match="video grouping 'folders'"):
+        all_metrics(labels, probs, paths, video_rule="folders")

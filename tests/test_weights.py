@@ -28,7 +28,7 @@ def test_list_names_every_catalogue_entry(capsys):
     out = capsys.readouterr().out
     for name, entry in load_catalogue().items():
         assert f"{name}: " in out and entry["published"] in out
-    assert "releases/download/v1.0.0/recce_best.pth" in out
+    assert "recce_best.pth of the v1.0.1 release" in out and "releases/tag/v1.0.1" in out
 
 
 def test_check_recognises_each_kind(recce, tmp_path, capsys):

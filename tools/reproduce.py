@@ -70,6 +70,18 @@ def load_published(path=None):
     return out, sources
 
 
+def load_averages(path=None):
+    """``{(table, name): entry}``: the averages a source publishes (value, top3, source, ...)."""
+    path = path or PUBLISHED_FILE
+    data = _yaml(path)
+    out = {}
+    for a in data.get("averages") or []:
+        if a["source"] not in data["sources"]:
+            raise UserError(f"{path}: average {a} names an unknown source {a['source']!r}")
+        out[(a["table"], a["name"])] = a
+    return out
+
+
 def load_not_found(path=None):
     """``{table: note}``: tables of the paper whose values no source gives (their cells say so)."""
     data = _yaml(path or PUBLISHED_FILE)
@@ -148,6 +160,7 @@ class Plan:
         self.name = table_name
         self.table = tables[table_name]
         self.args = args
+        self.video_auc = video_rule(self.table, args)
         self.models = {}
         from trainer.config import load_config, split_overrides
         user_model_opts, user_branch_opts = split_overrides(args.opt)
@@ -214,6 +227,8 @@ class Plan:
                self.models[row["model"]]["config"], "--ckpt", ckpt, "--out", out]
         for opt in self.test_opts(row) + row["root_opts"]:
             cmd += ["--opt", opt]
+        if self.video_auc != "project":
+            cmd += ["--video_auc", self.video_auc]
         if self.args.device:
             cmd += ["--device", self.args.device]
         if self.args.trust:
@@ -313,6 +328,9 @@ def check_data(plan):
             if sched.get("name") == "StepLR":
                 line += (f" (step_size {sched['step_size']:,} = "
                          f"{sched['step_size'] / per_epoch:.2f} epochs here)")
+            steps, amp = branch_cfg["num_steps"], m["cfg"]["config"]["amp"]
+            line += (f"; {steps:,} steps = {steps / per_epoch:.2f} passes here, "
+                     f"{'fp32' if amp == 'none' else amp}")
         lines.append(line)
     if missing:
         grouped = {}  # one line per problem, naming every split it stops
@@ -327,22 +345,35 @@ def check_data(plan):
 
 # --------------------------------------------------------------------------------------- results
 def read_scores(path):
-    labels, probs, videos = [], [], []
+    """(labels, probabilities, video ids, frame paths) of a test.py scores.csv."""
+    labels, probs, videos, paths = [], [], [], []
     with open(path, newline="", encoding="utf-8") as fh:
         for r in csv.DictReader(fh):
             labels.append(int(r["label"]))
             probs.append(float(r["fake_probability"]))
             videos.append(r["video"])
-    return labels, probs, videos
+            paths.append(r["path"])
+    return labels, probs, videos, paths
+
+
+def video_rule(table, args):
+    """The video grouping of a table's video-level rows: --video_auc, else the table's
+    ``video_auc`` (deepfakebench's table: DeepfakeBench's), else the project's."""
+    return getattr(args, "video_auc", None) or table.get("video_auc") or "project"
 
 
 def row_results(plan, row, scores_csv, ckpt, published, resamples):
+    """Frame level: the bootstrap draws the dataset's videos. Video level: the videos of
+    ``plan.video_auc`` (DeepfakeBench's are drawn as it groups them, by folder name)."""
     from trainer.metrics import bootstrap_interval
-    labels, probs, videos = read_scores(scores_csv)
+    labels, probs, videos, paths = read_scores(scores_csv)
     out = []
     for level in LEVELS:
+        rule = plan.video_auc if level == "video" else "project"
+        groups = paths if rule == "deepfakebench" else videos
         for metric in METRICS:
-            value, low, high = bootstrap_interval(labels, probs, videos, metric, level, resamples)
+            value, low, high = bootstrap_interval(labels, probs, groups, metric, level,
+                                                  resamples, rule=rule)
             ref = published.get((plan.name, row["name"], level, metric))
             ours = 100 * value
             out.append({
@@ -379,6 +410,45 @@ def read_results(path):
     return rows
 
 
+VIDEO_LEVEL = {
+    "project": "Video level: each video of the dataset, the mean probability of its frames.",
+    "deepfakebench": "Video level: DeepfakeBench's videos (its training/metrics/utils.py): frames "
+                     "grouped by the name of their folder, so same-named folders of different "
+                     "methods are one video, fake only when all its frames are; the mean "
+                     "probability of its frames (test.py --video_auc deepfakebench)."}
+
+
+def average_lines(plan, results, used):
+    """The table's ``averages``: the published mean (and rank count) beside the mean of ours
+    over the same rows, once every one of them is scored. ``used`` collects the sources cited."""
+    groups = plan.table.get("averages") or []
+    if not groups:
+        return []
+    published = load_averages()
+    lines = ["", "| average | level | metric | published | published Top3 | ours | rows scored |",
+             "| --- | --- | --- | ---: | ---: | ---: | --- |"]
+    for g in groups:
+        ref = published.get((plan.name, g["name"]))
+        level, metric = (ref["level"], ref["metric"]) if ref else ("frame", "AUC")
+        ours = {r["row"]: float(r["ours"]) for r in results
+                if r["row"] in g["rows"] and (r["level"], r["metric"]) == (level, metric)}
+        pub, top3 = "not recorded", "-"
+        if ref:
+            if ref["source"] not in used:
+                used.append(ref["source"])
+            pub = f"{float(ref['value']):.2f} [{used.index(ref['source']) + 1}]"
+            top3 = str(ref.get("top3", "-"))
+        mean = (f"{sum(ours.values()) / len(ours):.2f}" if len(ours) == len(g["rows"])
+                and all(v == v for v in ours.values()) else "-")
+        lines.append(f"| {g.get('title', g['name'])} | {level} | {metric} | {pub} | {top3} | "
+                     f"{mean} | {len(ours)} of {len(g['rows'])} |")
+    lines += ["", "Top3 (published): on how many of the average's test sets the source ranks "
+              "RECCE among the three best detectors of its table. An average of ours is shown "
+              "only when every row of it was scored (a missing test set would change what is "
+              "averaged)."]
+    return lines
+
+
 def write_results(plan, results, sources, resamples):
     """``<out>/<table>.csv`` and ``<out>/<table>.md`` from the rows so far (atomically)."""
     from fileio import atomic_write
@@ -398,7 +468,7 @@ def write_results(plan, results, sources, resamples):
     lines += ["", f"Percent. Interval: 95 % bootstrap over videos ({resamples} resamples, real and "
               "fake videos drawn separately); frame level scores the frames of the drawn videos, "
               "video level their mean probabilities. \"not recorded\": no published number for "
-              "this cell in config/paper/published.yml.", "",
+              "this cell in config/paper/published.yml.", "", VIDEO_LEVEL[plan.video_auc], "",
               "| row | tested on | protocol | level | metric | published | ours | 95 % interval "
               "| difference |", "| --- | --- | --- | --- | --- | ---: | ---: | --- | ---: |"]
     used, notes = [], []
@@ -415,6 +485,7 @@ def write_results(plan, results, sources, resamples):
         lines.append(f"| {r['row']} | {r['tested_on']} | {r['protocol']} | {r['level']} | "
                      f"{r['metric']} | {pub} | {r['ours']} | [{r['ci_low']}, {r['ci_high']}] | "
                      f"{r['difference'] or '-'} |")
+    lines += average_lines(plan, results, used)
     if used:
         lines += [""] + [f"[{i + 1}] {' '.join(sources[s].split())}" for i, s in enumerate(used)]
     if notes:
@@ -458,6 +529,8 @@ def list_tables(tables, published):
                   f"{recorded}",
                   *([f"  not found: {missing_note}"] if missing_note else []),
                   *([f"  recipes: {recipes} (--recipe; default paper)"] if recipes else []),
+                  *([f"  video level: the {t['video_auc']} grouping (--video_auc; default there)"]
+                    if t.get("video_auc", "project") != "project" else []),
                   "  GPUs: " + ("none needed (CPU)" if cpu else
                                 "one or more (--gpus N: torchrun; the schedules assume one, "
                                 "32 images a step)")]
@@ -482,6 +555,7 @@ def _quote(text):
 
 
 def main(argv=None):
+    from trainer.metrics import VIDEO_RULES
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--list", action="store_true", help="the tables and what each needs")
     p.add_argument("--table", help="the table to reproduce (see --list)")
@@ -503,6 +577,11 @@ def main(argv=None):
     p.add_argument("--trust", action="store_true", help="test.py --trust (checkpoints that need "
                                                         "full unpickling; trusted sources only)")
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    p.add_argument("--video_auc", "--video-auc", dest="video_auc", choices=VIDEO_RULES,
+                   help="the videos of the video-level rows: project (each video of the dataset) "
+                        "or deepfakebench (DeepfakeBench's: frames grouped by folder name); "
+                        "default: the table's (deepfakebench for --table deepfakebench), else "
+                        "project")
     p.add_argument("--recipe", choices=RECIPES, default="paper",
                    help="tables with recipes (deepfakebench): the paper's training recipe "
                         "(default) or DeepfakeBench's (its input size, loss and augmentation)")
@@ -532,10 +611,12 @@ def main(argv=None):
             ckpts = ({k: file_identity(plan.checkpoint(k)) for k in plan.models}
                      if args.checkpoints else None)
             os.makedirs(args.out, exist_ok=True)
-            same_work(os.path.join(args.out, f"{plan.name}.key.json"),
-                      {"table": plan.name, "checkpoints": ckpts, "runs": args.runs,
-                       "protocol": args.protocol, "recipe": args.recipe, "opts": args.opt,
-                       "data_roots": sorted(args.data_root), "bootstrap": args.bootstrap},
+            key = {"table": plan.name, "checkpoints": ckpts, "runs": args.runs,
+                   "protocol": args.protocol, "recipe": args.recipe, "opts": args.opt,
+                   "data_roots": sorted(args.data_root), "bootstrap": args.bootstrap}
+            if plan.video_auc != "project":  # absent = the project's (keys written before it)
+                key["video_auc"] = plan.video_auc
+            same_work(os.path.join(args.out, f"{plan.name}.key.json"), key,
                       os.path.isfile(os.path.join(args.out, f"{plan.name}.csv")),
                       f"--out {args.out} ({plan.name}.csv)")
         results = read_results(os.path.join(args.out, f"{plan.name}.csv"))

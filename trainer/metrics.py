@@ -7,6 +7,8 @@ from scipy.interpolate import interp1d
 from scipy.optimize import brentq
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
+from errors import UserError
+
 EPS = 1e-7
 
 
@@ -56,20 +58,66 @@ def binary_metrics(labels, probs, prefix=""):
     return OrderedDict((prefix + k, v) for k, v in out.items())
 
 
-def video_scores(labels, probs, videos):
-    """Frames grouped by video: mean probability, the video's label (that of its frames)."""
-    groups = OrderedDict()
-    for y, p, v in zip(labels, probs, videos):
-        groups.setdefault(v, [y, []])[1].append(p)
-    vlabels = np.array([g[0] for g in groups.values()], np.int64)
-    vprobs = np.array([float(np.mean(g[1])) for g in groups.values()])
-    return vlabels, vprobs, list(groups)
+VIDEO_RULES = ("project", "deepfakebench")
 
 
-def all_metrics(labels, probs, videos, methods=None):
-    """Frame-level, video-level and (FF++) per-method metrics as one flat dict."""
+def deepfakebench_video(path):
+    """DeepfakeBench's video of a frame (its training/metrics/utils.py, get_video_metrics): the
+    frame's path split at backslashes if it has one, else at slashes, and the part before the
+    file name; so frames in folders of the same name are one video, whichever dataset, method or
+    label they belong to. An image of an LMDB store (``lmdb:<store>::<key>``) is named by its
+    key."""
+    path = str(path)
+    if path.startswith("lmdb:") and "::" in path:  # dataset.base.lmdb_path
+        path = path.partition("::")[2]
+    parts = path.split("\\") if "\\" in path else path.split("/")
+    if len(parts) < 2:
+        raise UserError(f"frame path {path!r}: no folder in it, so no video for DeepfakeBench's "
+                        "video-level metrics (--video_auc deepfakebench groups frames by the "
+                        "name of their folder)")
+    return parts[-2]
+
+
+def _groups(labels, probs, videos, rule):
+    """(frame indices per video, video labels, video probabilities, video names) by ``rule``.
+
+    ``project``: ``videos`` are the frames' video ids; a video's label is that of its frames and
+    its probability their mean. ``deepfakebench``: ``videos`` are the frames' paths, grouped by
+    ``deepfakebench_video``; as DeepfakeBench computes them, a video's probability is the sum of
+    its frames' probabilities (in order) over their count and its label int(sum of labels /
+    count): fake only when every frame is fake."""
+    if rule not in VIDEO_RULES:
+        raise UserError(f"video grouping {rule!r}: expected one of {', '.join(VIDEO_RULES)}")
+    labels = np.asarray(labels, np.int64)
+    probs = np.asarray(probs, np.float64)
+    key = deepfakebench_video if rule == "deepfakebench" else (lambda v: v)
+    members = OrderedDict()
+    for i, v in enumerate(videos):
+        members.setdefault(key(v), []).append(i)
+    index = [np.asarray(ix) for ix in members.values()]
+    if rule == "project":
+        vlabels = np.array([labels[ix[0]] for ix in index], np.int64)
+        vprobs = np.array([float(np.mean(probs[ix])) for ix in index])
+    else:
+        binary = (labels >= 1).astype(np.int64)  # its y_true[y_true >= 1] = 1
+        vlabels = np.array([int(sum(int(binary[i]) for i in ix) / len(ix)) for ix in index],
+                           np.int64)
+        vprobs = np.array([sum(float(probs[i]) for i in ix) / len(ix) for ix in index])
+    return index, vlabels, vprobs, list(members)
+
+
+def video_scores(labels, probs, videos, rule="project"):
+    """Frames grouped by video: (video labels, mean probabilities, video names); ``rule`` as in
+    ``_groups`` (``deepfakebench``: ``videos`` are the frames' paths)."""
+    _, vlabels, vprobs, names = _groups(labels, probs, videos, rule)
+    return vlabels, vprobs, names
+
+
+def all_metrics(labels, probs, videos, methods=None, video_rule="project"):
+    """Frame-level, video-level and (FF++) per-method metrics as one flat dict. ``video_rule``
+    picks the videos of the video level (``deepfakebench``: ``videos`` are the frames' paths)."""
     out = binary_metrics(labels, probs)
-    vl, vp, _ = video_scores(labels, probs, videos)
+    vl, vp, _ = video_scores(labels, probs, videos, video_rule)
     video = binary_metrics(vl, vp, prefix="video_")
     for k in ("ACC", "AUC", "EER", "AP"):
         out["video_" + k] = video["video_" + k]
@@ -98,22 +146,18 @@ def metric_value(name, labels, probs):
 
 
 def bootstrap_interval(labels, probs, videos, metric, level="frame", resamples=1000, seed=0,
-                       confidence=0.95):
+                       confidence=0.95, rule="project"):
     """``(value, low, high)``: the metric and its percentile bootstrap interval over videos.
 
     Each resample draws videos with replacement, the real and the fake videos separately (as many
     of each as the test set has, so that both classes are in every resample); ``level`` "frame"
     scores the drawn videos' frames, "video" their mean probabilities. Frames of one video are
-    not independent: resampling frames would make the interval far too narrow.
+    not independent: resampling frames would make the interval far too narrow. ``rule``: the
+    videos, as in ``video_scores`` (``deepfakebench``: ``videos`` are the frames' paths).
     """
     labels = np.asarray(labels, np.int64)
     probs = np.asarray(probs, np.float64)
-    groups = OrderedDict()
-    for i, v in enumerate(videos):
-        groups.setdefault(v, []).append(i)
-    members = [np.asarray(ix) for ix in groups.values()]
-    vlabel = np.array([labels[ix[0]] for ix in members])
-    vprob = np.array([probs[ix].mean() for ix in members])
+    members, vlabel, vprob, _ = _groups(labels, probs, videos, rule)
     if level == "video":
         value = metric_value(metric, vlabel, vprob)
     elif level == "frame":

@@ -21,7 +21,7 @@ from . import distributed as dist
 from .checkpoint import newest_best
 from .config import branch
 from .evaluate import evaluate
-from .metrics import all_metrics, roc, video_scores
+from .metrics import VIDEO_RULES, all_metrics, roc, video_scores
 
 log = logging.getLogger(__name__)
 
@@ -58,15 +58,16 @@ def format_table(metrics):
     return "\n".join(lines)
 
 
-def save_outputs(out_dir, metrics, res, items, title=""):
-    """metrics.json, scores.csv (logit and probability at full precision: every metric recomputes
-    exactly from it), and, when both classes are present, roc_curve.pickle and roc.png. Each file
-    is written atomically. Returns the names written."""
+def save_outputs(out_dir, metrics, res, items, title="", video_rule="project"):
+    """metrics.json (with ``video_grouping``: the rule of its video level), scores.csv (logit and
+    probability at full precision: every metric recomputes exactly from it), and, when both
+    classes are present, roc_curve.pickle and roc.png. Each file is written atomically. Returns
+    the names written."""
     os.makedirs(out_dir, exist_ok=True)
     written = ["metrics.json", "scores.csv"]
     atomic_write(os.path.join(out_dir, "metrics.json"), lambda fh: json.dump(
-        {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()},
-        fh, indent=2))
+        {**{k: (None if isinstance(v, float) and math.isnan(v) else v)
+            for k, v in metrics.items()}, "video_grouping": video_rule}, fh, indent=2))
 
     def scores(fh):
         w = csv.writer(fh)
@@ -79,13 +80,22 @@ def save_outputs(out_dir, metrics, res, items, title=""):
         fpr, tpr, thr = roc(res["label"], res["prob"])
         atomic_write(os.path.join(out_dir, "roc_curve.pickle"), lambda fh: torch.save(
             [torch.from_numpy(np.asarray(a, np.float64)) for a in (fpr, tpr, thr)], fh), mode="wb")
-        plot_roc(os.path.join(out_dir, "roc.png"), res["label"], res["prob"], res["video"],
-                 metrics, f"ROC: {title}" if title else "ROC")
+        plot_roc(os.path.join(out_dir, "roc.png"), res["label"], res["prob"],
+                 video_inputs(res, items, video_rule), metrics,
+                 f"ROC: {title}" if title else "ROC", video_rule)
         written += ["roc_curve.pickle", "roc.png"]
     return written
 
 
-def roc_figure(labels, probs, videos, metrics, title):
+def video_inputs(res, items, video_rule="project"):
+    """What ``video_rule`` groups the scored frames by: their video ids (``project``), or their
+    paths (``deepfakebench``: DeepfakeBench groups frames by their folder's name)."""
+    if video_rule == "deepfakebench":
+        return [items[i].path for i in res["index"]]
+    return res["video"]
+
+
+def roc_figure(labels, probs, videos, metrics, title, video_rule="project"):
     """Frame- and video-level ROC curves, titled, each with its EER point marked."""
     import matplotlib
     matplotlib.use("Agg")
@@ -93,10 +103,11 @@ def roc_figure(labels, probs, videos, metrics, title):
     fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
     fpr, tpr, _ = roc(labels, probs)
     ax.plot(fpr, tpr, label=f"frame (AUC {metrics['AUC']:.4f})")
-    vl, vp, _ = video_scores(labels, probs, videos)
+    vl, vp, _ = video_scores(labels, probs, videos, video_rule)
     if len(np.unique(vl)) == 2 and "video_AUC" in metrics:
         vf, vt, _ = roc(vl, vp)
-        ax.plot(vf, vt, label=f"video (AUC {metrics['video_AUC']:.4f})")
+        which = " by folder name" if video_rule == "deepfakebench" else ""
+        ax.plot(vf, vt, label=f"video{which} (AUC {metrics['video_AUC']:.4f})")
     eer = metrics.get("EER")
     if eer is not None and eer == eer:
         ax.plot([eer], [1 - eer], "o", color="k", ms=6,
@@ -114,8 +125,8 @@ def roc_figure(labels, probs, videos, metrics, title):
     return fig
 
 
-def plot_roc(path, labels, probs, videos, metrics, title):
-    atomic_write_figure(path, roc_figure(labels, probs, videos, metrics, title))
+def plot_roc(path, labels, probs, videos, metrics, title, video_rule="project"):
+    atomic_write_figure(path, roc_figure(labels, probs, videos, metrics, title, video_rule))
 
 
 def branch_spec(cfg):
@@ -138,11 +149,16 @@ def test_branch(cfg, spec):
     return test_cfg
 
 
-def run_test(cfg, ckpt=None, device=None, out_dir=None, trusted=False, perturb=(), model=None):
+def run_test(cfg, ckpt=None, device=None, out_dir=None, trusted=False, perturb=(), model=None,
+             video_rule="project"):
     """Score the test branch, prepared by the checkpoint's input spec, under the distortions
-    ``perturb`` (``[(type, level)]``). Returns
+    ``perturb`` (``[(type, level)]``); the video level groups frames by ``video_rule``
+    (``project``: each video of the dataset; ``deepfakebench``: DeepfakeBench's grouping by the
+    frames' folder name, see ``trainer.metrics.deepfakebench_video``). Returns
     (metrics, checkpoint path, output folder, images scored, names of the files written). A
     ``model`` already loaded from ``ckpt`` is used as it is."""
+    if video_rule not in VIDEO_RULES:
+        raise UserError(f"video grouping {video_rule!r}: expected one of {', '.join(VIDEO_RULES)}")
     rank, world, dev = dist.init(cfg["config"]["distribute"]["backend"],
                                  timeout_s=cfg["config"]["distribute"]["timeout"])
     device = dev if world > 1 else pick_device(device or cfg["config"]["device"])
@@ -173,8 +189,10 @@ def run_test(cfg, ckpt=None, device=None, out_dir=None, trusted=False, perturb=(
         log.warning("the test split has %s images only: AUC, EER and AP are undefined, and no "
                     "ROC curve is written", "real" if classes == {0} else "fake")
     methods = [ds.items[i].method for i in res["index"]]
-    metrics = all_metrics(res["label"], res["prob"], res["video"], methods)
+    metrics = all_metrics(res["label"], res["prob"], video_inputs(res, ds.items, video_rule),
+                          methods, video_rule)
     metrics["LogLoss"] = float(res["loss"].mean())
     title = f"{os.path.basename(path)} on {ds.name}"
-    written = save_outputs(out_dir, metrics, res, ds.items, title) if dist.is_main() else []
+    written = (save_outputs(out_dir, metrics, res, ds.items, title, video_rule)
+               if dist.is_main() else [])
     return metrics, path, out_dir, len(res["index"]), written
