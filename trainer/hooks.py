@@ -184,3 +184,87 @@ class EMA(Hook):
             self._saved = state["weights"]
         else:
             self.model.load_state_dict(state["weights"])
+
+
+@register_hook(name="deepfakebench_selection")
+class DeepfakeBenchSelection(Hook):
+    """DeepfakeBench's choice of checkpoint, made on test data as its trainer makes it
+    (trainer/deepfakebench.py): at each of its evaluation moments (the end of the first pass over
+    the training data, then the middle and the end of every later pass) the frame AUC of each
+    test branch in ``branches`` (dataset-file branches), averaged, chooses the best checkpoint;
+    the first highest average is kept (a tie keeps the earlier one). Validations at other steps
+    choose nothing. Each moment must be a validation step (``val_steps`` = half a pass)."""
+
+    arg_kinds = {"branches": "list"}
+
+    def __init__(self, branches: list):
+        if not branches or not all(isinstance(b, str) and b for b in branches):
+            raise UserError(f"deepfakebench_selection: branches {branches!r}: expected a list "
+                            "of the dataset file's test branches")
+        from .deepfakebench import BestAverage
+        self.branches = list(branches)
+        self.best = BestAverage()
+        self.moments, self.loaders = set(), []
+
+    def before_train(self, trainer):
+        from .deepfakebench import evaluation_steps
+        from .train import _loader, with_spec_of
+        from dataset import build_dataset
+        cfg, tc = trainer.cfg, trainer.train_cfg
+        missing = [b for b in self.branches if b not in cfg["dataset"]]
+        if missing:
+            raise UserError(f"deepfakebench_selection: {cfg['data']['file']} has no branch "
+                            f"{', '.join(missing)} (it has {', '.join(cfg['dataset'])})")
+        if trainer.eval_metric != "AUC":
+            raise UserError("deepfakebench_selection chooses by AUC: set config.metric: AUC")
+        n, num_steps = len(trainer.train_loader), tc["num_steps"]
+        epochs = -(-num_steps // n)  # the passes the run starts
+        self.moments = {s for *_, s in evaluation_steps(n, epochs - 1) if s <= num_steps}
+        unseen = sorted(s for s in self.moments
+                        if s % tc["val_steps"] and s != num_steps)
+        if unseen:
+            raise UserError(f"deepfakebench_selection: DeepfakeBench evaluates after step(s) "
+                            f"{', '.join(map(str, unseen[:4]))}, which are not validation steps: "
+                            f"set {cfg['data']['train_branch']}.val_steps to {max(n // 2, 1)} "
+                            f"(half of the {n} batches of a pass)")
+        seed, workers = cfg["config"]["seed"], cfg["data"]["num_workers"]
+        self.loaders = []
+        for name in self.branches:
+            ds = build_dataset(cfg["data"]["name"], with_spec_of(cfg["dataset"][name],
+                                                                 trainer.model.spec),
+                               seed, defer_normalize=True)
+            self.loaders.append((name, _loader(ds, cfg["data"]["test_batch_size"], False,
+                                               workers, seed, trainer.rank, trainer.world)))
+        log.info("checkpoint choice: DeepfakeBench's, on test data: the mean frame AUC over %s "
+                 "after %d of the steps (%s); %d steps = %.2f passes of %d batches, %s",
+                 ", ".join(self.branches), len(self.moments),
+                 ", ".join(map(str, sorted(self.moments)[:3])) + (", ..." if len(self.moments) > 3
+                                                                  else ""),
+                 num_steps, num_steps / n, n, "fp32" if trainer.amp == "none" else trainer.amp)
+
+    def after_validation(self, trainer, metrics):
+        from .deepfakebench import average_test_auc, test_set_auc
+        from .evaluate import evaluate
+        chosen = math.nan  # a validation that is not one of its moments chooses nothing
+        if trainer.step in self.moments:
+            aucs = {}
+            for name, loader in self.loaders:
+                res = evaluate(trainer.ddp, loader, trainer.device, trainer.eval_amp, trainer.bad)
+                aucs[name] = test_set_auc(res["label"], res["prob"])
+            trainer.bad.take_count()
+            average = average_test_auc(aucs, self.branches)
+            log.info("step %d test AUC (DeepfakeBench's choice, on test data): %s; mean %.4f",
+                     trainer.step, "  ".join(f"{k} {v:.4f}" for k, v in aucs.items()), average)
+            if trainer.writer:
+                for name, value in {**aucs, "mean": average}.items():
+                    if not math.isnan(value):
+                        trainer.writer.add_scalar(f"test_choice/{name}_AUC", value, trainer.step)
+            if self.best.offer(average, trainer.step):
+                chosen = average
+        metrics.update(AUC=chosen, weights="DeepfakeBench test-set mean")
+
+    def state_dict(self):
+        return {"best": self.best.best, "moment": self.best.moment}
+
+    def load_state_dict(self, state):
+        self.best.best, self.best.moment = float(state["best"]), state["moment"]
