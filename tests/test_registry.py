@@ -6,6 +6,7 @@ registered through the config's ``config.imports``, through train.py, test.py, i
 import csv
 import logging
 import os
+import re
 import subprocess
 import sys
 
@@ -198,8 +199,174 @@ def test_import_modules_errors_are_one_line(tmp_path):
     (tmp_path / "broken.py").write_text("raise RuntimeError('half written')\n")
     with pytest.raises(UserError, match="importing .*broken.py failed: RuntimeError: half written"):
         import_modules(["broken.py"], str(tmp_path))
-    with pytest.raises(UserError, match="expected a list"):
-        import_modules("broken.py")
+    with pytest.raises(UserError, match="expected a module name, a .py file or a list of them"):
+        import_modules(42)
+
+
+def test_imports_one_string_is_one_import_and_any_failure_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "fine_plugin.py").write_text("LOADED = True\n")
+    path = str(tmp_path / "fine_plugin.py")
+    assert import_modules(path) == [path]  # one import, not one per letter
+    assert import_modules("fine_plugin") == ["fine_plugin"]
+    assert import_modules(("fine_plugin",)) == ["fine_plugin"]
+    assert sys.modules["fine_plugin"].LOADED
+    # whatever a user's module raises, by module name or by file: one line naming it
+    for name, text, raised in [
+            ("raises_value", "raise ValueError('bad\\nsetting')\n", "ValueError: bad setting"),
+            ("raises_key", "import os\nos.environ['RECCE_NO_SUCH_VARIABLE']\n",
+             "KeyError: 'RECCE_NO_SUCH_VARIABLE'"),
+            ("exits", "import sys\nsys.exit(3)\n", "SystemExit: 3"),
+            ("broken_syntax", "def f(:\n", "SyntaxError: ")]:
+        (tmp_path / f"{name}.py").write_text(text)
+        with pytest.raises(UserError) as info:
+            import_modules(name, where="--import")
+        assert str(info.value).startswith(f"--import: importing {name!r} failed: {raised}")
+        assert "\n" not in str(info.value) and name not in sys.modules
+        with pytest.raises(UserError, match=rf"importing .*{name}.py failed: {raised[:9]}"):
+            import_modules(str(tmp_path / f"{name}.py"))
+    with pytest.raises(UserError, match="cannot import 'fine_plugin.nope'"):
+        import_modules("fine_plugin.nope")
+
+
+def test_an_import_that_fails_is_one_line_through_the_command_line(tmp_path):
+    """A user's module raising something other than ImportError, named by --import."""
+    (tmp_path / "raises_value.py").write_text("raise ValueError('bad setting')\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    proc = _cli(["tools/weights.py", "--check", str(tmp_path / "any.bin"), "--import",
+                 "raises_value"], env=env)
+    assert proc.returncode == 2 and proc.stdout == "", proc.stderr
+    assert proc.stderr == ("error: --import: importing 'raises_value' failed: ValueError: bad "
+                           "setting\n")
+
+
+# ---------------------------------------------------------------- a name is registered once
+def test_a_registry_refuses_a_second_registration_unless_asked_to_replace():
+    reg = Registry("thing", "config.thing")
+
+    class Alpha:
+        pass
+
+    class Beta:
+        pass
+
+    assert reg.register(Alpha) is Alpha
+    assert reg.register(Alpha) is Alpha  # the very same object again: nothing changes
+    here = re.escape(Alpha.__module__)
+    with pytest.raises(UserError, match=rf"^config.thing: {here} registers a thing named 'Alpha', "
+                                        rf"which {here} has registered already; .*replace=True"):
+        reg.register(Beta, name="Alpha")
+    assert reg.get("Alpha") is Alpha
+    assert reg.register(Beta, name="Alpha", replace=True) is Beta and reg.get("Alpha") is Beta
+
+    @reg.register(name="gamma")
+    def first():
+        pass
+
+    with pytest.raises(UserError, match="named 'gamma'"):
+        @reg.register(name="gamma")
+        def second():
+            pass
+
+    @reg.register(name="gamma", replace=True)
+    def third():
+        pass
+
+    assert reg.get("gamma") is third and reg.origin("gamma") == Alpha.__module__
+    assert list(reg) == ["Alpha", "gamma"]
+
+
+def test_register_detector_takes_replace_as_decorator_and_as_a_plain_call():
+    from model import register_detector
+
+    class Probe(Detector):
+        pass
+
+    class Other(Detector):
+        pass
+
+    try:
+        register_detector(Probe, name="ReplaceProbe")
+        with pytest.raises(UserError, match="model.name: .*'ReplaceProbe'.*registered already"):
+            register_detector(Other, name="ReplaceProbe")
+        assert DETECTORS.get("ReplaceProbe") is Probe
+        assert register_detector(Other, name="ReplaceProbe", replace=True) is Other
+        assert DETECTORS.get("ReplaceProbe") is Other
+
+        @register_detector(name="ReplaceProbe", replace=True)
+        class Third(Detector):
+            pass
+
+        assert DETECTORS.get("ReplaceProbe") is Third
+    finally:
+        DETECTORS.pop("ReplaceProbe")
+
+
+def test_a_users_module_cannot_replace_a_built_in_by_accident(tmp_path):
+    """The error names both modules; replace=True replaces, and only then."""
+    from dataset import LAYOUTS
+    recce, dfdc = DETECTORS.get("Recce"), LAYOUTS.get("DFDC")
+    (tmp_path / "mine.py").write_text(
+        "from model import Recce, register_detector\n\n\n"
+        "@register_detector\nclass Recce(Recce):\n    pass\n")
+    with pytest.raises(UserError) as info:
+        import_modules(["mine.py"], str(tmp_path))
+    assert str(info.value) == (
+        f"model.name: {tmp_path / 'mine.py'} registers a detector named 'Recce', which "
+        "model.recce has registered already; choose another name, or register it with "
+        "replace=True to replace it")
+    assert DETECTORS.get("Recce") is recce and DETECTORS.origin("Recce") == "model.recce"
+    (tmp_path / "layout.py").write_text(
+        "from dataset import Layout, register_layout\n"
+        "register_layout(Layout('DFDC', lambda cfg, rng: []))\n")
+    with pytest.raises(UserError, match=rf"data.name: .*layout.py registers a dataset named "
+                                        rf"'DFDC', which dataset.dfdc has registered already"):
+        import_modules([str(tmp_path / "layout.py")])
+    assert LAYOUTS.get("DFDC") is dfdc
+    (tmp_path / "mine_on_purpose.py").write_text(
+        "from dataset import Layout, register_layout\n"
+        "from model import Recce, register_detector\n\n\n"
+        "@register_detector(replace=True)\nclass Recce(Recce):\n    pass\n\n\n"
+        "register_layout(Layout('DFDC', lambda cfg, rng: []), replace=True)\n")
+    try:
+        import_modules([str(tmp_path / "mine_on_purpose.py")])
+        assert DETECTORS.get("Recce") is not recce and issubclass(DETECTORS.get("Recce"), recce)
+        assert DETECTORS.origin("Recce").startswith("recce_user_")
+        assert LAYOUTS.get("DFDC") is not dfdc
+    finally:
+        DETECTORS.register(recce, replace=True)
+        LAYOUTS.register(dfdc, name="DFDC", replace=True, module="dataset.dfdc")
+    assert DETECTORS.origin("Recce") == "model.recce" and LAYOUTS.get("DFDC") is dfdc
+
+
+def test_one_file_imported_again_is_not_a_second_registration(tmp_path, monkeypatch):
+    """config.imports names the file, --import its module name, a notebook reloads it: one
+    definition, executed again, registers again without an error."""
+    import importlib
+
+    from dataset import LAYOUTS
+    monkeypatch.syspath_prepend(str(tmp_path))
+    plugin = tmp_path / "twice_plugin.py"
+    plugin.write_text(
+        "from dataset import Layout, register_layout\n"
+        "from model import Detector, register_detector\n\n\n"
+        "@register_detector\nclass TwiceDetector(Detector):\n    pass\n\n\n"
+        "register_layout(Layout('TwiceLayout', lambda cfg, rng: []))\n")
+    try:
+        import_modules([str(plugin)])
+        first = DETECTORS.get("TwiceDetector")
+        import_modules([str(plugin)])  # the same path: not executed again
+        assert DETECTORS.get("TwiceDetector") is first
+        import_modules("twice_plugin")  # by module name: the same file executed again
+        assert DETECTORS.origin("TwiceDetector") == "twice_plugin"
+        assert DETECTORS.get("TwiceDetector") is sys.modules["twice_plugin"].TwiceDetector
+        importlib.reload(sys.modules["twice_plugin"])
+        assert DETECTORS.get("TwiceDetector") is sys.modules["twice_plugin"].TwiceDetector
+        assert "TwiceLayout" in LAYOUTS
+    finally:
+        DETECTORS.pop("TwiceDetector")
+        LAYOUTS.pop("TwiceLayout")
+        sys.modules.pop("twice_plugin", None)
 
 
 # ---------------------------------------------------------------- the acceptance test
