@@ -151,6 +151,137 @@ def test_checkpoint_spec_sources(tmp_path, caplog):
         load_detector(str(foreign))
 
 
+# ---------------------------------------------------------------- a checkpoint's saved spec and config
+@pytest.fixture(scope="module")
+def tiny():
+    """The plugin's detector, registered in this process, and a state dict of it."""
+    import_modules([PLUGIN])
+    torch.manual_seed(0)
+    return build_detector({"name": "TinyDetector", "pretrained": False}).state_dict()
+
+
+GOOD_SPEC = InputSpec((32, 32)).to_dict()
+NAN = float("nan")
+BAD_SPECS = [  # (what the file's input_spec holds, what the one line says)
+    ({"mean": [0.5, NAN, 0.5]}, "input_spec.mean: expected a finite number, got nan"),
+    ({"mean": [0.5, 0.5]}, "input_spec.mean: expected 3 numbers"),
+    ({"std": [0.5, 0.5, 0]}, "input_spec.std: expected a positive finite number, got 0"),
+    ({"std": [float("inf")] * 3}, "input_spec.std: expected a positive finite number, got inf"),
+    ({"std": [1e-40] * 3}, "float32's range (std too small)"),
+    ({"max_pixel_value": NAN}, "input_spec.max_pixel_value: expected a positive finite number"),
+    ({"max_pixel_value": -255}, "input_spec.max_pixel_value: expected a positive finite number"),
+    ({"size": [4, 4]}, "input_spec.size: [4, 4] is smaller than TinyDetector accepts (at least 8"),
+    ({"size": [100000, 100000]}, "input_spec.size: expected a size in pixels from 1 to 2048, "
+                                 "got 100000"),
+    ({"size": 0}, "input_spec.size: expected a size in pixels from 1 to 2048, got 0"),
+    ({"size": [32, NAN]}, "input_spec.size: expected an integer, got nan"),
+    ({"size": "big"}, "input_spec.size: expected an integer, got 'big'"),
+    ({"interpolation": "cubic"}, "input_spec.interpolation: 'cubic' is not one of nearest"),
+    ({"colour": "rgb"}, "input_spec: unknown key(s) ['colour']"),
+]
+RESIZE = [{"name": "Resize", "params": {"height": 32, "width": 32}}]
+BAD_CONFIGS = [  # (the file's saved config, what the one line says); no input_spec saved
+    (["model", "TinyDetector"], "config: expected a mapping of the run's config sections"),
+    ("TinyDetector", "config: expected a mapping of the run's config sections"),
+    ({"model": "TinyDetector"}, "config.model: expected a mapping, got 'TinyDetector'"),
+    ({"model": {"name": "TinyDetector"}, "dataset": [1]}, "config.dataset: expected a mapping"),
+    ({"model": {"name": "TinyDetector", "num_classes": "two"}},
+     "config.model.num_classes: 'two' is not one of [1, 2]"),
+    ({"model": {"name": "TinyDetector", "drop_rate": NAN}},
+     r"config.model.drop_rate: expected a number in [0, 1), got nan"),
+    ({"model": {"name": "TinyDetector"}, "config": {"imports": "tiny.py"}},
+     "config.config.imports: expected a list"),
+    ({"model": {"name": "TinyDetector"}, "data": {"train_branch": ["t"]}},
+     "config.data.train_branch: expected a branch name"),
+    ({"model": {"name": "TinyDetector"}, "data": {"train_branch": "t"},
+      "dataset": {"t": {"transforms": [{"name": "Resize", "params": {"height": 0, "width": 9}}]}}},
+     "config.dataset.t.transforms[0] Resize.height: expected a size in pixels from 1 to 2048"),
+    ({"model": {"name": "TinyDetector"}, "data": {"train_branch": "t"},
+      "dataset": {"t": {"transforms": RESIZE + [{"name": "Normalize", "params": [0.5]}]}}},
+     "config.dataset.t.transforms[1] Normalize.params: expected a mapping"),
+    ({"model": {"name": "TinyDetector"}, "data": {"train_branch": "t"},
+      "dataset": {"t": {"transforms": RESIZE + [{"name": "Normalize",
+                                                 "params": {"std": 0}}]}}},
+     "config.dataset.t.transforms[1] Normalize.std: expected a positive finite number, got 0"),
+    ({"model": {"name": "TinyDetector"}, "data": {"train_branch": "t"},
+      "dataset": {"t": {"transforms": [{"name": "Resize", "params": {"height": 4, "width": 4}}]}}},
+     "config.dataset (its Resize): [4, 4] is smaller than TinyDetector accepts"),
+]
+
+
+def _checkpoint_cases(folder, tiny):
+    """(file, expected text) for each bad case, the files written as train.py writes them."""
+    config = {"model": {"name": "TinyDetector", "num_classes": 1}}
+    cases = []
+    for i, (change, text) in enumerate(BAD_SPECS):
+        path = folder / f"spec_{i}.bin"
+        torch.save({"model": tiny, "config": config, "input_spec": {**GOOD_SPEC, **change}}, path)
+        cases.append((str(path), text))
+    for i, (saved, text) in enumerate(BAD_CONFIGS):
+        path = folder / f"config_{i}.bin"
+        torch.save({"model": tiny, "config": saved}, path)
+        cases.append((str(path), text))
+    return cases
+
+
+def test_a_checkpoint_s_saved_spec_and_config_are_checked_when_loaded(tmp_path, tiny):
+    from tools.weights import check, load_catalogue
+    good = tmp_path / "good.bin"
+    torch.save({"model": tiny, "config": {"model": {"name": "TinyDetector"}},
+                "input_spec": GOOD_SPEC}, good)
+    assert load_detector(str(good)).spec == InputSpec((32, 32))  # the cases differ only in one
+    for path, text in _checkpoint_cases(tmp_path, tiny):
+        with pytest.raises(UserError) as info:
+            load_detector(path)
+        message = str(info.value)
+        assert message.startswith(f"{path}: ") and text in message and "\n" not in message, \
+            (path, message)
+        with pytest.raises(UserError, match=re.escape(text)):  # weights.py reads it alike
+            check(path, load_catalogue())
+
+
+def test_a_requested_image_size_is_checked_as_every_size_is(tmp_path, tiny):
+    good = tmp_path / "good.bin"
+    torch.save({"model": tiny, "config": {"model": {"name": "TinyDetector"}},
+                "input_spec": GOOD_SPEC}, good)
+    assert load_detector(str(good), image_size=2048).spec.size == (2048, 2048)
+    for size, text in [(0, "expected a size in pixels from 1 to 2048, got 0"),
+                       (-1, "got -1"), (4096, "got 4096"), (NAN, "expected an integer, got nan"),
+                       ("big", "expected an integer, got 'big'"),
+                       (7, "image_size 7: the model needs at least 8")]:
+        with pytest.raises(UserError, match=re.escape(text)):
+            load_detector(str(good), image_size=size, image_size_key="image_size")
+        with pytest.raises(UserError, match=r"^image_size"):
+            load_detector(str(good), image_size=size, image_size_key="image_size")
+
+
+@pytest.mark.parametrize("which", ["spec_0", "config_0", "config_8"])
+def test_a_bad_checkpoint_is_one_line_through_inference_and_test(tmp_path, tiny, which):
+    """A NaN mean, a config that is not a mapping, a size of 0: exit 2, one stderr line, never a
+    traceback, a NaN probability or a verdict."""
+    cases = dict((os.path.basename(p)[:-4], (p, t)) for p, t in _checkpoint_cases(tmp_path, tiny))
+    path, text = cases[which]
+    data = _tiny_data(str(tmp_path / "data"))
+    proc = _cli(["inference.py", "-b", path, "-f", data, "-d", "cpu", "--import", PLUGIN])
+    assert proc.returncode == 2 and proc.stdout == "", proc.stdout + proc.stderr
+    assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
+    assert text in proc.stderr and path in proc.stderr
+    if which != "spec_0":
+        return
+    (tmp_path / "ds.yml").write_text(yaml.safe_dump({"test_cfg": {"root": data,
+                                                                  "transforms": []}}))
+    cfg = tmp_path / "c.yml"
+    cfg.write_text(yaml.safe_dump({
+        "model": {"name": "TinyDetector", "pretrained": False},
+        "config": {"imports": [PLUGIN]},
+        "data": {"name": "TinyLayout", "file": str(tmp_path / "ds.yml"), "num_workers": 0}}))
+    proc = _cli(["test.py", "--config", str(cfg), "--ckpt", path, "--device", "cpu", "--out",
+                 str(tmp_path / "t")])
+    assert proc.returncode == 2 and "nan" not in proc.stdout, proc.stdout + proc.stderr
+    assert proc.stderr == f"error: {path}: {text}\n"
+    assert not (tmp_path / "t").exists()
+
+
 def test_a_normalisation_the_pretrained_weights_do_not_expect_is_one_warning(tmp_path, caplog):
     from trainer.train import Trainer
 
