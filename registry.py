@@ -186,7 +186,8 @@ def _text(exc):
 def _import_file(path, where):
     if path in _IMPORTED:
         return _IMPORTED[path]
-    name = FILE_MODULE_PREFIX + "".join(c if c.isalnum() else "_" for c in os.path.splitext(path)[0])
+    name = FILE_MODULE_PREFIX + "".join(c if c.isalnum() else "_"
+                                        for c in os.path.splitext(path)[0])
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses and pickling look their module up here

@@ -174,9 +174,10 @@ def unpack_archives(archives, root):
                                 "indexed; the next run redoes it)")
                 continue  # the working marker stays: the next run redoes this archive
             if clashes:
-                problems.append(f"{archive}: {len(clashes)} member(s) under {clashes[0].split('/')[0]}/"
-                                f" (first: {clashes[0]}), the name of this tool's marker; not "
-                                "extracted, the rest is")
+                marker = clashes[0].split("/")[0]
+                problems.append(f"{archive}: {len(clashes)} member(s) under {marker}/ (first: "
+                                f"{clashes[0]}), the name of this tool's marker; not extracted, "
+                                "the rest is")
             with open(os.path.join(target, ARCHIVE_DONE), "w") as fh:
                 fh.write(f"{count}\n")
             os.remove(os.path.join(target, ARCHIVE_WORKING))

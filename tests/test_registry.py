@@ -151,7 +151,7 @@ def test_checkpoint_spec_sources(tmp_path, caplog):
         load_detector(str(foreign))
 
 
-# ---------------------------------------------------------------- a checkpoint's saved spec and config
+# ---------------------------------------------------------------- a checkpoint's saved spec, config
 @pytest.fixture(scope="module")
 def tiny():
     """The plugin's detector, registered in this process, and a state dict of it."""
@@ -450,8 +450,8 @@ def test_a_users_module_cannot_replace_a_built_in_by_accident(tmp_path):
     (tmp_path / "layout.py").write_text(
         "from dataset import Layout, register_layout\n"
         "register_layout(Layout('DFDC', lambda cfg, rng: []))\n")
-    with pytest.raises(UserError, match=rf"data.name: .*layout.py registers a dataset named "
-                                        rf"'DFDC', which dataset.dfdc has registered already"):
+    with pytest.raises(UserError, match=r"data.name: .*layout.py registers a dataset named "
+                                        "'DFDC', which dataset.dfdc has registered already"):
         import_modules([str(tmp_path / "layout.py")])
     assert LAYOUTS.get("DFDC") is dfdc
     (tmp_path / "mine_on_purpose.py").write_text(
