@@ -3,12 +3,20 @@ detector's own arguments (``model:`` and ``loss:`` sections) and a checkpoint's 
 
 ``check_value(where, value, kind)`` returns the value to use or raises a UserError naming
 ``where`` (the key, the flag or the file), the value and what is accepted.
+
+The bounds every door shares are named here: ``MAX_INPUT_SIZE``, the largest side of a model's
+input (``-s`` / ``--image_size``, ``export.py --size``, the API's ``image_size`` and a
+checkpoint's saved input spec).
 """
 import datetime
 import math
 import os
 
 from errors import UserError
+
+# the largest side of a model's input, in pixels: face crops are a few hundred pixels; a larger
+# input is a mistyped value (or a memory error waiting to happen)
+MAX_INPUT_SIZE = 2048
 
 
 def as_number(value):
@@ -34,7 +42,12 @@ def _name(value):
 
 
 def check_value(where, value, kind):
-    """``value`` of the key ``where`` against its ``kind`` (see SCHEMA); returns the value to use."""
+    """``value`` of the key ``where`` against its ``kind``; returns the value to use.
+
+    Kinds: a tuple of choices; "name", "run_id", "bool", "pretrained", "mapping", "list",
+    "label_map"; integers "int", "posint", "nonneg_int", "size" (1 to ``MAX_INPUT_SIZE``);
+    numbers "nonneg", "fraction" ([0, 1)), "probability" ([0, 1]), "positive" (finite, > 0),
+    "finite". A trailing "?" also accepts None. Numbers are never NaN or infinite."""
     def bad(expected):
         raise UserError(f"{where}: expected {expected}, got {value!r}")
 
@@ -78,8 +91,8 @@ def check_value(where, value, kind):
         return value
     value = as_number(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        bad("an integer" if kind in ("int", "posint", "nonneg_int") else "a number")
-    if kind in ("int", "posint", "nonneg_int"):
+        bad("an integer" if kind in INTEGER_KINDS else "a number")
+    if kind in INTEGER_KINDS:
         if isinstance(value, float):
             if not value.is_integer():
                 bad("an integer")
@@ -88,14 +101,28 @@ def check_value(where, value, kind):
             bad("an integer of at least 1")
         if kind == "nonneg_int" and value < 0:
             bad("an integer of at least 0")
+        if kind == "size" and not 1 <= value <= MAX_INPUT_SIZE:
+            bad(f"a size in pixels from 1 to {MAX_INPUT_SIZE}")
         return value
-    if not math.isfinite(value):
-        bad("a finite number")
-    if kind == "positive" and value <= 0:
-        bad("a number above 0")
-    if kind in ("nonneg", "fraction") and value < 0 or kind == "fraction" and value >= 1:
-        bad("a number in [0, 1)" if kind == "fraction" else "a number of at least 0")
+    if kind not in NUMBER_KINDS:
+        raise ValueError(f"check_value: unknown kind {kind!r} for {where}")
+    low, high, expected = NUMBER_KINDS[kind]
+    if not math.isfinite(value) or (low is not None and not low(value)) or \
+            (high is not None and not high(value)):
+        bad(expected)
     return value
+
+
+INTEGER_KINDS = ("int", "posint", "nonneg_int", "size")
+# kind -> (lower test, upper test, what is accepted)
+NUMBER_KINDS = {
+    "finite": (None, None, "a finite number"),
+    "number": (None, None, "a finite number"),
+    "nonneg": (lambda v: v >= 0, None, "a number of at least 0"),
+    "positive": (lambda v: v > 0, None, "a positive finite number"),
+    "fraction": (lambda v: v >= 0, lambda v: v < 1, "a number in [0, 1)"),
+    "probability": (lambda v: v >= 0, lambda v: v <= 1, "a probability in [0, 1]"),
+}
 
 
 def kind_of_default(default):

@@ -21,15 +21,36 @@ class Registry:
         self.kind = kind  # "detector", "loss", ...
         self.key = key  # where a config names one: "model.name", "data.name", ...
         self._items = {}
+        self._origins = {}  # name -> (module name, module object, qualname) that registered it
 
-    def register(self, obj=None, *, name=None):
+    def register(self, obj=None, *, name=None, replace=False, module=None):
+        """Add ``obj`` under ``name`` (default: a class's ``__name__``, else ``obj.name``). A name
+        that is taken is refused, with both modules named, unless ``replace=True``; the same
+        object again, or the same definition again (one file imported twice, by path and by
+        module name), is not a second registration. ``module`` names the registering module
+        where ``obj`` does not carry one (an instance rather than a class or function)."""
         def add(o):
             key = name or (o.__name__ if isinstance(o, type) else getattr(o, "name", None))
             if not isinstance(key, str) or not key:
                 raise TypeError(f"a {self.kind} needs a name to be registered: {o!r}")
+            if self._items.get(key) is o:
+                return o  # the very same object again: nothing changes
+            origin = module or _defining_module(o)
+            new = (origin, sys.modules.get(origin) if origin else None,
+                   getattr(o, "__qualname__", None) or type(o).__qualname__)
+            if key in self._items and not replace and not _again(self._origins[key], new):
+                raise UserError(
+                    f"{self.key}: {origin_text(origin)} registers a {self.kind} named {key!r}, "
+                    f"which {origin_text(self._origins[key][0])} has registered already; "
+                    f"choose another name, or register it with replace=True to replace it")
             self._items[key] = o
+            self._origins[key] = new
             return o
         return add if obj is None else add(obj)
+
+    def origin(self, name):
+        """The module that registered ``name`` (a module name; None when unknown)."""
+        return self._origins.get(name, (None,))[0]
 
     def get(self, name):
         if name not in self._items:
@@ -40,6 +61,7 @@ class Registry:
     __getitem__ = get
 
     def pop(self, name, default=None):
+        self._origins.pop(name, None)
         return self._items.pop(name, default)
 
     def names(self):
@@ -64,19 +86,73 @@ class Registry:
         return f"Registry({self.kind}: {', '.join(self._items)})"
 
 
+def _defining_module(obj):
+    """The module a class or function was defined in; None for other objects."""
+    if isinstance(obj, type) or callable(obj) and hasattr(obj, "__qualname__"):
+        return getattr(obj, "__module__", None)
+    return None
+
+
+def _module_file(module):
+    mod = sys.modules.get(module) if module else None
+    path = getattr(mod, "__file__", None)
+    return os.path.realpath(path) if path else None
+
+
+def _again(old, new):
+    """Whether a registration (module name, module object, qualname) repeats ``old``'s: the same
+    file executed again (imported under a second name, by path and by module name, or reloaded),
+    not a definition of another file or a second one of the same execution. An object that is
+    not a class or function is known by the qualname of its type."""
+    (a, a_mod, a_name), (b, b_mod, b_name) = old, new
+    if a is None or b is None:
+        return False
+    same_file = a == b or (_module_file(a) is not None and _module_file(a) == _module_file(b))
+    return same_file and (a_mod is not b_mod or (a_name is not None and a_name == b_name))
+
+
+def origin_text(module):
+    """A registering module as a user knows it: a file imported by path by its path, else its
+    module name."""
+    if module is None:
+        return "an unknown module"
+    if module.startswith(FILE_MODULE_PREFIX):
+        return _module_file(module) or module
+    return module
+
+
+def import_entry(module):
+    """The ``imports`` / ``--import`` entry that brings ``module`` in again in a new process: the
+    file of a module imported by path, the name of any other."""
+    if module is None:
+        return None
+    if module.startswith(FILE_MODULE_PREFIX):
+        return next((p for p, m in _IMPORTED.items() if m.__name__ == module),
+                    _module_file(module))
+    return module
+
+
+FILE_MODULE_PREFIX = "recce_user_"  # the module name of a user's file imported by path
 _IMPORTED = {}  # absolute file path -> module, so that a file is executed once per process
 
 
 def import_modules(entries, base_dir=None, where="config.imports"):
     """Import each entry of ``entries``: a module name (``my_pkg.detector``) or a ``.py`` file
     (relative to ``base_dir``, the folder of the config that names it, else to the working
-    directory). Returns the entries with files made absolute, as the run saves them."""
+    directory); one string is one entry. Whatever an import raises is one UserError naming the
+    entry and the exception. Returns the entries with files made absolute, as the run saves
+    them."""
     if entries is None:
         return []
-    if not isinstance(entries, list):
-        raise UserError(f"{where}: expected a list of module names or .py files, got {entries!r}")
+    if isinstance(entries, (str, os.PathLike)):
+        entries = [entries]
+    if not isinstance(entries, (list, tuple)):
+        raise UserError(f"{where}: expected a module name, a .py file or a list of them, got "
+                        f"{entries!r}")
     resolved = []
     for entry in entries:
+        if isinstance(entry, os.PathLike):
+            entry = os.fspath(entry)
         if not isinstance(entry, str) or not entry.strip():
             raise UserError(f"{where}: {entry!r} is not a module name or a .py file")
         if entry.endswith(".py"):
@@ -92,16 +168,26 @@ def import_modules(entries, base_dir=None, where="config.imports"):
         else:
             try:
                 importlib.import_module(entry)
+            except UserError:
+                raise
             except ImportError as exc:
-                raise UserError(f"{where}: cannot import {entry!r}: {exc}") from None
+                raise UserError(f"{where}: cannot import {entry!r}: {_text(exc)}") from None
+            except (Exception, SystemExit) as exc:  # noqa: BLE001 - the user's code: say which
+                raise UserError(f"{where}: importing {entry!r} failed: "  # module, and how
+                                f"{type(exc).__name__}: {_text(exc)}") from None
             resolved.append(entry)
     return resolved
+
+
+def _text(exc):
+    return " ".join(str(exc).split())
 
 
 def _import_file(path, where):
     if path in _IMPORTED:
         return _IMPORTED[path]
-    name = "recce_user_" + "".join(c if c.isalnum() else "_" for c in os.path.splitext(path)[0])
+    name = FILE_MODULE_PREFIX + "".join(c if c.isalnum() else "_"
+                                        for c in os.path.splitext(path)[0])
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses and pickling look their module up here
@@ -110,9 +196,9 @@ def _import_file(path, where):
     except UserError:
         sys.modules.pop(name, None)
         raise
-    except Exception as exc:  # noqa: BLE001 - the user's code: say which file failed, and how
-        sys.modules.pop(name, None)
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - the user's code: say which file
+        sys.modules.pop(name, None)  # failed, and how
         raise UserError(f"{where}: importing {path} failed: {type(exc).__name__}: "
-                        f"{' '.join(str(exc).split())}") from None
+                        f"{_text(exc)}") from None
     _IMPORTED[path] = module
     return module

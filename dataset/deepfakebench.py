@@ -166,7 +166,14 @@ def read(cfg, rng):
         for video, info in videos.items():
             if not isinstance(info, dict) or not isinstance(info.get("frames"), list):
                 raise UserError(f"{where}/{split}: video {video!r} has no frames list")
+            bad = [f for f in info["frames"] if not isinstance(f, str) or not f]
+            if bad:
+                raise UserError(f"{where}/{split}: video {video!r}: frames: expected frame paths "
+                                f"(text), got {bad[0]!r}")
             lbl = info.get("label")
+            if not isinstance(lbl, str):
+                raise UserError(f"{where}/{split}: video {video!r}: label: expected a label name "
+                                f"(text), got {lbl!r}")
             if lbl not in labels:
                 raise UserError(f"{where}/{split}: video {video!r} has the label {lbl!r}, which "
                                 "label_dict does not map to 0 or 1 (add it to the branch's "

@@ -79,7 +79,9 @@ def check_dfdc(root):
 def labels_from_metadata(metadata, root):
     """``root/test/labels.csv`` (``<video>.mp4,<0|1>``, 1 = fake) from a metadata.json of the
     training parts' form (``{"<video>.mp4": {"label": "REAL" | "FAKE"}}``). An existing labels.csv
-    is never replaced: one with the same content is kept, another is an error."""
+    is never replaced: one with the same content is kept, another is an error. ``root`` must
+    exist: a mistyped one is an error, never a new folder."""
+    require_dir(root, "DFDC's dfdc_train_part_* folders and test/")
     meta = read_metadata(metadata)
     text = "filename,label\n" + "".join(f"{name},{1 if info['label'] == 'FAKE' else 0}\n"
                                         for name, info in sorted(meta.items()))
@@ -106,6 +108,7 @@ def _add_arguments(p):
 def _build(args):
     lines = []
     if args.test_metadata:
+        check_dfdc(args.root)  # the layout first: a run that fails writes nothing
         path, n = labels_from_metadata(args.test_metadata, args.root)
         lines.append(f"{path}: {n} test videos")
     return lines + [f"{name}: {n}" for name, n in check_dfdc(args.root).items()]

@@ -5,6 +5,7 @@ A layout is added by writing one module that calls ``register_layout(Layout(...)
 own are imported in ``dataset/__init__.py``, a user's file through the config's ``config.imports``.
 """
 import random
+import sys
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -33,8 +34,10 @@ COMMON_BRANCH_KEYS = {
 }
 
 
-def register_layout(layout: Layout) -> Layout:
-    return LAYOUTS.register(layout, name=layout.name)
+def register_layout(layout: Layout, replace: bool = False) -> Layout:
+    """Register ``layout`` under its name; a name that is taken is refused unless ``replace``."""
+    caller = sys._getframe(1).f_globals.get("__name__")  # the layout's module, for the messages
+    return LAYOUTS.register(layout, name=layout.name, replace=replace, module=caller)
 
 
 get_layout = LAYOUTS.get

@@ -108,6 +108,11 @@ def _safe_member(member):
     return "/".join(parts) if is_image(parts[-1]) else None
 
 
+def _marker_clash(rel):
+    """Whether an archive member's path would take the place of this tool's markers."""
+    return rel.split("/")[0] in (ARCHIVE_DONE, ARCHIVE_WORKING)
+
+
 def unpack_archives(archives, root):
     """WildDeepfake as distributed (``<kind>_<split>/<n>.tar.gz``, each holding face-sequence
     folders of frames) -> ``root/<split>/<kind>/<n>/<sequence>/<frame>``, the layout the loader
@@ -119,9 +124,10 @@ def unpack_archives(archives, root):
     import tarfile
     import zlib
 
-    from fileio import atomic_write
+    from fileio import atomic_write, check_output_dir
     if not os.path.isdir(archives):
         raise UserError(f"--archives {archives}: not a folder")
+    check_output_dir(root, "--root")  # before anything is made under it
     folders = _archive_folders(archives)
     if not folders:
         raise UserError(f"--archives {archives}: no real_train, real_test, fake_train or "
@@ -139,14 +145,22 @@ def unpack_archives(archives, root):
                 problems.append(f"{target} exists and was not made by this tool; {archive} not "
                                 "unpacked")
                 continue
-            os.makedirs(target, exist_ok=True)
-            open(os.path.join(target, ARCHIVE_WORKING), "w").close()
-            count = 0
+            try:
+                os.makedirs(target, exist_ok=True)
+                open(os.path.join(target, ARCHIVE_WORKING), "w").close()
+            except OSError as exc:
+                problems.append(f"{archive}: cannot make {target} ({exc.strerror or exc}); not "
+                                "unpacked")
+                continue
+            count, clashes = 0, []
             try:
                 with tarfile.open(archive) as tar:
                     for member in tar:
                         rel = _safe_member(member)
                         if rel is None:
+                            continue
+                        if _marker_clash(rel):
+                            clashes.append(rel)  # never where this tool's markers go
                             continue
                         data = tar.extractfile(member).read()
                         out = os.path.join(target, *rel.split("/"))
@@ -159,6 +173,11 @@ def unpack_archives(archives, root):
                                 " (not unpacked: its folder stays marked .unpacking and is not "
                                 "indexed; the next run redoes it)")
                 continue  # the working marker stays: the next run redoes this archive
+            if clashes:
+                marker = clashes[0].split("/")[0]
+                problems.append(f"{archive}: {len(clashes)} member(s) under {marker}/ (first: "
+                                f"{clashes[0]}), the name of this tool's marker; not extracted, "
+                                "the rest is")
             with open(os.path.join(target, ARCHIVE_DONE), "w") as fh:
                 fh.write(f"{count}\n")
             os.remove(os.path.join(target, ARCHIVE_WORKING))

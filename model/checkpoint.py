@@ -16,7 +16,7 @@ import pickle
 
 import torch
 
-from checks import accepted_arguments
+from checks import accepted_arguments, check_value
 from errors import UserError
 
 from .detector import DETECTORS, InputSpec, build_detector, spec_from_transforms
@@ -33,8 +33,9 @@ def load_checkpoint(path, trusted=False):
     """
     if not os.path.isfile(path):
         raise UserError(f"checkpoint not found: {path}")
+    unsafe = False
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         text = str(exc)
         if "GLOBAL" not in text and "global" not in text:  # not a refused class: a broken file
@@ -47,9 +48,49 @@ def load_checkpoint(path, trusted=False):
                 f"{path} holds more than tensors and plain values ({needs}); loading it could run "
                 "code from the file. If you trust its source, pass --trust (or set "
                 "config.trust_checkpoint: true)") from None
+        unsafe = True  # trusted: read below, outside this handler
     except Exception as exc:  # noqa: BLE001 - truncated, not a torch file, ...
         raise UserError(f"cannot read checkpoint {path}: {' '.join(str(exc).split())[:200]}") from None
-    return torch.load(path, map_location="cpu", weights_only=False)
+    if unsafe:
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    return check_saved_config(obj, path)
+
+
+SAVED_SECTIONS = ("model", "loss", "config", "data", "dataset")  # train.py saves these in "config"
+# the saved model keys read here, with their kind (as the config schema checks them)
+SAVED_MODEL_KEYS = {"name": "name", "num_classes": (1, 2), "drop_rate": "fraction"}
+
+
+def check_saved_config(obj, path):
+    """``obj`` (a loaded checkpoint) with the config it carries checked for its shape before
+    anything reads it: a mapping whose sections (model, config, data, dataset) are mappings, and
+    the values read from it (the model's name, heads and dropout, the run's imports, the branch
+    names) of their kind. A wrong one is a UserError naming the file and the key."""
+    if not isinstance(obj, dict) or obj.get("config") is None:
+        return obj
+    cfg = obj["config"]
+    if not isinstance(cfg, dict):
+        raise UserError(f"{path}: config: expected a mapping of the run's config sections "
+                        f"({', '.join(SAVED_SECTIONS)}), got a {type(cfg).__name__}")
+    for section in SAVED_SECTIONS:
+        if cfg.get(section) is not None and not isinstance(cfg[section], dict):
+            raise UserError(f"{path}: config.{section}: expected a mapping, got "
+                            f"{cfg[section]!r:.80}")
+    model = cfg.get("model") or {}
+    for key, kind in SAVED_MODEL_KEYS.items():
+        if model.get(key) is not None:
+            check_value(f"{path}: config.model.{key}", model[key], kind)
+    imports = (cfg.get("config") or {}).get("imports")
+    if imports is not None and not (isinstance(imports, list)
+                                    and all(isinstance(i, str) for i in imports)):
+        raise UserError(f"{path}: config.config.imports: expected a list of module names or "
+                        f".py files, got {imports!r:.80}")
+    data = cfg.get("data") or {}
+    for key in ("train_branch", "val_branch", "test_branch"):
+        if data.get(key) is not None and not isinstance(data[key], str):
+            raise UserError(f"{path}: config.data.{key}: expected a branch name, got "
+                            f"{data[key]!r:.80}")
+    return obj
 
 
 def _strip(state, prefixes):
@@ -151,17 +192,19 @@ def pick_device(requested=None):
     return device
 
 
-def training_spec(cfg, cls) -> InputSpec:
+def training_spec(cfg, cls, where="dataset") -> InputSpec:
     """The input spec a training config states for the detector class ``cls``: the ``Resize`` and
     ``Normalize`` of its training branch, what that leaves out from the validation branch, then
     the test branch, the rest from ``cls.default_spec``. ``cfg`` is a loaded config (or a
-    checkpoint's saved one)."""
+    checkpoint's saved one: ``where`` then names the file)."""
     data, dataset = cfg.get("data") or {}, cfg.get("dataset") or {}
     spec = cls.default_spec
     for key in ("test_branch", "val_branch", "train_branch"):  # each overrides what it states
-        branch = dataset.get(data.get(key)) if isinstance(dataset, dict) else None
+        name = data.get(key)
+        branch = dataset.get(name) if isinstance(dataset, dict) and isinstance(name, str) else None
         if isinstance(branch, dict):
-            spec, _ = spec_from_transforms(branch.get("transforms"), spec)
+            spec, _ = spec_from_transforms(branch.get("transforms"), spec,
+                                           f"{where}.{name}.transforms")
     return spec
 
 
@@ -188,14 +231,18 @@ def checkpoint_flavour(state):
     return "state_dict"
 
 
-def checkpoint_spec(state, cls):
+def checkpoint_spec(state, cls, path="checkpoint"):
     """(spec, where it came from): the checkpoint's saved spec, else its saved config's, else
-    DeepfakeBench's recipe for one of its checkpoints, else ``cls.default_spec`` ("default")."""
+    DeepfakeBench's recipe for one of its checkpoints, else ``cls.default_spec`` ("default").
+    A saved spec is checked as every spec is (``InputSpec``) and against what ``cls`` accepts
+    (``min_input_size``); a bad one is a UserError naming ``path`` and the key."""
     if isinstance(state, dict) and state.get("input_spec") is not None:
-        return InputSpec.from_dict(state["input_spec"], "the checkpoint's input_spec"), "saved"
+        spec = InputSpec.from_dict(state["input_spec"], f"{path}: input_spec")
+        return _accepted(spec, cls, f"{path}: input_spec.size"), "saved"
     saved = state.get("config") if isinstance(state, dict) else None
     if isinstance(saved, dict) and saved.get("dataset"):
-        return training_spec(saved, cls), "config"
+        spec = training_spec(saved, cls, f"{path}: config.dataset")
+        return _accepted(spec, cls, f"{path}: config.dataset (its Resize)"), "config"
     if checkpoint_flavour(state) == "deepfakebench":
         log.info("a DeepfakeBench checkpoint: its RECCE recipe's input, %s",
                  DEEPFAKEBENCH_SPEC.describe())
@@ -203,19 +250,31 @@ def checkpoint_spec(state, cls):
     return cls.default_spec, "default"
 
 
+def _accepted(spec, cls, where):
+    if min(spec.size) < cls.min_input_size:
+        raise UserError(f"{where}: {list(spec.size)} is smaller than {cls.__name__} accepts "
+                        f"(at least {cls.min_input_size} px a side)")
+    return spec
+
+
 def load_detector(path, device="cpu", *, trusted=False, name=None, num_classes=None,
-                  model_cfg=None, image_size=None, fallback_spec=None):
+                  model_cfg=None, image_size=None, fallback_spec=None,
+                  image_size_key="--image_size"):
     """A detector for evaluation from any checkpoint flavour; never downloads encoder weights.
 
     The detector is the one the checkpoint's saved config names; for a bare state dict the one of
     ``name`` (--model), else of ``model_cfg["name"]``, else ``DEFAULT_MODEL``. ``num_classes``
     (or ``model_cfg["num_classes"]``) left out is read from the checkpoint. Weights that are not
     finite are refused. ``det.spec`` is the checkpoint's input spec (``image_size`` overrides its
-    size); ``det.spec_source`` says where it came from; ``det.uses_ema`` whether the weights are
-    the EMA of the training run's ``ema`` hook (loaded where the checkpoint has them). A
-    checkpoint that states no spec gets ``fallback_spec`` (a ``(spec, where)`` pair: test.py's
-    test branch), else the detector's default, said on one log line.
+    size, from 1 to ``checks.MAX_INPUT_SIZE`` and at least the detector's ``min_input_size``; its
+    errors name ``image_size_key``); ``det.spec_source`` says where it came from;
+    ``det.uses_ema`` whether the weights are the EMA of the training run's ``ema`` hook (loaded
+    where the checkpoint has them). A checkpoint that states no spec gets ``fallback_spec`` (a
+    ``(spec, where)`` pair: test.py's test branch), else the detector's default, said on one log
+    line. A saved spec or config that is not one is a UserError naming the file and the key.
     """
+    if image_size is not None:
+        image_size = check_value(image_size_key, image_size, "size")
     state = load_checkpoint(path, trusted=trusted)
     given = dict(model_cfg or {})
     saved = saved_model_section(state)
@@ -250,15 +309,15 @@ def load_detector(path, device="cpu", *, trusted=False, name=None, num_classes=N
     if det.uses_ema:
         log.info("%s: its EMA weights (the training run's ema hook)", os.path.basename(path))
     check_finite(det, path)
-    spec, source = checkpoint_spec(state, type(det))
+    spec, source = checkpoint_spec(state, type(det), path)
     if source == "default":
         spec, where = fallback_spec or (spec, f"{chosen}'s default input spec")
         log.warning("%s does not say how its images were prepared: using %s, %s%s",
                     os.path.basename(path), where, spec.describe(),
                     "" if image_size or fallback_spec else " (--image_size sets another size)")
-    if image_size:
+    if image_size is not None:
         if image_size < det.min_input_size:
-            raise UserError(f"--image_size {image_size}: the model needs at least "
+            raise UserError(f"{image_size_key} {image_size}: the model needs at least "
                             f"{det.min_input_size}")
         spec = spec.with_size(image_size)
     det.spec, det.spec_source = spec, source

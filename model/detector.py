@@ -57,20 +57,10 @@ class InputSpec:
     max_pixel_value: float = 255.0
 
     def __post_init__(self):
-        size = (self.size, self.size) if isinstance(self.size, (int, float)) else tuple(self.size)
-        object.__setattr__(self, "size", tuple(int(s) for s in size))
-        object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
-        object.__setattr__(self, "std", tuple(float(s) for s in self.std))
-        object.__setattr__(self, "max_pixel_value", float(self.max_pixel_value))
-        if len(self.size) != 2 or min(self.size) < 1:
-            raise UserError(f"input spec: size {self.size} is not a height and width >= 1")
-        if len(self.mean) != 3 or len(self.std) != 3 or not all(s > 0 for s in self.std) \
-                or not all(math.isfinite(v) for v in self.mean + self.std):
-            raise UserError(f"input spec: mean {self.mean} / std {self.std} need 3 finite values "
-                            "each, std > 0")
-        if self.interpolation not in INTERPOLATIONS:
-            raise UserError(f"input spec: interpolation {self.interpolation!r} is not one of "
-                            f"{', '.join(INTERPOLATIONS)}")
+        for key, value in zip(SPEC_KEYS, checked_spec("input_spec", self.size, self.mean,
+                                                      self.std, self.interpolation,
+                                                      self.max_pixel_value)):
+            object.__setattr__(self, key, value)
 
     def with_size(self, size):
         return replace(self, size=size)
@@ -81,15 +71,16 @@ class InputSpec:
 
     @classmethod
     def from_dict(cls, d, where="input_spec"):
+        """The spec a mapping states (a checkpoint's ``input_spec``); a bad value is a UserError
+        naming ``where`` and the key (``best.bin: input_spec.std: ...``)."""
         if not isinstance(d, dict):
-            raise UserError(f"{where}: expected a mapping, got {d!r}")
-        unknown = set(d) - {"size", "mean", "std", "interpolation", "max_pixel_value"}
+            raise UserError(f"{where}: expected a mapping of {', '.join(SPEC_KEYS)}, got {d!r}")
+        unknown = sorted(map(str, set(d) - set(SPEC_KEYS)))
         if unknown:
-            raise UserError(f"{where}: unknown key(s) {sorted(unknown)}")
-        try:
-            return cls(**d)
-        except (TypeError, ValueError) as exc:
-            raise UserError(f"{where}: {d!r} is not an input spec ({exc})") from None
+            raise UserError(f"{where}: unknown key(s) {unknown} (known: {', '.join(SPEC_KEYS)})")
+        defaults = cls.__dataclass_fields__
+        values = checked_spec(where, *(d.get(k, defaults[k].default) for k in SPEC_KEYS))
+        return cls(**dict(zip(SPEC_KEYS, values)))
 
     def same_normalisation(self, other):
         return (all(math.isclose(a, b, abs_tol=1e-6) for a, b in zip(self.mean, other.mean))
@@ -103,34 +94,82 @@ class InputSpec:
         return f"{size} ({self.interpolation}), mean {fmt(self.mean)}, std {fmt(self.std)}"
 
 
+SPEC_KEYS = ("size", "mean", "std", "interpolation", "max_pixel_value")
+
+
+def checked_spec(where, size, mean, std, interpolation, max_pixel_value) -> tuple:
+    """The values of an input spec, checked, as the spec holds them: ``size`` one side or (height,
+    width), each from 1 to ``checks.MAX_INPUT_SIZE``; ``mean`` three finite numbers; ``std`` three
+    positive finite ones; ``max_pixel_value`` positive and finite; ``interpolation`` one of
+    ``INTERPOLATIONS``; and pixels 0 to 255 normalised by them finite in float32 (no NaN or
+    infinity can come out of the normalisation). A bad value is a UserError naming
+    ``where.<key>``."""
+    def triple(key, value, kind):
+        if isinstance(value, (int, float, str)) or not hasattr(value, "__len__") or len(value) != 3:
+            raise UserError(f"{where}.{key}: expected 3 numbers (R, G, B), got {value!r}")
+        return tuple(float(check_value(f"{where}.{key}", v, kind)) for v in value)
+
+    if isinstance(size, (int, float, str)) and not isinstance(size, bool):
+        size = (size, size)
+    if not hasattr(size, "__len__") or isinstance(size, dict) or len(size) != 2:
+        raise UserError(f"{where}.size: expected a side or a (height, width) pair, got {size!r}")
+    size = tuple(check_value(f"{where}.size", s, "size") for s in size)
+    mean, std = triple("mean", mean, "finite"), triple("std", std, "positive")
+    top = float(check_value(f"{where}.max_pixel_value", max_pixel_value, "positive"))
+    if not isinstance(interpolation, str) or interpolation not in INTERPOLATIONS:
+        raise UserError(f"{where}.interpolation: {interpolation!r} is not one of "
+                        f"{', '.join(INTERPOLATIONS)}")
+    import numpy as np
+    with np.errstate(all="ignore"):  # as the eval pipeline computes it, in float32
+        m, s = np.float32(mean) * np.float32(top), np.float32(std) * np.float32(top)
+        ends = (np.float32([0.0, 255.0])[:, None] - m) / s
+    if not (np.all(s > 0) and np.all(np.isfinite(ends))):
+        raise UserError(f"{where}: mean {list(mean)} / std {list(std)} with max_pixel_value "
+                        f"{top:g} take pixels beyond float32's range (std too small)")
+    return size, mean, std, interpolation, top
+
+
 def normalize_params(params) -> tuple:
     """(mean, std, max_pixel_value) of an albumentations ``Normalize`` entry's params, with its
     defaults for what they leave out; a single number stands for all three channels."""
     mean = params.get("mean", NORMALIZE_DEFAULT_MEAN)
     std = params.get("std", NORMALIZE_DEFAULT_STD)
-    mean, std = ((v,) * 3 if isinstance(v, (int, float)) else tuple(v) for v in (mean, std))
+    mean, std = ((v,) * 3 if isinstance(v, (int, float, str)) or not hasattr(v, "__len__")
+                 else tuple(v) for v in (mean, std))
     return mean, std, params.get("max_pixel_value", 255.0)
 
 
-def spec_from_transforms(transforms, default: InputSpec) -> tuple:
+def spec_from_transforms(transforms, default: InputSpec, where="transforms") -> tuple:
     """The spec a dataset branch's ``transforms`` list states: its ``Resize`` (height, width,
     interpolation) and ``Normalize`` (mean, std, max_pixel_value), ``default`` for what it leaves
-    out. Returns (spec, the names of the parts it stated)."""
+    out. Returns (spec, the names of the parts it stated). A bad value is a UserError naming
+    ``where``, the entry and its parameter (``transforms[0] Resize.height: ...``)."""
     spec, stated = default, []
-    for entry in transforms or []:
+    if transforms is None:
+        return spec, stated
+    if not isinstance(transforms, list):
+        raise UserError(f"{where}: expected a list of transforms, got {transforms!r:.80}")
+    for i, entry in enumerate(transforms):
         if not isinstance(entry, dict):
             continue
+        name = entry.get("name")
         params = entry.get("params") or {}
-        if entry.get("name") == "Resize" and "resize" not in stated:
+        if name in ("Resize", "Normalize") and not isinstance(params, dict):
+            raise UserError(f"{where}[{i}] {name}.params: expected a mapping, got {params!r:.80}")
+        at = f"{where}[{i}] {name}"
+        if name == "Resize" and "resize" not in stated:
             flag = params.get("interpolation", 1)
             names = {v: k for k, v in CV2_FLAGS.items()}
-            spec = replace(spec, size=(params.get("height", spec.size[0]),
-                                       params.get("width", spec.size[1])),
-                           interpolation=names.get(flag, flag) if isinstance(flag, int) else flag)
+            size = tuple(check_value(f"{at}.{k}", params.get(k, side), "size")
+                         for k, side in zip(("height", "width"), spec.size))
+            interpolation = names.get(flag, flag) if isinstance(flag, int) else flag
+            spec = InputSpec.from_dict({**spec.to_dict(), "size": size,
+                                        "interpolation": interpolation}, at)
             stated.append("resize")
-        elif entry.get("name") == "Normalize" and "normalize" not in stated:
+        elif name == "Normalize" and "normalize" not in stated:
             mean, std, top = normalize_params(params)
-            spec = replace(spec, mean=mean, std=std, max_pixel_value=top)
+            spec = InputSpec.from_dict({**spec.to_dict(), "mean": mean, "std": std,
+                                        "max_pixel_value": top}, at)
             stated.append("normalize")
     return spec, stated
 

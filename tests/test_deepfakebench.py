@@ -154,6 +154,27 @@ def test_bad_inputs_are_one_line(bench, tmp_path, caplog):
                    for it in items)
 
 
+@pytest.mark.parametrize("field,value,text", [
+    ("label", ["CelebDFv2_fake"], "label: expected a label name (text), got ['CelebDFv2_fake']"),
+    ("label", 1, "label: expected a label name (text), got 1"),
+    ("label", None, "label: expected a label name (text), got None"),
+    ("frames", [3, 4], "frames: expected frame paths (text), got 3"),
+    ("frames", [{"path": "a.png"}], "frames: expected frame paths (text), got {'path': 'a.png'}"),
+    ("frames", ["", "a.png"], "frames: expected frame paths (text), got ''"),
+    ("frames", [None], "frames: expected frame paths (text), got None"),
+])
+def test_a_json_value_of_the_wrong_type_is_one_line(bench, tmp_path, field, value, text):
+    cfg, _ = bench
+    data = json.load(open(os.path.join(cfg["dataset_json_folder"], "Celeb-DF-v2.json")))
+    data["Celeb-DF-v2"]["CelebDFv2_fake"]["test"]["001"][field] = value
+    (tmp_path / "datasets" / "dataset_json" / "Typed.json").write_text(
+        json.dumps({"Typed": data["Celeb-DF-v2"]}))
+    with pytest.raises(UserError) as info:
+        build_dataset("DeepfakeBench", {**cfg, "split": "test", "dataset": "Typed"})
+    assert str(info.value) == (f"{os.path.join(cfg['dataset_json_folder'], 'Typed.json')}: "
+                               f"Typed/CelebDFv2_fake/test: video '001': {text}")
+
+
 def test_config_validation_knows_the_branch_keys(bench, tmp_path):
     from trainer.config import load_config
     cfg, _ = bench

@@ -296,11 +296,40 @@ def test_export_bad_options_and_nan_weights(tmp_path, good_ckpt, nan_ckpt, capsy
                        (["--bin", good_ckpt, "--out", str(tmp_path / "m.pt2"), "--size", "3",
                          "--format", "torch.export"], "--size 3: the model needs inputs of at least 7"),
                        (["--bin", nan_ckpt, "--out", str(tmp_path / "m.pt2"), "--size", "32",
-                         "--format", "torch.export"], "NaN or infinite")]:
+                         "--format", "torch.export"], "NaN or infinite")] + [
+            # one bound for every size: refused before the checkpoint is read, never a default
+            (["--bin", str(tmp_path / "missing.bin"), "--out", str(tmp_path / "m.pt2"),
+              "--size", size], f"--size: expected a size in pixels from 1 to 2048, got {size}")
+            for size in ("0", "-3", "2049", "100000")]:
         assert main(args) == 2
         err = capsys.readouterr().err
         assert text in err and err.count("\n") == 1
     assert not (tmp_path / "m.pt2").exists()
+
+
+def test_robustness_bad_options_are_one_line_and_write_nothing(tmp_path, cfg_path, good_ckpt,
+                                                               capsys):
+    from tools.robustness import main
+    (tmp_path / "afile").write_text("the user's")
+    (tmp_path / "videos.csv").write_text("path,label\n")
+    base = ["--config", cfg_path, "--ckpt", good_ckpt, "--device", "cpu"]
+    frames = ["--protocol", "frames", "--videos", str(tmp_path / "videos.csv")]
+    before = sorted(os.listdir(tmp_path))
+    for args, text in [(["--out", str(tmp_path / "afile")], "--out {}: is a file, expected a "
+                                                            "folder"),
+                       (frames + ["--margin", "inf"], "--margin: expected a positive finite "
+                                                      "number, got inf"),
+                       (frames + ["--margin", "nan"], "--margin: expected a positive finite "
+                                                      "number, got nan"),
+                       (frames + ["--margin", "0"], "--margin: expected a positive finite "
+                                                    "number, got 0.0"),
+                       (frames + ["--frames", "0"], "--frames: expected an integer of at least "
+                                                    "1, got 0")]:
+        assert main(base + args) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and err == f"error: {text.format(tmp_path / 'afile')}\n"
+    assert sorted(os.listdir(tmp_path)) == before
+    assert (tmp_path / "afile").read_text() == "the user's"
 
 
 def test_test_py_output_checks_nan_weights_and_one_class(tmp_path, demo_root, good_ckpt, nan_ckpt,

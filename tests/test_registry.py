@@ -6,6 +6,7 @@ registered through the config's ``config.imports``, through train.py, test.py, i
 import csv
 import logging
 import os
+import re
 import subprocess
 import sys
 
@@ -150,6 +151,137 @@ def test_checkpoint_spec_sources(tmp_path, caplog):
         load_detector(str(foreign))
 
 
+# ---------------------------------------------------------------- a checkpoint's saved spec, config
+@pytest.fixture(scope="module")
+def tiny():
+    """The plugin's detector, registered in this process, and a state dict of it."""
+    import_modules([PLUGIN])
+    torch.manual_seed(0)
+    return build_detector({"name": "TinyDetector", "pretrained": False}).state_dict()
+
+
+GOOD_SPEC = InputSpec((32, 32)).to_dict()
+NAN = float("nan")
+BAD_SPECS = [  # (what the file's input_spec holds, what the one line says)
+    ({"mean": [0.5, NAN, 0.5]}, "input_spec.mean: expected a finite number, got nan"),
+    ({"mean": [0.5, 0.5]}, "input_spec.mean: expected 3 numbers"),
+    ({"std": [0.5, 0.5, 0]}, "input_spec.std: expected a positive finite number, got 0"),
+    ({"std": [float("inf")] * 3}, "input_spec.std: expected a positive finite number, got inf"),
+    ({"std": [1e-40] * 3}, "float32's range (std too small)"),
+    ({"max_pixel_value": NAN}, "input_spec.max_pixel_value: expected a positive finite number"),
+    ({"max_pixel_value": -255}, "input_spec.max_pixel_value: expected a positive finite number"),
+    ({"size": [4, 4]}, "input_spec.size: [4, 4] is smaller than TinyDetector accepts (at least 8"),
+    ({"size": [100000, 100000]}, "input_spec.size: expected a size in pixels from 1 to 2048, "
+                                 "got 100000"),
+    ({"size": 0}, "input_spec.size: expected a size in pixels from 1 to 2048, got 0"),
+    ({"size": [32, NAN]}, "input_spec.size: expected an integer, got nan"),
+    ({"size": "big"}, "input_spec.size: expected an integer, got 'big'"),
+    ({"interpolation": "cubic"}, "input_spec.interpolation: 'cubic' is not one of nearest"),
+    ({"colour": "rgb"}, "input_spec: unknown key(s) ['colour']"),
+]
+RESIZE = [{"name": "Resize", "params": {"height": 32, "width": 32}}]
+BAD_CONFIGS = [  # (the file's saved config, what the one line says); no input_spec saved
+    (["model", "TinyDetector"], "config: expected a mapping of the run's config sections"),
+    ("TinyDetector", "config: expected a mapping of the run's config sections"),
+    ({"model": "TinyDetector"}, "config.model: expected a mapping, got 'TinyDetector'"),
+    ({"model": {"name": "TinyDetector"}, "dataset": [1]}, "config.dataset: expected a mapping"),
+    ({"model": {"name": "TinyDetector", "num_classes": "two"}},
+     "config.model.num_classes: 'two' is not one of [1, 2]"),
+    ({"model": {"name": "TinyDetector", "drop_rate": NAN}},
+     r"config.model.drop_rate: expected a number in [0, 1), got nan"),
+    ({"model": {"name": "TinyDetector"}, "config": {"imports": "tiny.py"}},
+     "config.config.imports: expected a list"),
+    ({"model": {"name": "TinyDetector"}, "data": {"train_branch": ["t"]}},
+     "config.data.train_branch: expected a branch name"),
+    ({"model": {"name": "TinyDetector"}, "data": {"train_branch": "t"},
+      "dataset": {"t": {"transforms": [{"name": "Resize", "params": {"height": 0, "width": 9}}]}}},
+     "config.dataset.t.transforms[0] Resize.height: expected a size in pixels from 1 to 2048"),
+    ({"model": {"name": "TinyDetector"}, "data": {"train_branch": "t"},
+      "dataset": {"t": {"transforms": RESIZE + [{"name": "Normalize", "params": [0.5]}]}}},
+     "config.dataset.t.transforms[1] Normalize.params: expected a mapping"),
+    ({"model": {"name": "TinyDetector"}, "data": {"train_branch": "t"},
+      "dataset": {"t": {"transforms": RESIZE + [{"name": "Normalize",
+                                                 "params": {"std": 0}}]}}},
+     "config.dataset.t.transforms[1] Normalize.std: expected a positive finite number, got 0"),
+    ({"model": {"name": "TinyDetector"}, "data": {"train_branch": "t"},
+      "dataset": {"t": {"transforms": [{"name": "Resize", "params": {"height": 4, "width": 4}}]}}},
+     "config.dataset (its Resize): [4, 4] is smaller than TinyDetector accepts"),
+]
+
+
+def _checkpoint_cases(folder, tiny):
+    """(file, expected text) for each bad case, the files written as train.py writes them."""
+    config = {"model": {"name": "TinyDetector", "num_classes": 1}}
+    cases = []
+    for i, (change, text) in enumerate(BAD_SPECS):
+        path = folder / f"spec_{i}.bin"
+        torch.save({"model": tiny, "config": config, "input_spec": {**GOOD_SPEC, **change}}, path)
+        cases.append((str(path), text))
+    for i, (saved, text) in enumerate(BAD_CONFIGS):
+        path = folder / f"config_{i}.bin"
+        torch.save({"model": tiny, "config": saved}, path)
+        cases.append((str(path), text))
+    return cases
+
+
+def test_a_checkpoint_s_saved_spec_and_config_are_checked_when_loaded(tmp_path, tiny):
+    from tools.weights import check, load_catalogue
+    good = tmp_path / "good.bin"
+    torch.save({"model": tiny, "config": {"model": {"name": "TinyDetector"}},
+                "input_spec": GOOD_SPEC}, good)
+    assert load_detector(str(good)).spec == InputSpec((32, 32))  # the cases differ only in one
+    for path, text in _checkpoint_cases(tmp_path, tiny):
+        with pytest.raises(UserError) as info:
+            load_detector(path)
+        message = str(info.value)
+        assert message.startswith(f"{path}: ") and text in message and "\n" not in message, \
+            (path, message)
+        with pytest.raises(UserError, match=re.escape(text)):  # weights.py reads it alike
+            check(path, load_catalogue())
+
+
+def test_a_requested_image_size_is_checked_as_every_size_is(tmp_path, tiny):
+    good = tmp_path / "good.bin"
+    torch.save({"model": tiny, "config": {"model": {"name": "TinyDetector"}},
+                "input_spec": GOOD_SPEC}, good)
+    assert load_detector(str(good), image_size=2048).spec.size == (2048, 2048)
+    for size, text in [(0, "expected a size in pixels from 1 to 2048, got 0"),
+                       (-1, "got -1"), (4096, "got 4096"), (NAN, "expected an integer, got nan"),
+                       ("big", "expected an integer, got 'big'"),
+                       (7, "image_size 7: the model needs at least 8")]:
+        with pytest.raises(UserError, match=re.escape(text)):
+            load_detector(str(good), image_size=size, image_size_key="image_size")
+        with pytest.raises(UserError, match=r"^image_size"):
+            load_detector(str(good), image_size=size, image_size_key="image_size")
+
+
+@pytest.mark.parametrize("which", ["spec_0", "config_0", "config_8"])
+def test_a_bad_checkpoint_is_one_line_through_inference_and_test(tmp_path, tiny, which):
+    """A NaN mean, a config that is not a mapping, a size of 0: exit 2, one stderr line, never a
+    traceback, a NaN probability or a verdict."""
+    cases = dict((os.path.basename(p)[:-4], (p, t)) for p, t in _checkpoint_cases(tmp_path, tiny))
+    path, text = cases[which]
+    data = _tiny_data(str(tmp_path / "data"))
+    proc = _cli(["inference.py", "-b", path, "-f", data, "-d", "cpu", "--import", PLUGIN])
+    assert proc.returncode == 2 and proc.stdout == "", proc.stdout + proc.stderr
+    assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
+    assert text in proc.stderr and path in proc.stderr
+    if which != "spec_0":
+        return
+    (tmp_path / "ds.yml").write_text(yaml.safe_dump({"test_cfg": {"root": data,
+                                                                  "transforms": []}}))
+    cfg = tmp_path / "c.yml"
+    cfg.write_text(yaml.safe_dump({
+        "model": {"name": "TinyDetector", "pretrained": False},
+        "config": {"imports": [PLUGIN]},
+        "data": {"name": "TinyLayout", "file": str(tmp_path / "ds.yml"), "num_workers": 0}}))
+    proc = _cli(["test.py", "--config", str(cfg), "--ckpt", path, "--device", "cpu", "--out",
+                 str(tmp_path / "t")])
+    assert proc.returncode == 2 and "nan" not in proc.stdout, proc.stdout + proc.stderr
+    assert proc.stderr == f"error: {path}: {text}\n"
+    assert not (tmp_path / "t").exists()
+
+
 def test_a_normalisation_the_pretrained_weights_do_not_expect_is_one_warning():
     from trainer.train import pretrained_spec_warning
     spec = InputSpec((64, 64), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -189,8 +321,174 @@ def test_import_modules_errors_are_one_line(tmp_path):
     (tmp_path / "broken.py").write_text("raise RuntimeError('half written')\n")
     with pytest.raises(UserError, match="importing .*broken.py failed: RuntimeError: half written"):
         import_modules(["broken.py"], str(tmp_path))
-    with pytest.raises(UserError, match="expected a list"):
-        import_modules("broken.py")
+    with pytest.raises(UserError, match="expected a module name, a .py file or a list of them"):
+        import_modules(42)
+
+
+def test_imports_one_string_is_one_import_and_any_failure_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "fine_plugin.py").write_text("LOADED = True\n")
+    path = str(tmp_path / "fine_plugin.py")
+    assert import_modules(path) == [path]  # one import, not one per letter
+    assert import_modules("fine_plugin") == ["fine_plugin"]
+    assert import_modules(("fine_plugin",)) == ["fine_plugin"]
+    assert sys.modules["fine_plugin"].LOADED
+    # whatever a user's module raises, by module name or by file: one line naming it
+    for name, text, raised in [
+            ("raises_value", "raise ValueError('bad\\nsetting')\n", "ValueError: bad setting"),
+            ("raises_key", "import os\nos.environ['RECCE_NO_SUCH_VARIABLE']\n",
+             "KeyError: 'RECCE_NO_SUCH_VARIABLE'"),
+            ("exits", "import sys\nsys.exit(3)\n", "SystemExit: 3"),
+            ("broken_syntax", "def f(:\n", "SyntaxError: ")]:
+        (tmp_path / f"{name}.py").write_text(text)
+        with pytest.raises(UserError) as info:
+            import_modules(name, where="--import")
+        assert str(info.value).startswith(f"--import: importing {name!r} failed: {raised}")
+        assert "\n" not in str(info.value) and name not in sys.modules
+        with pytest.raises(UserError, match=rf"importing .*{name}.py failed: {raised[:9]}"):
+            import_modules(str(tmp_path / f"{name}.py"))
+    with pytest.raises(UserError, match="cannot import 'fine_plugin.nope'"):
+        import_modules("fine_plugin.nope")
+
+
+def test_an_import_that_fails_is_one_line_through_the_command_line(tmp_path):
+    """A user's module raising something other than ImportError, named by --import."""
+    (tmp_path / "raises_value.py").write_text("raise ValueError('bad setting')\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    proc = _cli(["tools/weights.py", "--check", str(tmp_path / "any.bin"), "--import",
+                 "raises_value"], env=env)
+    assert proc.returncode == 2 and proc.stdout == "", proc.stderr
+    assert proc.stderr == ("error: --import: importing 'raises_value' failed: ValueError: bad "
+                           "setting\n")
+
+
+# ---------------------------------------------------------------- a name is registered once
+def test_a_registry_refuses_a_second_registration_unless_asked_to_replace():
+    reg = Registry("thing", "config.thing")
+
+    class Alpha:
+        pass
+
+    class Beta:
+        pass
+
+    assert reg.register(Alpha) is Alpha
+    assert reg.register(Alpha) is Alpha  # the very same object again: nothing changes
+    here = re.escape(Alpha.__module__)
+    with pytest.raises(UserError, match=rf"^config.thing: {here} registers a thing named 'Alpha', "
+                                        rf"which {here} has registered already; .*replace=True"):
+        reg.register(Beta, name="Alpha")
+    assert reg.get("Alpha") is Alpha
+    assert reg.register(Beta, name="Alpha", replace=True) is Beta and reg.get("Alpha") is Beta
+
+    @reg.register(name="gamma")
+    def first():
+        pass
+
+    with pytest.raises(UserError, match="named 'gamma'"):
+        @reg.register(name="gamma")
+        def second():
+            pass
+
+    @reg.register(name="gamma", replace=True)
+    def third():
+        pass
+
+    assert reg.get("gamma") is third and reg.origin("gamma") == Alpha.__module__
+    assert list(reg) == ["Alpha", "gamma"]
+
+
+def test_register_detector_takes_replace_as_decorator_and_as_a_plain_call():
+    from model import register_detector
+
+    class Probe(Detector):
+        pass
+
+    class Other(Detector):
+        pass
+
+    try:
+        register_detector(Probe, name="ReplaceProbe")
+        with pytest.raises(UserError, match="model.name: .*'ReplaceProbe'.*registered already"):
+            register_detector(Other, name="ReplaceProbe")
+        assert DETECTORS.get("ReplaceProbe") is Probe
+        assert register_detector(Other, name="ReplaceProbe", replace=True) is Other
+        assert DETECTORS.get("ReplaceProbe") is Other
+
+        @register_detector(name="ReplaceProbe", replace=True)
+        class Third(Detector):
+            pass
+
+        assert DETECTORS.get("ReplaceProbe") is Third
+    finally:
+        DETECTORS.pop("ReplaceProbe")
+
+
+def test_a_users_module_cannot_replace_a_built_in_by_accident(tmp_path):
+    """The error names both modules; replace=True replaces, and only then."""
+    from dataset import LAYOUTS
+    recce, dfdc = DETECTORS.get("Recce"), LAYOUTS.get("DFDC")
+    (tmp_path / "mine.py").write_text(
+        "from model import Recce, register_detector\n\n\n"
+        "@register_detector\nclass Recce(Recce):\n    pass\n")
+    with pytest.raises(UserError) as info:
+        import_modules(["mine.py"], str(tmp_path))
+    assert str(info.value) == (
+        f"model.name: {tmp_path / 'mine.py'} registers a detector named 'Recce', which "
+        "model.recce has registered already; choose another name, or register it with "
+        "replace=True to replace it")
+    assert DETECTORS.get("Recce") is recce and DETECTORS.origin("Recce") == "model.recce"
+    (tmp_path / "layout.py").write_text(
+        "from dataset import Layout, register_layout\n"
+        "register_layout(Layout('DFDC', lambda cfg, rng: []))\n")
+    with pytest.raises(UserError, match=r"data.name: .*layout.py registers a dataset named "
+                                        "'DFDC', which dataset.dfdc has registered already"):
+        import_modules([str(tmp_path / "layout.py")])
+    assert LAYOUTS.get("DFDC") is dfdc
+    (tmp_path / "mine_on_purpose.py").write_text(
+        "from dataset import Layout, register_layout\n"
+        "from model import Recce, register_detector\n\n\n"
+        "@register_detector(replace=True)\nclass Recce(Recce):\n    pass\n\n\n"
+        "register_layout(Layout('DFDC', lambda cfg, rng: []), replace=True)\n")
+    try:
+        import_modules([str(tmp_path / "mine_on_purpose.py")])
+        assert DETECTORS.get("Recce") is not recce and issubclass(DETECTORS.get("Recce"), recce)
+        assert DETECTORS.origin("Recce").startswith("recce_user_")
+        assert LAYOUTS.get("DFDC") is not dfdc
+    finally:
+        DETECTORS.register(recce, replace=True)
+        LAYOUTS.register(dfdc, name="DFDC", replace=True, module="dataset.dfdc")
+    assert DETECTORS.origin("Recce") == "model.recce" and LAYOUTS.get("DFDC") is dfdc
+
+
+def test_one_file_imported_again_is_not_a_second_registration(tmp_path, monkeypatch):
+    """config.imports names the file, --import its module name, a notebook reloads it: one
+    definition, executed again, registers again without an error."""
+    import importlib
+
+    from dataset import LAYOUTS
+    monkeypatch.syspath_prepend(str(tmp_path))
+    plugin = tmp_path / "twice_plugin.py"
+    plugin.write_text(
+        "from dataset import Layout, register_layout\n"
+        "from model import Detector, register_detector\n\n\n"
+        "@register_detector\nclass TwiceDetector(Detector):\n    pass\n\n\n"
+        "register_layout(Layout('TwiceLayout', lambda cfg, rng: []))\n")
+    try:
+        import_modules([str(plugin)])
+        first = DETECTORS.get("TwiceDetector")
+        import_modules([str(plugin)])  # the same path: not executed again
+        assert DETECTORS.get("TwiceDetector") is first
+        import_modules("twice_plugin")  # by module name: the same file executed again
+        assert DETECTORS.origin("TwiceDetector") == "twice_plugin"
+        assert DETECTORS.get("TwiceDetector") is sys.modules["twice_plugin"].TwiceDetector
+        importlib.reload(sys.modules["twice_plugin"])
+        assert DETECTORS.get("TwiceDetector") is sys.modules["twice_plugin"].TwiceDetector
+        assert "TwiceLayout" in LAYOUTS
+    finally:
+        DETECTORS.pop("TwiceDetector")
+        LAYOUTS.pop("TwiceLayout")
+        sys.modules.pop("twice_plugin", None)
 
 
 # ---------------------------------------------------------------- the acceptance test

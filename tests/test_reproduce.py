@@ -296,10 +296,89 @@ def test_an_archive_counts_as_unpacked_only_when_read_to_its_end(tmp_path, capsy
     assert {"real/5.tar/s", "real/5.tar.gz/s", "real/1.part1/s", "real/1.part2/t"} <= videos
 
 
+def _snapshot(folder):
+    return sorted(os.path.relpath(os.path.join(d, f), folder)
+                  for d, dirs, files in os.walk(folder) for f in dirs + files)
+
+
+def test_an_archive_member_named_like_the_tools_marker_is_one_line(tmp_path, capsys):
+    """Members under .unpacked/ or .unpacking/ would take the marker's place: not extracted, one
+    problem line for the archive, the rest unpacked and indexed."""
+    from tools.build_index import main
+    png = cv2.imencode(".png", np.zeros((20, 20, 3), np.uint8))[1].tobytes()
+    dist = tmp_path / "dist"
+    for kind in ("real", "fake"):
+        for split in ("train", "test"):
+            (dist / f"{kind}_{split}").mkdir(parents=True)
+            _tar(dist / f"{kind}_{split}" / "0.tar.gz", [("s/1.png", png)])
+    _tar(dist / "real_train" / "0.tar.gz", [("s/1.png", png), (".unpacked/2.png", png),
+                                            (".unpacking/3.png", png), (".unpacked", png)])
+    root = tmp_path / "wdf"
+    capsys.readouterr()
+    assert main(["wilddeepfake", "--root", str(root), "--archives", str(dist)]) == 1
+    err = capsys.readouterr().err
+    problems = [line for line in err.splitlines() if line.startswith("problem:")]
+    assert len(problems) == 1 and "real_train/0.tar.gz: 2 member(s) under .unpacked/" in err
+    assert "Traceback" not in err
+    target = root / "train" / "real" / "0"
+    assert sorted(os.listdir(target)) == [".unpacked", "s"] and (target / ".unpacked").is_file()
+    assert os.listdir(target / "s") == ["1.png"]
+    assert main(["wilddeepfake", "--root", str(root), "--archives", str(dist)]) == 0  # done
+
+
+def test_wilddeepfake_root_that_is_a_file_is_one_line_and_makes_nothing(tmp_path, capsys):
+    from tools.build_index import main
+    png = cv2.imencode(".png", np.zeros((20, 20, 3), np.uint8))[1].tobytes()
+    dist = tmp_path / "dist"
+    (dist / "real_train").mkdir(parents=True)
+    _tar(dist / "real_train" / "0.tar.gz", [("s/1.png", png)])
+    (tmp_path / "notes.txt").write_text("the user's")
+    before = _snapshot(tmp_path)
+    for root, text in [(tmp_path / "notes.txt", "--root {}: is a file, expected a folder"),
+                       (tmp_path / "notes.txt" / "wdf", "is a file, not a folder to make it in")]:
+        capsys.readouterr()
+        assert main(["wilddeepfake", "--root", str(root), "--archives", str(dist)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: --root ") and err.count("\n") == 1
+        assert text.format(root) in err
+    assert _snapshot(tmp_path) == before
+    assert (tmp_path / "notes.txt").read_text() == "the user's"
+
+
+def test_a_failing_dfdc_run_leaves_no_new_folder(tmp_path, capsys):
+    """A mistyped --root with --test_metadata; a root without training parts: one line, and no
+    labels.csv (nor folder) written."""
+    from tools.build_index import main
+    meta = tmp_path / "metadata.json"
+    meta.write_text(json.dumps({"a.mp4": {"label": "FAKE"}}))
+    (tmp_path / "dfdc").mkdir()
+    before = _snapshot(tmp_path)
+    for root, text in [(tmp_path / "dfcd", "dataset root not found: {}"),
+                       (tmp_path / "dfdc", "no dfdc_train_part_* folder in {}")]:
+        capsys.readouterr()
+        assert main(["dfdc", "--root", str(root), "--test_metadata", str(meta)]) == 2
+        err = capsys.readouterr().err
+        assert err == f"error: {text.format(root)}" + ("" if "not found" not in text else
+                                                        " (expected DFDC's dfdc_train_part_* "
+                                                        "folders and test/)") + "\n"
+        assert _snapshot(tmp_path) == before
+    # the layout right: the labels are written
+    part = tmp_path / "dfdc" / "dfdc_train_part_0"
+    part.mkdir()
+    (part / "metadata.json").write_text(json.dumps({"b.mp4": {"label": "REAL"}}))
+    assert main(["dfdc", "--root", str(tmp_path / "dfdc"), "--test_metadata", str(meta)]) == 0
+    assert "test videos: 1" in capsys.readouterr().out
+    assert (tmp_path / "dfdc" / "test" / "labels.csv").is_file()
+
+
 def test_dfdc_test_labels_from_metadata(tmp_path):
     from dataset.dfdc import labels_from_metadata, read_test_labels
     meta = tmp_path / "metadata.json"
     meta.write_text(json.dumps({"b.mp4": {"label": "FAKE"}, "a.mp4": {"label": "REAL"}}))
+    with pytest.raises(UserError, match="dataset root not found"):  # never a new root
+        labels_from_metadata(str(meta), str(tmp_path / "dfdc"))
+    assert not (tmp_path / "dfdc").exists()
+    (tmp_path / "dfdc").mkdir()
     path, n = labels_from_metadata(str(meta), str(tmp_path / "dfdc"))
     assert n == 2 and read_test_labels(path) == [("a", 0), ("b", 1)]
     assert labels_from_metadata(str(meta), str(tmp_path / "dfdc"))[1] == 2  # same: kept

@@ -1,6 +1,16 @@
-"""tools/weights.py: the catalogue of public RECCE checkpoints and the recognition of a file."""
+"""tools/weights.py: the catalogue of public RECCE checkpoints, the recognition of a file, and
+the commands it prints, each run as printed."""
+import os
+import shlex
+import subprocess
+import sys
+
+import cv2
+import numpy as np
 import pytest
 import torch
+
+from conftest import ROOT
 
 from model import Recce, Xception
 
@@ -84,3 +94,101 @@ def test_check_refuses_what_is_not_a_checkpoint(tmp_path, capsys):
     torch.save({"layer.weight": torch.zeros(3, 3)}, other)
     assert main(["--check", str(other)]) == 1
     assert "architecture: unknown" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ every printed command runs
+PLUGIN = os.path.join(ROOT, "tests", "plugins", "tiny_detector.py")
+
+
+def _faces(folder, n=2):
+    os.makedirs(folder, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        cv2.imwrite(os.path.join(folder, f"{i}.png"), rng.integers(0, 255, (40, 36, 3), np.uint8))
+    return str(folder)
+
+
+def _run(argv, **kw):
+    return subprocess.run([sys.executable] + argv, cwd=ROOT, capture_output=True, text=True,
+                          timeout=600, **kw)
+
+
+def _printed(stdout):
+    return next(line for line in stdout.splitlines()
+                if line.startswith("score with: "))[len("score with: "):]
+
+
+def _run_printed(command, faces):
+    """The printed command, run as printed from the project's folder (FACES: a folder)."""
+    argv = shlex.split(command)
+    assert argv[:2] == ["python", "inference.py"], command
+    return _run(["inference.py"] + [faces if a == "FACES" else a for a in argv[2:]])
+
+
+def test_the_command_printed_for_a_detector_of_ones_own_runs_as_printed(tmp_path, capsys):
+    """tools/weights.py --check on checkpoints of the plugin's detector: the printed command
+    carries the --import it needs (the run's saved imports, or the --import given here). A fresh
+    process, which knows nothing of the plugin, runs the first; the others run in this one."""
+    import inference
+    from registry import import_modules
+    from tools.weights import main
+    import_modules([PLUGIN])
+    from model import build_detector
+    from model.detector import InputSpec
+    torch.manual_seed(0)
+    tiny = build_detector({"name": "TinyDetector", "pretrained": False}).state_dict()
+    folder = tmp_path / "my runs"  # a space: the printed paths are quoted
+    folder.mkdir()
+    run = folder / "best_model_4.bin"
+    torch.save({"model": tiny, "config": {"model": {"name": "TinyDetector", "num_classes": 1},
+                                          "config": {"imports": [PLUGIN]}},
+                "input_spec": InputSpec((32, 32)).to_dict()}, run)
+    bare = folder / "tiny.pth"
+    torch.save(tiny, bare)
+    faces = _faces(tmp_path / "faces")
+
+    proc = _run(["tools/weights.py", "--check", str(run)])  # not registered in that process
+    assert proc.returncode == 1 and "TinyDetector, not registered here" in proc.stdout
+    command = _printed(proc.stdout)
+    assert command.endswith(f"--import {PLUGIN}") and shlex.split(command)[3] == str(run)
+    proc = _run_printed(command, faces)
+    assert proc.returncode == 0, (command, proc.stderr)
+    assert proc.stdout.count("fake probability: ") == 2, proc.stdout
+    # a bare state dict that no detector known there fits: no command that could not run
+    proc = _run(["tools/weights.py", "--check", str(bare)])
+    assert proc.returncode == 1 and "score with: no command" in proc.stdout
+
+    capsys.readouterr()
+    for path, expected in [(run, "input: 32 px (bilinear)"),
+                           (bare, "architecture: TinyDetector (1 logit")]:
+        assert main(["--check", str(path), "--import", PLUGIN]) == 0
+        out = capsys.readouterr().out
+        command = _printed(out)
+        assert expected in out and command.endswith(f"--import {PLUGIN}"), out
+        argv = shlex.split(command)
+        assert argv[:2] == ["python", "inference.py"] and str(path) in argv
+        assert inference.main([faces if a == "FACES" else a for a in argv[2:]]) == 0, command
+        assert capsys.readouterr().out.count("fake probability: ") == 2
+    assert "--model TinyDetector" in command and " -w " in command
+
+
+def test_the_commands_of_the_catalogue_and_of_check_run_as_printed(recce, tmp_path, capsys):
+    """--list's "score with" for each entry (FILE: a file of the entry's kind) and --check's
+    command for each kind, run through inference.py's command line."""
+    import inference
+    from tools.weights import check, load_catalogue
+    faces = _faces(tmp_path / "faces", n=1)
+    bare = tmp_path / "params.pth"
+    torch.save(recce.state_dict(), bare)
+    dfb = tmp_path / "recce_best.pth"
+    _deepfakebench_file(dfb, recce)
+    files = {"state_dict": str(bare), "deepfakebench": str(dfb)}
+    commands = [e["score_with"].replace("FILE", files[e["flavour"]])
+                for e in load_catalogue().values()]
+    commands += [check(path, load_catalogue())["command"] for path in files.values()]
+    for command in commands:
+        argv = shlex.split(command)
+        assert argv[:2] == ["python", "inference.py"], command
+        capsys.readouterr()
+        assert inference.main([faces if a == "FACES" else a for a in argv[2:]]) == 0, command
+        assert capsys.readouterr().out.count("fake probability: ") == 1

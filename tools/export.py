@@ -21,6 +21,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import torch  # noqa: E402
 
+from checks import check_value  # noqa: E402
 from errors import UserError, run_cli  # noqa: E402
 from fileio import publish, temporary_beside  # noqa: E402
 
@@ -45,7 +46,7 @@ class _Exportable(torch.nn.Module):
 def load_for_export(path, trusted=False, num_classes=None, model_name=None, imports=()):
     from model.checkpoint import load_detector
     from registry import import_modules
-    import_modules(list(imports), where="--import")
+    import_modules(imports, where="--import")
     model = load_detector(path, "cpu", trusted=trusted, num_classes=num_classes, name=model_name)
     model.channels_last = False  # a plain NCHW graph exports and runs everywhere
     return model.to(memory_format=torch.contiguous_format).eval()
@@ -97,7 +98,9 @@ def export(model, fmt, out, size=None, with_recons=False, checkpoint=None):
     size (``size`` overrides)."""
     if fmt not in ("onnx", "torch.export"):
         raise UserError(f"--format: {fmt!r} is not onnx or torch.export")
-    h, w = (size, size) if size else model.spec.size
+    if size is not None:
+        size = check_value("--size", size, "size")
+    h, w = (size, size) if size is not None else model.spec.size
     if min(h, w) < model.min_input_size:
         raise UserError(f"--size {min(h, w)}: the model needs inputs of at least "
                         f"{model.min_input_size}")
@@ -161,6 +164,8 @@ def main(argv=None):
 
     def body():
         check_output_file(args.out, "--out")
+        if args.size is not None:
+            check_value("--size", args.size, "size")  # before the checkpoint is read
         if os.path.exists(args.out) and os.path.exists(args.bin) and \
                 os.path.samefile(args.out, args.bin):
             raise UserError(f"--out {args.out} is the checkpoint itself: choose another file")

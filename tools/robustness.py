@@ -28,6 +28,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
+from checks import check_value  # noqa: E402
 from errors import UserError, run_cli  # noqa: E402
 from fileio import (atomic_write, atomic_write_figure, check_output_dir,  # noqa: E402
                     file_identity, publish, same_work, temporary_beside)
@@ -223,8 +224,9 @@ def main(argv=None):
             raise UserError("--protocol frames needs --videos CSV (path,label of the raw videos)")
         if args.videos and not frames:
             raise UserError("--videos is for --protocol frames")
-        if frames and (args.frames < 1 or not args.margin > 0):
-            raise UserError("--frames and --margin: expected positive numbers")
+        if frames:
+            check_value("--frames", args.frames, "posint")
+            check_value("--margin", args.margin, "positive")
         cfg = load_config(args.config, *split_overrides(args.opt))
         ckpt = resolve_checkpoint(cfg, args.ckpt)
         out = args.out or os.path.join(os.path.dirname(os.path.abspath(ckpt)),

@@ -2,15 +2,18 @@
 
     python tools/weights.py --list
     python tools/weights.py --check path/to/recce_best.pth
+    python tools/weights.py --check runs/Mine/x/best_model_100.bin --import my_detector.py
 
 ``--check`` reads the file without executing code from it (``--trust`` for one that needs full
 unpickling), names its kind (this project's, the original release's, DeepfakeBench's, a bare
 state dict), its architecture and heads, the input it expects, the catalogue entry it matches (by
-sha256 where one is published, else by kind, said as such) and the command that scores with it.
-Nothing is downloaded.
+sha256 where one is published, else by kind, said as such) and the command that scores with it,
+with the ``--import`` that a detector of one's own needs (``--import`` here registers it, as
+inference.py's does). Nothing is downloaded.
 """
 import argparse
 import os
+import shlex
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -89,14 +92,47 @@ def check(path, catalogue, trusted=False):
         match = "unknown"
     spec = source = None
     if arch in DETECTORS:
-        spec, source = checkpoint_spec(state, DETECTORS.get(arch))
+        spec, source = checkpoint_spec(state, DETECTORS.get(arch), path)
     flag = "-b" if flavour in ("project", "original", "deepfakebench") else "-w"
-    command = f"python inference.py {flag} {path} -f FACES"
+    command = f"python inference.py {flag} {shlex.quote(path)} -f FACES"
     if flavour in ("state_dict",) and arch and arch != "Recce":
-        command += f" --model {arch}"
+        command += f" --model {shlex.quote(arch)}"
+    imports = needed_imports(arch, state)
+    command += "".join(f" --import {shlex.quote(i)}" for i in imports)
+    if not arch or (arch not in DETECTORS and not imports):
+        command = None  # it could not run: no detector known here fits the weights
     return {"file": path, "sha256": digest, "size_mb": os.path.getsize(path) / 2 ** 20,
-            "kind": flavour, "architecture": arch, "heads": heads, "spec": spec,
-            "spec_source": source, "match": match, "command": command}
+            "kind": flavour, "architecture": arch, "registered": arch in DETECTORS,
+            "heads": heads, "spec": spec, "spec_source": source, "match": match,
+            "imports": imports, "command": command}
+
+
+def needed_imports(arch, state):
+    """The ``--import`` entries another process needs to know the detector ``arch``: none for the
+    project's own (the ``model`` package registers them); the module that registered it in this
+    one (a file by its absolute path); for one not registered here, the imports its run saved
+    (when their files are on this machine)."""
+    from model import DETECTORS
+    from registry import import_entry
+    if arch in DETECTORS:
+        origin = DETECTORS.origin(arch)
+        if origin is None or origin.split(".")[0] == "model":
+            return []
+        entry = import_entry(origin)
+        return [entry] if entry else []
+    saved = ((state.get("config") or {}).get("config") or {}).get("imports") \
+        if isinstance(state, dict) else None
+    saved = [str(i) for i in saved or []]
+    return saved if all(os.path.isfile(i) for i in saved if i.endswith(".py")) else []
+
+
+def _architecture_text(info):
+    if not info["architecture"]:
+        return "unknown (no registered detector fits its weights)"
+    if not info["registered"]:
+        return (f"{info['architecture']}, not registered here (pass --import with the module or "
+                "file that registers it)")
+    return info["architecture"]
 
 
 def check_lines(info):
@@ -107,11 +143,12 @@ def check_lines(info):
              "default": "the detector's default: the file does not say"}
     lines = [f"file: {info['file']} ({info['size_mb']:.1f} MB, sha256 {info['sha256']})",
              f"kind: {KINDS.get(info['kind'], info['kind'])}",
-             f"architecture: {info['architecture'] or 'unknown (no registered detector fits its weights)'}"
-             f" ({heads})"]
+             f"architecture: {_architecture_text(info)} ({heads})"]
     if info["spec"] is not None:
         lines.append(f"input: {info['spec'].describe()} ({where[info['spec_source']]})")
-    lines += [f"catalogue: {info['match']}", f"score with: {info['command']}"]
+    command = info["command"] or ("no command: no detector known here fits its weights "
+                                  "(--import the module or file that registers yours)")
+    lines += [f"catalogue: {info['match']}", f"score with: {command}"]
     return lines
 
 
@@ -122,16 +159,21 @@ def main(argv=None):
     g.add_argument("--check", metavar="FILE", help="what a checkpoint file is, and how to use it")
     p.add_argument("--trust", action="store_true",
                    help="allow a file that needs full unpickling (only from a trusted source)")
+    p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                   help="a module or .py file registering your own detector (as inference.py's "
+                        "--import); repeatable")
     args = p.parse_args(argv)
 
     def body():
+        from registry import import_modules
         catalogue = load_catalogue()
         if args.list:
             print("\n".join(list_lines(catalogue)))
             return 0
+        import_modules(args.imports, where="--import")
         info = check(args.check, catalogue, args.trust)
         print("\n".join(check_lines(info)))
-        return 0 if info["architecture"] else 1
+        return 0 if info["architecture"] and info["registered"] else 1
     return run_cli(body)
 
 

@@ -1,0 +1,58 @@
+"""checks.py: the one set of value rules (``check_value``) every door uses, and the bounds they
+share (``MAX_INPUT_SIZE``)."""
+import math
+
+import pytest
+
+from checks import MAX_INPUT_SIZE, as_number, check_value
+from errors import UserError
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize("kind,good,bad", [
+    ("size", [1, 299, MAX_INPUT_SIZE, 64.0, "128"],
+     [0, -1, MAX_INPUT_SIZE + 1, 10 ** 9, 2.5, NAN, INF, True, None, "big", [64], ""]),
+    ("positive", [1e-6, 0.5, 3, "2e-3"], [0, -1, NAN, INF, -INF, True, None, "x", [1]]),
+    ("finite", [0, -3.5, 1e30], [NAN, INF, -INF, False, None, "nan", {}]),
+    ("probability", [0, 0.5, 1, 1.0], [-0.01, 1.01, NAN, INF, True, None, "half"]),
+    ("fraction", [0, 0.99], [1, -0.1, NAN, INF]),
+    ("nonneg", [0, 5.5], [-1, NAN, INF]),
+    ("posint", [1, 7, 3.0], [0, -2, 1.5, NAN, INF, True, "three"]),
+    ("nonneg_int", [0, 4], [-1, NAN, 0.5]),
+])
+def test_each_kind_takes_its_values_and_refuses_the_rest(kind, good, bad):
+    for value in good:
+        out = check_value("probe", value, kind)
+        assert out == as_number(value) and not isinstance(out, bool)
+    for value in bad:
+        with pytest.raises(UserError) as info:
+            check_value("--probe", value, kind)
+        text = str(info.value)
+        # one line naming where the value came from, the value and what is accepted
+        assert text.startswith("--probe: expected ") and repr(value) in text and "\n" not in text
+
+
+def test_integers_come_back_as_integers_and_optional_kinds_take_none():
+    assert check_value("s", 64.0, "size") == 64 and isinstance(check_value("s", 64.0, "size"), int)
+    assert check_value("s", None, "size?") is None
+    with pytest.raises(UserError, match=r"s: expected a size in pixels from 1 to 2048, got 0"):
+        check_value("s", 0, "size?")
+
+
+def test_the_size_bound_is_one_number():
+    assert MAX_INPUT_SIZE == 2048
+    assert check_value("x", MAX_INPUT_SIZE, "size") == MAX_INPUT_SIZE
+    with pytest.raises(UserError, match=f"from 1 to {MAX_INPUT_SIZE}"):
+        check_value("x", MAX_INPUT_SIZE + 1, "size")
+
+
+def test_an_unknown_kind_is_a_programming_error_not_a_user_error():
+    with pytest.raises(ValueError, match="unknown kind 'percent'"):
+        check_value("x", 3, "percent")
+
+
+def test_as_number_keeps_text_that_is_not_a_finite_number():
+    assert as_number("1e-4") == 1e-4 and as_number("abc") == "abc"
+    assert as_number("nan") == "nan" and as_number("inf") == "inf"
+    assert math.isnan(as_number(NAN))
