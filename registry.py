@@ -34,7 +34,7 @@ class Registry:
     def get(self, name):
         if name not in self._items:
             raise UserError(f"{self.key}: unknown {self.kind} {name!r} "
-                            f"(known: {', '.join(self._items) or 'none'})")
+                            f"(known: {', '.join(self._items) or 'none'})", arg=self.key)
         return self._items[name]
 
     __getitem__ = get
@@ -74,11 +74,13 @@ def import_modules(entries, base_dir=None, where="config.imports"):
     if entries is None:
         return []
     if not isinstance(entries, list):
-        raise UserError(f"{where}: expected a list of module names or .py files, got {entries!r}")
+        raise UserError(f"{where}: expected a list of module names or .py files, got {entries!r}",
+                        arg=where)
     resolved = []
     for entry in entries:
         if not isinstance(entry, str) or not entry.strip():
-            raise UserError(f"{where}: {entry!r} is not a module name or a .py file")
+            raise UserError(f"{where}: {entry!r} is not a module name or a .py file",
+                            arg=where)
         if entry.endswith(".py"):
             candidates = [os.path.join(base_dir, entry)] if base_dir else []
             candidates.append(entry)
@@ -86,14 +88,14 @@ def import_modules(entries, base_dir=None, where="config.imports"):
             if path is None:
                 raise UserError(f"{where}: file not found: {entry}"
                                 + (f" (looked in {base_dir} and the working directory)"
-                                   if base_dir else ""))
+                                   if base_dir else ""), arg=where)
             _import_file(path, where)
             resolved.append(path)
         else:
             try:
                 importlib.import_module(entry)
             except ImportError as exc:
-                raise UserError(f"{where}: cannot import {entry!r}: {exc}") from None
+                raise UserError(f"{where}: cannot import {entry!r}: {exc}", arg=where) from None
             resolved.append(entry)
     return resolved
 
@@ -113,6 +115,6 @@ def _import_file(path, where):
     except Exception as exc:  # noqa: BLE001 - the user's code: say which file failed, and how
         sys.modules.pop(name, None)
         raise UserError(f"{where}: importing {path} failed: {type(exc).__name__}: "
-                        f"{' '.join(str(exc).split())}") from None
+                        f"{' '.join(str(exc).split())}", arg=where) from None
     _IMPORTED[path] = module
     return module

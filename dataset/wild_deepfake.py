@@ -2,7 +2,7 @@
 ``root/<split>``, built from ``<split>/{real,fake}/<video>/<frame>``."""
 import os
 
-from errors import UserError
+from errors import UserError, flags
 
 from .base import Item
 from .common import check_entries, choice, is_image, require_dir, video_of, walk_images
@@ -121,11 +121,11 @@ def unpack_archives(archives, root):
 
     from fileio import atomic_write
     if not os.path.isdir(archives):
-        raise UserError(f"--archives {archives}: not a folder")
+        raise UserError(f"archives {archives}: not a folder", arg="archives")
     folders = _archive_folders(archives)
     if not folders:
-        raise UserError(f"--archives {archives}: no real_train, real_test, fake_train or "
-                        "fake_test folder (WildDeepfake as distributed)")
+        raise UserError(f"archives {archives}: no real_train, real_test, fake_train or "
+                        "fake_test folder (WildDeepfake as distributed)", arg="archives")
     done = skipped = 0
     problems = []
     for (split, kind), folder in sorted(folders.items()):
@@ -176,7 +176,8 @@ def _add_arguments(p):
 def _build(args):
     lines = []
     if args.archives:
-        done, skipped, problems = unpack_archives(args.archives, args.root)
+        with flags(archives="--archives"):
+            done, skipped, problems = unpack_archives(args.archives, args.root)
         lines += [f"problem: {p}" for p in problems]
         lines.append(f"archives: {done} unpacked, {skipped} already unpacked, "
                      f"{len(problems)} with problems")

@@ -44,8 +44,8 @@ def load_checkpoint(path, trusted=False):
                 if "Unsupported global: " in text else "a class from outside torch"
             raise UserError(
                 f"{path} holds more than tensors and plain values ({needs}); loading it could run "
-                "code from the file. If you trust its source, pass --trust (or set "
-                "config.trust_checkpoint: true)") from None
+                "code from the file. If you trust its source, allow it with the trust option "
+                "(config.trust_checkpoint: true; trust on a command line or in the API)") from None
     except Exception as exc:  # noqa: BLE001 - truncated, not a torch file, ...
         raise UserError(f"cannot read checkpoint {path}: {' '.join(str(exc).split())[:200]}") from None
     return torch.load(path, map_location="cpu", weights_only=False)
@@ -124,7 +124,7 @@ def checkpoint_model_name(state, explicit=None, fallback=DEFAULT_MODEL):
     state dict or the original's checkpoint takes ``explicit`` (--model), else ``fallback``."""
     saved = saved_model_section(state).get("name")
     if explicit and saved and explicit != saved:
-        raise UserError(f"--model {explicit}: the checkpoint holds a {saved} model")
+        raise UserError(f"model {explicit}: the checkpoint holds a {saved} model", arg="model")
     return explicit or saved or fallback
 
 
@@ -141,9 +141,10 @@ def pick_device(requested=None):
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise UserError(f"--device: {name!r} is not a device (cpu, cuda, cuda:0, ...)") from None
+        raise UserError(f"device {name!r}: not a device (cpu, cuda, cuda:0, ...)",
+                        arg="device") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available on this machine")
+        raise UserError(f"device {name}: CUDA is not available on this machine", arg="device")
     return device
 
 
@@ -220,8 +221,8 @@ def load_detector(path, device="cpu", *, trusted=False, name=None, num_classes=N
     if cfg["name"] not in DETECTORS:
         imports = ((state.get("config") or {}).get("config") or {}).get("imports") \
             if isinstance(state, dict) else None
-        hint = (f"; its run imported {', '.join(map(str, imports))}: pass --import with that file "
-                "(test.py: the config's config.imports)") if imports else ""
+        hint = (f"; its run imported {', '.join(map(str, imports))}: import that file too (the "
+                "imports option; test.py: the config's config.imports)") if imports else ""
         raise UserError(f"{path} holds a {cfg['name']!r} detector, which is not registered "
                         f"(known: {', '.join(DETECTORS)}){hint}")
     if saved.get("name") and saved["name"] != (model_cfg or {}).get("name") and num_classes is None:
@@ -239,11 +240,11 @@ def load_detector(path, device="cpu", *, trusted=False, name=None, num_classes=N
         spec, where = fallback_spec or (spec, f"{cfg['name']}'s default input spec")
         log.warning("%s does not say how its images were prepared: using %s, %s%s",
                     os.path.basename(path), where, spec.describe(),
-                    "" if image_size or fallback_spec else " (--image_size sets another size)")
+                    "" if image_size or fallback_spec else " (image_size sets another size)")
     if image_size:
         if image_size < det.min_input_size:
-            raise UserError(f"--image_size {image_size}: the model needs at least "
-                            f"{det.min_input_size}")
+            raise UserError(f"image_size {image_size}: the model needs at least "
+                            f"{det.min_input_size}", arg="image_size")
         spec = spec.with_size(image_size)
     det.spec, det.spec_source = spec, source
     return det.to(device).eval()
