@@ -1,9 +1,17 @@
-"""Writing files without ever leaving half of one, and checking output paths before the work.
+"""Writing files without ever leaving half of one, checking output paths before the work, and the
+file helpers every part shares: the folder lock, resumable tables (CSV/JSON rows), digests.
 
 Every output of the project is written to a temporary file of its own in the same folder, then
 renamed over the target: an interrupt, a kill or a full disk leaves the previous file (or none)
 and removes the temporary file where the process is still alive to do it.
+
+Every entry point imports this module: OpenCV and matplotlib are imported only by the writers of
+pictures and figures, which need them.
 """
+import csv
+import fcntl
+import hashlib
+import json
 import os
 import tempfile
 from contextlib import contextmanager
@@ -114,7 +122,6 @@ class FolderLock:
     (<holder>): wait for it, or <remedy>``; ``what`` is the argument ``UserError.arg`` names."""
 
     def __init__(self, folder, what="folder", remedy="use another folder"):
-        import fcntl
         self.path = os.path.join(folder, ".lock")
         self.key = os.path.realpath(self.path)
 
@@ -145,7 +152,6 @@ class FolderLock:
 
 def sha256_of(path):
     """The SHA-256 of a file's bytes, read in blocks, as hex."""
-    import hashlib
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -159,7 +165,6 @@ def read_table(path, fields, numbers=(), integers=(), what="a table"):
     ``numbers`` that is neither empty nor a number, one of ``integers`` that is not an integer,
     not UTF-8: edited by hand or cut short) is one error line naming it as ``what``, never
     half-read."""
-    import csv
     if not os.path.isfile(path):
         return []
     try:
@@ -186,8 +191,6 @@ def write_table(path, rows, columns):
     """``rows`` (dicts with the keys ``columns``) as a .json list or a .csv table, by the
     extension of ``path``, atomically. CSV cells: None is empty, a float its exact ``repr``, a
     string as it is; JSON keeps the values."""
-    import csv
-    import json
     rows = list(rows)
     if path.lower().endswith(".json"):
         atomic_write(path, lambda fh: json.dump([{k: r[k] for k in columns} for r in rows], fh,
@@ -226,7 +229,6 @@ def same_work(key_path, key, rows_exist, what):
     options) is stored beside the rows it produced; rows made by other work, or by work of
     unknown kind (no key beside them), are never taken as done: one error line instead, naming
     what differs. Writes the key when there is none yet."""
-    import json
     if os.path.isfile(key_path):
         try:
             with open(key_path, encoding="utf-8") as fh:
