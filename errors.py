@@ -2,10 +2,34 @@
 
 Entry points catch it and print its message on one line with a non-zero exit instead of a traceback.
 """
+from contextlib import contextmanager
 
 
 class UserError(Exception):
-    """A problem with the user's input: the message names the offending key, file or value."""
+    """A problem with the user's input: the message names the offending key, file or value.
+
+    Library code speaks of values, not of the command line: a message about one of its arguments
+    starts with the argument's name, which ``arg`` repeats (``UserError("image_size 3: the model
+    needs at least 7", arg="image_size")``); an entry point names its own flag instead
+    (``flags``)."""
+
+    def __init__(self, *args, arg=None):
+        super().__init__(*args)
+        self.arg = arg
+
+
+@contextmanager
+def flags(**names):
+    """An entry point around library calls: an error about the argument ``name`` is said to come
+    from the flag ``names[name]`` (``with flags(image_size="--image_size"): ...`` turns
+    "image_size 3: ..." into "--image_size 3: ..."); every other error passes unchanged."""
+    try:
+        yield
+    except UserError as exc:
+        flag, text = names.get(exc.arg), str(exc)
+        if flag is None or not text.startswith(exc.arg):
+            raise
+        raise UserError(flag + text[len(exc.arg):], arg=exc.arg) from None
 
 
 def one_line(exc: BaseException) -> str:

@@ -55,7 +55,7 @@ class Registry:
     def get(self, name):
         if name not in self._items:
             raise UserError(f"{self.key}: unknown {self.kind} {name!r} "
-                            f"(known: {', '.join(self._items) or 'none'})")
+                            f"(known: {', '.join(self._items) or 'none'})", arg=self.key)
         return self._items[name]
 
     __getitem__ = get
@@ -148,13 +148,14 @@ def import_modules(entries, base_dir=None, where="config.imports"):
         entries = [entries]
     if not isinstance(entries, (list, tuple)):
         raise UserError(f"{where}: expected a module name, a .py file or a list of them, got "
-                        f"{entries!r}")
+                        f"{entries!r}", arg=where)
     resolved = []
     for entry in entries:
         if isinstance(entry, os.PathLike):
             entry = os.fspath(entry)
         if not isinstance(entry, str) or not entry.strip():
-            raise UserError(f"{where}: {entry!r} is not a module name or a .py file")
+            raise UserError(f"{where}: {entry!r} is not a module name or a .py file",
+                            arg=where)
         if entry.endswith(".py"):
             candidates = [os.path.join(base_dir, entry)] if base_dir else []
             candidates.append(entry)
@@ -162,7 +163,7 @@ def import_modules(entries, base_dir=None, where="config.imports"):
             if path is None:
                 raise UserError(f"{where}: file not found: {entry}"
                                 + (f" (looked in {base_dir} and the working directory)"
-                                   if base_dir else ""))
+                                   if base_dir else ""), arg=where)
             _import_file(path, where)
             resolved.append(path)
         else:
@@ -171,10 +172,11 @@ def import_modules(entries, base_dir=None, where="config.imports"):
             except UserError:
                 raise
             except ImportError as exc:
-                raise UserError(f"{where}: cannot import {entry!r}: {_text(exc)}") from None
+                raise UserError(f"{where}: cannot import {entry!r}: {_text(exc)}",
+                                arg=where) from None
             except (Exception, SystemExit) as exc:  # noqa: BLE001 - the user's code: say which
                 raise UserError(f"{where}: importing {entry!r} failed: "  # module, and how
-                                f"{type(exc).__name__}: {_text(exc)}") from None
+                                f"{type(exc).__name__}: {_text(exc)}", arg=where) from None
             resolved.append(entry)
     return resolved
 
@@ -199,6 +201,6 @@ def _import_file(path, where):
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - the user's code: say which file
         sys.modules.pop(name, None)  # failed, and how
         raise UserError(f"{where}: importing {path} failed: {type(exc).__name__}: "
-                        f"{_text(exc)}") from None
+                        f"{_text(exc)}", arg=where) from None
     _IMPORTED[path] = module
     return module

@@ -42,7 +42,7 @@ def main(argv=None):
 
     import logging
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    from errors import run_cli
+    from errors import flags, run_cli
     from trainer import distributed as dist
     from trainer.config import load_config, split_overrides
     from trainer.testing import format_table, run_test
@@ -51,7 +51,8 @@ def main(argv=None):
         model_opts, dataset_opts = split_overrides(args.opt)
         cfg = load_config(args.config, model_opts, dataset_opts)
         from dataset.perturb import parse_spec
-        perturb = [parse_spec(p) for p in args.perturb]
+        with flags(perturbation="--perturb"):
+            perturb = [parse_spec(p) for p in args.perturb]
         metrics, path, out_dir, n, written = run_test(cfg, args.ckpt, args.device, args.out,
                                                       args.trust, perturb,
                                                       video_rule=args.video_auc)

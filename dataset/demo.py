@@ -35,7 +35,7 @@ DONE_MARKER = ".complete"
 VERSION = 6
 
 
-def _load_sources():
+def load_sources():
     """About a hundred face photographs as SIZE x SIZE RGB uint8."""
     import matplotlib.cbook
     import skimage.data
@@ -207,7 +207,7 @@ def make_demo_dataset(out: str, seed: int = 0, replace: bool = True) -> dict:
     tmp = tempfile.mkdtemp(prefix=".demo-build-", dir=parent)
     try:
         rng = np.random.default_rng(seed)
-        faces = [_tint(f, rng) for f in _load_sources()]
+        faces = [_tint(f, rng) for f in load_sources()]
         counts = _make_faceforensics(os.path.join(tmp, "faceforensics"), faces, rng)
         _make_celeb_df(os.path.join(tmp, "celeb_df"), faces, rng)
         with open(os.path.join(tmp, DONE_MARKER), "w") as fh:

@@ -108,10 +108,11 @@ def parse_spec(text):
     kind = kind.strip().upper()
     kind = ALIASES.get(kind, kind)
     if kind not in LEVELS:
-        raise UserError(f"--perturb {text}: unknown distortion {kind!r} "
-                        f"(known: {', '.join(LEVELS)})")
+        raise UserError(f"perturbation {text}: unknown distortion {kind!r} "
+                        f"(known: {', '.join(LEVELS)})", arg="perturbation")
     if level.strip() not in ("1", "2", "3", "4", "5"):
-        raise UserError(f"--perturb {text}: the level must be 1 to 5, e.g. {kind}:3")
+        raise UserError(f"perturbation {text}: the level must be 1 to 5, e.g. {kind}:3",
+                        arg="perturbation")
     return kind, int(level)
 
 
@@ -134,7 +135,7 @@ def block_positions(h, w, level, rng, scaled=False):
 def encode_video(frames, crf):
     """H.264 at ``crf`` and back, frames of one video together (resized to the first frame's size
     for the codec, then back to each frame's own). Needs the imageio-ffmpeg package."""
-    exe = _ffmpeg()
+    exe = ffmpeg_executable()
     h, w = frames[0].shape[:2]
     h2, w2 = h + h % 2, w + w % 2  # yuv420p needs even sides
     raw = b"".join(cv2.resize(f, (w2, h2), interpolation=cv2.INTER_AREA).tobytes() for f in frames)
@@ -153,11 +154,13 @@ def encode_video(frames, crf):
             if (h2, w2) != f.shape[:2] else data[i].copy() for i, f in enumerate(frames)]
 
 
-def _ffmpeg():
+def ffmpeg_executable():
+    """The path of the ffmpeg that imageio-ffmpeg ships (it writes and re-encodes videos here and
+    in the pictures of scored videos)."""
     try:
         import imageio_ffmpeg
     except ImportError:
-        raise UserError("video distortions need ffmpeg: pip install imageio-ffmpeg") from None
+        raise UserError("writing videos needs ffmpeg: pip install imageio-ffmpeg") from None
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
@@ -166,7 +169,7 @@ def distort_video(src, dst, kind, level, rng):
     strictly aligned path (``--via_xvid``): VC is ``ffmpeg -i src -crf n -y dst``; any other type
     is applied to every frame, the frames written as XVID with OpenCV, then converted by ffmpeg
     with its defaults (H.264 for .mp4). Returns the number of frames."""
-    exe = _ffmpeg()
+    exe = ffmpeg_executable()
     if kind == "VC":
         proc = subprocess.run([exe, "-loglevel", "error", "-i", src, "-crf",
                                str(LEVELS["VC"][level - 1]), "-y", dst], capture_output=True)

@@ -2,7 +2,7 @@
 ``root/<split>``, built from ``<split>/{real,fake}/<video>/<frame>``."""
 import os
 
-from errors import UserError
+from errors import UserError, flags
 
 from .base import Item
 from .common import check_entries, choice, is_image, require_dir, video_of, walk_images
@@ -126,12 +126,12 @@ def unpack_archives(archives, root):
 
     from fileio import atomic_write, check_output_dir
     if not os.path.isdir(archives):
-        raise UserError(f"--archives {archives}: not a folder")
-    check_output_dir(root, "--root")  # before anything is made under it
+        raise UserError(f"archives {archives}: not a folder", arg="archives")
+    check_output_dir(root, "root")  # before anything is made under it
     folders = _archive_folders(archives)
     if not folders:
-        raise UserError(f"--archives {archives}: no real_train, real_test, fake_train or "
-                        "fake_test folder (WildDeepfake as distributed)")
+        raise UserError(f"archives {archives}: no real_train, real_test, fake_train or "
+                        "fake_test folder (WildDeepfake as distributed)", arg="archives")
     done = skipped = 0
     problems = []
     for (split, kind), folder in sorted(folders.items()):
@@ -195,7 +195,8 @@ def _add_arguments(p):
 def _build(args):
     lines = []
     if args.archives:
-        done, skipped, problems = unpack_archives(args.archives, args.root)
+        with flags(archives="--archives"):
+            done, skipped, problems = unpack_archives(args.archives, args.root)
         lines += [f"problem: {p}" for p in problems]
         lines.append(f"archives: {done} unpacked, {skipped} already unpacked, "
                      f"{len(problems)} with problems")

@@ -5,7 +5,9 @@ import json
 import os
 import re
 
+from dataset.common import read_json
 from errors import UserError
+from fileio import atomic_write_text
 
 DONE = ".done"
 WORKING = ".extracting"
@@ -20,8 +22,8 @@ FRAME_FILE = re.compile(r"\d{4,}\.(png|jpg)")
 
 def write_meta(out, meta):
     """``manifest_meta.json`` in ``out``; a folder already holding crops of other settings is
-    refused (one folder, one setting: a manifest must describe every crop in it)."""
-    from fileio import atomic_write_text
+    refused (one folder, one setting: a manifest must describe every crop in it). Errors about
+    the folder start with ``out`` (``UserError.arg``)."""
     path = os.path.join(out, MANIFEST_META)
     if os.path.exists(path) or os.path.exists(os.path.join(out, MANIFEST)):
         try:
@@ -30,19 +32,20 @@ def write_meta(out, meta):
             if not isinstance(old, dict) or "project_version" not in old:
                 raise ValueError
         except (OSError, ValueError, UnicodeDecodeError):
-            raise UserError(f"--out {out} holds a {MANIFEST} or {MANIFEST_META} that this tool "
-                            "did not write; move it away or use another --out") from None
+            raise UserError(f"out {out} holds a {MANIFEST} or {MANIFEST_META} that this project "
+                            "did not write: move it away or use another folder",
+                            arg="out") from None
         differs = [k for k in CROP_SETTINGS if old.get(k) != meta.get(k)]
         if differs:
             k = differs[0]
-            raise UserError(f"--out {out} holds crops made with other settings ({k}: "
-                            f"{old.get(k)!r} there, {meta.get(k)!r} now); use another --out")
+            raise UserError(f"out {out} holds crops made with other settings ({k}: "
+                            f"{old.get(k)!r} there, {meta.get(k)!r} now): use another folder",
+                            arg="out")
     atomic_write_text(path, json.dumps(meta, indent=2) + "\n")
 
 
 def write_manifest(out):
     """``manifest.jsonl``: the lines of every finished video folder of this tool in ``out``."""
-    from fileio import atomic_write_text
     lines = []
     for name in sorted(os.listdir(out)):
         folder = os.path.join(out, name)
@@ -56,9 +59,10 @@ def write_manifest(out):
 
 def read_manifest(path):
     """The lines of a ``manifest.jsonl`` grouped by video, and the ``manifest_meta.json`` beside
-    it ({} where there is none)."""
+    it ({} where there is none). A missing or empty file is an error that starts with
+    ``manifest`` (``UserError.arg``)."""
     if not os.path.isfile(path):
-        raise UserError(f"--from_manifest: no such file: {path}")
+        raise UserError(f"manifest {path}: no such file", arg="manifest")
     by_video = {}
     try:
         with open(path, encoding="utf-8") as fh:
@@ -89,11 +93,10 @@ def read_manifest(path):
                             "crop, file)")
         by_video.setdefault(r["video"], []).append(r)
     if not by_video:
-        raise UserError(f"--from_manifest {path}: no lines")
+        raise UserError(f"manifest {path}: no lines", arg="manifest")
     meta_path = os.path.join(os.path.dirname(os.path.abspath(path)), MANIFEST_META)
     meta = {}
     if os.path.isfile(meta_path):
-        from dataset.common import read_json
         meta = read_json(meta_path, "manifest metadata")
         if not isinstance(meta, dict):
             raise UserError(f"{meta_path}: expected a JSON object")

@@ -3,33 +3,42 @@
 Frames are sampled and decoded one at a time as tools/extract_faces.py samples them, faces are
 detected (dlib or RetinaFace), followed across frames as tracks, and cropped with the crop of the
 training data (``faces.crop.crop_face``, which tools/extract_faces.py uses), so a face scored
-here and the same frame extracted then scored from a folder give the same probability. Crops of several frames are scored in one batch. A video's score is the
-mean fake probability of a face track over its frames (as test.py's video-level metrics average);
-the video is fake when any track seen in at least a quarter of the sampled frames is. A photo's
-score is the highest of its faces.
+here and the same frame extracted then scored from a folder give the same probability. Crops of
+several frames are scored in one batch (``faces.scoring.CropScorer``). A video's score is the mean
+fake probability of a face track over its frames (as test.py's video-level metrics average); the
+video is fake when any track seen in at least a quarter of the sampled frames is. A photo's score
+is the highest of its faces.
 """
+import json
+import math
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
-import torch
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
+from dataset import read_rgb
+from dataset.base import DEFAULT_MAX_PIXELS
+from dataset.perturb import ffmpeg_executable
 from errors import UserError
-from fileio import (atomic_write, atomic_write_figure, atomic_write_image, files_in, publish,
-                    temporary_beside)
-from model.detector import HEAT_MAX
+from fileio import atomic_write_figure, atomic_write_image, publish, temporary_beside, write_table
+from model.heatmap import HEAT_MAX, heat_map, heat_ramp
 
 from .crop import MARGIN, crop_face
+from .detectors.base import MIN_FACE_SIZE, min_score_of, usable
+from .scoring import result_line as line
 from .tracking import Tracker
-from .video import VIDEO_EXTS, iter_frames
+from .video import FRAMES, iter_frames
 
 MIN_TRACK_SHARE = 0.25
-# The smallest detector score taken for a face, per detector. dlib's HOG scores: the real faces of
-# the test photographs here (scikit-image's astronaut 1.16, down to 0.87 at a third of its size;
-# matplotlib's Grace Hopper 1.27 to 1.41) against false boxes (the astronaut's mission patch 0.12 to
-# 0.17, a name badge 0.02): 0.5 sits between them. RetinaFace: its release's own vis_thres, 0.6.
-MIN_FACE_SCORE = {"dlib": 0.5, "retinaface": 0.6}
-MIN_FACE_SIZE = 30  # pixels, the shorter side of the box: smaller ones give no usable crop
 PROGRESS_EVERY = 30.0  # seconds between "scoring x.mp4: k of n frames" lines on stderr
 
 
@@ -59,55 +68,8 @@ class Result:
     persons: list = field(default_factory=list)  # video: (track, frames, mean prob) per person
 
 
-def usable(dets, min_score, min_size):
-    """The detections taken for faces: a detector score of at least ``min_score`` and a box whose
-    shorter side has at least ``min_size`` pixels; the largest first."""
-    keep = [d for d in dets if d.score >= min_score
-            and min(d.box[2] - d.box[0], d.box[3] - d.box[1]) >= min_size]
-    return sorted(keep, key=lambda d: -d.area)
-
-
-def min_score_of(detector, min_score=None):
-    return min_score if min_score is not None else \
-        MIN_FACE_SCORE.get(getattr(detector, "name", ""), 0.0)
-
-
-def list_videos(path):
-    """inference.py's --video: one video file, or the videos directly in a folder."""
-    if os.path.isfile(path):
-        return [path]
-    if not os.path.isdir(path):
-        raise UserError(f"--video: no such file or folder: {path}")
-    vids = files_in(path, VIDEO_EXTS)
-    if not vids:
-        raise UserError(f"--video {path}: no videos ({', '.join(VIDEO_EXTS)}, any case)")
-    return vids
-
-
-class Scorer:
-    """Face crops -> fake probabilities, prepared by the detector's own input spec (the one its
-    checkpoint was trained with), in batches."""
-
-    def __init__(self, model, device, batch, forward=None):
-        from dataset.transforms import eval_transforms
-        self.model, self.device, self.batch = model, device, batch
-        self.forward = forward or model.score  # (x, aux) -> scores; CUDA graphs on a GPU
-        self.transform = eval_transforms(model.spec)
-
-    def __call__(self, crops, with_maps=False):
-        probs, maps = [], []
-        for i in range(0, len(crops), self.batch):
-            x = torch.stack([self.transform(image=c)["image"] for c in crops[i:i + self.batch]])
-            with torch.inference_mode():
-                out = self.forward(x.to(self.device), aux=with_maps)
-            probs += out["prob"].cpu().tolist()
-            if with_maps:
-                maps += list((x - out["recons"].float().cpu()).abs().mean(1).numpy())
-        return probs, maps
-
-
-def score_video(path, detector, scorer, threshold, frames=32, every=None, margin=MARGIN, vis=None,
-                max_pixels=None, min_score=None, min_size=MIN_FACE_SIZE):
+def score_video(path, detector, scorer, threshold, frames=FRAMES, every=None, margin=MARGIN,
+                vis=None, max_pixels=None, min_score=None, min_size=MIN_FACE_SIZE):
     """One video -> a Result; frames are decoded, detected and cropped one at a time, crops scored
     in batches across frames (only a batch of frames is ever held). Detections below ``min_score``
     or ``min_size`` are not faces (``usable``). The verdict: see ``verdict``."""
@@ -134,8 +96,6 @@ def score_video(path, detector, scorer, threshold, frames=32, every=None, margin
                 vis.add_frame(idx, t, rgb, [f for f, _ in faces], threshold)
         pending.clear()
 
-    import sys
-    import time
     last = time.monotonic()
     try:
         for idx, t, rgb in iter_frames(path, frames, every, info=info, max_pixels=max_pixels):
@@ -151,7 +111,7 @@ def score_video(path, detector, scorer, threshold, frames=32, every=None, margin
                 if crop is not None:
                     faces.append((Face(idx, t, tid, tuple(det.box), det.score), crop))
             pending.append((idx, t, rgb if vis is not None else None, faces))
-            if sum(len(f) for *_, f in pending) >= scorer.batch:
+            if sum(len(f) for *_, f in pending) >= scorer.batch_size:
                 flush()
         flush()
     except IOError as exc:
@@ -194,8 +154,6 @@ def score_photo(path, detector, scorer, threshold, margin=MARGIN, max_pixels=Non
                 min_score=None, min_size=MIN_FACE_SIZE):
     """One photo -> a Result: every face detected (``usable``) and scored; the photo's score is
     the highest."""
-    from dataset import read_rgb
-    from dataset.base import DEFAULT_MAX_PIXELS
     result = Result(path, "photo", sampled=1)
     try:
         rgb = read_rgb(path, max_pixels or DEFAULT_MAX_PIXELS)  # EXIF orientation applied
@@ -223,21 +181,27 @@ def score_photo(path, detector, scorer, threshold, margin=MARGIN, max_pixels=Non
 
 
 def result_line(r, threshold=0.5):
-    """The image line's first three fields, then the frame (video) or face (photo) count; a video
-    with more than one person says which track each line reports, one line per person."""
+    """The line of a video or photo: the crop line's fields, then the frame (video) or face
+    (photo) count; a video with more than one person says which track each line reports, one
+    line per person."""
     what = "frames" if r.kind == "video" else "faces"
     if r.score is None:
-        return f"path: {r.path} \t\t| no face found \t| {what}: {r.sampled if r.kind == 'video' else 0}"
-    line = (f"path: {r.path} \t\t| fake probability: {r.score:.4f} \t| prediction: "
-            f"{'fake' if r.fake else 'real'} \t| {what}: {r.count}")
+        return line(r.path, None, None, [(what, r.sampled if r.kind == "video" else 0)])
+    first = line(r.path, r.score, "fake" if r.fake else "real", [(what, r.count)])
     if len(r.persons) < 2:
-        return line
-    lines = [f"{line} \t| track: {r.track}"]
+        return first
+    lines = [line(r.path, r.score, "fake" if r.fake else "real",
+                  [(what, r.count), ("track", r.track)])]
     for track, frames, prob in r.persons[1:]:
-        lines.append(f"path: {r.path} \t\t| fake probability: {prob:.4f} \t| prediction: "
-                     f"{'fake' if prob >= threshold else 'real'} \t| frames: {frames} \t| "
-                     f"track: {track}")
+        lines.append(line(r.path, prob, "fake" if prob >= threshold else "real",
+                          [("frames", frames), ("track", track)]))
     return "\n".join(lines)
+
+
+MEDIA_COLUMNS = ("path", "kind", "fake_probability", "prediction", "frames_or_faces", "tracks",
+                 "track", "persons", "error")  # a video's or photo's --output row
+FACE_COLUMNS = ("path", "frame", "time", "track", "x1", "y1", "x2", "y2", "detector_score",
+                "fake_probability")  # a face's --frames_output row
 
 
 def record(r):
@@ -258,83 +222,46 @@ def face_records(r):
 
 
 def write_results(path, results):
-    import csv
-    import json
-
-    rows = [record(r) for r in results]
-    if path.lower().endswith(".json"):
-        atomic_write(path, lambda fh: json.dump(rows, fh, indent=1))
-        return
-
-    def write(fh):
-        w = csv.DictWriter(fh, list(rows[0]) if rows else ["path"])
-        w.writeheader()
-        for row in rows:
-            w.writerow({k: ("" if v is None else (repr(v) if isinstance(v, float) else v))
-                        for k, v in row.items()})
-    atomic_write(path, write, newline="")
+    """The ``--output`` file of videos and photos (.csv or .json): one ``record`` each."""
+    write_table(path, [record(r) for r in results], MEDIA_COLUMNS)
 
 
 def write_frames(path, results):
-    import csv
-
-    def write(fh):
-        w = csv.writer(fh)
-        w.writerow(["path", "frame", "time", "track", "x1", "y1", "x2", "y2", "detector_score",
-                    "fake_probability"])
-        for r in results:
-            for f in face_records(r):
-                w.writerow([f["path"], f["frame"], f"{f['time']:.3f}", f["track"],
-                            *[f"{f[k]:.1f}" for k in ("x1", "y1", "x2", "y2")],
-                            f"{f['detector_score']:.4f}", repr(f["fake_probability"])])
-    atomic_write(path, write, newline="")
+    """The ``--frames_output`` table: one row per scored face (``face_records``), times to the
+    millisecond, boxes to a tenth of a pixel."""
+    rows = [dict(f, time=f"{f['time']:.3f}", detector_score=f"{f['detector_score']:.4f}",
+                 **{k: f"{f[k]:.1f}" for k in ("x1", "y1", "x2", "y2")})
+            for r in results for f in face_records(r)]
+    write_table(path, rows, FACE_COLUMNS)
 
 
-def threshold_from(path):
-    """The EER threshold that test.py measured (metrics.json)."""
-    import json
-    import math
+def threshold_from(metrics):
+    """The EER threshold that test.py measured, read from its ``metrics`` file (metrics.json);
+    errors start with ``metrics`` (``UserError.arg``)."""
     try:
-        with open(path, encoding="utf-8") as fh:
+        with open(metrics, encoding="utf-8") as fh:
             value = json.load(fh).get("EER_threshold")
     except (OSError, ValueError, AttributeError) as exc:
-        raise UserError(f"--threshold_from {path}: not a metrics.json of test.py ({exc})") from None
+        raise UserError(f"metrics {metrics}: not a metrics.json of test.py ({exc})",
+                        arg="metrics") from None
     if not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise UserError(f"--threshold_from {path}: no finite EER_threshold in it (a split with one "
-                        "class has none)")
+        raise UserError(f"metrics {metrics}: no finite EER_threshold in it (a split with one "
+                        "class has none)", arg="metrics")
     return float(value)
 
 
 def _bgr_of(prob):
     """The colour of a fake probability on a fixed scale: green (real, 0) - yellow - red (fake, 1)."""
-    from matplotlib import colormaps
     r, g, b, _ = colormaps["RdYlGn_r"](float(np.clip(prob, 0, 1)))
     return int(b * 255), int(g * 255), int(r * 255)
 
 
 def _text(img, text, org, scale, color=(255, 255, 255), thickness=1):
     """Text legible on any background and at any resolution: outlined in black."""
-    import cv2
     font = cv2.FONT_HERSHEY_SIMPLEX
     cv2.putText(img, text, org, font, scale, (0, 0, 0), thickness + 2 * max(1, thickness // 2 + 1),
                 cv2.LINE_AA)
     cv2.putText(img, text, org, font, scale, color, thickness, cv2.LINE_AA)
-
-
-def heat_map(diff_map, side, interpolation=None):
-    """A reconstruction-difference map as a side x side BGR picture on the fixed scale
-    (0 to ``HEAT_MAX``, jet); ``interpolation``: the cv2 flag of the resize (default linear)."""
-    import cv2
-    m = (np.clip(diff_map / HEAT_MAX, 0, 1) * 255).astype(np.uint8)
-    flag = cv2.INTER_LINEAR if interpolation is None else interpolation
-    return cv2.applyColorMap(cv2.resize(m, (side, side), interpolation=flag), cv2.COLORMAP_JET)
-
-
-def heat_ramp(width, height):
-    """The colour scale of ``heat_map``: 0 on the left, ``HEAT_MAX`` on the right."""
-    import cv2
-    return cv2.applyColorMap(np.tile(np.linspace(0, 255, width).astype(np.uint8), (height, 1)),
-                             cv2.COLORMAP_JET)
 
 
 class Visualizer:
@@ -348,7 +275,7 @@ class Visualizer:
     the verdict). Per photo ``<name>_annotated.png``: the same boxes, each face's heat map beside
     it."""
 
-    def __init__(self, out_dir, path, fps=None, name=None):
+    def __init__(self, out_dir, path, name=None):
         os.makedirs(out_dir, exist_ok=True)
         self.path = path
         self.base = os.path.join(out_dir, name or os.path.splitext(os.path.basename(path))[0])
@@ -363,7 +290,6 @@ class Visualizer:
 
     def _draw_faces(self, bgr, faces):
         """Each face boxed in its colour with its track and probability; "no face" when none."""
-        import cv2
         s = self._scale(bgr)
         thick = max(2, int(round(min(bgr.shape[:2]) / 200)))
         for f in faces:
@@ -379,7 +305,6 @@ class Visualizer:
     def _panel(self, h, s, maps):
         """The side panel: the real-to-fake colour scale of the boxes, then each face's
         reconstruction-difference heat map (``maps``: [(title, map)]) with its fixed scale."""
-        import cv2
         width = int(230 * s)
         panel = np.full((h, width, 3), 40, np.uint8)
         pad = int(10 * s)
@@ -417,8 +342,6 @@ class Visualizer:
 
     def add_frame(self, idx, t, rgb, faces, threshold):
         """A sampled frame, annotated now (the verdict is added when the video is done)."""
-        import cv2
-        import tempfile
         if self.tmp is None:
             self.tmp = tempfile.mkdtemp(prefix=".annotate-", dir=os.path.dirname(self.base) or ".")
         bgr = self._draw_faces(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), faces)
@@ -443,7 +366,6 @@ class Visualizer:
     def discard(self):
         """Remove our temporary folder of sampled frames (all that goes when the video could not
         be read)."""
-        import shutil
         if self.tmp and os.path.isdir(self.tmp):
             shutil.rmtree(self.tmp)  # our own temporary folder only
 
@@ -462,18 +384,13 @@ class Visualizer:
     def _encode(self, tmp, out, result):
         """The sampled frames, each held until the next, with the verdict and the time, through
         ffmpeg (H.264) into the temporary file ``tmp`` (``out`` once it is complete)."""
-        import subprocess
-
-        import cv2
-
-        from dataset.perturb import _ffmpeg
         fps = float(self.info.get("fps") or 0.0) or 25.0
         total = int(self.info.get("total") or 0)
         duration = total / fps if total else self.samples[-1][0] + 1.0 / fps
         first = cv2.imread(self.samples[0][2])
         h, w = first.shape[:2]
         h2, w2 = h + h % 2, w + w % 2  # yuv420p: even sides
-        proc = subprocess.Popen([_ffmpeg(), "-loglevel", "error", "-y", "-f", "rawvideo",
+        proc = subprocess.Popen([ffmpeg_executable(), "-loglevel", "error", "-y", "-f", "rawvideo",
                                  "-pix_fmt", "bgr24", "-s", f"{w2}x{h2}", "-r", f"{fps:.6f}",
                                  "-i", "-", "-c:v", "libx264", "-pix_fmt", "yuv420p",
                                  "-movflags", "+faststart", tmp],
@@ -503,10 +420,8 @@ class Visualizer:
                 proc.kill()
 
     def _timeline(self, result, threshold):
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        fig, ax = plt.subplots(figsize=(7, 3.2), dpi=100)
+        fig = Figure(figsize=(7, 3.2), dpi=100)  # no pyplot: the caller's backend is left alone
+        ax = fig.subplots()
         times = [t for t, _, _ in self.samples]
         step = (times[1] - times[0]) if len(times) > 1 else 1.0
         for t, has_face, _ in self.samples:  # stretches without a face, shaded
@@ -519,7 +434,6 @@ class Visualizer:
         ax.axhline(threshold, color="k", ls="--", lw=1, label=f"threshold {threshold:.2f}")
         handles, labels = ax.get_legend_handles_labels()
         if any(not f for _, f, _ in self.samples):
-            from matplotlib.patches import Patch
             handles.append(Patch(color="0.85"))
             labels.append("no face")
         ax.set_ylim(0, 1)
@@ -533,7 +447,6 @@ class Visualizer:
     # ----------------------------------------------------------------- photos
     def photo(self, rgb, faces, threshold, maps=None):
         """The photo with each face boxed and labelled, and a strip of each face's heat map."""
-        import cv2
         bgr = self._draw_faces(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), faces)
         s = self._scale(bgr)
         top = max((f.prob for f in faces), default=None)

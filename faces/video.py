@@ -10,27 +10,35 @@ from errors import UserError  # noqa: E402
 from fileio import files_in  # noqa: E402
 
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+FRAMES = 32  # evenly spaced frames taken of a video unless said otherwise
 
 
-def list_videos(source):
-    """A folder of videos (not recursive) or a text file of video paths, one per line."""
+def list_videos(source, list_file=False, distinct_ids=False):
+    """The videos of ``source``: the video files directly in a folder (by extension, any case;
+    sorted), or a file: with ``list_file``, a text file of video paths (one a line; sorted),
+    else that one video. ``distinct_ids``: two videos of one ``video_id`` (a.mp4 and a.avi), which
+    would share an output folder, are refused. Errors start with ``source`` (``UserError.arg``)."""
     if os.path.isdir(source):
         vids = files_in(source, VIDEO_EXTS)
-    elif os.path.isfile(source):
+    elif os.path.isfile(source) and list_file:
         with open(source) as fh:
-            vids = [line.strip() for line in fh if line.strip()]
+            vids = sorted(line.strip() for line in fh if line.strip())
+    elif os.path.isfile(source):
+        vids = [source]
     else:
-        raise UserError(f"--input: no such folder or list file: {source}")
+        what = "folder or list file" if list_file else "file or folder"
+        raise UserError(f"source {source}: no such {what}", arg="source")
     if not vids:
-        raise UserError(f"--input {source}: no videos ({', '.join(VIDEO_EXTS)})")
+        raise UserError(f"source {source}: no videos ({', '.join(VIDEO_EXTS)}, any case)",
+                        arg="source")
     by_id = {}
-    for v in sorted(vids):
+    for v in vids if distinct_ids else ():
         vid = video_id(v)
         if vid in by_id:
-            raise UserError(f"--input: {by_id[vid]} and {v} would share the output folder {vid!r}; "
-                            "rename one of them")
+            raise UserError(f"source: {by_id[vid]} and {v} would share the output folder {vid!r}; "
+                            "rename one of them", arg="source")
         by_id[vid] = v
-    return sorted(vids)
+    return vids
 
 
 def video_id(path):
@@ -76,7 +84,7 @@ def iter_frames(path, frames=None, every=None, indices=None, info=None, max_pixe
     if w * h > budget:
         cap.release()
         raise IOError(f"its frames have {w} x {h} pixels, more than the limit of {budget} "
-                      "(--max_pixels)")
+                      "(max_pixels)")
     fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
     total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
     if total <= 0 or total > MAX_HEADER_FRAMES:

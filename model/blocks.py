@@ -117,6 +117,30 @@ class GraphReasoning(nn.Module):
         return self.reproject(fused)  # N 728 h w
 
 
+def loop_reasoning_forward(self, vert_a, vert_b, vert_c):
+    """``GraphReasoning.forward`` the original release's way: unfold, then a Python loop over the
+    positions of E7 (the same numbers, far slower). The benchmarks time it against the batched
+    forward: ``net.reasoning.forward = types.MethodType(loop_reasoning_forward, net.reasoning)``."""
+    n, _, h, w = vert_a.shape
+    rb, rc = self.ratio
+    unfold_b = torch.nn.Unfold(rb, stride=rb)(vert_b).view(n, vert_b.shape[1], rb * rb, h * w)
+    unfold_c = torch.nn.Unfold(rc, stride=rc)(vert_c).view(n, vert_c.shape[1], rc * rc, h * w)
+    a_emb = self.va_embedding(vert_a).flatten(2)
+    gate_b = 1 - self.va_gated_b(vert_a).flatten(2)
+    gate_c = 1 - self.va_gated_c(vert_a).flatten(2)
+    nodes = []
+    for p in range(h * w):
+        a = a_emb[:, :, p]
+        parts = []
+        for unfold, emb, rew, gate in ((unfold_b, self.vb_embedding, self.reweight_ab, gate_b),
+                                       (unfold_c, self.vc_embedding, self.reweight_ac, gate_c)):
+            v = emb(unfold[:, :, :, p].transpose(1, 2))
+            logit = rew[0](torch.cat([a[:, None].expand(-1, v.shape[1], -1), v], dim=-1))
+            parts.append((torch.softmax(F.relu(logit), dim=1) * v).sum(1) * gate[:, :, p])
+        nodes.append(torch.sigmoid(torch.cat(parts + [a], dim=1)))
+    return self.reproject(torch.stack(nodes, dim=-1).view(n, -1, h, w))
+
+
 class GuidedAttention(nn.Module):
     """Re-weights F8 by a mask computed from the reconstruction difference |x - recons|."""
 

@@ -46,8 +46,8 @@ def load_checkpoint(path, trusted=False):
                 if "Unsupported global: " in text else "a class from outside torch"
             raise UserError(
                 f"{path} holds more than tensors and plain values ({needs}); loading it could run "
-                "code from the file. If you trust its source, pass --trust (or set "
-                "config.trust_checkpoint: true)") from None
+                "code from the file. If you trust its source, allow it with the trust option "
+                "(config.trust_checkpoint: true; trust on a command line or in the API)") from None
         unsafe = True  # trusted: read below, outside this handler
     except Exception as exc:  # noqa: BLE001 - truncated, not a torch file, ...
         raise UserError(f"cannot read checkpoint {path}: {' '.join(str(exc).split())[:200]}") from None
@@ -169,7 +169,7 @@ def checkpoint_model_name(state, explicit=None, fallback=DEFAULT_MODEL):
     state dict or the original's checkpoint takes ``explicit`` (--model), else ``fallback``."""
     saved = saved_model_section(state).get("name")
     if explicit and saved and explicit != saved:
-        raise UserError(f"--model {explicit}: the checkpoint holds a {saved} model")
+        raise UserError(f"model {explicit}: the checkpoint holds a {saved} model", arg="model")
     return explicit or saved or fallback
 
 
@@ -186,9 +186,10 @@ def pick_device(requested=None):
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise UserError(f"--device: {name!r} is not a device (cpu, cuda, cuda:0, ...)") from None
+        raise UserError(f"device {name!r}: not a device (cpu, cuda, cuda:0, ...)",
+                        arg="device") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available on this machine")
+        raise UserError(f"device {name}: CUDA is not available on this machine", arg="device")
     return device
 
 
@@ -259,7 +260,7 @@ def _accepted(spec, cls, where):
 
 def load_detector(path, device="cpu", *, trusted=False, name=None, num_classes=None,
                   model_cfg=None, image_size=None, fallback_spec=None,
-                  image_size_key="--image_size"):
+                  image_size_key="image_size"):
     """A detector for evaluation from any checkpoint flavour; never downloads encoder weights.
 
     The detector is the one the checkpoint's saved config names; for a bare state dict the one of
@@ -274,7 +275,10 @@ def load_detector(path, device="cpu", *, trusted=False, name=None, num_classes=N
     line. A saved spec or config that is not one is a UserError naming the file and the key.
     """
     if image_size is not None:
-        image_size = check_value(image_size_key, image_size, "size")
+        try:
+            image_size = check_value(image_size_key, image_size, "size")
+        except UserError as exc:
+            raise UserError(str(exc), arg=image_size_key) from None
     state = load_checkpoint(path, trusted=trusted)
     given = dict(model_cfg or {})
     saved = saved_model_section(state)
@@ -282,8 +286,8 @@ def load_detector(path, device="cpu", *, trusted=False, name=None, num_classes=N
     if chosen not in DETECTORS:
         imports = ((state.get("config") or {}).get("config") or {}).get("imports") \
             if isinstance(state, dict) else None
-        hint = (f"; its run imported {', '.join(map(str, imports))}: pass --import with that file "
-                "(test.py: the config's config.imports)") if imports else ""
+        hint = (f"; its run imported {', '.join(map(str, imports))}: import that file too (the "
+                "imports option; test.py: the config's config.imports)") if imports else ""
         raise UserError(f"{path} holds a {chosen!r} detector, which is not registered "
                         f"(known: {', '.join(DETECTORS)}){hint}")
     # the detector's own arguments: those its run saved, then the given section's where it names
@@ -314,11 +318,11 @@ def load_detector(path, device="cpu", *, trusted=False, name=None, num_classes=N
         spec, where = fallback_spec or (spec, f"{chosen}'s default input spec")
         log.warning("%s does not say how its images were prepared: using %s, %s%s",
                     os.path.basename(path), where, spec.describe(),
-                    "" if image_size or fallback_spec else " (--image_size sets another size)")
+                    "" if image_size or fallback_spec else " (image_size sets another size)")
     if image_size is not None:
         if image_size < det.min_input_size:
             raise UserError(f"{image_size_key} {image_size}: the model needs at least "
-                            f"{det.min_input_size}")
+                            f"{det.min_input_size}", arg=image_size_key)
         spec = spec.with_size(image_size)
     det.spec, det.spec_source = spec, source
     return det.to(device).eval()

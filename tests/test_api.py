@@ -125,3 +125,37 @@ def test_cuda_graphs_are_chosen_only_where_they_can_run(ckpt):
     forced.enabled = True  # as on a GPU; capturing on the CPU fails: the eager forward, said
     out = forced(x)
     assert forced.failed and torch.allclose(out["prob"], det.model.predict(x))
+
+
+def test_the_api_is_a_library_class_and_inference_keeps_its_old_name():
+    """``faces.Predictor`` is the scoring wrapper (not the nn.Module contract ``model.Detector``);
+    ``from inference import Detector``, written by earlier users, is the same class."""
+    import faces
+    import inference
+    from faces.api import Predictor
+    from model import Detector as Contract
+    assert faces.Predictor is Predictor is inference.Detector
+    assert not issubclass(Predictor, Contract)
+
+
+def test_errors_about_arguments_name_the_flag_on_the_command_line(ckpt, tmp_path, capsys):
+    """The API speaks of its arguments (image_size, device, model); inference.py of its flags."""
+    from faces import Predictor
+    with pytest.raises(UserError, match=r"^image_size 3: the model needs at least 7$"):
+        Predictor.from_checkpoint(ckpt, device="cpu", image_size=3)
+    with pytest.raises(UserError, match=r"^device 'gpu0': not a device"):
+        Predictor.from_checkpoint(ckpt, device="gpu0")
+    with pytest.raises(UserError, match=r"^model Xception: the checkpoint holds a Recce model$"):
+        Predictor.from_checkpoint(ckpt, device="cpu", model="Xception")
+    import inference
+    image = tmp_path / "a.png"
+    cv2.imwrite(str(image), np.zeros((8, 8, 3), np.uint8))
+    for args, line in [(["-s", "3", "-d", "cpu"], "--image_size 3: the model needs at least 7"),
+                       (["-d", "gpu0"], "--device 'gpu0': not a device (cpu, cuda, cuda:0, ...)"),
+                       (["-d", "cpu", "--model", "Xception"],
+                        "--model Xception: the checkpoint holds a Recce model")]:
+        assert inference.main(["-b", ckpt, "-i", str(image)] + args) == 2
+        assert capsys.readouterr().err == f"error: {line}\n"
+    assert inference.main(["-b", ckpt, "--video", str(tmp_path / "none"), "-d", "cpu"]) == 2
+    none = tmp_path / "none"
+    assert capsys.readouterr().err == f"error: --video {none}: no such file or folder\n"

@@ -12,7 +12,8 @@ pytest.importorskip("dlib")
 
 from faces.crop import crop_box  # noqa: E402
 from faces.video import frame_indices  # noqa: E402
-from tools.extract_faces import extract  # noqa: E402
+from errors import UserError  # noqa: E402
+from faces.extract import extract  # noqa: E402
 
 CANVAS = (560, 720)  # height, width
 FRAMES = 8
@@ -154,16 +155,44 @@ def test_out_naming_a_file_is_one_line(tmp_path, capsys):
     assert "is a file" in capsys.readouterr().err
 
 
+def test_library_errors_name_the_flag_they_came_from(tmp_path, capsys):
+    """faces.video and faces.manifest speak of their arguments (source, manifest); the command
+    line names its own flags instead."""
+    from tools.extract_faces import main
+    assert main(["--input", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: --input {tmp_path / 'nope'}: no such folder or list file\n"
+    assert main(["--input", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err.startswith(f"error: --input {tmp_path}: no videos (.mp4")
+    assert main(["--from_manifest", str(tmp_path / "m.jsonl"), "--input", str(tmp_path),
+                 "--out", str(tmp_path / "o")]) == 2
+    manifest = tmp_path / "m.jsonl"
+    assert capsys.readouterr().err == f"error: --from_manifest {manifest}: no such file\n"
+    assert main(["--input", str(tmp_path), "--out", str(tmp_path / "o"), "--detector", "x"]) == 2
+    assert capsys.readouterr().err.startswith("error: --detector: unknown face detector 'x'")
+
+
 def test_a_folder_of_videos_holds_files_only(tmp_path):
     """Extraction's --input and inference.py's --video read a folder the same way: video files by
     extension in any case, sorted; a subfolder named like a video is not one."""
-    from faces import media, video
+    from faces.video import list_videos
     for name in ("b.MP4", "a.avi", "notes.txt"):
         (tmp_path / name).write_bytes(b"")
     (tmp_path / "c.mp4").mkdir()
     expected = [str(tmp_path / "a.avi"), str(tmp_path / "b.MP4")]
-    assert video.list_videos(str(tmp_path)) == expected == media.list_videos(str(tmp_path))
-    assert media.list_videos(expected[1]) == [expected[1]]
+    assert list_videos(str(tmp_path)) == expected == list_videos(str(tmp_path), list_file=True)
+    assert list_videos(expected[1]) == [expected[1]]  # --video: a file is the video
+    listed = tmp_path / "list.txt"
+    listed.write_text(f"{expected[1]}\n\n{expected[0]}\n")
+    assert list_videos(str(listed), list_file=True) == expected  # --input: a file lists videos
+    with pytest.raises(UserError, match=r"^source \S+nope: no such folder or list file$"):
+        list_videos(str(tmp_path / "nope"), list_file=True)
+    with pytest.raises(UserError, match=r"^source \S+nope: no such file or folder$"):
+        list_videos(str(tmp_path / "nope"))
+    (tmp_path / "a.mp4").write_bytes(b"")
+    assert len(list_videos(str(tmp_path))) == 3
+    with pytest.raises(UserError, match="a.avi and .*a.mp4 would share the output folder 'a'"):
+        list_videos(str(tmp_path), distinct_ids=True)
 
 
 def test_frame_sampling_and_crop_geometry():
@@ -237,7 +266,9 @@ def test_manifest_round_trip_gives_identical_crops(videos, tmp_path, monkeypatch
     mine = tmp_path / "mine"
     mine.mkdir()
     shutil.copy(folder / "hopper.avi", mine / "hopper.avi")
-    monkeypatch.setattr(ef, "_init_worker", lambda *a: (_ for _ in ()).throw(AssertionError))
+    import faces.extract as fe
+    for name in ("_init_worker", "_init_detector"):  # no detector is built to re-crop
+        monkeypatch.setattr(fe, name, lambda *a: (_ for _ in ()).throw(AssertionError))
     second = tmp_path / "b"
     assert ef.main(["--from_manifest", str(first / "manifest.jsonl"), "--input", str(mine),
                     "--out", str(second), "--workers", "1"]) == 0
@@ -256,7 +287,7 @@ def test_manifest_round_trip_gives_identical_crops(videos, tmp_path, monkeypatch
     (tmp_path / "none").mkdir()
     assert ef.main(["--from_manifest", str(first / "manifest.jsonl"), "--input",
                     str(tmp_path / "none"), "--out", str(tmp_path / "d"), "--workers", "1"]) == 1
-    assert "video missing from --input" in caplog.text
+    assert "video missing from the source videos" in caplog.text
     # a line that would write outside its video's folder is refused, naming the line
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps(dict(lines[0], file="hopper/../../evil.png")) + "\n")

@@ -97,3 +97,60 @@ def test_the_viewer_and_the_default_face_detector_are_requirements():
     for package, module in (("tensorboard", "tensorboard"), ("dlib-bin", "dlib")):
         assert any(line.split(">=")[0].strip() == package for line in text.splitlines())
         importlib.import_module(module)
+
+
+def _imported_names(path):
+    """(module, name) for each ``from module import name`` of a file, and (module, None) for each
+    ``import module``."""
+    tree = ast.parse(open(path, encoding="utf-8").read(), path)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from ((a.name, None) for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            yield from ((node.module, a.name) for a in node.names)
+
+
+def _sources():
+    for part in PACKAGES + ("",):
+        folder = os.path.join(ROOT, part)
+        for f in sorted(os.listdir(folder)) if part == "" else []:
+            if f.endswith(".py"):
+                yield f, os.path.join(folder, f)
+        for dirpath, dirs, files in os.walk(folder) if part else ():
+            dirs[:] = [d for d in dirs if d != "__pycache__"]
+            for f in files:
+                if f.endswith(".py"):
+                    path = os.path.join(dirpath, f)
+                    yield os.path.relpath(path, ROOT), path
+
+
+# tools that still import another tool: benchmark.py runs bench_video.py and bench_inference.py
+# as its sub-commands, gpu_check.py runs gpu_bench.py's tables
+NOT_YET_LIBRARIES = {("tools/benchmark.py", "tools.bench_video"),
+                     ("tools/benchmark.py", "tools.bench_inference"),
+                     ("tools/gpu_check.py", "tools.gpu_bench")}
+
+
+def test_tools_import_libraries_never_each_other():
+    """What two tools need lives in a library (faces, dataset, model, trainer, fileio, ...), not in
+    one of them or in the tools package."""
+    wrong, seen = [], set()
+    for rel, path in _sources():
+        if not rel.startswith("tools" + os.sep):
+            continue
+        for module, name in _imported_names(path):
+            target = f"{module}.{name}" if module == "tools" and name else module
+            if target.split(".")[0] == "tools":
+                seen.add((rel, target))
+                if (rel, target) not in NOT_YET_LIBRARIES:
+                    wrong.append(f"{rel} imports {target}")
+    assert not wrong, wrong
+    assert NOT_YET_LIBRARIES <= seen, "an allowance above is no longer needed: remove it"
+
+
+def test_no_module_imports_another_s_private_name():
+    """``from x import _name`` across modules: what another module needs is public."""
+    wrong = [f"{rel} imports {module}.{name}" for rel, path in _sources()
+             for module, name in _imported_names(path)
+             if name and name.startswith("_") and not name.startswith("__")]
+    assert not wrong, wrong

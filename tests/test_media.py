@@ -102,7 +102,7 @@ def test_videos_lines_tracks_broken_and_no_face(media, tmp_path, capsys):
 
 
 def test_a_video_face_scores_as_its_extracted_crop(media, tmp_path, capsys):
-    from tools.extract_faces import extract
+    from faces.extract import extract
     d, ckpt, vids = media
     extract([str(vids / "one.avi")], str(tmp_path / "crops"), {"name": "dlib"}, frames=3,
             progress=False)

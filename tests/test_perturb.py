@@ -185,7 +185,7 @@ def test_spec_parsing():
     assert parse_spec("gb:3") == ("GB", 3)
     assert parse_spec("bwf:2") == ("BW", 2)
     for bad in ("GB", "GB:6", "XX:1"):
-        with pytest.raises(UserError, match="--perturb"):
+        with pytest.raises(UserError, match=f"^perturbation {bad}: "):
             parse_spec(bad)
 
 
@@ -238,6 +238,7 @@ def test_test_py_perturb_and_the_robustness_grid(tmp_path, demo_root, capsys):
     assert test_py.main(cfg + ["--perturb", "GB:5", "--out", str(tmp_path / "gb")]) == 0
     assert "perturbed: GB:5" in capsys.readouterr().out
     assert test_py.main(cfg + ["--perturb", "GB:9"]) == 2
+    assert "error: --perturb GB:9: the level must be 1 to 5, e.g. GB:3\n" in capsys.readouterr().err
     out = tmp_path / "rob"
     assert robustness(cfg + ["--types", "GB", "CC", "--levels", "1", "5", "--out", str(out)]) == 0
     text = capsys.readouterr().out

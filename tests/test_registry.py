@@ -130,9 +130,9 @@ def test_checkpoint_spec_sources(tmp_path, caplog):
         loaded = load_detector(str(bare))
     assert loaded.spec == DETECTORS.get("Recce").default_spec and loaded.spec_source == "default"
     lines = [r.getMessage() for r in caplog.records if "default input spec" in r.getMessage()]
-    assert len(lines) == 1 and "299 px" in lines[0] and "--image_size" in lines[0]
+    assert len(lines) == 1 and "299 px" in lines[0] and "(image_size sets another size)" in lines[0]
     assert load_detector(str(bare), image_size=128).spec.size == (128, 128)
-    with pytest.raises(UserError, match="--image_size 3: the model needs at least 7"):
+    with pytest.raises(UserError, match="^image_size 3: the model needs at least 7$"):
         load_detector(str(bare), image_size=3)
     # a checkpoint of an earlier release: no input_spec, but its dataset config says
     old = tmp_path / "old.bin"

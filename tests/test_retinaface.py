@@ -77,5 +77,5 @@ def test_weights_file_with_module_prefix_and_missing_file(tmp_path, fixture_and_
     torch.save({f"module.{k}": v for k, v in net.state_dict().items()}, path)
     fresh = load_retinaface_weights(RetinaFaceNet("mobilenet0.25"), str(path))
     assert torch.equal(fresh.ClassHead[0].conv1x1.bias, net.ClassHead[0].conv1x1.bias)
-    with pytest.raises(UserError, match="Pytorch_Retinaface.*--detector dlib"):
+    with pytest.raises(UserError, match="Pytorch_Retinaface.*the dlib face detector"):
         load_retinaface_weights(RetinaFaceNet("mobilenet0.25"), str(tmp_path / "none.pth"))

@@ -115,14 +115,38 @@ def test_stale_temporaries_removed_user_files_kept(tmp_path, demo_root):
     path = write_config(tmp_path, image_list_tree(demo_root, tmp_path / "d"))
     run_dir = tmp_path / "runs" / "Recce" / "t"
     run_dir.mkdir(parents=True)
-    (run_dir / "latest_model.bin.tmp4242").write_bytes(b"x" * 100)
-    (run_dir / "best_model_5.bin.tmp17").write_bytes(b"x")
-    user = _sentinels(run_dir / "notes.tmp1", run_dir / "latest_model.bin.tmpfoo")
+    stale = (".latest_model.bin.k3x_9q2a.tmp", ".best_model_5.bin.0a1b2c3d.tmp")
+    for name in stale:  # fileio.temporary_beside's names, left by a killed atomic_save
+        (run_dir / name).write_bytes(b"x" * 100)
+    user = _sentinels(run_dir / "notes.tmp1", run_dir / ".latest_model.bin.tmpfoo",
+                      run_dir / "latest_model.bin.k3x_9q2a.tmp",  # not hidden: not our name
+                      run_dir / ".latest_model.bin.k3x_9q2.tmp",  # 7 characters
+                      run_dir / ".best_model_5.bin.0A1B2C3D.tmp",  # mkstemp writes lower case
+                      run_dir / ".config.yml.0a1b2c3d.tmp")  # not a checkpoint's
     trainer = Trainer(load_config(path))
     trainer.close()
     names = set(os.listdir(run_dir))
-    assert "latest_model.bin.tmp4242" not in names and "best_model_5.bin.tmp17" not in names
+    assert not names & set(stale)
     assert _intact(user)
+
+
+def test_a_checkpoint_s_temporary_file_is_one_the_cleanup_removes(tmp_path, monkeypatch):
+    """atomic_save's temporary file (fileio.temporary_beside) and remove_stale_temporaries agree
+    on the name: what a kill mid-write leaves is removed by the next run."""
+    import trainer.checkpoint as ck
+    written, real_save = [], torch.save
+
+    def save(obj, f, *a, **k):
+        written.append(os.path.basename(f))
+        return real_save(obj, f, *a, **k)
+    monkeypatch.setattr(ck.torch, "save", save)
+    ck.atomic_save({"step": 12}, str(tmp_path / "best_model_12.bin"))
+    assert len(written) == 1 and ck.TMP_PATTERN.fullmatch(written[0])
+    assert sorted(os.listdir(tmp_path)) == ["best_model_12.bin"]
+    (tmp_path / written[0]).write_bytes(b"half")  # as a kill during torch.save leaves it
+    user = _sentinels(tmp_path / "best_model_12.bin.tmp", tmp_path / "notes.txt")
+    assert ck.remove_stale_temporaries(str(tmp_path)) == [written[0]]
+    assert _intact(user) and torch.load(tmp_path / "best_model_12.bin")["step"] == 12
 
 
 def test_same_run_twice_is_refused_and_a_killed_run_leaves_no_lock(tmp_path, demo_root):
@@ -495,7 +519,7 @@ def test_same_work_resumes_only_identical_work(tmp_path):
 
 
 def test_a_stop_reaches_every_child_process_and_waits_for_them(tmp_path):
-    """tools.run_child (reproduce.py's runner): SIGTERM to the parent reaches the child and the
+    """tools.reproduce.run_child (reproduce.py's runner): SIGTERM to the parent reaches the child and the
     grandchild (torchrun's workers), the parent waits for them to finish saving, then exits 143;
     nothing is left running."""
     worker = tmp_path / "worker.py"
@@ -514,7 +538,7 @@ def test_a_stop_reaches_every_child_process_and_waits_for_them(tmp_path):
         "time.sleep(60)\n")
     parent = subprocess.Popen([sys.executable, "-c", (
         "import sys; sys.path.insert(0, sys.argv[1]);"
-        "from errors import run_cli; from tools import run_child;"
+        "from errors import run_cli; from tools.reproduce import run_child;"
         "sys.exit(run_cli(lambda: run_child([sys.executable, sys.argv[2], 'launcher', sys.argv[3]]),"
         " 'interrupted'))"), str(ROOT), str(worker), str(tmp_path)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -533,17 +557,17 @@ def test_a_stop_reaches_every_child_process_and_waits_for_them(tmp_path):
 
 def test_hand_edited_tables_and_manifests_are_one_line(tmp_path):
     from tools.reproduce import read_results
-    from tools.robustness import FIELDS, _read_rows
+    from tools.robustness import FIELDS, read_rows
     rob = tmp_path / "robustness.csv"
     rob.write_text(",".join(FIELDS) + "\nGB,1,0.9,oops,0.8,10\n")
     with pytest.raises(UserError, match="not a robustness.csv this tool wrote"):
-        _read_rows(str(rob))
+        read_rows(str(rob))
     rob.write_text(",".join(FIELDS) + "\nGB,1,0.9\n")  # cut short
     with pytest.raises(UserError, match="another number of fields"):
-        _read_rows(str(rob))
+        read_rows(str(rob))
     rob.write_bytes(b"\xff\xfe junk")
     with pytest.raises(UserError, match="not a robustness.csv"):
-        _read_rows(str(rob))
+        read_rows(str(rob))
     table = tmp_path / "demo.csv"
     table.write_text("row,ours\nx,1\n")
     with pytest.raises(UserError, match="not a table this tool wrote"):

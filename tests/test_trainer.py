@@ -125,7 +125,7 @@ def test_untrusted_checkpoint_needs_trust(tmp_path):
     import numpy as np
     path = tmp_path / "old.bin"
     torch.save({"model": {}, "best_metric": np.float64(0.5)}, path)
-    with pytest.raises(UserError, match="--trust"):
+    with pytest.raises(UserError, match="If you trust its source, allow it with the trust option"):
         load_checkpoint(str(path))
     assert load_checkpoint(str(path), trusted=True)["best_metric"] == 0.5
 

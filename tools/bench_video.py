@@ -19,7 +19,7 @@ torch.set_num_threads({threads})
 video, ckpt, every, size = {args!r}
 from faces.crop import crop_face
 from faces.detectors import build_face_detector
-from faces.media import Scorer
+from faces.scoring import CropScorer
 from faces.video import iter_frames
 from model.checkpoint import load_detector
 t0 = time.perf_counter(); frames = [f for _, _, f in iter_frames(video, None, every)]
@@ -28,7 +28,7 @@ detector = build_face_detector("dlib")
 t0 = time.perf_counter(); dets = [detector(f) for f in frames]; t_detect = time.perf_counter() - t0
 crops = [crop_face(f, d[0].box) for f, d in zip(frames, dets) if d]
 model = load_detector(ckpt, "cpu", image_size=size)
-scorer = Scorer(model, torch.device("cpu"), 8)
+scorer = CropScorer(model, torch.device("cpu"), 8)
 t0 = time.perf_counter(); scorer(crops); t_score = time.perf_counter() - t0
 del frames, crops
 import inference

@@ -19,6 +19,8 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import torch  # noqa: E402
 
+from model.blocks import loop_reasoning_forward  # noqa: E402
+
 
 def _median_time(fn, repeats, warmup=1):
     for _ in range(warmup):
@@ -29,29 +31,6 @@ def _median_time(fn, repeats, warmup=1):
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
-
-
-def _loop_reasoning_forward(self, vert_a, vert_b, vert_c):
-    """The original release's way: unfold, then a Python loop over the positions of E7."""
-    import torch.nn.functional as F
-    n, _, h, w = vert_a.shape
-    rb, rc = self.ratio
-    unfold_b = torch.nn.Unfold(rb, stride=rb)(vert_b).view(n, vert_b.shape[1], rb * rb, h * w)
-    unfold_c = torch.nn.Unfold(rc, stride=rc)(vert_c).view(n, vert_c.shape[1], rc * rc, h * w)
-    a_emb = self.va_embedding(vert_a).flatten(2)
-    gate_b = 1 - self.va_gated_b(vert_a).flatten(2)
-    gate_c = 1 - self.va_gated_c(vert_a).flatten(2)
-    nodes = []
-    for p in range(h * w):
-        a = a_emb[:, :, p]
-        parts = []
-        for unfold, emb, rew, gate in ((unfold_b, self.vb_embedding, self.reweight_ab, gate_b),
-                                       (unfold_c, self.vc_embedding, self.reweight_ac, gate_c)):
-            v = emb(unfold[:, :, :, p].transpose(1, 2))
-            logit = rew[0](torch.cat([a[:, None].expand(-1, v.shape[1], -1), v], dim=-1))
-            parts.append((torch.softmax(F.relu(logit), dim=1) * v).sum(1) * gate[:, :, p])
-        nodes.append(torch.sigmoid(torch.cat(parts + [a], dim=1)))
-    return self.reproject(torch.stack(nodes, dim=-1).view(n, -1, h, w))
 
 
 def bench_model(args):
@@ -78,7 +57,7 @@ def bench_model(args):
         net = Recce(num_classes=1, channels_last=not original)
         if original:  # NCHW and the per-position loop, as the original release ran
             import types
-            net.reasoning.forward = types.MethodType(_loop_reasoning_forward, net.reasoning)
+            net.reasoning.forward = types.MethodType(loop_reasoning_forward, net.reasoning)
         crit = RecceLoss()
         opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=2e-4)
 
@@ -139,9 +118,9 @@ def bench_data(args):
 
     from dataset import build_dataset, collate
     from dataset.base import read_rgb, to_input
-    from dataset.demo import _load_sources
+    from dataset.demo import load_sources
 
-    faces = _load_sources()
+    faces = load_sources()
     with tempfile.TemporaryDirectory() as tmp:
         n = args.data_batch * args.data_batches
         paths = []

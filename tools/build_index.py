@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from dataset import LAYOUTS  # noqa: E402
-from errors import run_cli  # noqa: E402
+from errors import flags, run_cli  # noqa: E402
 
 
 def main(argv=None):
@@ -34,9 +34,11 @@ def main(argv=None):
 
     def body():
         problems = 0
-        for line in builders[args.dataset](args):
-            problems += line.startswith("problem:")
-            print(line, file=sys.stderr if line.startswith(("warning:", "problem:")) else sys.stdout)
+        with flags(archives="--archives", root="--root"):  # the layouts speak of their arguments
+            for line in builders[args.dataset](args):
+                problems += line.startswith("problem:")
+                print(line, file=sys.stderr if line.startswith(("warning:", "problem:"))
+                      else sys.stdout)
         return 1 if problems else 0  # per-file problems: the rest is done, the status says so
     return run_cli(body)
 

@@ -103,7 +103,7 @@ def _images_per_s(forward, x, device, n):
 
 def _makers():
     from model import Recce, Xception
-    from tools.benchmark import _loop_reasoning_forward
+    from model.blocks import loop_reasoning_forward
 
     def xception(cl):
         return Xception(channels_last=cl), "ClassificationLoss"
@@ -113,7 +113,7 @@ def _makers():
 
     def original(cl):
         net = Recce(channels_last=False)
-        net.reasoning.forward = types.MethodType(_loop_reasoning_forward, net.reasoning)
+        net.reasoning.forward = types.MethodType(loop_reasoning_forward, net.reasoning)
         return net, "RecceLoss"
     return {"Xception": xception, "Recce": recce, "original": original}
 

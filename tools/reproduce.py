@@ -21,6 +21,8 @@ import argparse
 import csv
 import math
 import os
+import signal
+import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -29,7 +31,8 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import yaml  # noqa: E402
 
-from errors import UserError, run_cli  # noqa: E402
+from errors import Terminated, UserError, run_cli  # noqa: E402
+from fileio import atomic_write, read_table, write_table  # noqa: E402
 
 TABLES_FILE = os.path.join(ROOT, "config", "paper", "tables.yml")
 PUBLISHED_FILE = os.path.join(ROOT, "config", "paper", "published.yml")
@@ -391,23 +394,8 @@ def row_results(plan, row, scores_csv, ckpt, published, resamples):
 
 def read_results(path):
     """The finished rows of ``<table>.csv``; a file edited by hand or cut short is one error line."""
-    if not os.path.isfile(path):
-        return []
-    try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            if reader.fieldnames != FIELDS:
-                raise ValueError(f"columns {reader.fieldnames}")
-            rows = list(reader)
-        for n, r in enumerate(rows, 2):
-            if None in r or any(v is None for v in r.values()):
-                raise ValueError(f"line {n} has another number of fields")
-            for key in ("ours", "ci_low", "ci_high"):
-                float(r[key])
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path} is not a table this tool wrote ({exc}): move it away or use "
-                        "another --out") from None
-    return rows
+    return read_table(path, FIELDS, numbers=("ours", "ci_low", "ci_high"),
+                      what="a table this tool wrote")
 
 
 VIDEO_LEVEL = {
@@ -451,16 +439,10 @@ def average_lines(plan, results, used):
 
 def write_results(plan, results, sources, resamples):
     """``<out>/<table>.csv`` and ``<out>/<table>.md`` from the rows so far (atomically)."""
-    from fileio import atomic_write
     from trainer.config import PROTOCOLS
     out = plan.args.out
     os.makedirs(out, exist_ok=True)
-
-    def write_csv(fh):
-        w = csv.DictWriter(fh, FIELDS)
-        w.writeheader()
-        w.writerows(results)
-    atomic_write(os.path.join(out, f"{plan.name}.csv"), write_csv, newline="")
+    write_table(os.path.join(out, f"{plan.name}.csv"), results, FIELDS)
     protocols = sorted({r["protocol"] for r in results})
     lines = [f"# {plan.table.get('title', plan.name)}", ""]
     for p in protocols:
@@ -541,12 +523,37 @@ def run(cmd, dry_run):
     print("$ " + " ".join(_quote(c) for c in cmd), flush=True)
     if dry_run:
         return
-    from tools import run_child
     code = run_child(cmd, cwd=os.getcwd())  # a stop reaches every process of the child, saved
     if code:
         script = next((os.path.basename(c) for c in cmd if c.endswith(".py")), cmd[0])
         raise UserError(f"{script} exited with status {code}; finished rows are kept, run the "
                         "same command again to continue")
+
+
+def run_child(cmd, cwd=None):
+    """Run ``cmd`` (train.py, torchrun, test.py) in a process group of its own and wait for it.
+    SIGINT and SIGTERM received meanwhile go to the whole group (torchrun and every worker
+    alike), which stop the way train.py's own handling expects (after the step, saved); this
+    process waits until the child has exited, then re-raises the interruption. Nothing is left
+    running. Returns the child's exit status."""
+    proc = subprocess.Popen(cmd, cwd=cwd, start_new_session=True)
+    received = []
+
+    def forward(signum, frame):
+        received.append(signum)
+        try:
+            os.killpg(proc.pid, signum)
+        except ProcessLookupError:
+            pass
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code = proc.wait()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if received:
+        raise Terminated() if signal.SIGTERM in received else KeyboardInterrupt()
+    return code
 
 
 def _quote(text):

@@ -18,7 +18,9 @@ and video AUC per distortion and level, the mean per distortion and overall, the
 and ``robustness.png`` (AUC against level, one line per distortion).
 """
 import argparse
+import copy
 import csv
+import json
 import logging
 import math
 import os
@@ -29,34 +31,28 @@ sys.path.insert(0, ROOT)
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from checks import check_value  # noqa: E402
-from errors import UserError, run_cli  # noqa: E402
+from dataset.index import read_table_index  # noqa: E402
+from dataset.perturb import LEVELS, TYPES, distort_video, perturbation_rng  # noqa: E402
+from errors import UserError, flags, run_cli  # noqa: E402
+from faces.detectors import FACE_DETECTORS  # noqa: E402
+from faces.extract import extract, recrop  # noqa: E402
+from faces.manifest import MANIFEST  # noqa: E402
+from faces.video import video_id  # noqa: E402
 from fileio import (atomic_write, atomic_write_figure, check_output_dir,  # noqa: E402
-                    file_identity, publish, same_work, temporary_beside)
+                    file_identity, publish, read_table, same_work, temporary_beside, write_table)
+from model.checkpoint import load_detector, pick_device  # noqa: E402
+from trainer.config import branch, load_config, split_overrides  # noqa: E402
+from trainer.testing import branch_spec, resolve_checkpoint, run_test  # noqa: E402
 
 FIELDS = ["type", "level", "frame_AUC", "video_AUC", "frame_ACC", "images"]
 
 
-def _read_rows(path):
-    """The finished rows of ``robustness.csv``; a file this tool did not write as it is (edited
-    by hand, cut short, not UTF-8) is one error line, never half-read."""
-    if not os.path.isfile(path):
-        return {}
-    rows = {}
-    try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            if reader.fieldnames != FIELDS:
-                raise ValueError(f"columns {reader.fieldnames}")
-            for n, r in enumerate(reader, 2):
-                if None in r or any(v is None for v in r.values()):
-                    raise ValueError(f"line {n} has another number of fields")
-                for key in ("frame_AUC", "video_AUC", "frame_ACC"):
-                    _f(r[key])
-                rows[(r["type"], int(r["level"]))] = r
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path} is not a robustness.csv this tool wrote ({exc}): move it away "
-                        "or use another --out") from None
-    return rows
+def read_rows(path):
+    """The finished rows of ``robustness.csv`` by (type, level); a file this tool did not write as
+    it is (edited by hand, cut short, not UTF-8) is one error line, never half-read."""
+    rows = read_table(path, FIELDS, numbers=("frame_AUC", "video_AUC", "frame_ACC"),
+                      integers=("level",), what="a robustness.csv this tool wrote")
+    return {(r["type"], int(r["level"])): r for r in rows}
 
 
 def _f(value):
@@ -67,11 +63,7 @@ def write_outputs(out, rows, types, levels):
     """robustness.csv, robustness.md and robustness.png from the rows so far (atomically)."""
     ordered = sorted(rows.values(), key=lambda r: (r["type"] != "clean", r["type"], int(r["level"])))
 
-    def write_csv(fh):
-        w = csv.DictWriter(fh, FIELDS)
-        w.writeheader()
-        w.writerows({k: r[k] for k in FIELDS} for r in ordered)
-    atomic_write(os.path.join(out, "robustness.csv"), write_csv, newline="")
+    write_table(os.path.join(out, "robustness.csv"), ordered, FIELDS)
     clean = rows.get(("clean", 0))
     c_frame = _f(clean["frame_AUC"]) if clean else math.nan
     c_video = _f(clean["video_AUC"]) if clean else math.nan
@@ -120,7 +112,6 @@ def write_outputs(out, rows, types, levels):
 
 def read_video_list(path):
     """``[(video path, label)]`` from a CSV with header ``path,label`` (paths relative to it)."""
-    from dataset.index import read_table_index
     base = os.path.dirname(os.path.abspath(path))
     out = []
     for row in read_table_index(path):
@@ -136,9 +127,6 @@ def read_video_list(path):
 def frames_row(work, kind, level, videos, manifest, seed):
     """The crops of one grid cell under the published order: each video distorted whole (once;
     kept for a resumed run), then re-cropped with the clean crop manifest. Returns the folder."""
-    from dataset.perturb import distort_video, perturbation_rng
-    from faces.video import video_id
-    from tools.extract_faces import recrop
     cell = os.path.join(work, f"{kind}_{level}")
     vdir = os.path.join(cell, "videos")
     os.makedirs(vdir, exist_ok=True)
@@ -156,9 +144,6 @@ def frames_row(work, kind, level, videos, manifest, seed):
 
 def crops_index(crops, labels, path):
     """An ImageList index of the crops in ``crops`` (its manifest.jsonl): path, label, video."""
-    import json
-
-    from faces.manifest import MANIFEST
     rows = []
     with open(os.path.join(crops, MANIFEST), encoding="utf-8") as fh:
         for line in fh:
@@ -177,9 +162,6 @@ def crops_index(crops, labels, path):
 
 def frames_config(cfg, index):
     """The config scoring an index of crops with the test branch's transforms."""
-    import copy
-
-    from trainer.config import branch
     out = copy.deepcopy(cfg)
     out["dataset"] = {"frames_test": {"index": index,
                                       "transforms": branch(cfg, "test").get("transforms", [])}}
@@ -188,7 +170,6 @@ def frames_config(cfg, index):
 
 
 def main(argv=None):
-    from dataset.perturb import LEVELS, TYPES
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--config", required=True)
     p.add_argument("--ckpt")
@@ -210,9 +191,6 @@ def main(argv=None):
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
 
     def body():
-        from model.checkpoint import load_detector, pick_device
-        from trainer.config import load_config, split_overrides
-        from trainer.testing import branch_spec, resolve_checkpoint, run_test
         for t in args.types:
             if t.upper() not in LEVELS:
                 raise UserError(f"--types: unknown distortion {t!r} (known: {', '.join(LEVELS)})")
@@ -236,7 +214,6 @@ def main(argv=None):
         model = load_detector(ckpt, device, model_cfg=cfg["model"],
                               trusted=args.trust or cfg["config"]["trust_checkpoint"],
                               fallback_spec=branch_spec(cfg))
-        from trainer.config import branch
         key = {"checkpoint": file_identity(ckpt), "data": cfg["data"]["name"],
                "test_branch": branch(cfg, "test"), "protocol": args.protocol,
                "seed": cfg["config"]["seed"],
@@ -246,14 +223,11 @@ def main(argv=None):
         os.makedirs(out, exist_ok=True)  # checked above; the work starts here
         same_work(os.path.join(out, "robustness_key.json"), key,
                   os.path.isfile(os.path.join(out, "robustness.csv")), f"--out {out}")
-        rows = _read_rows(os.path.join(out, "robustness.csv"))
+        rows = read_rows(os.path.join(out, "robustness.csv"))
         grid = [("clean", 0)] + [(t, lv) for t in types for lv in args.levels]
         if frames:
-            from faces.detectors import FACE_DETECTORS
-            from faces.manifest import MANIFEST
-            from faces.video import video_id
-            from tools.extract_faces import extract
-            FACE_DETECTORS.get(args.detector)
+            with flags(face_detector="--detector"):
+                FACE_DETECTORS.get(args.detector)
             videos = read_video_list(args.videos)
             labels = {video_id(v): y for v, y in videos}
             work = os.path.join(out, "frames")

@@ -75,7 +75,7 @@ def check(path, catalogue, trusted=False):
     from model import DETECTORS
     from model.checkpoint import (checkpoint_flavour, checkpoint_num_classes, checkpoint_spec,
                                   load_checkpoint, saved_model_section)
-    from tools import sha256_of
+    from fileio import sha256_of
     state = load_checkpoint(path, trusted=trusted)
     flavour = checkpoint_flavour(state)
     heads = checkpoint_num_classes(state, path)

@@ -11,30 +11,30 @@ import re
 import torch
 
 from errors import UserError
+from fileio import FolderLock, publish, temporary_beside
 from model.checkpoint import load_checkpoint  # noqa: F401 - read here by the trainer and tools
 
 
-TMP_PATTERN = re.compile(r"(latest_model|best_model_\d+)\.bin\.tmp\d+")
+# fileio.temporary_beside's names for a checkpoint: ".<name>.<8 characters of mkstemp>.tmp"
+TMP_PATTERN = re.compile(r"\.(latest_model|best_model_\d+)\.bin\.[a-z0-9_]{8}\.tmp")
 BEST_PATTERN = re.compile(r"best_model_(\d+)\.bin")
 
 
 def atomic_save(obj, path):
-    """Write to a temporary file, then rename: a kill at any moment leaves the old file intact.
+    """Write to a temporary file of our own beside ``path`` (``fileio.temporary_beside``), then
+    rename it over ``path``: a kill at any moment leaves the old file intact.
 
     A failed write (a full disk) removes the temporary file and raises a UserError that says the
-    previous checkpoint is intact. A kill leaves ``<name>.tmp<pid>``, which the next run in the
-    same run directory removes (``remove_stale_temporaries``).
+    previous checkpoint is intact. A kill leaves ``.<name>.<random>.tmp``, which the next run in
+    the same run directory removes (``remove_stale_temporaries``).
     """
-    tmp = f"{path}.tmp{os.getpid()}"
     try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
+        with temporary_beside(path) as tmp:
+            torch.save(obj, tmp)
+            publish(tmp, path)
     except OSError as exc:
         raise UserError(f"cannot write checkpoint {path}: {exc.strerror or exc}; the previous "
                         "checkpoint is intact") from None
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def remove_stale_temporaries(run_dir):
@@ -59,43 +59,10 @@ def prune_best(run_dir, keep):
     return removed
 
 
-_HELD = set()  # run directories locked by this process (POSIX locks do not exclude their owner)
-
-
-class RunLock:
-    """An exclusive lock on a run directory (``.lock``, lockf): a second run with the same id is
-    refused while the first runs; the kernel releases the lock when the process dies, so a killed
-    run never leaves it stuck."""
-
-    def __init__(self, run_dir):
-        import fcntl
-        self.path = os.path.join(run_dir, ".lock")
-        self.key = os.path.realpath(self.path)
-        if self.key in _HELD:
-            raise UserError(f"run directory {run_dir} is in use by another run (this process): "
-                            "wait for it or choose another config.id")
-        self.fh = open(self.path, "a+")
-        try:
-            # a POSIX record lock (lockf), not flock: DataLoader workers forked while the run holds
-            # it do not inherit it, so a killed run's orphaned workers never keep the run locked
-            fcntl.lockf(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self.fh.seek(0)
-            holder = self.fh.read().strip()
-            self.fh.close()
-            holder = holder or "a running process"
-            raise UserError(f"run directory {run_dir} is in use by another run ({holder}): wait "
-                            "for it or choose another config.id") from None
-        _HELD.add(self.key)
-        self.fh.seek(0)
-        self.fh.truncate()
-        self.fh.write(f"pid {os.getpid()}")
-        self.fh.flush()
-
-    def release(self):
-        if not self.fh.closed:
-            self.fh.close()
-            _HELD.discard(self.key)
+def RunLock(run_dir):  # noqa: N802 - read as the class it returns
+    """The lock of a run directory (``fileio.FolderLock``): a second run with the same id is
+    refused while the first runs, whether in another process or in this one."""
+    return FolderLock(run_dir, "run directory", "choose another config.id")
 
 
 def newest_best(run_dir):

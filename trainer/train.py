@@ -181,29 +181,34 @@ def _unwrap(model):
 
 def _examples_figure(shown, norm):
     """Real and fake validation examples, labelled with their probability: the input, its
-    reconstruction and the difference heat map (on one fixed scale for every panel)."""
+    reconstruction and the difference heat map (``model.heatmap``: one fixed scale for every
+    panel, the colours of inference.py's pictures)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import ListedColormap, Normalize
+
+    from model.heatmap import difference_map, heat_colours, heat_map
     x, recons, labels, probs = shown
     mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in norm)
     to_img = lambda t: ((t * std + mean).clamp(0, 1).permute(0, 2, 3, 1).numpy())  # noqa: E731
     faces, recs = to_img(x), to_img(recons)
-    diff = (x - recons).abs().mean(1).numpy()
+    diff = difference_map(x, recons)
     n = len(labels)
     fig, axes = plt.subplots(3, n, figsize=(1.6 * n, 5.2), squeeze=False)
     for j in range(n):
         kind = "fake" if int(labels[j]) == 1 else "real"
         axes[0, j].set_title(f"{kind}\np(fake) {float(probs[j]):.2f}", fontsize=8)
-        for row, img in enumerate((faces[j], recs[j])):
+        for row, img in enumerate((faces[j], recs[j], heat_map(diff[j])[..., ::-1])):
             axes[row, j].imshow(img)
-        im = axes[2, j].imshow(diff[j], cmap="jet", vmin=0, vmax=HEAT_MAX)
         for row in range(3):
             axes[row, j].set_xticks([])
             axes[row, j].set_yticks([])
     for row, name in enumerate(("input", "reconstruction", "|input - recons.|")):
         axes[row, 0].set_ylabel(name, fontsize=8)
-    fig.colorbar(im, ax=axes[2, :].tolist(), fraction=0.05, pad=0.02)
+    scale = ScalarMappable(Normalize(0, HEAT_MAX), ListedColormap(heat_colours()))
+    fig.colorbar(scale, ax=axes[2, :].tolist(), fraction=0.05, pad=0.02)
     return fig
 
 

@@ -1,11 +1,12 @@
 """Face detectors behind one interface (``detector(rgb) -> [Detection]``), by name in
-``FACE_DETECTORS`` (``--detector``). Another is one file registering a factory
+``FACE_DETECTORS`` (an unknown name is an error about ``face_detector``, ``UserError.arg``).
+Another is one file registering a factory
 ``(weights, backbone, device) -> detector`` with ``@register_face_detector("name")``."""
 from registry import Registry
 
 from .base import Detection
 
-FACE_DETECTORS = Registry("face detector", "--detector")
+FACE_DETECTORS = Registry("face detector", "face_detector")
 
 
 def register_face_detector(name):

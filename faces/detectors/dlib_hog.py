@@ -11,7 +11,8 @@ class DlibDetector:
         try:
             import dlib
         except ImportError:
-            raise UserError("--detector dlib needs the dlib package: pip install dlib-bin") from None
+            raise UserError("face_detector dlib needs the dlib package: pip install dlib-bin",
+                            arg="face_detector") from None
         self.detector = dlib.get_frontal_face_detector()
         self.upsample = upsample
         self.threshold = threshold

@@ -28,7 +28,8 @@ VARIANCE = (0.1, 0.2)
 BGR_MEAN = (104.0, 117.0, 123.0)
 WEIGHTS_HELP = ("download mobilenet0.25_Final.pth or Resnet50_Final.pth from the Pytorch_Retinaface "
                 "release (github.com/biubug6/Pytorch_Retinaface, README 'pretrained model') and "
-                "pass it with --weights, or use --detector dlib, which needs no weights file")
+                "give it as the weights, or use the dlib face detector, which needs no weights "
+                "file")
 
 
 def _conv_bn(inp, oup, k, stride, slope, act=True):
@@ -237,10 +238,10 @@ def load_retinaface_weights(net, path):
         missing, unexpected = net.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # a tensor of another shape: another architecture
         raise UserError(f"{path} does not fit RetinaFace {type(net.body).__name__}: "
-                        f"{' '.join(str(exc).split())[:200]} (wrong --backbone?)") from None
+                        f"{' '.join(str(exc).split())[:200]} (another backbone?)") from None
     if missing or unexpected:
         raise UserError(f"{path} does not fit RetinaFace {type(net.body).__name__}: missing "
-                        f"{missing[:3]}, unexpected {unexpected[:3]} (wrong --backbone?)")
+                        f"{missing[:3]}, unexpected {unexpected[:3]} (another backbone?)")
     return net
 
 

@@ -1,0 +1,226 @@
+"""The Python API: a trained detector, ready to score face crops, videos and photos. inference.py
+is a command line over it.
+
+    from faces import Predictor
+    det = Predictor.from_checkpoint("runs/Recce/<id>/best_model_150.bin", device="cpu")
+    det.predict("faces/")                  # a folder, a path, paths or RGB arrays -> [p_fake]
+    det.predict_video("clip.mp4")          # the record inference.py --video writes
+    det.predict_photo("photo.jpg")         # the record inference.py --detect writes
+
+``Predictor`` wraps a ``model.Detector`` (the network contract: forward, loss, input spec) with
+what scoring needs: the device, batches, decoding workers, the threshold, face detectors. Images
+are prepared as the checkpoint's model was trained (``det.spec``). Errors about an argument start
+with its name (``UserError.arg``), so that a command line can name its own flag instead.
+"""
+import os
+
+import cv2
+import numpy as np
+
+from errors import UserError
+from fileio import atomic_write_image, files_in
+from model.checkpoint import load_detector, pick_device
+from model.graphs import GraphedScorer
+from model.heatmap import HEAT_MAX, difference_map, heat_map, heat_ramp
+from registry import import_modules
+
+from . import media
+from .crop import MARGIN
+from .detectors import build_face_detector
+from .detectors.base import MIN_FACE_SIZE
+from .scoring import CropScorer
+from .video import FRAMES
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+def list_images(image=None, folder=None, recursive=False):
+    """One image, or the images of a folder (by extension, any case; with ``recursive`` its
+    sub-folders too), sorted by path."""
+    if image:
+        if not os.path.isfile(image):
+            raise UserError(f"image not found: {image}")
+        return [image]
+    if not os.path.isdir(folder):
+        raise UserError(f"image folder not found: {folder}")
+    if recursive:
+        paths = []
+        for dirpath, dirs, files in os.walk(folder):
+            dirs.sort()
+            paths += [os.path.join(dirpath, f) for f in files if f.lower().endswith(IMAGE_EXTS)]
+    else:
+        paths = files_in(folder, IMAGE_EXTS)
+    if not paths:
+        raise UserError(f"no images ({', '.join(IMAGE_EXTS)}) in {folder}"
+                        + ("" if recursive else " (sub-folders are read when recursive)"))
+    return sorted(paths)
+
+
+def as_items(images):
+    """``predict``'s argument -> a list of paths and RGB arrays (a folder: its images, sorted)."""
+    if isinstance(images, (str, os.PathLike)):
+        images = os.fspath(images)
+        return list_images(folder=images) if os.path.isdir(images) else list_images(image=images)
+    if isinstance(images, np.ndarray):
+        images = [images]
+    items = []
+    for k, item in enumerate(images):
+        if isinstance(item, (str, os.PathLike)):
+            items.append(os.fspath(item))
+        elif isinstance(item, np.ndarray):
+            if item.dtype != np.uint8 or item.ndim != 3 or item.shape[2] != 3:
+                raise UserError(f"image {k}: expected an H x W x 3 RGB uint8 array, got "
+                                f"{item.dtype} {tuple(item.shape)}")
+            items.append(item)
+        else:
+            raise UserError(f"image {k}: expected a path or an RGB array, got "
+                            f"{type(item).__name__}")
+    return items
+
+
+def _label(img, text, org, scale):
+    cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
+
+
+def draw_panels(name, x, recons, prob, out_dir, fake, mean, std):
+    """One PNG ``<out_dir>/<name stem>.png``: the face (``x``, C x H x W on the model's normalised
+    scale), its reconstruction and the reconstruction-difference heat map (RECCE's forgery cue,
+    ``model.heatmap``), each panel labelled, the heat map's colour scale beneath it, the score on
+    top. Returns the path."""
+    m, s = np.array(mean, np.float32), np.array(std, np.float32)
+    face, rec = (((t.permute(1, 2, 0).numpy() * s + m) * 255).clip(0, 255).astype(np.uint8)
+                 for t in (x, recons))
+    side = max(128, face.shape[0])
+    heat = heat_map(difference_map(x, recons), side, cv2.INTER_NEAREST)
+    panels = [cv2.resize(p, (side, side), interpolation=cv2.INTER_NEAREST)
+              for p in (cv2.cvtColor(face, cv2.COLOR_RGB2BGR), cv2.cvtColor(rec, cv2.COLOR_RGB2BGR),
+                        heat)]
+    labels = ("face", "reconstruction", "|face - reconstruction|")
+    columns = []
+    for panel, label in zip(panels, labels):
+        head = np.full((22, side, 3), 255, np.uint8)
+        _label(head, label, (4, 16), 0.42)
+        foot = np.full((26, side, 3), 255, np.uint8)
+        if label.startswith("|"):  # the colour scale of the heat map
+            foot[2:10, 4:side - 4] = heat_ramp(side - 8, 8)
+            _label(foot, "0", (4, 23), 0.35)
+            _label(foot, f"{HEAT_MAX:g}+", (side - 36, 23), 0.35)
+        columns.append(np.vstack([head, panel, foot]))
+    body = np.hstack(columns)
+    bar = np.full((28, body.shape[1], 3), 255, np.uint8)
+    _label(bar, f"fake probability {prob:.4f} ({'fake' if fake else 'real'})", (6, 20), 0.55)
+    os.makedirs(out_dir, exist_ok=True)
+    out = os.path.join(out_dir, os.path.splitext(name)[0] + ".png")
+    atomic_write_image(out, np.vstack([bar, body]))
+    return out
+
+
+class Predictor:
+    """A trained face-forgery detector, ready to score: the Python API behind inference.py.
+
+    ``model`` is the ``model.Detector`` (eval mode, on ``device``); ``threshold`` makes a
+    probability a verdict (fake at or above it); ``batch_size`` crops per forward pass (default 32
+    on a GPU, 8 on the CPU); ``num_workers`` decoding processes for image files; ``max_pixels``
+    refuses larger images and video frames; ``graphs``: on a GPU, replay CUDA graphs of the
+    forward.
+    """
+
+    def __init__(self, model, device, threshold=0.5, batch_size=None, num_workers=0,
+                 max_pixels=None, graphs=True):
+        self.model, self.device = model, device
+        # on a GPU, each batch shape's forward is captured once as a CUDA graph and replayed
+        # (batch 1 is launch-bound); the eager forward elsewhere or when a capture fails
+        self.forward = GraphedScorer(model, enabled=graphs)
+        self.threshold = threshold
+        self.batch_size = batch_size or (32 if device.type == "cuda" else 8)
+        self.num_workers = num_workers
+        self.max_pixels = max_pixels
+        self._face_detectors = {}
+
+    @classmethod
+    def from_checkpoint(cls, path, device=None, *, trust=False, model=None, num_classes=None,
+                        image_size=None, imports=(), **kwargs):
+        """Any checkpoint flavour (this project's, the original's, a bare state dict,
+        DeepfakeBench's); ``model`` names the detector of a bare state dict, ``imports`` files
+        that register your own detector; never downloads anything. Other keywords go to
+        ``Predictor``."""
+        import_modules(list(imports), where="imports")
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise UserError(f"checkpoint not found: {path}")
+        dev = pick_device(device)
+        det = load_detector(path, dev, trusted=trust, name=model, num_classes=num_classes,
+                            image_size=image_size)
+        return cls(det, dev, **kwargs)
+
+    @property
+    def spec(self):
+        return self.model.spec
+
+    def scorer(self):
+        """The crop scorer with this predictor's settings (``faces.scoring.CropScorer``)."""
+        return CropScorer(self.model, self.device, self.batch_size, self.num_workers,
+                          self.max_pixels, self.forward)
+
+    def score_items(self, items, names=None, vis_dir=None):
+        """Yields (index, probability or None, error) in order, streaming through DataLoader
+        workers; with ``vis_dir``, a face | reconstruction | difference panel per image, named
+        by ``names``."""
+        for i, prob, err, pair in self.scorer().stream(items, aux=vis_dir is not None):
+            if pair is not None:
+                draw_panels(names[i], *pair, prob, vis_dir, prob >= self.threshold,
+                            self.spec.mean, self.spec.std)
+            yield i, prob, err
+
+    def predict(self, images):
+        """Fake probabilities, in the order given: ``images`` is a folder (its images, sorted by
+        path), an image path, or a list of paths and H x W x 3 RGB uint8 arrays. An unreadable
+        file is an error that names it."""
+        items = as_items(images)
+        probs = [None] * len(items)
+        for i, prob, err in self.score_items(items):
+            if err:
+                raise UserError(f"{items[i]}: {err}")
+            probs[i] = prob
+        return probs
+
+    def face_detector(self, name, weights=None):
+        """The face detector ``name`` (dlib, retinaface: with its ``weights`` file), built once."""
+        if (name, weights) not in self._face_detectors:
+            self._face_detectors[(name, weights)] = build_face_detector(name, weights, None, "cpu")
+        return self._face_detectors[(name, weights)]
+
+    def score_video(self, path, frames=FRAMES, every=None, all_frames=False, margin=MARGIN,
+                    face_detector="dlib", detector_weights=None, vis_dir=None, name=None,
+                    min_face_score=None, min_face_size=MIN_FACE_SIZE):
+        """A video -> ``faces.media.Result`` (faces found, tracked, cropped, scored); pictures
+        into ``vis_dir`` under ``name`` (default: the file's stem)."""
+        vis = media.Visualizer(vis_dir, path, name=name) if vis_dir else None
+        r = media.score_video(os.fspath(path), self.face_detector(face_detector, detector_weights),
+                              self.scorer(), self.threshold, None if all_frames else frames,
+                              every, margin, vis, self.max_pixels, min_face_score,
+                              min_face_size)
+        if vis is not None:
+            vis.close(r, self.threshold) if r.error is None else vis.discard()
+        return r
+
+    def score_photo(self, path, margin=MARGIN, face_detector="dlib", detector_weights=None,
+                    vis_dir=None, name=None, min_face_score=None,
+                    min_face_size=MIN_FACE_SIZE):
+        """A photo -> ``faces.media.Result`` (every face detected and scored)."""
+        vis = media.Visualizer(vis_dir, path, name=name) if vis_dir else None
+        return media.score_photo(os.fspath(path),
+                                 self.face_detector(face_detector, detector_weights),
+                                 self.scorer(), self.threshold, margin, self.max_pixels, vis,
+                                 min_face_score, min_face_size)
+
+    def predict_video(self, path, **kwargs):
+        """The record inference.py --video writes for ``path`` (its ``--output`` row), with
+        ``faces``: the rows of ``--frames_output``. Options as ``score_video``."""
+        r = self.score_video(path, **kwargs)
+        return {**media.record(r), "faces": media.face_records(r)}
+
+    def predict_photo(self, path, **kwargs):
+        """The record inference.py --detect writes for a photo, with its ``faces``."""
+        r = self.score_photo(path, **kwargs)
+        return {**media.record(r), "faces": media.face_records(r)}

@@ -1,0 +1,111 @@
+"""Face crops -> fake probabilities: the one scorer of inference.py, the Python API
+(``faces.api.Predictor``) and the video and photo path (``faces.media``), and the one shape of
+what they report: the output line and the ``--output`` row of a crop.
+"""
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from dataset import read_rgb
+from dataset.base import DEFAULT_MAX_PIXELS, iterate_quietly, worker_init
+from dataset.transforms import eval_transforms
+from errors import UserError
+from model.heatmap import difference_map
+
+CROP_COLUMNS = ("path", "fake_probability", "prediction", "error")  # a crop's --output row
+
+
+class _Crops(Dataset):
+    """Decodes (a path) or takes (an RGB array), resizes and normalizes one crop, in a worker
+    where there are workers; a file that cannot be read yields its error instead."""
+
+    def __init__(self, items, transform, max_pixels):
+        self.items, self.transform, self.max_pixels = items, transform, max_pixels
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        item = self.items[i]
+        if isinstance(item, str):
+            try:
+                item = read_rgb(item, self.max_pixels)
+            except UserError as exc:
+                return {"index": i, "error": str(exc)}
+        return {"index": i, "image": self.transform(image=item)["image"]}
+
+
+def _collate(samples):
+    good = [s for s in samples if "image" in s]
+    return {"index": [s["index"] for s in good],
+            "image": torch.stack([s["image"] for s in good]) if good else None,
+            "errors": [(s["index"], s["error"]) for s in samples if "error" in s]}
+
+
+class CropScorer:
+    """Face crops -> fake probabilities, prepared by the detector's own input spec (the one its
+    checkpoint was trained with), ``batch_size`` crops per forward pass. A crop is a path (decoded
+    by ``num_workers`` DataLoader workers, refused above ``max_pixels``) or an H x W x 3 RGB uint8
+    array. ``forward(x, aux)`` gives the scores (``model.score``, or its CUDA graphs)."""
+
+    def __init__(self, model, device, batch_size, num_workers=0, max_pixels=None, forward=None):
+        self.model, self.device = model, device
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.max_pixels = max_pixels or DEFAULT_MAX_PIXELS
+        self.forward = forward or model.score
+        self.transform = eval_transforms(model.spec)
+
+    def stream(self, items, aux=False, num_workers=None):
+        """Yields ``(index, probability, error, pair)`` for every item, in order, a batch at a
+        time: the probability None and the error a message for a file that cannot be read;
+        ``pair`` the crop as the model saw it and its reconstruction (C x H x W on the CPU) with
+        ``aux`` where the model reconstructs, else None."""
+        workers = self.num_workers if num_workers is None else num_workers
+        aux = aux and self.model.has_reconstruction
+        loader = DataLoader(_Crops(items, self.transform, self.max_pixels),
+                            batch_size=self.batch_size, num_workers=workers, collate_fn=_collate,
+                            pin_memory=self.device.type == "cuda",
+                            worker_init_fn=worker_init if workers else None)
+        with torch.inference_mode():
+            for b in iterate_quietly(loader):
+                results = [(i, None, err, None) for i, err in b["errors"]]
+                if b["image"] is not None:
+                    x = b["image"].to(self.device, non_blocking=True)
+                    out = self.forward(x, aux=aux)
+                    probs = out["prob"].cpu().tolist()
+                    for j, i in enumerate(b["index"]):
+                        pair = (x[j].float().cpu(), out["recons"][j].float().cpu()) if aux else None
+                        results.append((i, probs[j], None, pair))
+                yield from sorted(results, key=lambda r: r[0])
+
+    def __call__(self, crops, with_maps=False):
+        """Crops in memory (RGB arrays) -> (probabilities, reconstruction-difference maps: one per
+        crop with ``with_maps`` where the model reconstructs, else none)."""
+        probs, maps = [], []
+        for _, prob, _, pair in self.stream(crops, aux=with_maps, num_workers=0):
+            probs.append(prob)
+            if pair is not None:
+                maps.append(difference_map(*pair))
+        return probs, maps
+
+
+def prediction(prob, threshold):
+    """"fake" at ``threshold`` or above, else "real"; None for no probability."""
+    return None if prob is None else ("fake" if prob >= threshold else "real")
+
+
+def result_line(path, prob, verdict, fields=()):
+    """The output line of one input, exactly as the original's inference prints it::
+
+        path: <path> \t\t| fake probability: 0.1296 \t| prediction: real
+
+    (``verdict``: "fake" or "real"; "no face found" instead of both when ``prob`` is None), then
+    `` \t| <name>: <value>`` for each of ``fields`` (frames, faces, track of videos and photos)."""
+    head = "no face found" if prob is None else \
+        f"fake probability: {prob:.4f} \t| prediction: {verdict}"
+    return f"path: {path} \t\t| {head}" + "".join(f" \t| {k}: {v}" for k, v in fields)
+
+
+def crop_record(path, prob, error, threshold):
+    """The ``--output`` row of a face crop (``CROP_COLUMNS``)."""
+    return {"path": path, "fake_probability": prob, "prediction": prediction(prob, threshold),
+            "error": error}
