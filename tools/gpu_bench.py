@@ -122,8 +122,8 @@ PARTS = ("train", "inference", "profile", "e2e", "graphs")
 
 
 def bench(device_name, size=299, batch=32, steps=10, parts=PARTS):
-    """The tables of ``parts`` (all by default, in this order; a session short of GPU time can
-    run them in two calls). Without "train", the profile and the graphs take bf16 channels-last
+    """The tables of ``parts`` (all by default, in this order; with little GPU time at hand they
+    can be split over two calls). Without "train", the profile and the graphs take bf16 channels-last
     (fp32 on the CPU) as each model's best."""
     device = torch.device(device_name)
     makers = _makers()

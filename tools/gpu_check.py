@@ -246,7 +246,7 @@ def main(argv=None):
     p.add_argument("--bench-parts", default=",".join(PARTS),
                    help=f"which tables, comma-separated (default all: {','.join(PARTS)})")
     p.add_argument("--no-checks", action="store_true",
-                   help="the tables only (with --bench), e.g. a second call of a GPU session")
+                   help="the tables only (with --bench), e.g. for a second call on the same GPU")
     args = p.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("error: CUDA is not available here (use --device cpu for the dry run)", file=sys.stderr)

@@ -1,9 +1,12 @@
 """Checkpoints: the original's dict plus what resuming needs, written atomically, read safely.
 
-Format (SPEC section 6): ``{step, best_step, best_metric, eval_metric, model, optimizer,
+Format: the original's ``{step, best_step, best_metric, eval_metric, model, optimizer,
 scheduler}`` with ``model`` free of any ``module.`` prefix; this project adds ``scaler``, ``rng``,
-``config`` and ``epoch``. Everything is tensors and plain Python values, so that
-``torch.load(weights_only=True)`` reads it.
+``epoch``, ``batch_in_epoch``, ``world_size`` (the training state of ``latest_model.bin``),
+``config`` (the run's model, loss, config, data and dataset sections), ``input_spec``, ``hooks``
+(each hook's state) and, with the ``ema`` hook, ``ema``. A best checkpoint keeps the weights,
+``ema``, the config, the input spec and the step. Everything is tensors and plain Python values,
+so that ``torch.load(weights_only=True)`` reads it.
 """
 import os
 import re
