@@ -87,7 +87,8 @@ def test_gradient_accumulation_equals_one_batch_that_many_times_larger(tmp_path,
     assert big.step == acc.step == 3 and acc.scheduler.iteration == big.scheduler.iteration == 3
     assert acc.batch_in_epoch == 6 and big.batch_in_epoch == 3  # micro-batches of batch 2
     a, b = _weights(big.model), _weights(acc.model)
-    assert all(torch.allclose(a[k], b[k], atol=1e-6, rtol=1e-5) for k in a)
+    # float32 sums in another order: equal within 2e-5 (an undivided loss is off by ~1e-2)
+    assert all(torch.allclose(a[k], b[k], atol=2e-5, rtol=1e-4) for k in a)
     assert not all(torch.equal(a[k], _weights(_tiny_init(tmp_path))[k]) for k in a)  # it trained
     assert len(record.losses) == 3
 
