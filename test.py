@@ -53,9 +53,10 @@ def main(argv=None):
         from dataset.perturb import parse_spec
         with flags(perturbation="--perturb"):
             perturb = [parse_spec(p) for p in args.perturb]
-        metrics, path, out_dir, n, written = run_test(cfg, args.ckpt, args.device, args.out,
-                                                      args.trust, perturb,
-                                                      video_rule=args.video_auc)
+        with flags(device="--device", out="--out"):
+            metrics, path, out_dir, n, written = run_test(cfg, args.ckpt, args.device, args.out,
+                                                          args.trust, perturb,
+                                                          video_rule=args.video_auc)
         if dist.is_main():
             print(f"checkpoint: {path}")
             print(f"dataset: {cfg['data']['name']} / {cfg['data']['test_branch']} ({n} images)"

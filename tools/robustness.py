@@ -209,7 +209,7 @@ def main(argv=None):
         ckpt = resolve_checkpoint(cfg, args.ckpt)
         out = args.out or os.path.join(os.path.dirname(os.path.abspath(ckpt)),
                                        "robustness_frames" if frames else "robustness")
-        check_output_dir(out)
+        check_output_dir(out, "--out")
         device = pick_device(args.device or cfg["config"]["device"])
         model = load_detector(ckpt, device, model_cfg=cfg["model"],
                               trusted=args.trust or cfg["config"]["trust_checkpoint"],

@@ -165,7 +165,7 @@ def run_test(cfg, ckpt=None, device=None, out_dir=None, trusted=False, perturb=(
     path = resolve_checkpoint(cfg, ckpt)
     out_dir = out_dir or os.path.dirname(os.path.abspath(path))
     if dist.is_main():
-        check_output_dir(out_dir)  # before the work, not after it
+        check_output_dir(out_dir, "out")  # before the work, not after it
     if model is None:
         model = load_detector(path, device, model_cfg=cfg["model"],
                               trusted=trusted or cfg["config"]["trust_checkpoint"],
