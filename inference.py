@@ -91,7 +91,9 @@ def parse_args(argv=None):
     p.add_argument("--image_size", "-s", type=int, default=None,
                    help="input size (default: the one the checkpoint was trained with)")
     p.add_argument("--visualize", "-v", action="store_true",
-                   help="write face | reconstruction | difference heat map PNGs into --vis_dir")
+                   help="write PNGs into --vis_dir: the face, its reconstruction and their "
+                        "difference (detectors that reconstruct) and Grad-CAM (with grad-cam "
+                        "installed)")
     p.add_argument("--vis_dir", default="vis", help="folder for --visualize (default: vis)")
     p.add_argument("--batch_size", type=int, default=None,
                    help=f"images per forward pass (default: {BATCH['gpu']} on a GPU; on the CPU "
@@ -150,11 +152,6 @@ def score(args):
     paths = list_images(args.image, args.image_folder, args.recursive)
     det = predictor_from_args(args)
     vis_dir = args.vis_dir if args.visualize else None
-    if args.visualize and not det.model.has_reconstruction:
-        print(f"--visualize: {type(det.model).__name__} has no reconstruction, so there is no "
-              "heat map to draw; scoring only", file=sys.stderr)
-        vis_dir = None
-    args._maps = vis_dir is not None
     root = os.path.dirname(paths[0]) if args.image else args.image_folder
     names = [os.path.relpath(p, root).replace(os.sep, "__") for p in paths]
     for i, prob, err in det.score_items(paths, names, vis_dir):
@@ -219,9 +216,6 @@ def score_media(args):
     FACE_DETECTORS.get(args.detector)
     det = predictor_from_args(args, media=True)
     det.face_detector(args.detector, args.detector_weights)  # its errors before the work
-    if args.visualize and not det.model.has_reconstruction:
-        print(f"--visualize: {type(det.model).__name__} has no reconstruction: boxes and "
-              "timelines only, no heat map", file=sys.stderr)
     vis_dir = args.vis_dir if args.visualize else None
     stems = [os.path.splitext(os.path.basename(i))[0] for i in items]
     options = dict(face_detector=args.detector, detector_weights=args.detector_weights,
@@ -268,7 +262,7 @@ def score_crops(args):
     if args.output:
         write_table(args.output, sorted(rows, key=lambda r: r["path"]), CROP_COLUMNS)
     sys.stdout.flush()
-    say_written(args, getattr(args, "_maps", False))  # panels only where the model has maps
+    say_written(args, args.visualize)
     return 1 if failed else 0
 
 

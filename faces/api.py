@@ -21,7 +21,7 @@ from errors import UserError
 from fileio import atomic_write_image, files_in
 from model.checkpoint import load_detector, pick_device
 from model.graphs import GraphedScorer
-from model.heatmap import HEAT_MAX, difference_map, heat_map, heat_ramp
+from model.heatmap import evidence_maps, heat_map, heat_ramp
 from registry import import_modules
 
 from . import media
@@ -82,37 +82,47 @@ def _label(img, text, org, scale):
     cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
 
 
-def draw_panels(name, x, recons, prob, out_dir, fake, mean, std):
+def _fits(text, width, scale):
+    return cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0] <= width
+
+
+def draw_panels(name, x, recons, maps, prob, out_dir, fake, mean, std):
     """One PNG ``<out_dir>/<name stem>.png``: the face (``x``, C x H x W on the model's normalised
-    scale), its reconstruction and the reconstruction-difference heat map (RECCE's forgery cue,
-    ``model.heatmap``), each panel labelled, the heat map's colour scale beneath it, the score on
-    top. Returns the path."""
+    scale), its reconstruction (``recons``, alike; None for a detector without one), then each
+    of ``maps`` ([(``model.heatmap.MapKind``, H x W map)]: the reconstruction difference,
+    Grad-CAM), each panel titled, each map with its colour bar, its fixed scale and what the
+    scale is beneath it, the score on top. Returns the path."""
     m, s = np.array(mean, np.float32), np.array(std, np.float32)
-    face, rec = (((t.permute(1, 2, 0).numpy() * s + m) * 255).clip(0, 255).astype(np.uint8)
-                 for t in (x, recons))
-    side = max(128, face.shape[0])
-    heat = heat_map(difference_map(x, recons), side, cv2.INTER_NEAREST)
-    panels = [cv2.resize(p, (side, side), interpolation=cv2.INTER_NEAREST)
-              for p in (cv2.cvtColor(face, cv2.COLOR_RGB2BGR), cv2.cvtColor(rec, cv2.COLOR_RGB2BGR),
-                        heat)]
-    labels = ("face", "reconstruction", "|face - reconstruction|")
-    columns = []
-    for panel, label in zip(panels, labels):
+    side = max(128, x.shape[-2])
+    columns = [("face", x)] + ([("reconstruction", recons)] if recons is not None else [])
+    panels = []
+    for title, t in columns:
+        rgb = ((t.permute(1, 2, 0).numpy() * s + m) * 255).clip(0, 255).astype(np.uint8)
+        panels.append((title, cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), (side, side),
+                                         interpolation=cv2.INTER_NEAREST), None))
+    panels += [(kind.title if _fits(kind.title, side - 8, 0.42) else kind.short,
+                heat_map(values, side, cv2.INTER_NEAREST, kind.top), kind)
+               for kind, values in maps]
+    foot_h = 40 if maps else 0
+    out = []
+    for title, panel, kind in panels:
         head = np.full((22, side, 3), 255, np.uint8)
-        _label(head, label, (4, 16), 0.42)
-        foot = np.full((26, side, 3), 255, np.uint8)
-        if label.startswith("|"):  # the colour scale of the heat map
+        _label(head, title, (4, 16), 0.42)
+        foot = np.full((foot_h, side, 3), 255, np.uint8)
+        if kind is not None:  # the map's colour bar, its ends and its scale
             foot[2:10, 4:side - 4] = heat_ramp(side - 8, 8)
-            _label(foot, "0", (4, 23), 0.35)
-            _label(foot, f"{HEAT_MAX:g}+", (side - 36, 23), 0.35)
-        columns.append(np.vstack([head, panel, foot]))
-    body = np.hstack(columns)
+            _label(foot, "0", (4, 22), 0.35)
+            right = cv2.getTextSize(kind.top_label, cv2.FONT_HERSHEY_SIMPLEX, 0.35, 1)[0][0]
+            _label(foot, kind.top_label, (side - 4 - right, 22), 0.35)
+            _label(foot, kind.scale, (4, 36), 0.35)
+        out.append(np.vstack([head, panel, foot]))
+    body = np.hstack(out)
     bar = np.full((28, body.shape[1], 3), 255, np.uint8)
     _label(bar, f"fake probability {prob:.4f} ({'fake' if fake else 'real'})", (6, 20), 0.55)
     os.makedirs(out_dir, exist_ok=True)
-    out = os.path.join(out_dir, os.path.splitext(name)[0] + ".png")
-    atomic_write_image(out, np.vstack([bar, body]))
-    return out
+    path = os.path.join(out_dir, os.path.splitext(name)[0] + ".png")
+    atomic_write_image(path, np.vstack([bar, body]))
+    return path
 
 
 class Predictor:
@@ -164,11 +174,15 @@ class Predictor:
 
     def score_items(self, items, names=None, vis_dir=None):
         """Yields (index, probability or None, error) in order, streaming through DataLoader
-        workers; with ``vis_dir``, a face | reconstruction | difference panel per image, named
-        by ``names``."""
+        workers; with ``vis_dir``, a panel per image, named by ``names``: the face, its
+        reconstruction and the reconstruction difference where the model reconstructs, and
+        Grad-CAM (``draw_panels``)."""
         for i, prob, err, pair in self.scorer().stream(items, aux=vis_dir is not None):
             if pair is not None:
-                draw_panels(names[i], *pair, prob, vis_dir, prob >= self.threshold,
+                x, recons = pair
+                maps = evidence_maps(self.model, x[None],
+                                     None if recons is None else recons[None])[0]
+                draw_panels(names[i], x, recons, maps, prob, vis_dir, prob >= self.threshold,
                             self.spec.mean, self.spec.std)
             yield i, prob, err
 

@@ -30,7 +30,7 @@ from dataset.base import DEFAULT_MAX_PIXELS
 from dataset.perturb import ffmpeg_executable
 from errors import UserError
 from fileio import atomic_write_figure, atomic_write_image, publish, temporary_beside, write_table
-from model.heatmap import HEAT_MAX, heat_map, heat_ramp
+from model.heatmap import heat_map, heat_ramp
 
 from .crop import MARGIN, crop_face
 from .detectors.base import MIN_FACE_SIZE, min_score_of, usable
@@ -83,7 +83,7 @@ def score_video(path, detector, scorer, threshold, frames=FRAMES, every=None, ma
 
     def flush():
         crops = [c for *_, faces in pending for _, c in faces]
-        probs, maps = scorer(crops, with_maps=vis is not None and scorer.model.has_reconstruction)
+        probs, maps = scorer(crops, with_maps=vis is not None)
         k = 0
         for idx, t, rgb, faces in pending:
             for face, _ in faces:
@@ -167,8 +167,7 @@ def score_photo(path, detector, scorer, threshold, margin=MARGIN, max_pixels=Non
         if crop is not None:
             faces.append(Face(0, 0.0, i, tuple(det.box), det.score))
             crops.append(crop)
-    with_maps = vis is not None and scorer.model.has_reconstruction
-    probs, maps = scorer(crops, with_maps=with_maps) if crops else ([], [])
+    probs, maps = scorer(crops, with_maps=vis is not None) if crops else ([], [])
     for face, p in zip(faces, probs):
         face.prob = p
     result.faces, result.count, result.tracks = faces, len(faces), len(faces)
@@ -269,11 +268,12 @@ class Visualizer:
     ``<name>_annotated.mp4`` (H.264, browser-playable, as long as the source at its frame rate:
     each sampled frame shown until the next), every frame carrying the verdict and the time, each
     face boxed in its colour on a fixed real-to-fake scale with its track and probability, "no face"
-    where none was found, the reconstruction-difference heat map of the main face inset with its
-    fixed scale, a legend; and ``<name>_timeline.png`` (fake probability over time per track, the
-    deciding track marked, the threshold drawn, no-face stretches shaded, titled with the file and
-    the verdict). Per photo ``<name>_annotated.png``: the same boxes, each face's heat map beside
-    it."""
+    where none was found, a side panel with the legend and each face's evidence maps (the
+    reconstruction difference where the model reconstructs, Grad-CAM where grad-cam is
+    installed: ``model.heatmap``) with their fixed scales; and ``<name>_timeline.png`` (fake
+    probability over time per track, the deciding track marked, the threshold drawn, no-face
+    stretches shaded, titled with the file and the verdict). Per photo ``<name>_annotated.png``:
+    the same boxes and side panel."""
 
     def __init__(self, out_dir, path, name=None):
         os.makedirs(out_dir, exist_ok=True)
@@ -302,12 +302,15 @@ class Visualizer:
             _text(bgr, "no face", (int(14 * s), bgr.shape[0] // 2), 1.2 * s, (255, 255, 255), 2)
         return bgr
 
-    def _panel(self, h, s, maps):
-        """The side panel: the real-to-fake colour scale of the boxes, then each face's
-        reconstruction-difference heat map (``maps``: [(title, map)]) with its fixed scale."""
-        width = int(230 * s)
+    def _panel(self, h, s, rows):
+        """The side panel: the real-to-fake colour scale of the boxes, then a row per face
+        (``rows``: [(label, [(``model.heatmap.MapKind``, map)])]) with its maps side by side, each
+        titled, with its colour bar, its fixed scale and what the scale is; faces that do not
+        fit are left out."""
+        cols = max([len(maps) for _, maps in rows] + [1])
+        pad, side = int(10 * s), int(210 * s)
+        width = pad + cols * (side + pad)
         panel = np.full((h, width, 3), 40, np.uint8)
-        pad = int(10 * s)
         y = pad + int(16 * s)
         _text(panel, "box colour: p(fake)", (pad, y), 0.5 * s)
         y += int(8 * s)
@@ -318,27 +321,34 @@ class Visualizer:
         _text(panel, "0 real", (pad, y), 0.45 * s)
         _text(panel, "fake 1", (width - pad - int(62 * s), y), 0.45 * s)
         y += int(14 * s)
-        side = width - 2 * pad
-        for title, m in maps:
-            if y + int(20 * s) + side + int(40 * s) > h:
+        ramp = heat_ramp(side, int(8 * s))
+        row_h = int(26 * s) + side + int(4 * s) + ramp.shape[0] + int(30 * s)
+        for label, maps in rows:
+            if not maps:
+                continue
+            if y + row_h > h:
                 break
-            y += int(20 * s)
-            _text(panel, title, (pad, y), 0.45 * s)
-            y += int(6 * s)
-            panel[y:y + side, pad:pad + side] = heat_map(m, side)
-            y += side
-            ramp = heat_ramp(side, int(8 * s))
-            panel[y + int(4 * s):y + int(4 * s) + ramp.shape[0], pad:pad + side] = ramp
-            y += int(4 * s) + ramp.shape[0] + int(14 * s)
-            _text(panel, "0", (pad, y), 0.4 * s)
-            _text(panel, f"{HEAT_MAX:g}+", (pad + side - int(30 * s), y), 0.4 * s)
+            for c, (kind, values) in enumerate(maps):
+                x0, top = pad + c * (side + pad), y + int(20 * s)
+                _text(panel, f"{label} {kind.short}", (x0, top), 0.45 * s)
+                top += int(6 * s)
+                panel[top:top + side, x0:x0 + side] = heat_map(values, side, top=kind.top)
+                top += side + int(4 * s)
+                panel[top:top + ramp.shape[0], x0:x0 + side] = ramp
+                top += ramp.shape[0] + int(14 * s)
+                _text(panel, "0", (x0, top), 0.4 * s)
+                size = cv2.getTextSize(kind.top_label, cv2.FONT_HERSHEY_SIMPLEX, 0.4 * s, 1)[0]
+                _text(panel, kind.top_label, (x0 + side - size[0], top), 0.4 * s)
+                _text(panel, kind.scale, (x0, top + int(14 * s)), 0.38 * s)
+            y += row_h
         return panel
 
     # ----------------------------------------------------------------- videos
-    def add_face(self, face, diff_map):
+    def add_face(self, face, maps):
+        """A scored face of a video, with its maps ([(``MapKind``, map)]; None or [] for none)."""
         self.points.setdefault(face.track, []).append((face.time, face.prob))
-        if diff_map is not None:
-            self.maps[(face.frame, face.track)] = diff_map
+        if maps:
+            self.maps[(face.frame, face.track)] = maps
 
     def add_frame(self, idx, t, rgb, faces, threshold):
         """A sampled frame, annotated now (the verdict is added when the video is done)."""
@@ -346,9 +356,8 @@ class Visualizer:
             self.tmp = tempfile.mkdtemp(prefix=".annotate-", dir=os.path.dirname(self.base) or ".")
         bgr = self._draw_faces(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), faces)
         s = self._scale(bgr)
-        maps = [(f"#{f.track} |face - recons.|", self.maps[(f.frame, f.track)]) for f in faces
-                if (f.frame, f.track) in self.maps]
-        bgr = np.hstack([bgr, self._panel(bgr.shape[0], s, maps)])
+        rows = [(f"#{f.track}", self.maps.get((f.frame, f.track), [])) for f in faces]
+        bgr = np.hstack([bgr, self._panel(bgr.shape[0], s, rows)])
         path = os.path.join(self.tmp, f"{len(self.samples):06d}.png")
         cv2.imwrite(path, bgr)
         self.samples.append((t, bool(faces), path))
@@ -446,7 +455,8 @@ class Visualizer:
 
     # ----------------------------------------------------------------- photos
     def photo(self, rgb, faces, threshold, maps=None):
-        """The photo with each face boxed and labelled, and a strip of each face's heat map."""
+        """The photo with each face boxed and labelled, and the side panel of each face's maps
+        (``maps``: one [(``MapKind``, map)] per face)."""
         bgr = self._draw_faces(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), faces)
         s = self._scale(bgr)
         top = max((f.prob for f in faces), default=None)
@@ -455,5 +465,5 @@ class Visualizer:
                    + (f", highest of {len(faces)} faces" if len(faces) > 1 else ""))
         _text(bgr, verdict, (int(12 * s), int(32 * s)), 0.8 * s, (255, 255, 255), 2)
         bgr = np.hstack([bgr, self._panel(bgr.shape[0], s, [
-            (f"#{f.track} |face - recons.|", m) for f, m in zip(faces, maps or [])])])
+            (f"#{f.track}", m) for f, m in zip(faces, maps or [])])])
         atomic_write_image(self.base + "_annotated.png", bgr)

@@ -9,7 +9,7 @@ from dataset import read_rgb
 from dataset.base import DEFAULT_MAX_PIXELS, iterate_quietly, worker_init
 from dataset.transforms import eval_transforms
 from errors import UserError
-from model.heatmap import difference_map
+from model.heatmap import evidence_maps
 
 CROP_COLUMNS = ("path", "fake_probability", "prediction", "error")  # a crop's --output row
 
@@ -57,10 +57,10 @@ class CropScorer:
     def stream(self, items, aux=False, num_workers=None):
         """Yields ``(index, probability, error, pair)`` for every item, in order, a batch at a
         time: the probability None and the error a message for a file that cannot be read;
-        ``pair`` the crop as the model saw it and its reconstruction (C x H x W on the CPU) with
-        ``aux`` where the model reconstructs, else None."""
+        ``pair`` with ``aux``: the crop as the model saw it and its reconstruction (C x H x W on
+        the CPU; None where the model does not reconstruct), else None."""
         workers = self.num_workers if num_workers is None else num_workers
-        aux = aux and self.model.has_reconstruction
+        recons = aux and self.model.has_reconstruction
         loader = DataLoader(_Crops(items, self.transform, self.max_pixels),
                             batch_size=self.batch_size, num_workers=workers, collate_fn=_collate,
                             pin_memory=self.device.type == "cuda",
@@ -70,22 +70,30 @@ class CropScorer:
                 results = [(i, None, err, None) for i, err in b["errors"]]
                 if b["image"] is not None:
                     x = b["image"].to(self.device, non_blocking=True)
-                    out = self.forward(x, aux=aux)
+                    out = self.forward(x, aux=recons)
                     probs = out["prob"].cpu().tolist()
                     for j, i in enumerate(b["index"]):
-                        pair = (x[j].float().cpu(), out["recons"][j].float().cpu()) if aux else None
+                        pair = ((x[j].float().cpu(),
+                                 out["recons"][j].float().cpu() if recons else None)
+                                if aux else None)
                         results.append((i, probs[j], None, pair))
                 yield from sorted(results, key=lambda r: r[0])
 
     def __call__(self, crops, with_maps=False):
-        """Crops in memory (RGB arrays) -> (probabilities, reconstruction-difference maps: one per
-        crop with ``with_maps`` where the model reconstructs, else none)."""
-        probs, maps = [], []
+        """Crops in memory (RGB arrays) -> (probabilities, maps): with ``with_maps`` one list of
+        (``MapKind``, map) per crop (``model.heatmap.evidence_maps``: the reconstruction
+        difference where the model reconstructs, Grad-CAM where grad-cam is installed), else
+        none."""
+        probs, pairs = [], []
         for _, prob, _, pair in self.stream(crops, aux=with_maps, num_workers=0):
             probs.append(prob)
             if pair is not None:
-                maps.append(difference_map(*pair))
-        return probs, maps
+                pairs.append(pair)
+        if not pairs:
+            return probs, []
+        xs, recons = zip(*pairs)
+        return probs, evidence_maps(self.model, xs, None if recons[0] is None else recons,
+                                    self.batch_size)
 
 
 def prediction(prob, threshold):

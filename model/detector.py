@@ -16,7 +16,10 @@ its input spec and the way a batch becomes fake probabilities.
   checkpoint carries it, and every entry point prepares images by it (``dataset.eval_transforms``);
 - ``predict(x)``: fake probabilities (N); ``score(x, aux)``: probabilities, log-odds, logits and,
   with ``aux``, the auxiliary outputs. Evaluation, inference and the face pipeline score through
-  ``scores`` (the one place that unwraps a model's output).
+  ``scores`` (the one place that unwraps a model's output);
+- ``cam_layer``: the module (its dotted name in ``named_modules``) whose N x C x h x w output
+  Grad-CAM explains (``model.cam``); None, the default, takes the last ``nn.Conv2d`` registered.
+  ``cam_target()`` resolves it.
 
 A new detector is one file with its class decorated by ``@register_detector``, named by
 ``model.name`` and imported through ``config.imports`` (see docs/extending.md).
@@ -208,6 +211,9 @@ class Detector(nn.Module):
     arg_kinds = {"num_classes": (1, 2), "drop_rate": "fraction", "pretrained": "pretrained"}
     loss_defaults = {}  # the keys of its ``loss:`` section besides ``kind``, with their defaults
     loss_kinds = {}  # their kinds, where the default's type does not say enough
+    # the layer whose feature map Grad-CAM explains (a name in named_modules); None: the last
+    # nn.Conv2d registered, right for a plain network whose last conv feeds its head
+    cam_layer = None
 
     @property
     def spec(self) -> InputSpec:
@@ -225,6 +231,24 @@ class Detector(nn.Module):
         from loss import LOSSES
         section = loss_arguments(type(self), cfg, getattr(self, "num_classes", 1))
         return LOSSES.get(self.loss).from_config(section)
+
+    def cam_target(self) -> nn.Module:
+        """The module Grad-CAM explains: the one ``cam_layer`` names, else the last ``nn.Conv2d``
+        registered. A name that is not a module of this detector, or a detector without a conv
+        and without ``cam_layer``, is a UserError naming ``<class>.cam_layer``."""
+        where = f"{type(self).__name__}.cam_layer"
+        if self.cam_layer is None:
+            convs = [m for m in self.modules() if isinstance(m, nn.Conv2d)]
+            if not convs:
+                raise UserError(f"{where}: {type(self).__name__} has no nn.Conv2d; name the "
+                                "layer whose N x C x h x w output Grad-CAM should explain")
+            return convs[-1]
+        modules = dict(self.named_modules())
+        if not isinstance(self.cam_layer, str) or self.cam_layer not in modules:
+            raise UserError(f"{where}: {self.cam_layer!r} is not a module of "
+                            f"{type(self).__name__} (a name of its named_modules(), such as "
+                            f"{next(n for n in modules if n)!r})")
+        return modules[self.cam_layer]
 
     def score(self, x: torch.Tensor, aux: bool = False) -> dict:
         return scores(self(x, return_aux=aux))

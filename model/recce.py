@@ -75,6 +75,9 @@ class Recce(Detector):
     # its loss: L = flood(L_cls) + lambda_1 * L_r + lambda_2 * L_m (the original's defaults)
     loss_defaults = {"lambda_1": 0.1, "lambda_2": 0.1, "flood_level": 0.04}
     loss_kinds = {"lambda_1": "nonneg", "lambda_2": "nonneg", "flood_level": "nonneg"}
+    # Grad-CAM explains the encoder's last feature map (conv4, bn4, ReLU: 2048 channels at 1/32 of
+    # the input, 10 x 10 at 299 px), the one the head pools
+    cam_layer = "encoder.act4"
 
     def __init__(self, num_classes: int = 1, drop_rate: float = 0.2, pretrained=False,
                  channels_last: bool = True):

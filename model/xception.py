@@ -20,6 +20,9 @@ class Xception(Detector):
     min_input_size = MIN_INPUT_SIZE
     has_reconstruction = False
     loss = "ClassificationLoss"
+    # Grad-CAM explains the encoder's last feature map (conv4, bn4, ReLU: 2048 channels at 1/32 of
+    # the input, 10 x 10 at 299 px), the one the head pools
+    cam_layer = "encoder.act4"
 
     def __init__(self, num_classes: int = 1, drop_rate: float = 0.2, pretrained=False,
                  channels_last: bool = True):

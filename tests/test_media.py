@@ -37,11 +37,13 @@ def _video(path, frames, faces=1, blank=False, fourcc="MJPG"):
 
 @pytest.fixture(scope="module")
 def media(tmp_path_factory):
-    from model import Recce
+    from model import Recce, Xception
     d = tmp_path_factory.mktemp("media")
     torch.manual_seed(0)
     ckpt = d / "m.bin"
     torch.save({"model": Recce().state_dict()}, ckpt)
+    torch.save({"model": Xception().state_dict(), "config": {"model": {"name": "Xception"}}},
+               d / "x.bin")  # a detector without a reconstruction: Grad-CAM only
     vids = d / "videos"
     vids.mkdir()
     _video(vids / "one.avi", 6)
@@ -142,7 +144,10 @@ def test_photos_with_exif_rotation_threshold_from_and_visualize(media, tmp_path,
     prob = float(phone.split("fake probability: ")[1].split()[0])
     assert phone.endswith(f"prediction: {'fake' if prob >= 0.3 else 'real'} \t| faces: 1")
     assert [line for line in lines if "wall.png" in line][0].endswith("| no face found \t| faces: 0")
-    assert (tmp_path / "vis" / "phone_annotated.png").is_file()
+    pad, side = _side_panel((300, 420))  # the photo upright
+    # the photo and its side panel: the face's two maps side by side
+    assert cv2.imread(str(tmp_path / "vis" / "phone_annotated.png")).shape[1] == \
+        420 + pad + 2 * (side + pad)
     code, _, _ = _run(["-b", ckpt, "--video", str(media[2] / "one.avi"), "-s", "32", "-d", "cpu",
                        "--frames", "3", "-v", "--vis_dir", str(tmp_path / "vv")], capsys)
     assert code == 0
@@ -153,7 +158,9 @@ def test_photos_with_exif_rotation_threshold_from_and_visualize(media, tmp_path,
     fourcc = int(cap.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little").decode().lower()
     assert fourcc in ("avc1", "h264")
     ok, frame = cap.read()
-    assert ok and frame.shape[1] > 640  # the frame and its side panel (legend, heat maps)
+    pad, side = _side_panel(CANVAS)
+    # the frame and its side panel: the legend, and the face's two maps side by side
+    assert ok and frame.shape[1] == CANVAS[1] + pad + 2 * (side + pad)
     cap.release()
     assert not [f for f in os.listdir(tmp_path / "vv") if f.startswith(".")]  # no temporary
 
@@ -175,20 +182,87 @@ def test_retinaface_plumbing_with_random_weights(media, tmp_path, capsys):
     assert code == 2 and "needs --detector_weights" in err
 
 
-def test_panels_are_drawn_without_library_warnings(media, tmp_path, capsys):
+def _side_panel(shape):
+    """(pad, side of a map) of the side panel of a picture of ``shape`` (height, width)."""
+    from faces.media import Visualizer
+    s = Visualizer._scale(np.zeros(tuple(shape) + (3,), np.uint8))
+    return int(10 * s), int(210 * s)
+
+
+SIDE, TOP = 128, 28 + 22  # at -s 32 a panel is 128 px; above it the score and its title
+FOOT = 40  # beneath a map: its colour bar, its ends and its scale
+
+
+def test_panels_show_both_maps_for_recce_and_grad_cam_alone_for_xception(media, tmp_path, capsys):
+    """inference.py -v: face | reconstruction | difference | Grad-CAM for RECCE, face | Grad-CAM
+    for Xception; the Grad-CAM panel is this face's map on its 0-1 scale, and a colour bar is
+    beneath each map and only there. No library warning on the way."""
     import warnings
 
     import inference
+    from dataset import read_rgb
+    from dataset.transforms import eval_transforms
+    from faces import Predictor
+    from model.cam import grad_cam
+    from model.heatmap import heat_map, heat_ramp
     d, ckpt, _ = media
     faces = tmp_path / "f"
     faces.mkdir()
     cv2.imwrite(str(faces / "a.png"), _hopper((64, 64))[:, :, ::-1])
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert inference.main(["-b", ckpt, "-f", str(faces), "-s", "32", "-d", "cpu", "-v",
-                               "--vis_dir", str(tmp_path / "vis"), "--num_workers", "0"]) == 0
-    img = cv2.imread(str(tmp_path / "vis" / "a.png"))
-    assert img.shape[1] == 3 * 128 and img.shape[0] == 28 + 22 + 128 + 26
+    for path, cols, maps in ((ckpt, 4, 2), (str(d / "x.bin"), 2, 1)):
+        vis = tmp_path / os.path.basename(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert inference.main(["-b", path, "-f", str(faces), "-s", "32", "-d", "cpu", "-v",
+                                   "--vis_dir", str(vis), "--num_workers", "0"]) == 0
+        assert f"written: {vis}{os.sep}" in capsys.readouterr().err
+        img = cv2.imread(str(vis / "a.png"))
+        assert img.shape == (TOP + SIDE + FOOT, cols * SIDE, 3)
+        det = Predictor.from_checkpoint(path, device="cpu", image_size=32)
+        x = eval_transforms(det.spec)(image=read_rgb(str(faces / "a.png")))["image"]
+        want = heat_map(grad_cam(det.model, x[None])[0], SIDE, cv2.INTER_NEAREST, 1.0)
+        got = img[TOP:TOP + SIDE, (cols - 1) * SIDE:]
+        assert np.abs(got.astype(int) - want.astype(int)).mean() < 1
+        bars = img[TOP + SIDE + 2:TOP + SIDE + 10]
+        has_bar = [np.array_equal(bars[:, c * SIDE + 4:(c + 1) * SIDE - 4],
+                                  heat_ramp(SIDE - 8, 8)) for c in range(cols)]
+        assert has_bar == [c >= cols - maps for c in range(cols)]
+
+
+def test_without_grad_cam_the_pictures_go_on_with_one_line(media, tmp_path, capsys, monkeypatch):
+    """grad-cam missing (its import fails): one stderr line naming `pip install grad-cam`, said
+    once; RECCE's panels keep the reconstruction difference, Xception's the face, the photo's
+    side panel the difference map."""
+    import sys
+
+    import model.cam
+    monkeypatch.setitem(sys.modules, "pytorch_grad_cam", None)  # import pytorch_grad_cam fails
+    monkeypatch.setattr(model.cam, "_said", [])
+    d, ckpt, _ = media
+    faces = tmp_path / "f"
+    faces.mkdir()
+    for name in ("a.png", "b.png"):
+        cv2.imwrite(str(faces / name), _hopper((64, 64))[:, :, ::-1])
+    args = ["-f", str(faces), "-s", "32", "-d", "cpu", "-v", "--num_workers", "0"]
+    code, lines, err = _run(["-b", ckpt, *args, "--vis_dir", str(tmp_path / "r")], capsys)
+    assert code == 0 and len(lines) == 2
+    said = [line for line in err.splitlines() if "pip install grad-cam" in line]
+    assert len(said) == 1, err
+    for name in ("a.png", "b.png"):
+        assert cv2.imread(str(tmp_path / "r" / name)).shape == (TOP + SIDE + FOOT, 3 * SIDE, 3)
+    code, _, err = _run(["-b", str(d / "x.bin"), *args, "--vis_dir", str(tmp_path / "x")], capsys)
+    assert code == 0 and "pip install grad-cam" not in err  # said once
+    assert cv2.imread(str(tmp_path / "x" / "a.png")).shape == (TOP + SIDE, SIDE, 3)
+    photo = tmp_path / "photo.png"
+    canvas = np.full((300, 420, 3), 200, np.uint8)
+    canvas[40:250, 100:280] = _hopper()
+    cv2.imwrite(str(photo), canvas[:, :, ::-1])
+    code, _, _ = _run(["-b", ckpt, "-i", str(photo), "--detect", "-s", "32", "-d", "cpu", "-v",
+                       "--vis_dir", str(tmp_path / "p")], capsys)
+    pad, side = _side_panel((300, 420))
+    assert code == 0
+    assert cv2.imread(str(tmp_path / "p" / "photo_annotated.png")).shape[1] == \
+        420 + pad + side + pad
 
 
 def test_two_videos_of_one_name_keep_their_own_pictures(tmp_path, capsys):
