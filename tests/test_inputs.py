@@ -27,7 +27,11 @@ def cfg_path(tmp_path, demo_root):
     ("config.optimizer=adam", "config.optimizer: expected a mapping with a name"),
     ("config.optimizer.lr=abc", "config.optimizer.lr: expected a number, got 'abc'"),
     ("data.num_workers=two", "data.num_workers: expected an integer, got 'two'"),
-    ("data.num_workers=-1", "data.num_workers: expected an integer of at least 0, got -1"),
+    ("data.num_workers=-1", "data.num_workers: expected a number of worker processes from 0 to "
+                            "1024, got -1"),
+    ("data.train_batch_size=0", "data.train_batch_size: expected a batch size from 1 to 65536, "
+                                "got 0"),
+    ("data.test_batch_size=1e9", "data.test_batch_size: expected a batch size from 1 to 65536"),
     ("config.lambda_1=[1, 2]", r"config.lambda_1: expected a number, got \[1, 2\]"),
     ("config.debug='false'", "config.debug: expected true or false, got 'false'"),
     ("config.resume=yes please", "config.resume: expected true or false"),
