@@ -56,7 +56,7 @@ def __getattr__(name):
 def line_for(path, prob, threshold=0.5):
     """The line of a face crop (``faces.scoring.result_line``)."""
     from faces.scoring import prediction, result_line
-    return result_line(path, prob, prediction(prob, threshold))
+    return result_line(path, prob, prediction(prob, threshold, path))
 
 
 def parse_args(argv=None):
