@@ -267,11 +267,14 @@ def test_inference_bad_options_checked_before_the_work(tmp_path, good_ckpt, nan_
         (["--output", str(tmp_path / "nowhere" / "r.csv")], "the folder .*nowhere does not exist"),
         (["--output", str(tmp_path / "d")], "use a .csv or .json file name"),
         (["--output", str(tmp_path / "d.csv")], "is a folder, expected a file name"),
-        (["--batch_size", "-2"], "--batch_size -2: expected a positive number"),
-        (["--num_workers", "-1"], "--num_workers -1: expected 0 or more"),
+        (["--batch_size", "-2"], "--batch_size: expected a batch size from 1 to 65536, got -2"),
+        (["--num_workers", "-1"], "--num_workers: expected a number of worker processes from 0 "
+                                  "to 1024, got -1"),
         (["--image_size", "5"], "--image_size 5: the model needs at least 7"),
-        (["--image_size", "6000"], "--image_size 6000: at most 2048"),
-        (["--margin", "inf"], "--margin inf: expected a positive number"),
+        (["--image_size", "6000"], "--image_size: expected a size in pixels from 1 to 2048, "
+                                   "got 6000"),
+        (["--margin", "inf"], r"--margin: expected a number above 0 and at most 10 \(1.3 is "
+                              r"usual\), got inf"),
         (["--video", str(tmp_path), "--all_frames", "--frames", "3"], None),
         (["--detect", "--output", str(tmp_path / "r.csv"), "--frames_output",
           str(tmp_path / "r.csv")], "--output and --frames_output are both"),
