@@ -324,14 +324,14 @@ def test_robustness_bad_options_are_one_line_and_write_nothing(tmp_path, cfg_pat
     before = sorted(os.listdir(tmp_path))
     for args, text in [(["--out", str(tmp_path / "afile")], "--out {}: is a file, expected a "
                                                             "folder"),
-                       (frames + ["--margin", "inf"], "--margin: expected a positive finite "
-                                                      "number, got inf"),
-                       (frames + ["--margin", "nan"], "--margin: expected a positive finite "
-                                                      "number, got nan"),
-                       (frames + ["--margin", "0"], "--margin: expected a positive finite "
-                                                    "number, got 0.0"),
-                       (frames + ["--frames", "0"], "--frames: expected an integer of at least "
-                                                    "1, got 0")]:
+                       (frames + ["--margin", "inf"], "--margin: expected a number above 0 "
+                                                      "and at most 10 (1.3 is usual), got inf"),
+                       (frames + ["--margin", "nan"], "--margin: expected a number above 0 "
+                                                      "and at most 10 (1.3 is usual), got nan"),
+                       (frames + ["--margin", "0"], "--margin: expected a number above 0 "
+                                                    "and at most 10 (1.3 is usual), got 0.0"),
+                       (frames + ["--frames", "0"], "--frames: expected a number of frames from "
+                                                    "1 to 10000000, got 0")]:
         assert main(base + args) == 2
         out, err = capsys.readouterr()
         assert out == "" and err == f"error: {text.format(tmp_path / 'afile')}\n"
