@@ -4,12 +4,18 @@ detector's own arguments (``model:`` and ``loss:`` sections) and a checkpoint's 
 ``check_value(where, value, kind)`` returns the value to use or raises a UserError naming
 ``where`` (the key, the flag or the file), the value and what is accepted.
 
+``check_argument(name, value, kind)`` is the same rule for a keyword argument of the library
+(the Python API): no text taken for a number, and the error names the argument.
+
 The bounds every door shares are named here: ``MAX_INPUT_SIZE``, the largest side of a model's
 input (``-s`` / ``--image_size``, ``export.py --size``, the API's ``image_size`` and a
-checkpoint's saved input spec).
+checkpoint's saved input spec), and the bounds of batch sizes, worker processes, pixel budgets,
+frame counts, box sides and crop margins (config files, inference.py's flags and the API's
+keywords alike).
 """
 import datetime
 import math
+import numbers
 import os
 
 from errors import UserError
@@ -17,6 +23,18 @@ from errors import UserError
 # the largest side of a model's input, in pixels: face crops are a few hundred pixels; a larger
 # input is a mistyped value (or a memory error waiting to happen)
 MAX_INPUT_SIZE = 2048
+# images per forward pass: a larger batch fits no accelerator even at a small input
+MAX_BATCH_SIZE = 65536
+# worker processes (data loading): more than any machine has cores
+MAX_WORKERS = 1024
+# pixels of one image or video frame, and the longest side of a box: OpenCV decodes no larger
+# image (its CV_IO_MAX_IMAGE_PIXELS and CV_IO_MAX_IMAGE_WIDTH / _HEIGHT)
+MAX_PIXELS = 1 << 30
+MAX_SIDE = 1 << 20
+# frames of a video (a count to take or a step between them): 3.9 days at 30 fps
+MAX_FRAMES = 10_000_000
+# a face crop's side over the face box's: at 10 the face is a tenth of the crop
+MAX_MARGIN = 10.0
 
 
 def as_number(value):
@@ -41,13 +59,16 @@ def _name(value):
     return value
 
 
-def check_value(where, value, kind):
+def check_value(where, value, kind, text_numbers=True):
     """``value`` of the key ``where`` against its ``kind``; returns the value to use.
 
     Kinds: a tuple of choices; "name", "run_id", "bool", "pretrained", "mapping", "list",
-    "label_map"; integers "int", "posint", "nonneg_int", "size" (1 to ``MAX_INPUT_SIZE``);
-    numbers "nonneg", "fraction" ([0, 1)), "probability" ([0, 1]), "positive" (finite, > 0),
-    "finite". A trailing "?" also accepts None. Numbers are never NaN or infinite."""
+    "label_map"; integers "int", "posint", "nonneg_int" and the bounded ones of
+    ``INTEGER_RANGES`` ("size": 1 to ``MAX_INPUT_SIZE``, "batch_size", "workers", "pixels",
+    "frames", "side"); numbers "nonneg", "fraction" ([0, 1)), "probability" ([0, 1]), "positive"
+    (finite, > 0), "margin" (> 0, at most ``MAX_MARGIN``), "finite". A trailing "?" also accepts
+    None. Numbers are never NaN or infinite. Text that reads as a number is taken for it (YAML
+    1.1 reads ``1e-4`` as text) unless ``text_numbers`` is false."""
     def bad(expected):
         raise UserError(f"{where}: expected {expected}, got {value!r}")
 
@@ -89,21 +110,21 @@ def check_value(where, value, kind):
                 for k, v in value.items()):
             bad("a mapping of label names to 0 (real) or 1 (fake)")
         return value
-    value = as_number(value)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        bad("an integer" if kind in INTEGER_KINDS else "a number")
+    if text_numbers:
+        value = as_number(value)
     if kind in INTEGER_KINDS:
-        if isinstance(value, float):
-            if not value.is_integer():
-                bad("an integer")
-            value = int(value)
-        if kind == "posint" and value < 1:
-            bad("an integer of at least 1")
-        if kind == "nonneg_int" and value < 0:
-            bad("an integer of at least 0")
-        if kind == "size" and not 1 <= value <= MAX_INPUT_SIZE:
-            bad(f"a size in pixels from 1 to {MAX_INPUT_SIZE}")
+        low, high, expected = INTEGER_RANGES.get(kind) or INTEGER_BOUNDS[kind]
+        expected = f"{expected} from {low} to {high}" if high is not None else \
+            f"{expected} of at least {low}" if low is not None else expected
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                (isinstance(value, float) and not value.is_integer()):
+            bad("an integer")
+        value = int(value)
+        if (low is not None and value < low) or (high is not None and value > high):
+            bad(expected)
         return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        bad("a number")
     if kind not in NUMBER_KINDS:
         raise ValueError(f"check_value: unknown kind {kind!r} for {where}")
     low, high, expected = NUMBER_KINDS[kind]
@@ -113,7 +134,18 @@ def check_value(where, value, kind):
     return value
 
 
-INTEGER_KINDS = ("int", "posint", "nonneg_int", "size")
+# kind -> (lowest, highest, what is accepted)
+INTEGER_RANGES = {
+    "size": (1, MAX_INPUT_SIZE, "a size in pixels"),
+    "batch_size": (1, MAX_BATCH_SIZE, "a batch size"),
+    "workers": (0, MAX_WORKERS, "a number of worker processes"),
+    "pixels": (1, MAX_PIXELS, "a number of pixels"),
+    "frames": (1, MAX_FRAMES, "a number of frames"),
+    "side": (1, MAX_SIDE, "a side in pixels"),
+}
+INTEGER_BOUNDS = {"int": (None, None, "an integer"), "posint": (1, None, "an integer"),
+                  "nonneg_int": (0, None, "an integer")}
+INTEGER_KINDS = tuple(INTEGER_BOUNDS) + tuple(INTEGER_RANGES)
 # kind -> (lower test, upper test, what is accepted)
 NUMBER_KINDS = {
     "finite": (None, None, "a finite number"),
@@ -122,7 +154,25 @@ NUMBER_KINDS = {
     "positive": (lambda v: v > 0, None, "a positive finite number"),
     "fraction": (lambda v: v >= 0, lambda v: v < 1, "a number in [0, 1)"),
     "probability": (lambda v: v >= 0, lambda v: v <= 1, "a probability in [0, 1]"),
+    "margin": (lambda v: v > 0, lambda v: v <= MAX_MARGIN,
+               f"a number above 0 and at most {MAX_MARGIN:g} (1.3 is usual)"),
 }
+
+
+def check_argument(name, value, kind):
+    """A keyword argument ``name`` of the library against its ``kind`` (as ``check_value``):
+    returns the value to use. Text is never taken for a number (``"3"`` is not 3), a NumPy
+    scalar is the number it holds, and the error starts with ``name`` and names it
+    (``UserError.arg``), so that a command line can name its flag instead (``errors.flags``)."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, (bool, int)):
+        value = int(value)  # numpy.int64 and the like
+    elif isinstance(value, numbers.Real) and not isinstance(value, (bool, int, float)):
+        value = float(value)  # numpy.float32 and the like
+    try:
+        value = check_value(name, value, kind, text_numbers=False)
+    except UserError as exc:
+        raise UserError(str(exc), arg=name) from None
+    return kind[kind.index(value)] if isinstance(kind, tuple) else value  # 1.0 -> the choice 1
 
 
 def kind_of_default(default):

@@ -20,14 +20,15 @@ A command line over the Python API, ``faces.api.Predictor`` (``from faces import
 codes.
 """
 import argparse
-import math
 import os
 import sys
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # broken videos are reported by us, once
 
+from checks import MAX_INPUT_SIZE as MAX_IMAGE_SIZE  # noqa: E402,F401 - the one bound of -s
 from errors import UserError, flags, run_cli  # noqa: E402
+from faces.arguments import check_keywords  # noqa: E402
 from faces.crop import MARGIN  # noqa: E402
 from faces.detectors.base import MIN_FACE_SCORE, MIN_FACE_SIZE  # noqa: E402
 from faces.video import FRAMES  # noqa: E402
@@ -36,13 +37,17 @@ from fileio import check_output_dir, check_output_file, write_table  # noqa: E40
 # The rest of the library (faces.api, faces.media, faces.scoring, model: torch and the models
 # under them) is imported where the work starts, not here: ``--help`` and a mistyped flag answer
 # at once.
-MAX_IMAGE_SIZE = 2048
 # images per forward pass by default: on a GPU; on the CPU, face crops and faces of videos/photos
 BATCH = {"gpu": 32, "crops": 2, "faces": 8}
 # the flags of the library's arguments: an error about one names the flag (errors.flags)
 FLAGS = {"device": "--device", "model": "--model", "image_size": "--image_size",
          "imports": "--import", "face_detector": "--detector", "source": "--video",
-         "metrics": "--threshold_from"}
+         "metrics": "--threshold_from", "vis_dir": "--vis_dir",
+         **{name: f"--{name}" for name in ("batch_size", "num_workers", "max_pixels", "frames",
+                                           "every", "margin", "min_face_score", "min_face_size")}}
+# the flags whose values the API checks (faces.arguments: one rule for the API and the flags)
+CHECKED = ("batch_size", "num_workers", "max_pixels", "image_size", "frames", "every", "margin",
+           "min_face_score", "min_face_size")
 
 
 def __getattr__(name):
@@ -56,7 +61,7 @@ def __getattr__(name):
 def line_for(path, prob, threshold=0.5):
     """The line of a face crop (``faces.scoring.result_line``)."""
     from faces.scoring import prediction, result_line
-    return result_line(path, prob, prediction(prob, threshold))
+    return result_line(path, prob, prediction(prob, threshold, path))
 
 
 def parse_args(argv=None):
@@ -141,7 +146,8 @@ def predictor_from_args(args, media=False):
         checkpoint_path(args), device, trust=args.trust, model=args.model,
         num_classes=args.num_classes, image_size=args.image_size, imports=args.imports,
         threshold=args.threshold, max_pixels=args.max_pixels, graphs=not args.eager,
-        batch_size=args.batch_size or BATCH["gpu" if not cpu else "faces" if media else "crops"],
+        batch_size=args.batch_size if args.batch_size is not None else
+        BATCH["gpu" if not cpu else "faces" if media else "crops"],
         num_workers=args.num_workers if args.num_workers is not None else (2 if cpu else 4))
 
 
@@ -159,31 +165,15 @@ def score(args):
 
 
 def check_arguments(args):
-    """The flags, each on its own and together, before any work."""
+    """The flags, each on its own and together, before any work: the values the API takes by the
+    API's own rule (``faces.arguments``; its errors name the flag under ``flags(**FLAGS)``), the
+    rest here."""
     if args.output and not args.output.lower().endswith((".csv", ".json")):
         raise UserError(f"--output {args.output}: use a .csv or .json file name")
-    for name in ("batch_size", "image_size", "max_pixels"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise UserError(f"--{name} {value}: expected a positive number")
-    if args.num_workers is not None and args.num_workers < 0:
-        raise UserError(f"--num_workers {args.num_workers}: expected 0 or more")
+    check_keywords(**{name: getattr(args, name) for name in CHECKED
+                      if getattr(args, name) is not None})
     if not 0 <= args.threshold <= 1:
         raise UserError(f"--threshold {args.threshold}: expected a probability in [0, 1]")
-    for name in ("frames", "every"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise UserError(f"--{name} {value}: expected a positive integer")
-    if args.min_face_size < 1:
-        raise UserError(f"--min_face_size {args.min_face_size}: expected a positive number of "
-                        "pixels")
-    if args.min_face_score is not None and not math.isfinite(args.min_face_score):
-        raise UserError(f"--min_face_score {args.min_face_score}: expected a finite number")
-    if not (args.margin > 0 and math.isfinite(args.margin)):
-        raise UserError(f"--margin {args.margin}: expected a positive number ({MARGIN} is usual)")
-    if args.image_size is not None and args.image_size > MAX_IMAGE_SIZE:
-        raise UserError(f"--image_size {args.image_size}: at most {MAX_IMAGE_SIZE} (a face crop "
-                        "model's input; the checkpoint's own size is the default)")
     if sum([args.frames is not None, args.every is not None, args.all_frames]) > 1:
         raise UserError("--frames, --every and --all_frames each choose the frames: give one")
     if args.frames_output and not args.frames_output.lower().endswith(".csv"):
@@ -226,8 +216,8 @@ def score_media(args):
         # two inputs of one stem (a.mp4, a.avi) get their pictures under their full names
         name = stem if stems.count(stem) == 1 else os.path.basename(item).replace(".", "_")
         if args.video:
-            r = det.score_video(item, args.frames or FRAMES, args.every, args.all_frames,
-                                name=name, **options)
+            r = det.score_video(item, frames=args.frames, every=args.every,
+                                all_frames=args.all_frames, name=name, **options)
         else:
             r = det.score_photo(item, name=name, **options)
         results.append(r)
@@ -279,8 +269,8 @@ def main(argv=None):
     args = parse_args(argv)
 
     def body():
-        check_arguments(args)
         with flags(**FLAGS):
+            check_arguments(args)
             if args.threshold_from:
                 from faces.media import threshold_from
                 args.threshold = threshold_from(args.threshold_from)

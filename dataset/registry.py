@@ -30,7 +30,7 @@ LAYOUTS = Registry("dataset", "data.name")
 COMMON_BRANCH_KEYS = {
     "root": "name", "split": "name", "transforms": "list", "log_steps": "posint",
     "val_steps": "posint", "num_steps": "posint", "on_bad_image": ("skip", "error"),
-    "demo": "bool", "max_pixels": "posint", "holdout": "fraction",
+    "demo": "bool", "max_pixels": "pixels", "holdout": "fraction",
 }
 
 

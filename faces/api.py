@@ -12,24 +12,25 @@ what scoring needs: the device, batches, decoding workers, the threshold, face d
 are prepared as the checkpoint's model was trained (``det.spec``). Errors about an argument start
 with its name (``UserError.arg``), so that a command line can name its own flag instead.
 """
+import inspect
 import os
 
 import cv2
 import numpy as np
 
 from errors import UserError
-from fileio import atomic_write_image, files_in
+from fileio import atomic_write_image, check_output_dir, files_in
 from model.checkpoint import load_detector, pick_device
 from model.graphs import GraphedScorer
 from model.heatmap import evidence_maps, heat_map, heat_ramp
 from registry import import_modules
 
 from . import media
+from .arguments import check_keywords, frame_choice
 from .crop import MARGIN
 from .detectors import build_face_detector
 from .detectors.base import MIN_FACE_SIZE
 from .scoring import CropScorer
-from .video import FRAMES
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -37,12 +38,12 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 def list_images(image=None, folder=None, recursive=False):
     """One image, or the images of a folder (by extension, any case; with ``recursive`` its
     sub-folders too), sorted by path."""
-    if image:
+    if image is not None:
         if not os.path.isfile(image):
-            raise UserError(f"image not found: {image}")
+            raise UserError(f"image not found: {image or repr(image)}")
         return [image]
     if not os.path.isdir(folder):
-        raise UserError(f"image folder not found: {folder}")
+        raise UserError(f"image folder not found: {folder or repr(folder)}")
     if recursive:
         paths = []
         for dirpath, dirs, files in os.walk(folder):
@@ -57,25 +58,50 @@ def list_images(image=None, folder=None, recursive=False):
 
 
 def as_items(images):
-    """``predict``'s argument -> a list of paths and RGB arrays (a folder: its images, sorted)."""
+    """``predict``'s argument -> a list of paths and RGB arrays (a folder: its images, sorted);
+    anything else, an empty path, an empty list or an array without pixels is a UserError
+    naming it (``images``, or ``image <k>`` for the k-th of a list)."""
     if isinstance(images, (str, os.PathLike)):
         images = os.fspath(images)
+        if not images:
+            raise UserError("images '': an empty path (expected a folder or an image file)",
+                            arg="images")
         return list_images(folder=images) if os.path.isdir(images) else list_images(image=images)
     if isinstance(images, np.ndarray):
         images = [images]
+    if not isinstance(images, (list, tuple)):
+        raise UserError(f"images: expected a folder, an image path, an H x W x 3 RGB uint8 array "
+                        f"or a list of paths and arrays, got {type(images).__name__}",
+                        arg="images")
+    if not images:
+        raise UserError("images []: an empty list (no image to score)", arg="images")
     items = []
     for k, item in enumerate(images):
         if isinstance(item, (str, os.PathLike)):
-            items.append(os.fspath(item))
+            item = os.fspath(item)
+            if not item:
+                raise UserError(f"image {k}: an empty path")
+            items.append(item)
         elif isinstance(item, np.ndarray):
             if item.dtype != np.uint8 or item.ndim != 3 or item.shape[2] != 3:
                 raise UserError(f"image {k}: expected an H x W x 3 RGB uint8 array, got "
                                 f"{item.dtype} {tuple(item.shape)}")
+            if not item.size:
+                raise UserError(f"image {k}: an array of {item.shape[0]} x {item.shape[1]} "
+                                "pixels (no pixel to score)")
             items.append(item)
         else:
             raise UserError(f"image {k}: expected a path or an RGB array, got "
                             f"{type(item).__name__}")
     return items
+
+
+def as_path(path, name="path"):
+    """A path given to the API (text or ``os.PathLike``, not empty) as text; anything else is a
+    UserError naming the argument ``name``."""
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+        raise UserError(f"{name} {path!r}: expected a path (text, not empty)", arg=name)
+    return os.fspath(path)
 
 
 def _label(img, text, org, scale):
@@ -132,19 +158,22 @@ class Predictor:
     probability a verdict (fake at or above it); ``batch_size`` crops per forward pass (default 32
     on a GPU, 8 on the CPU); ``num_workers`` decoding processes for image files; ``max_pixels``
     refuses larger images and video frames; ``graphs``: on a GPU, replay CUDA graphs of the
-    forward.
+    forward. Each value is checked where it enters (``faces.arguments``: the same rule as
+    inference.py's flags); None means the default, never 0.
     """
 
     def __init__(self, model, device, threshold=0.5, batch_size=None, num_workers=0,
                  max_pixels=None, graphs=True):
+        given = check_keywords(batch_size=batch_size, num_workers=num_workers,
+                               max_pixels=max_pixels, graphs=graphs)
         self.model, self.device = model, device
         # on a GPU, each batch shape's forward is captured once as a CUDA graph and replayed
         # (batch 1 is launch-bound); the eager forward elsewhere or when a capture fails
-        self.forward = GraphedScorer(model, enabled=graphs)
+        self.forward = GraphedScorer(model, enabled=given["graphs"])
         self.threshold = threshold
-        self.batch_size = batch_size or (32 if device.type == "cuda" else 8)
-        self.num_workers = num_workers
-        self.max_pixels = max_pixels
+        self.batch_size = given["batch_size"] or (32 if device.type == "cuda" else 8)
+        self.num_workers = given["num_workers"] or 0
+        self.max_pixels = given["max_pixels"]
         self._face_detectors = {}
 
     @classmethod
@@ -152,15 +181,18 @@ class Predictor:
                         image_size=None, imports=(), **kwargs):
         """Any checkpoint flavour (this project's, the original's, a bare state dict,
         DeepfakeBench's); ``model`` names the detector of a bare state dict, ``imports`` files
-        that register your own detector; never downloads anything. Other keywords go to
-        ``Predictor``."""
-        import_modules(list(imports), where="imports")
-        path = os.fspath(path)
+        that register your own detector (one string is one); never downloads anything. Other
+        keywords go to ``Predictor``. Every value is checked before the checkpoint is read."""
+        given = check_keywords(trust=trust, num_classes=num_classes, image_size=image_size)
+        inspect.signature(cls).bind(None, None, **kwargs)  # an unknown keyword: a TypeError now
+        check_keywords(**{k: v for k, v in kwargs.items() if k != "threshold"})
+        path = as_path(path)
+        dev = pick_device(device)
+        import_modules(imports, where="imports")
         if not os.path.isfile(path):
             raise UserError(f"checkpoint not found: {path}")
-        dev = pick_device(device)
-        det = load_detector(path, dev, trusted=trust, name=model, num_classes=num_classes,
-                            image_size=image_size)
+        det = load_detector(path, dev, trusted=given["trust"], name=model,
+                            num_classes=given["num_classes"], image_size=given["image_size"])
         return cls(det, dev, **kwargs)
 
     @property
@@ -177,6 +209,8 @@ class Predictor:
         workers; with ``vis_dir``, a panel per image, named by ``names``: the face, its
         reconstruction and the reconstruction difference where the model reconstructs, and
         Grad-CAM (``draw_panels``)."""
+        if vis_dir is not None:
+            check_output_dir(as_path(vis_dir, "vis_dir"), "vis_dir")
         for i, prob, err, pair in self.scorer().stream(items, aux=vis_dir is not None):
             if pair is not None:
                 x, recons = pair
@@ -204,16 +238,27 @@ class Predictor:
             self._face_detectors[(name, weights)] = build_face_detector(name, weights, None, "cpu")
         return self._face_detectors[(name, weights)]
 
-    def score_video(self, path, frames=FRAMES, every=None, all_frames=False, margin=MARGIN,
+    def score_video(self, path, frames=None, every=None, all_frames=False, margin=MARGIN,
                     face_detector="dlib", detector_weights=None, vis_dir=None, name=None,
                     min_face_score=None, min_face_size=MIN_FACE_SIZE):
         """A video -> ``faces.media.Result`` (faces found, tracked, cropped, scored); pictures
-        into ``vis_dir`` under ``name`` (default: the file's stem)."""
-        vis = media.Visualizer(vis_dir, path, name=name) if vis_dir else None
-        r = media.score_video(os.fspath(path), self.face_detector(face_detector, detector_weights),
-                              self.scorer(), self.threshold, None if all_frames else frames,
-                              every, margin, vis, self.max_pixels, min_face_score,
-                              min_face_size)
+        into ``vis_dir`` under ``name`` (default: the file's stem). The frames: ``frames`` evenly
+        spaced (``faces.video.FRAMES`` when none of the three is given), every ``every``-th, or
+        ``all_frames``: one of them. Every value is checked before the video is opened."""
+        given = check_keywords(frames=frames, every=every, all_frames=all_frames, margin=margin,
+                               min_face_score=min_face_score, min_face_size=min_face_size)
+        frames, every = frame_choice(given["frames"], given["every"], given["all_frames"])
+        path = self._media_path(path, vis_dir)
+        finder = self.face_detector(face_detector, detector_weights)
+        vis = media.Visualizer(vis_dir, path, name=name) if vis_dir is not None else None
+        try:
+            r = media.score_video(path, finder, self.scorer(), self.threshold, frames, every,
+                                  given["margin"], vis, self.max_pixels, given["min_face_score"],
+                                  given["min_face_size"])
+        except BaseException:
+            if vis is not None:
+                vis.discard()
+            raise
         if vis is not None:
             vis.close(r, self.threshold) if r.error is None else vis.discard()
         return r
@@ -221,12 +266,23 @@ class Predictor:
     def score_photo(self, path, margin=MARGIN, face_detector="dlib", detector_weights=None,
                     vis_dir=None, name=None, min_face_score=None,
                     min_face_size=MIN_FACE_SIZE):
-        """A photo -> ``faces.media.Result`` (every face detected and scored)."""
-        vis = media.Visualizer(vis_dir, path, name=name) if vis_dir else None
-        return media.score_photo(os.fspath(path),
-                                 self.face_detector(face_detector, detector_weights),
-                                 self.scorer(), self.threshold, margin, self.max_pixels, vis,
-                                 min_face_score, min_face_size)
+        """A photo -> ``faces.media.Result`` (every face detected and scored). Every value is
+        checked before the photo is read."""
+        given = check_keywords(margin=margin, min_face_score=min_face_score,
+                               min_face_size=min_face_size)
+        path = self._media_path(path, vis_dir)
+        finder = self.face_detector(face_detector, detector_weights)
+        vis = media.Visualizer(vis_dir, path, name=name) if vis_dir is not None else None
+        return media.score_photo(path, finder, self.scorer(), self.threshold, given["margin"],
+                                 self.max_pixels, vis, given["min_face_score"],
+                                 given["min_face_size"])
+
+    @staticmethod
+    def _media_path(path, vis_dir):
+        """The path of a video or photo, and the folder of its pictures, checked."""
+        if vis_dir is not None:
+            check_output_dir(as_path(vis_dir, "vis_dir"), "vis_dir")
+        return as_path(path)
 
     def predict_video(self, path, **kwargs):
         """The record inference.py --video writes for ``path`` (its ``--output`` row), with

@@ -83,7 +83,7 @@ def score_video(path, detector, scorer, threshold, frames=FRAMES, every=None, ma
 
     def flush():
         crops = [c for *_, faces in pending for _, c in faces]
-        probs, maps = scorer(crops, with_maps=vis is not None)
+        probs, maps = scorer(crops, with_maps=vis is not None, source=path)
         k = 0
         for idx, t, rgb, faces in pending:
             for face, _ in faces:
@@ -167,7 +167,7 @@ def score_photo(path, detector, scorer, threshold, margin=MARGIN, max_pixels=Non
         if crop is not None:
             faces.append(Face(0, 0.0, i, tuple(det.box), det.score))
             crops.append(crop)
-    probs, maps = scorer(crops, with_maps=vis is not None) if crops else ([], [])
+    probs, maps = scorer(crops, with_maps=vis is not None, source=path) if crops else ([], [])
     for face, p in zip(faces, probs):
         face.prob = p
     result.faces, result.count, result.tracks = faces, len(faces), len(faces)

@@ -2,6 +2,8 @@
 (``faces.api.Predictor``) and the video and photo path (``faces.media``), and the one shape of
 what they report: the output line and the ``--output`` row of a crop.
 """
+import math
+
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -54,11 +56,13 @@ class CropScorer:
         self.forward = forward or model.score
         self.transform = eval_transforms(model.spec)
 
-    def stream(self, items, aux=False, num_workers=None):
+    def stream(self, items, aux=False, num_workers=None, source=None):
         """Yields ``(index, probability, error, pair)`` for every item, in order, a batch at a
         time: the probability None and the error a message for a file that cannot be read;
         ``pair`` with ``aux``: the crop as the model saw it and its reconstruction (C x H x W on
-        the CPU; None where the model does not reconstruct), else None."""
+        the CPU; None where the model does not reconstruct), else None. A probability that is not
+        a finite number is a UserError naming the item (its path, else ``source``, else
+        ``image <k>``)."""
         workers = self.num_workers if num_workers is None else num_workers
         recons = aux and self.model.has_reconstruction
         loader = DataLoader(_Crops(items, self.transform, self.max_pixels),
@@ -73,19 +77,21 @@ class CropScorer:
                     out = self.forward(x, aux=recons)
                     probs = out["prob"].cpu().tolist()
                     for j, i in enumerate(b["index"]):
+                        check_probability(probs[j], items[i] if isinstance(items[i], str)
+                                          else source or f"image {i}")
                         pair = ((x[j].float().cpu(),
                                  out["recons"][j].float().cpu() if recons else None)
                                 if aux else None)
                         results.append((i, probs[j], None, pair))
                 yield from sorted(results, key=lambda r: r[0])
 
-    def __call__(self, crops, with_maps=False):
-        """Crops in memory (RGB arrays) -> (probabilities, maps): with ``with_maps`` one list of
-        (``MapKind``, map) per crop (``model.heatmap.evidence_maps``: the reconstruction
-        difference where the model reconstructs, Grad-CAM where grad-cam is installed), else
-        none."""
+    def __call__(self, crops, with_maps=False, source=None):
+        """Crops in memory (RGB arrays) of ``source`` (a video's or photo's path, which errors
+        name) -> (probabilities, maps): with ``with_maps`` one list of (``MapKind``, map) per
+        crop (``model.heatmap.evidence_maps``: the reconstruction difference where the model
+        reconstructs, Grad-CAM where grad-cam is installed), else none."""
         probs, pairs = [], []
-        for _, prob, _, pair in self.stream(crops, aux=with_maps, num_workers=0):
+        for _, prob, _, pair in self.stream(crops, aux=with_maps, num_workers=0, source=source):
             probs.append(prob)
             if pair is not None:
                 pairs.append(pair)
@@ -96,9 +102,21 @@ class CropScorer:
                                     self.batch_size)
 
 
-def prediction(prob, threshold):
-    """"fake" at ``threshold`` or above, else "real"; None for no probability."""
-    return None if prob is None else ("fake" if prob >= threshold else "real")
+def check_probability(prob, what):
+    """A fake probability of ``what`` (a path) that is not a finite number is refused: no verdict
+    is made of it. A checkpoint's weights and input spec are checked when it is loaded, so such a
+    value comes from the detector itself."""
+    if not (isinstance(prob, (int, float)) and math.isfinite(prob)):
+        raise UserError(f"the detector gave a non-finite probability ({prob}) for {what}")
+    return prob
+
+
+def prediction(prob, threshold, path="an input"):
+    """"fake" at ``threshold`` or above, else "real"; None for no probability. A probability that
+    is not finite is a UserError naming ``path`` (``check_probability``), never a verdict."""
+    if prob is None:
+        return None
+    return "fake" if check_probability(prob, path) >= threshold else "real"
 
 
 def result_line(path, prob, verdict, fields=()):
@@ -115,5 +133,6 @@ def result_line(path, prob, verdict, fields=()):
 
 def crop_record(path, prob, error, threshold):
     """The ``--output`` row of a face crop (``CROP_COLUMNS``)."""
-    return {"path": path, "fake_probability": prob, "prediction": prediction(prob, threshold),
+    return {"path": path, "fake_probability": prob,
+            "prediction": prediction(prob, threshold, path),
             "error": error}

@@ -6,6 +6,7 @@ os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # broken videos are repor
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
+from checks import MAX_FRAMES  # noqa: E402
 from errors import UserError  # noqa: E402
 from fileio import files_in  # noqa: E402
 
@@ -64,7 +65,7 @@ def _count_frames(path):
     return n
 
 
-MAX_HEADER_FRAMES = 10_000_000  # 3.9 days at 30 fps: a header claiming more is not believed
+MAX_HEADER_FRAMES = MAX_FRAMES  # 3.9 days at 30 fps: a header claiming more is not believed
 DEFAULT_MAX_PIXELS = 64_000_000  # per frame, as for photos (dataset.base)
 
 

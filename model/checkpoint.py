@@ -185,7 +185,7 @@ def pick_device(requested=None):
     name = requested or ("cuda:0" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
-    except RuntimeError:
+    except (RuntimeError, TypeError):  # TypeError: not text at all (a list, a float)
         raise UserError(f"device {name!r}: not a device (cpu, cuda, cuda:0, ...)",
                         arg="device") from None
     if device.type == "cuda" and not torch.cuda.is_available():

@@ -1,10 +1,12 @@
 """checks.py: the one set of value rules (``check_value``) every door uses, and the bounds they
-share (``MAX_INPUT_SIZE``)."""
+share (``MAX_INPUT_SIZE`` and the others)."""
 import math
 
+import numpy as np
 import pytest
 
-from checks import MAX_INPUT_SIZE, as_number, check_value
+from checks import (MAX_BATCH_SIZE, MAX_FRAMES, MAX_INPUT_SIZE, MAX_MARGIN, MAX_PIXELS, MAX_SIDE,
+                    MAX_WORKERS, as_number, check_argument, check_value)
 from errors import UserError
 
 NAN, INF = float("nan"), float("inf")
@@ -20,6 +22,12 @@ NAN, INF = float("nan"), float("inf")
     ("nonneg", [0, 5.5], [-1, NAN, INF]),
     ("posint", [1, 7, 3.0], [0, -2, 1.5, NAN, INF, True, "three"]),
     ("nonneg_int", [0, 4], [-1, NAN, 0.5]),
+    ("batch_size", [1, MAX_BATCH_SIZE], [0, -1, MAX_BATCH_SIZE + 1, NAN, 2.5, None]),
+    ("workers", [0, MAX_WORKERS], [-1, MAX_WORKERS + 1, NAN, INF]),
+    ("pixels", [1, MAX_PIXELS], [0, MAX_PIXELS + 1, 10 ** 30, NAN]),
+    ("frames", [1, MAX_FRAMES], [0, -1, MAX_FRAMES + 1, INF]),
+    ("side", [1, MAX_SIDE], [0, MAX_SIDE + 1, -INF]),
+    ("margin", [1e-3, 1.3, MAX_MARGIN], [0, -1, MAX_MARGIN * 1.01, 1e300, NAN, INF, "x"]),
 ])
 def test_each_kind_takes_its_values_and_refuses_the_rest(kind, good, bad):
     for value in good:
@@ -56,3 +64,23 @@ def test_as_number_keeps_text_that_is_not_a_finite_number():
     assert as_number("1e-4") == 1e-4 and as_number("abc") == "abc"
     assert as_number("nan") == "nan" and as_number("inf") == "inf"
     assert math.isnan(as_number(NAN))
+
+
+def test_a_keyword_argument_takes_no_text_for_a_number_and_names_itself():
+    """The API's door: "3" is not 3 (a config file's YAML reading does not apply), NumPy scalars
+    are the numbers they hold, a choice comes back as the choice, the error names the keyword."""
+    assert check_value("k", "3", "frames") == 3
+    with pytest.raises(UserError, match=r"^frames: expected an integer, got '3'$") as info:
+        check_argument("frames", "3", "frames")
+    assert info.value.arg == "frames"
+    out = check_argument("batch_size", np.int64(4), "batch_size")
+    assert out == 4 and type(out) is int
+    assert type(check_argument("margin", np.float32(1.5), "margin")) is float
+    assert check_argument("num_classes", 2.0, (None, 1, 2)) == 2
+    assert type(check_argument("num_classes", 2.0, (None, 1, 2))) is int
+    assert check_argument("num_classes", None, (None, 1, 2)) is None
+    for value in (np.bool_(True), np.float64("nan"), "", []):
+        with pytest.raises(UserError) as info:
+            check_argument("every", value, "frames?")
+        assert info.value.arg == "every" and str(info.value).startswith("every: expected ")
+

@@ -136,16 +136,22 @@ def test_nothing_of_the_users_is_deleted(videos, tmp_path):
     assert not (tmp_path / "o2").exists()
 
 
-@pytest.mark.parametrize("args,text", [(["--size", "-1"], "--size -1"),
-                                       (["--frames", "0"], "--frames 0"),
-                                       (["--frames", "-3"], "--frames -3"),
-                                       (["--margin", "0"], "--margin 0"),
-                                       (["--every", "0"], "--every 0")])
+@pytest.mark.parametrize("args,text", [
+    (["--size", "-1"], "--size: expected a size in pixels from 1 to 2048, got -1"),
+    (["--size", "4096"], "--size: expected a size in pixels from 1 to 2048, got 4096"),
+    (["--frames", "0"], "--frames: expected a number of frames from 1 to 10000000, got 0"),
+    (["--frames", "-3"], "--frames: expected a number of frames from 1 to 10000000, got -3"),
+    (["--margin", "0"], "--margin: expected a number above 0 and at most 10"),
+    (["--margin", "nan"], "--margin: expected a number above 0 and at most 10"),
+    (["--margin", "1e6"], "--margin: expected a number above 0 and at most 10"),
+    (["--every", "0"], "--every: expected a number of frames from 1 to 10000000, got 0")])
 def test_bad_options_are_one_line(tmp_path, capsys, args, text):
+    """The bounds of inference.py's flags and the API's keywords (checks.py), one line each."""
     from tools.extract_faces import main
     assert main(["--input", str(tmp_path), "--out", str(tmp_path / "o")] + args) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {text}") and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
 
 
 def test_out_naming_a_file_is_one_line(tmp_path, capsys):

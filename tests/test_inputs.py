@@ -27,7 +27,11 @@ def cfg_path(tmp_path, demo_root):
     ("config.optimizer=adam", "config.optimizer: expected a mapping with a name"),
     ("config.optimizer.lr=abc", "config.optimizer.lr: expected a number, got 'abc'"),
     ("data.num_workers=two", "data.num_workers: expected an integer, got 'two'"),
-    ("data.num_workers=-1", "data.num_workers: expected an integer of at least 0, got -1"),
+    ("data.num_workers=-1", "data.num_workers: expected a number of worker processes from 0 to "
+                            "1024, got -1"),
+    ("data.train_batch_size=0", "data.train_batch_size: expected a batch size from 1 to 65536, "
+                                "got 0"),
+    ("data.test_batch_size=1e9", "data.test_batch_size: expected a batch size from 1 to 65536"),
     ("config.lambda_1=[1, 2]", r"config.lambda_1: expected a number, got \[1, 2\]"),
     ("config.debug='false'", "config.debug: expected true or false, got 'false'"),
     ("config.resume=yes please", "config.resume: expected true or false"),
@@ -263,11 +267,14 @@ def test_inference_bad_options_checked_before_the_work(tmp_path, good_ckpt, nan_
         (["--output", str(tmp_path / "nowhere" / "r.csv")], "the folder .*nowhere does not exist"),
         (["--output", str(tmp_path / "d")], "use a .csv or .json file name"),
         (["--output", str(tmp_path / "d.csv")], "is a folder, expected a file name"),
-        (["--batch_size", "-2"], "--batch_size -2: expected a positive number"),
-        (["--num_workers", "-1"], "--num_workers -1: expected 0 or more"),
+        (["--batch_size", "-2"], "--batch_size: expected a batch size from 1 to 65536, got -2"),
+        (["--num_workers", "-1"], "--num_workers: expected a number of worker processes from 0 "
+                                  "to 1024, got -1"),
         (["--image_size", "5"], "--image_size 5: the model needs at least 7"),
-        (["--image_size", "6000"], "--image_size 6000: at most 2048"),
-        (["--margin", "inf"], "--margin inf: expected a positive number"),
+        (["--image_size", "6000"], "--image_size: expected a size in pixels from 1 to 2048, "
+                                   "got 6000"),
+        (["--margin", "inf"], r"--margin: expected a number above 0 and at most 10 \(1.3 is "
+                              r"usual\), got inf"),
         (["--video", str(tmp_path), "--all_frames", "--frames", "3"], None),
         (["--detect", "--output", str(tmp_path / "r.csv"), "--frames_output",
           str(tmp_path / "r.csv")], "--output and --frames_output are both"),
@@ -317,14 +324,14 @@ def test_robustness_bad_options_are_one_line_and_write_nothing(tmp_path, cfg_pat
     before = sorted(os.listdir(tmp_path))
     for args, text in [(["--out", str(tmp_path / "afile")], "--out {}: is a file, expected a "
                                                             "folder"),
-                       (frames + ["--margin", "inf"], "--margin: expected a positive finite "
-                                                      "number, got inf"),
-                       (frames + ["--margin", "nan"], "--margin: expected a positive finite "
-                                                      "number, got nan"),
-                       (frames + ["--margin", "0"], "--margin: expected a positive finite "
-                                                    "number, got 0.0"),
-                       (frames + ["--frames", "0"], "--frames: expected an integer of at least "
-                                                    "1, got 0")]:
+                       (frames + ["--margin", "inf"], "--margin: expected a number above 0 "
+                                                      "and at most 10 (1.3 is usual), got inf"),
+                       (frames + ["--margin", "nan"], "--margin: expected a number above 0 "
+                                                      "and at most 10 (1.3 is usual), got nan"),
+                       (frames + ["--margin", "0"], "--margin: expected a number above 0 "
+                                                    "and at most 10 (1.3 is usual), got 0.0"),
+                       (frames + ["--frames", "0"], "--frames: expected a number of frames from "
+                                                    "1 to 10000000, got 0")]:
         assert main(base + args) == 2
         out, err = capsys.readouterr()
         assert out == "" and err == f"error: {text.format(tmp_path / 'afile')}\n"

@@ -30,7 +30,6 @@ would share one folder: refused before any work.
 """
 import argparse
 import logging
-import math
 import os
 import sys
 import time
@@ -39,6 +38,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # broken videos are reported by us, once
 
+from checks import check_value  # noqa: E402
 from errors import UserError, flags, run_cli  # noqa: E402
 from faces.crop import MARGIN  # noqa: E402
 from faces.detectors import FACE_DETECTORS  # noqa: E402
@@ -53,14 +53,12 @@ FLAGS = {"source": "--input", "out": "--out", "manifest": "--from_manifest",
 
 
 def check_arguments(args):
-    for name in ("frames", "every", "size", "workers"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise UserError(f"--{name} {value}: expected a positive integer")
+    # frames, margins and sizes by the bounds of every door (checks.py: inference.py's alike)
+    for name, kind in (("frames", "frames?"), ("every", "frames?"), ("size", "size?"),
+                       ("workers", "posint"), ("margin", "margin")):
+        check_value(f"--{name}", getattr(args, name), kind)
     if not 1 <= args.quality <= 100:
         raise UserError(f"--quality {args.quality}: expected 1 to 100")
-    if not (args.margin > 0 and math.isfinite(args.margin)):
-        raise UserError(f"--margin {args.margin}: expected a positive number (1.3 is usual)")
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise UserError(f"--out {args.out}: is a file, expected a folder")
 

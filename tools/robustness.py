@@ -203,13 +203,13 @@ def main(argv=None):
         if args.videos and not frames:
             raise UserError("--videos is for --protocol frames")
         if frames:
-            check_value("--frames", args.frames, "posint")
-            check_value("--margin", args.margin, "positive")
+            check_value("--frames", args.frames, "frames")  # the bounds of inference.py's
+            check_value("--margin", args.margin, "margin")
         cfg = load_config(args.config, *split_overrides(args.opt))
         ckpt = resolve_checkpoint(cfg, args.ckpt)
         out = args.out or os.path.join(os.path.dirname(os.path.abspath(ckpt)),
                                        "robustness_frames" if frames else "robustness")
-        check_output_dir(out, "--out")
+        check_output_dir(out, "--out" if args.out else "output folder")
         device = pick_device(args.device or cfg["config"]["device"])
         model = load_detector(ckpt, device, model_cfg=cfg["model"],
                               trusted=args.trust or cfg["config"]["trust_checkpoint"],

@@ -65,10 +65,10 @@ SCHEMA = {
     "config.ckpt": "name", "config.ckpt_fold": "name",
     "config.protocol": (None, "original", "clean"), "config.imports": "list",
     "config.hooks": "list",
-    "data.train_batch_size": "posint", "data.val_batch_size": "posint",
-    "data.test_batch_size": "posint", "data.name": "name", "data.file": "name",
+    "data.train_batch_size": "batch_size", "data.val_batch_size": "batch_size",
+    "data.test_batch_size": "batch_size", "data.name": "name", "data.file": "name",
     "data.train_branch": "name", "data.val_branch": "name", "data.test_branch": "name",
-    "data.num_workers": "nonneg_int",
+    "data.num_workers": "workers",
 }
 NAME_KEYS = {"name", "file", "id", "ckpt", "ckpt_fold", "device", "root", "index", "split",
              "method", "compression", "train_branch", "val_branch", "test_branch", "backend"}
