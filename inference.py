@@ -42,7 +42,7 @@ BATCH = {"gpu": 32, "crops": 2, "faces": 8}
 # the flags of the library's arguments: an error about one names the flag (errors.flags)
 FLAGS = {"device": "--device", "model": "--model", "image_size": "--image_size",
          "imports": "--import", "face_detector": "--detector", "source": "--video",
-         "metrics": "--threshold_from", "vis_dir": "--vis_dir",
+         "metrics": "--threshold_from", "vis_dir": "--vis_dir", "threshold": "--threshold",
          **{name: f"--{name}" for name in ("batch_size", "num_workers", "max_pixels", "frames",
                                            "every", "margin", "min_face_score", "min_face_size")}}
 # the flags whose values the API checks (faces.arguments: one rule for the API and the flags)

@@ -92,12 +92,15 @@ def main(argv=None):
         model_opts, dataset_opts = split_overrides(args.opt)
         cfg = load_config(args.config, model_opts, dataset_opts)
         name = args.branch or cfg["data"]["val_branch"]
+        if name not in cfg["dataset"]:
+            raise UserError(f"--branch {name!r}: {cfg['data']['file']} has no such branch (it "
+                            f"has {', '.join(cfg['dataset'])})")
         with flags(device="--device", branch="--branch"):
             device = pick_device(args.device or cfg["config"]["device"])
             trusted = args.trust or cfg["config"]["trust_checkpoint"]
             state = load_checkpoint(args.bin, trusted=trusted)
             det = load_detector(args.bin, device, model_cfg=cfg["model"], trusted=trusted,
-                                fallback_spec=branch_spec(cfg))
+                                fallback_spec=branch_spec(cfg, name))
             _, res = score_split(cfg, det, device, test_branch(cfg, det.spec, name))
         before = det.calibration
         cal = fit(res["label"], res["logit"], {"dataset": cfg["data"]["name"], "branch": name,

@@ -248,13 +248,15 @@ def plot_roc(path, labels, probs, videos, metrics, title, video_rule="project"):
     atomic_write_figure(path, roc_figure(labels, probs, videos, metrics, title, video_rule))
 
 
-def branch_spec(cfg):
-    """(spec, where) that the test branch states, for a checkpoint that states none (a bare state
-    dict, the original's .bin): the dataset file is then the only word on the preprocessing."""
+def branch_spec(cfg, name=None):
+    """(spec, where) that the test branch (or the branch ``name``) states, for a checkpoint that
+    states none (a bare state dict, the original's .bin): the dataset file is then the only word
+    on the preprocessing."""
     from model import DETECTORS
     default = DETECTORS.get(cfg["model"]["name"]).default_spec
-    spec, _ = spec_from_transforms(branch(cfg, "test").get("transforms"), default)
-    return spec, f"the resize and normalisation of {cfg['data']['test_branch']}"
+    chosen = branch(cfg, "test") if name is None else (cfg["dataset"].get(name) or {})
+    spec, _ = spec_from_transforms(chosen.get("transforms"), default)
+    return spec, f"the resize and normalisation of {name or cfg['data']['test_branch']}"
 
 
 def test_branch(cfg, spec, name=None):
