@@ -80,6 +80,8 @@ def test_short_training_writes_checkpoints_logs_and_events(tmp_path, demo_root):
     assert fit_temperature(res["label"], res["logit"]) == pytest.approx(
         det.calibration.temperature, rel=1e-4)
     assert result["calibration"] == det.calibration.describe()
+    from train import summary_lines  # train.py's closing lines say it
+    assert summary_lines(result).splitlines()[-1] == f"calibrated: {det.calibration.describe()}"
 
 
 def test_timestamp_run_id_is_saved(tmp_path):
