@@ -322,7 +322,8 @@ def run_test(cfg, ckpt=None, device=None, out_dir=None, trusted=False, perturb=(
                               trusted=trusted or cfg["config"]["trust_checkpoint"],
                               fallback_spec=branch_spec(cfg))
     from model.calibration import resolve_threshold
-    chosen = None if threshold is None else resolve_threshold(threshold, model.calibration)
+    chosen = None if threshold is None else resolve_threshold(
+        threshold, getattr(model, "calibration", None))
     ds, res = score_split(cfg, model, device, test_branch(cfg, model.spec), perturb, rank, world)
     classes = set(res["label"].tolist())
     if len(classes) < 2:
@@ -332,9 +333,9 @@ def run_test(cfg, ckpt=None, device=None, out_dir=None, trusted=False, perturb=(
     metrics = all_metrics(res["label"], res["prob"], video_inputs(res, ds.items, video_rule),
                           methods, video_rule)
     metrics["LogLoss"] = float(res["loss"].mean())
-    metrics["calibration"] = calibration_report(res["label"], res["logit"], model.calibration,
-                                                chosen)
+    calibration = getattr(model, "calibration", None)
+    metrics["calibration"] = calibration_report(res["label"], res["logit"], calibration, chosen)
     title = f"{os.path.basename(path)} on {ds.name}"
-    written = (save_outputs(out_dir, metrics, res, ds.items, title, video_rule, model.calibration)
+    written = (save_outputs(out_dir, metrics, res, ds.items, title, video_rule, calibration)
                if dist.is_main() else [])
     return metrics, path, out_dir, len(res["index"]), written
