@@ -18,9 +18,10 @@ fp32 model answers: heat maps and Grad-CAM work the same on every backend.
   only where the CPU has native bf16 (AMX or AVX-512 BF16) and its probabilities on a check batch
   lie within ``BF16_AUTO_TOLERANCE`` of fp32's, else fp32.
 
-Every backend is checked when it is made, on a fixed random batch against the eager fp32 forward:
-ONNX Runtime within ``TOLERANCE`` (else the eager forward, said on one line), bf16's largest
-probability difference said once.
+Every backend is checked when it is made, on a fixed random batch against the eager fp32 forward
+(the larger of the largest probability difference and the largest logit difference relative to
+the logit's size, since probabilities saturate): ONNX Runtime within ``TOLERANCE`` (else the eager
+forward, said on one line), bf16's difference said once.
 """
 import copy
 import hashlib
@@ -167,8 +168,14 @@ def onnx_session(model, threads=None):
 
 
 def _largest_difference(scorer, reference, x):
-    got = scorer.run(x)["prob"].float().cpu()
-    diff = float((got - reference).abs().max())
+    """The largest probability difference from ``reference`` (the eager fp32 scores of ``x``),
+    or, where larger, the largest logit difference relative to the logit's size (probabilities
+    saturate at 0 and 1 and would hide a difference there)."""
+    got = scorer.run(x)
+    prob = float((got["prob"].float().cpu() - reference["prob"]).abs().max())
+    z = reference["logit"]
+    rel = float(((got["logit"].float().cpu() - z).abs() / z.abs().clamp(min=1.0)).max())
+    diff = max(prob, rel)
     return float("inf") if diff != diff else diff  # NaN: as far as can be
 
 
@@ -191,8 +198,10 @@ def build_scorer(model, device, backend="torch", precision="fp32", threads=None,
                         arg="precision")
     base = _Scorer(model, graphs)
     x = check_batch(model).to(device)
-    reference = base.run(x)["prob"].float().cpu() if (backend, precision) != ("torch", "fp32") \
-        else None
+    reference = None
+    if (backend, precision) != ("torch", "fp32"):
+        out = base.run(x)
+        reference = {k: out[k].float().cpu() for k in ("prob", "logit")}
     if precision != "fp32":  # bf16 (asked for), or auto: bf16 where native and close enough
         native = native_bf16() if cpu else ["GPU"]
         if precision == "auto" and (not cpu or not native or backend == "onnxruntime"):
@@ -202,12 +211,12 @@ def build_scorer(model, device, backend="torch", precision="fp32", threads=None,
             bf16 = _Bf16Scorer(model, graphs)
             diff = _largest_difference(bf16, reference, x)
             if precision == "bf16" or diff <= BF16_AUTO_TOLERANCE:
-                bf16.note = f"max |dp| {diff:.1e} against fp32 on a check batch"
+                bf16.note = f"max difference {diff:.1e} from fp32 on a check batch"
                 if cpu and not native:
                     bf16.note += "; this CPU has no native bf16: slower than fp32"
-                log.info("bf16 scoring (%s): its largest probability difference from fp32 on a "
-                         "check batch of %d is %.2e", ", ".join(native) or "no native bf16",
-                         CHECK_BATCH, diff)
+                log.info("bf16 scoring (%s): its largest difference from fp32 on a check batch "
+                         "of %d is %.2e", ", ".join(native) or "no native bf16", CHECK_BATCH,
+                         diff)
                 return bf16
             base.note = f"auto: bf16 differs from fp32 by {diff:.3f} on the check batch"
     if backend == "torch" or (backend == "auto" and not cpu):
@@ -225,13 +234,29 @@ def build_scorer(model, device, backend="torch", precision="fp32", threads=None,
         diff = _largest_difference(ort, reference, x)
         if not diff <= TOLERANCE:
             raise RuntimeError(f"its probabilities differ from eager fp32 by {diff:.2e}")
-        ort.note = f"max |dp| {diff:.1e} against eager fp32 on a check batch"
+        ort.note = f"max difference {diff:.1e} from eager fp32 on a check batch"
         return ort
     except Exception as exc:  # noqa: BLE001 - any failure: the eager forward, said
         why = " ".join(str(exc).split())[:200] or type(exc).__name__
         log.warning("onnxruntime not used (%s): the eager forward scores instead", why)
         base.note = f"onnxruntime not used: {why}"
         return base
+
+
+class ScoringModule(torch.nn.Module):
+    """A detector whose plain forward runs on ``scorer`` (``build_scorer``): the logits of its
+    backend and precision; asked for its maps (``return_aux``), the detector itself answers. For
+    code that calls a model (test.py's evaluation loop)."""
+
+    def __init__(self, model, scorer):
+        super().__init__()
+        self.model, self.scorer = model, scorer
+        self.spec, self.calibration = model.spec, getattr(model, "calibration", None)
+
+    def forward(self, x, return_aux=False):
+        if return_aux:
+            return self.model(x, return_aux=True)
+        return self.scorer(x)["logits"]
 
 
 def _importable(name):

@@ -87,7 +87,7 @@ def test_records_say_what_scored_them(plugin_ckpt, faces, tmp_path, capsys):
     assert inference.main(["-b", plugin_ckpt, "-f", str(faces), "--import", PLUGIN, "-d", "cpu",
                            "--backend", "onnxruntime", "--threads", "1", "--output",
                            str(out)]) == 0
-    assert "scored by: onnxruntime fp32 (max |dp|" in capsys.readouterr().err
+    assert "scored by: onnxruntime fp32 (max difference" in capsys.readouterr().err
     rows = list(csv.DictReader(open(out)))
     assert {(r["backend"], r["precision"]) for r in rows} == {("onnxruntime", "fp32")}
     assert inference.main(["-b", plugin_ckpt, "-f", str(faces), "--import", PLUGIN,
@@ -146,3 +146,19 @@ def test_recce_and_xception_on_onnxruntime_and_bf16(cls, name, tmp_path, faces):
     assert ort == pytest.approx(eager, abs=1e-4)
     _, bf16 = _predict(ckpt, faces, precision="bf16")
     assert bf16 == pytest.approx(eager, abs=0.05)
+
+
+def test_bf16_training_and_evaluation_on_the_cpu_only_where_it_is_native(monkeypatch):
+    from trainer.evaluate import autocast, device_amp
+    cpu = torch.device("cpu")
+    assert device_amp(cpu, "fp16", "config.amp") == "none"  # fp16 never on the CPU, as before
+    assert device_amp(cpu, "none", "config.amp") == "none"
+    monkeypatch.setattr(B, "native_bf16", lambda: ["avx512_bf16"])
+    assert device_amp(cpu, "bf16", "config.eval_amp") == "bf16"
+    with autocast(cpu, "bf16"):
+        assert (torch.ones(4, 4) @ torch.ones(4, 4)).dtype == torch.bfloat16
+    with autocast(cpu, "none"):
+        assert (torch.ones(4, 4) @ torch.ones(4, 4)).dtype == torch.float32
+    monkeypatch.setattr(B, "native_bf16", lambda: [])
+    with pytest.raises(UserError, match="config.amp bf16: this CPU has no native bf16"):
+        device_amp(cpu, "bf16", "config.amp")

@@ -4,6 +4,7 @@
     python tools/benchmark.py data       # training loader images/s for 0, 1 and 2 workers
     python tools/benchmark.py inference  # inference.py's streaming path vs preload-everything
     python tools/benchmark.py video      # inference.py --video: decode / detect / score, memory
+    python tools/benchmark.py backends   # scoring by backend and precision: forward, API, video
 
 Compare ratios measured in the same run: this machine is shared and noisy.
 """
@@ -166,7 +167,7 @@ def bench_data(args):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("what", choices=["model", "data", "inference", "video"], nargs="?", default="model")
+    parser.add_argument("what", choices=["model", "data", "inference", "video", "backends"], nargs="?", default="model")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, default=299)
     parser.add_argument("--repeats", type=int, default=5)
@@ -179,6 +180,12 @@ def main(argv=None):
                         help="inference: the two folder sizes compared for peak memory")
     parser.add_argument("--infer-batch", type=int, default=2, help="inference: batch size")
     parser.add_argument("--infer-workers", type=int, default=2, help="inference: workers")
+    parser.add_argument("--compile", action="store_true",
+                        help="backends: also time torch.compile (minutes to compile on a CPU)")
+    parser.add_argument("--api-images", type=int, default=32,
+                        help="backends: crops scored through the API per repeat")
+    parser.add_argument("--ckpt", help="backends: the demo's checkpoint (video and test AUC)")
+    parser.add_argument("--config", help="backends: its run's config.yml (the test split)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -186,6 +193,9 @@ def main(argv=None):
         bench_model(args)
     elif args.what == "data":
         bench_data(args)
+    elif args.what == "backends":
+        from tools.bench_backends import bench_backends
+        bench_backends(args)
     elif args.what == "video":
         from tools.bench_video import bench_video
         bench_video(args)
