@@ -28,6 +28,7 @@ import heapq
 import json
 import os
 import re
+import sys
 import time
 
 from errors import UserError, flags, one_line
@@ -266,7 +267,7 @@ class Parts:
                                                       for n in os.listdir(folder)),
                   f"the parts folder {folder}")
         self.pending, self.last = [], time.monotonic()
-        self.lock = None
+        self.lock, self.failed = None, False
         if plan is not None:
             self.lock = FolderLock(folder, "--output", "give another --shard",
                                    name=f".lock-{plan.name}")
@@ -293,6 +294,7 @@ class Parts:
 
     def add(self, item, row, failed):
         self.pending.append({"input": item, "row": row, "failed": bool(failed)})
+        self.failed = self.failed or bool(failed)
         if len(self.pending) >= FLUSH_ROWS or time.monotonic() - self.last >= FLUSH_S:
             self.flush()
 
@@ -354,8 +356,8 @@ class ScoringJob:
         self.parts.add(item, row, failed)
 
     def run(self, work):
-        """Returns the exit status: 1 where an input failed (after the merge, of every input),
-        else 0."""
+        """Returns the exit status: 1 where an input failed (of every input where this process
+        merges, of its own share for a separate shard), else 0."""
         def share_work():
             try:
                 work()
@@ -373,13 +375,19 @@ class ScoringJob:
                           "when every shard has finished, run the same command with --merge "
                           "(without --shard)", flush=True)
                 self.plan.agree()  # the merge's outcome
-                return 0
+                return int(self.parts.failed and not self.plan.ranks)
             try:
                 failed = self.parts.merge(self.inputs, self.write)
             except Exception as exc:  # noqa: BLE001
                 self.plan.agree(_said(exc, self.names))
                 raise
             self.plan.agree()
+            if failed and self.plan.ranks:
+                # torchrun takes any other exit status than 0 for a crashed rank: the failed
+                # inputs are told by their rows and this line
+                print("some inputs could not be scored: their rows in --output say why",
+                      file=sys.stderr)
+                return 0
             return int(failed)
         finally:
             self.plan.close()

@@ -171,7 +171,9 @@ def main(argv=None):
         else:
             print(f"shard {plan.label} finished: when every shard has finished, run the same "
                   "command with --merge (without --shard)")
-        return 1 if s["failed"] else 0
+        # under torchrun the failed videos are told by the line above: torchrun takes any other
+        # exit status than 0 for a crashed rank
+        return 1 if s["failed"] and not plan.ranks else 0
     return run_cli(body, "interrupted: finished videos are kept (marked .done); run the same "
                          "command again to continue")
 
