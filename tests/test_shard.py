@@ -1,0 +1,275 @@
+"""Face extraction and scoring spread over processes (faces/shard.py): the split, --shard K/N and
+--merge in-process, and torchrun (gloo, a subprocess) against one process."""
+import csv
+import filecmp
+import json
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import inference
+from conftest import ROOT
+from errors import UserError
+from faces.shard import parse_shard, split
+
+CK_ARGS = ["-d", "cpu", "-s", "32", "--num_workers", "0"]
+
+
+# -- the split and the flag -----------------------------------------------------------------------
+
+def test_shard_values_good_and_bad():
+    assert parse_shard("1/1") == (1, 1) and parse_shard("3/4") == (3, 4)
+    assert parse_shard(" 2 / 2 ") == (2, 2)
+    for bad in ("3/2", "0/2", "1/0", "x", "", "1/2/3", "-1/2", "1.5/2", "1/"):
+        with pytest.raises(UserError) as e:
+            parse_shard(bad)
+        assert str(e.value).startswith(f"--shard {bad}: expected K/N")
+
+
+def test_split_is_disjoint_complete_deterministic_and_balanced_by_size():
+    sizes = [100, 1, 1, 1, 1, 50, 49, 2, 0, 0]
+    for n in (1, 2, 3, 7, 12):
+        owner = split(sizes, n)
+        assert owner == split(list(sizes), n) and all(0 <= s < n for s in owner)
+    owner = split(sizes, 2)
+    loads = [sum(s for s, o in zip(sizes, owner) if o == k) for k in (0, 1)]
+    assert sorted(loads) == [102, 103]  # zero-byte files count as one byte
+    assert owner[0] != owner[5] and owner[5] == owner[6]
+    assert sorted(split([5] * 6, 3)) == [0, 0, 1, 1, 2, 2]  # equal sizes: equal counts
+
+
+# -- inference.py in-process: --shard K/N, --merge, resuming, refusals ----------------------------
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    from model import Recce
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "best_model_7.bin"
+    torch.save({"step": 7, "best_step": 7, "best_metric": 0.5, "eval_metric": "AUC",
+                "model": Recce().eval().state_dict(), "optimizer": {}, "scheduler": {}}, path)
+    return str(path)
+
+
+@pytest.fixture()
+def crops(tmp_path):
+    folder = tmp_path / "crops"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(5):  # sizes differ: the split goes by bytes
+        cv2.imwrite(str(folder / f"{i}.png"), rng.integers(0, 255, (30 + 7 * i, 30, 3), np.uint8))
+    (folder / "bad.png").write_bytes(b"not a picture")
+    return folder
+
+
+def _score(checkpoint, crops, output, *extra):
+    return inference.main(["-b", checkpoint, "-f", str(crops), *CK_ARGS, "--output", str(output),
+                           *extra])
+
+
+def test_shard_flags_through_inference_are_one_line(checkpoint, crops, tmp_path, capsys):
+    out = tmp_path / "s.csv"
+    for argv, says in (
+            (["--shard", "3/2"], "error: --shard 3/2: expected K/N with 1 <= K <= N"),
+            (["--shard", "x"], "error: --shard x: expected K/N"),
+            (["--shard", "1/2", "--merge"], "error: --merge joins the parts of every shard: "
+                                           "give it without --shard 1/2")):
+        assert _score(checkpoint, crops, out, *argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(says) and err.count("\n") == 1, err
+    assert inference.main(["-b", checkpoint, "-f", str(crops), *CK_ARGS, "--shard", "1/2"]) == 2
+    assert capsys.readouterr().err.startswith("error: --shard 1/2: give --output FILE")
+    assert not os.path.exists(out) and not os.path.exists(f"{out}.parts")
+
+
+def test_shards_then_merge_give_the_rows_of_one_process(checkpoint, crops, tmp_path, capsys,
+                                                        monkeypatch):
+    one = tmp_path / "one.csv"
+    assert _score(checkpoint, crops, one) == 1  # bad.png: exit 1, a row with its error
+    lines_one = capsys.readouterr().out.splitlines()
+    out = tmp_path / "sh.csv"
+    assert _score(checkpoint, crops, out, "--merge") == 2
+    assert "no parts beside --output" in capsys.readouterr().err
+    statuses, lines = [], []
+    for k in (2, 3):
+        statuses.append(_score(checkpoint, crops, out, "--shard", f"{k}/3"))
+        lines += [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("path:")]
+    # a shard missing: one line naming it, nothing written
+    assert _score(checkpoint, crops, out, "--merge") == 2
+    err = capsys.readouterr().err
+    assert err == f"error: --merge: shard 1/3 has not finished in {out}.parts: run it, then " \
+                  "--merge again\n"
+    assert not out.exists()
+    # other arguments are refused next to rows of the first ones, naming what differs
+    assert _score(checkpoint, crops, out, "--shard", "1/3", "--threshold", "0.7") == 2
+    assert "(threshold: 0.5 there, 0.7 now)" in capsys.readouterr().err
+    statuses.append(_score(checkpoint, crops, out, "--shard", "1/3"))
+    lines += [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("path:")]
+    assert sorted(lines) == sorted(ln for ln in lines_one if ln.startswith("path:"))
+    assert statuses.count(1) == 1  # the shard holding bad.png
+    # an interrupted merge leaves no half file (and the parts, for the next --merge)
+    real = csv.DictWriter.writerows
+
+    def cut(self, rows):
+        rows = list(rows)
+        real(self, rows[:2])
+        raise KeyboardInterrupt
+    monkeypatch.setattr(csv.DictWriter, "writerows", cut)
+    assert _score(checkpoint, crops, out, "--merge") == 130
+    assert not out.exists() and [f for f in os.listdir(tmp_path) if f.startswith(".sh")] == []
+    monkeypatch.undo()
+    assert _score(checkpoint, crops, out, "--merge") == 1
+    assert out.read_bytes() == one.read_bytes()
+    assert not os.path.exists(f"{out}.parts")
+
+
+def test_a_rerun_scores_only_what_is_missing(checkpoint, crops, tmp_path, capsys):
+    out = tmp_path / "sh.csv"
+    assert _score(checkpoint, crops, out, "--shard", "1/1") == 1
+    first = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("path:")]
+    assert len(first) == 5
+    parts = f"{out}.parts"
+    chunks = [f for f in os.listdir(parts) if f.endswith(".json") and f != "key.json"]
+    kept = json.load(open(os.path.join(parts, chunks[0])))
+    os.remove(os.path.join(parts, chunks[0]))  # as if the run had died before this chunk ...
+    json.dump(kept[:2], open(os.path.join(parts, "1-of-1.000000.json"), "w"))  # ... after 2 rows
+    os.remove(os.path.join(parts, "1-of-1.done"))
+    assert _score(checkpoint, crops, out, "--shard", "1/2") in (0, 1)
+    assert _score(checkpoint, crops, out, "--shard", "2/2") in (0, 1)
+    said = capsys.readouterr()
+    again = [ln for ln in said.out.splitlines() if ln.startswith("path:")] + \
+        [ln for ln in said.err.splitlines() if ln.startswith("skipped")]
+    assert len(again) == 4  # only the 4 inputs without a row
+    assert not any(e["input"] in ln for e in kept[:2] for ln in again)
+    assert _score(checkpoint, crops, out, "--merge") == 1
+    rows = list(csv.DictReader(open(out)))
+    assert [r["path"] for r in rows] == sorted(str(p) for p in crops.iterdir())
+
+
+def test_the_merge_removes_its_own_parts_only(checkpoint, crops, tmp_path):
+    out = tmp_path / "sh.csv"
+    parts = tmp_path / "sh.csv.parts"
+    parts.mkdir()
+    (parts / "notes.txt").write_text("mine")  # the user's: stays
+    (parts / "7-of-x.json").write_text("mine too")
+    assert _score(checkpoint, crops, out, "--shard", "1/1") == 1
+    assert _score(checkpoint, crops, out, "--merge") == 1
+    assert sorted(os.listdir(parts)) == ["7-of-x.json", "notes.txt"]
+    assert (parts / "notes.txt").read_text() == "mine"
+
+
+# -- extraction in-process: --shard K/N and --merge ------------------------------------------------
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    pytest.importorskip("dlib")
+    from helpers import hopper_video
+    folder = tmp_path_factory.mktemp("videos")
+    for i, n in enumerate((3, 5, 4, 2)):
+        hopper_video(folder / f"clip{i}.avi", frames=n)
+    (folder / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 not a video")
+    return folder
+
+
+def _extract(videos, out, *extra):
+    from tools import extract_faces
+    return extract_faces.main(["--input", str(videos), "--out", str(out), "--frames", "2",
+                               "--workers", "1", *extra])
+
+
+def _tree(folder):
+    """Every file under ``folder`` (but the lock) -> its bytes."""
+    out = {}
+    for dirpath, _, files in os.walk(folder):
+        for f in files:
+            if f != ".lock":
+                path = os.path.join(dirpath, f)
+                out[os.path.relpath(path, folder)] = open(path, "rb").read()
+    return out
+
+
+def test_extraction_shards_and_merge_give_the_files_of_one_process(videos, tmp_path, capsys):
+    assert _extract(videos, tmp_path / "one") == 1  # the broken video
+    sh = tmp_path / "sh"
+    sh.mkdir()
+    (sh / ".shards").mkdir()
+    (sh / ".shards" / "mine.txt").write_text("the user's")
+    assert _extract(videos, sh, "--shard", "2/2") in (0, 1)
+    assert _extract(videos, sh, "--merge") == 2
+    err = capsys.readouterr().err
+    assert err.endswith(f"error: --merge: shard 1/2 has not finished in {sh}/.shards: run it, "
+                        "then --merge again\n")
+    assert not (sh / "manifest.jsonl").exists()
+    assert _extract(videos, sh, "--shard", "1/2", "--margin", "1.5") == 2
+    assert "(margin: 1.3 there, 1.5 now)" in capsys.readouterr().err
+    assert _extract(videos, sh, "--shard", "1/2") in (0, 1)
+    assert _extract(videos, sh, "--merge") == 0
+    mine = _tree(sh)
+    assert mine.pop(".shards/mine.txt") == b"the user's"  # the user's file and its folder stay
+    assert sorted(os.listdir(sh / ".shards")) == ["mine.txt"]
+    assert mine == _tree(tmp_path / "one")
+    assert b"clip3/0001.png" in mine["manifest.jsonl"]
+    assert _extract(videos, sh, "--shard", "x") == 2
+    assert capsys.readouterr().err.endswith("error: --shard x: expected K/N, shard K of N "
+                                            "(1/4, 2/4, 3/4, 4/4)\n")
+
+
+# -- torchrun: 2 and 3 ranks (gloo) against one process ---------------------------------------------
+
+def _torchrun(ranks, port, what, argv, kill=None):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("RECCE_TEST_KILL", None)
+    if kill:
+        env["RECCE_TEST_KILL"] = kill
+    return subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={ranks}",
+         f"--master_port={port}", os.path.join(ROOT, "tests", "shard_worker.py"), what, *argv],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform != "linux", reason="torchrun with gloo on Linux")
+def test_torchrun_scoring_gives_the_rows_of_one_process_and_survives_a_killed_rank(
+        checkpoint, crops, tmp_path):
+    os.remove(crops / "bad.png")
+    for i in range(5, 9):
+        cv2.imwrite(str(crops / f"{i}.png"), np.full((32, 32, 3), 20 * i, np.uint8))
+    one = tmp_path / "one.csv"
+    assert _score(checkpoint, crops, one) == 0
+    argv = ["-b", checkpoint, "-f", str(crops), *CK_ARGS]
+    two = tmp_path / "two.csv"
+    proc = _torchrun(2, 29631, "inference", argv + ["--output", str(two)])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert two.read_bytes() == one.read_bytes() and not os.path.exists(f"{two}.parts")
+    assert sum(ln.startswith("path:") for ln in proc.stdout.splitlines()) == 9
+    killed = tmp_path / "killed.csv"
+    proc = _torchrun(2, 29632, "inference", argv + ["--output", str(killed)], kill="1:2")
+    assert proc.returncode != 0 and not killed.exists()
+    proc = _torchrun(3, 29633, "inference", argv + ["--output", str(killed)])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert killed.read_bytes() == one.read_bytes()
+    assert sum(ln.startswith("path:") for ln in proc.stdout.splitlines()) < 9  # resumed
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform != "linux", reason="torchrun with gloo on Linux")
+def test_torchrun_extraction_gives_the_files_of_one_process_and_survives_a_killed_rank(
+        videos, tmp_path):
+    assert _extract(videos, tmp_path / "one") == 1
+    argv = ["--input", str(videos), "--frames", "2", "--workers", "1"]
+    proc = _torchrun(2, 29634, "extract", argv + ["--out", str(tmp_path / "two")])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _tree(tmp_path / "two") == _tree(tmp_path / "one")
+    assert "videos: 4 done, 0 already done, 1 failed; frames written: 8" in proc.stdout
+    proc = _torchrun(2, 29635, "extract", argv + ["--out", str(tmp_path / "k")], kill="1:1")
+    assert proc.returncode != 0 and not (tmp_path / "k" / "manifest.jsonl").exists()
+    proc = _torchrun(3, 29636, "extract", argv + ["--out", str(tmp_path / "k")])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _tree(tmp_path / "k") == _tree(tmp_path / "one")
+    assert "already done" in proc.stdout and " 0 already done" not in proc.stdout
+    assert filecmp.cmp(tmp_path / "k" / "manifest.jsonl", tmp_path / "one" / "manifest.jsonl",
+                       shallow=False)
