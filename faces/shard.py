@@ -155,10 +155,26 @@ def plan_from(shard=None, merge=False):
         rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
         if not dist.is_initialized():
             dist.init_process_group("gloo", timeout=TIMEOUT)
+            _STARTED.append(True)
         return Plan(rank + 1, world, ranks=True, local_rank=local)
     if shard is None:
         return None
     return Plan(*parse_shard(shard))
+
+
+_STARTED = []  # the gloo group of this process was started (plan_from)
+
+
+def exit_process(status):
+    """The end of an entry point's process (``exit_process(main())``): a process that ran as a
+    torchrun rank flushes its output and leaves with ``os._exit``, without the interpreter's
+    teardown, which can abort a rank of this PyTorch after its work is done and written (torchrun
+    then reports a crashed rank); any other process exits as usual."""
+    if not _STARTED:
+        sys.exit(status)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status or 0)
 
 
 def rank_device(plan, device):

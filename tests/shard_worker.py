@@ -34,8 +34,9 @@ if kill and int(os.environ.get("RANK", "0")) == int(kill.split(":")[0]):
         import faces.extract
         faces.extract.process_video = counted(faces.extract.process_video)
 
+from faces.shard import exit_process  # noqa: E402
 if what == "inference":
     import inference
-    sys.exit(inference.main(argv))
+    exit_process(inference.main(argv))
 from tools import extract_faces  # noqa: E402
-sys.exit(extract_faces.main(argv))
+exit_process(extract_faces.main(argv))

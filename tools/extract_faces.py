@@ -179,4 +179,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from faces.shard import exit_process
+    exit_process(main())  # sys.exit, but for a torchrun rank
