@@ -491,6 +491,31 @@ def merge_extraction(out, videos):
     return lines
 
 
+def verify_done(out, vid):
+    """A video folder marked done whose manifest lines or crop files are not all there (a crop
+    removed, a file cut to nothing) is marked at work again, so that it is redone (only its own
+    frame files are replaced: faces.extract). Returns whether it was."""
+    from .manifest import DONE, VIDEO_MANIFEST, WORKING
+    folder = os.path.join(out, vid)
+    if not os.path.isfile(os.path.join(folder, DONE)):
+        return False
+    try:
+        with open(os.path.join(folder, DONE), encoding="utf-8") as fh:
+            count = int(fh.read().split()[0])
+        with open(os.path.join(folder, VIDEO_MANIFEST), encoding="utf-8") as fh:
+            files = [json.loads(line)["file"] for line in fh if line.strip()]
+        whole = len(files) == count and all(
+            f.split("/")[0] == vid and os.path.getsize(os.path.join(out, f)) > 0 for f in files)
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError):
+        whole = False
+    if not whole:
+        open(os.path.join(folder, WORKING), "w").close()
+        os.remove(os.path.join(folder, DONE))
+        print(f"video {vid}: marked done, but its crops or manifest lines are not all there: "
+              "redone", file=sys.stderr)
+    return not whole
+
+
 def extract_share(plan, videos, out, meta, run, names=None):
     """One shard of an extraction: this shard's videos by ``run(videos)`` (faces.extract, which
     writes the metadata, skips done videos, and leaves the manifest to the merge), a record of
@@ -506,6 +531,8 @@ def extract_share(plan, videos, out, meta, run, names=None):
         try:
             write_meta(out, meta)  # other settings are refused before any work
             mine = [videos[i] for i in share(plan, videos)]
+            for v in mine:
+                verify_done(out, video_id(v))
             summary = run(mine)
             failed = [video_id(v) for v in mine
                       if not os.path.isfile(os.path.join(out, video_id(v), DONE))]

@@ -218,6 +218,25 @@ def test_extraction_shards_and_merge_give_the_files_of_one_process(videos, tmp_p
                                             "(1/4, 2/4, 3/4, 4/4)\n")
 
 
+def test_a_video_marked_done_with_a_crop_missing_is_redone(videos, tmp_path, capsys):
+    one, sh = tmp_path / "one", tmp_path / "sh"
+    assert _extract(videos, one) == 1
+    assert _extract(videos, sh, "--shard", "1/1") == 1
+    os.remove(sh / "clip1" / "0004.png")  # lost after the video was marked done
+    (sh / "clip1" / "notes.txt").write_text("the user's")
+    (sh / "clip2" / "0000.png").write_bytes(b"")  # cut to nothing
+    capsys.readouterr()
+    assert _extract(videos, sh, "--shard", "1/1") == 1
+    said = capsys.readouterr()
+    assert "videos: 2 done, 2 already done, 1 failed" in said.out
+    assert "video clip1: marked done, but its crops or manifest lines are not all there: " \
+           "redone" in said.err
+    assert _extract(videos, sh, "--merge") == 0
+    mine = _tree(sh)
+    assert mine.pop("clip1/notes.txt") == b"the user's"
+    assert mine == _tree(one)
+
+
 # -- torchrun: 2 and 3 ranks (gloo) against one process ---------------------------------------------
 
 def _torchrun(ranks, port, what, argv, kill=None):
