@@ -4,6 +4,7 @@
     python tools/benchmark.py data       # training loader images/s for 0, 1 and 2 workers
     python tools/benchmark.py inference  # inference.py's streaming path vs preload-everything
     python tools/benchmark.py video      # inference.py --video: decode / detect / score, memory
+    python tools/benchmark.py shard      # extract_faces.py and inference.py: 1 and 2 torchrun ranks
 
 Compare ratios measured in the same run: this machine is shared and noisy.
 """
@@ -166,7 +167,7 @@ def bench_data(args):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("what", choices=["model", "data", "inference", "video"], nargs="?", default="model")
+    parser.add_argument("what", choices=["model", "data", "inference", "video", "shard"], nargs="?", default="model")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, default=299)
     parser.add_argument("--repeats", type=int, default=5)
@@ -179,6 +180,10 @@ def main(argv=None):
                         help="inference: the two folder sizes compared for peak memory")
     parser.add_argument("--infer-batch", type=int, default=2, help="inference: batch size")
     parser.add_argument("--infer-workers", type=int, default=2, help="inference: workers")
+    parser.add_argument("--shard-videos", type=int, default=8, help="shard: videos extracted")
+    parser.add_argument("--shard-frames", type=int, default=10, help="shard: frames per video")
+    parser.add_argument("--shard-crops", type=int, default=64, help="shard: crops scored")
+    parser.add_argument("--shard-size", type=int, default=128, help="shard: scoring input size")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -186,6 +191,9 @@ def main(argv=None):
         bench_model(args)
     elif args.what == "data":
         bench_data(args)
+    elif args.what == "shard":
+        from tools.bench_shard import bench_shard
+        bench_shard(args)
     elif args.what == "video":
         from tools.bench_video import bench_video
         bench_video(args)
