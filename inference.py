@@ -299,7 +299,7 @@ UNKEYED = ("device", "batch_size", "num_workers", "eager", "visualize", "vis_dir
 def sharded(args):
     """The job of a sharded run (``faces.shard``: torchrun, ``--shard K/N``), None otherwise."""
     from faces.shard import scoring_job
-    return scoring_job(args, shard_key(args), lambda rows: write_rows(args, rows), FLAGS)
+    return scoring_job(args, lambda: shard_key(args), lambda rows: write_rows(args, rows), FLAGS)
 
 
 def merged(args):

@@ -389,7 +389,7 @@ class ScoringJob:
                 if not self.plan.ranks:
                     print(f"shard {self.plan.label} finished: its rows are in {self.folder}; "
                           "when every shard has finished, run the same command with --merge "
-                          "(without --shard)", flush=True)
+                          "(without --shard)", file=sys.stderr)
                 self.plan.agree()  # the merge's outcome
                 return int(self.parts.failed and not self.plan.ranks)
             try:
@@ -411,7 +411,8 @@ class ScoringJob:
 
 def scoring_job(args, key, write, names=None):
     """inference.py's sharded run for ``args`` (None for a plain run, or a ``--merge``): needs
-    ``--output`` (the parts are kept beside it); ``--frames_output`` is not merged."""
+    ``--output`` (the parts are kept beside it); ``--frames_output`` is not merged. ``key()``
+    gives what makes the rows (asked for a sharded run only)."""
     plan = plan_from(args.shard, args.merge)
     sharded = plan is not None or args.merge
     if sharded and not args.output:
@@ -428,7 +429,11 @@ def scoring_job(args, key, write, names=None):
     if plan is None:
         return None
     args.device = rank_device(plan, args.device)
-    return ScoringJob(plan, args.output, key, write, names)
+    try:
+        return ScoringJob(plan, args.output, key(), write, names)
+    except BaseException:
+        plan.close()
+        raise
 
 
 def merge_scores(output, key, inputs, write):
