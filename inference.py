@@ -47,7 +47,7 @@ BATCH = {"gpu": 32, "crops": 2, "faces": 8}
 # the flags of the library's arguments: an error about one names the flag (errors.flags)
 FLAGS = {"device": "--device", "model": "--model", "image_size": "--image_size",
          "imports": "--import", "face_detector": "--detector", "source": "--video",
-         "metrics": "--threshold_from", "vis_dir": "--vis_dir",
+         "metrics": "--threshold_from", "vis_dir": "--vis_dir", "threshold": "--threshold",
          **{name: f"--{name}" for name in ("batch_size", "num_workers", "max_pixels", "frames",
                                            "every", "margin", "min_face_score", "min_face_size")}}
 # the flags whose values the API checks (faces.arguments: one rule for the API and the flags)
@@ -96,7 +96,8 @@ def parse_args(argv=None):
     m.add_argument("--min_face_size", type=int, default=MIN_FACE_SIZE,
                    help=f"boxes with a shorter side in pixels are not faces ({MIN_FACE_SIZE})")
     m.add_argument("--frames_output", help="one row per scored face in a frame (.csv)")
-    m.add_argument("--threshold_from", help="use the EER threshold of a test.py metrics.json")
+    m.add_argument("--threshold_from", help="use the EER threshold of a test.py metrics.json "
+                                            "(instead of --threshold)")
     p.add_argument("--device", "-d", default=None, help="cpu, cuda, cuda:0 ... (default: cuda:0 if available)")
     p.add_argument("--image_size", "-s", type=int, default=None,
                    help="input size (default: the one the checkpoint was trained with)")
@@ -115,7 +116,11 @@ def parse_args(argv=None):
     p.add_argument("--recursive", action="store_true", help="also score images in sub-folders")
     p.add_argument("--eager", action="store_true",
                    help="GPU: run the plain forward instead of replaying CUDA graphs")
-    p.add_argument("--threshold", type=float, default=0.5, help="fake when probability >= this")
+    p.add_argument("--threshold", default=None,
+                   help="fake when the probability is at or above this: a number in [0, 1], or an "
+                        "operating point of the checkpoint's calibration: fpr@0.01, fpr@0.05, "
+                        "fpr@0.1 (at most that share of the validation's real frames called "
+                        "fake) or eer (default: 0.5)")
     p.add_argument("--output", help="also write the results to a .csv or .json file")
     p.add_argument("--num_classes", type=int, choices=(1, 2), default=None,
                    help="logits of the model (default: read from the checkpoint)")
@@ -145,6 +150,16 @@ def checkpoint_path(args):
 
 
 def predictor_from_args(args, media=False):
+    """The API's Predictor (see ``_predictor``), its threshold and probabilities said once on
+    stderr."""
+    det = _predictor(args, media)
+    if getattr(args, "threshold_source", None):
+        det.threshold_source = args.threshold_source
+    print(det.describe_threshold(), file=sys.stderr)
+    return det
+
+
+def _predictor(args, media=False):
     """The API's Predictor from the command line's options. Batch: --batch_size, else ``BATCH``
     (on the CPU: face crops, or the faces of videos and photos with ``media``); decoding workers:
     --num_workers, else 2 on the CPU, 4 on a GPU."""
@@ -161,21 +176,19 @@ def predictor_from_args(args, media=False):
         num_workers=args.num_workers if args.num_workers is not None else (2 if cpu else 4))
 
 
-def score(args, job=None):
-    """Face crops: yields (path, probability or None, error) in sorted path order, streaming
-    (``job``: a sharded run's share only)."""
+def score(args, det, job=None):
+    """Face crops: yields (path, probability or None, error, raw probability or None) in sorted
+    path order, streaming (``job``: a sharded run's share only)."""
     from faces.api import list_images
-    checkpoint_path(args)
     paths = list_images(args.image, args.image_folder, args.recursive)
-    det = predictor_from_args(args)
     vis_dir = args.vis_dir if args.visualize else None
     root = os.path.dirname(paths[0]) if args.image else args.image_folder
     names = [os.path.relpath(p, root).replace(os.sep, "__") for p in paths]
     if job:  # a sharded run: this process's share, less what is done
         keep = job.take(paths)
         paths, names = [paths[k] for k in keep], [names[k] for k in keep]
-    for i, prob, err in det.score_items(paths, names, vis_dir):
-        yield paths[i], prob, err
+    for i, prob, err, raw in det.score_items(paths, names, vis_dir):
+        yield paths[i], prob, err, raw
 
 
 def check_arguments(args):
@@ -186,8 +199,22 @@ def check_arguments(args):
         raise UserError(f"--output {args.output}: use a .csv or .json file name")
     check_keywords(**{name: getattr(args, name) for name in CHECKED
                       if getattr(args, name) is not None})
-    if not 0 <= args.threshold <= 1:
-        raise UserError(f"--threshold {args.threshold}: expected a probability in [0, 1]")
+    if args.threshold is not None:
+        from model.calibration import POINT_NAMES
+        if args.threshold_from:
+            raise UserError("--threshold and --threshold_from both set the threshold: give one")
+        try:
+            number = float(args.threshold)
+        except ValueError:
+            if args.threshold.strip().lower() not in POINT_NAMES:
+                raise UserError(f"--threshold {args.threshold}: expected a probability in "
+                                f"[0, 1] or an operating point ({', '.join(POINT_NAMES)})") \
+                    from None
+        else:
+            if not 0 <= number <= 1:  # NaN too
+                raise UserError(f"--threshold {args.threshold}: expected a probability in "
+                                "[0, 1]")
+            args.threshold = number
     if sum([args.frames is not None, args.every is not None, args.all_frames]) > 1:
         raise UserError("--frames, --every and --all_frames each choose the frames: give one")
     if args.frames_output and not args.frames_output.lower().endswith(".csv"):
@@ -260,16 +287,20 @@ def score_media(args, job=None):
 
 def score_crops(args, job=None):
     """Face crops (--image / --image_folder): one line each, in sorted path order."""
+    from faces.api import list_images
     from faces.scoring import CROP_COLUMNS, crop_record
+    checkpoint_path(args)
+    list_images(args.image, args.image_folder, args.recursive)  # its errors before the model's
+    det = predictor_from_args(args)
     rows, failed = [], 0
-    for path, prob, err in score(args, job):
+    for path, prob, err, raw in score(args, det, job):
         if err:
             failed += 1
             print(f"skipped {path}: {err}", file=sys.stderr)
         else:
-            print(line_for(path, prob, args.threshold), flush=False)
+            print(line_for(path, prob, det.threshold), flush=False)
         if args.output:
-            rows.append(crop_record(path, prob, err, args.threshold))
+            rows.append(crop_record(path, prob, err, det.threshold, raw, det.threshold_source))
             if job:
                 job.add(path, rows[-1], err)
     if job:
@@ -341,8 +372,7 @@ def main(argv=None):
             if args.threshold_from:
                 from faces.media import threshold_from
                 args.threshold = threshold_from(args.threshold_from)
-                print(f"threshold: {args.threshold:.4f} (EER threshold of {args.threshold_from})",
-                      file=sys.stderr)
+                args.threshold_source = f"EER threshold of {args.threshold_from}"
             job = sharded(args)
             if job is None and not args.merge:
                 return score_media(args) if args.video or args.detect else score_crops(args)
