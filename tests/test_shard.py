@@ -106,7 +106,7 @@ def test_shards_then_merge_give_the_rows_of_one_process(checkpoint, crops, tmp_p
     assert not out.exists()
     # other arguments are refused next to rows of the first ones, naming what differs
     assert _score(checkpoint, crops, out, "--shard", "1/3", "--threshold", "0.7") == 2
-    assert "(threshold: 0.5 there, 0.7 now)" in capsys.readouterr().err
+    assert "(threshold: None there, 0.7 now)" in capsys.readouterr().err  # None: the default
     statuses.append(_score(checkpoint, crops, out, "--shard", "1/3"))
     lines += [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("path:")]
     assert sorted(lines) == sorted(ln for ln in lines_one if ln.startswith("path:"))

@@ -65,12 +65,13 @@ def bench_shard(args):
         print(f"\n{os.cpu_count()} CPU cores; every run is the whole command (start-up, model "
               "loading, merge included); workers per rank 1, torch threads per process: "
               f"{threads} for one process, {threads} divided among the ranks under torchrun")
-        print(f"\nextraction (dlib): {args.shard_videos} videos x {args.shard_frames} frames, "
-              f"640 x 400 px, every frame")
-        print("| run | s | frames/s | x python |")
-        print("| --- | --- | --- | --- |")
+        if args.shard_videos:
+            print(f"\nextraction (dlib): {args.shard_videos} videos x {args.shard_frames} "
+                  "frames, 640 x 400 px, every frame")
+            print("| run | s | frames/s | x python |")
+            print("| --- | --- | --- | --- |")
         reference, base = None, None
-        for name, launcher, ranks in _launchers(29701):
+        for name, launcher, ranks in _launchers(29701) if args.shard_videos else ():
             out = os.path.join(tmp, f"faces_{ranks}_{len(launcher)}")
             t = _run(launcher, "tools/extract_faces.py",
                      ["--input", os.path.join(tmp, "videos"), "--out", out, "--all",

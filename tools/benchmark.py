@@ -180,7 +180,7 @@ def main(argv=None):
                         help="inference: the two folder sizes compared for peak memory")
     parser.add_argument("--infer-batch", type=int, default=2, help="inference: batch size")
     parser.add_argument("--infer-workers", type=int, default=2, help="inference: workers")
-    parser.add_argument("--shard-videos", type=int, default=8, help="shard: videos extracted")
+    parser.add_argument("--shard-videos", type=int, default=8, help="shard: videos extracted (0: none)")
     parser.add_argument("--shard-frames", type=int, default=10, help="shard: frames per video")
     parser.add_argument("--shard-crops", type=int, default=64, help="shard: crops scored")
     parser.add_argument("--shard-size", type=int, default=128, help="shard: scoring input size")
