@@ -86,6 +86,7 @@ def test_shard_flags_through_inference_are_one_line(checkpoint, crops, tmp_path,
     assert not os.path.exists(out) and not os.path.exists(f"{out}.parts")
 
 
+@pytest.mark.slow  # seven runs of inference.py
 def test_shards_then_merge_give_the_rows_of_one_process(checkpoint, crops, tmp_path, capsys,
                                                         monkeypatch):
     one = tmp_path / "one.csv"
@@ -145,21 +146,13 @@ def test_a_rerun_scores_only_what_is_missing(checkpoint, crops, tmp_path, capsys
         [ln for ln in said.err.splitlines() if ln.startswith("skipped")]
     assert len(again) == 4  # only the 4 inputs without a row
     assert not any(e["input"] in ln for e in kept[:2] for ln in again)
+    (tmp_path / "sh.csv.parts" / "notes.txt").write_text("the user's")  # stays, and its folder
+    (tmp_path / "sh.csv.parts" / "7-of-x.json").write_text("the user's too")
     assert _score(checkpoint, crops, out, "--merge") == 1
     rows = list(csv.DictReader(open(out)))
     assert [r["path"] for r in rows] == sorted(str(p) for p in crops.iterdir())
-
-
-def test_the_merge_removes_its_own_parts_only(checkpoint, crops, tmp_path):
-    out = tmp_path / "sh.csv"
-    parts = tmp_path / "sh.csv.parts"
-    parts.mkdir()
-    (parts / "notes.txt").write_text("mine")  # the user's: stays
-    (parts / "7-of-x.json").write_text("mine too")
-    assert _score(checkpoint, crops, out, "--shard", "1/1") == 1
-    assert _score(checkpoint, crops, out, "--merge") == 1
     assert sorted(os.listdir(parts)) == ["7-of-x.json", "notes.txt"]
-    assert (parts / "notes.txt").read_text() == "mine"
+    assert (tmp_path / "sh.csv.parts" / "notes.txt").read_text() == "the user's"
 
 
 # -- extraction in-process: --shard K/N and --merge ------------------------------------------------
@@ -235,6 +228,17 @@ def test_a_video_marked_done_with_a_crop_missing_is_redone(videos, tmp_path, cap
     mine = _tree(sh)
     assert mine.pop("clip1/notes.txt") == b"the user's"
     assert mine == _tree(one)
+
+
+def test_video_shards_then_merge_give_the_records_of_one_process(checkpoint, videos, tmp_path):
+    argv = ["-b", checkpoint, "--video", str(videos), *CK_ARGS, "--frames", "2"]
+    one, sh = tmp_path / "one.json", tmp_path / "sh.json"
+    assert inference.main(argv + ["--output", str(one)]) == 1  # the broken video
+    assert inference.main(argv + ["--output", str(sh), "--shard", "2/2"]) in (0, 1)
+    assert inference.main(argv + ["--output", str(sh), "--shard", "1/2"]) in (0, 1)
+    assert inference.main(argv + ["--output", str(sh), "--merge"]) == 1
+    assert sh.read_bytes() == one.read_bytes()
+    assert len(json.loads(one.read_text())) == 5
 
 
 # -- torchrun: 2 and 3 ranks (gloo) against one process ---------------------------------------------
