@@ -43,6 +43,37 @@ def test_split_is_disjoint_complete_deterministic_and_balanced_by_size():
     assert sorted(split([5] * 6, 3)) == [0, 0, 1, 1, 2, 2]  # equal sizes: equal counts
 
 
+def test_a_failed_rank_stops_every_rank_with_its_reason(monkeypatch):
+    """Plan.agree and Plan.run over a stand-in for the gloo group: rank 0 sees rank 1's error as
+    one line (said with the entry point's flag) and stops; agreeing data returns every rank's."""
+    import torch.distributed as dist
+
+    from faces.shard import Plan, RankFailed
+    others = []
+    monkeypatch.setattr(dist, "all_gather_object",
+                        lambda got, mine: got.__setitem__(slice(None), [mine] + others))
+    plan = Plan(1, 2, ranks=True)
+    others[:] = [(None, "b")]
+    assert plan.agree(None, "a") == ["a", "b"]
+    assert plan.run(lambda: "a") == ["a", "b"]
+    others[:] = [("--input x: no such folder or list file", None)]
+    with pytest.raises(RankFailed) as e:
+        plan.run(lambda: "a")
+    assert str(e.value) == "rank 1 failed: --input x: no such folder or list file"
+
+    def fails():
+        raise UserError("source y: no such folder or list file", arg="source")
+    others[:] = [(None, "b")]
+    sent = []
+    monkeypatch.setattr(dist, "all_gather_object",
+                        lambda got, mine: (sent.append(mine),
+                                           got.__setitem__(slice(None), [mine] + others)))
+    with pytest.raises(RankFailed) as e:
+        plan.run(fails, {"source": "--input"})
+    assert sent == [("--input y: no such folder or list file", None)]
+    assert str(e.value) == "rank 0 failed: --input y: no such folder or list file"
+
+
 # -- inference.py in-process: --shard K/N, --merge, resuming, refusals ----------------------------
 
 @pytest.fixture(scope="module")
