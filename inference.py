@@ -49,10 +49,11 @@ FLAGS = {"device": "--device", "model": "--model", "image_size": "--image_size",
          "imports": "--import", "face_detector": "--detector", "source": "--video",
          "metrics": "--threshold_from", "vis_dir": "--vis_dir", "threshold": "--threshold",
          **{name: f"--{name}" for name in ("batch_size", "num_workers", "max_pixels", "frames",
-                                           "every", "margin", "min_face_score", "min_face_size")}}
+                                           "every", "margin", "min_face_score", "min_face_size",
+                                           "backend", "precision", "threads")}}
 # the flags whose values the API checks (faces.arguments: one rule for the API and the flags)
 CHECKED = ("batch_size", "num_workers", "max_pixels", "image_size", "frames", "every", "margin",
-           "min_face_score", "min_face_size")
+           "min_face_score", "min_face_size", "threads")
 
 
 def __getattr__(name):
@@ -114,6 +115,15 @@ def parse_args(argv=None):
                    help="processes decoding the image files of face crops (default: 2 on the "
                         "CPU, 4 on a GPU)")
     p.add_argument("--recursive", action="store_true", help="also score images in sub-folders")
+    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "auto"],
+                   help="what runs the forward: torch (default), onnxruntime (the CPU, the "
+                        "checkpoint's ONNX export, cached), auto (onnxruntime on the CPU where "
+                        "installed)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"],
+                   help="fp32 (default), bf16 (autocast), auto (bf16 where the CPU has native "
+                        "bf16 and it stays close to fp32 on a check batch)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="intra-op threads of torch and onnxruntime (default: the machine's cores)")
     p.add_argument("--eager", action="store_true",
                    help="GPU: run the plain forward instead of replaying CUDA graphs")
     p.add_argument("--threshold", default=None,
@@ -156,6 +166,8 @@ def predictor_from_args(args, media=False):
     if getattr(args, "threshold_source", None):
         det.threshold_source = args.threshold_source
     print(det.describe_threshold(), file=sys.stderr)
+    if (det.backend, det.precision) != ("torch", "fp32") or det.forward.note:
+        print(f"scored by: {det.forward.describe()}", file=sys.stderr)
     return det
 
 
@@ -171,15 +183,18 @@ def _predictor(args, media=False):
         checkpoint_path(args), device, trust=args.trust, model=args.model,
         num_classes=args.num_classes, image_size=args.image_size, imports=args.imports,
         threshold=args.threshold, max_pixels=args.max_pixels, graphs=not args.eager,
+        backend=args.backend, precision=args.precision, threads=args.threads,
         batch_size=args.batch_size if args.batch_size is not None else
         BATCH["gpu" if not cpu else "faces" if media else "crops"],
         num_workers=args.num_workers if args.num_workers is not None else (2 if cpu else 4))
 
 
-def score(args, det, job=None):
+def score(args, det=None, job=None):
     """Face crops: yields (path, probability or None, error, raw probability or None) in sorted
-    path order, streaming (``job``: a sharded run's share only)."""
+    path order, streaming; ``det``: the Predictor (default: made from ``args``); ``job``: a
+    sharded run's share only."""
     from faces.api import list_images
+    det = det or predictor_from_args(args)
     paths = list_images(args.image, args.image_folder, args.recursive)
     vis_dir = args.vis_dir if args.visualize else None
     root = os.path.dirname(paths[0]) if args.image else args.image_folder
@@ -300,7 +315,8 @@ def score_crops(args, job=None):
         else:
             print(line_for(path, prob, det.threshold), flush=False)
         if args.output:
-            rows.append(crop_record(path, prob, err, det.threshold, raw, det.threshold_source))
+            rows.append(crop_record(path, prob, err, det.threshold, raw, det.threshold_source,
+                                    det.backend, det.precision))
             if job:
                 job.add(path, rows[-1], err)
     if job:
@@ -322,7 +338,7 @@ def say_written(args, pictures):
 
 
 # flags that do not change a row: a sharded run resumed with other values of these goes on
-UNKEYED = ("device", "batch_size", "num_workers", "eager", "visualize", "vis_dir", "output",
+UNKEYED = ("device", "batch_size", "num_workers", "threads", "eager", "visualize", "vis_dir", "output",
            "frames_output", "shard", "merge", "trust", "bin", "weight", "image", "image_folder",
            "video")
 

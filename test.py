@@ -44,6 +44,10 @@ def main(argv=None):
                              "operating point of the checkpoint's calibration (fpr@0.01, "
                              "fpr@0.05, fpr@0.1, eer); the table's ACC stays the original's, at "
                              "0.5 on the raw probability")
+    parser.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "auto"],
+                        help="what runs the forward (as inference.py's --backend)")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"],
+                        help="fp32 (default), bf16, auto (as inference.py's --precision)")
     parser.add_argument("--local-rank", "--local_rank", dest="local_rank", type=int, default=None)
     args = parser.parse_args(argv)
 
@@ -60,11 +64,14 @@ def main(argv=None):
         from dataset.perturb import parse_spec
         with flags(perturbation="--perturb"):
             perturb = [parse_spec(p) for p in args.perturb]
-        with flags(device="--device", out="--out", threshold="--threshold"):
+        with flags(device="--device", out="--out", threshold="--threshold",
+                   backend="--backend", precision="--precision"):
             metrics, path, out_dir, n, written = run_test(cfg, args.ckpt, args.device, args.out,
                                                           args.trust, perturb,
                                                           video_rule=args.video_auc,
-                                                          threshold=args.threshold)
+                                                          threshold=args.threshold,
+                                                          backend=args.backend,
+                                                          precision=args.precision)
         if dist.is_main():
             print(f"checkpoint: {path}")
             print(f"dataset: {cfg['data']['name']} / {cfg['data']['test_branch']} ({n} images)"

@@ -23,7 +23,7 @@ from errors import UserError
 from fileio import atomic_write_image, check_output_dir, files_in
 from model.calibration import POINT_NAMES, Calibration, resolve_threshold
 from model.checkpoint import load_detector, pick_device
-from model.graphs import GraphedScorer
+from model.backends import build_scorer, set_threads
 from model.heatmap import evidence_maps, heat_map, heat_ramp
 from registry import import_modules
 
@@ -166,18 +166,24 @@ class Predictor:
     ``eer``); None or left out is 0.5 (``threshold_source`` says which); ``batch_size`` crops per forward pass (default 32
     on a GPU, 8 on the CPU); ``num_workers`` decoding processes for image files; ``max_pixels``
     refuses larger images and video frames; ``graphs``: on a GPU, replay CUDA graphs of the
-    forward. Each value is checked where it enters (``faces.arguments``: the same rule as
+    forward; ``backend`` (torch, onnxruntime, auto) and ``precision`` (fp32, bf16, auto): how the
+    forward runs (``model.backends``; ``predictor.backend`` / ``predictor.precision`` say what
+    was chosen); ``threads``: intra-op threads of torch and ONNX Runtime (None: as they are). Each value is checked where it enters (``faces.arguments``: the same rule as
     inference.py's flags); None means the default, never 0.
     """
 
     def __init__(self, model, device, threshold=None, batch_size=None, num_workers=0,
-                 max_pixels=None, graphs=True):
+                 max_pixels=None, graphs=True, backend="torch", precision="fp32", threads=None):
         given = check_keywords(batch_size=batch_size, num_workers=num_workers,
-                               max_pixels=max_pixels, graphs=graphs)
+                               max_pixels=max_pixels, graphs=graphs, backend=backend,
+                               precision=precision, threads=threads)
         self.model, self.device = model, device
-        # on a GPU, each batch shape's forward is captured once as a CUDA graph and replayed
-        # (batch 1 is launch-bound); the eager forward elsewhere or when a capture fails
-        self.forward = GraphedScorer(model, enabled=given["graphs"])
+        set_threads(given["threads"])
+        # the forward by backend and precision (model.backends): eager PyTorch (on a GPU, each
+        # batch shape's forward captured once as a CUDA graph and replayed), ONNX Runtime, bf16
+        self.forward = build_scorer(model, device, given["backend"], given["precision"],
+                                    given["threads"], graphs=given["graphs"])
+        self.backend, self.precision = self.forward.backend, self.forward.precision
         self.threshold, self.threshold_source = resolve_threshold(
             threshold, getattr(model, "calibration", None))
         self.batch_size = given["batch_size"] or (32 if device.type == "cuda" else 8)
@@ -296,6 +302,7 @@ class Predictor:
                 vis.discard()
             raise
         r.threshold_source = self.threshold_source
+        r.backend, r.precision = self.backend, self.precision
         if vis is not None:
             vis.close(r, self.threshold) if r.error is None else vis.discard()
         return r
@@ -314,6 +321,7 @@ class Predictor:
                               self.max_pixels, vis, given["min_face_score"],
                               given["min_face_size"])
         r.threshold_source = self.threshold_source
+        r.backend, r.precision = self.backend, self.precision
         return r
 
     @staticmethod

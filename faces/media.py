@@ -70,6 +70,8 @@ class Result:
     raw_score: float | None = None  # the score of the raw (uncalibrated) probabilities
     threshold: float = 0.5  # the verdict's threshold, and where it came from
     threshold_source: str = "given"
+    backend: str = "torch"  # what scored it (model.backends)
+    precision: str = "fp32"
 
 
 def score_video(path, detector, scorer, threshold, frames=FRAMES, every=None, margin=MARGIN,
@@ -206,9 +208,10 @@ def result_line(r, threshold=0.5):
 
 # a video's or photo's --output row; raw_probability: the score before calibration (the same
 # number for a checkpoint without one), threshold and threshold_source: what the prediction was
-# judged by
+# judged by; backend and precision: what scored it (model.backends)
 MEDIA_COLUMNS = ("path", "kind", "fake_probability", "prediction", "frames_or_faces", "tracks",
-                 "track", "persons", "error", "raw_probability", "threshold", "threshold_source")
+                 "track", "persons", "error", "raw_probability", "threshold", "threshold_source",
+                 "backend", "precision")
 FACE_COLUMNS = ("path", "frame", "time", "track", "x1", "y1", "x2", "y2", "detector_score",
                 "fake_probability", "raw_probability")  # a face's --frames_output row
 
@@ -222,7 +225,8 @@ def record(r):
             "frames_or_faces": r.count, "tracks": r.tracks, "track": r.track,
             "persons": len(r.persons), "error": reason,
             "raw_probability": r.raw_score if r.raw_score is not None else r.score,
-            "threshold": r.threshold, "threshold_source": r.threshold_source}
+            "threshold": r.threshold, "threshold_source": r.threshold_source,
+            "backend": r.backend, "precision": r.precision}
 
 
 def face_records(r):

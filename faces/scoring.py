@@ -15,9 +15,10 @@ from model.heatmap import evidence_maps
 
 # a crop's --output row: the original's four columns, then the raw probability (before
 # calibration; the same number for a checkpoint without one) and the threshold the prediction was
-# made at, with where it came from (``model.calibration.resolve_threshold``)
+# made at, with where it came from (``model.calibration.resolve_threshold``), and what scored it
+# (``model.backends``)
 CROP_COLUMNS = ("path", "fake_probability", "prediction", "error", "raw_probability",
-                "threshold", "threshold_source")
+                "threshold", "threshold_source", "backend", "precision")
 
 
 class _Crops(Dataset):
@@ -148,10 +149,12 @@ def result_line(path, prob, verdict, fields=()):
     return f"path: {path} \t\t| {head}" + "".join(f" \t| {k}: {v}" for k, v in fields)
 
 
-def crop_record(path, prob, error, threshold, raw=None, source="given"):
+def crop_record(path, prob, error, threshold, raw=None, source="given", backend="torch",
+                precision="fp32"):
     """The ``--output`` row of a face crop (``CROP_COLUMNS``); ``raw``: its probability before
     calibration (None: ``prob`` is the raw one)."""
     return {"path": path, "fake_probability": prob,
             "prediction": prediction(prob, threshold, path),
             "error": error, "raw_probability": prob if raw is None else raw,
-            "threshold": threshold, "threshold_source": source}
+            "threshold": threshold, "threshold_source": source, "backend": backend,
+            "precision": precision}

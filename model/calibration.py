@@ -24,7 +24,9 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.optimize import minimize_scalar
+from scipy.interpolate import interp1d
+from scipy.optimize import brentq, minimize_scalar
+from sklearn.metrics import roc_curve
 
 from errors import UserError
 
@@ -115,8 +117,25 @@ def fpr_threshold(labels, probs, target):
     return float(min(np.nextafter(real[k], np.inf), 1.0))
 
 
+def roc(labels, scores):
+    """scikit-learn's ROC with the first threshold as scikit-learn < 1.3 (and so the original)
+    had it: the highest score + 1, where newer releases put +inf."""
+    fpr, tpr, thresholds = roc_curve(labels, scores)
+    if len(thresholds) > 1 and np.isinf(thresholds[0]):
+        thresholds = thresholds.copy()
+        thresholds[0] = thresholds[1] + 1
+    return fpr, tpr, thresholds
+
+
+def eer(labels, scores):
+    """Equal error rate and its threshold: 1 - TPR = FPR on the linearly interpolated ROC."""
+    fpr, tpr, thresholds = roc(labels, scores)
+    rate = brentq(lambda x: 1.0 - x - interp1d(fpr, tpr)(x), 0.0, 1.0)
+    return float(rate), float(interp1d(fpr, thresholds)(rate))
+
+
 def eer_threshold(labels, probs):
-    from trainer.metrics import eer  # the EER of test.py and the original
+    """The threshold of the equal error rate (``eer``, as test.py reports it), within [0, 1]."""
     return float(min(max(eer(labels, probs)[1], 0.0), 1.0))
 
 

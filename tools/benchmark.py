@@ -5,6 +5,7 @@
     python tools/benchmark.py inference  # inference.py's streaming path vs preload-everything
     python tools/benchmark.py video      # inference.py --video: decode / detect / score, memory
     python tools/benchmark.py shard      # extract_faces.py and inference.py: 1 and 2 torchrun ranks
+    python tools/benchmark.py backends   # scoring by backend and precision: forward, API, video
 
 Compare ratios measured in the same run: this machine is shared and noisy.
 """
@@ -269,7 +270,7 @@ def bench_shard(args):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("what", choices=["model", "data", "inference", "video", "shard"], nargs="?", default="model")
+    parser.add_argument("what", choices=["model", "data", "inference", "video", "backends", "shard"], nargs="?", default="model")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, default=299)
     parser.add_argument("--repeats", type=int, default=5)
@@ -286,6 +287,12 @@ def main(argv=None):
     parser.add_argument("--shard-frames", type=int, default=10, help="shard: frames per video")
     parser.add_argument("--shard-crops", type=int, default=64, help="shard: crops scored (0: none)")
     parser.add_argument("--shard-size", type=int, default=128, help="shard: scoring input size")
+    parser.add_argument("--compile", action="store_true",
+                        help="backends: also time torch.compile (minutes to compile on a CPU)")
+    parser.add_argument("--api-images", type=int, default=32,
+                        help="backends: crops scored through the API per repeat")
+    parser.add_argument("--ckpt", help="backends: the demo's checkpoint (video and test AUC)")
+    parser.add_argument("--config", help="backends: its run's config.yml (the test split)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -295,6 +302,9 @@ def main(argv=None):
         bench_data(args)
     elif args.what == "shard":
         bench_shard(args)
+    elif args.what == "backends":
+        from tools.bench_backends import bench_backends
+        bench_backends(args)
     elif args.what == "video":
         from tools.bench_video import bench_video
         bench_video(args)

@@ -20,7 +20,7 @@ from model.detector import spec_from_transforms
 from . import distributed as dist
 from .checkpoint import newest_best
 from .config import branch
-from .evaluate import evaluate
+from .evaluate import device_amp, evaluate
 from .metrics import VIDEO_RULES, all_metrics, roc, video_scores
 
 log = logging.getLogger(__name__)
@@ -288,7 +288,7 @@ def score_split(cfg, model, device, branch_cfg, perturb=(), rank=0, world=1):
                         num_workers=cfg["data"]["num_workers"], collate_fn=collate,
                         pin_memory=device.type == "cuda", worker_init_fn=worker_init)
     bad = BadImageLog()
-    amp = cfg["config"]["eval_amp"] if device.type == "cuda" else "none"  # fp32 by default
+    amp = device_amp(device, cfg["config"]["eval_amp"], "config.eval_amp")  # fp32 by default
     res = evaluate(model, loader, device, amp, bad)
     if bad.count:
         log.warning("skipped %d unreadable image(s)", bad.take_count())
@@ -299,7 +299,7 @@ def score_split(cfg, model, device, branch_cfg, perturb=(), rank=0, world=1):
 
 
 def run_test(cfg, ckpt=None, device=None, out_dir=None, trusted=False, perturb=(), model=None,
-             video_rule="project", threshold=None):
+             video_rule="project", threshold=None, backend="torch", precision="fp32"):
     """Score the test branch, prepared by the checkpoint's input spec, under the distortions
     ``perturb`` (``[(type, level)]``); the video level groups frames by ``video_rule``
     (``project``: each video of the dataset; ``deepfakebench``: DeepfakeBench's grouping by the
@@ -307,7 +307,8 @@ def run_test(cfg, ckpt=None, device=None, out_dir=None, trusted=False, perturb=(
     (metrics, checkpoint path, output folder, images scored, names of the files written). A
     ``model`` already loaded from ``ckpt`` is used as it is. ``metrics["calibration"]``: the
     ``calibration_report`` (with ``threshold``: a number or an operating point name, its rates
-    too)."""
+    too). ``backend`` and ``precision``: how the forward runs (``model.backends``), said in
+    ``metrics["scored_by"]``."""
     if video_rule not in VIDEO_RULES:
         raise UserError(f"video grouping {video_rule!r}: expected one of {', '.join(VIDEO_RULES)}")
     rank, world, dev = dist.init(cfg["config"]["distribute"]["backend"],
@@ -322,8 +323,16 @@ def run_test(cfg, ckpt=None, device=None, out_dir=None, trusted=False, perturb=(
                               trusted=trusted or cfg["config"]["trust_checkpoint"],
                               fallback_spec=branch_spec(cfg))
     from model.calibration import resolve_threshold
-    chosen = None if threshold is None else resolve_threshold(threshold, model.calibration)
-    ds, res = score_split(cfg, model, device, test_branch(cfg, model.spec), perturb, rank, world)
+    chosen = None if threshold is None else resolve_threshold(
+        threshold, getattr(model, "calibration", None))
+    scored = model
+    if (backend, precision) != ("torch", "fp32"):
+        from model.backends import ScoringModule, build_scorer
+        scorer = build_scorer(model, device, backend, precision)
+        if dist.is_main():
+            log.info("scored by: %s", scorer.describe())
+        scored = ScoringModule(model, scorer)
+    ds, res = score_split(cfg, scored, device, test_branch(cfg, model.spec), perturb, rank, world)
     classes = set(res["label"].tolist())
     if len(classes) < 2:
         log.warning("the test split has %s images only: AUC, EER and AP are undefined, and no "
@@ -332,9 +341,12 @@ def run_test(cfg, ckpt=None, device=None, out_dir=None, trusted=False, perturb=(
     metrics = all_metrics(res["label"], res["prob"], video_inputs(res, ds.items, video_rule),
                           methods, video_rule)
     metrics["LogLoss"] = float(res["loss"].mean())
-    metrics["calibration"] = calibration_report(res["label"], res["logit"], model.calibration,
-                                                chosen)
+    how = getattr(scored, "scorer", None)
+    metrics["scored_by"] = {"backend": how.backend if how else "torch",
+                            "precision": how.precision if how else "fp32"}
+    calibration = getattr(model, "calibration", None)
+    metrics["calibration"] = calibration_report(res["label"], res["logit"], calibration, chosen)
     title = f"{os.path.basename(path)} on {ds.name}"
-    written = (save_outputs(out_dir, metrics, res, ds.items, title, video_rule, model.calibration)
+    written = (save_outputs(out_dir, metrics, res, ds.items, title, video_rule, calibration)
                if dist.is_main() else [])
     return metrics, path, out_dir, len(res["index"]), written

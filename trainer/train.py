@@ -36,7 +36,7 @@ from . import distributed as dist
 from .checkpoint import (RunLock, atomic_save, load_checkpoint, newest_best, prune_best,
                          remove_stale_temporaries, rng_state, set_rng_state)
 from .config import branch, save_config
-from .evaluate import autocast, evaluate
+from .evaluate import autocast, device_amp, evaluate
 from .hooks import build_hooks, overrides
 from .metrics import all_metrics
 
@@ -274,8 +274,8 @@ class Trainer:
         self.hooks, self.accumulate, self._unscale = [], 1, False
         for hook in build_hooks(c["hooks"]):
             self.add_hook(hook)
-        self.amp = c["amp"] if self.device.type == "cuda" else "none"
-        self.eval_amp = c["eval_amp"] if self.device.type == "cuda" else "none"
+        self.amp = device_amp(self.device, c["amp"], "config.amp")
+        self.eval_amp = device_amp(self.device, c["eval_amp"], "config.eval_amp")
         torch.manual_seed(c["seed"] + self.rank)
 
         model = build_detector(cfg["model"]).to(self.device)
