@@ -338,9 +338,9 @@ def say_written(args, pictures):
 
 
 # flags that do not change a row: a sharded run resumed with other values of these goes on
-UNKEYED = ("device", "batch_size", "num_workers", "threads", "eager", "visualize", "vis_dir", "output",
-           "frames_output", "shard", "merge", "trust", "bin", "weight", "image", "image_folder",
-           "video")
+UNKEYED = ("device", "batch_size", "num_workers", "threads", "eager", "visualize", "vis_dir",
+           "output", "frames_output", "shard", "merge", "trust", "bin", "weight", "image",
+           "image_folder", "video")
 
 
 def sharded(args):
