@@ -272,7 +272,7 @@ def test_video_shards_then_merge_give_the_records_of_one_process(checkpoint, vid
     assert len(json.loads(one.read_text())) == 5
 
 
-# -- torchrun: 2 and 3 ranks (gloo) against one process ---------------------------------------------
+# -- torchrun: 2 and 3 ranks (gloo) against one process ----------------------------------------
 
 def _torchrun(ranks, port, what, argv, kill=None):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
