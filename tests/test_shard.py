@@ -261,7 +261,8 @@ def test_a_video_marked_done_with_a_crop_missing_is_redone(videos, tmp_path, cap
     assert mine == _tree(one)
 
 
-def test_video_shards_then_merge_give_the_records_of_one_process(checkpoint, videos, tmp_path):
+@pytest.mark.slow  # ten runs of inference.py with a face detector
+def test_video_and_photo_shards_then_merge_give_the_records_of_one_process(checkpoint, videos, tmp_path):
     argv = ["-b", checkpoint, "--video", str(videos), *CK_ARGS, "--frames", "2"]
     one, sh = tmp_path / "one.json", tmp_path / "sh.json"
     assert inference.main(argv + ["--output", str(one)]) == 1  # the broken video
@@ -270,6 +271,22 @@ def test_video_shards_then_merge_give_the_records_of_one_process(checkpoint, vid
     assert inference.main(argv + ["--output", str(sh), "--merge"]) == 1
     assert sh.read_bytes() == one.read_bytes()
     assert len(json.loads(one.read_text())) == 5
+    # --detect photos: a frame of each video, and a wall without a face
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for v in ("clip0", "clip1"):
+        cap = cv2.VideoCapture(str(videos / f"{v}.avi"))
+        cv2.imwrite(str(photos / f"{v}.png"), cap.read()[1])
+        cap.release()
+    cv2.imwrite(str(photos / "wall.png"), np.full((200, 200, 3), 120, np.uint8))
+    argv = ["-b", checkpoint, "-f", str(photos), "--detect", *CK_ARGS]
+    one, sh = tmp_path / "one.csv", tmp_path / "sh.csv"
+    assert inference.main(argv + ["--output", str(one)]) == 1  # the wall
+    for k in ("1/3", "2/3", "3/3"):
+        assert inference.main(argv + ["--output", str(sh), "--shard", k]) in (0, 1)
+    assert inference.main(argv + ["--output", str(sh), "--merge"]) == 1
+    assert sh.read_bytes() == one.read_bytes()
+    assert [r["kind"] for r in csv.DictReader(open(one))] == ["photo"] * 3
 
 
 # -- torchrun: 2 and 3 ranks (gloo) against one process ----------------------------------------
