@@ -242,6 +242,28 @@ def test_extraction_shards_and_merge_give_the_files_of_one_process(videos, tmp_p
                                             "(1/4, 2/4, 3/4, 4/4)\n")
 
 
+def test_an_interrupted_extraction_merge_leaves_no_half_manifest(videos, tmp_path, monkeypatch):
+    import fileio
+    one, sh = tmp_path / "one", tmp_path / "sh"
+    assert _extract(videos, one) == 1
+    assert _extract(videos, sh, "--shard", "1/1") == 1
+    real = fileio.atomic_write
+
+    def cut(path, write, *a, **kw):
+        def half(fh):
+            fh.write("{\"video\": ")
+            raise KeyboardInterrupt
+        return real(path, half if path.endswith("manifest.jsonl") else write, *a, **kw)
+    monkeypatch.setattr(fileio, "atomic_write", cut)
+    assert _extract(videos, sh, "--merge") == 130
+    assert not (sh / "manifest.jsonl").exists()
+    assert [f for f in os.listdir(sh) if f.startswith(".manifest")] == []  # no temporary left
+    assert os.listdir(sh / ".shards")  # the shards' records stay for the next --merge
+    monkeypatch.undo()
+    assert _extract(videos, sh, "--merge") == 0
+    assert _tree(sh) == _tree(one)
+
+
 def test_a_video_marked_done_with_a_crop_missing_is_redone(videos, tmp_path, capsys):
     one, sh = tmp_path / "one", tmp_path / "sh"
     assert _extract(videos, one) == 1

@@ -91,7 +91,9 @@ def main(argv=None):
     p.add_argument("--format", choices=["png", "jpg"], default="png",
                    help="crop files: png (lossless, the default) or jpg")
     p.add_argument("--quality", type=int, default=95, help="jpg quality, 1 to 100 (default 95)")
-    p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) // 2))
+    # half the cores, shared among torchrun's ranks on this machine
+    p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) // 2 // int(
+        os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)))
     p.add_argument("--from_manifest", metavar="FILE",
                    help="re-crop exactly the frames and boxes of a manifest.jsonl from the videos "
                         "of --input, without a detector (settings from the manifest_meta.json "
