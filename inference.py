@@ -18,6 +18,11 @@ missing or wrong checkpoint).
 A command line over the Python API, ``faces.api.Predictor`` (``from faces import Predictor``;
 ``from inference import Detector`` still gives it): argument parsing, flag checks, printing, exit
 codes.
+
+Spread over processes (faces.shard): under ``torchrun`` each rank scores its share of the inputs
+on its own device and rank 0 writes the one ``--output`` in the input order; ``--shard K/N`` scores
+shard K of N as a separate job and ``--merge`` joins the shards. The rows are kept in
+``<output>.parts/`` as they are made: a rerun with the same arguments scores only the rest.
 """
 import argparse
 import os
@@ -136,6 +141,11 @@ def parse_args(argv=None):
                    help="refuse images with more pixels than this (default 64 million)")
     p.add_argument("--trust", action="store_true",
                    help="allow a checkpoint that needs full unpickling (only from a trusted source)")
+    p.add_argument("--shard", metavar="K/N",
+                   help="score shard K of N of the inputs, its rows kept beside --output (array "
+                        "jobs; under torchrun the ranks split by themselves)")
+    p.add_argument("--merge", action="store_true",
+                   help="join the rows of every shard into --output")
     p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
                    help="a module or .py file registering your own detector (as config.imports); "
                         "repeatable")
@@ -179,15 +189,19 @@ def _predictor(args, media=False):
         num_workers=args.num_workers if args.num_workers is not None else (2 if cpu else 4))
 
 
-def score(args, det=None):
+def score(args, det=None, job=None):
     """Face crops: yields (path, probability or None, error, raw probability or None) in sorted
-    path order, streaming; ``det``: the Predictor (default: made from ``args``)."""
+    path order, streaming; ``det``: the Predictor (default: made from ``args``); ``job``: a
+    sharded run's share only."""
     from faces.api import list_images
     det = det or predictor_from_args(args)
     paths = list_images(args.image, args.image_folder, args.recursive)
     vis_dir = args.vis_dir if args.visualize else None
     root = os.path.dirname(paths[0]) if args.image else args.image_folder
     names = [os.path.relpath(p, root).replace(os.sep, "__") for p in paths]
+    if job:  # a sharded run: this process's share, less what is done
+        keep = job.take(paths)
+        paths, names = [paths[k] for k in keep], [names[k] for k in keep]
     for i, prob, err, raw in det.score_items(paths, names, vis_dir):
         yield paths[i], prob, err, raw
 
@@ -236,7 +250,7 @@ def check_arguments(args):
         check_output_dir(args.vis_dir, "--vis_dir")
 
 
-def score_media(args):
+def score_media(args, job=None):
     """--video, or --detect with --image/--image_folder: faces found, tracked, cropped, scored."""
     from faces import media
     from faces.api import list_images
@@ -254,7 +268,10 @@ def score_media(args):
                    vis_dir=vis_dir, margin=args.margin, min_face_score=args.min_face_score,
                    min_face_size=args.min_face_size)
     results, failed = [], 0
+    todo = {items[k] for k in job.take(items)} if job else None
     for item, stem in zip(items, stems):
+        if todo is not None and item not in todo:
+            continue
         # two inputs of one stem (a.mp4, a.avi) get their pictures under their full names
         name = stem if stems.count(stem) == 1 else os.path.basename(item).replace(".", "_")
         if args.video:
@@ -271,6 +288,10 @@ def score_media(args):
             print(media.result_line(r, det.threshold), flush=True)
             if r.warning:
                 print(f"warning: {item}: {r.warning}", file=sys.stderr)
+        if job:
+            job.add(item, media.record(r), r.error or r.score is None or r.warning is not None)
+    if job:
+        return 0
     if args.output:
         media.write_results(args.output, results)
     if args.frames_output:
@@ -279,7 +300,7 @@ def score_media(args):
     return 1 if failed else 0
 
 
-def score_crops(args):
+def score_crops(args, job=None):
     """Face crops (--image / --image_folder): one line each, in sorted path order."""
     from faces.api import list_images
     from faces.scoring import CROP_COLUMNS, crop_record
@@ -287,7 +308,7 @@ def score_crops(args):
     list_images(args.image, args.image_folder, args.recursive)  # its errors before the model's
     det = predictor_from_args(args)
     rows, failed = [], 0
-    for path, prob, err, raw in score(args, det):
+    for path, prob, err, raw in score(args, det, job):
         if err:
             failed += 1
             print(f"skipped {path}: {err}", file=sys.stderr)
@@ -296,6 +317,10 @@ def score_crops(args):
         if args.output:
             rows.append(crop_record(path, prob, err, det.threshold, raw, det.threshold_source,
                                     det.backend, det.precision))
+            if job:
+                job.add(path, rows[-1], err)
+    if job:
+        return 0
     if args.output:
         write_table(args.output, sorted(rows, key=lambda r: r["path"]), CROP_COLUMNS)
     sys.stdout.flush()
@@ -312,6 +337,48 @@ def say_written(args, pictures):
         print(f"written: {', '.join(written)}", file=sys.stderr)
 
 
+# flags that do not change a row: a sharded run resumed with other values of these goes on
+UNKEYED = ("device", "batch_size", "num_workers", "threads", "eager", "visualize", "vis_dir",
+           "output", "frames_output", "shard", "merge", "trust", "bin", "weight", "image",
+           "image_folder", "video")
+
+
+def sharded(args):
+    """The job of a sharded run (``faces.shard``: torchrun, ``--shard K/N``), None otherwise."""
+    from faces.shard import scoring_job
+    return scoring_job(args, lambda: shard_key(args), lambda rows: write_rows(args, rows), FLAGS)
+
+
+def merged(args):
+    """--merge: the rows of every shard into --output; returns the exit status."""
+    from faces.api import list_images
+    from faces.shard import merge_scores
+    from faces.video import list_videos
+    items = list_videos(args.video) if args.video else \
+        list_images(args.image, args.image_folder, args.recursive)
+    return merge_scores(args.output, shard_key(args), items, lambda rows: write_rows(args, rows))
+
+
+def shard_key(args):
+    """What makes the rows of a sharded run: the checkpoint file, the inputs, every flag that
+    changes a row (``fileio.same_work`` refuses to mix rows of other work)."""
+    from fileio import file_identity
+    key = {k: v for k, v in sorted(vars(args).items()) if k not in UNKEYED}
+    key.update(checkpoint=file_identity(checkpoint_path(args)),
+               inputs=os.path.abspath(args.image or args.image_folder or args.video))
+    return key
+
+
+def write_rows(args, rows):
+    """The --output file of a sharded run from the rows of every shard, as one process writes it."""
+    from faces.media import MEDIA_COLUMNS
+    from faces.scoring import CROP_COLUMNS
+    if args.video or args.detect:
+        write_table(args.output, rows, MEDIA_COLUMNS)
+    else:
+        write_table(args.output, sorted(rows, key=lambda r: r["path"]), CROP_COLUMNS)
+
+
 def main(argv=None):
     args = parse_args(argv)
 
@@ -322,9 +389,18 @@ def main(argv=None):
                 from faces.media import threshold_from
                 args.threshold = threshold_from(args.threshold_from)
                 args.threshold_source = f"EER threshold of {args.threshold_from}"
-            return score_media(args) if args.video or args.detect else score_crops(args)
+            job = sharded(args)
+            if job is None and not args.merge:
+                return score_media(args) if args.video or args.detect else score_crops(args)
+            status = merged(args) if args.merge else job.run(
+                lambda: score_media(args, job) if args.video or args.detect else
+                score_crops(args, job))
+            if args.merge or job.plan.merges:
+                say_written(args, args.visualize)
+            return status
     return run_cli(body, "interrupted: the lines above were scored; no output file was written")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from faces.shard import exit_process
+    exit_process(main())  # sys.exit, but for a torchrun rank
