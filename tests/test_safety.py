@@ -261,9 +261,11 @@ def test_ctrl_c_in_inference_prints_one_line_and_writes_no_output(tmp_path, demo
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130
-    lines = err.strip().splitlines()  # a bare state dict: its input spec is said first
-    assert len(lines) == 2 and "does not say how its images were prepared" in lines[0], repr(err)
-    assert lines[1].startswith("interrupted:"), repr(err)
+    # a bare state dict: its input spec is said first, then the threshold, then the stop
+    lines = err.strip().splitlines()
+    assert len(lines) == 3 and "does not say how its images were prepared" in lines[0], repr(err)
+    assert lines[1].startswith("threshold: 0.5000 (the default)"), repr(err)
+    assert lines[2].startswith("interrupted:"), repr(err)
     assert sorted(os.listdir(tmp_path)) == ["d", "faces", "m.bin"]  # no res.csv, no temporary
 
 

@@ -759,6 +759,7 @@ class Trainer:
 
     def _stop(self):
         signum = self.stop_signal or signal.SIGINT
+        log.warning("%s received: stopping after step %d", signal.Signals(signum).name, self.step)
         if not self.debug:
             self.save("latest_model.bin")
         where = f"latest_model.bin in {self.run_dir}" if self.run_dir else "nothing (debug run)"
@@ -792,8 +793,8 @@ def _install_signal_handlers(trainer):
     def handler(signum, frame):
         if trainer.stop_signal is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        trainer.stop_signal = signum
-        log.warning("%s received: stopping after this step", signal.Signals(signum).name)
+        trainer.stop_signal = signum  # said by _stop: a log line written from a signal handler
+        # can land inside another one's write (a reentrant call on the stream)
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     return lambda: [signal.signal(s, h) for s, h in previous.items()]
 
