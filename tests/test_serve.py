@@ -43,7 +43,7 @@ def people_video(path, frames=6, faces=2, fps=10, fourcc="MJPG"):
     for f in range(frames):
         canvas = np.full(CANVAS + (3,), 90, np.uint8)
         for k in range(faces):
-            oy, ox = 30 + 4 * (f % 20), 20 + 290 * k + 6 * (f % 20)
+            oy, ox = 30 + 2 * (f % 40), 20 + 290 * k + 2 * (f % 40)
             canvas[oy:oy + face.shape[0], ox:ox + face.shape[1]] = face
         writer.write(canvas)
     writer.release()
