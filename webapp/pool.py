@@ -65,3 +65,6 @@ class Workers:
             if p.is_alive():
                 p.terminate()  # our own worker, by its handle
                 p.join(2)
+        # a job stopped with the server is interrupted (run again from the page), now rather than
+        # at the next start
+        self.store.interrupt_running()
