@@ -587,3 +587,26 @@ def test_serve_py_a_killed_worker_fails_its_job_and_a_killed_server_leaves_it_in
         proc.terminate()
         out = proc.communicate(timeout=30)[0]
     assert "1 job(s) interrupted by the last stop" in out
+
+
+def test_the_verdict_is_published_before_its_evidence(server, files, monkeypatch):
+    seen = []
+    publish = server.store.publish
+
+    def look(job_id, result, extra):
+        publish(job_id, result, extra)
+        seen.append(server.client.get(f"/api/jobs/{job_id}").json())
+        seen[-1]["annotated"] = os.path.exists(os.path.join(server.store.folder(job_id), "out",
+                                                            "video_annotated.mp4"))
+    monkeypatch.setattr(server.store, "publish", look)
+    job_id = server.post(files["video"], frames="4").json()["jobs"][0]["id"]
+    server.run()
+    done = server.wait(job_id)
+    assert len(seen) == 1
+    early = seen[0]
+    assert early["state"] == "running" and early["links"] == {}
+    assert early["result"] == done["result"]  # the same record, before the evidence
+    assert early["persons"] == done["persons"]
+    assert early["annotated"] is False  # the evidence comes after
+    assert done["state"] == "done" and "video_annotated.mp4" in done["files"]
+    assert done["seconds"]["verdict"] <= done["seconds"]["total"]

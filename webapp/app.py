@@ -131,7 +131,8 @@ def view(job):
     x = job.get("extra") or {}
     out = {k: job[k] for k in ("id", "name", "kind", "state", "created", "started", "finished",
                                "progress", "error", "settings")}
-    out["result"] = job["result"] if job["state"] == "done" else None
+    # the record once done, and while the evidence of a scored job is being made
+    out["result"] = job["result"] if job["state"] in ("done", "running") else None
     out.update({k: x.get(k) for k in ("threshold", "threshold_source", "persons", "heat_maps",
                                       "files", "model", "seconds")})
     base = f"/api/jobs/{job['id']}"

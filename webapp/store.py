@@ -142,6 +142,12 @@ class JobStore:
             db.execute("UPDATE jobs SET progress = ? WHERE id = ? AND state = 'running'",
                        (json.dumps(progress), job_id))
 
+    def publish(self, job_id, result, extra):
+        """The verdict of a job that is still running (its evidence is being made)."""
+        with self._db() as db:
+            db.execute("UPDATE jobs SET result = ?, extra = ? WHERE id = ? AND state = 'running'",
+                       (json.dumps(result), json.dumps(extra), job_id))
+
     def finish(self, job_id, result, extra):
         """``done`` with its record, if it is still running (a cancel wins)."""
         with self._db() as db:
@@ -152,8 +158,9 @@ class JobStore:
 
     def fail(self, job_id, reason):
         with self._db() as db:
-            db.execute("UPDATE jobs SET state = 'failed', finished = ?, error = ?, worker = NULL "
-                       "WHERE id = ? AND state = 'running'", (time.time(), reason, job_id))
+            db.execute("UPDATE jobs SET state = 'failed', finished = ?, error = ?, worker = NULL, "
+                       "result = NULL WHERE id = ? AND state = 'running'",
+                       (time.time(), reason, job_id))
 
     def release(self, job_id):
         """The worker is done with a job it stopped (cancelled): its folder is free."""
@@ -163,7 +170,7 @@ class JobStore:
     def cancel(self, job_id):
         """``cancelled`` if queued or running; True if it was."""
         with self._db() as db:
-            cur = db.execute("UPDATE jobs SET state = 'cancelled', finished = ?, "
+            cur = db.execute("UPDATE jobs SET state = 'cancelled', finished = ?, result = NULL, "
                              "error = 'cancelled by the user' "
                              "WHERE id = ? AND state IN ('queued', 'running')",
                              (time.time(), job_id))
@@ -192,7 +199,7 @@ class JobStore:
         """On start: the jobs a previous server left running are ``interrupted``."""
         with self._db() as db:
             cur = db.execute("UPDATE jobs SET state = 'interrupted', finished = ?, worker = NULL, "
-                             "error = 'the server stopped while this job ran' "
+                             "result = NULL, error = 'the server stopped while this job ran' "
                              "WHERE state = 'running'", (time.time(),))
             db.execute("UPDATE jobs SET worker = NULL WHERE worker IS NOT NULL")
             return cur.rowcount
@@ -201,7 +208,7 @@ class JobStore:
         """The jobs of a worker process that died: ``failed`` with ``reason``."""
         with self._db() as db:
             cur = db.execute("UPDATE jobs SET state = 'failed', finished = ?, error = ?, "
-                             "worker = NULL WHERE worker = ? AND state = 'running'",
+                             "worker = NULL, result = NULL WHERE worker = ? AND state = 'running'",
                              (time.time(), reason, worker))
             db.execute("UPDATE jobs SET worker = NULL WHERE worker = ?", (worker,))
             return cur.rowcount

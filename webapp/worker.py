@@ -161,9 +161,11 @@ def _heat_maps(pred, record, path, out, margin):
 
 
 def run_job(store, job, predictors, model_info=None, parent=None):
-    """Score one claimed job and write its outputs; the store says how it ended. Errors of the
-    job (a bad setting, a full disk, an unreadable file) fail it with their reason; the worker
-    goes on."""
+    """Score one claimed job and write its outputs; the store says how it ended. A video is
+    scored twice: first for the verdict alone (as fast as ``inference.py --video``), which is
+    published at once, then for its evidence (the annotated video, the timeline, heat maps,
+    reports), after which the job is done. Errors of the job (a bad setting, a full disk, an
+    unreadable file) fail it with their reason; the worker goes on."""
     from faces.crop import MARGIN
     from faces.media import FACE_COLUMNS, MEDIA_COLUMNS
     from fileio import atomic_write_text, write_table
@@ -177,9 +179,10 @@ def run_job(store, job, predictors, model_info=None, parent=None):
     pred = None
     try:
         pred = predictors.get(threshold_value(settings.get("threshold")))
+        video = job["kind"] == "video"
         total = planned_frames(path, settings.get("frames"), settings.get("every")) \
-            if job["kind"] == "video" else 1
-        seen = {"frames": 0, "last": 0.0}
+            if video else 1
+        seen = {"frames": 0, "last": 0.0, "phase": "scoring", "since": started}
 
         def hook():
             if parent is not None and os.getppid() != parent:
@@ -191,29 +194,42 @@ def run_job(store, job, predictors, model_info=None, parent=None):
                 if store.state(job_id) != "running":
                     raise JobStopped("cancelled")
                 done = seen["frames"] - 1
-                eta = ((now - started) / done * (total - done)) if done and total else None
-                store.set_progress(job_id, {"phase": "scoring", "done": done, "total": total,
+                eta = ((now - seen["since"]) / done * (total - done)) if done and total else None
+                store.set_progress(job_id, {"phase": seen["phase"], "done": done, "total": total,
                                             "eta_s": eta, "elapsed_s": now - started})
 
-        store.set_progress(job_id, {"phase": "scoring", "done": 0, "total": total,
-                                    "eta_s": None, "elapsed_s": 0.0})
+        def phase(name):
+            seen.update(frames=0, last=0.0, phase=name, since=time.monotonic())
+            store.set_progress(job_id, {"phase": name, "done": 0, "total": total, "eta_s": None,
+                                        "elapsed_s": time.monotonic() - started})
+
+        phase("scoring")
         pred.hook = hook
         options = {"face_detector": settings.get("face_detector") or "dlib",
                    "detector_weights": predictors.detector_weights,
-                   "min_face_score": settings.get("min_face_score"), "vis_dir": out}
-        if job["kind"] == "video":
-            record = pred.predict_video(path, frames=settings.get("frames"),
-                                        every=settings.get("every"), name="video", **options)
+                   "min_face_score": settings.get("min_face_score")}
+        frames = {"frames": settings.get("frames"), "every": settings.get("every")}
+        if video:
+            record = pred.predict_video(path, **frames, **options)
         else:
-            record = pred.predict_photo(path, name="photo", **options)
-        pred.hook = None
+            record = pred.predict_photo(path, name="photo", vis_dir=out, **options)
         scored = time.monotonic() - started
         if store.state(job_id) != "running":
             raise JobStopped("cancelled")
-        store.set_progress(job_id, {"phase": "writing the evidence", "done": total,
+        extra = {"threshold": record.get("threshold", pred.threshold),
+                 "threshold_source": record.get("threshold_source"),
+                 "persons": persons_of(record), "heat_maps": {}, "files": [],
+                 "model": model_info, "seconds": {"verdict": scored}}
+        store.publish(job_id, record, extra)  # the verdict, before its evidence
+        if video and record.get("faces"):
+            phase("annotating the video")
+            pred.predict_video(path, **frames, **options, vis_dir=out, name="video")
+        pred.hook = None
+        store.set_progress(job_id, {"phase": "writing the reports", "done": total,
                                     "total": total, "eta_s": None,
                                     "elapsed_s": time.monotonic() - started})
-        heat = _heat_maps(pred, record, path, out, MARGIN) if record.get("faces") else {}
+        extra["heat_maps"] = _heat_maps(pred, record, path, out, MARGIN) \
+            if record.get("faces") else {}
         os.makedirs(out, exist_ok=True)
         atomic_write_text(os.path.join(out, "record.json"), report.to_json(record))
         columns = list(MEDIA_COLUMNS) + [k for k in record if k not in MEDIA_COLUMNS
@@ -221,14 +237,8 @@ def run_job(store, job, predictors, model_info=None, parent=None):
         write_table(os.path.join(out, "record.csv"),
                     [{k: v for k, v in record.items() if k != "faces"}], columns)
         write_table(os.path.join(out, "faces.csv"), record.get("faces") or [], FACE_COLUMNS)
-        files = sorted(f for f in os.listdir(out) if not f.startswith("."))
-        extra = {"threshold": record.get("threshold", pred.threshold),
-                 "threshold_source": record.get("threshold_source"),
-                 "persons": persons_of(record), "heat_maps": heat, "files": files,
-                 "model": model_info, "seconds": {"scoring": scored,
-                                                  "total": time.monotonic() - started}}
-        final = dict(job, result=record, extra=extra, state="done")
-        report.write_reports(final, out)
+        extra["seconds"]["total"] = time.monotonic() - started
+        report.write_reports(dict(job, result=record, extra=extra, state="done"), out)
         extra["files"] = sorted(f for f in os.listdir(out) if not f.startswith("."))
         extra["seconds"]["total"] = time.monotonic() - started
         store.finish(job_id, record, extra)

@@ -136,9 +136,12 @@ function statusText(j) {
   if (j.state === "queued") return "waiting for a worker";
   if (j.state === "running") {
     if (!p) return "starting";
-    if (p.phase !== "scoring") return `${p.phase}…`;
-    const of = p.total ? `${p.done} of ${p.total} frames` : `${p.done} frames`;
-    return `scoring: ${of}` + (p.eta_s !== null && p.eta_s !== undefined ? `, about ${duration(p.eta_s)} left` : "");
+    const r = j.result;
+    const verdict = r && r.fake_probability !== null && r.fake_probability !== undefined
+      ? `${r.prediction.toUpperCase()}, p(fake) ${num(r.fake_probability)}; now ` : "";
+    if (p.phase === "writing the reports" || !p.total) return `${verdict}${p.phase}…`;
+    return `${verdict}${p.phase}: ${p.done} of ${p.total} frames`
+      + (p.eta_s !== null && p.eta_s !== undefined ? `, about ${duration(p.eta_s)} left` : "");
   }
   if (j.state === "done") {
     const r = j.result || {};
@@ -241,7 +244,7 @@ function showResult(j) {
       ["judged by the threshold", el("span", { id: "judged-by" }, num(threshold, 4) + (source ? ` (${source})` : ""))],
       [r.kind === "photo" ? "faces" : "frames of the deciding person", r.frames_or_faces],
       ["face tracks / persons", `${r.tracks} / ${r.persons}`],
-      ["time", j.seconds ? `${duration(j.seconds.total)} (scoring ${duration(j.seconds.scoring)})` : null],
+      ["time", j.seconds ? `verdict in ${duration(j.seconds.verdict)}, evidence in ${duration(j.seconds.total)}` : null],
     ]),
     el("div", { class: "downloads" },
       el("a", { href: link("report.pdf"), download: "" }, "Report (PDF)"),
