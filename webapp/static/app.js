@@ -28,7 +28,8 @@ const num = (x, d = 4) => (x === null || x === undefined || Number.isNaN(x)) ? "
 
 function duration(s) {
   if (s === null || s === undefined) return "";
-  s = Math.max(0, Math.round(s));
+  if (s < 10) return `${Math.max(0, s).toFixed(1)} s`;
+  s = Math.round(s);
   return s >= 60 ? `${Math.floor(s / 60)} min ${s % 60} s` : `${s} s`;
 }
 
