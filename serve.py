@@ -18,7 +18,7 @@ import sys
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
-from errors import UserError, run_cli  # noqa: E402
+from errors import UserError, flags, run_cli  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -38,6 +38,12 @@ def parse_args(argv=None):
     p.add_argument("--max_seconds", type=float, default=600,
                    help="longest video in seconds (default 600)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:0 ...")
+    p.add_argument("--model", default=None,
+                   help="the detector of a bare state dict (as inference.py's --model)")
+    p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                   help="a module or .py file registering your own detector; repeatable")
+    p.add_argument("--trust", action="store_true",
+                   help="allow a checkpoint that needs full unpickling (only a trusted one)")
     p.add_argument("--detector_weights",
                    help="RetinaFace weights: offers the retinaface face detector on the page")
     return p.parse_args(argv)
@@ -109,7 +115,9 @@ def main(argv=None):
         from webapp.app import create_app
         from webapp.pool import Workers
         from webapp.store import JobStore
-        info = model_info(Predictor.from_checkpoint(ckpt, args.device), ckpt)
+        load = {"model": args.model, "imports": list(args.imports), "trust": args.trust}
+        with flags(model="--model", imports="--import", device="--device"):
+            info = model_info(Predictor.from_checkpoint(ckpt, args.device, **load), ckpt)
         store = JobStore(args.data)
         detectors = ("dlib", "retinaface") if args.detector_weights else ("dlib",)
         app = create_app(store, info, token=args.token, host=args.host,
@@ -118,7 +126,7 @@ def main(argv=None):
         if app.state.interrupted:
             print(f"{app.state.interrupted} job(s) interrupted by the last stop: marked "
                   "interrupted (run again from the page)", flush=True)
-        workers = Workers(store, ckpt, {"device": args.device,
+        workers = Workers(store, ckpt, {"device": args.device, "load": load,
                                         "detector_weights": args.detector_weights},
                           info, args.workers)
         app.state.workers = workers

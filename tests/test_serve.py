@@ -610,3 +610,27 @@ def test_the_verdict_is_published_before_its_evidence(server, files, monkeypatch
     assert early["annotated"] is False  # the evidence comes after
     assert done["state"] == "done" and "video_annotated.mp4" in done["files"]
     assert done["seconds"]["verdict"] <= done["seconds"]["total"]
+
+
+def test_another_detector_serves(tmp_path, files):
+    """Any detector the project loads: here the Xception baseline (no reconstruction: Grad-CAM
+    only in its heat maps)."""
+    import serve
+    from model import Xception
+    from webapp.worker import Predictors
+    torch.manual_seed(0)
+    ckpt = tmp_path / "x.bin"
+    torch.save({"model": Xception().state_dict(), "config": {"model": {"name": "Xception"}},
+                "input_spec": InputSpec((64, 64), (0.5,) * 3, (0.5,) * 3).to_dict()}, ckpt)
+    predictors = Predictors(str(ckpt))
+    info = serve.model_info(predictors.get(None), str(ckpt))
+    s = Server(tmp_path / "data", predictors, info).run()
+    try:
+        assert s.client.get("/api/model").json()["detector"] == "Xception"
+        job = s.wait(s.post(files["photo"]).json()["jobs"][0]["id"])
+        assert job["state"] == "done", job["error"]
+        ref = predictors.get(None).predict_photo(files["photo"])
+        assert job["result"]["fake_probability"] == pytest.approx(ref["fake_probability"], abs=1e-6)
+        assert "face_0.png" in job["files"]
+    finally:
+        s.close()

@@ -56,9 +56,11 @@ class Predictors:
     """The checkpoint loaded once per operating point (``threshold``: None is the checkpoint's
     own default), each kept for the next job that asks for it."""
 
-    def __init__(self, checkpoint, device="cpu", batch_size=None, detector_weights=None):
+    def __init__(self, checkpoint, device="cpu", batch_size=None, detector_weights=None,
+                 load=None):
         self.checkpoint, self.device = checkpoint, device
         self.batch_size, self.detector_weights = batch_size, detector_weights
+        self.load = dict(load or {})  # from_checkpoint's: model, imports, trust
         self.cache = {}
         self.get(None)
 
@@ -69,7 +71,7 @@ class Predictors:
             # as inference.py scores videos and photos on the CPU: 8 faces a batch
             self.cache[threshold] = cls.from_checkpoint(self.checkpoint, self.device,
                                                         batch_size=self.batch_size or 8,
-                                                        **kwargs)
+                                                        **self.load, **kwargs)
         return self.cache[threshold]
 
 
@@ -277,7 +279,8 @@ def worker_main(data, checkpoint, options, model_info, parent, stop):
     store = JobStore(data)
     try:
         predictors = Predictors(checkpoint, options.get("device", "cpu"),
-                                options.get("batch_size"), options.get("detector_weights"))
+                                options.get("batch_size"), options.get("detector_weights"),
+                                options.get("load"))
     except UserError as exc:
         print(f"error: worker: {one_line(exc)}", file=sys.stderr, flush=True)
         sys.exit(2)
