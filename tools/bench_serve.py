@@ -40,7 +40,7 @@ MAX_SECONDS = 1800
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description="Load and speed of the page's server (loopback only).")
-    p.add_argument("--checkpoint", help="default: the newest best checkpoint under runs/")
+    p.add_argument("--checkpoint", required=True, help="the detector's checkpoint")
     p.add_argument("--video", help="the video to score (default: a 10 s 720p clip made here)")
     p.add_argument("--uploads", type=int, default=20, help=f"photos uploaded at once (<= {MAX_UPLOADS})")
     p.add_argument("--pollers", type=int, default=4, help="clients polling the API meanwhile")
@@ -239,10 +239,9 @@ def main(argv=None):
             raise UserError(f"--seconds {args.seconds}: expected up to {MAX_SECONDS}")
         if not 1 <= args.repeats <= 10:
             raise UserError(f"--repeats {args.repeats}: expected 1 to 10")
-        import serve
-        ckpt = args.checkpoint or serve.newest_checkpoint()
-        if not ckpt or not os.path.isfile(ckpt):
-            raise UserError("no checkpoint: give --checkpoint FILE (or run `python train.py`)")
+        ckpt = args.checkpoint
+        if not os.path.isfile(ckpt):
+            raise UserError(f"--checkpoint {ckpt}: no such file")
         deadline = time.monotonic() + args.seconds
         tmp = tempfile.mkdtemp(prefix="bench_serve-")
         proc = None
