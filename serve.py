@@ -111,6 +111,9 @@ def main(argv=None):
             print(f"checkpoint: {ckpt} (the newest best checkpoint under runs/)", flush=True)
         if not os.path.isfile(ckpt):
             raise UserError(f"--checkpoint {ckpt}: no such file")
+        from fileio import FolderLock
+        os.makedirs(args.data, exist_ok=True)
+        lock = FolderLock(args.data, "--data", "give another --data")  # one server per folder
         from faces.api import Predictor
         from webapp.app import create_app
         from webapp.pool import Workers
@@ -138,6 +141,7 @@ def main(argv=None):
             uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
         finally:
             workers.stop()
+            lock.release()
     return run_cli(body, "stopped")
 
 

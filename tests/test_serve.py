@@ -556,6 +556,11 @@ def test_serve_py_a_killed_worker_fails_its_job_and_a_killed_server_leaves_it_in
     port, data = _free_port(), tmp_path / "data"
     proc = start_server(files["ckpt"], data, port)
     try:
+        second = subprocess.run([sys.executable, "serve.py", "--checkpoint", files["ckpt"],
+                                 "--data", str(data), "--port", str(_free_port())], cwd=ROOT,
+                                capture_output=True, text=True, timeout=120)
+        assert second.returncode == 2  # one server per data folder
+        assert second.stderr.strip().startswith(f"error: --data {data} is in use by another run")
         first = _upload(port, files["photo"])
         assert _wait(port, first)["state"] == "done"
         job = _upload(port, long_video, frames="120")
