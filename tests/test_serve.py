@@ -639,3 +639,21 @@ def test_another_detector_serves(tmp_path, files):
         assert "face_0.png" in job["files"]
     finally:
         s.close()
+
+
+def test_an_uploaded_name_is_text_everywhere(server, files):
+    """A file name is shown, never run: escaped in the report, kept out of every path."""
+    name = "<img src=x onerror=alert(1)>.jpg"
+    with open(files["photo"], "rb") as fh:
+        r = server.client.post("/api/jobs", files=[("files", ("../../" + name, fh, "image/jpeg"))])
+    assert r.status_code == 201
+    job = r.json()["jobs"][0]
+    assert job["name"] == name  # the name without its folders
+    server.run()
+    job = server.wait(job["id"])
+    assert sorted(os.listdir(server.store.folder(job["id"]))) == ["input.jpg", "out"]
+    page = server.client.get(f"/api/jobs/{job['id']}/report.html").text
+    assert "&lt;img src=x onerror=alert(1)&gt;.jpg" in page and "<img src=x" not in page
+    disposition = server.client.get(f"/api/jobs/{job['id']}/report.pdf").headers[
+        "content-disposition"]
+    assert "<" not in disposition and "/" not in disposition
