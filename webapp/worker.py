@@ -155,7 +155,7 @@ def _heat_maps(pred, record, path, out, margin):
     if not crops:
         return {}
     done = {}
-    for i, prob, err in pred.score_items(crops, names, out):
+    for i, prob, err, *_ in pred.score_items(crops, names, out):  # (raw probability after)
         if not err:
             done[str(chosen[i]["track"])] = {"file": names[i], "frame": chosen[i]["frame"],
                                              "time": chosen[i]["time"], "fake_probability": prob}
