@@ -139,6 +139,7 @@ INTEGER_RANGES = {
     "size": (1, MAX_INPUT_SIZE, "a size in pixels"),
     "batch_size": (1, MAX_BATCH_SIZE, "a batch size"),
     "workers": (0, MAX_WORKERS, "a number of worker processes"),
+    "threads": (1, MAX_WORKERS, "a number of threads"),
     "pixels": (1, MAX_PIXELS, "a number of pixels"),
     "frames": (1, MAX_FRAMES, "a number of frames"),
     "side": (1, MAX_SIDE, "a side in pixels"),

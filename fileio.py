@@ -119,10 +119,12 @@ class FolderLock:
     killed run never leaves it stuck, and DataLoader workers forked while it is held do not inherit
     it (flock would), so a killed run's orphaned workers never keep the folder locked. The lock
     file names its holder (``pid N``). The message reads ``<what> <folder> is in use by another run
-    (<holder>): wait for it, or <remedy>``; ``what`` is the argument ``UserError.arg`` names."""
+    (<holder>): wait for it, or <remedy>``; ``what`` is the argument ``UserError.arg`` names.
+    ``name``: the lock file's name (a part of a folder that runs write side by side, such as one
+    shard of a sharded run, locks its own)."""
 
-    def __init__(self, folder, what="folder", remedy="use another folder"):
-        self.path = os.path.join(folder, ".lock")
+    def __init__(self, folder, what="folder", remedy="use another folder", name=".lock"):
+        self.path = os.path.join(folder, name)
         self.key = os.path.realpath(self.path)
 
         def busy(holder):

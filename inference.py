@@ -18,6 +18,11 @@ missing or wrong checkpoint).
 A command line over the Python API, ``faces.api.Predictor`` (``from faces import Predictor``;
 ``from inference import Detector`` still gives it): argument parsing, flag checks, printing, exit
 codes.
+
+Spread over processes (faces.shard): under ``torchrun`` each rank scores its share of the inputs
+on its own device and rank 0 writes the one ``--output`` in the input order; ``--shard K/N`` scores
+shard K of N as a separate job and ``--merge`` joins the shards. The rows are kept in
+``<output>.parts/`` as they are made: a rerun with the same arguments scores only the rest.
 """
 import argparse
 import os
@@ -42,12 +47,13 @@ BATCH = {"gpu": 32, "crops": 2, "faces": 8}
 # the flags of the library's arguments: an error about one names the flag (errors.flags)
 FLAGS = {"device": "--device", "model": "--model", "image_size": "--image_size",
          "imports": "--import", "face_detector": "--detector", "source": "--video",
-         "metrics": "--threshold_from", "vis_dir": "--vis_dir",
+         "metrics": "--threshold_from", "vis_dir": "--vis_dir", "threshold": "--threshold",
          **{name: f"--{name}" for name in ("batch_size", "num_workers", "max_pixels", "frames",
-                                           "every", "margin", "min_face_score", "min_face_size")}}
+                                           "every", "margin", "min_face_score", "min_face_size",
+                                           "backend", "precision", "threads")}}
 # the flags whose values the API checks (faces.arguments: one rule for the API and the flags)
 CHECKED = ("batch_size", "num_workers", "max_pixels", "image_size", "frames", "every", "margin",
-           "min_face_score", "min_face_size")
+           "min_face_score", "min_face_size", "threads")
 
 
 def __getattr__(name):
@@ -91,7 +97,8 @@ def parse_args(argv=None):
     m.add_argument("--min_face_size", type=int, default=MIN_FACE_SIZE,
                    help=f"boxes with a shorter side in pixels are not faces ({MIN_FACE_SIZE})")
     m.add_argument("--frames_output", help="one row per scored face in a frame (.csv)")
-    m.add_argument("--threshold_from", help="use the EER threshold of a test.py metrics.json")
+    m.add_argument("--threshold_from", help="use the EER threshold of a test.py metrics.json "
+                                            "(instead of --threshold)")
     p.add_argument("--device", "-d", default=None, help="cpu, cuda, cuda:0 ... (default: cuda:0 if available)")
     p.add_argument("--image_size", "-s", type=int, default=None,
                    help="input size (default: the one the checkpoint was trained with)")
@@ -108,9 +115,22 @@ def parse_args(argv=None):
                    help="processes decoding the image files of face crops (default: 2 on the "
                         "CPU, 4 on a GPU)")
     p.add_argument("--recursive", action="store_true", help="also score images in sub-folders")
+    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "auto"],
+                   help="what runs the forward: torch (default), onnxruntime (the CPU, the "
+                        "checkpoint's ONNX export, cached), auto (onnxruntime on the CPU where "
+                        "installed)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"],
+                   help="fp32 (default), bf16 (autocast), auto (bf16 where the CPU has native "
+                        "bf16 and it stays close to fp32 on a check batch)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="intra-op threads of torch and onnxruntime (default: the machine's cores)")
     p.add_argument("--eager", action="store_true",
                    help="GPU: run the plain forward instead of replaying CUDA graphs")
-    p.add_argument("--threshold", type=float, default=0.5, help="fake when probability >= this")
+    p.add_argument("--threshold", default=None,
+                   help="fake when the probability is at or above this: a number in [0, 1], or an "
+                        "operating point of the checkpoint's calibration: fpr@0.01, fpr@0.05, "
+                        "fpr@0.1 (at most that share of the validation's real frames called "
+                        "fake) or eer (default: 0.5)")
     p.add_argument("--output", help="also write the results to a .csv or .json file")
     p.add_argument("--num_classes", type=int, choices=(1, 2), default=None,
                    help="logits of the model (default: read from the checkpoint)")
@@ -121,6 +141,11 @@ def parse_args(argv=None):
                    help="refuse images with more pixels than this (default 64 million)")
     p.add_argument("--trust", action="store_true",
                    help="allow a checkpoint that needs full unpickling (only from a trusted source)")
+    p.add_argument("--shard", metavar="K/N",
+                   help="score shard K of N of the inputs, its rows kept beside --output (array "
+                        "jobs; under torchrun the ranks split by themselves)")
+    p.add_argument("--merge", action="store_true",
+                   help="join the rows of every shard into --output")
     p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
                    help="a module or .py file registering your own detector (as config.imports); "
                         "repeatable")
@@ -135,6 +160,18 @@ def checkpoint_path(args):
 
 
 def predictor_from_args(args, media=False):
+    """The API's Predictor (see ``_predictor``), its threshold and probabilities said once on
+    stderr."""
+    det = _predictor(args, media)
+    if getattr(args, "threshold_source", None):
+        det.threshold_source = args.threshold_source
+    print(det.describe_threshold(), file=sys.stderr)
+    if (det.backend, det.precision) != ("torch", "fp32") or det.forward.note:
+        print(f"scored by: {det.forward.describe()}", file=sys.stderr)
+    return det
+
+
+def _predictor(args, media=False):
     """The API's Predictor from the command line's options. Batch: --batch_size, else ``BATCH``
     (on the CPU: face crops, or the faces of videos and photos with ``media``); decoding workers:
     --num_workers, else 2 on the CPU, 4 on a GPU."""
@@ -146,22 +183,27 @@ def predictor_from_args(args, media=False):
         checkpoint_path(args), device, trust=args.trust, model=args.model,
         num_classes=args.num_classes, image_size=args.image_size, imports=args.imports,
         threshold=args.threshold, max_pixels=args.max_pixels, graphs=not args.eager,
+        backend=args.backend, precision=args.precision, threads=args.threads,
         batch_size=args.batch_size if args.batch_size is not None else
         BATCH["gpu" if not cpu else "faces" if media else "crops"],
         num_workers=args.num_workers if args.num_workers is not None else (2 if cpu else 4))
 
 
-def score(args):
-    """Face crops: yields (path, probability or None, error) in sorted path order, streaming."""
+def score(args, det=None, job=None):
+    """Face crops: yields (path, probability or None, error, raw probability or None) in sorted
+    path order, streaming; ``det``: the Predictor (default: made from ``args``); ``job``: a
+    sharded run's share only."""
     from faces.api import list_images
-    checkpoint_path(args)
+    det = det or predictor_from_args(args)
     paths = list_images(args.image, args.image_folder, args.recursive)
-    det = predictor_from_args(args)
     vis_dir = args.vis_dir if args.visualize else None
     root = os.path.dirname(paths[0]) if args.image else args.image_folder
     names = [os.path.relpath(p, root).replace(os.sep, "__") for p in paths]
-    for i, prob, err in det.score_items(paths, names, vis_dir):
-        yield paths[i], prob, err
+    if job:  # a sharded run: this process's share, less what is done
+        keep = job.take(paths)
+        paths, names = [paths[k] for k in keep], [names[k] for k in keep]
+    for i, prob, err, raw in det.score_items(paths, names, vis_dir):
+        yield paths[i], prob, err, raw
 
 
 def check_arguments(args):
@@ -172,8 +214,22 @@ def check_arguments(args):
         raise UserError(f"--output {args.output}: use a .csv or .json file name")
     check_keywords(**{name: getattr(args, name) for name in CHECKED
                       if getattr(args, name) is not None})
-    if not 0 <= args.threshold <= 1:
-        raise UserError(f"--threshold {args.threshold}: expected a probability in [0, 1]")
+    if args.threshold is not None:
+        from model.calibration import POINT_NAMES
+        if args.threshold_from:
+            raise UserError("--threshold and --threshold_from both set the threshold: give one")
+        try:
+            number = float(args.threshold)
+        except ValueError:
+            if args.threshold.strip().lower() not in POINT_NAMES:
+                raise UserError(f"--threshold {args.threshold}: expected a probability in "
+                                f"[0, 1] or an operating point ({', '.join(POINT_NAMES)})") \
+                    from None
+        else:
+            if not 0 <= number <= 1:  # NaN too
+                raise UserError(f"--threshold {args.threshold}: expected a probability in "
+                                "[0, 1]")
+            args.threshold = number
     if sum([args.frames is not None, args.every is not None, args.all_frames]) > 1:
         raise UserError("--frames, --every and --all_frames each choose the frames: give one")
     if args.frames_output and not args.frames_output.lower().endswith(".csv"):
@@ -194,7 +250,7 @@ def check_arguments(args):
         check_output_dir(args.vis_dir, "--vis_dir")
 
 
-def score_media(args):
+def score_media(args, job=None):
     """--video, or --detect with --image/--image_folder: faces found, tracked, cropped, scored."""
     from faces import media
     from faces.api import list_images
@@ -212,7 +268,10 @@ def score_media(args):
                    vis_dir=vis_dir, margin=args.margin, min_face_score=args.min_face_score,
                    min_face_size=args.min_face_size)
     results, failed = [], 0
+    todo = {items[k] for k in job.take(items)} if job else None
     for item, stem in zip(items, stems):
+        if todo is not None and item not in todo:
+            continue
         # two inputs of one stem (a.mp4, a.avi) get their pictures under their full names
         name = stem if stems.count(stem) == 1 else os.path.basename(item).replace(".", "_")
         if args.video:
@@ -229,6 +288,10 @@ def score_media(args):
             print(media.result_line(r, det.threshold), flush=True)
             if r.warning:
                 print(f"warning: {item}: {r.warning}", file=sys.stderr)
+        if job:
+            job.add(item, media.record(r), r.error or r.score is None or r.warning is not None)
+    if job:
+        return 0
     if args.output:
         media.write_results(args.output, results)
     if args.frames_output:
@@ -237,18 +300,27 @@ def score_media(args):
     return 1 if failed else 0
 
 
-def score_crops(args):
+def score_crops(args, job=None):
     """Face crops (--image / --image_folder): one line each, in sorted path order."""
+    from faces.api import list_images
     from faces.scoring import CROP_COLUMNS, crop_record
+    checkpoint_path(args)
+    list_images(args.image, args.image_folder, args.recursive)  # its errors before the model's
+    det = predictor_from_args(args)
     rows, failed = [], 0
-    for path, prob, err in score(args):
+    for path, prob, err, raw in score(args, det, job):
         if err:
             failed += 1
             print(f"skipped {path}: {err}", file=sys.stderr)
         else:
-            print(line_for(path, prob, args.threshold), flush=False)
+            print(line_for(path, prob, det.threshold), flush=False)
         if args.output:
-            rows.append(crop_record(path, prob, err, args.threshold))
+            rows.append(crop_record(path, prob, err, det.threshold, raw, det.threshold_source,
+                                    det.backend, det.precision))
+            if job:
+                job.add(path, rows[-1], err)
+    if job:
+        return 0
     if args.output:
         write_table(args.output, sorted(rows, key=lambda r: r["path"]), CROP_COLUMNS)
     sys.stdout.flush()
@@ -265,6 +337,48 @@ def say_written(args, pictures):
         print(f"written: {', '.join(written)}", file=sys.stderr)
 
 
+# flags that do not change a row: a sharded run resumed with other values of these goes on
+UNKEYED = ("device", "batch_size", "num_workers", "threads", "eager", "visualize", "vis_dir",
+           "output", "frames_output", "shard", "merge", "trust", "bin", "weight", "image",
+           "image_folder", "video")
+
+
+def sharded(args):
+    """The job of a sharded run (``faces.shard``: torchrun, ``--shard K/N``), None otherwise."""
+    from faces.shard import scoring_job
+    return scoring_job(args, lambda: shard_key(args), lambda rows: write_rows(args, rows), FLAGS)
+
+
+def merged(args):
+    """--merge: the rows of every shard into --output; returns the exit status."""
+    from faces.api import list_images
+    from faces.shard import merge_scores
+    from faces.video import list_videos
+    items = list_videos(args.video) if args.video else \
+        list_images(args.image, args.image_folder, args.recursive)
+    return merge_scores(args.output, shard_key(args), items, lambda rows: write_rows(args, rows))
+
+
+def shard_key(args):
+    """What makes the rows of a sharded run: the checkpoint file, the inputs, every flag that
+    changes a row (``fileio.same_work`` refuses to mix rows of other work)."""
+    from fileio import file_identity
+    key = {k: v for k, v in sorted(vars(args).items()) if k not in UNKEYED}
+    key.update(checkpoint=file_identity(checkpoint_path(args)),
+               inputs=os.path.abspath(args.image or args.image_folder or args.video))
+    return key
+
+
+def write_rows(args, rows):
+    """The --output file of a sharded run from the rows of every shard, as one process writes it."""
+    from faces.media import MEDIA_COLUMNS
+    from faces.scoring import CROP_COLUMNS
+    if args.video or args.detect:
+        write_table(args.output, rows, MEDIA_COLUMNS)
+    else:
+        write_table(args.output, sorted(rows, key=lambda r: r["path"]), CROP_COLUMNS)
+
+
 def main(argv=None):
     args = parse_args(argv)
 
@@ -274,11 +388,19 @@ def main(argv=None):
             if args.threshold_from:
                 from faces.media import threshold_from
                 args.threshold = threshold_from(args.threshold_from)
-                print(f"threshold: {args.threshold:.4f} (EER threshold of {args.threshold_from})",
-                      file=sys.stderr)
-            return score_media(args) if args.video or args.detect else score_crops(args)
+                args.threshold_source = f"EER threshold of {args.threshold_from}"
+            job = sharded(args)
+            if job is None and not args.merge:
+                return score_media(args) if args.video or args.detect else score_crops(args)
+            status = merged(args) if args.merge else job.run(
+                lambda: score_media(args, job) if args.video or args.detect else
+                score_crops(args, job))
+            if args.merge or job.plan.merges:
+                say_written(args, args.visualize)
+            return status
     return run_cli(body, "interrupted: the lines above were scored; no output file was written")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from faces.shard import exit_process
+    exit_process(main())  # sys.exit, but for a torchrun rank

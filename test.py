@@ -6,8 +6,10 @@
     python test.py --config C --video_auc deepfakebench    # video level as DeepfakeBench groups it
 
 Prints a table of frame- and video-level metrics (per manipulation method for FF++) and writes
-metrics.json, scores.csv, and with both classes roc_curve.pickle and roc.png (into the
-checkpoint's run directory, or --out). The model is the one the checkpoint's saved config names.
+metrics.json, scores.csv, and with both classes roc_curve.pickle, roc.png and reliability.png (into
+the checkpoint's run directory, or --out). Then the calibration: ECE, Brier score and NLL of the raw
+probabilities and, for a calibrated checkpoint, of the calibrated ones, and this split's FPR and
+TPR at each operating point the checkpoint stores. The model is the one the checkpoint's saved config names.
 """
 import argparse
 import os
@@ -37,6 +39,15 @@ def main(argv=None):
                              "(DeepfakeBench's: frames grouped by the name of their folder, so "
                              "same-named folders of different methods are one video, labelled "
                              "fake only when all its frames are; see docs/deepfakebench.md)")
+    parser.add_argument("--threshold", default=None,
+                        help="also report FPR, TPR and ACC at this threshold: a number, or an "
+                             "operating point of the checkpoint's calibration (fpr@0.01, "
+                             "fpr@0.05, fpr@0.1, eer); the table's ACC stays the original's, at "
+                             "0.5 on the raw probability")
+    parser.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "auto"],
+                        help="what runs the forward (as inference.py's --backend)")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"],
+                        help="fp32 (default), bf16, auto (as inference.py's --precision)")
     parser.add_argument("--local-rank", "--local_rank", dest="local_rank", type=int, default=None)
     args = parser.parse_args(argv)
 
@@ -45,7 +56,7 @@ def main(argv=None):
     from errors import flags, run_cli
     from trainer import distributed as dist
     from trainer.config import load_config, split_overrides
-    from trainer.testing import format_table, run_test
+    from trainer.testing import format_calibration, format_table, run_test
 
     def body():
         model_opts, dataset_opts = split_overrides(args.opt)
@@ -53,10 +64,14 @@ def main(argv=None):
         from dataset.perturb import parse_spec
         with flags(perturbation="--perturb"):
             perturb = [parse_spec(p) for p in args.perturb]
-        with flags(device="--device", out="--out"):
+        with flags(device="--device", out="--out", threshold="--threshold",
+                   backend="--backend", precision="--precision"):
             metrics, path, out_dir, n, written = run_test(cfg, args.ckpt, args.device, args.out,
                                                           args.trust, perturb,
-                                                          video_rule=args.video_auc)
+                                                          video_rule=args.video_auc,
+                                                          threshold=args.threshold,
+                                                          backend=args.backend,
+                                                          precision=args.precision)
         if dist.is_main():
             print(f"checkpoint: {path}")
             print(f"dataset: {cfg['data']['name']} / {cfg['data']['test_branch']} ({n} images)"
@@ -65,6 +80,7 @@ def main(argv=None):
                 print("video level: DeepfakeBench's videos (frames grouped by folder name; "
                       "label int(mean frame label))")
             print(format_table(metrics))
+            print(format_calibration(metrics["calibration"]))
             print(f"written to {out_dir}: {', '.join(written)}")
         dist.cleanup()
     return run_cli(body, "interrupted: no output file was left half-written")

@@ -39,6 +39,8 @@ def summary_lines(result):
         lines.append(f"best val {result['metric']}: {result['best_metric']:.4f} "
                      f"(step {result['best_step']})")
     lines.append(f"best checkpoint: {result['best_checkpoint'] or 'none (no validation metric)'}")
+    if result.get("calibration"):
+        lines.append(f"calibrated: {result['calibration']}")
     return "\n".join(lines)
 
 

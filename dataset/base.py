@@ -159,9 +159,14 @@ def worker_init(_worker_id=None):
     """DataLoader workers ignore SIGINT: Ctrl-C reaches the main process, which stops cleanly
     and shuts the workers down, instead of every worker dying with its own traceback. A worker's
     tensor-sharing thread whose peer (the interrupted main process) went away mid-handshake ends
-    quietly too."""
+    quietly too. Each worker decodes on one thread (PyTorch gives a worker one intra-op thread;
+    OpenCV's own threads are set to one here), so that N workers take N cores at most and leave
+    the rest to the forward (``--threads``)."""
     import signal
     import sys
+
+    import cv2
+    cv2.setNumThreads(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     default = sys.excepthook  # multiprocessing's resource sharer reports through it
 

@@ -13,6 +13,7 @@ are prepared as the checkpoint's model was trained (``det.spec``). Errors about 
 with its name (``UserError.arg``), so that a command line can name its own flag instead.
 """
 import inspect
+import logging
 import os
 
 import cv2
@@ -20,8 +21,9 @@ import numpy as np
 
 from errors import UserError
 from fileio import atomic_write_image, check_output_dir, files_in
+from model.calibration import POINT_NAMES, Calibration, resolve_threshold
 from model.checkpoint import load_detector, pick_device
-from model.graphs import GraphedScorer
+from model.backends import build_scorer, set_threads
 from model.heatmap import evidence_maps, heat_map, heat_ramp
 from registry import import_modules
 
@@ -33,6 +35,9 @@ from .detectors.base import MIN_FACE_SIZE
 from .scoring import CropScorer
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+log = logging.getLogger("recce")
+# every operating point known: a threshold's kind is checked before a checkpoint is read
+_ANY_CALIBRATION = Calibration(1.0, {name: {"threshold": 0.5} for name in POINT_NAMES})
 
 
 def list_images(image=None, folder=None, recursive=False):
@@ -154,23 +159,33 @@ def draw_panels(name, x, recons, maps, prob, out_dir, fake, mean, std):
 class Predictor:
     """A trained face-forgery detector, ready to score: the Python API behind inference.py.
 
-    ``model`` is the ``model.Detector`` (eval mode, on ``device``); ``threshold`` makes a
-    probability a verdict (fake at or above it); ``batch_size`` crops per forward pass (default 32
+    ``model`` is the ``model.Detector`` (eval mode, on ``device``). Its probabilities are
+    calibrated where its checkpoint holds a calibration (``model.calibration``; ``calibration``
+    says which, None: raw). ``threshold`` makes a probability a verdict (fake at or above it): a
+    number, or an operating point of the calibration (``fpr@0.01``, ``fpr@0.05``, ``fpr@0.1``,
+    ``eer``); None or left out is 0.5 (``threshold_source`` says which); ``batch_size`` crops per forward pass (default 32
     on a GPU, 8 on the CPU); ``num_workers`` decoding processes for image files; ``max_pixels``
     refuses larger images and video frames; ``graphs``: on a GPU, replay CUDA graphs of the
-    forward. Each value is checked where it enters (``faces.arguments``: the same rule as
+    forward; ``backend`` (torch, onnxruntime, auto) and ``precision`` (fp32, bf16, auto): how the
+    forward runs (``model.backends``; ``predictor.backend`` / ``predictor.precision`` say what
+    was chosen); ``threads``: intra-op threads of torch and ONNX Runtime (None: as they are). Each value is checked where it enters (``faces.arguments``: the same rule as
     inference.py's flags); None means the default, never 0.
     """
 
-    def __init__(self, model, device, threshold=0.5, batch_size=None, num_workers=0,
-                 max_pixels=None, graphs=True):
+    def __init__(self, model, device, threshold=None, batch_size=None, num_workers=0,
+                 max_pixels=None, graphs=True, backend="torch", precision="fp32", threads=None):
         given = check_keywords(batch_size=batch_size, num_workers=num_workers,
-                               max_pixels=max_pixels, graphs=graphs)
+                               max_pixels=max_pixels, graphs=graphs, backend=backend,
+                               precision=precision, threads=threads)
         self.model, self.device = model, device
-        # on a GPU, each batch shape's forward is captured once as a CUDA graph and replayed
-        # (batch 1 is launch-bound); the eager forward elsewhere or when a capture fails
-        self.forward = GraphedScorer(model, enabled=given["graphs"])
-        self.threshold = threshold
+        set_threads(given["threads"])
+        # the forward by backend and precision (model.backends): eager PyTorch (on a GPU, each
+        # batch shape's forward captured once as a CUDA graph and replayed), ONNX Runtime, bf16
+        self.forward = build_scorer(model, device, given["backend"], given["precision"],
+                                    given["threads"], graphs=given["graphs"])
+        self.backend, self.precision = self.forward.backend, self.forward.precision
+        self.threshold, self.threshold_source = resolve_threshold(
+            threshold, getattr(model, "calibration", None))
         self.batch_size = given["batch_size"] or (32 if device.type == "cuda" else 8)
         self.num_workers = given["num_workers"] or 0
         self.max_pixels = given["max_pixels"]
@@ -186,6 +201,8 @@ class Predictor:
         given = check_keywords(trust=trust, num_classes=num_classes, image_size=image_size)
         inspect.signature(cls).bind(None, None, **kwargs)  # an unknown keyword: a TypeError now
         check_keywords(**{k: v for k, v in kwargs.items() if k != "threshold"})
+        if "threshold" in kwargs:  # its kind now; an operating point's name needs the file
+            resolve_threshold(kwargs["threshold"], _ANY_CALIBRATION)
         path = as_path(path)
         dev = pick_device(device)
         import_modules(imports, where="imports")
@@ -193,11 +210,35 @@ class Predictor:
             raise UserError(f"checkpoint not found: {path}")
         det = load_detector(path, dev, trusted=given["trust"], name=model,
                             num_classes=given["num_classes"], image_size=given["image_size"])
+        if det.calibration is None:
+            log.info("%s has no calibration: raw probabilities, threshold 0.5 unless given "
+                     "(python tools/calibrate.py calibrates it)", os.path.basename(path))
         return cls(det, dev, **kwargs)
 
     @property
     def spec(self):
         return self.model.spec
+
+    @property
+    def calibration(self):
+        """The checkpoint's calibration as stored (``Calibration.to_dict``: temperature, operating
+        points, what it was fitted on, ECE and NLL before and after), or None."""
+        cal = getattr(self.model, "calibration", None)
+        return None if cal is None else cal.to_dict()
+
+    def describe_threshold(self):
+        """One line: the threshold, where it came from, and whether probabilities are
+        calibrated."""
+        cal = getattr(self.model, "calibration", None)
+        point = cal.points.get(self.threshold_source) if cal is not None else None
+        src = {"default": "the default", "given": "given"}.get(self.threshold_source,
+                                                               self.threshold_source)
+        rates = (f", validation FPR {point['fpr']:.4f}, TPR {point['tpr']:.4f}"
+                 if point else "")
+        probs = (f"calibrated probabilities ({cal.describe()})" if cal is not None else
+                 "raw probabilities (the checkpoint has no calibration: python "
+                 "tools/calibrate.py makes one)")
+        return f"threshold: {self.threshold:.4f} ({src}{rates}); {probs}"
 
     def scorer(self):
         """The crop scorer with this predictor's settings (``faces.scoring.CropScorer``)."""
@@ -205,20 +246,21 @@ class Predictor:
                           self.max_pixels, self.forward)
 
     def score_items(self, items, names=None, vis_dir=None):
-        """Yields (index, probability or None, error) in order, streaming through DataLoader
-        workers; with ``vis_dir``, a panel per image, named by ``names``: the face, its
+        """Yields (index, probability or None, error, raw probability or None) in order,
+        streaming through DataLoader workers (the probability is calibrated where the checkpoint
+        has a calibration; the raw one is the detector's own); with ``vis_dir``, a panel per image, named by ``names``: the face, its
         reconstruction and the reconstruction difference where the model reconstructs, and
         Grad-CAM (``draw_panels``)."""
         if vis_dir is not None:
             check_output_dir(as_path(vis_dir, "vis_dir"), "vis_dir")
-        for i, prob, err, pair in self.scorer().stream(items, aux=vis_dir is not None):
+        for i, prob, err, pair, raw in self.scorer().stream(items, aux=vis_dir is not None):
             if pair is not None:
                 x, recons = pair
                 maps = evidence_maps(self.model, x[None],
                                      None if recons is None else recons[None])[0]
                 draw_panels(names[i], x, recons, maps, prob, vis_dir, prob >= self.threshold,
                             self.spec.mean, self.spec.std)
-            yield i, prob, err
+            yield i, prob, err, raw
 
     def predict(self, images):
         """Fake probabilities, in the order given: ``images`` is a folder (its images, sorted by
@@ -226,7 +268,7 @@ class Predictor:
         file is an error that names it."""
         items = as_items(images)
         probs = [None] * len(items)
-        for i, prob, err in self.score_items(items):
+        for i, prob, err, _ in self.score_items(items):
             if err:
                 raise UserError(f"{items[i]}: {err}")
             probs[i] = prob
@@ -259,6 +301,8 @@ class Predictor:
             if vis is not None:
                 vis.discard()
             raise
+        r.threshold_source = self.threshold_source
+        r.backend, r.precision = self.backend, self.precision
         if vis is not None:
             vis.close(r, self.threshold) if r.error is None else vis.discard()
         return r
@@ -273,9 +317,12 @@ class Predictor:
         path = self._media_path(path, vis_dir)
         finder = self.face_detector(face_detector, detector_weights)
         vis = media.Visualizer(vis_dir, path, name=name) if vis_dir is not None else None
-        return media.score_photo(path, finder, self.scorer(), self.threshold, given["margin"],
-                                 self.max_pixels, vis, given["min_face_score"],
-                                 given["min_face_size"])
+        r = media.score_photo(path, finder, self.scorer(), self.threshold, given["margin"],
+                              self.max_pixels, vis, given["min_face_score"],
+                              given["min_face_size"])
+        r.threshold_source = self.threshold_source
+        r.backend, r.precision = self.backend, self.precision
+        return r
 
     @staticmethod
     def _media_path(path, vis_dir):

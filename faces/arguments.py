@@ -11,6 +11,8 @@ KINDS = {
     # Predictor, Predictor.from_checkpoint
     "batch_size": "batch_size?", "num_workers": "workers?", "max_pixels": "pixels?",
     "graphs": "bool", "trust": "bool", "image_size": "size?", "num_classes": (None, 1, 2),
+    "backend": ("torch", "onnxruntime", "auto"), "precision": ("fp32", "bf16", "auto"),
+    "threads": "threads?",
     # score_video, score_photo (predict_video, predict_photo)
     "frames": "frames?", "every": "frames?", "all_frames": "bool", "margin": "margin",
     "min_face_score": "finite?", "min_face_size": "side",

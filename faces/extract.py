@@ -220,20 +220,25 @@ def _run_jobs(func, jobs, workers, detector_args, progress, summary, missed_key)
 
 
 def extract(videos, out, detector_args, frames=FRAMES, every=None, margin=MARGIN, size=None,
-            workers=1, progress=True, fmt="png", quality=95):
+            workers=1, progress=True, fmt="png", quality=95, shard=False):
     """Run over ``videos``; returns the summary counts. Writes ``manifest_meta.json`` first and
-    ``manifest.jsonl`` (every finished video of ``out``) last."""
+    ``manifest.jsonl`` (every finished video of ``out``) last. ``shard``: one shard of a sharded
+    run (``faces.shard``), which holds its own lock and leaves ``manifest.jsonl`` to the merge."""
     opts = {"frames": frames, "every": every, "margin": margin, "size": size, "format": fmt,
             "quality": quality}
     return _run_into(out, crop_settings(detector_args, frames, every, margin, size, fmt, quality),
                      process_video, [(v, out, opts) for v in videos], workers, detector_args,
-                     progress, "no_face")
+                     progress, "no_face", shard)
 
 
-def _run_into(out, meta, func, jobs, workers, detector_args, progress, missed_key):
+def _run_into(out, meta, func, jobs, workers, detector_args, progress, missed_key, shard=False):
     """The metadata first, the jobs, then the manifest of every finished video in ``out`` (also
-    after an interruption). Returns the summary counts."""
+    after an interruption; not for a ``shard``). Returns the summary counts."""
     os.makedirs(out, exist_ok=True)
+    if shard:
+        write_meta(out, meta)
+        summary = {"done": 0, "skipped": 0, "failed": 0, "frames": 0, missed_key: 0}
+        return _run_jobs(func, jobs, workers, detector_args, progress, summary, missed_key)
     lock = FolderLock(out, "out")  # two runs into one folder would claim the same videos
     try:
         return _run_locked(out, meta, func, jobs, workers, detector_args, progress, missed_key)

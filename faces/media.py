@@ -49,7 +49,8 @@ class Face:
     track: int
     box: tuple
     det_score: float
-    prob: float = float("nan")
+    prob: float = float("nan")  # calibrated, where the detector's checkpoint has a calibration
+    raw_prob: float = float("nan")  # before calibration
 
 
 @dataclass
@@ -66,6 +67,11 @@ class Result:
     warning: str | None = None  # scored, but not all of it (a truncated video)
     track: int | None = None  # video: the main person's track, which the line reports
     persons: list = field(default_factory=list)  # video: (track, frames, mean prob) per person
+    raw_score: float | None = None  # the score of the raw (uncalibrated) probabilities
+    threshold: float = 0.5  # the verdict's threshold, and where it came from
+    threshold_source: str = "given"
+    backend: str = "torch"  # what scored it (model.backends)
+    precision: str = "fp32"
 
 
 def score_video(path, detector, scorer, threshold, frames=FRAMES, every=None, margin=MARGIN,
@@ -73,7 +79,7 @@ def score_video(path, detector, scorer, threshold, frames=FRAMES, every=None, ma
     """One video -> a Result; frames are decoded, detected and cropped one at a time, crops scored
     in batches across frames (only a batch of frames is ever held). Detections below ``min_score``
     or ``min_size`` are not faces (``usable``). The verdict: see ``verdict``."""
-    result = Result(path, "video")
+    result = Result(path, "video", threshold=threshold)
     min_score = min_score_of(detector, min_score)
     tracker = Tracker()
     info = {}
@@ -83,11 +89,11 @@ def score_video(path, detector, scorer, threshold, frames=FRAMES, every=None, ma
 
     def flush():
         crops = [c for *_, faces in pending for _, c in faces]
-        probs, maps = scorer(crops, with_maps=vis is not None, source=path)
+        probs, maps, raws = scorer(crops, with_maps=vis is not None, source=path)
         k = 0
         for idx, t, rgb, faces in pending:
             for face, _ in faces:
-                face.prob = probs[k]
+                face.prob, face.raw_prob = probs[k], raws[k]
                 if vis is not None:
                     vis.add_face(face, maps[k] if maps else None)
                 k += 1
@@ -147,6 +153,7 @@ def verdict(result, threshold):
     order = sorted(pool, key=lambda t: (-len(pool[t]), -size(pool[t]), t))
     result.persons = [(t, len(pool[t]), float(np.mean([f.prob for f in pool[t]]))) for t in order]
     result.track, result.count, result.score = result.persons[0]
+    result.raw_score = float(np.mean([f.raw_prob for f in pool[result.track]]))
     result.fake = result.score >= threshold
 
 
@@ -154,7 +161,7 @@ def score_photo(path, detector, scorer, threshold, margin=MARGIN, max_pixels=Non
                 min_score=None, min_size=MIN_FACE_SIZE):
     """One photo -> a Result: every face detected (``usable``) and scored; the photo's score is
     the highest."""
-    result = Result(path, "photo", sampled=1)
+    result = Result(path, "photo", sampled=1, threshold=threshold)
     try:
         rgb = read_rgb(path, max_pixels or DEFAULT_MAX_PIXELS)  # EXIF orientation applied
     except UserError as exc:
@@ -167,12 +174,14 @@ def score_photo(path, detector, scorer, threshold, margin=MARGIN, max_pixels=Non
         if crop is not None:
             faces.append(Face(0, 0.0, i, tuple(det.box), det.score))
             crops.append(crop)
-    probs, maps = scorer(crops, with_maps=vis is not None, source=path) if crops else ([], [])
-    for face, p in zip(faces, probs):
-        face.prob = p
+    probs, maps, raws = scorer(crops, with_maps=vis is not None, source=path) if crops \
+        else ([], [], [])
+    for face, p, raw in zip(faces, probs, raws):
+        face.prob, face.raw_prob = p, raw
     result.faces, result.count, result.tracks = faces, len(faces), len(faces)
     if faces:
         result.score = max(probs)
+        result.raw_score = raws[probs.index(result.score)]
         result.fake = result.score >= threshold
     if vis is not None:
         vis.photo(rgb, faces, threshold, maps)
@@ -197,10 +206,14 @@ def result_line(r, threshold=0.5):
     return "\n".join(lines)
 
 
+# a video's or photo's --output row; raw_probability: the score before calibration (the same
+# number for a checkpoint without one), threshold and threshold_source: what the prediction was
+# judged by; backend and precision: what scored it (model.backends)
 MEDIA_COLUMNS = ("path", "kind", "fake_probability", "prediction", "frames_or_faces", "tracks",
-                 "track", "persons", "error")  # a video's or photo's --output row
+                 "track", "persons", "error", "raw_probability", "threshold", "threshold_source",
+                 "backend", "precision")
 FACE_COLUMNS = ("path", "frame", "time", "track", "x1", "y1", "x2", "y2", "detector_score",
-                "fake_probability")  # a face's --frames_output row
+                "fake_probability", "raw_probability")  # a face's --frames_output row
 
 
 def record(r):
@@ -210,14 +223,18 @@ def record(r):
     return {"path": r.path, "kind": r.kind, "fake_probability": r.score,
             "prediction": None if r.score is None else ("fake" if r.fake else "real"),
             "frames_or_faces": r.count, "tracks": r.tracks, "track": r.track,
-            "persons": len(r.persons), "error": reason}
+            "persons": len(r.persons), "error": reason,
+            "raw_probability": r.raw_score if r.raw_score is not None else r.score,
+            "threshold": r.threshold, "threshold_source": r.threshold_source,
+            "backend": r.backend, "precision": r.precision}
 
 
 def face_records(r):
     """The ``--frames_output`` rows of a video or photo: one per scored face."""
     return [{"path": r.path, "frame": f.frame, "time": round(f.time, 3), "track": f.track,
              "x1": f.box[0], "y1": f.box[1], "x2": f.box[2], "y2": f.box[3],
-             "detector_score": f.det_score, "fake_probability": f.prob} for f in r.faces]
+             "detector_score": f.det_score, "fake_probability": f.prob,
+             "raw_probability": f.raw_prob} for f in r.faces]
 
 
 def write_results(path, results):

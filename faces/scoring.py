@@ -13,7 +13,12 @@ from dataset.transforms import eval_transforms
 from errors import UserError
 from model.heatmap import evidence_maps
 
-CROP_COLUMNS = ("path", "fake_probability", "prediction", "error")  # a crop's --output row
+# a crop's --output row: the original's four columns, then the raw probability (before
+# calibration; the same number for a checkpoint without one) and the threshold the prediction was
+# made at, with where it came from (``model.calibration.resolve_threshold``), and what scored it
+# (``model.backends``)
+CROP_COLUMNS = ("path", "fake_probability", "prediction", "error", "raw_probability",
+                "threshold", "threshold_source", "backend", "precision")
 
 
 class _Crops(Dataset):
@@ -47,18 +52,25 @@ class CropScorer:
     """Face crops -> fake probabilities, prepared by the detector's own input spec (the one its
     checkpoint was trained with), ``batch_size`` crops per forward pass. A crop is a path (decoded
     by ``num_workers`` DataLoader workers, refused above ``max_pixels``) or an H x W x 3 RGB uint8
-    array. ``forward(x, aux)`` gives the scores (``model.score``, or its CUDA graphs)."""
+    array. ``forward(x, aux)`` gives the scores (``model.score``, or its CUDA graphs). The
+    probabilities are calibrated by ``calibration`` (``model.calibration.Calibration``; by default
+    the detector's, from its checkpoint), applied to the logit; the raw ones come beside them."""
 
-    def __init__(self, model, device, batch_size, num_workers=0, max_pixels=None, forward=None):
+    def __init__(self, model, device, batch_size, num_workers=0, max_pixels=None, forward=None,
+                 calibration="model"):
         self.model, self.device = model, device
         self.batch_size, self.num_workers = batch_size, num_workers
         self.max_pixels = max_pixels or DEFAULT_MAX_PIXELS
         self.forward = forward or model.score
         self.transform = eval_transforms(model.spec)
+        # "model": the detector's own (its checkpoint's), None: raw probabilities
+        self.calibration = getattr(model, "calibration", None) if calibration == "model" \
+            else calibration
 
     def stream(self, items, aux=False, num_workers=None, source=None):
-        """Yields ``(index, probability, error, pair)`` for every item, in order, a batch at a
-        time: the probability None and the error a message for a file that cannot be read;
+        """Yields ``(index, probability, error, pair, raw)`` for every item, in order, a batch
+        at a time: the (calibrated) probability and the raw one None and the error a message for a
+        file that cannot be read;
         ``pair`` with ``aux``: the crop as the model saw it and its reconstruction (C x H x W on
         the CPU; None where the model does not reconstruct), else None. A probability that is not
         a finite number is a UserError naming the item (its path, else ``source``, else
@@ -71,35 +83,41 @@ class CropScorer:
                             worker_init_fn=worker_init if workers else None)
         with torch.inference_mode():
             for b in iterate_quietly(loader):
-                results = [(i, None, err, None) for i, err in b["errors"]]
+                results = [(i, None, err, None, None) for i, err in b["errors"]]
                 if b["image"] is not None:
                     x = b["image"].to(self.device, non_blocking=True)
                     out = self.forward(x, aux=recons)
-                    probs = out["prob"].cpu().tolist()
+                    raws = out["prob"].cpu().tolist()
+                    probs = raws if self.calibration is None else \
+                        self.calibration.probability(out["logit"].cpu().double().numpy()).tolist()
                     for j, i in enumerate(b["index"]):
-                        check_probability(probs[j], items[i] if isinstance(items[i], str)
-                                          else source or f"image {i}")
+                        what = items[i] if isinstance(items[i], str) else source or f"image {i}"
+                        check_probability(raws[j], what)
+                        check_probability(probs[j], what)
                         pair = ((x[j].float().cpu(),
                                  out["recons"][j].float().cpu() if recons else None)
                                 if aux else None)
-                        results.append((i, probs[j], None, pair))
+                        results.append((i, probs[j], None, pair, raws[j]))
                 yield from sorted(results, key=lambda r: r[0])
 
     def __call__(self, crops, with_maps=False, source=None):
         """Crops in memory (RGB arrays) of ``source`` (a video's or photo's path, which errors
-        name) -> (probabilities, maps): with ``with_maps`` one list of (``MapKind``, map) per
-        crop (``model.heatmap.evidence_maps``: the reconstruction difference where the model
-        reconstructs, Grad-CAM where grad-cam is installed), else none."""
-        probs, pairs = [], []
-        for _, prob, _, pair in self.stream(crops, aux=with_maps, num_workers=0, source=source):
+        name) -> (probabilities, maps, raw probabilities): with ``with_maps`` one list of
+        (``MapKind``, map) per crop (``model.heatmap.evidence_maps``: the reconstruction
+        difference where the model reconstructs, Grad-CAM where grad-cam is installed), else
+        none."""
+        probs, pairs, raws = [], [], []
+        for _, prob, _, pair, raw in self.stream(crops, aux=with_maps, num_workers=0,
+                                                 source=source):
             probs.append(prob)
+            raws.append(raw)
             if pair is not None:
                 pairs.append(pair)
         if not pairs:
-            return probs, []
+            return probs, [], raws
         xs, recons = zip(*pairs)
         return probs, evidence_maps(self.model, xs, None if recons[0] is None else recons,
-                                    self.batch_size)
+                                    self.batch_size), raws
 
 
 def check_probability(prob, what):
@@ -131,8 +149,12 @@ def result_line(path, prob, verdict, fields=()):
     return f"path: {path} \t\t| {head}" + "".join(f" \t| {k}: {v}" for k, v in fields)
 
 
-def crop_record(path, prob, error, threshold):
-    """The ``--output`` row of a face crop (``CROP_COLUMNS``)."""
+def crop_record(path, prob, error, threshold, raw=None, source="given", backend="torch",
+                precision="fp32"):
+    """The ``--output`` row of a face crop (``CROP_COLUMNS``); ``raw``: its probability before
+    calibration (None: ``prob`` is the raw one)."""
     return {"path": path, "fake_probability": prob,
             "prediction": prediction(prob, threshold, path),
-            "error": error}
+            "error": error, "raw_probability": prob if raw is None else raw,
+            "threshold": threshold, "threshold_source": source, "backend": backend,
+            "precision": precision}

@@ -270,7 +270,8 @@ def load_detector(path, device="cpu", *, trusted=False, name=None, num_classes=N
     size, from 1 to ``checks.MAX_INPUT_SIZE`` and at least the detector's ``min_input_size``; its
     errors name ``image_size_key``); ``det.spec_source`` says where it came from;
     ``det.uses_ema`` whether the weights are the EMA of the training run's ``ema`` hook (loaded
-    where the checkpoint has them). A checkpoint that states no spec gets ``fallback_spec`` (a
+    where the checkpoint has them); ``det.calibration`` its calibration (``stored_calibration``)
+    or None. A checkpoint that states no spec gets ``fallback_spec`` (a
     ``(spec, where)`` pair: test.py's test branch), else the detector's default, said on one log
     line. A saved spec or config that is not one is a UserError naming the file and the key.
     """
@@ -325,4 +326,14 @@ def load_detector(path, device="cpu", *, trusted=False, name=None, num_classes=N
                             f"{det.min_input_size}", arg=image_size_key)
         spec = spec.with_size(image_size)
     det.spec, det.spec_source = spec, source
+    det.calibration = stored_calibration(state, path)
     return det.to(device).eval()
+
+
+def stored_calibration(state, path="checkpoint"):
+    """The ``model.calibration.Calibration`` a checkpoint keeps under ``calibration`` (train.py's
+    best checkpoints, tools/calibrate.py's files), checked; None when it keeps none."""
+    if not isinstance(state, dict) or state.get("calibration") is None:
+        return None
+    from .calibration import Calibration
+    return Calibration.from_dict(state["calibration"], f"{path}: calibration")

@@ -214,6 +214,9 @@ class Detector(nn.Module):
     # the layer whose feature map Grad-CAM explains (a name in named_modules); None: the last
     # nn.Conv2d registered, right for a plain network whose last conv feeds its head
     cam_layer = None
+    # the temperature and operating points of its checkpoint (model.calibration.Calibration),
+    # set by model.checkpoint.load_detector; None: its probabilities are the raw ones
+    calibration = None
 
     @property
     def spec(self) -> InputSpec:

@@ -117,7 +117,7 @@ def test_cuda_graphs_are_chosen_only_where_they_can_run(ckpt):
     from inference import Detector
     from model.graphs import GraphedScorer
     det = Detector.from_checkpoint(ckpt, device="cpu")
-    assert isinstance(det.forward, GraphedScorer) and det.forward.enabled is False
+    assert isinstance(det.forward.eager, GraphedScorer) and det.forward.eager.enabled is False
     x = torch.rand(2, 3, 48, 48) * 2 - 1
     with torch.inference_mode():
         assert torch.equal(det.forward(x)["prob"], det.model.score(x)["prob"])

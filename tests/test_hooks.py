@@ -121,6 +121,12 @@ def test_ema_averages_validates_saves_and_is_what_the_loaders_load(tmp_path, dem
         assert all(torch.equal(state["ema"][k], ema[k]) for k in ema)
         assert all(torch.equal(state["model"][k], seen.seen[-1][k]) for k in ema)
     assert latest["hooks"][0][0] == "ema" and latest["hooks"][0][1]["updates"] == 3
+    # the best checkpoint is calibrated on the scores of the weights that chose it: the EMA's
+    from model.calibration import fit_temperature
+    assert best["calibration"]["fitted_on"]["weights"] == "EMA"
+    labels, logits = trainer.evaluate_model(trainer.hooks[0].model)["scores"]
+    assert best["calibration"]["temperature"] == pytest.approx(fit_temperature(labels, logits),
+                                                               rel=1e-6)
     said = []
     handler = logging.Handler()
     handler.emit = lambda record: said.append(record.getMessage())

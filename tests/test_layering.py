@@ -126,10 +126,11 @@ def _sources():
                     yield os.path.relpath(path, ROOT), path
 
 
-# tools that still import another tool: benchmark.py runs bench_video.py and bench_inference.py
-# as its sub-commands, gpu_check.py runs gpu_bench.py's tables
+# tools that still import another tool: benchmark.py runs bench_video.py, bench_inference.py
+# and bench_backends.py as its sub-commands, gpu_check.py runs gpu_bench.py's tables
 NOT_YET_LIBRARIES = {("tools/benchmark.py", "tools.bench_video"),
                      ("tools/benchmark.py", "tools.bench_inference"),
+                     ("tools/benchmark.py", "tools.bench_backends"),
                      ("tools/gpu_check.py", "tools.gpu_bench")}
 
 

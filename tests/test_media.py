@@ -84,12 +84,22 @@ def test_videos_lines_tracks_broken_and_no_face(media, tmp_path, capsys):
     assert all("\t| frames: 4 \t|" in line for line in two)
     skipped = [line for line in err.splitlines() if line.startswith("skipped ")]
     assert len(skipped) == 2 and any("truncated.mp4" in s for s in skipped)
-    assert err.strip().splitlines()[:-1] == skipped  # no decoder noise of FFmpeg's own
+    said = err.strip().splitlines()
+    # the threshold and how the probabilities were made, once; no decoder noise of FFmpeg's own
+    assert said[0] == ("threshold: 0.5000 (the default); raw probabilities (the checkpoint has "
+                       "no calibration: python tools/calibrate.py makes one)")
+    assert said[1:-1] == skipped
     assert err.strip().splitlines()[-1] == f"written: {out}, {frames}"  # what was written
     assert any("text.mp4" in s for s in skipped)
     rows = {os.path.basename(r["path"]): r for r in json.loads(out.read_text())}
     assert set(rows["one.avi"]) == {"path", "kind", "fake_probability", "prediction",
-                                    "frames_or_faces", "tracks", "track", "persons", "error"}
+                                    "frames_or_faces", "tracks", "track", "persons", "error",
+                                    "raw_probability", "threshold", "threshold_source",
+                                    "backend", "precision"}
+    assert (rows["one.avi"]["backend"], rows["one.avi"]["precision"]) == ("torch", "fp32")
+    # no calibration: the raw probability is the probability, judged at the default 0.5
+    assert rows["one.avi"]["raw_probability"] == rows["one.avi"]["fake_probability"]
+    assert (rows["one.avi"]["threshold"], rows["one.avi"]["threshold_source"]) == (0.5, "default")
     assert rows["TWO.AVI"]["persons"] == 2 and rows["one.avi"]["persons"] == 1
     assert rows["one.avi"]["tracks"] == 1 and rows["TWO.AVI"]["tracks"] == 2
     assert rows["text.mp4"]["error"] and rows["none.avi"]["fake_probability"] is None
@@ -97,7 +107,7 @@ def test_videos_lines_tracks_broken_and_no_face(media, tmp_path, capsys):
     assert rows["one.avi"]["error"] is None
     face_rows = list(csv.DictReader(open(frames)))
     assert list(face_rows[0]) == ["path", "frame", "time", "track", "x1", "y1", "x2", "y2",
-                                  "detector_score", "fake_probability"]
+                                  "detector_score", "fake_probability", "raw_probability"]
     one_rows = [r for r in face_rows if r["path"].endswith("one.avi")]
     assert len(one_rows) == 4
     assert np.mean([float(r["fake_probability"]) for r in one_rows]) == pytest.approx(prob, abs=1e-4)

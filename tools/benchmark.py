@@ -4,13 +4,17 @@
     python tools/benchmark.py data       # training loader images/s for 0, 1 and 2 workers
     python tools/benchmark.py inference  # inference.py's streaming path vs preload-everything
     python tools/benchmark.py video      # inference.py --video: decode / detect / score, memory
+    python tools/benchmark.py shard      # extract_faces.py and inference.py: 1 and 2 torchrun ranks
+    python tools/benchmark.py backends   # scoring by backend and precision: forward, API, video
 
 Compare ratios measured in the same run: this machine is shared and noisy.
 """
 import argparse
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -164,9 +168,109 @@ def bench_data(args):
                 print(f"| {workers} | {name} | {len(ds) / t:.0f} | {len(ds) / t / workers:.0f} |")
 
 
+def _shard_inputs(tmp, videos, frames, crops):
+    import cv2
+    import matplotlib.cbook
+    import numpy as np
+    import torch
+    from model import Recce
+    os.makedirs(os.path.join(tmp, "videos"))
+    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as fh:
+        face = cv2.resize(cv2.imdecode(np.frombuffer(fh.read(), np.uint8), cv2.IMREAD_COLOR),
+                          (180, 210))
+    for i in range(videos):  # the face moving over a grey canvas: dlib finds it in every frame
+        writer = cv2.VideoWriter(os.path.join(tmp, "videos", f"v{i:03d}.avi"),
+                                 cv2.VideoWriter_fourcc(*"MJPG"), 25, (640, 400))
+        for f in range(frames):
+            canvas = np.full((400, 640, 3), 90 + i, np.uint8)
+            x, y = 40 + (7 * f + 31 * i) % 400, 60 + (5 * f + 13 * i) % 120
+            canvas[y:y + 210, x:x + 180] = face
+            writer.write(canvas)
+        writer.release()
+    os.makedirs(os.path.join(tmp, "crops"))
+    rng = np.random.default_rng(0)
+    for i in range(crops):
+        cv2.imwrite(os.path.join(tmp, "crops", f"{i:05d}.png"),
+                    rng.integers(0, 255, (160, 160, 3), dtype=np.uint8))
+    torch.manual_seed(0)
+    ckpt = os.path.join(tmp, "best_model_1.bin")
+    torch.save({"step": 1, "model": Recce().eval().state_dict()}, ckpt)
+    return ckpt
+
+
+def _run_command(launcher, script, argv, threads):
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "NO_ALBUMENTATIONS_UPDATE": "1"}
+    start = time.perf_counter()
+    proc = subprocess.run(launcher + [os.path.join(ROOT, script)] + argv, cwd=ROOT, env=env,
+                          capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(launcher + [script] + argv)} failed:\n{proc.stderr[-2000:]}")
+    return elapsed
+
+
+def _shard_launchers(port):
+    one = [sys.executable]
+    return [("python (1 process)", one, 1),
+            ("torchrun, 1 rank", [sys.executable, "-m", "torch.distributed.run",
+                                  "--nproc_per_node=1", f"--master_port={port}"], 1),
+            ("torchrun, 2 ranks", [sys.executable, "-m", "torch.distributed.run",
+                                   "--nproc_per_node=2", f"--master_port={port + 1}"], 2)]
+
+
+def bench_shard(args):
+    """Face extraction and scoring spread over processes: the same commands as one process and
+    under ``torchrun`` with 1 and 2 ranks (gloo, the CPU). Every run is the whole command in a
+    fresh process (start-up, model loading and the merge included), on inputs made here: short
+    videos of a real face and face crops of random pixels, scored by a randomly initialized RECCE;
+    every run's outputs are checked to be those of the one-process run."""
+    import torch
+    threads = args.threads or torch.get_num_threads()
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = _shard_inputs(tmp, args.shard_videos, args.shard_frames, args.shard_crops)
+        frames = args.shard_videos * args.shard_frames
+        print(f"\n{os.cpu_count()} CPU cores; every run is the whole command (start-up, model "
+              "loading, merge included); workers per rank 1, torch threads per process: "
+              f"{threads} for one process, {threads} divided among the ranks under torchrun")
+        if args.shard_videos:
+            print(f"\nextraction (dlib): {args.shard_videos} videos x {args.shard_frames} "
+                  "frames, 640 x 400 px, every frame")
+            print("| run | s | frames/s | x python |")
+            print("| --- | --- | --- | --- |")
+        reference, base = None, None
+        for name, launcher, ranks in _shard_launchers(29701) if args.shard_videos else ():
+            out = os.path.join(tmp, f"faces_{ranks}_{len(launcher)}")
+            t = _run_command(launcher, "tools/extract_faces.py",
+                     ["--input", os.path.join(tmp, "videos"), "--out", out, "--all",
+                      "--workers", "1"], max(1, threads // ranks))
+            manifest = open(os.path.join(out, "manifest.jsonl"), "rb").read()
+            reference = reference or manifest
+            assert manifest == reference, f"{name}: another manifest than one process's"
+            base = base or t
+            print(f"| {name} | {t:.1f} | {frames / t:.1f} | {base / t:.2f} |", flush=True)
+        if args.shard_crops:
+            print(f"\nscoring (RECCE, {args.shard_size} px): {args.shard_crops} face crops, "
+                  f"batch {args.infer_batch}")
+            print("| run | s | crops/s | x python |")
+            print("| --- | --- | --- | --- |")
+        reference, base = None, None
+        for name, launcher, ranks in _shard_launchers(29711) if args.shard_crops else ():
+            out = os.path.join(tmp, f"scores_{ranks}_{len(launcher)}.csv")
+            t = _run_command(launcher, "inference.py",
+                     ["-b", ckpt, "-f", os.path.join(tmp, "crops"), "-d", "cpu", "-s",
+                      str(args.shard_size), "--batch_size", str(args.infer_batch),
+                      "--num_workers", "1", "--output", out], max(1, threads // ranks))
+            rows = open(out, "rb").read()
+            reference = reference or rows
+            assert rows == reference, f"{name}: other rows than one process's"
+            base = base or t
+            print(f"| {name} | {t:.1f} | {args.shard_crops / t:.1f} | {base / t:.2f} |",
+                  flush=True)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("what", choices=["model", "data", "inference", "video"], nargs="?", default="model")
+    parser.add_argument("what", choices=["model", "data", "inference", "video", "backends", "shard"], nargs="?", default="model")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, default=299)
     parser.add_argument("--repeats", type=int, default=5)
@@ -179,6 +283,16 @@ def main(argv=None):
                         help="inference: the two folder sizes compared for peak memory")
     parser.add_argument("--infer-batch", type=int, default=2, help="inference: batch size")
     parser.add_argument("--infer-workers", type=int, default=2, help="inference: workers")
+    parser.add_argument("--shard-videos", type=int, default=8, help="shard: videos extracted (0: none)")
+    parser.add_argument("--shard-frames", type=int, default=10, help="shard: frames per video")
+    parser.add_argument("--shard-crops", type=int, default=64, help="shard: crops scored (0: none)")
+    parser.add_argument("--shard-size", type=int, default=128, help="shard: scoring input size")
+    parser.add_argument("--compile", action="store_true",
+                        help="backends: also time torch.compile (minutes to compile on a CPU)")
+    parser.add_argument("--api-images", type=int, default=32,
+                        help="backends: crops scored through the API per repeat")
+    parser.add_argument("--ckpt", help="backends: the demo's checkpoint (video and test AUC)")
+    parser.add_argument("--config", help="backends: its run's config.yml (the test split)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -186,6 +300,11 @@ def main(argv=None):
         bench_model(args)
     elif args.what == "data":
         bench_data(args)
+    elif args.what == "shard":
+        bench_shard(args)
+    elif args.what == "backends":
+        from tools.bench_backends import bench_backends
+        bench_backends(args)
     elif args.what == "video":
         from tools.bench_video import bench_video
         bench_video(args)

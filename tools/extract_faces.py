@@ -27,6 +27,12 @@ own (``.extracting`` while at work, ``.done`` when finished); only such a folder
 are ever removed (to redo an interrupted video), and a folder of that name that the tool did not
 make is left alone, the video reported as failed. Two videos whose names differ only by extension
 would share one folder: refused before any work.
+
+Spread over processes (faces.shard): ``torchrun --nproc_per_node N [--nnodes M ...]
+tools/extract_faces.py ...`` gives each rank a share of the videos (by size), its own GPU with
+``--device cuda``, and rank 0 writes the one ``manifest.jsonl`` when every rank has finished;
+``--shard K/N`` runs shard K of N as a separate job, and ``--merge`` writes the manifest when every
+shard has finished. Reruns resume by video whatever the number of shards.
 """
 import argparse
 import logging
@@ -44,7 +50,9 @@ from faces.crop import MARGIN  # noqa: E402
 from faces.detectors import FACE_DETECTORS  # noqa: E402
 from faces.detectors.retinaface import (RetinaFaceNet, backbone_of,  # noqa: E402
                                         load_retinaface_weights)
-from faces.extract import extract, recrop  # noqa: E402
+from faces.extract import crop_settings, extract, recrop  # noqa: E402
+from faces.manifest import MANIFEST, write_meta  # noqa: E402
+from faces.shard import extract_share, merge_extraction, plan_from, rank_device  # noqa: E402
 from faces.video import FRAMES, list_videos  # noqa: E402
 
 # the flags of the library's arguments (their errors name them)
@@ -83,11 +91,17 @@ def main(argv=None):
     p.add_argument("--format", choices=["png", "jpg"], default="png",
                    help="crop files: png (lossless, the default) or jpg")
     p.add_argument("--quality", type=int, default=95, help="jpg quality, 1 to 100 (default 95)")
-    p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) // 2))
+    # half the cores, shared among torchrun's ranks on this machine
+    p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) // 2 // int(
+        os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)))
     p.add_argument("--from_manifest", metavar="FILE",
                    help="re-crop exactly the frames and boxes of a manifest.jsonl from the videos "
                         "of --input, without a detector (settings from the manifest_meta.json "
                         "beside it)")
+    p.add_argument("--shard", metavar="K/N",
+                   help="do shard K of N of the videos (array jobs; torchrun splits by itself)")
+    p.add_argument("--merge", action="store_true",
+                   help="write manifest.jsonl once every shard of --shard K/N has finished")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
 
@@ -99,6 +113,12 @@ def main(argv=None):
         check_arguments(args)
         FACE_DETECTORS.get(args.detector)
         start = time.time()
+        sharded = args.shard is not None or args.merge or int(os.environ.get("WORLD_SIZE", "1")) > 1
+        if args.from_manifest and sharded:
+            raise UserError("--from_manifest runs in one process: without torchrun, --shard or "
+                            "--merge")
+        if sharded:
+            return sharded_work()
         if args.from_manifest:
             s = recrop(args.from_manifest, args.input, args.out, args.workers,
                        progress=sys.stderr.isatty())
@@ -118,9 +138,48 @@ def main(argv=None):
               f"frames written: {s['frames']}, {missed[0]}: {missed[1]} "
               f"({time.time() - start:.0f} s)")
         return 1 if s["failed"] or s.get("not_reproduced") else 0
+
+    def sharded_work():
+        videos = list_videos(args.input, list_file=True, distinct_ids=True)
+        plan = plan_from(args.shard, args.merge)
+        detector_args = {"name": args.detector, "weights": args.weights,
+                         "backbone": args.backbone, "device": rank_device(plan, args.device)}
+        policy = None if args.all else args.frames
+        meta = crop_settings(detector_args, policy, args.every, args.margin, args.size,
+                             args.format, args.quality)
+        if args.merge:
+            if os.path.isdir(args.out):
+                write_meta(args.out, meta)  # other settings are refused
+            lines = merge_extraction(args.out, videos)
+            print(f"merged: {lines} crops in {os.path.join(args.out, MANIFEST)}")
+            return 0
+        start = time.time()
+
+        def run(mine):
+            if args.detector == "retinaface":  # fail fast, before starting workers
+                load_retinaface_weights(RetinaFaceNet(backbone_of(args.weights, args.backbone)),
+                                        args.weights)
+            return extract(mine, args.out, detector_args, policy, args.every, args.margin,
+                           args.size, args.workers, progress=sys.stderr.isatty(),
+                           fmt=args.format, quality=args.quality, shard=True)
+        s, lines = extract_share(plan, videos, args.out, meta, run, FLAGS)
+        if plan.ranks and not plan.merges:
+            return 0
+        print(f"videos: {s['done']} done, {s['skipped']} already done, {s['failed']} failed; "
+              f"frames written: {s['frames']}, frames without a face: {s['no_face']} "
+              f"({time.time() - start:.0f} s)" + ("" if plan.ranks else f"; shard {plan.label}"))
+        if lines is not None:
+            print(f"merged: {lines} crops in {os.path.join(args.out, MANIFEST)}")
+        else:
+            print(f"shard {plan.label} finished: when every shard has finished, run the same "
+                  "command with --merge (without --shard)")
+        # under torchrun the failed videos are told by the line above: torchrun takes any other
+        # exit status than 0 for a crashed rank
+        return 1 if s["failed"] and not plan.ranks else 0
     return run_cli(body, "interrupted: finished videos are kept (marked .done); run the same "
                          "command again to continue")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from faces.shard import exit_process
+    exit_process(main())  # sys.exit, but for a torchrun rank

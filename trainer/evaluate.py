@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from dataset.base import iterate_quietly, to_input
+from errors import UserError
 from loss import classification_loss
 from model import scores
 
@@ -19,7 +20,26 @@ PROGRESS_EVERY = 30.0  # seconds between progress lines when no terminal shows a
 def autocast(device, amp):
     if device.type == "cuda" and amp in ("fp16", "bf16"):
         return torch.autocast("cuda", dtype=torch.float16 if amp == "fp16" else torch.bfloat16)
+    if device.type == "cpu" and amp == "bf16":  # where device_amp let it through: native bf16
+        return torch.autocast("cpu", dtype=torch.bfloat16)
     return torch.autocast(device.type, enabled=False)
+
+
+def device_amp(device, amp, key):
+    """The mixed precision ``amp`` (config key ``key``: amp, eval_amp) that ``device`` runs: all of
+    them on a GPU; on the CPU bf16 where the CPU computes it natively (AMX or AVX-512 BF16, said
+    once) and refused with one line where it does not, fp16 never (none, as before)."""
+    if device.type == "cuda" or amp == "none":
+        return amp
+    if device.type == "cpu" and amp == "bf16":
+        from model.backends import native_bf16
+        native = native_bf16()
+        if not native:
+            raise UserError(f"{key} bf16: this CPU has no native bf16 (AMX or AVX-512 BF16), "
+                            "where it would be slower than fp32: set it to none")
+        log.info("%s bf16 on the CPU (%s)", key, ", ".join(native))
+        return "bf16"
+    return "none"
 
 
 def _keep_examples(shown, x, recons, y, prob, k):

@@ -4,30 +4,12 @@ import math
 from collections import OrderedDict
 
 import numpy as np
-from scipy.interpolate import interp1d
-from scipy.optimize import brentq
-from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+from sklearn.metrics import average_precision_score, roc_auc_score
 
 from errors import UserError
+from model.calibration import eer, roc  # noqa: F401 - the ROC and EER of the original, here too
 
 EPS = 1e-7
-
-
-def roc(labels, scores):
-    """scikit-learn's ROC with the first threshold as scikit-learn < 1.3 (and so the original)
-    had it: the highest score + 1, where newer releases put +inf."""
-    fpr, tpr, thresholds = roc_curve(labels, scores)
-    if len(thresholds) > 1 and np.isinf(thresholds[0]):
-        thresholds = thresholds.copy()
-        thresholds[0] = thresholds[1] + 1
-    return fpr, tpr, thresholds
-
-
-def eer(labels, scores):
-    """Equal error rate and its threshold: 1 - TPR = FPR on the linearly interpolated ROC."""
-    fpr, tpr, thresholds = roc(labels, scores)
-    rate = brentq(lambda x: 1.0 - x - interp1d(fpr, tpr)(x), 0.0, 1.0)
-    return float(rate), float(interp1d(fpr, thresholds)(rate))
 
 
 def log_loss(labels, probs):

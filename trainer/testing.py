@@ -20,7 +20,7 @@ from model.detector import spec_from_transforms
 from . import distributed as dist
 from .checkpoint import newest_best
 from .config import branch
-from .evaluate import evaluate
+from .evaluate import device_amp, evaluate
 from .metrics import VIDEO_RULES, all_metrics, roc, video_scores
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,115 @@ def format_table(metrics):
     return "\n".join(lines)
 
 
-def save_outputs(out_dir, metrics, res, items, title="", video_rule="project"):
+def calibration_report(labels, logits, calibration=None, threshold=None):
+    """test.py's calibration section: ECE (``model.calibration.ECE_BINS`` equal-width bins),
+    Brier score and NLL of the raw probabilities and, with ``calibration``, of the calibrated
+    ones; at each of its operating points the threshold, the validation's FPR and TPR and this
+    split's; with ``threshold`` ((value, source) from ``resolve_threshold``) the same at it."""
+    from model.calibration import ECE_BINS, calibration_metrics, rates, sigmoid
+    labels = np.asarray(labels, np.int64)
+    logits = np.asarray(logits, np.float64)
+    report = {"bins": ECE_BINS, "frames": int(len(labels)), "raw": calibration_metrics(labels, logits)}
+    probs = sigmoid(logits)
+    if calibration is not None:
+        report["temperature"] = calibration.temperature
+        report["fitted_on"] = dict(calibration.fitted_on)
+        report["calibrated"] = calibration_metrics(labels, logits, calibration.temperature)
+        probs = calibration.probability(logits)
+        report["points"] = {}
+        for name, point in calibration.points.items():
+            fpr, tpr = rates(labels, probs, point["threshold"])
+            report["points"][name] = {"threshold": point["threshold"], "val_fpr": point.get("fpr"),
+                                      "val_tpr": point.get("tpr"), "test_fpr": fpr,
+                                      "test_tpr": tpr}
+    if threshold is not None:
+        value, source = threshold
+        fpr, tpr = rates(labels, probs, value)
+        report["threshold"] = {"value": value, "source": source, "test_fpr": fpr,
+                               "test_tpr": tpr,
+                               "test_ACC": float(((probs >= value) == labels).mean())}
+    return report
+
+
+def _num(v, digits=4):
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
+
+
+def format_calibration(report):
+    """test.py's lines of a ``calibration_report``."""
+    lines = []
+    raw, cal = report["raw"], report.get("calibrated")
+    head = f"calibration ({report['bins']} equal-width bins for ECE)"
+    if cal is None:
+        lines.append(f"{head}: the checkpoint has none (python tools/calibrate.py makes one)")
+        lines.append(f"  raw:        ECE {_num(raw['ece'])}  Brier {_num(raw['brier'])}  "
+                     f"NLL {_num(raw['nll'])}")
+    else:
+        f = report.get("fitted_on", {})
+        lines.append(f"{head}: temperature {report['temperature']:.4f}, fitted on "
+                     f"{f.get('dataset', '?')} / {f.get('branch', '?')} ({f.get('frames', '?')} "
+                     "frames)")
+        lines.append(f"  raw:        ECE {_num(raw['ece'])}  Brier {_num(raw['brier'])}  "
+                     f"NLL {_num(raw['nll'])}")
+        lines.append(f"  calibrated: ECE {_num(cal['ece'])}  Brier {_num(cal['brier'])}  "
+                     f"NLL {_num(cal['nll'])}")
+        lines.append("operating points (threshold on the calibrated probability: validation FPR "
+                     "/ TPR -> this split's)")
+        for name, p in report["points"].items():
+            lines.append(f"  {name:<9} {p['threshold']:.4f}  FPR {_num(p['val_fpr'])} -> "
+                         f"{_num(p['test_fpr'])}  TPR {_num(p['val_tpr'])} -> "
+                         f"{_num(p['test_tpr'])}")
+    t = report.get("threshold")
+    if t is not None:
+        lines.append(f"at threshold {t['value']:.4f} ({t['source']}): FPR {_num(t['test_fpr'])}  "
+                     f"TPR {_num(t['test_tpr'])}  ACC {_num(t['test_ACC'])}")
+    return "\n".join(lines)
+
+
+def reliability_figure(labels, logits, calibration, title):
+    """The reliability diagram: fraction fake against mean fake probability per bin, raw and
+    (with ``calibration``) calibrated, the diagonal of a perfect calibration, and each bin's
+    frame count in a histogram below."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from model.calibration import ECE_BINS, ece, reliability, sigmoid
+    labels = np.asarray(labels, np.int64)
+    logits = np.asarray(logits, np.float64)
+    curves = [("raw", sigmoid(logits), "C0")]
+    if calibration is not None:
+        curves.append((f"calibrated (T = {calibration.temperature:.3f})",
+                       calibration.probability(logits), "C1"))
+    fig, (ax, hist) = plt.subplots(2, 1, figsize=(5, 6.2), dpi=100, sharex=True,
+                                   gridspec_kw={"height_ratios": [3, 1.2]})
+    edges = np.linspace(0, 1, ECE_BINS + 1)
+    centres = (edges[:-1] + edges[1:]) / 2
+    width = 1 / ECE_BINS
+    ax.plot([0, 1], [0, 1], "k:", lw=0.8, label="perfectly calibrated")
+    for k, (name, probs, colour) in enumerate(curves):
+        count, conf, freq = reliability(labels, probs)
+        full = count > 0
+        ax.plot(conf[full], freq[full], "o-", color=colour, ms=4,
+                label=f"{name}: ECE {ece(labels, probs):.4f}")
+        offset = (k - (len(curves) - 1) / 2) * width / len(curves)
+        bars = hist.bar(centres + offset, count, width / len(curves), color=colour, alpha=0.8)
+        for bar, n in zip(bars, count):
+            if n:
+                hist.annotate(str(int(n)), (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                              ha="center", va="bottom", fontsize=5)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("fraction of fake frames")
+    import textwrap
+    ax.set_title("\n".join(textwrap.wrap(f"Reliability: {title}", 60)), fontsize=10)
+    ax.legend(loc="upper left", fontsize=8)
+    hist.set_xlabel(f"fake probability ({ECE_BINS} equal-width bins)")
+    hist.set_ylabel("frames per bin")
+    fig.tight_layout()
+    return fig
+
+
+def save_outputs(out_dir, metrics, res, items, title="", video_rule="project", calibration=None):
     """metrics.json (with ``video_grouping``: the rule of its video level), scores.csv (logit and
     probability at full precision: every metric recomputes exactly from it), and, when both
     classes are present, roc_curve.pickle and roc.png. Each file is written atomically. Returns
@@ -66,8 +174,7 @@ def save_outputs(out_dir, metrics, res, items, title="", video_rule="project"):
     os.makedirs(out_dir, exist_ok=True)
     written = ["metrics.json", "scores.csv"]
     atomic_write(os.path.join(out_dir, "metrics.json"), lambda fh: json.dump(
-        {**{k: (None if isinstance(v, float) and math.isnan(v) else v)
-            for k, v in metrics.items()}, "video_grouping": video_rule}, fh, indent=2))
+        {**_json_values(metrics), "video_grouping": video_rule}, fh, indent=2))
 
     def scores(fh):
         w = csv.writer(fh)
@@ -84,7 +191,19 @@ def save_outputs(out_dir, metrics, res, items, title="", video_rule="project"):
                  video_inputs(res, items, video_rule), metrics,
                  f"ROC: {title}" if title else "ROC", video_rule)
         written += ["roc_curve.pickle", "roc.png"]
+        atomic_write_figure(os.path.join(out_dir, "reliability.png"), reliability_figure(
+            res["label"], res["logit"], calibration, title or "test split"))
+        written.append("reliability.png")
     return written
+
+
+def _json_values(value):
+    """``value`` with every NaN (nested too) as None: metrics.json stays strict JSON."""
+    if isinstance(value, dict):
+        return {k: _json_values(v) for k, v in value.items()}
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
 
 
 def video_inputs(res, items, video_rule="project"):
@@ -129,34 +248,67 @@ def plot_roc(path, labels, probs, videos, metrics, title, video_rule="project"):
     atomic_write_figure(path, roc_figure(labels, probs, videos, metrics, title, video_rule))
 
 
-def branch_spec(cfg):
-    """(spec, where) that the test branch states, for a checkpoint that states none (a bare state
-    dict, the original's .bin): the dataset file is then the only word on the preprocessing."""
+def branch_spec(cfg, name=None):
+    """(spec, where) that the test branch (or the branch ``name``) states, for a checkpoint that
+    states none (a bare state dict, the original's .bin): the dataset file is then the only word
+    on the preprocessing."""
     from model import DETECTORS
     default = DETECTORS.get(cfg["model"]["name"]).default_spec
-    spec, _ = spec_from_transforms(branch(cfg, "test").get("transforms"), default)
-    return spec, f"the resize and normalisation of {cfg['data']['test_branch']}"
+    chosen = branch(cfg, "test") if name is None else (cfg["dataset"].get(name) or {})
+    spec, _ = spec_from_transforms(chosen.get("transforms"), default)
+    return spec, f"the resize and normalisation of {name or cfg['data']['test_branch']}"
 
 
-def test_branch(cfg, spec):
-    """The test branch with its resize and normalisation set to the checkpoint's input spec (what
-    the model was trained with), one log line when the dataset file said otherwise."""
-    test_cfg = dict(branch(cfg, "test"))
+def test_branch(cfg, spec, name=None):
+    """The test branch (or the branch ``name`` of the dataset file) with its resize and
+    normalisation set to the checkpoint's input spec (what the model was trained with), one log
+    line when the dataset file said otherwise."""
+    if name is None:
+        test_cfg = dict(branch(cfg, "test"))
+    elif name in cfg["dataset"]:
+        test_cfg = dict(cfg["dataset"][name])
+    else:
+        raise UserError(f"branch {name!r}: {cfg['data']['file']} has no such branch (it has "
+                        f"{', '.join(cfg['dataset'])})", arg="branch")
     test_cfg["transforms"], changed = with_spec(test_cfg.get("transforms"), spec)
     if changed and dist.is_main():
-        log.info("input spec of the checkpoint: %s (the test branch of %s states another; the "
-                 "checkpoint's is used)", spec.describe(), cfg["data"]["file"])
+        log.info("input spec of the checkpoint: %s (the %s branch of %s states another; the "
+                 "checkpoint's is used)", spec.describe(), name or "test", cfg["data"]["file"])
     return test_cfg
 
 
+def score_split(cfg, model, device, branch_cfg, perturb=(), rank=0, world=1):
+    """(dataset, ``evaluate``'s results) of ``model`` on the dataset branch ``branch_cfg``, each
+    process a share, scores gathered; unreadable images are skipped and counted on one line, a
+    split without any readable image is a UserError."""
+    ds = build_dataset(cfg["data"]["name"], branch_cfg, cfg["config"]["seed"], perturb,
+                       defer_normalize=True)
+    sampler = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=False)
+    loader = DataLoader(ds, batch_size=cfg["data"]["test_batch_size"], sampler=sampler,
+                        num_workers=cfg["data"]["num_workers"], collate_fn=collate,
+                        pin_memory=device.type == "cuda", worker_init_fn=worker_init)
+    bad = BadImageLog()
+    amp = device_amp(device, cfg["config"]["eval_amp"], "config.eval_amp")  # fp32 by default
+    res = evaluate(model, loader, device, amp, bad)
+    if bad.count:
+        log.warning("skipped %d unreadable image(s)", bad.take_count())
+    if len(res["index"]) == 0:
+        raise UserError(f"{ds.name}: no readable image in the split ({len(bad.seen)} bad "
+                        "file(s)); nothing to score")
+    return ds, res
+
+
 def run_test(cfg, ckpt=None, device=None, out_dir=None, trusted=False, perturb=(), model=None,
-             video_rule="project"):
+             video_rule="project", threshold=None, backend="torch", precision="fp32"):
     """Score the test branch, prepared by the checkpoint's input spec, under the distortions
     ``perturb`` (``[(type, level)]``); the video level groups frames by ``video_rule``
     (``project``: each video of the dataset; ``deepfakebench``: DeepfakeBench's grouping by the
     frames' folder name, see ``trainer.metrics.deepfakebench_video``). Returns
     (metrics, checkpoint path, output folder, images scored, names of the files written). A
-    ``model`` already loaded from ``ckpt`` is used as it is."""
+    ``model`` already loaded from ``ckpt`` is used as it is. ``metrics["calibration"]``: the
+    ``calibration_report`` (with ``threshold``: a number or an operating point name, its rates
+    too). ``backend`` and ``precision``: how the forward runs (``model.backends``), said in
+    ``metrics["scored_by"]``."""
     if video_rule not in VIDEO_RULES:
         raise UserError(f"video grouping {video_rule!r}: expected one of {', '.join(VIDEO_RULES)}")
     rank, world, dev = dist.init(cfg["config"]["distribute"]["backend"],
@@ -170,20 +322,17 @@ def run_test(cfg, ckpt=None, device=None, out_dir=None, trusted=False, perturb=(
         model = load_detector(path, device, model_cfg=cfg["model"],
                               trusted=trusted or cfg["config"]["trust_checkpoint"],
                               fallback_spec=branch_spec(cfg))
-    ds = build_dataset(cfg["data"]["name"], test_branch(cfg, model.spec), cfg["config"]["seed"],
-                       perturb, defer_normalize=True)
-    sampler = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=False)
-    loader = DataLoader(ds, batch_size=cfg["data"]["test_batch_size"], sampler=sampler,
-                        num_workers=cfg["data"]["num_workers"], collate_fn=collate,
-                        pin_memory=device.type == "cuda", worker_init_fn=worker_init)
-    bad = BadImageLog()
-    amp = cfg["config"]["eval_amp"] if device.type == "cuda" else "none"  # fp32 by default
-    res = evaluate(model, loader, device, amp, bad)
-    if bad.count:
-        log.warning("skipped %d unreadable image(s)", bad.take_count())
-    if len(res["index"]) == 0:
-        raise UserError(f"{ds.name}: no readable image in the test split ({len(bad.seen)} bad "
-                        "file(s)); nothing to score")
+    from model.calibration import resolve_threshold
+    chosen = None if threshold is None else resolve_threshold(
+        threshold, getattr(model, "calibration", None))
+    scored = model
+    if (backend, precision) != ("torch", "fp32"):
+        from model.backends import ScoringModule, build_scorer
+        scorer = build_scorer(model, device, backend, precision)
+        if dist.is_main():
+            log.info("scored by: %s", scorer.describe())
+        scored = ScoringModule(model, scorer)
+    ds, res = score_split(cfg, scored, device, test_branch(cfg, model.spec), perturb, rank, world)
     classes = set(res["label"].tolist())
     if len(classes) < 2:
         log.warning("the test split has %s images only: AUC, EER and AP are undefined, and no "
@@ -192,7 +341,12 @@ def run_test(cfg, ckpt=None, device=None, out_dir=None, trusted=False, perturb=(
     metrics = all_metrics(res["label"], res["prob"], video_inputs(res, ds.items, video_rule),
                           methods, video_rule)
     metrics["LogLoss"] = float(res["loss"].mean())
+    how = getattr(scored, "scorer", None)
+    metrics["scored_by"] = {"backend": how.backend if how else "torch",
+                            "precision": how.precision if how else "fp32"}
+    calibration = getattr(model, "calibration", None)
+    metrics["calibration"] = calibration_report(res["label"], res["logit"], calibration, chosen)
     title = f"{os.path.basename(path)} on {ds.name}"
-    written = (save_outputs(out_dir, metrics, res, ds.items, title, video_rule)
+    written = (save_outputs(out_dir, metrics, res, ds.items, title, video_rule, calibration)
                if dist.is_main() else [])
     return metrics, path, out_dir, len(res["index"]), written

@@ -36,7 +36,7 @@ from . import distributed as dist
 from .checkpoint import (RunLock, atomic_save, load_checkpoint, newest_best, prune_best,
                          remove_stale_temporaries, rng_state, set_rng_state)
 from .config import branch, save_config
-from .evaluate import autocast, evaluate
+from .evaluate import autocast, device_amp, evaluate
 from .hooks import build_hooks, overrides
 from .metrics import all_metrics
 
@@ -179,8 +179,9 @@ def _unwrap(model):
     return model.module if isinstance(model, DistributedDataParallel) else model
 
 
-def _examples_figure(shown, norm):
-    """Real and fake validation examples, labelled with their probability: the input, its
+def _examples_figure(shown, norm, calibration=None):
+    """Real and fake validation examples, labelled with their probability (calibrated by
+    ``calibration`` where given, as inference.py shows it): the input, its
     reconstruction and the difference heat map (``model.heatmap``: one fixed scale for every
     panel, the colours of inference.py's pictures)."""
     import matplotlib
@@ -199,7 +200,9 @@ def _examples_figure(shown, norm):
     fig, axes = plt.subplots(3, n, figsize=(1.6 * n, 5.2), squeeze=False)
     for j in range(n):
         kind = "fake" if int(labels[j]) == 1 else "real"
-        axes[0, j].set_title(f"{kind}\np(fake) {float(probs[j]):.2f}", fontsize=8)
+        p = float(probs[j]) if calibration is None else calibration.from_raw(float(probs[j]))
+        axes[0, j].set_title(f"{kind}\np(fake) {p:.2f}" + (" cal." if calibration else ""),
+                             fontsize=8)
         for row, img in enumerate((faces[j], recs[j], heat_map(diff[j])[..., ::-1])):
             axes[row, j].imshow(img)
         for row in range(3):
@@ -271,8 +274,8 @@ class Trainer:
         self.hooks, self.accumulate, self._unscale = [], 1, False
         for hook in build_hooks(c["hooks"]):
             self.add_hook(hook)
-        self.amp = c["amp"] if self.device.type == "cuda" else "none"
-        self.eval_amp = c["eval_amp"] if self.device.type == "cuda" else "none"
+        self.amp = device_amp(self.device, c["amp"], "config.amp")
+        self.eval_amp = device_amp(self.device, c["eval_amp"], "config.eval_amp")
         torch.manual_seed(c["seed"] + self.rank)
 
         model = build_detector(cfg["model"]).to(self.device)
@@ -330,6 +333,8 @@ class Trainer:
         self.eval_metric = c["metric"]
         self.bad = BadImageLog()
         self.history = []
+        self.best_calibration = None  # of the newest best checkpoint
+        self._said_uncalibrated = False
         if self.resume:
             self._load_for_resume()  # before anything is written: a failed resume changes nothing
         if self.run_dir and self.rank == 0:
@@ -377,11 +382,11 @@ class Trainer:
         self._call("at_checkpoint", state)
         return state
 
-    def save(self, name, weights_only=False):
+    def save(self, name, weights_only=False, extra=None):
         """Rank 0 writes; every rank learns whether it worked (a full disk stops all of them).
         ``weights_only`` (the best checkpoints): the weights (and the EMA's), the config, the input
         spec and the step, without the training state that only ``latest_model.bin`` needs (a
-        third of the size)."""
+        third of the size); ``extra``: further entries (a best checkpoint's calibration)."""
         error = None
         if self.run_dir and self.rank == 0:
             try:
@@ -391,6 +396,7 @@ class Trainer:
                                                    "eval_metric", "model", "config",
                                                    "input_spec", "world_size", "ema")
                              if k in state}
+                state.update(extra or {})
                 atomic_save(state, os.path.join(self.run_dir, name))
             except UserError as exc:
                 error = str(exc)
@@ -577,7 +583,26 @@ class Trainer:
         validation split, on every rank, scores gathered; None without a readable image."""
         res = evaluate(model, self.val_loader, self.device, self.eval_amp, self.bad)
         self.bad.take_count()  # said by the trainer's own validation
-        return self._metrics(res, self.val_set.name)[0] if len(res["label"]) else None
+        if not len(res["label"]):
+            return None
+        return {**self._metrics(res, self.val_set.name)[0],
+                "scores": (res["label"], res["logit"])}  # what calibrates these weights
+
+    def calibrate(self, scores, weights="raw"):
+        """The calibration (``model.calibration.fit``) of validation ``scores`` (labels, logits)
+        of the ``weights`` that a best checkpoint keeps; None, said once, where the validation
+        cannot give one (a class missing)."""
+        from model.calibration import fit
+        labels, logits = scores
+        try:
+            return fit(labels, logits, {"dataset": self.val_set.name,
+                                        "branch": self.cfg["data"]["val_branch"],
+                                        "step": self.step, "weights": weights})
+        except UserError as exc:
+            if not self._said_uncalibrated:
+                log.warning("best checkpoints are not calibrated: %s", exc)
+                self._said_uncalibrated = True
+            return None
 
     def validate(self):
         res = evaluate(self.forward, self.val_loader, self.device, self.eval_amp, self.bad,
@@ -594,7 +619,7 @@ class Trainer:
             self.scheduler.step_on_validation(metrics["LogLoss"])
         if self.writer:
             self._write_validation(metrics, res, extra)
-        chosen = {**metrics, "weights": "raw"}
+        chosen = {**metrics, "weights": "raw", "scores": (res["label"], res["logit"])}
         self._call("after_validation", chosen)  # a hook may let other weights choose (EMA)
         value = chosen[self.eval_metric]
         better = self._is_better(value)
@@ -606,7 +631,13 @@ class Trainer:
                  self.eval_metric, self.best_metric if self.best_metric is not None else math.nan,
                  self.best_step)
         if better:
-            self.save(f"best_model_{self.step}.bin", weights_only=True)
+            cal = self.calibrate(chosen["scores"], chosen["weights"]) if len(res["label"]) \
+                else None
+            self.best_calibration = cal
+            if cal is not None:
+                log.info("calibration of best_model_%d.bin: %s", self.step, cal.describe())
+            self.save(f"best_model_{self.step}.bin", weights_only=True,
+                      extra={"calibration": cal.to_dict()} if cal is not None else None)
             keep = self.cfg["config"]["keep_best"]
             if keep and self.run_dir and self.rank == 0:
                 for name in prune_best(self.run_dir, keep):
@@ -633,7 +664,12 @@ class Trainer:
         if shown is not None and len(shown[2]):
             norm = getattr(self.val_set, "norm", None) or (_unwrap(self.ddp).spec.mean,
                                                            _unwrap(self.ddp).spec.std)
-            self.writer.add_figure("val/examples", _examples_figure(shown, norm[:2]), self.step)
+            # the probabilities as a user of this step's checkpoint would read them: calibrated
+            # on this validation (as its best checkpoint would be)
+            cal = self.calibrate((res["label"], res["logit"])) \
+                if len(set(res["label"].tolist())) == 2 else None
+            self.writer.add_figure("val/examples", _examples_figure(shown, norm[:2], cal),
+                                   self.step)
 
     def _log(self, sums, count, num_steps, progress=None):
         """Window means of every loss term and the accuracy, averaged over ranks; images/s and
@@ -735,7 +771,9 @@ class Trainer:
             best = os.path.join(self.run_dir, f"best_model_{self.best_step}.bin")
         return {"best_metric": self.best_metric, "best_step": self.best_step,
                 "metric": self.eval_metric, "best_checkpoint": best, "run_dir": self.run_dir,
-                "history": self.history}
+                "history": self.history,
+                "calibration": self.best_calibration.describe() if best and self.best_calibration
+                else None}
 
     def close(self):
         if self.writer:

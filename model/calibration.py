@@ -1,0 +1,260 @@
+"""A probability that means what it says: temperature scaling, operating points, calibration
+metrics.
+
+A detector's fake probability is ``sigmoid(z)`` of its logit ``z`` (for a two-logit head, the
+difference of its logits). Temperature scaling (Guo et al., ICML 2017) divides the logit by one
+scalar ``T`` > 0, fitted by minimising the negative log-likelihood of the labels on a validation
+split's frames: ``sigmoid(z / T)``. It keeps the order of the scores (AUC, EER and every verdict
+at 0.5 are unchanged) and changes how far from 0.5 they lie.
+
+Operating points are thresholds on the calibrated probability chosen on the same frames: the
+lowest threshold whose false-positive rate on the real frames is at most 1 %, 5 % and 10 %
+(``fpr@0.01`` ...), and the equal-error-rate threshold (``eer``), each with the rates it has there.
+
+A checkpoint keeps its calibration under ``calibration`` (plain numbers and strings, read with
+``torch.load(weights_only=True)``): ``Calibration.to_dict`` / ``Calibration.from_dict``.
+
+Calibration metrics are of the fake probability itself (the reliability of the positive class,
+what a user reads): ECE over ``ECE_BINS`` equal-width bins of [0, 1] (bin ``k`` holds
+``k/15 <= p < (k+1)/15``, the last also p = 1), the bins weighted by their share of frames; the
+Brier score (mean squared difference between probability and label); the NLL (mean negative
+log-likelihood, from the logits, so that a saturated probability stays finite).
+"""
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.interpolate import interp1d
+from scipy.optimize import brentq, minimize_scalar
+from sklearn.metrics import roc_curve
+
+from errors import UserError
+
+ECE_BINS = 15
+FPR_POINTS = (0.01, 0.05, 0.1)
+POINT_NAMES = tuple(f"fpr@{f:g}" for f in FPR_POINTS) + ("eer",)
+LOG_T_BOUNDS = (math.log(1e-2), math.log(1e2))  # temperatures from 0.01 to 100
+
+
+def sigmoid(z):
+    z = np.asarray(z, np.float64)
+    return np.where(z >= 0, 1.0 / (1.0 + np.exp(-np.abs(z))),
+                    np.exp(-np.abs(z)) / (1.0 + np.exp(-np.abs(z))))
+
+
+def nll(labels, logits):
+    """Mean negative log-likelihood of binary ``labels`` under ``sigmoid(logits)``, computed from
+    the logits (softplus(z) - y z): finite however saturated the probability."""
+    y = np.asarray(labels, np.float64)
+    z = np.asarray(logits, np.float64)
+    return float(np.mean(np.logaddexp(0.0, z) - y * z))
+
+
+def brier(labels, probs):
+    y = np.asarray(labels, np.float64)
+    p = np.asarray(probs, np.float64)
+    return float(np.mean((p - y) ** 2))
+
+
+def reliability(labels, probs, bins=ECE_BINS):
+    """Per equal-width bin of the fake probability: (count, mean probability, fraction fake);
+    empty bins have count 0 and NaN means."""
+    y = np.asarray(labels, np.float64)
+    p = np.asarray(probs, np.float64)
+    which = np.minimum((p * bins).astype(np.int64), bins - 1)
+    count = np.bincount(which, minlength=bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        conf = np.bincount(which, weights=p, minlength=bins) / count
+        freq = np.bincount(which, weights=y, minlength=bins) / count
+    return count, conf, freq
+
+
+def ece(labels, probs, bins=ECE_BINS):
+    """Expected calibration error of the fake probability: sum over bins of
+    (frames in the bin / all frames) * |mean probability - fraction fake|."""
+    count, conf, freq = reliability(labels, probs, bins)
+    full = count > 0
+    return float(np.sum(count[full] / count.sum() * np.abs(conf[full] - freq[full])))
+
+
+def calibration_metrics(labels, logits, temperature=1.0):
+    """ECE, Brier score and NLL of ``sigmoid(logits / temperature)``."""
+    z = np.asarray(logits, np.float64) / temperature
+    p = sigmoid(z)
+    return {"ece": ece(labels, p), "brier": brier(labels, p), "nll": nll(labels, z)}
+
+
+def fit_temperature(labels, logits):
+    """The temperature T minimising the NLL of ``sigmoid(logits / T)`` (searched on log T within
+    ``LOG_T_BOUNDS``; the NLL is convex in 1 / T)."""
+    y = np.asarray(labels, np.float64)
+    z = np.asarray(logits, np.float64)
+    res = minimize_scalar(lambda s: nll(y, z * math.exp(-s)), bounds=LOG_T_BOUNDS,
+                          method="bounded", options={"xatol": 1e-6})
+    return float(math.exp(res.x))
+
+
+def rates(labels, probs, threshold):
+    """(FPR, TPR) of "fake at ``threshold`` or above": the share of real frames called fake and
+    of fake frames called fake (NaN for a class with no frame)."""
+    y = np.asarray(labels, np.int64)
+    fake = np.asarray(probs, np.float64) >= threshold
+    fpr = float(fake[y == 0].mean()) if (y == 0).any() else math.nan
+    tpr = float(fake[y == 1].mean()) if (y == 1).any() else math.nan
+    return fpr, tpr
+
+
+def fpr_threshold(labels, probs, target):
+    """The lowest threshold at which at most ``target`` of the real frames score at or above it:
+    k = floor(target * real frames) of them may be called fake, so the threshold lies just above
+    the (k + 1)-th highest real score (ties never let more through). Real frames at exactly 1.0
+    beyond those k leave the threshold at 1.0, where its measured rate says so."""
+    y = np.asarray(labels, np.int64)
+    real = np.sort(np.asarray(probs, np.float64)[y == 0])[::-1]
+    k = int(math.floor(target * len(real) + 1e-9))
+    if k >= len(real):
+        return 0.0
+    return float(min(np.nextafter(real[k], np.inf), 1.0))
+
+
+def roc(labels, scores):
+    """scikit-learn's ROC with the first threshold as scikit-learn < 1.3 (and so the original)
+    had it: the highest score + 1, where newer releases put +inf."""
+    fpr, tpr, thresholds = roc_curve(labels, scores)
+    if len(thresholds) > 1 and np.isinf(thresholds[0]):
+        thresholds = thresholds.copy()
+        thresholds[0] = thresholds[1] + 1
+    return fpr, tpr, thresholds
+
+
+def eer(labels, scores):
+    """Equal error rate and its threshold: 1 - TPR = FPR on the linearly interpolated ROC."""
+    fpr, tpr, thresholds = roc(labels, scores)
+    rate = brentq(lambda x: 1.0 - x - interp1d(fpr, tpr)(x), 0.0, 1.0)
+    return float(rate), float(interp1d(fpr, thresholds)(rate))
+
+
+def eer_threshold(labels, probs):
+    """The threshold of the equal error rate (``eer``, as test.py reports it), within [0, 1]."""
+    return float(min(max(eer(labels, probs)[1], 0.0), 1.0))
+
+
+@dataclass
+class Calibration:
+    """A temperature, the operating points chosen with it, and what they were fitted on."""
+
+    temperature: float
+    points: dict  # name -> {"threshold", "fpr", "tpr"} on the fitted frames
+    fitted_on: dict = field(default_factory=dict)  # dataset, branch, frames, real, fake, ...
+    before: dict = field(default_factory=dict)  # ece, brier, nll with T = 1
+    after: dict = field(default_factory=dict)  # ... with the fitted T
+
+    def probability(self, logit):
+        """The calibrated fake probability of a logit (a number or an array)."""
+        p = sigmoid(np.asarray(logit, np.float64) / self.temperature)
+        return float(p) if np.ndim(p) == 0 else p
+
+    def from_raw(self, prob):
+        """The calibrated probability of a raw one (for display where only it is at hand; the
+        logit is better where a probability may be saturated)."""
+        p = np.clip(np.asarray(prob, np.float64), 1e-12, 1 - 1e-12)
+        return self.probability(np.log(p) - np.log1p(-p))
+
+    def describe(self):
+        f = self.fitted_on
+        where = f"{f.get('dataset', '?')} / {f.get('branch', '?')}, {f.get('frames', '?')} frames"
+        return (f"temperature {self.temperature:.4f} (fitted on {where}; ECE "
+                f"{self.before['ece']:.4f} -> {self.after['ece']:.4f}, NLL "
+                f"{self.before['nll']:.4f} -> {self.after['nll']:.4f})")
+
+    def to_dict(self):
+        return {"temperature": float(self.temperature),
+                "points": {k: {kk: float(vv) for kk, vv in v.items()}
+                           for k, v in self.points.items()},
+                "fitted_on": dict(self.fitted_on), "before": dict(self.before),
+                "after": dict(self.after), "ece_bins": ECE_BINS}
+
+    @classmethod
+    def from_dict(cls, d, where="calibration"):
+        """A stored calibration, every value checked: a wrong one is a UserError naming
+        ``where`` and the key."""
+        if not isinstance(d, dict):
+            raise UserError(f"{where}: expected a mapping, got {type(d).__name__}")
+        t = d.get("temperature")
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) \
+                or t <= 0:
+            raise UserError(f"{where}.temperature: expected a positive finite number, got {t!r}")
+        points = d.get("points", {})
+        if not isinstance(points, dict):
+            raise UserError(f"{where}.points: expected a mapping, got {points!r:.80}")
+        for name, point in points.items():
+            if name not in POINT_NAMES:
+                raise UserError(f"{where}.points: unknown operating point {name!r} (known: "
+                                f"{', '.join(POINT_NAMES)})")
+            thr = point.get("threshold") if isinstance(point, dict) else None
+            if isinstance(thr, bool) or not isinstance(thr, (int, float)) \
+                    or not 0 <= thr <= 1:
+                raise UserError(f"{where}.points.{name}.threshold: expected a probability in "
+                                f"[0, 1], got {thr!r}")
+        for key in ("fitted_on", "before", "after"):
+            if not isinstance(d.get(key, {}), dict):
+                raise UserError(f"{where}.{key}: expected a mapping, got {d.get(key)!r:.80}")
+        return cls(float(t), {k: dict(v) for k, v in points.items()},
+                   dict(d.get("fitted_on", {})), dict(d.get("before", {})),
+                   dict(d.get("after", {})))
+
+
+def fit(labels, logits, fitted_on=None):
+    """A ``Calibration`` of the frames' ``labels`` (0 real, 1 fake) and raw ``logits``. Both
+    classes are needed; without them a UserError says which is missing."""
+    y = np.asarray(labels, np.int64)
+    z = np.asarray(logits, np.float64)
+    if len(y) != len(z) or not len(y):
+        raise UserError(f"calibration needs scored frames ({len(y)} labels, {len(z)} logits)")
+    if not np.isfinite(z).all():
+        raise UserError("calibration: a logit is not a finite number")
+    missing = [name for c, name in ((0, "real"), (1, "fake")) if not (y == c).any()]
+    if missing:
+        raise UserError(f"calibration needs real and fake frames: the frames have no "
+                        f"{missing[0]} one")
+    t = fit_temperature(y, z)
+    p = sigmoid(z / t)
+    points = {}
+    for target, name in zip(FPR_POINTS, POINT_NAMES):
+        thr = fpr_threshold(y, p, target)
+        points[name] = dict(zip(("threshold", "fpr", "tpr"), (thr, *rates(y, p, thr))))
+    thr = eer_threshold(y, p)
+    points["eer"] = dict(zip(("threshold", "fpr", "tpr"), (thr, *rates(y, p, thr))))
+    info = {"frames": int(len(y)), "real": int((y == 0).sum()), "fake": int((y == 1).sum()),
+            **(fitted_on or {})}
+    return Calibration(t, points, info, calibration_metrics(y, z), calibration_metrics(y, z, t))
+
+
+def resolve_threshold(value, calibration, where="threshold"):
+    """``(threshold, source)`` for a threshold as a user gives it: None (0.5, "default"), a
+    number (itself, "given"), or an operating point name of ``POINT_NAMES`` (its stored threshold,
+    the name as source), which needs a calibration. A wrong one is a UserError naming ``where``."""
+    if value is None:
+        return 0.5, "default"
+    if isinstance(value, str):
+        name = value.strip().lower()
+        try:
+            number = float(name)
+        except ValueError:
+            number = None
+        if number is None:
+            if name not in POINT_NAMES:
+                raise UserError(f"{where} {value!r}: expected a number or an operating point "
+                                f"({', '.join(POINT_NAMES)})", arg=where)
+            if calibration is None or name not in calibration.points:
+                raise UserError(f"{where} {value}: the checkpoint has no calibration, so no "
+                                "operating points (python tools/calibrate.py makes them; or give "
+                                "a number)", arg=where)
+            return float(calibration.points[name]["threshold"]), name
+        value = number
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise UserError(f"{where}: expected a number or an operating point ("
+                        f"{', '.join(POINT_NAMES)}), got {type(value).__name__}", arg=where)
+    if not math.isfinite(value):
+        raise UserError(f"{where} {value}: expected a finite number", arg=where)
+    return float(value), "given"
