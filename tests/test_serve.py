@@ -657,3 +657,43 @@ def test_an_uploaded_name_is_text_everywhere(server, files):
     disposition = server.client.get(f"/api/jobs/{job['id']}/report.pdf").headers[
         "content-disposition"]
     assert "<" not in disposition and "/" not in disposition
+
+
+def test_a_calibrated_checkpoint_offers_its_operating_points(tmp_path, files):
+    """The page passes an operating point's name through as the Predictor's threshold; the
+    record says the threshold and where it came from, as the Python API's does."""
+    calibration = pytest.importorskip("model.calibration")
+    import serve
+    from faces.api import Predictor
+    from webapp.worker import Predictors
+    state = torch.load(files["ckpt"], weights_only=False)
+    metrics = {"ece": 0.1, "brier": 0.2, "nll": 0.6}
+    state["calibration"] = calibration.Calibration(
+        2.0, {"fpr@0.01": {"threshold": 0.7, "fpr": 0.01, "tpr": 0.5},
+              "eer": {"threshold": 0.3, "fpr": 0.2, "tpr": 0.8}},
+        {"dataset": "test"}, metrics, metrics).to_dict()
+    ckpt = str(tmp_path / "calibrated.bin")
+    torch.save(state, ckpt)
+    predictors = Predictors(ckpt)
+    info = serve.model_info(predictors.get(None), ckpt)
+    s = Server(tmp_path / "data", predictors, info).run()
+    try:
+        model = s.client.get("/api/model").json()
+        assert model["calibration"]["temperature"] == 2.0
+        assert model["operating_points"] == ["fpr@0.01", "eer"]
+        r = s.post(files["photo"], threshold="fpr@0.1")  # not one of this checkpoint's
+        assert r.status_code == 422 and "form field threshold 'fpr@0.1'" in r.json()["detail"]
+        job = s.wait(s.post(files["photo"], threshold="eer").json()["jobs"][0]["id"])
+        assert job["state"] == "done", job["error"]
+        ref = Predictor.from_checkpoint(ckpt, "cpu", threshold="eer").predict_photo(files["photo"])
+        got = job["result"]
+        assert got["threshold"] == ref["threshold"] == 0.3
+        assert got["threshold_source"] == ref["threshold_source"]
+        assert job["threshold"] == 0.3 and job["threshold_source"] == ref["threshold_source"]
+        assert got["fake_probability"] == pytest.approx(ref["fake_probability"], abs=1e-6)
+        assert got["raw_probability"] == pytest.approx(ref["raw_probability"], abs=1e-6)
+        assert got["raw_probability"] != pytest.approx(got["fake_probability"], abs=1e-3)
+        words = s.client.get(f"/api/jobs/{job['id']}/report.html").text
+        assert "raw probability (before calibration)" in words and "0.3000 (" in words
+    finally:
+        s.close()

@@ -156,10 +156,9 @@ def create_app(data, model_info, *, token=None, host="127.0.0.1", max_upload_mb=
     store = data if isinstance(data, JobStore) else JobStore(data)
     interrupted = store.interrupt_running()
     calibration = model_info.get("calibration")
-    points = tuple(p for p in OPERATING_POINTS if calibration and p in calibration) \
-        if isinstance(calibration, dict) else ()
-    if calibration and not points:
-        points = OPERATING_POINTS
+    # the operating points the checkpoint's calibration names (none without a calibration)
+    named = calibration.get("points") if isinstance(calibration, dict) else None
+    points = tuple(p for p in OPERATING_POINTS if p in (named or {}))
     app = FastAPI(title="RECCE: a page for a verdict",
                   description="Upload photos and videos, follow their scoring, read the verdicts "
                               "and their evidence. Every route needs the token when the server "

@@ -37,7 +37,7 @@ def summary(job):
         threshold += f" ({x['threshold_source']})"
     rows = [("file", job.get("name")), ("kind", r.get("kind")), ("verdict", verdict_text(job)),
             ("fake probability", _num(r.get("fake_probability")))]
-    if "raw_probability" in r:
+    if "raw_probability" in r and model.get("calibration"):
         rows.append(("raw probability (before calibration)", _num(r.get("raw_probability"))))
     rows += [("threshold", threshold),
              ("faces" if r.get("kind") == "photo" else "frames of the deciding track",

@@ -219,7 +219,8 @@ def run_job(store, job, predictors, model_info=None, parent=None):
         if store.state(job_id) != "running":
             raise JobStopped("cancelled")
         extra = {"threshold": record.get("threshold", pred.threshold),
-                 "threshold_source": record.get("threshold_source"),
+                 "threshold_source": record.get("threshold_source",
+                                                getattr(pred, "threshold_source", None)),
                  "persons": persons_of(record), "heat_maps": {}, "files": [],
                  "model": model_info, "seconds": {"verdict": scored}}
         store.publish(job_id, record, extra)  # the verdict, before its evidence

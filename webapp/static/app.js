@@ -241,7 +241,7 @@ function showResult(j) {
     el("p", { class: `verdict ${r.prediction || ""}`, id: "verdict" }, verdict),
     facts([
       [model && model.calibration ? "fake probability (calibrated)" : "fake probability", el("span", { id: "probability" }, num(r.fake_probability))],
-      ["raw probability", r.raw_probability !== undefined ? num(r.raw_probability) : null],
+      ["raw probability (before calibration)", r.raw_probability !== undefined && model && model.calibration ? num(r.raw_probability) : null],
       ["judged by the threshold", el("span", { id: "judged-by" }, num(threshold, 4) + (source ? ` (${source})` : ""))],
       [r.kind === "photo" ? "faces" : "frames of the deciding person", r.frames_or_faces],
       ["face tracks / persons", `${r.tracks} / ${r.persons}`],
