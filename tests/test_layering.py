@@ -4,8 +4,9 @@ import os
 
 from conftest import ROOT
 
-PACKAGES = ("model", "dataset", "loss", "optimizer", "scheduler", "faces", "trainer", "tools")
-ENTRY_POINTS = ("train", "test", "inference")
+PACKAGES = ("model", "dataset", "loss", "optimizer", "scheduler", "faces", "trainer", "tools",
+            "webapp")
+ENTRY_POINTS = ("train", "test", "inference", "serve")
 BASE = ("errors", "fileio", "registry", "version", "checks")  # plain modules every part may use
 # what each part may import of the project, besides BASE and itself
 ALLOWED = {
@@ -17,7 +18,8 @@ ALLOWED = {
     "faces": {"model", "dataset"},
     "trainer": {"model", "dataset", "loss", "optimizer", "scheduler"},
     "tools": {"model", "dataset", "loss", "optimizer", "scheduler", "faces", "trainer"},
-    "entry": {"model", "dataset", "loss", "optimizer", "scheduler", "faces", "trainer"},
+    "entry": {"model", "dataset", "loss", "optimizer", "scheduler", "faces", "trainer", "webapp"},
+    "webapp": {"model", "dataset", "faces"},  # the page of serve.py, over the Python API
 }
 
 

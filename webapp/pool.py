@@ -1,0 +1,70 @@
+"""The worker processes of the server and the thread that watches them: a worker that dies (killed,
+out of memory) fails the job it held with the reason, and a new worker takes its place."""
+import multiprocessing
+import os
+import sys
+import threading
+import time
+
+from .worker import worker_main
+
+RESPAWN_PAUSE = 2.0  # seconds before a worker that died is replaced
+
+
+class Workers:
+    """``count`` worker processes (spawned: a fresh interpreter, the model loaded once in each)."""
+
+    def __init__(self, store, checkpoint, options, model_info, count=1):
+        self.store, self.checkpoint = store, checkpoint
+        self.options, self.model_info, self.count = options, model_info, count
+        self.ctx = multiprocessing.get_context("spawn")
+        self.stop_event = self.ctx.Event()
+        self.procs = []
+        self.watching = threading.Event()
+        self.thread = None
+
+    def _spawn(self):
+        p = self.ctx.Process(target=worker_main, daemon=True, name="recce-worker",
+                             args=(self.store.data, self.checkpoint, self.options,
+                                   self.model_info, os.getpid(), self.stop_event))
+        p.start()
+        return p
+
+    def start(self):
+        self.procs = [self._spawn() for _ in range(self.count)]
+        self.watching.set()
+        self.thread = threading.Thread(target=self._watch, daemon=True, name="recce-watch")
+        self.thread.start()
+        return self
+
+    def alive(self):
+        return sum(p.is_alive() for p in self.procs)
+
+    def _watch(self):
+        while self.watching.is_set():
+            for k, p in enumerate(self.procs):
+                if p.is_alive() or not self.watching.is_set():
+                    continue
+                code = p.exitcode
+                how = f"killed by signal {-code}" if code and code < 0 else f"exit status {code}"
+                failed = self.store.fail_worker(p.pid, f"the worker process stopped ({how}); "
+                                                       "the server goes on")
+                print(f"worker {p.pid} stopped ({how})"
+                      + (f"; its job failed" if failed else "") + "; starting another",
+                      file=sys.stderr, flush=True)
+                time.sleep(RESPAWN_PAUSE)
+                if self.watching.is_set():
+                    self.procs[k] = self._spawn()
+            time.sleep(0.3)
+
+    def stop(self, timeout=5.0):
+        self.watching.clear()
+        self.stop_event.set()
+        for p in self.procs:
+            p.join(timeout)
+            if p.is_alive():
+                p.terminate()  # our own worker, by its handle
+                p.join(2)
+        # a job stopped with the server is interrupted (run again from the page), now rather than
+        # at the next start
+        self.store.interrupt_running()
