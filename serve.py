@@ -38,6 +38,12 @@ def parse_args(argv=None):
     p.add_argument("--max_seconds", type=float, default=600,
                    help="longest video in seconds (default 600)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:0 ...")
+    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "auto"],
+                   help="what runs the forward (as inference.py's --backend)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"],
+                   help="fp32 (default), bf16, auto (as inference.py's --precision)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="intra-op threads of each worker's forward (default: as torch starts)")
     p.add_argument("--model", default=None,
                    help="the detector of a bare state dict (as inference.py's --model)")
     p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
@@ -71,6 +77,8 @@ def check_args(args):
         value = getattr(args, name)
         if not 0 < value < float("inf"):
             raise UserError(f"--{name} {value}: expected a positive number")
+    from checks import check_value
+    check_value("--threads", args.threads, "threads?")
     if args.token is not None and len(args.token) < 8:
         raise UserError("--token: at least 8 characters")
     if os.path.exists(args.data) and not os.path.isdir(args.data):
@@ -87,6 +95,7 @@ def model_info(predictor, checkpoint):
             "uses_ema": getattr(m, "uses_ema", None),
             "input_spec": {"size": list(spec.size), "mean": list(spec.mean), "std": list(spec.std)},
             "threshold": predictor.threshold,
+            "backend": predictor.backend, "precision": predictor.precision,
             "calibration": getattr(predictor, "calibration", None)}
 
 
@@ -118,8 +127,10 @@ def main(argv=None):
         from webapp.app import create_app
         from webapp.pool import Workers
         from webapp.store import JobStore
-        load = {"model": args.model, "imports": list(args.imports), "trust": args.trust}
-        with flags(model="--model", imports="--import", device="--device"):
+        load = {"model": args.model, "imports": list(args.imports), "trust": args.trust,
+                "backend": args.backend, "precision": args.precision, "threads": args.threads}
+        with flags(model="--model", imports="--import", device="--device", backend="--backend",
+                   precision="--precision", threads="--threads"):
             info = model_info(Predictor.from_checkpoint(ckpt, args.device, **load), ckpt)
         store = JobStore(args.data)
         detectors = ("dlib", "retinaface") if args.detector_weights else ("dlib",)

@@ -212,6 +212,7 @@ def test_health_model_page_and_openapi(done, files):
     assert m["detector"] and m["input_spec"]["size"] == [48, 48]
     assert m["checkpoint"] == os.path.abspath(files["ckpt"]) and m["calibration"] is None
     assert m["operating_points"] == [] and m["face_detectors"] == ["dlib"]
+    assert (m["backend"], m["precision"]) == ("torch", "fp32")
     page = s.client.get("/")
     assert page.status_code == 200 and "<html" in page.text
     for asset in ("/static/app.js", "/static/style.css"):
@@ -487,6 +488,9 @@ def test_serve_py_says_one_line_for_what_a_user_can_get_wrong(tmp_path, monkeypa
     assert capsys.readouterr().err.strip() == "error: --checkpoint missing.bin: no such file"
     assert serve.main(["--workers", "0"]) == 2
     assert capsys.readouterr().err.strip() == "error: --workers 0: expected 1 to 64"
+    assert serve.main(["--threads", "0"]) == 2
+    assert capsys.readouterr().err.strip() == ("error: --threads: expected a number of threads "
+                                               "from 1 to 1024, got 0")
     (tmp_path / "runs" / "Recce" / "a").mkdir(parents=True)
     (tmp_path / "runs" / "Recce" / "b").mkdir(parents=True)
     for name in ("a/best_model_3.bin", "a/best_model_10.bin", "b/best_model_1.bin"):
