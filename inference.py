@@ -31,6 +31,7 @@ import sys
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # broken videos are reported by us, once
 
+from checks import BACKENDS, PRECISIONS  # noqa: E402
 from checks import MAX_INPUT_SIZE as MAX_IMAGE_SIZE  # noqa: E402,F401 - the one bound of -s
 from errors import UserError, flags, run_cli  # noqa: E402
 from faces.arguments import check_keywords  # noqa: E402
@@ -115,11 +116,11 @@ def parse_args(argv=None):
                    help="processes decoding the image files of face crops (default: 2 on the "
                         "CPU, 4 on a GPU)")
     p.add_argument("--recursive", action="store_true", help="also score images in sub-folders")
-    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "auto"],
+    p.add_argument("--backend", default="torch", choices=BACKENDS,
                    help="what runs the forward: torch (default), onnxruntime (the CPU, the "
                         "checkpoint's ONNX export, cached), auto (onnxruntime on the CPU where "
                         "installed)")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"],
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="fp32 (default), bf16 (autocast), auto (bf16 where the CPU has native "
                         "bf16 and it stays close to fp32 on a check batch)")
     p.add_argument("--threads", type=int, default=None,
@@ -215,16 +216,13 @@ def check_arguments(args):
     check_keywords(**{name: getattr(args, name) for name in CHECKED
                       if getattr(args, name) is not None})
     if args.threshold is not None:
-        from model.calibration import POINT_NAMES
+        from model.calibration import parse_threshold
         if args.threshold_from:
             raise UserError("--threshold and --threshold_from both set the threshold: give one")
         try:
             number = float(args.threshold)
-        except ValueError:
-            if args.threshold.strip().lower() not in POINT_NAMES:
-                raise UserError(f"--threshold {args.threshold}: expected a probability in "
-                                f"[0, 1] or an operating point ({', '.join(POINT_NAMES)})") \
-                    from None
+        except ValueError:  # an operating point's name (its errors name the flag: FLAGS)
+            parse_threshold(args.threshold)
         else:
             if not 0 <= number <= 1:  # NaN too
                 raise UserError(f"--threshold {args.threshold}: expected a probability in "

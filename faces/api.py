@@ -21,7 +21,7 @@ import numpy as np
 
 from errors import UserError
 from fileio import atomic_write_image, check_output_dir, files_in
-from model.calibration import POINT_NAMES, Calibration, resolve_threshold
+from model.calibration import parse_threshold, resolve_threshold
 from model.checkpoint import load_detector, pick_device
 from model.backends import build_scorer, set_threads
 from model.heatmap import evidence_maps, heat_map, heat_ramp
@@ -36,8 +36,6 @@ from .scoring import CropScorer
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 log = logging.getLogger("recce")
-# every operating point known: a threshold's kind is checked before a checkpoint is read
-_ANY_CALIBRATION = Calibration(1.0, {name: {"threshold": 0.5} for name in POINT_NAMES})
 
 
 def list_images(image=None, folder=None, recursive=False):
@@ -201,8 +199,7 @@ class Predictor:
         given = check_keywords(trust=trust, num_classes=num_classes, image_size=image_size)
         inspect.signature(cls).bind(None, None, **kwargs)  # an unknown keyword: a TypeError now
         check_keywords(**{k: v for k, v in kwargs.items() if k != "threshold"})
-        if "threshold" in kwargs:  # its kind now; an operating point's name needs the file
-            resolve_threshold(kwargs["threshold"], _ANY_CALIBRATION)
+        parse_threshold(kwargs.get("threshold"))  # its kind now; a point's name needs the file
         path = as_path(path)
         dev = pick_device(device)
         import_modules(imports, where="imports")

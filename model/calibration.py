@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.interpolate import interp1d
 from scipy.optimize import brentq, minimize_scalar
+from scipy.special import expit
 from sklearn.metrics import roc_curve
 
 from errors import UserError
@@ -37,9 +38,8 @@ LOG_T_BOUNDS = (math.log(1e-2), math.log(1e2))  # temperatures from 0.01 to 100
 
 
 def sigmoid(z):
-    z = np.asarray(z, np.float64)
-    return np.where(z >= 0, 1.0 / (1.0 + np.exp(-np.abs(z))),
-                    np.exp(-np.abs(z)) / (1.0 + np.exp(-np.abs(z))))
+    """The logistic function in float64, stable for any logit (scipy's expit)."""
+    return expit(np.asarray(z, np.float64))
 
 
 def nll(labels, logits):
@@ -230,31 +230,42 @@ def fit(labels, logits, fitted_on=None):
     return Calibration(t, points, info, calibration_metrics(y, z), calibration_metrics(y, z, t))
 
 
-def resolve_threshold(value, calibration, where="threshold"):
-    """``(threshold, source)`` for a threshold as a user gives it: None (0.5, "default"), a
-    number (itself, "given"), or an operating point name of ``POINT_NAMES`` (its stored threshold,
-    the name as source), which needs a calibration. A wrong one is a UserError naming ``where``."""
+def parse_threshold(value, where="threshold"):
+    """A threshold as a user gives it, checked for its kind before any checkpoint is read: None,
+    a finite number (text that reads as one too) as a float, or an operating point's name of
+    ``POINT_NAMES`` (any case, spaces around) as that name. A wrong one is a UserError naming
+    ``where``."""
     if value is None:
-        return 0.5, "default"
+        return None
     if isinstance(value, str):
         name = value.strip().lower()
         try:
-            number = float(name)
+            value = float(name)
         except ValueError:
-            number = None
-        if number is None:
             if name not in POINT_NAMES:
                 raise UserError(f"{where} {value!r}: expected a number or an operating point "
-                                f"({', '.join(POINT_NAMES)})", arg=where)
-            if calibration is None or name not in calibration.points:
-                raise UserError(f"{where} {value}: the checkpoint has no calibration, so no "
-                                "operating points (python tools/calibrate.py makes them; or give "
-                                "a number)", arg=where)
-            return float(calibration.points[name]["threshold"]), name
-        value = number
+                                f"({', '.join(POINT_NAMES)})", arg=where) from None
+            return name
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise UserError(f"{where}: expected a number or an operating point ("
                         f"{', '.join(POINT_NAMES)}), got {type(value).__name__}", arg=where)
     if not math.isfinite(value):
         raise UserError(f"{where} {value}: expected a finite number", arg=where)
-    return float(value), "given"
+    return float(value)
+
+
+def resolve_threshold(value, calibration, where="threshold"):
+    """``(threshold, source)`` for a threshold as a user gives it (``parse_threshold``): None
+    (0.5, "default"), a number (itself, "given"), or an operating point's name (its stored
+    threshold, the name as source), which needs a calibration. A wrong one is a UserError naming
+    ``where``."""
+    chosen = parse_threshold(value, where)
+    if chosen is None:
+        return 0.5, "default"
+    if isinstance(chosen, float):
+        return chosen, "given"
+    if calibration is None or chosen not in calibration.points:
+        raise UserError(f"{where} {value}: the checkpoint has no calibration, so no operating "
+                        "points (python tools/calibrate.py makes them; or give a number)",
+                        arg=where)
+    return float(calibration.points[chosen]["threshold"]), chosen
