@@ -35,6 +35,9 @@ MAX_SIDE = 1 << 20
 MAX_FRAMES = 10_000_000
 # a face crop's side over the face box's: at 10 the face is a tenth of the crop
 MAX_MARGIN = 10.0
+# how a detector's forward runs when it scores (model.backends): every door offers these
+BACKENDS = ("torch", "onnxruntime", "auto")
+PRECISIONS = ("fp32", "bf16", "auto")
 
 
 def as_number(value):

@@ -18,6 +18,7 @@ import sys
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
+from checks import BACKENDS, PRECISIONS  # noqa: E402
 from errors import UserError, flags, run_cli  # noqa: E402
 
 
@@ -38,9 +39,9 @@ def parse_args(argv=None):
     p.add_argument("--max_seconds", type=float, default=600,
                    help="longest video in seconds (default 600)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:0 ...")
-    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "auto"],
+    p.add_argument("--backend", default="torch", choices=BACKENDS,
                    help="what runs the forward (as inference.py's --backend)")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"],
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="fp32 (default), bf16, auto (as inference.py's --precision)")
     p.add_argument("--threads", type=int, default=None,
                    help="intra-op threads of each worker's forward (default: as torch starts)")

@@ -19,6 +19,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 
 def main(argv=None):
+    from checks import BACKENDS, PRECISIONS
     parser = argparse.ArgumentParser(description="Evaluate a checkpoint on a benchmark split.")
     parser.add_argument("--config", required=True, help="model config (YAML)")
     parser.add_argument("--ckpt", help="checkpoint file (default: <ckpt_fold>/<name>/<id>/<ckpt>.bin)")
@@ -44,9 +45,9 @@ def main(argv=None):
                              "operating point of the checkpoint's calibration (fpr@0.01, "
                              "fpr@0.05, fpr@0.1, eer); the table's ACC stays the original's, at "
                              "0.5 on the raw probability")
-    parser.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "auto"],
+    parser.add_argument("--backend", default="torch", choices=BACKENDS,
                         help="what runs the forward (as inference.py's --backend)")
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"],
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
                         help="fp32 (default), bf16, auto (as inference.py's --precision)")
     parser.add_argument("--local-rank", "--local_rank", dest="local_rank", type=int, default=None)
     args = parser.parse_args(argv)

@@ -3,7 +3,7 @@ check for every door, the API's methods and inference.py's flags alike (``check_
 
 A light module (no torch): a command line checks its flags with it before any work.
 """
-from checks import check_argument
+from checks import BACKENDS, PRECISIONS, check_argument
 from errors import UserError
 
 # keyword -> its kind (checks.check_value); "?": None is accepted, and means the default
@@ -11,7 +11,7 @@ KINDS = {
     # Predictor, Predictor.from_checkpoint
     "batch_size": "batch_size?", "num_workers": "workers?", "max_pixels": "pixels?",
     "graphs": "bool", "trust": "bool", "image_size": "size?", "num_classes": (None, 1, 2),
-    "backend": ("torch", "onnxruntime", "auto"), "precision": ("fp32", "bf16", "auto"),
+    "backend": BACKENDS, "precision": PRECISIONS,
     "threads": "threads?",
     # score_video, score_photo (predict_video, predict_photo)
     "frames": "frames?", "every": "frames?", "all_frames": "bool", "margin": "margin",

@@ -31,14 +31,13 @@ import os
 
 import torch
 
+from checks import BACKENDS, PRECISIONS, check_argument
 from errors import UserError
 
 from .detector import scores
 from .graphs import GraphedScorer
 
 log = logging.getLogger("recce")
-BACKENDS = ("torch", "onnxruntime", "auto")
-PRECISIONS = ("fp32", "bf16", "auto")
 TOLERANCE = 1e-4  # ONNX Runtime against eager fp32 (probabilities)
 BF16_AUTO_TOLERANCE = 0.02  # what precision "auto" accepts of bf16 on the check batch
 CHECK_BATCH = 2
@@ -183,12 +182,8 @@ def build_scorer(model, device, backend="torch", precision="fp32", threads=None,
     """The scorer of ``model`` (eval mode, on ``device``) by ``backend`` and ``precision`` (see
     the module's docstring); ``threads``: ONNX Runtime's intra-op threads (torch's are the
     process's: ``set_threads``)."""
-    if backend not in BACKENDS:
-        raise UserError(f"backend {backend!r}: expected one of {', '.join(BACKENDS)}",
-                        arg="backend")
-    if precision not in PRECISIONS:
-        raise UserError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}",
-                        arg="precision")
+    backend = check_argument("backend", backend, BACKENDS)
+    precision = check_argument("precision", precision, PRECISIONS)
     cpu = device.type == "cpu"
     if backend == "onnxruntime" and not cpu:
         raise UserError(f"backend onnxruntime scores on the CPU: use the CPU as the device, or "
