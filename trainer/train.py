@@ -617,8 +617,12 @@ class Trainer:
                 log.warning("validation: %s has %s images only: AUC is undefined", self.val_set.name,
                             only)
             self.scheduler.step_on_validation(metrics["LogLoss"])
+        # the raw weights' calibration on this validation, fitted once: TensorBoard's examples show
+        # its probabilities, and the best checkpoint keeps it when the raw weights choose
+        raw_cal = self.calibrate((res["label"], res["logit"])) \
+            if len(set(res["label"].tolist())) == 2 else None
         if self.writer:
-            self._write_validation(metrics, res, extra)
+            self._write_validation(metrics, res, extra, raw_cal)
         chosen = {**metrics, "weights": "raw", "scores": (res["label"], res["logit"])}
         self._call("after_validation", chosen)  # a hook may let other weights choose (EMA)
         value = chosen[self.eval_metric]
@@ -631,8 +635,11 @@ class Trainer:
                  self.eval_metric, self.best_metric if self.best_metric is not None else math.nan,
                  self.best_step)
         if better:
-            cal = self.calibrate(chosen["scores"], chosen["weights"]) if len(res["label"]) \
-                else None
+            if chosen["weights"] == "raw" and raw_cal is not None:
+                cal = raw_cal
+            else:  # other weights chose, or no calibration (said once by calibrate)
+                cal = self.calibrate(chosen["scores"], chosen["weights"]) \
+                    if len(res["label"]) else None
             self.best_calibration = cal
             if cal is not None:
                 log.info("calibration of best_model_%d.bin: %s", self.step, cal.describe())
@@ -646,9 +653,11 @@ class Trainer:
         self.history.append((self.step, metrics))
         return metrics
 
-    def _write_validation(self, metrics, res, extra):
+    def _write_validation(self, metrics, res, extra, calibration=None):
         """TensorBoard: the metrics (the original's val/Loss, val/Acc, val/AUC, and EER, AP,
-        video-level and per-method AUC), the PR curve, the ROC curve and labelled examples."""
+        video-level and per-method AUC), the PR curve, the ROC curve and labelled examples (their
+        probabilities calibrated by ``calibration``, this validation's, as a user of this step's
+        checkpoint would read them)."""
         for tag, key in (("Loss", "LogLoss"), ("Acc", "Acc"), ("AUC", "AUC")):
             self.writer.add_scalar(f"val/{tag}", metrics[key], self.step)
         for key, value in extra.items():
@@ -664,12 +673,8 @@ class Trainer:
         if shown is not None and len(shown[2]):
             norm = getattr(self.val_set, "norm", None) or (_unwrap(self.ddp).spec.mean,
                                                            _unwrap(self.ddp).spec.std)
-            # the probabilities as a user of this step's checkpoint would read them: calibrated
-            # on this validation (as its best checkpoint would be)
-            cal = self.calibrate((res["label"], res["logit"])) \
-                if len(set(res["label"].tolist())) == 2 else None
-            self.writer.add_figure("val/examples", _examples_figure(shown, norm[:2], cal),
-                                   self.step)
+            self.writer.add_figure("val/examples",
+                                   _examples_figure(shown, norm[:2], calibration), self.step)
 
     def _log(self, sums, count, num_steps, progress=None):
         """Window means of every loss term and the accuracy, averaged over ranks; images/s and
