@@ -260,7 +260,7 @@ def _accepted(spec, cls, where):
 
 def load_detector(path, device="cpu", *, trusted=False, name=None, num_classes=None,
                   model_cfg=None, image_size=None, fallback_spec=None,
-                  image_size_key="image_size"):
+                  image_size_key="image_size", state=None):
     """A detector for evaluation from any checkpoint flavour; never downloads encoder weights.
 
     The detector is the one the checkpoint's saved config names; for a bare state dict the one of
@@ -274,13 +274,15 @@ def load_detector(path, device="cpu", *, trusted=False, name=None, num_classes=N
     or None. A checkpoint that states no spec gets ``fallback_spec`` (a
     ``(spec, where)`` pair: test.py's test branch), else the detector's default, said on one log
     line. A saved spec or config that is not one is a UserError naming the file and the key.
+    ``state``: the file as ``load_checkpoint`` read it already (read here when None).
     """
     if image_size is not None:
         try:
             image_size = check_value(image_size_key, image_size, "size")
         except UserError as exc:
             raise UserError(str(exc), arg=image_size_key) from None
-    state = load_checkpoint(path, trusted=trusted)
+    if state is None:
+        state = load_checkpoint(path, trusted=trusted)
     given = dict(model_cfg or {})
     saved = saved_model_section(state)
     chosen = checkpoint_model_name(state, name, given.get("name") or DEFAULT_MODEL)

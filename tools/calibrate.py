@@ -100,7 +100,7 @@ def main(argv=None):
             trusted = args.trust or cfg["config"]["trust_checkpoint"]
             state = load_checkpoint(args.bin, trusted=trusted)
             det = load_detector(args.bin, device, model_cfg=cfg["model"], trusted=trusted,
-                                fallback_spec=branch_spec(cfg, name))
+                                fallback_spec=branch_spec(cfg, name), state=state)
             _, res = score_split(cfg, det, device, test_branch(cfg, det.spec, name))
         before = det.calibration
         cal = fit(res["label"], res["logit"], {"dataset": cfg["data"]["name"], "branch": name,

@@ -325,13 +325,14 @@ def run_test(cfg, ckpt=None, device=None, out_dir=None, trusted=False, perturb=(
     from model.calibration import resolve_threshold
     chosen = None if threshold is None else resolve_threshold(
         threshold, getattr(model, "calibration", None))
-    scored = model
+    scored, scored_by = model, {"backend": "torch", "precision": "fp32"}
     if (backend, precision) != ("torch", "fp32"):
         from model.backends import ScoringModule, build_scorer
         scorer = build_scorer(model, device, backend, precision)
         if dist.is_main():
             log.info("scored by: %s", scorer.describe())
         scored = ScoringModule(model, scorer)
+        scored_by = {"backend": scorer.backend, "precision": scorer.precision}
     ds, res = score_split(cfg, scored, device, test_branch(cfg, model.spec), perturb, rank, world)
     classes = set(res["label"].tolist())
     if len(classes) < 2:
@@ -341,9 +342,7 @@ def run_test(cfg, ckpt=None, device=None, out_dir=None, trusted=False, perturb=(
     metrics = all_metrics(res["label"], res["prob"], video_inputs(res, ds.items, video_rule),
                           methods, video_rule)
     metrics["LogLoss"] = float(res["loss"].mean())
-    how = getattr(scored, "scorer", None)
-    metrics["scored_by"] = {"backend": how.backend if how else "torch",
-                            "precision": how.precision if how else "fp32"}
+    metrics["scored_by"] = scored_by
     calibration = getattr(model, "calibration", None)
     metrics["calibration"] = calibration_report(res["label"], res["logit"], calibration, chosen)
     title = f"{os.path.basename(path)} on {ds.name}"
