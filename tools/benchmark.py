@@ -235,37 +235,38 @@ def bench_shard(args):
         if args.shard_videos:
             print(f"\nextraction (dlib): {args.shard_videos} videos x {args.shard_frames} "
                   "frames, 640 x 400 px, every frame")
-            print("| run | s | frames/s | x python |")
-            print("| --- | --- | --- | --- |")
-        reference, base = None, None
-        for name, launcher, ranks in _shard_launchers(29701) if args.shard_videos else ():
-            out = os.path.join(tmp, f"faces_{ranks}_{len(launcher)}")
-            t = _run_command(launcher, "tools/extract_faces.py",
-                     ["--input", os.path.join(tmp, "videos"), "--out", out, "--all",
-                      "--workers", "1"], max(1, threads // ranks))
-            manifest = open(os.path.join(out, "manifest.jsonl"), "rb").read()
-            reference = reference or manifest
-            assert manifest == reference, f"{name}: another manifest than one process's"
-            base = base or t
-            print(f"| {name} | {t:.1f} | {frames / t:.1f} | {base / t:.2f} |", flush=True)
+            _time_ranks(29701, "tools/extract_faces.py", "frames", frames, threads,
+                        lambda out: ["--input", os.path.join(tmp, "videos"), "--out", out,
+                                     "--all", "--workers", "1"],
+                        lambda ranks, n: os.path.join(tmp, f"faces_{ranks}_{n}"),
+                        lambda out: os.path.join(out, "manifest.jsonl"), "manifest")
         if args.shard_crops:
             print(f"\nscoring (RECCE, {args.shard_size} px): {args.shard_crops} face crops, "
                   f"batch {args.infer_batch}")
-            print("| run | s | crops/s | x python |")
-            print("| --- | --- | --- | --- |")
-        reference, base = None, None
-        for name, launcher, ranks in _shard_launchers(29711) if args.shard_crops else ():
-            out = os.path.join(tmp, f"scores_{ranks}_{len(launcher)}.csv")
-            t = _run_command(launcher, "inference.py",
-                     ["-b", ckpt, "-f", os.path.join(tmp, "crops"), "-d", "cpu", "-s",
-                      str(args.shard_size), "--batch_size", str(args.infer_batch),
-                      "--num_workers", "1", "--output", out], max(1, threads // ranks))
-            rows = open(out, "rb").read()
-            reference = reference or rows
-            assert rows == reference, f"{name}: other rows than one process's"
-            base = base or t
-            print(f"| {name} | {t:.1f} | {args.shard_crops / t:.1f} | {base / t:.2f} |",
-                  flush=True)
+            _time_ranks(29711, "inference.py", "crops", args.shard_crops, threads,
+                        lambda out: ["-b", ckpt, "-f", os.path.join(tmp, "crops"), "-d", "cpu",
+                                     "-s", str(args.shard_size), "--batch_size",
+                                     str(args.infer_batch), "--num_workers", "1", "--output",
+                                     out],
+                        lambda ranks, n: os.path.join(tmp, f"scores_{ranks}_{n}.csv"),
+                        lambda out: out, "rows")
+
+
+def _time_ranks(port, script, unit, count, threads, arguments, output, result, what):
+    """One table: ``script`` run by each of ``_shard_launchers`` (one process, torchrun with 1
+    and 2 ranks), ``arguments(out)`` its flags, its threads divided among the ranks; the file
+    ``result(out)`` of every run must be the one-process run's (``what`` names it)."""
+    print(f"| run | s | {unit}/s | x python |")
+    print("| --- | --- | --- | --- |")
+    reference, base = None, None
+    for name, launcher, ranks in _shard_launchers(port):
+        out = output(ranks, len(launcher))
+        t = _run_command(launcher, script, arguments(out), max(1, threads // ranks))
+        made = open(result(out), "rb").read()
+        reference = reference or made
+        assert made == reference, f"{name}: other {what} than one process's"
+        base = base or t
+        print(f"| {name} | {t:.1f} | {count / t:.1f} | {base / t:.2f} |", flush=True)
 
 
 def main(argv=None):
