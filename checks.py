@@ -36,6 +36,8 @@ MAX_FRAMES = 10_000_000
 # a face crop's side over the face box's: at 10 the face is a tenth of the crop
 MAX_MARGIN = 10.0
 # how a detector's forward runs when it scores (model.backends): every door offers these
+# the named crop rules of faces.rules: how the faces of each published checkpoint's data were cut
+CROP_RULES = ("deepfakebench", "ffpp", "recce", "box")
 BACKENDS = ("torch", "onnxruntime", "auto")
 PRECISIONS = ("fp32", "bf16", "auto")
 

@@ -71,6 +71,12 @@ def atomic_write_image(path, bgr):
     atomic_write(path, lambda fh: fh.write(data.tobytes()), mode="wb")
 
 
+def atomic_write_array(path, array):
+    """A NumPy array as a ``.npy`` file (no pickle), written atomically."""
+    import numpy as np
+    atomic_write(path, lambda fh: np.save(fh, array, allow_pickle=False), mode="wb")
+
+
 def atomic_write_figure(path, fig):
     """A matplotlib figure saved as PNG, atomically, then closed (its memory freed, written or
     not)."""

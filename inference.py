@@ -31,12 +31,13 @@ import sys
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # broken videos are reported by us, once
 
-from checks import BACKENDS, PRECISIONS  # noqa: E402
+from checks import BACKENDS, CROP_RULES, PRECISIONS  # noqa: E402
 from checks import MAX_INPUT_SIZE as MAX_IMAGE_SIZE  # noqa: E402,F401 - the one bound of -s
 from errors import UserError, flags, run_cli  # noqa: E402
 from faces.arguments import check_keywords  # noqa: E402
 from faces.crop import MARGIN  # noqa: E402
 from faces.detectors.base import MIN_FACE_SCORE, MIN_FACE_SIZE  # noqa: E402
+from faces.rules import detector_of  # noqa: E402
 from faces.video import FRAMES  # noqa: E402
 from fileio import check_output_dir, check_output_file, write_table  # noqa: E402
 
@@ -51,7 +52,8 @@ FLAGS = {"device": "--device", "model": "--model", "image_size": "--image_size",
          "metrics": "--threshold_from", "vis_dir": "--vis_dir", "threshold": "--threshold",
          **{name: f"--{name}" for name in ("batch_size", "num_workers", "max_pixels", "frames",
                                            "every", "margin", "min_face_score", "min_face_size",
-                                           "backend", "precision", "threads")}}
+                                           "backend", "precision", "threads", "crop",
+                                           "landmarks")}}
 # the flags whose values the API checks (faces.arguments: one rule for the API and the flags)
 CHECKED = ("batch_size", "num_workers", "max_pixels", "image_size", "frames", "every", "margin",
            "min_face_score", "min_face_size", "threads")
@@ -84,7 +86,15 @@ def parse_args(argv=None):
     m = p.add_argument_group("videos and photos")
     m.add_argument("--detect", action="store_true",
                    help="with --image/--image_folder: the files are photos, not face crops")
-    m.add_argument("--detector", default="dlib", help="face detector: dlib (default) or retinaface")
+    m.add_argument("--crop", default=None, choices=CROP_RULES,
+                   help="the crop rule that cuts faces out of videos and photos (default: the "
+                        "checkpoint's, else box): deepfakebench, ffpp, recce, box (see "
+                        "docs/data.md)")
+    m.add_argument("--landmarks", metavar="FILE",
+                   help="--crop deepfakebench: dlib's shape predictor (default: the 68-point "
+                        "predictor of pip's face-recognition-models)")
+    m.add_argument("--detector", default=None,
+                   help="face detector: dlib or retinaface (default: the crop rule's; box: dlib)")
     m.add_argument("--detector_weights", help="retinaface: mobilenet0.25_Final.pth or Resnet50_Final.pth")
     m.add_argument("--frames", type=int, default=None,
                    help=f"video: N evenly spaced frames ({FRAMES})")
@@ -238,9 +248,9 @@ def check_arguments(args):
     if args.frames_output and not (args.video or args.detect):
         raise UserError("--frames_output lists the faces found in videos and photos: use it "
                         "with --video or --detect")
-    if (args.video or args.detect) and args.detector == "retinaface" and not args.detector_weights:
-        raise UserError("--detector retinaface needs --detector_weights FILE (or use "
-                        "--detector dlib)")
+    if (args.crop or args.landmarks) and not (args.video or args.detect):
+        raise UserError(f"{'--crop' if args.crop else '--landmarks'} chooses how faces are cut out "
+                        "of videos and photos: use it with --video or --detect")
     for name in ("output", "frames_output"):
         if getattr(args, name):
             check_output_file(getattr(args, name), f"--{name}")
@@ -257,14 +267,25 @@ def score_media(args, job=None):
     checkpoint_path(args)
     items = list_videos(args.video) if args.video else \
         list_images(args.image, args.image_folder, args.recursive)
-    FACE_DETECTORS.get(args.detector)
+    if args.detector is not None:
+        FACE_DETECTORS.get(args.detector)
     det = predictor_from_args(args, media=True)
-    det.face_detector(args.detector, args.detector_weights)  # its errors before the work
+    rule = args.crop or det.face_crop
+    detector = detector_of(rule, args.detector)
+    if detector == "retinaface" and not args.detector_weights:
+        raise UserError(f"--detector retinaface (the {rule} crop rule's) needs --detector_weights "
+                        "FILE" + (" (or use --detector dlib)" if rule == "box" else ""))
+    det.cutting(args.crop, args.detector, args.detector_weights, args.margin, args.landmarks,
+                args.min_face_score)  # their errors before the work
+    print(f"faces cut by the {rule} crop rule" + (
+        " (given)" if args.crop else " (the checkpoint's)"
+        if getattr(det.model, "face_crop", None) else " (the checkpoint names none)"),
+        file=sys.stderr)
     vis_dir = args.vis_dir if args.visualize else None
     stems = [os.path.splitext(os.path.basename(i))[0] for i in items]
     options = dict(face_detector=args.detector, detector_weights=args.detector_weights,
                    vis_dir=vis_dir, margin=args.margin, min_face_score=args.min_face_score,
-                   min_face_size=args.min_face_size)
+                   min_face_size=args.min_face_size, crop=args.crop, landmarks=args.landmarks)
     results, failed = [], 0
     todo = {items[k] for k in job.take(items)} if job else None
     for item, stem in zip(items, stems):

@@ -97,7 +97,8 @@ def model_info(predictor, checkpoint):
             "input_spec": {"size": list(spec.size), "mean": list(spec.mean), "std": list(spec.std)},
             "threshold": predictor.threshold,
             "backend": predictor.backend, "precision": predictor.precision,
-            "calibration": getattr(predictor, "calibration", None)}
+            "calibration": getattr(predictor, "calibration", None),
+            "face_crop": predictor.face_crop}
 
 
 def main(argv=None):

@@ -32,6 +32,7 @@ from .arguments import check_keywords, frame_choice
 from .crop import MARGIN
 from .detectors import build_face_detector
 from .detectors.base import MIN_FACE_SIZE
+from .rules import DEFAULT_RULE, build_rule, detector_of
 from .scoring import CropScorer
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -188,6 +189,7 @@ class Predictor:
         self.num_workers = given["num_workers"] or 0
         self.max_pixels = given["max_pixels"]
         self._face_detectors = {}
+        self._rules = {}
 
     @classmethod
     def from_checkpoint(cls, path, device=None, *, trust=False, model=None, num_classes=None,
@@ -277,23 +279,53 @@ class Predictor:
             self._face_detectors[(name, weights)] = build_face_detector(name, weights, None, "cpu")
         return self._face_detectors[(name, weights)]
 
+    @property
+    def face_crop(self):
+        """The crop rule raw media is cut by unless ``crop=`` says another: the checkpoint's
+        (``face_crop``: its training faces' rule; DeepfakeBench's files: ``deepfakebench``), else
+        ``box`` (``faces.rules``)."""
+        return getattr(self.model, "face_crop", None) or DEFAULT_RULE
+
+    def cutting(self, crop, face_detector, detector_weights, margin, landmarks,
+                 min_face_score):
+        """(face detector, crop rule) for raw media: the rule asked for or the checkpoint's, and
+        its reference's detector (``box``: the one asked for, dlib by default)."""
+        rule = crop or self.face_crop
+        name = detector_of(rule, face_detector)
+        if min_face_score is not None and rule != "box":
+            raise UserError(f"min_face_score {min_face_score}: the {rule} crop rule takes the "
+                            "faces its reference takes (its own floor); the floor is set under "
+                            "crop box", arg="min_face_score")
+        if landmarks is not None and rule != "deepfakebench":
+            raise UserError(f"landmarks {landmarks}: the {rule} crop rule does not align faces",
+                            arg="landmarks")
+        key = (rule, margin, landmarks)
+        if key not in self._rules:
+            self._rules[key] = build_rule(rule, margin, None, landmarks)
+        return self.face_detector(name, detector_weights), self._rules[key]
+
     def score_video(self, path, frames=None, every=None, all_frames=False, margin=MARGIN,
-                    face_detector="dlib", detector_weights=None, vis_dir=None, name=None,
-                    min_face_score=None, min_face_size=MIN_FACE_SIZE):
-        """A video -> ``faces.media.Result`` (faces found, tracked, cropped, scored); pictures
-        into ``vis_dir`` under ``name`` (default: the file's stem). The frames: ``frames`` evenly
-        spaced (``faces.video.FRAMES`` when none of the three is given), every ``every``-th, or
-        ``all_frames``: one of them. Every value is checked before the video is opened."""
+                    face_detector=None, detector_weights=None, vis_dir=None, name=None,
+                    min_face_score=None, min_face_size=MIN_FACE_SIZE, crop=None, landmarks=None):
+        """A video -> ``faces.media.Result`` (faces found, tracked, cut by the crop rule, scored);
+        pictures into ``vis_dir`` under ``name`` (default: the file's stem). The frames:
+        ``frames`` evenly spaced (``faces.video.FRAMES`` when none of the three is given), every
+        ``every``-th, or ``all_frames``: one of them. ``crop``: the crop rule (default: the
+        checkpoint's, ``face_crop``), which picks the face detector unless it is ``box``
+        (``face_detector``: dlib by default); ``landmarks``: the shape predictor of the
+        ``deepfakebench`` rule. Every value is checked before the video is opened."""
         given = check_keywords(frames=frames, every=every, all_frames=all_frames, margin=margin,
-                               min_face_score=min_face_score, min_face_size=min_face_size)
+                               min_face_score=min_face_score, min_face_size=min_face_size,
+                               crop=crop)
         frames, every = frame_choice(given["frames"], given["every"], given["all_frames"])
         path = self._media_path(path, vis_dir)
-        finder = self.face_detector(face_detector, detector_weights)
+        finder, rule = self.cutting(given["crop"], face_detector, detector_weights,
+                                     given["margin"], landmarks, given["min_face_score"])
         vis = media.Visualizer(vis_dir, path, name=name) if vis_dir is not None else None
         try:
             r = media.score_video(path, finder, self.scorer(), self.threshold, frames, every,
                                   given["margin"], vis, self.max_pixels, given["min_face_score"],
-                                  given["min_face_size"])
+                                  given["min_face_size"], rule)
         except BaseException:
             if vis is not None:
                 vis.discard()
@@ -304,19 +336,20 @@ class Predictor:
             vis.close(r, self.threshold) if r.error is None else vis.discard()
         return r
 
-    def score_photo(self, path, margin=MARGIN, face_detector="dlib", detector_weights=None,
+    def score_photo(self, path, margin=MARGIN, face_detector=None, detector_weights=None,
                     vis_dir=None, name=None, min_face_score=None,
-                    min_face_size=MIN_FACE_SIZE):
-        """A photo -> ``faces.media.Result`` (every face detected and scored). Every value is
-        checked before the photo is read."""
+                    min_face_size=MIN_FACE_SIZE, crop=None, landmarks=None):
+        """A photo -> ``faces.media.Result`` (every face detected, cut by the crop rule as
+        ``score_video``, and scored). Every value is checked before the photo is read."""
         given = check_keywords(margin=margin, min_face_score=min_face_score,
-                               min_face_size=min_face_size)
+                               min_face_size=min_face_size, crop=crop)
         path = self._media_path(path, vis_dir)
-        finder = self.face_detector(face_detector, detector_weights)
+        finder, rule = self.cutting(given["crop"], face_detector, detector_weights,
+                                     given["margin"], landmarks, given["min_face_score"])
         vis = media.Visualizer(vis_dir, path, name=name) if vis_dir is not None else None
         r = media.score_photo(path, finder, self.scorer(), self.threshold, given["margin"],
                               self.max_pixels, vis, given["min_face_score"],
-                              given["min_face_size"])
+                              given["min_face_size"], rule)
         r.threshold_source = self.threshold_source
         r.backend, r.precision = self.backend, self.precision
         return r

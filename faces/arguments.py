@@ -3,7 +3,7 @@ check for every door, the API's methods and inference.py's flags alike (``check_
 
 A light module (no torch): a command line checks its flags with it before any work.
 """
-from checks import BACKENDS, PRECISIONS, check_argument
+from checks import BACKENDS, CROP_RULES, PRECISIONS, check_argument
 from errors import UserError
 
 # keyword -> its kind (checks.check_value); "?": None is accepted, and means the default
@@ -16,6 +16,7 @@ KINDS = {
     # score_video, score_photo (predict_video, predict_photo)
     "frames": "frames?", "every": "frames?", "all_frames": "bool", "margin": "margin",
     "min_face_score": "finite?", "min_face_size": "side",
+    "crop": (None,) + CROP_RULES,
 }
 
 

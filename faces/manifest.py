@@ -1,7 +1,12 @@
 """Crop manifests: ``manifest.jsonl`` (one line per crop) and ``manifest_meta.json`` (the settings
 that made them) beside the crops of tools/extract_faces.py; read back to re-crop without a
-detector."""
+detector. And where a video's files go, by layout: ``folders`` (``<out>/<video>/<frame:04d>.png``,
+the video's markers and manifest lines in the same folder) or ``deepfakebench``
+(``<out>/frames/<video>/<NNN>.png`` and ``<out>/landmarks/<video>/<NNN>.npy``, DeepfakeBench's
+tree, whose tools take every file of a frame folder for a frame: the markers and manifest lines
+live in ``<out>/.extract/<video>/``)."""
 import json
+import math
 import os
 import re
 
@@ -16,8 +21,50 @@ MANIFEST = "manifest.jsonl"
 MANIFEST_META = "manifest_meta.json"
 # the settings that decide the crops: a folder holds crops of one setting only
 CROP_SETTINGS = ("detector", "backbone", "weights_sha256", "margin", "size", "frames", "format",
-                 "quality")
-FRAME_FILE = re.compile(r"\d{4,}\.(png|jpg)")
+                 "quality", "crop_rule", "landmarks")
+FRAME_FILE = re.compile(r"\d{3,}\.(png|jpg)")
+LANDMARK_FILE = re.compile(r"\d{3,}\.npy")
+STATE = ".extract"  # the deepfakebench layout's markers and manifest lines, per video
+
+
+def layout_of(out):
+    """The layout of an output folder, as its manifest_meta.json says (``folders`` when none)."""
+    try:
+        with open(os.path.join(out, MANIFEST_META), encoding="utf-8") as fh:
+            meta = json.load(fh)
+        return meta.get("layout", "folders") if isinstance(meta, dict) else "folders"
+    except (OSError, ValueError, UnicodeDecodeError):
+        return "folders"
+
+
+def state_folder(out, vid, layout=None):
+    """Where a video's markers and manifest lines are."""
+    layout = layout or layout_of(out)
+    return os.path.join(out, STATE, vid) if layout == "deepfakebench" else os.path.join(out, vid)
+
+
+def frame_folder(out, vid, layout):
+    return os.path.join(out, "frames", vid) if layout == "deepfakebench" else os.path.join(out, vid)
+
+
+def landmark_folder(out, vid):
+    return os.path.join(out, "landmarks", vid)
+
+
+def frame_name(index, fmt, layout):
+    """A crop's file name: the frame index, 4 digits (3 in DeepfakeBench's layout, as its own)."""
+    return f"{index:03d}.{fmt}" if layout == "deepfakebench" else f"{index:04d}.{fmt}"
+
+
+def video_of_file(file):
+    """The video of a manifest line's ``file`` (``<video>/<name>`` or ``frames/<video>/<name>``),
+    or None when the path is neither."""
+    parts = file.split("/")
+    if len(parts) == 2 and FRAME_FILE.fullmatch(parts[1]):
+        return parts[0]
+    if len(parts) == 3 and parts[0] == "frames" and FRAME_FILE.fullmatch(parts[2]):
+        return parts[1]
+    return None
 
 
 def write_meta(out, meta):
@@ -47,14 +94,28 @@ def write_meta(out, meta):
 def write_manifest(out):
     """``manifest.jsonl``: the lines of every finished video folder of this tool in ``out``."""
     lines = []
-    for name in sorted(os.listdir(out)):
-        folder = os.path.join(out, name)
+    base = os.path.join(out, STATE) if layout_of(out) == "deepfakebench" else out
+    for name in sorted(os.listdir(base)) if os.path.isdir(base) else ():
+        folder = os.path.join(base, name)
         part = os.path.join(folder, VIDEO_MANIFEST)
         if os.path.isfile(os.path.join(folder, DONE)) and os.path.isfile(part):
             with open(part, encoding="utf-8") as fh:
                 lines += [line for line in fh if line.strip()]
     atomic_write_text(os.path.join(out, MANIFEST), "".join(lines))
     return len(lines)
+
+
+def _is_rect(crop):
+    return (isinstance(crop, list) and len(crop) == 4 and all(isinstance(v, int) for v in crop)
+            and 0 <= crop[0] < crop[2] and 0 <= crop[1] < crop[3])
+
+
+def _is_warp(m):
+    """A 2 x 3 affine matrix of finite numbers (an aligned crop's)."""
+    return (isinstance(m, list) and len(m) == 2
+            and all(isinstance(row, list) and len(row) == 3
+                    and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                            and math.isfinite(v) for v in row) for row in m))
 
 
 def read_manifest(path):
@@ -76,21 +137,17 @@ def read_manifest(path):
         try:
             r = json.loads(line)
             ok = (isinstance(r, dict) and isinstance(r.get("video"), str)
-                  and isinstance(r.get("frame"), int) and isinstance(r.get("crop"), list)
-                  and len(r["crop"]) == 4 and all(isinstance(v, int) for v in r["crop"])
-                  and isinstance(r.get("frames_total"), int)
-                  and isinstance(r.get("file"), str)
-                  and r["file"].split("/")[0] == r["video"]
-                  and len(r["file"].split("/")) == 2
-                  and FRAME_FILE.fullmatch(r["file"].split("/")[1]) is not None
+                  and isinstance(r.get("frame"), int) and isinstance(r.get("frames_total"), int)
+                  and isinstance(r.get("file"), str) and video_of_file(r["file"]) == r["video"]
                   and "/" not in r["video"] and "\\" not in r["video"]
                   and 0 <= r["frame"] < r["frames_total"]  # values a video can have
-                  and 0 <= r["crop"][0] < r["crop"][2] and 0 <= r["crop"][1] < r["crop"][3])
+                  and (_is_rect(r.get("crop")) if r.get("warp") is None
+                       else _is_warp(r["warp"])))
         except ValueError:
             ok = False
         if not ok or r["video"] in ("", ".", ".."):
             raise UserError(f"{path}:{n}: not a manifest line (video, frame, frames_total, "
-                            "crop, file)")
+                            "crop or warp, file)")
         by_video.setdefault(r["video"], []).append(r)
     if not by_video:
         raise UserError(f"manifest {path}: no lines", arg="manifest")

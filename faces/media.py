@@ -32,8 +32,9 @@ from errors import UserError
 from fileio import atomic_write_figure, atomic_write_image, publish, temporary_beside, write_table
 from model.heatmap import heat_map, heat_ramp
 
-from .crop import MARGIN, crop_face
+from .crop import MARGIN
 from .detectors.base import MIN_FACE_SIZE, min_score_of, usable
+from .rules import build_rule
 from .scoring import result_line as line
 from .tracking import Tracker
 from .video import FRAMES, iter_frames
@@ -51,6 +52,7 @@ class Face:
     det_score: float
     prob: float = float("nan")  # calibrated, where the detector's checkpoint has a calibration
     raw_prob: float = float("nan")  # before calibration
+    weak: bool = False  # below the detector's face floor: kept only where its track confirms it
 
 
 @dataclass
@@ -70,16 +72,40 @@ class Result:
     raw_score: float | None = None  # the score of the raw (uncalibrated) probabilities
     threshold: float = 0.5  # the verdict's threshold, and where it came from
     threshold_source: str = "given"
+    face_crop: str = "box"  # the crop rule that cut its faces (faces.rules)
     backend: str = "torch"  # what scored it (model.backends)
     precision: str = "fp32"
 
 
+def _faces_of(rule, detector, rgb, min_score, min_size):
+    """The faces a crop rule takes in one frame, each with its cut (``faces.rules.Cut``) and
+    whether it is below the face floor (``weak``). The named rules apply their reference's floor
+    and nothing else (dlib's own for deepfakebench and ffpp, RetinaFace's 0.6 for recce); ``box``
+    keeps a detection under ``min_score`` as weak (a track may confirm it) and drops boxes whose
+    shorter side is under ``min_size``."""
+    dets = rule.detect(detector, rgb)
+    if rule.name == "box":
+        dets = usable(dets, 0.0, min_size)
+    elif rule.floor:
+        dets = [d for d in dets if d.score >= rule.floor]
+    out = []
+    for det in rule.faces(dets):
+        piece = rule.cut(rgb, det)
+        if piece is not None:
+            out.append((det, piece, rule.name == "box" and det.score < min_score))
+    return out
+
+
 def score_video(path, detector, scorer, threshold, frames=FRAMES, every=None, margin=MARGIN,
-                vis=None, max_pixels=None, min_score=None, min_size=MIN_FACE_SIZE):
+                vis=None, max_pixels=None, min_score=None, min_size=MIN_FACE_SIZE, rule=None):
     """One video -> a Result; frames are decoded, detected and cropped one at a time, crops scored
-    in batches across frames (only a batch of frames is ever held). Detections below ``min_score``
-    or ``min_size`` are not faces (``usable``). The verdict: see ``verdict``."""
-    result = Result(path, "video", threshold=threshold)
+    in batches across frames (only a batch of frames is ever held). ``rule``: the crop rule
+    (``faces.rules``; default ``box`` with ``margin``), which also picks the frame indices. Under
+    ``box``, detections below ``min_score`` are weak: scored, but kept only where their track
+    confirms them (``confirm``); boxes under ``min_size`` are not faces. The verdict: see
+    ``verdict``."""
+    rule = rule or build_rule("box", margin)
+    result = Result(path, "video", threshold=threshold, face_crop=rule.name)
     min_score = min_score_of(detector, min_score)
     tracker = Tracker()
     info = {}
@@ -104,18 +130,18 @@ def score_video(path, detector, scorer, threshold, frames=FRAMES, every=None, ma
 
     last = time.monotonic()
     try:
-        for idx, t, rgb in iter_frames(path, frames, every, info=info, max_pixels=max_pixels):
+        for idx, t, rgb in iter_frames(path, frames, every, info=info, max_pixels=max_pixels,
+                                       choose=lambda n: rule.frame_indices(n, frames, every)):
             result.sampled += 1
             if time.monotonic() - last >= PROGRESS_EVERY:  # a long video says how far it is
                 print(f"scoring {os.path.basename(path)}: {result.sampled} of {info['wanted']} "
                       "frames", file=sys.stderr, flush=True)
                 last = time.monotonic()
-            dets = usable(detector(rgb), min_score, min_size)
+            found = _faces_of(rule, detector, rgb, min_score, min_size)
             faces = []
-            for det, tid in zip(dets, tracker.assign(dets)):
-                crop = crop_face(rgb, det.box, margin)
-                if crop is not None:
-                    faces.append((Face(idx, t, tid, tuple(det.box), det.score), crop))
+            for (det, piece, weak), tid in zip(found, tracker.assign([d for d, _, _ in found])):
+                faces.append((Face(idx, t, tid, tuple(det.box), det.score, weak=weak),
+                              piece.crop))
             pending.append((idx, t, rgb if vis is not None else None, faces))
             if sum(len(f) for *_, f in pending) >= scorer.batch_size:
                 flush()
@@ -129,8 +155,23 @@ def score_video(path, detector, scorer, threshold, frames=FRAMES, every=None, ma
     if info.get("decoded", 0) < info.get("wanted", 0):  # scored, and said: not the whole video
         result.warning = (f"only {info['decoded']} of the {info['wanted']} chosen frames could be "
                           f"decoded (the header says {info['total']} frames: a truncated file?)")
+    confirm(result)
     verdict(result, threshold)
     return result
+
+
+def confirm(result):
+    """Weak faces (below the detector's face floor) stay only where their track confirms them: a
+    track seen in at least two frames and in at least a quarter of the sampled frames, or holding
+    a face above the floor. A one-frame false box is dropped; a small, clear face that the
+    detector scores low in every frame is kept."""
+    tracks = {}
+    for face in result.faces:
+        tracks.setdefault(face.track, []).append(face)
+    keep = {t for t, faces in tracks.items()
+            if not all(f.weak for f in faces)
+            or len(faces) >= max(2, MIN_TRACK_SHARE * result.sampled)}
+    result.faces = [f for f in result.faces if f.track in keep]
 
 
 def verdict(result, threshold):
@@ -158,22 +199,24 @@ def verdict(result, threshold):
 
 
 def score_photo(path, detector, scorer, threshold, margin=MARGIN, max_pixels=None, vis=None,
-                min_score=None, min_size=MIN_FACE_SIZE):
-    """One photo -> a Result: every face detected (``usable``) and scored; the photo's score is
-    the highest."""
-    result = Result(path, "photo", sampled=1, threshold=threshold)
+                min_score=None, min_size=MIN_FACE_SIZE, rule=None):
+    """One photo -> a Result: every face the crop rule takes (``rule``, default ``box``: those of
+    at least ``min_score`` and ``min_size``; a photo has no track to confirm a weak face) cut by it
+    and scored; the photo's score is the highest."""
+    rule = rule or build_rule("box", margin)
+    result = Result(path, "photo", sampled=1, threshold=threshold, face_crop=rule.name)
     try:
         rgb = read_rgb(path, max_pixels or DEFAULT_MAX_PIXELS)  # EXIF orientation applied
     except UserError as exc:
         result.error = str(exc)
         return result
-    dets = usable(detector(rgb), min_score_of(detector, min_score), min_size)
+    found = [(det, piece) for det, piece, weak in
+             _faces_of(rule, detector, rgb, min_score_of(detector, min_score), min_size)
+             if not weak]
     faces, crops = [], []
-    for i, det in enumerate(dets):
-        crop = crop_face(rgb, det.box, margin)
-        if crop is not None:
-            faces.append(Face(0, 0.0, i, tuple(det.box), det.score))
-            crops.append(crop)
+    for i, (det, piece) in enumerate(found):
+        faces.append(Face(0, 0.0, i, tuple(det.box), det.score))
+        crops.append(piece.crop)
     probs, maps, raws = scorer(crops, with_maps=vis is not None, source=path) if crops \
         else ([], [], [])
     for face, p, raw in zip(faces, probs, raws):
@@ -211,7 +254,7 @@ def result_line(r, threshold=0.5):
 # judged by; backend and precision: what scored it (model.backends)
 MEDIA_COLUMNS = ("path", "kind", "fake_probability", "prediction", "frames_or_faces", "tracks",
                  "track", "persons", "error", "raw_probability", "threshold", "threshold_source",
-                 "backend", "precision")
+                 "backend", "precision", "face_crop")
 FACE_COLUMNS = ("path", "frame", "time", "track", "x1", "y1", "x2", "y2", "detector_score",
                 "fake_probability", "raw_probability")  # a face's --frames_output row
 
@@ -226,7 +269,7 @@ def record(r):
             "persons": len(r.persons), "error": reason,
             "raw_probability": r.raw_score if r.raw_score is not None else r.score,
             "threshold": r.threshold, "threshold_source": r.threshold_source,
-            "backend": r.backend, "precision": r.precision}
+            "backend": r.backend, "precision": r.precision, "face_crop": r.face_crop}
 
 
 def face_records(r):

@@ -476,13 +476,13 @@ def merge_extraction(out, videos):
     """--merge (and rank 0 under torchrun): when every shard of one N has finished and every
     video of ``videos`` is done or recorded failed, ``manifest.jsonl`` is written (atomically)
     and the shard records removed. Returns the number of manifest lines."""
-    from .manifest import DONE, write_manifest
+    from .manifest import DONE, state_folder, write_manifest
     from .video import video_id
     records = os.path.join(out, SHARDS)
     n = finished_set(_markers(records), records)
     failed = _records(out, n)
     missing = [v for v in videos if video_id(v) not in failed
-               and not os.path.isfile(os.path.join(out, video_id(v), DONE))]
+               and not os.path.isfile(os.path.join(state_folder(out, video_id(v)), DONE))]
     if missing:
         shown = ", ".join(os.path.basename(v) for v in missing[:3])
         raise UserError(f"--merge: {len(missing)} of {len(videos)} videos are not done in {out} "
@@ -500,8 +500,8 @@ def verify_done(out, vid):
     """A video folder marked done whose manifest lines or crop files are not all there (a crop
     removed, a file cut to nothing) is marked at work again, so that it is redone (only its own
     frame files are replaced: faces.extract). Returns whether it was."""
-    from .manifest import DONE, VIDEO_MANIFEST, WORKING
-    folder = os.path.join(out, vid)
+    from .manifest import DONE, VIDEO_MANIFEST, WORKING, state_folder, video_of_file
+    folder = state_folder(out, vid)
     if not os.path.isfile(os.path.join(folder, DONE)):
         return False
     try:
@@ -510,7 +510,7 @@ def verify_done(out, vid):
         with open(os.path.join(folder, VIDEO_MANIFEST), encoding="utf-8") as fh:
             files = [json.loads(line)["file"] for line in fh if line.strip()]
         whole = len(files) == count and all(
-            f.split("/")[0] == vid and os.path.getsize(os.path.join(out, f)) > 0 for f in files)
+            video_of_file(f) == vid and os.path.getsize(os.path.join(out, f)) > 0 for f in files)
     except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError):
         whole = False
     if not whole:
@@ -526,7 +526,7 @@ def extract_share(plan, videos, out, meta, run, names=None):
     writes the metadata, skips done videos, and leaves the manifest to the merge), a record of
     its failed videos, then (rank 0 under torchrun) the merge. Returns (summary of every rank,
     manifest lines or None)."""
-    from .manifest import DONE, write_meta
+    from .manifest import DONE, state_folder, write_meta
     from .video import video_id
 
     def work():
@@ -540,7 +540,7 @@ def extract_share(plan, videos, out, meta, run, names=None):
                 verify_done(out, video_id(v))
             summary = run(mine)
             failed = [video_id(v) for v in mine
-                      if not os.path.isfile(os.path.join(out, video_id(v), DONE))]
+                      if not os.path.isfile(os.path.join(state_folder(out, video_id(v)), DONE))]
             _write_record(out, plan, failed)
             return summary
         finally:

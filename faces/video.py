@@ -69,7 +69,8 @@ MAX_HEADER_FRAMES = MAX_FRAMES  # 3.9 days at 30 fps: a header claiming more is 
 DEFAULT_MAX_PIXELS = 64_000_000  # per frame, as for photos (dataset.base)
 
 
-def iter_frames(path, frames=None, every=None, indices=None, info=None, max_pixels=None):
+def iter_frames(path, frames=None, every=None, indices=None, info=None, max_pixels=None,
+                choose=None):
     """The chosen frames of a video, decoded one at a time (grab every frame, retrieve only the
     chosen ones): (frame index, time in seconds, RGB). The header's frame count picks them; where it
     is missing, or claims more than ``MAX_HEADER_FRAMES``, the frames are counted first (a lying
@@ -90,7 +91,10 @@ def iter_frames(path, frames=None, every=None, indices=None, info=None, max_pixe
     total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
     if total <= 0 or total > MAX_HEADER_FRAMES:
         total = _count_frames(path)
-    chosen = frame_indices(total, frames, every) if indices is None else sorted(set(indices))
+    if indices is not None:
+        chosen = sorted(set(indices))
+    else:
+        chosen = choose(total) if choose is not None else frame_indices(total, frames, every)
     if info is not None:
         info.update(total=total, fps=fps, wanted=len(chosen), decoded=0)
     wanted, last = set(chosen), (max(chosen) if chosen else -1)
@@ -109,9 +113,9 @@ def iter_frames(path, frames=None, every=None, indices=None, info=None, max_pixe
         cap.release()
 
 
-def read_frames(path, frames=None, every=None, info=None):
+def read_frames(path, frames=None, every=None, info=None, choose=None):
     """The chosen frames of a video, in order, as a list of (index, time, RGB)."""
-    out = list(iter_frames(path, frames, every, info=info))
+    out = list(iter_frames(path, frames, every, info=info, choose=choose))
     if not out:
         raise IOError("no frame could be decoded")
     return out

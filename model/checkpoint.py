@@ -329,7 +329,23 @@ def load_detector(path, device="cpu", *, trusted=False, name=None, num_classes=N
         spec = spec.with_size(image_size)
     det.spec, det.spec_source = spec, source
     det.calibration = stored_calibration(state, path)
+    det.face_crop = checkpoint_face_crop(state, path)
     return det.to(device).eval()
+
+
+def checkpoint_face_crop(state, path="checkpoint"):
+    """The crop rule the checkpoint's training faces were cut by (``checks.CROP_RULES``): the one
+    train.py saved (``face_crop``), ``deepfakebench`` for DeepfakeBench's files (its own
+    preparation cut them), else None (scoring raw media then uses ``box``). A saved value that is
+    not a rule's name is a UserError naming the file and the key."""
+    from checks import CROP_RULES
+    if isinstance(state, dict) and state.get("face_crop") is not None:
+        rule = state["face_crop"]
+        if rule not in CROP_RULES:
+            raise UserError(f"{path}: face_crop {rule!r}: expected one of "
+                            f"{', '.join(CROP_RULES)}")
+        return rule
+    return "deepfakebench" if checkpoint_flavour(state) == "deepfakebench" else None
 
 
 def stored_calibration(state, path="checkpoint"):

@@ -88,7 +88,8 @@ def test_videos_lines_tracks_broken_and_no_face(media, tmp_path, capsys):
     # the threshold and how the probabilities were made, once; no decoder noise of FFmpeg's own
     assert said[0] == ("threshold: 0.5000 (the default); raw probabilities (the checkpoint has "
                        "no calibration: python tools/calibrate.py makes one)")
-    assert said[1:-1] == skipped
+    assert said[1] == "faces cut by the box crop rule (the checkpoint names none)"
+    assert said[2:-1] == skipped
     assert err.strip().splitlines()[-1] == f"written: {out}, {frames}"  # what was written
     assert any("text.mp4" in s for s in skipped)
     rows = {os.path.basename(r["path"]): r for r in json.loads(out.read_text())}

@@ -36,6 +36,7 @@ shard has finished. Reruns resume by video whatever the number of shards.
 """
 import argparse
 import logging
+import math
 import os
 import sys
 import time
@@ -46,18 +47,21 @@ os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # broken videos are repor
 
 from checks import check_value  # noqa: E402
 from errors import UserError, flags, run_cli  # noqa: E402
+from checks import MAX_FRAMES  # noqa: E402
 from faces.crop import MARGIN  # noqa: E402
+from faces.rules import CROP_RULES, RULES, detector_of  # noqa: E402
 from faces.detectors import FACE_DETECTORS  # noqa: E402
 from faces.detectors.retinaface import (RetinaFaceNet, backbone_of,  # noqa: E402
                                         load_retinaface_weights)
-from faces.extract import crop_settings, extract, recrop  # noqa: E402
+from faces.extract import crop_settings, extract, per_label_frames, recrop  # noqa: E402
 from faces.manifest import MANIFEST, write_meta  # noqa: E402
 from faces.shard import extract_share, merge_extraction, plan_from, rank_device  # noqa: E402
 from faces.video import FRAMES, list_videos  # noqa: E402
 
 # the flags of the library's arguments (their errors name them)
 FLAGS = {"source": "--input", "out": "--out", "manifest": "--from_manifest",
-         "face_detector": "--detector"}
+         "face_detector": "--detector", "landmarks": "--landmarks",
+         "frames_real": "--frames_real"}
 
 
 def check_arguments(args):
@@ -69,13 +73,32 @@ def check_arguments(args):
         raise UserError(f"--quality {args.quality}: expected 1 to 100")
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise UserError(f"--out {args.out}: is a file, expected a folder")
+    for name in ("frames_real", "frames_fake"):
+        value = getattr(args, name)
+        if value is not None and not (math.isfinite(value) and 0 < value <= MAX_FRAMES):
+            raise UserError(f"--{name} {value}: expected a number of frames above 0")
+        if value is not None and (args.every or args.all):
+            raise UserError(f"--{name} and --{'every' if args.every else 'all'} both choose the "
+                            "frames of a video: give one")
+    if args.landmarks is not None and not RULES[args.crop].aligned:
+        raise UserError(f"--landmarks: the {args.crop} crop rule does not align faces "
+                        "(--crop deepfakebench does)")
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description="Crop faces from videos.")
     p.add_argument("--input", required=True, help="a folder of videos or a text file of paths")
     p.add_argument("--out", required=True, help="writes <out>/<video id>/<frame:04d>.png")
-    p.add_argument("--detector", default="dlib", help="face detector: dlib (default) or retinaface")
+    p.add_argument("--crop", default="box", choices=CROP_RULES,
+                   help="the crop rule: deepfakebench (DeepfakeBench's aligned 256-px crops and "
+                        "tree), ffpp (FaceForensics++'s square box), recce (RetinaFace, as the "
+                        "original release), box (this project's; the default); see docs/data.md")
+    p.add_argument("--landmarks", metavar="FILE",
+                   help="--crop deepfakebench: dlib's shape predictor (DeepfakeBench's "
+                        "shape_predictor_81_face_landmarks.dat; default: the 68-point predictor "
+                        "of pip's face-recognition-models)")
+    p.add_argument("--detector", default=None,
+                   help="face detector: dlib or retinaface (default: the crop rule's; box: dlib)")
     p.add_argument("--weights", help="retinaface: mobilenet0.25_Final.pth or Resnet50_Final.pth")
     p.add_argument("--backbone", choices=["mobilenet0.25", "resnet50"],
                    help="retinaface: default from the weights file name")
@@ -85,9 +108,15 @@ def main(argv=None):
                        help=f"N evenly spaced frames per video ({FRAMES})")
     group.add_argument("--every", type=int, help="every k-th frame")
     group.add_argument("--all", action="store_true", help="every frame")
+    p.add_argument("--frames_real", type=float, metavar="N",
+                   help="frames per real video (a fraction spreads over the videos: 12.5 gives "
+                        "12, 13, 12, ...); the label is read from the dataset's folders")
+    p.add_argument("--frames_fake", type=float, metavar="N", help="frames per fake video")
     p.add_argument("--margin", type=float, default=MARGIN,
                    help="crop side = margin x the box's longer side (1.3)")
-    p.add_argument("--size", type=int, help="resize crops to size x size")
+    p.add_argument("--size", type=int,
+                   help="resize crops to size x size (deepfakebench: the aligned crop's side, "
+                        "256)")
     p.add_argument("--format", choices=["png", "jpg"], default="png",
                    help="crop files: png (lossless, the default) or jpg")
     p.add_argument("--quality", type=int, default=95, help="jpg quality, 1 to 100 (default 95)")
@@ -105,12 +134,16 @@ def main(argv=None):
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
 
+    rule_args = {"rule": args.crop, "landmarks": args.landmarks,
+                 "frames_real": args.frames_real, "frames_fake": args.frames_fake}
+
     def body():
         with flags(**FLAGS):
             return work()
 
     def work():
         check_arguments(args)
+        args.detector = detector_of(args.crop, args.detector)
         FACE_DETECTORS.get(args.detector)
         start = time.time()
         sharded = args.shard is not None or args.merge or int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -127,12 +160,14 @@ def main(argv=None):
             videos = list_videos(args.input, list_file=True, distinct_ids=True)
             detector_args = {"name": args.detector, "weights": args.weights,
                              "backbone": args.backbone, "device": args.device}
+            per_label_frames(videos, args.frames, args.frames_real, args.frames_fake)
             if args.detector == "retinaface":  # fail fast, before starting workers
                 load_retinaface_weights(RetinaFaceNet(backbone_of(args.weights, args.backbone)),
                                         args.weights)
             s = extract(videos, args.out, detector_args, None if args.all else args.frames,
                         args.every, args.margin, args.size, args.workers,
-                        progress=sys.stderr.isatty(), fmt=args.format, quality=args.quality)
+                        progress=sys.stderr.isatty(), fmt=args.format, quality=args.quality,
+                        **rule_args)
             missed = ("frames without a face", s["no_face"])
         print(f"videos: {s['done']} done, {s['skipped']} already done, {s['failed']} failed; "
               f"frames written: {s['frames']}, {missed[0]}: {missed[1]} "
@@ -145,8 +180,10 @@ def main(argv=None):
         detector_args = {"name": args.detector, "weights": args.weights,
                          "backbone": args.backbone, "device": rank_device(plan, args.device)}
         policy = None if args.all else args.frames
+        per_label_frames(videos, args.frames, args.frames_real, args.frames_fake)
         meta = crop_settings(detector_args, policy, args.every, args.margin, args.size,
-                             args.format, args.quality)
+                             args.format, args.quality, args.crop, args.landmarks,
+                             args.frames_real, args.frames_fake)
         if args.merge:
             if os.path.isdir(args.out):
                 write_meta(args.out, meta)  # other settings are refused
@@ -161,7 +198,7 @@ def main(argv=None):
                                         args.weights)
             return extract(mine, args.out, detector_args, policy, args.every, args.margin,
                            args.size, args.workers, progress=sys.stderr.isatty(),
-                           fmt=args.format, quality=args.quality, shard=True)
+                           fmt=args.format, quality=args.quality, shard=True, **rule_args)
         s, lines = extract_share(plan, videos, args.out, meta, run, FLAGS)
         if plan.ranks and not plan.merges:
             return 0

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from dataset import BadImageLog, build_dataset, collate
 from dataset.base import iterate_quietly, to_input, worker_init
+from dataset.face_crop import face_crop_of
 from dataset.transforms import with_spec
 from errors import UserError
 from model import build_detector, scores
@@ -297,6 +298,12 @@ class Trainer:
                                        exclude_holdout=held, defer_normalize=True)
         self.val_set = None if val_cfg is None else build_dataset(cfg["data"]["name"], val_cfg,
                                                                   seed, defer_normalize=True)
+        # the crop rule of the training faces, saved with every checkpoint: scoring raw media
+        # cuts faces the same way
+        self.face_crop = face_crop_of(self.train_set.items, cfg["data"]["name"])
+        if self.rank == 0:
+            log.info("face crop: %s", f"{self.face_crop} (the training data's)" if self.face_crop
+                     else "not stated by the training data (scoring raw media uses box)")
         if held and self.rank == 0:
             log.info("validation: %d videos held out of the %s split (holdout %g); training on "
                      "the other %d", len({it.video for it in self.val_set.items}),
@@ -377,6 +384,7 @@ class Trainer:
             "batch_in_epoch": self.batch_in_epoch, "world_size": self.world,
             "config": {k: self.cfg[k] for k in ("model", "loss", "config", "data", "dataset")},
             "input_spec": _unwrap(self.ddp).spec.to_dict(),
+            "face_crop": self.face_crop,
             "hooks": [[h.name, h.state_dict()] for h in self.hooks],
         }
         self._call("at_checkpoint", state)
@@ -394,7 +402,8 @@ class Trainer:
                 if weights_only:
                     state = {k: state[k] for k in ("step", "best_step", "best_metric",
                                                    "eval_metric", "model", "config",
-                                                   "input_spec", "world_size", "ema")
+                                                   "input_spec", "face_crop", "world_size",
+                                                   "ema")
                              if k in state}
                 state.update(extra or {})
                 atomic_save(state, os.path.join(self.run_dir, name))

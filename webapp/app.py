@@ -104,8 +104,8 @@ def parse_settings(form, detectors, operating_points):
         frame_choice(out["frames"], out["every"], False)
     except UserError as exc:
         raise BadUpload(422, f"form field {one_line(exc)}") from None
-    det = form.get("face_detector") or "dlib"
-    if det not in detectors:
+    det = form.get("face_detector") or None  # None: the checkpoint's crop rule's detector
+    if det is not None and det not in detectors:
         raise BadUpload(422, f"form field face_detector {det!r}: one of {', '.join(detectors)}")
     out["face_detector"] = det
     t = form.get("threshold")

@@ -129,10 +129,13 @@ def persons_of(record):
 
 def _heat_maps(pred, record, path, out, margin):
     """A panel per person (video: the face of its most suspicious frame; photo: each face): the
-    face, its reconstruction and the evidence maps (``Predictor.score_items``)."""
+    face cut again by the crop rule that cut it for scoring, its reconstruction and the evidence
+    maps (``Predictor.score_items``)."""
     from dataset import read_rgb
-    from faces.crop import crop_face
+    from faces.detectors import Detection
+    from faces.rules import build_rule
     from faces.video import iter_frames
+    rule = build_rule(record.get("face_crop") or "box", margin)
     best = {}
     for f in record.get("faces") or []:
         if f["track"] not in best or f["fake_probability"] > best[f["track"]]["fake_probability"]:
@@ -147,8 +150,9 @@ def _heat_maps(pred, record, path, out, margin):
     crops, names = [], []
     for f in chosen:
         rgb = frames.get(f["frame"])
-        crop = crop_face(rgb, (f["x1"], f["y1"], f["x2"], f["y2"]), margin) \
-            if rgb is not None else None
+        piece = rule.cut(rgb, Detection((f["x1"], f["y1"], f["x2"], f["y2"]),
+                                        f["detector_score"])) if rgb is not None else None
+        crop = piece.crop if piece is not None else None
         if crop is not None:
             crops.append(crop)
             names.append(f"face_{f['track']}.png")
@@ -207,7 +211,7 @@ def run_job(store, job, predictors, model_info=None, parent=None):
 
         phase("scoring")
         pred.hook = hook
-        options = {"face_detector": settings.get("face_detector") or "dlib",
+        options = {"face_detector": settings.get("face_detector") or None,
                    "detector_weights": predictors.detector_weights,
                    "min_face_score": settings.get("min_face_score")}
         frames = {"frames": settings.get("frames"), "every": settings.get("every")}

@@ -62,8 +62,9 @@ async function loadModel() {
   $("model").textContent = `Detector ${model.detector}, checkpoint ${ckpt}, input ${(spec.size || []).join(" x ")} px, ${cal}.`;
   $("frames").placeholder = String(model.defaults.frames);
   const det = $("face_detector");
+  det.append(el("option", { value: "" }, `the ${model.face_crop || "box"} crop rule's`));
   for (const d of model.face_detectors) det.append(el("option", { value: d }, d));
-  const minScore = () => { $("min_face_score").placeholder = String(model.defaults.min_face_score[det.value] ?? ""); };
+  const minScore = () => { $("min_face_score").placeholder = String(model.defaults.min_face_score[det.value || "dlib"] ?? ""); };
   det.addEventListener("change", minScore);
   minScore();
   const op = $("op");
