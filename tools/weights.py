@@ -73,8 +73,9 @@ def _architecture(state, path, heads):
 def check(path, catalogue, trusted=False):
     """What ``path`` is, as a dict (see the module's docstring)."""
     from model import DETECTORS
-    from model.checkpoint import (checkpoint_flavour, checkpoint_num_classes, checkpoint_spec,
-                                  load_checkpoint, saved_model_section)
+    from model.checkpoint import (checkpoint_face_crop, checkpoint_flavour,
+                                  checkpoint_num_classes, checkpoint_spec, load_checkpoint,
+                                  saved_model_section)
     from fileio import sha256_of
     state = load_checkpoint(path, trusted=trusted)
     flavour = checkpoint_flavour(state)
@@ -104,7 +105,9 @@ def check(path, catalogue, trusted=False):
     return {"file": path, "sha256": digest, "size_mb": os.path.getsize(path) / 2 ** 20,
             "kind": flavour, "architecture": arch, "registered": arch in DETECTORS,
             "heads": heads, "spec": spec, "spec_source": source, "match": match,
-            "imports": imports, "command": command}
+            "imports": imports, "command": command,
+            "face_crop": checkpoint_face_crop(state, path),
+            "crop_hint": flavour in ("original", "state_dict") and arch == "Recce"}
 
 
 def needed_imports(arch, state):
@@ -148,7 +151,15 @@ def check_lines(info):
         lines.append(f"input: {info['spec'].describe()} ({where[info['spec_source']]})")
     command = info["command"] or ("no command: no detector known here fits its weights "
                                   "(--import the module or file that registers yours)")
-    lines += [f"catalogue: {info['match']}", f"score with: {command}"]
+    if info["face_crop"]:
+        crop = (f"{info['face_crop']} (how its training faces were cut; inference.py --video / "
+                "--detect cuts faces so, with no flag)")
+    else:
+        crop = "not stated: raw media is cut by the box rule" + (
+            "; the original release trained on RetinaFace crops: --crop recce "
+            "--detector_weights Resnet50_Final.pth cuts faces as it did"
+            if info.get("crop_hint") else "")
+    lines += [f"face crop: {crop}", f"catalogue: {info['match']}", f"score with: {command}"]
     return lines
 
 
