@@ -19,7 +19,7 @@ Each rule is its reference's rule, read from the reference's published code and 
   around the integer centre, its top-left clamped to the frame and its side shrunk to fit (always
   square), cut at the frame's own resolution.
 - ``recce``: the original release cropped with RetinaFace (its README; the authors' modified
-  ``detect.py`` of Pytorch_Retinaface, posted in the release's issue tracker, could not be read
+  ``detect.py`` of Pytorch_Retinaface, posted in VISION-SJTU/RECCE issue #1, could not be read
   here): RetinaFace at its release's drawing threshold 0.6 and this project's square 1.3 x box
   (assumed).
 - ``box``: this project's crop: a square of 1.3 x the detector box's longer side around its

@@ -516,6 +516,11 @@ def list_tables(tables, published):
                   "  GPUs: " + ("none needed (CPU)" if cpu else
                                 "one or more (--gpus N: torchrun; the schedules assume one, "
                                 "32 images a step)")]
+    lines += ["faces: the paper's tables were trained on RetinaFace crops, about 36,000 real and "
+              "36,000 fake FF++ training frames (about 50 per real video, 12.5 per fake): "
+              "tools/extract_faces.py --crop recce --weights Resnet50_Final.pth --frames_real 50 "
+              "--frames_fake 12.5 for each FF++ videos folder; DeepfakeBench's with --crop "
+              "deepfakebench (32 frames a video); see docs/data.md#crop-rules"]
     return "\n".join(lines)
 
 
