@@ -5,6 +5,8 @@
 - ``faces.video``: which videos and frames, decoded one at a time;
 - ``faces.crop``: the crop of the training data (square, margin, clipped) and the face followed
   across frames;
+- ``faces.rules``: the named crop rules (deepfakebench, ffpp, recce, box), each its reference's
+  detector, face, geometry, frames and drop rule; ``faces.landmarks``: dlib's shape predictor;
 - ``faces.tracking``: faces linked into tracks;
 - ``faces.manifest``: crop manifests, written beside the crops and read back to re-crop;
 - ``faces.extract``: face crops from videos into the dataset loaders' folders (extract, recrop);

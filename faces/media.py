@@ -1,8 +1,8 @@
 """inference.py on what users have: videos and ordinary photos, not only face crops.
 
 Frames are sampled and decoded one at a time as tools/extract_faces.py samples them, faces are
-detected (dlib or RetinaFace), followed across frames as tracks, and cropped with the crop of the
-training data (``faces.crop.crop_face``, which tools/extract_faces.py uses), so a face scored
+detected (dlib or RetinaFace), followed across frames as tracks, and cut by a crop rule
+(``faces.rules``: the checkpoint's, as tools/extract_faces.py cuts with it), so a face scored
 here and the same frame extracted then scored from a folder give the same probability. Crops of
 several frames are scored in one batch (``faces.scoring.CropScorer``). A video's score is the mean
 fake probability of a face track over its frames (as test.py's video-level metrics average); the

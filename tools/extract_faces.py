@@ -5,6 +5,11 @@
         --weights Resnet50_Final.pth
     python tools/extract_faces.py --input videos.txt --out faces --detector dlib --every 10
 
+``--crop deepfakebench | ffpp | recce | box`` cuts faces by a named crop rule (faces.rules,
+docs/data.md#crop-rules): its reference's detector, face, geometry, frames and drop rule;
+``deepfakebench`` writes DeepfakeBench's tree (``frames/``, ``landmarks/``). ``--frames_real N
+--frames_fake M``: frames per video by label (the original authors' 50 and 12.5).
+
 Writes ``<out>/<video id>/<frame:04d>.png`` (or ``.jpg`` with ``--format jpg --quality Q``, which
 decodes several times faster when training at GPU speed; the loaders read either) (the video id is the file name without extension, the
 frame number that of the video). Frames: N evenly spaced (``--frames``, default 32), every k-th
