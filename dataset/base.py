@@ -6,6 +6,7 @@ Every dataset class only turns its on-disk layout into ``Item``s; the image work
 import io
 import logging
 import os
+import re
 import zlib
 from dataclasses import dataclass
 from functools import lru_cache
@@ -29,6 +30,15 @@ cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
 class BadImageError(UserError):
     pass
+
+
+class ImageTooLarge(BadImageError):
+    """An image whose header states more pixels than the limit: refused before decoding, and
+    known for an image (no other decoder should try it)."""
+
+    def __init__(self, message, width, height, limit):
+        super().__init__(message)
+        self.width, self.height, self.limit = width, height, limit
 
 
 @dataclass(frozen=True)
@@ -59,6 +69,32 @@ def _probe_png(buf):
     return width, height, 1
 
 
+_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def _jpeg_size(buf):
+    """A JPEG's (width, height) from its frame header (SOF), walking the marker segments; None
+    when there is none before the end of the buffer."""
+    pos = 2
+    while pos + 9 <= buf.size:
+        if buf[pos] != 0xFF:
+            return None
+        marker = int(buf[pos + 1])
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # no length
+            pos += 2
+            continue
+        length = int(buf[pos + 2]) << 8 | int(buf[pos + 3])
+        if marker in _SOF:
+            height = int(buf[pos + 5]) << 8 | int(buf[pos + 6])
+            width = int(buf[pos + 7]) << 8 | int(buf[pos + 8])
+            return width, height
+        pos += 2 + length
+    return None
+
+
 def _probe(buf):
     """(width, height, EXIF orientation) from the file's header, without decoding the pixels;
     None where Pillow does not know the format (OpenCV then decodes it under its own limit).
@@ -68,12 +104,20 @@ def _probe(buf):
         fast = _probe_png(buf)
         if fast is not None:
             return fast
+    from PIL import Image
     try:
-        from PIL import Image
         with Image.open(io.BytesIO(buf)) as im:
             orientation = im.getexif().get(0x0112, 1) if im.format in ("JPEG", "WEBP", "PNG",
                                                                        "TIFF") else 1
             return im.size[0], im.size[1], orientation
+    except Image.DecompressionBombError as exc:
+        # Pillow refuses the header's size (above twice its own bound): the size is read from the
+        # JPEG header, or from Pillow's message, so that the image is refused as too large
+        size = _jpeg_size(buf) if bytes(buf[:2]) == b"\xff\xd8" else None
+        if size is not None:
+            return size[0], size[1], 1
+        numbers = [int(n) for n in re.findall(r"\((\d+) pixels\)", str(exc))]
+        return (numbers[0], 1, 1) if numbers else (Image.MAX_IMAGE_PIXELS or 1 << 30, 2, 1)
     except Exception:  # noqa: BLE001 - unknown or broken header: the decoder will say
         return None
 
@@ -133,8 +177,8 @@ def read_rgb(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
         raise BadImageError(f"cannot read image {path}: missing or empty file")
     probe = _probe(buf)
     if probe and probe[0] * probe[1] > max_pixels:
-        raise BadImageError(f"image {path} has {probe[0]} x {probe[1]} pixels, more than the limit "
-                            f"of {max_pixels} (max_pixels)")
+        raise ImageTooLarge(f"image {path} has {probe[0]} x {probe[1]} pixels, more than the limit "
+                            f"of {max_pixels} (max_pixels)", probe[0], probe[1], max_pixels)
     img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     if img is None or img.size == 0:
         raise BadImageError(f"cannot decode image {path}")

@@ -272,6 +272,84 @@ def test_size_and_length_limits(tmp_path, files, predictors, info):
         s.close()
 
 
+def _png_bomb(path, side):
+    """A single-colour PNG of side x side pixels, written row by row (a few hundred KB)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + \
+            struct.pack(">I", zlib.crc32(kind + data) & 0xffffffff)
+    z = zlib.compressobj(9)
+    row = b"\x00" + b"\x80" * (side * 3)
+    data = b"".join(z.compress(row) for _ in range(side)) + z.flush()
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8,
+                                                                       2, 0, 0, 0))
+                     + chunk(b"IDAT", data) + chunk(b"IEND", b""))
+    return str(path)
+
+
+def _jpeg_bomb(path, side):
+    """A small JPEG whose frame header claims side x side pixels."""
+    ok, buf = cv2.imencode(".jpg", np.full((16, 16, 3), 128, np.uint8))
+    data = bytearray(buf.tobytes())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5:sof + 9] = side.to_bytes(2, "big") + side.to_bytes(2, "big")
+    path.write_bytes(bytes(data))
+    return str(path)
+
+
+_PEAK = """
+import json, resource, sys
+sys.path.insert(0, sys.argv[1])
+from fastapi.testclient import TestClient
+from webapp.app import create_app
+from webapp.store import JobStore
+client = TestClient(create_app(JobStore(sys.argv[2]), {"detector": "x", "checkpoint": "c",
+                                                       "threshold": 0.5, "calibration": None}))
+client.get("/api/health")
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+handles = [open(p, "rb") for p in sys.argv[3:]]
+r = client.post("/api/jobs", files=[("files", (f"f{i}", h, "application/octet-stream"))
+                                    for i, h in enumerate(handles)])
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"status": r.status_code, "detail": r.json().get("detail"),
+                  "grew_mb": (after - before) / 1024}))
+"""
+
+
+def _request_peak(tmp_path, name, paths):
+    out = subprocess.run([sys.executable, "-c", _PEAK, str(ROOT), str(tmp_path / name), *paths],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_picture_bombs_are_refused_from_their_header_with_bounded_memory(tmp_path):
+    """A picture whose header states more pixels than the limit is refused (413, with the reason)
+    before any decoder reads it: never taken for a video (whose decoder would decode the whole
+    picture to open it: 0.7 GB for 16000 x 16000). The server's peak memory for twenty bombs
+    grows no more than for one ordinary photo."""
+    photo = tmp_path / "photo.png"
+    cv2.imwrite(str(photo), np.full((1200, 1600, 3), 100, np.uint8))
+    ordinary = _request_peak(tmp_path, "a", [str(photo)])
+    assert ordinary["status"] == 201
+    for bomb, side in ((_png_bomb(tmp_path / "big.png", 9000), 9000),
+                       (_jpeg_bomb(tmp_path / "big.jpg", 20000), 20000)):
+        r = _request_peak(tmp_path, f"b{side}", [bomb])
+        assert r["status"] == 413, r
+        assert r["detail"] == (f"f0: a picture of {side} x {side} pixels, more than the limit of "
+                               "64,000,000 (max_pixels)")
+        assert r["grew_mb"] <= ordinary["grew_mb"] + 32
+    bombs = [_png_bomb(tmp_path / "huge.png", 16000)] * 20
+    r = _request_peak(tmp_path, "c", bombs)
+    assert r["status"] == 413 and "16000 x 16000 pixels" in r["detail"]
+    assert r["grew_mb"] <= ordinary["grew_mb"] + 32
+    from webapp.store import JobStore
+    assert JobStore(str(tmp_path / "c")).list() == []  # the request was refused whole: no job
+    assert os.listdir(tmp_path / "c" / "jobs") == []  # and no upload kept
+
+
 @pytest.mark.parametrize("form,words", [
     ({"frames": "0"}, ("form field frames", "0")),
     ({"frames": "abc"}, ("form field frames", "abc")),

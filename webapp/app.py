@@ -57,10 +57,15 @@ class BadUpload(Exception):
 
 def probe(path, max_seconds):
     """What an uploaded file is, by its content: ("photo", extension) when OpenCV's image decoder
-    reads it, ("video", ".video") when a video decoder gives a frame; else BadUpload (415)."""
+    reads it, ("video", ".video") when a video decoder gives a frame; else BadUpload (415). A
+    picture whose header states more pixels than the limit is refused (413) from its header and
+    never handed to the video decoder (which would decode the whole picture to open it); a video
+    whose frames are over the limit is refused from its stream's dimensions, before a frame is
+    decoded."""
     import cv2
 
     from dataset import read_rgb
+    from dataset.base import DEFAULT_MAX_PIXELS, ImageTooLarge
     try:
         read_rgb(path)
         with open(path, "rb") as fh:
@@ -68,10 +73,18 @@ def probe(path, max_seconds):
         ext = ".png" if head.startswith(b"\x89PNG") else ".jpg" if head.startswith(b"\xff\xd8") \
             else ".img"
         return "photo", ext, None
+    except ImageTooLarge as exc:
+        raise BadUpload(413, f"a picture of {exc.width} x {exc.height} pixels, more than the "
+                             f"limit of {exc.limit:,} (max_pixels)") from None
     except UserError:
         pass
     cap = cv2.VideoCapture(path)
     try:
+        w = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0)
+        h = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
+        if w * h > DEFAULT_MAX_PIXELS:
+            raise BadUpload(413, f"a video of {w} x {h} pixels a frame, more than the limit of "
+                                 f"{DEFAULT_MAX_PIXELS:,} (max_pixels)")
         ok = cap.isOpened() and cap.read()[0]
         if not ok:
             raise BadUpload(415, "not a photo or a video (no image or video decoder opens it)")
