@@ -35,6 +35,9 @@ ECE_BINS = 15
 FPR_POINTS = (0.01, 0.05, 0.1)
 POINT_NAMES = tuple(f"fpr@{f:g}" for f in FPR_POINTS) + ("eer",)
 LOG_T_BOUNDS = (math.log(1e-2), math.log(1e2))  # temperatures from 0.01 to 100
+# a fitted log-temperature this close to an end of LOG_T_BOUNDS is that end (the bounded search
+# stops within about 1e-5 of it)
+BOUND_TOLERANCE = 1e-3
 
 
 def sigmoid(z):
@@ -204,9 +207,28 @@ class Calibration:
                    dict(d.get("after", {})))
 
 
+def check_temperature(t):
+    """A fitted temperature strictly inside the search (``LOG_T_BOUNDS``); one at either end is
+    no minimum of the NLL but the end of the search, a UserError saying what the scores do."""
+    low, high = LOG_T_BOUNDS
+    s = math.log(t)
+    if s - low < BOUND_TOLERANCE:
+        raise UserError(f"calibration: the fitted temperature {t:.6g} is the search's lower "
+                        f"bound ({math.exp(low):g}): the scores separate the classes (nearly) "
+                        "perfectly, and the NLL keeps falling as the temperature shrinks")
+    if high - s < BOUND_TOLERANCE:
+        raise UserError(f"calibration: the fitted temperature {t:.6g} is the search's upper "
+                        f"bound ({math.exp(high):g}): the NLL keeps falling as the temperature "
+                        "grows, so the scores tell the classes apart no better than 0.5 for every "
+                        "frame")
+    return t
+
+
 def fit(labels, logits, fitted_on=None):
-    """A ``Calibration`` of the frames' ``labels`` (0 real, 1 fake) and raw ``logits``. Both
-    classes are needed; without them a UserError says which is missing."""
+    """A ``Calibration`` of the frames' ``labels`` (0 real, 1 fake) and raw ``logits``. A fit
+    that would mean nothing is refused, a UserError saying why: a class missing, logits without
+    spread (all equal), a temperature at the end of the search (``check_temperature``), or
+    operating points of which none calls a fake frame fake (TPR 0 at each)."""
     y = np.asarray(labels, np.int64)
     z = np.asarray(logits, np.float64)
     if len(y) != len(z) or not len(y):
@@ -217,7 +239,11 @@ def fit(labels, logits, fitted_on=None):
     if missing:
         raise UserError(f"calibration needs real and fake frames: the frames have no "
                         f"{missing[0]} one")
+    if np.ptp(z) == 0:
+        raise UserError(f"calibration: the {len(z)} frames' logits are all equal ({z[0]:.6g}): "
+                        "scores without spread fit no temperature")
     t = fit_temperature(y, z)
+    check_temperature(t)
     p = sigmoid(z / t)
     points = {}
     for target, name in zip(FPR_POINTS, POINT_NAMES):
@@ -225,6 +251,9 @@ def fit(labels, logits, fitted_on=None):
         points[name] = dict(zip(("threshold", "fpr", "tpr"), (thr, *rates(y, p, thr))))
     thr = eer_threshold(y, p)
     points["eer"] = dict(zip(("threshold", "fpr", "tpr"), (thr, *rates(y, p, thr))))
+    if all(point["tpr"] == 0 for point in points.values()):
+        raise UserError(f"calibration: TPR 0 at every operating point ({', '.join(points)}): "
+                        "no threshold chosen on these frames calls a fake frame fake")
     info = {"frames": int(len(y)), "real": int((y == 0).sum()), "fake": int((y == 1).sum()),
             **(fitted_on or {})}
     return Calibration(t, points, info, calibration_metrics(y, z), calibration_metrics(y, z, t))

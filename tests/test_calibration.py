@@ -82,6 +82,38 @@ def test_a_calibration_needs_both_classes_and_finite_logits():
         C.fit([0, 1], [0.1, float("nan")])
 
 
+# a fit that would mean nothing: (labels, logits, what the refusal says)
+MEANINGLESS = [
+    pytest.param([0, 1, 0, 1], [0.3] * 4, r"the 4 frames' logits are all equal \(0\.3\)",
+                 id="no spread"),
+    pytest.param([1, 1, 1], [0.1, 0.2, 0.3], "no real one", id="one class"),
+    pytest.param([0, 1, 0, 1], [1.0, -2.0, -1.0, 2.0], r"temperature 99\.99\d* is the "
+                 r"search's upper bound \(100\): the NLL keeps falling as the temperature grows",
+                 id="upper bound"),
+    pytest.param([0, 1, 0, 1], [-1.0, 2.0, -3.0, 2.0], r"temperature 0\.01 is the search's "
+                 r"lower bound \(0\.01\): the scores separate the classes", id="lower bound"),
+    pytest.param([0, 1, 0, 0, 0, 0], [-1.5, 0.8, -0.7, 0.8, -3.5, -0.9],
+                 r"TPR 0 at every operating point \(fpr@0\.01, fpr@0\.05, fpr@0\.1, eer\)",
+                 id="TPR 0 everywhere"),
+]
+
+
+@pytest.mark.parametrize("labels,logits,said", MEANINGLESS)
+def test_a_fit_that_means_nothing_is_refused(labels, logits, said):
+    with pytest.raises(UserError, match=said) as info:
+        C.fit(labels, logits)
+    assert "\n" not in str(info.value)
+
+
+def test_a_fit_near_the_bounds_but_inside_them_is_kept():
+    """The control of the table above: a temperature of 50 or 0.02 is a fit, not a bound."""
+    rng = np.random.default_rng(1)
+    z = rng.normal(0, 1, 4000)
+    for true_t in (50.0, 0.02):
+        y = (rng.random(4000) < 1 / (1 + np.exp(-z / true_t))).astype(int)
+        assert C.fit(y, z).temperature == pytest.approx(true_t, rel=0.2)
+
+
 def test_thresholds_as_users_give_them():
     cal = C.fit([0, 0, 0, 1, 1, 1], [-2.0, -1.0, 0.5, 0.2, 1.0, 3.0])
     assert C.resolve_threshold(None, cal) == (0.5, "default")
@@ -115,14 +147,30 @@ def test_a_stored_calibration_is_checked():
 @pytest.fixture(scope="module")
 def data(demo_root, tmp_path_factory):
     """An ImageList tree of the demo's frames, a config whose validation branch is it, and an
-    uncalibrated checkpoint of a Recce at 64 px."""
+    uncalibrated checkpoint of a Recce at 64 px whose validation logits a temperature can fit:
+    a random Recce's head rescaled so that its logits have mean 0 and spread 1 on those frames,
+    the fake frames scoring higher on average (a random head's logits, all on one side of 0 and
+    close together, fit no temperature below the search's bound)."""
+    from model.checkpoint import load_detector
+    from trainer.config import load_config
+    from trainer.testing import score_split, test_branch
     tmp = tmp_path_factory.mktemp("calib")
     root = image_list_tree(demo_root, tmp / "data", videos=3, frames=2)
     cfg = write_config(tmp, root)
     torch.manual_seed(0)
     ckpt = tmp / "best_model_1.bin"
-    torch.save({"model": Recce().state_dict(), "config": {"model": {"name": "Recce"}},
-                "input_spec": SPEC.to_dict()}, ckpt)
+    state = {"model": Recce().state_dict(), "config": {"model": {"name": "Recce"}},
+             "input_spec": SPEC.to_dict()}
+    torch.save(state, ckpt)
+    _, res = score_split(load_config(cfg), load_detector(str(ckpt), "cpu"), torch.device("cpu"),
+                         test_branch(load_config(cfg), SPEC, "val_cfg"))
+    z, y = np.asarray(res["logit"], np.float64), np.asarray(res["label"])
+    sign = 1.0 if z[y == 1].mean() > z[y == 0].mean() else -1.0
+    scale = sign / z.std()
+    head = state["model"]
+    head["fc.bias"] = ((head["fc.bias"].double() - z.mean()) * scale).float()
+    head["fc.weight"] = (head["fc.weight"].double() * scale).float()
+    torch.save(state, ckpt)
     return {"root": root, "cfg": cfg, "ckpt": str(ckpt), "tmp": tmp}
 
 
@@ -176,6 +224,61 @@ def test_a_bare_state_dict_is_calibrated_into_a_self_describing_file(data, capsy
     det = load_detector(str(out), "cpu")  # no config, no fallback: the file says it all
     assert det.spec_source == "saved" and det.spec.size == (64, 64)
     assert det.calibration is not None and type(det).__name__ == "Recce"
+
+
+def test_calibrate_tool_refuses_a_fit_without_spread_and_writes_nothing(data, capsys):
+    """A head whose weights are zero gives every frame the same logit (its bias): one error line
+    saying so, exit 2, the given file untouched, no --out and no default file written."""
+    from tools import calibrate
+    state = torch.load(data["ckpt"], weights_only=True)
+    state["model"]["fc.weight"].zero_()
+    flat = data["tmp"] / "flat.bin"
+    torch.save(state, flat)
+    before = _digest(flat)
+    out = data["tmp"] / "flat_out.bin"
+    for extra in (["--out", str(out)], []):
+        assert calibrate.main(["--bin", str(flat), "--config", data["cfg"], "--device", "cpu",
+                               *extra]) == 2
+        captured = capsys.readouterr()
+        assert captured.out == "" and captured.err.count("\n") == 1, captured.err
+        assert captured.err.startswith(f"error: {flat} on ImageList / val_cfg: calibration: the "
+                                       "12 frames' logits are all equal (")
+        assert captured.err.endswith("; nothing was written\n")
+        assert _digest(flat) == before
+    assert not out.exists() and not (data["tmp"] / "flat.calibrated.bin").exists()
+
+
+def test_train_py_leaves_a_best_checkpoint_uncalibrated_where_the_fit_is_refused(
+        demo_root, tmp_path):
+    """A run whose head is zeroed after every step validates logits that are all equal: the best
+    checkpoint has no calibration, and the log and train.py's closing line say why."""
+    from conftest import ROOT
+    from train import summary_lines
+    from trainer.config import load_config
+    from trainer.hooks import Hook
+    from trainer.train import Trainer
+
+    class Flat(Hook):
+        def after_step(self, trainer, losses):
+            with torch.no_grad():
+                trainer.model.fc.weight.zero_()
+
+    root = image_list_tree(demo_root, tmp_path / "d")
+    cfg = load_config(write_config(
+        tmp_path, root, steps=2, val_steps=2, batch=4, model={"name": "TinyDetector"},
+        extra={"imports": [os.path.join(ROOT, "tests", "plugins", "tiny_detector.py")]}))
+    trainer = Trainer(cfg)
+    trainer.add_hook(Flat())
+    result = trainer.fit()
+    trainer.close()
+    log = open(os.path.join(result["run_dir"], "train_rank0.log")).read().splitlines()
+    said = [line.split(" WARNING ", 1)[1] for line in log if "not calibrated" in line]
+    why = "calibration: the 12 frames' logits are all equal ("
+    assert len(said) == 1 and said[0].startswith(f"best checkpoints are not calibrated: {why}")
+    assert result["best_checkpoint"] and result["calibration"] is None
+    assert "calibration" not in torch.load(result["best_checkpoint"], weights_only=True)
+    assert summary_lines(result).splitlines()[-1] == \
+        f"not calibrated: {said[0].split(': ', 1)[1]}"
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,9 @@ their labels, chooses the operating points (``fpr@0.01``, ``fpr@0.05``, ``fpr@0.
 calibrated probabilities (``model.calibration``) and writes a NEW checkpoint file, by default
 ``<name>.calibrated<ext>`` beside the given one (``--out`` for another): the given file's contents
 plus ``calibration`` (and, for a file that states neither, the input spec and the detector it was
-scored with). The given file is never modified, and an existing file is never overwritten.
+scored with). The given file is never modified, and an existing file is never overwritten. A fit
+that would mean nothing (one class, logits all equal, a temperature at the end of the search, TPR
+0 at every operating point) is one error line, and nothing is written.
 inference.py, test.py, the Python API and export read the new file like any other.
 """
 import argparse
@@ -103,8 +105,13 @@ def main(argv=None):
                                 fallback_spec=branch_spec(cfg, name), state=state)
             _, res = score_split(cfg, det, device, test_branch(cfg, det.spec, name))
         before = det.calibration
-        cal = fit(res["label"], res["logit"], {"dataset": cfg["data"]["name"], "branch": name,
-                                               "weights": "EMA" if det.uses_ema else "raw"})
+        try:
+            cal = fit(res["label"], res["logit"], {"dataset": cfg["data"]["name"],
+                                                   "branch": name,
+                                                   "weights": "EMA" if det.uses_ema else "raw"})
+        except UserError as exc:  # a fit that would mean nothing: said, nothing written
+            raise UserError(f"{args.bin} on {cfg['data']['name']} / {name}: {exc}; nothing "
+                            "was written") from None
         atomic_save(calibrated_checkpoint(state, cal, det, cfg["model"]), out)
         if before is not None:
             print(f"replaced its calibration: {before.describe()}")

@@ -334,7 +334,8 @@ class Trainer:
         self.bad = BadImageLog()
         self.history = []
         self.best_calibration = None  # of the newest best checkpoint
-        self._said_uncalibrated = False
+        self.uncalibrated = None  # why the newest best checkpoint has none (the refused fit)
+        self._said_uncalibrated = set()  # each reason a fit was refused for, said once
         if self.resume:
             self._load_for_resume()  # before anything is written: a failed resume changes nothing
         if self.run_dir and self.rank == 0:
@@ -589,20 +590,22 @@ class Trainer:
                 "scores": (res["label"], res["logit"])}  # what calibrates these weights
 
     def calibrate(self, scores, weights="raw"):
-        """The calibration (``model.calibration.fit``) of validation ``scores`` (labels, logits)
-        of the ``weights`` that a best checkpoint keeps; None, said once, where the validation
-        cannot give one (a class missing)."""
+        """(calibration, why not): the calibration (``model.calibration.fit``) of validation
+        ``scores`` (labels, logits) of the ``weights`` that a best checkpoint keeps, or None and
+        the reason the fit was refused (a class missing, logits all equal, a temperature at the
+        end of the search, TPR 0 at every operating point), each reason said once."""
         from model.calibration import fit
         labels, logits = scores
         try:
             return fit(labels, logits, {"dataset": self.val_set.name,
                                         "branch": self.cfg["data"]["val_branch"],
-                                        "step": self.step, "weights": weights})
+                                        "step": self.step, "weights": weights}), None
         except UserError as exc:
-            if not self._said_uncalibrated:
-                log.warning("best checkpoints are not calibrated: %s", exc)
-                self._said_uncalibrated = True
-            return None
+            why = str(exc)
+            if why not in self._said_uncalibrated:
+                log.warning("best checkpoints are not calibrated: %s", why)
+                self._said_uncalibrated.add(why)
+            return None, why
 
     def validate(self):
         res = evaluate(self.forward, self.val_loader, self.device, self.eval_amp, self.bad,
@@ -619,8 +622,8 @@ class Trainer:
             self.scheduler.step_on_validation(metrics["LogLoss"])
         # the raw weights' calibration on this validation, fitted once: TensorBoard's examples show
         # its probabilities, and the best checkpoint keeps it when the raw weights choose
-        raw_cal = self.calibrate((res["label"], res["logit"])) \
-            if len(set(res["label"].tolist())) == 2 else None
+        raw_cal, raw_why = self.calibrate((res["label"], res["logit"])) \
+            if len(set(res["label"].tolist())) == 2 else (None, None)
         if self.writer:
             self._write_validation(metrics, res, extra, raw_cal)
         chosen = {**metrics, "weights": "raw", "scores": (res["label"], res["logit"])}
@@ -635,12 +638,12 @@ class Trainer:
                  self.eval_metric, self.best_metric if self.best_metric is not None else math.nan,
                  self.best_step)
         if better:
-            if chosen["weights"] == "raw" and raw_cal is not None:
-                cal = raw_cal
-            else:  # other weights chose, or no calibration (said once by calibrate)
-                cal = self.calibrate(chosen["scores"], chosen["weights"]) \
-                    if len(res["label"]) else None
-            self.best_calibration = cal
+            if chosen["weights"] == "raw" and (raw_cal is not None or raw_why is not None):
+                cal, why = raw_cal, raw_why  # fitted (or refused) above
+            else:  # other weights chose, or one class only (each reason said once)
+                cal, why = self.calibrate(chosen["scores"], chosen["weights"]) \
+                    if len(res["label"]) else (None, "no readable validation image")
+            self.best_calibration, self.uncalibrated = cal, why
             if cal is not None:
                 log.info("calibration of best_model_%d.bin: %s", self.step, cal.describe())
             self.save(f"best_model_{self.step}.bin", weights_only=True,
@@ -779,6 +782,8 @@ class Trainer:
                 "metric": self.eval_metric, "best_checkpoint": best, "run_dir": self.run_dir,
                 "history": self.history,
                 "calibration": self.best_calibration.describe() if best and self.best_calibration
+                else None,
+                "uncalibrated": self.uncalibrated if best and not self.best_calibration
                 else None}
 
     def close(self):
