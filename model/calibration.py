@@ -179,32 +179,81 @@ class Calibration:
 
     @classmethod
     def from_dict(cls, d, where="calibration"):
-        """A stored calibration, every value checked: a wrong one is a UserError naming
-        ``where`` and the key."""
-        if not isinstance(d, dict):
-            raise UserError(f"{where}: expected a mapping, got {type(d).__name__}")
-        t = d.get("temperature")
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) \
-                or t <= 0:
-            raise UserError(f"{where}.temperature: expected a positive finite number, got {t!r}")
-        points = d.get("points", {})
-        if not isinstance(points, dict):
-            raise UserError(f"{where}.points: expected a mapping, got {points!r:.80}")
-        for name, point in points.items():
-            if name not in POINT_NAMES:
-                raise UserError(f"{where}.points: unknown operating point {name!r} (known: "
-                                f"{', '.join(POINT_NAMES)})")
-            thr = point.get("threshold") if isinstance(point, dict) else None
-            if isinstance(thr, bool) or not isinstance(thr, (int, float)) \
-                    or not 0 <= thr <= 1:
-                raise UserError(f"{where}.points.{name}.threshold: expected a probability in "
-                                f"[0, 1], got {thr!r}")
-        for key in ("fitted_on", "before", "after"):
-            if not isinstance(d.get(key, {}), dict):
-                raise UserError(f"{where}.{key}: expected a mapping, got {d.get(key)!r:.80}")
-        return cls(float(t), {k: dict(v) for k, v in points.items()},
-                   dict(d.get("fitted_on", {})), dict(d.get("before", {})),
-                   dict(d.get("after", {})))
+        """A stored calibration, checked against ``STORED`` once, where it is read: a key that is
+        missing or of the wrong kind is a UserError naming ``where`` and the key."""
+        d = check_stored(d, where)
+        return cls(d["temperature"], d["points"], d["fitted_on"], d["before"], d["after"])
+
+
+# The stored calibration (``Calibration.to_dict``): every key that a reader takes (the scorer,
+# ``describe``, the threshold's resolution, test.py's report, the page, the reports), with its
+# kind (``checks.check_value``). Required unless marked "?"; what a key left out means:
+# ``fitted_on`` {} and each of its values "?" where shown; ``points`` may hold any of
+# ``POINT_NAMES`` (a name it lacks is refused where a threshold names it); ``brier`` and
+# ``ece_bins`` are written for a reader's information, read by none.
+POINT_KEYS = {"threshold": "probability", "fpr": "probability", "tpr": "probability"}
+METRIC_KEYS = {"ece": "probability", "nll": "nonneg", "brier": "probability?"}
+FITTED_ON_KEYS = {"dataset": "name?", "branch": "name?", "weights": "name?",
+                  "frames": "nonneg_int?", "real": "nonneg_int?", "fake": "nonneg_int?",
+                  "step": "nonneg_int?"}
+STORED = {"temperature": "positive", "points": POINT_KEYS, "before": METRIC_KEYS,
+          "after": METRIC_KEYS, "fitted_on": FITTED_ON_KEYS, "ece_bins": "posint?"}
+OPTIONAL = ("fitted_on", "ece_bins")
+
+
+def _mapping(value, where):
+    if not isinstance(value, dict):
+        raise UserError(f"{where}: expected a mapping, got {value!r:.80}")
+    return value
+
+
+def _values(d, keys, where):
+    """The values of the mapping ``d`` for ``keys`` (key -> kind), each checked; a required one
+    missing is a UserError naming it; keys outside ``keys`` are kept unchecked."""
+    from checks import check_value
+    out = dict(d)
+    for key, kind in keys.items():
+        if d.get(key) is None:
+            if not kind.endswith("?"):
+                raise UserError(f"{where}.{key}: missing (required: "
+                                f"{', '.join(k for k, v in keys.items() if not v.endswith('?'))})")
+            out.pop(key, None)
+            continue
+        out[key] = check_value(f"{where}.{key}", d[key], kind, text_numbers=False)
+    return out
+
+
+def check_stored(d, where="calibration"):
+    """A stored calibration (``STORED``) checked: its values as they are to be used, or a
+    UserError naming ``where`` and the first key that is missing or wrong."""
+    _mapping(d, where)
+    missing = [k for k in STORED if k not in OPTIONAL and d.get(k) is None]
+    if missing:
+        raise UserError(f"{where}.{missing[0]}: missing (a calibration holds temperature, points, "
+                        "before and after; tools/calibrate.py writes one)")
+    t = d["temperature"]
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0:
+        raise UserError(f"{where}.temperature: expected a positive finite number, got {t!r:.80}")
+    out = {"temperature": float(t)}
+    points = _mapping(d["points"], f"{where}.points")
+    out["points"] = {}
+    for name, point in points.items():
+        if name not in POINT_NAMES:
+            raise UserError(f"{where}.points: unknown operating point {name!r} (known: "
+                            f"{', '.join(POINT_NAMES)})")
+        at = f"{where}.points.{name}"
+        out["points"][name] = {k: float(v) for k, v in
+                               _values(_mapping(point, at), POINT_KEYS, at).items()
+                               if k in POINT_KEYS}
+    for key in ("before", "after"):
+        at = f"{where}.{key}"
+        out[key] = _values(_mapping(d[key], at), METRIC_KEYS, at)
+    fitted = d.get("fitted_on")
+    out["fitted_on"] = {} if fitted is None else \
+        _values(_mapping(fitted, f"{where}.fitted_on"), FITTED_ON_KEYS, f"{where}.fitted_on")
+    if d.get("ece_bins") is not None:
+        _values(d, {"ece_bins": "posint"}, where)
+    return out
 
 
 def check_temperature(t):
@@ -293,8 +342,11 @@ def resolve_threshold(value, calibration, where="threshold"):
         return 0.5, "default"
     if isinstance(chosen, float):
         return chosen, "given"
-    if calibration is None or chosen not in calibration.points:
+    if calibration is None:
         raise UserError(f"{where} {value}: the checkpoint has no calibration, so no operating "
                         "points (python tools/calibrate.py makes them; or give a number)",
                         arg=where)
+    if chosen not in calibration.points:
+        raise UserError(f"{where} {value}: the checkpoint's calibration has no such operating "
+                        f"point (it has {', '.join(calibration.points) or 'none'})", arg=where)
     return float(calibration.points[chosen]["threshold"]), chosen

@@ -283,6 +283,7 @@ def load_detector(path, device="cpu", *, trusted=False, name=None, num_classes=N
             raise UserError(str(exc), arg=image_size_key) from None
     if state is None:
         state = load_checkpoint(path, trusted=trusted)
+    calibration = stored_calibration(state, path)  # checked before the detector is built
     given = dict(model_cfg or {})
     saved = saved_model_section(state)
     chosen = checkpoint_model_name(state, name, given.get("name") or DEFAULT_MODEL)
@@ -328,13 +329,15 @@ def load_detector(path, device="cpu", *, trusted=False, name=None, num_classes=N
                             f"{det.min_input_size}", arg=image_size_key)
         spec = spec.with_size(image_size)
     det.spec, det.spec_source = spec, source
-    det.calibration = stored_calibration(state, path)
+    det.calibration = calibration
     return det.to(device).eval()
 
 
 def stored_calibration(state, path="checkpoint"):
     """The ``model.calibration.Calibration`` a checkpoint keeps under ``calibration`` (train.py's
-    best checkpoints, tools/calibrate.py's files), checked; None when it keeps none."""
+    best checkpoints, tools/calibrate.py's files), checked against the one schema of a stored
+    calibration (``model.calibration.STORED``: a key missing or wrong is one UserError naming
+    ``path`` and the key); None when it keeps none."""
     if not isinstance(state, dict) or state.get("calibration") is None:
         return None
     from .calibration import Calibration

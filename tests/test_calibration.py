@@ -378,6 +378,165 @@ def test_test_py_reports_calibration_and_the_rates_at_each_point(data, calibrate
     assert report["threshold"]["source"] == "fpr@0.1"
 
 
+# ------------------------------------------------------------------ stored calibrations, tampered
+GOOD = {"temperature": 2.0,
+        "points": {name: {"threshold": t, "fpr": f, "tpr": r} for name, t, f, r in (
+            ("fpr@0.01", 0.9, 0.01, 0.4), ("fpr@0.05", 0.7, 0.05, 0.6),
+            ("fpr@0.1", 0.6, 0.1, 0.7), ("eer", 0.5, 0.2, 0.8))},
+        "fitted_on": {"dataset": "d", "branch": "val_cfg", "frames": 12},
+        "before": {"ece": 0.2, "nll": 0.9, "brier": 0.3},
+        "after": {"ece": 0.1, "nll": 0.7, "brier": 0.2}, "ece_bins": 15}
+
+
+def _with(path, value):
+    """GOOD with the key at ``path`` ("points/eer/fpr") set to ``value`` (``...`` removes
+    it)."""
+    out = json.loads(json.dumps(GOOD))
+    *parents, last = path.split("/")
+    at = out
+    for key in parents:
+        at = at[key]
+    if value is ...:
+        del at[last]
+    else:
+        at[last] = value
+    return out
+
+
+# a stored calibration that a reader would stumble on -> the one line that names it
+TAMPERED = [
+    ({"temperature": 1.3, "points": {"eer": {"threshold": 0.6}}},
+     "calibration.before: missing (a calibration holds temperature, points, before and after"),
+    (_with("before", ...), "calibration.before: missing"),
+    (_with("after/ece", ...), "calibration.after.ece: missing (required: ece, nll)"),
+    (_with("points/eer/fpr", ...), "calibration.points.eer.fpr: missing (required: threshold, "
+                                   "fpr, tpr)"),
+    (_with("points/fpr@0.05", {"threshold": 0.7}), "calibration.points.fpr@0.05.fpr: missing"),
+    (_with("points/eer/tpr", "0.8"), "calibration.points.eer.tpr: expected a number, got '0.8'"),
+    (_with("points/eer/threshold", 1.5), "calibration.points.eer.threshold: expected a "
+                                         "probability in [0, 1], got 1.5"),
+    (_with("points/eer", 0.5), "calibration.points.eer: expected a mapping, got 0.5"),
+    (_with("points", [0.5]), "calibration.points: expected a mapping, got [0.5]"),
+    (_with("points/fpr@0.2", {"threshold": 0.5, "fpr": 0.2, "tpr": 0.9}),
+     "calibration.points: unknown operating point 'fpr@0.2'"),
+    (_with("temperature", float("nan")), "calibration.temperature: expected a positive finite "
+                                         "number, got nan"),
+    (_with("temperature", ...), "calibration.temperature: missing"),
+    (_with("before/nll", float("inf")), "calibration.before.nll: expected a number of at least 0, "
+                                        "got inf"),
+    (_with("after", "good"), "calibration.after: expected a mapping, got 'good'"),
+    (_with("fitted_on/frames", -3), "calibration.fitted_on.frames: expected an integer of at "
+                                    "least 0, got -3"),
+    (_with("fitted_on", [1]), "calibration.fitted_on: expected a mapping, got [1]"),
+    ([2.0], "calibration: expected a mapping, got [2.0]"),
+]
+# partial but whole enough: what is left out has a stated meaning
+PARTIAL = [_with("fitted_on", ...), _with("before/brier", ...), _with("ece_bins", ...),
+           _with("points", {"eer": GOOD["points"]["eer"]}), _with("fitted_on/branch", None)]
+
+
+@pytest.fixture(scope="module")
+def stored(data, tmp_path_factory):
+    """A checkpoint per calibration of TAMPERED and PARTIAL: (tampered, partial) paths."""
+    tmp = tmp_path_factory.mktemp("stored")
+    state = torch.load(data["ckpt"], weights_only=True)
+
+    def save(name, calibration):
+        torch.save({**state, "calibration": calibration}, tmp / name)
+        return str(tmp / name)
+    return ([save(f"tampered_{k}.bin", c) for k, (c, _) in enumerate(TAMPERED)],
+            [save(f"partial_{k}.bin", c) for k, c in enumerate(PARTIAL)])
+
+
+def test_a_stored_calibration_is_one_schema_checked_once():
+    assert C.Calibration.from_dict(GOOD).to_dict() == GOOD
+    for calibration, said in TAMPERED:
+        with pytest.raises(UserError) as info:
+            C.Calibration.from_dict(calibration, "x.bin: calibration")
+        assert str(info.value).startswith(f"x.bin: {said}"), str(info.value)
+    for calibration in PARTIAL:
+        cal = C.Calibration.from_dict(calibration)
+        assert cal.describe().startswith("temperature 2.0000 (fitted on ")
+        assert C.resolve_threshold("eer", cal) == (0.5, "eer")
+    cal = C.Calibration.from_dict(_with("fitted_on", ...))
+    assert "(fitted on ? / ?, ? frames; ECE 0.2000 -> 0.1000" in cal.describe()
+
+
+@pytest.mark.parametrize("k", range(len(TAMPERED)), ids=[t[1][:40] for t in TAMPERED])
+def test_a_tampered_calibration_is_one_line_through_every_door(data, stored, k, tmp_path,
+                                                               capsys):
+    """The API, inference.py (with and without an operating point) and test.py: one line naming
+    the file and the key, no output file, never a traceback."""
+    import inference
+    import test as test_py
+    from faces import Predictor
+    path, said = stored[0][k], TAMPERED[k][1]
+    with pytest.raises(UserError) as info:
+        Predictor.from_checkpoint(path, "cpu")
+    assert str(info.value).startswith(f"{path}: {said}") and "\n" not in str(info.value)
+    folder = os.path.join(data["root"], "fake", "v0")
+    out = tmp_path / "rows.csv"
+    for extra in ([], ["--threshold", "eer"]):
+        assert inference.main(["-b", path, "-f", folder, "-d", "cpu", "--output", str(out),
+                               *extra]) == 2
+        captured = capsys.readouterr()
+        assert captured.out == "" and captured.err.count("\n") == 1, captured.err
+        assert captured.err.startswith(f"error: {path}: {said}")
+    assert test_py.main(["--config", data["cfg"], "--ckpt", path, "--device", "cpu", "--out",
+                         str(tmp_path / "t"), "--opt", "data.test_branch=val_cfg"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1].startswith(f"error: {path}: {said}")
+    assert not any("Traceback" in line for line in err)
+    assert not out.exists()
+    assert not (tmp_path / "t").exists() or os.listdir(tmp_path / "t") == []
+
+
+def test_a_partial_calibration_scores_where_what_it_lacks_has_a_meaning(data, stored, capsys):
+    import inference
+    from faces import Predictor
+    folder = os.path.join(data["root"], "fake", "v0")
+    for path in stored[1]:
+        det = Predictor.from_checkpoint(path, "cpu", threshold="eer")
+        assert det.threshold == 0.5 and "calibrated probabilities" in det.describe_threshold()
+        assert inference.main(["-b", path, "-f", folder, "-d", "cpu", "--threshold", "eer"]) == 0
+        assert len(capsys.readouterr().out.splitlines()) == 2
+    only_eer = stored[1][PARTIAL.index(_with("points", {"eer": GOOD["points"]["eer"]}))]
+    assert inference.main(["-b", only_eer, "-f", folder, "-d", "cpu", "--threshold",
+                           "fpr@0.01"]) == 2
+    assert capsys.readouterr().err == ("error: --threshold fpr@0.01: the checkpoint's calibration "
+                                       "has no such operating point (it has eer)\n")
+
+
+def test_calibrate_tool_replaces_a_tampered_calibration(data, stored, tmp_path, capsys):
+    """The error's remedy works: tools/calibrate.py reads a file whose calibration is broken and
+    writes a new one with a whole calibration; the given file keeps what it had."""
+    from tools import calibrate
+    path = stored[0][0]
+    before = _digest(path)
+    out = tmp_path / "recalibrated.bin"
+    assert calibrate.main(["--bin", path, "--config", data["cfg"], "--device", "cpu", "--out",
+                           str(out)]) == 0
+    said = capsys.readouterr().out
+    assert said.startswith(f"replaced its unreadable calibration ({path}: {TAMPERED[0][1]}")
+    assert _digest(path) == before
+    from model.checkpoint import load_detector
+    assert load_detector(str(out), "cpu").calibration.fitted_on["branch"] == "val_cfg"
+
+
+@pytest.mark.slow
+def test_the_issue_s_calibration_in_a_fresh_process(stored, data):
+    """``{temperature: 1.3, points: {eer: {threshold: 0.6}}}`` as a user meets it."""
+    import subprocess
+    import sys
+    from conftest import ROOT
+    path = stored[0][0]
+    proc = subprocess.run([sys.executable, "inference.py", "-b", path, "-f",
+                           os.path.join(data["root"], "fake", "v0"), "-d", "cpu", "--threshold",
+                           "eer"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == f"error: {path}: {TAMPERED[0][1]}; tools/calibrate.py writes one)\n"
+
+
 def test_video_and_photo_verdicts_aggregate_calibrated_faces(data, calibrated, tmp_path):
     pytest.importorskip("dlib")
     from faces import Predictor

@@ -46,6 +46,17 @@ def check_out(path, out):
     return out
 
 
+def stored_problem(state, path):
+    """What is wrong with the calibration ``state`` (a checkpoint as read) holds, or None: a
+    broken one is replaced, as any other (the given file keeps it)."""
+    from model.checkpoint import stored_calibration
+    try:
+        stored_calibration(state, path)
+    except UserError as exc:
+        return str(exc)
+    return None
+
+
 def calibrated_checkpoint(state, calibration, det, model_cfg):
     """The checkpoint ``state`` (as read) with ``calibration``; a file that does not state its
     input spec or detector gets the ones it was calibrated with, so that it is scored the same
@@ -101,8 +112,11 @@ def main(argv=None):
             device = pick_device(args.device or cfg["config"]["device"])
             trusted = args.trust or cfg["config"]["trust_checkpoint"]
             state = load_checkpoint(args.bin, trusted=trusted)
+            unreadable = stored_problem(state, args.bin)
             det = load_detector(args.bin, device, model_cfg=cfg["model"], trusted=trusted,
-                                fallback_spec=branch_spec(cfg, name), state=state)
+                                fallback_spec=branch_spec(cfg, name),
+                                state={k: v for k, v in state.items() if k != "calibration"}
+                                if unreadable else state)
             _, res = score_split(cfg, det, device, test_branch(cfg, det.spec, name))
         before = det.calibration
         try:
@@ -115,6 +129,8 @@ def main(argv=None):
         atomic_save(calibrated_checkpoint(state, cal, det, cfg["model"]), out)
         if before is not None:
             print(f"replaced its calibration: {before.describe()}")
+        elif unreadable:
+            print(f"replaced its unreadable calibration ({unreadable})")
         print(f"calibration: {cal.describe()}")
         for point, v in cal.points.items():
             print(f"  {point:<9} threshold {v['threshold']:.4f}  validation FPR {v['fpr']:.4f}  "
