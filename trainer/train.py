@@ -37,7 +37,7 @@ from .checkpoint import (RunLock, atomic_save, load_checkpoint, newest_best, pru
                          remove_stale_temporaries, rng_state, set_rng_state)
 from .config import branch, save_config
 from .evaluate import autocast, device_amp, evaluate
-from .hooks import build_hooks, overrides
+from .hooks import build_hooks, check_once, overrides
 from .metrics import all_metrics
 
 log = logging.getLogger("recce")
@@ -272,8 +272,8 @@ class Trainer:
             for note in cfg.get("moved", []):
                 log.info("%s", note)
         self.hooks, self.accumulate, self._unscale = [], 1, False
-        for hook in build_hooks(c["hooks"]):
-            self.add_hook(hook)
+        for k, hook in enumerate(build_hooks(c["hooks"])):
+            self.add_hook(hook, f"config.hooks[{k}]")
         self.amp = device_amp(self.device, c["amp"], "config.amp")
         self.eval_amp = device_amp(self.device, c["eval_amp"], "config.eval_amp")
         torch.manual_seed(c["seed"] + self.rank)
@@ -344,10 +344,13 @@ class Trainer:
             self.writer = SummaryWriter(self.run_dir)
 
     # ------------------------------------------------------------------ hooks
-    def add_hook(self, hook):
+    def add_hook(self, hook, label=None):
         """Call ``hook`` (a ``trainer.hooks.Hook``) at the loop's moments, after the hooks of the
-        config; before ``fit``."""
+        config; before ``fit``. ``label`` says where it came from in an error (a hook that a run
+        may have once, added twice)."""
         hook.name = getattr(hook, "name", type(hook).__name__)
+        hook.label = label or f"add_hook({hook.name})"
+        check_once(self.hooks + [hook], [h.label for h in self.hooks + [hook]])
         self.hooks.append(hook)
         self.accumulate = max(h.accumulate for h in self.hooks)
         if sum(h.accumulate > 1 for h in self.hooks) > 1:
