@@ -309,27 +309,31 @@ def fit(labels, logits, fitted_on=None):
 
 
 def parse_threshold(value, where="threshold"):
-    """A threshold as a user gives it, checked for its kind before any checkpoint is read: None,
-    a finite number (text that reads as one too) as a float, or an operating point's name of
-    ``POINT_NAMES`` (any case, spaces around) as that name. A wrong one is a UserError naming
-    ``where``."""
+    """A threshold as a user gives it, checked before any checkpoint is read: None, a
+    probability in [0, 1] (text that reads as one too) as a float, or an operating point's name
+    of ``POINT_NAMES`` (any case, spaces around) as that name. A wrong one is a UserError
+    starting with ``where`` and the value (the same rule as inference.py's ``--threshold`` and
+    the page's form field)."""
     if value is None:
         return None
     if isinstance(value, str):
         name = value.strip().lower()
         try:
-            value = float(name)
+            number = float(name)
         except ValueError:
             if name not in POINT_NAMES:
-                raise UserError(f"{where} {value!r}: expected a number or an operating point "
-                                f"({', '.join(POINT_NAMES)})", arg=where) from None
+                raise UserError(f"{where} {value!r}: expected a probability in [0, 1] or an "
+                                f"operating point ({', '.join(POINT_NAMES)})", arg=where) from None
             return name
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise UserError(f"{where}: expected a number or an operating point ("
-                        f"{', '.join(POINT_NAMES)}), got {type(value).__name__}", arg=where)
-    if not math.isfinite(value):
-        raise UserError(f"{where} {value}: expected a finite number", arg=where)
-    return float(value)
+    elif isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise UserError(f"{where} {value!r:.80}: expected a probability in [0, 1] or an operating "
+                        f"point ({', '.join(POINT_NAMES)}), got {type(value).__name__}",
+                        arg=where)
+    else:
+        number = float(value)
+    if not 0 <= number <= 1:  # NaN and the infinities too
+        raise UserError(f"{where} {value!r}: expected a probability in [0, 1]", arg=where)
+    return number
 
 
 def resolve_threshold(value, calibration, where="threshold"):

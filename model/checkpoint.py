@@ -182,14 +182,26 @@ def check_finite(model, path):
 
 
 def pick_device(requested=None):
-    name = requested or ("cuda:0" if torch.cuda.is_available() else "cpu")
+    """The ``torch.device`` of ``requested`` (text such as ``cpu``, ``cuda``, ``cuda:1``, or a
+    ``torch.device``): a CPU or a CUDA device this machine has; None: the first GPU, else the
+    CPU. Anything else is a UserError starting with ``device``."""
+    name = requested if requested is not None else \
+        ("cuda:0" if torch.cuda.is_available() else "cpu")
     try:
+        if isinstance(name, bool):
+            raise TypeError(name)
         device = torch.device(name)
     except (RuntimeError, TypeError):  # TypeError: not text at all (a list, a float)
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
         raise UserError(f"device {name!r}: not a device (cpu, cuda, cuda:0, ...)",
                         arg="device") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device {name}: CUDA is not available on this machine", arg="device")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise UserError(f"device {name}: this machine has {count} CUDA device(s) (cuda:0 to "
+                        f"cuda:{count - 1})", arg="device")
     return device
 
 

@@ -124,8 +124,13 @@ def test_thresholds_as_users_give_them():
     assert C.resolve_threshold(" EER ", cal)[1] == "eer"
     with pytest.raises(UserError, match="no calibration"):
         C.resolve_threshold("fpr@0.01", None)
-    for bad, match in (("fpr@0.2", "expected a number or an operating point"),
-                       (float("nan"), "finite"), ([0.5], "got list"), (True, "got bool")):
+    for bad, match in (("fpr@0.2", r"'fpr@0.2': expected a probability in \[0, 1\] or an "
+                                   "operating point"),
+                       (float("nan"), r"nan: expected a probability in \[0, 1\]$"),
+                       (7, r"^threshold 7: expected a probability in \[0, 1\]$"),
+                       (-0.5, r"^threshold -0.5: expected a probability"),
+                       ("1.5", r"^threshold '1.5': expected a probability"),
+                       ([0.5], r"^threshold \[0.5\]: .* got list"), (True, "got bool")):
         with pytest.raises(UserError, match=match) as info:
             C.resolve_threshold(bad, cal)
         assert info.value.arg == "threshold"
