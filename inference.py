@@ -221,11 +221,7 @@ def check_arguments(args):
     """The flags, each on its own and together, before any work: the values the API takes by the
     API's own rule (``faces.arguments``; its errors name the flag under ``flags(**FLAGS)``), the
     rest here."""
-    if args.output and not args.output.lower().endswith((".csv", ".json")):
-        raise UserError(f"--output {args.output}: use a .csv or .json file name")
-    check_keywords(**{name: getattr(args, name) for name in CHECKED
-                      if getattr(args, name) is not None})
-    if args.threshold is not None:
+    if args.threshold is not None:  # first, as the API checks its keywords
         from model.calibration import parse_threshold
         if args.threshold_from:
             raise UserError("--threshold and --threshold_from both set the threshold: give one")
@@ -238,6 +234,10 @@ def check_arguments(args):
                 raise UserError(f"--threshold {args.threshold}: expected a probability in "
                                 "[0, 1]")
             args.threshold = number
+    if args.output and not args.output.lower().endswith((".csv", ".json")):
+        raise UserError(f"--output {args.output}: use a .csv or .json file name")
+    check_keywords(**{name: getattr(args, name) for name in CHECKED
+                      if getattr(args, name) is not None})
     if sum([args.frames is not None, args.every is not None, args.all_frames]) > 1:
         raise UserError("--frames, --every and --all_frames each choose the frames: give one")
     if args.frames_output and not args.frames_output.lower().endswith(".csv"):

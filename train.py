@@ -41,6 +41,8 @@ def summary_lines(result):
     lines.append(f"best checkpoint: {result['best_checkpoint'] or 'none (no validation metric)'}")
     if result.get("calibration"):
         lines.append(f"calibrated: {result['calibration']}")
+    elif result.get("uncalibrated"):
+        lines.append(f"not calibrated: {result['uncalibrated']}")
     return "\n".join(lines)
 
 

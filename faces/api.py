@@ -18,10 +18,12 @@ import os
 
 import cv2
 import numpy as np
+import torch
 
 from errors import UserError
 from fileio import atomic_write_image, check_output_dir, files_in
 from model.calibration import parse_threshold, resolve_threshold
+from model import DETECTORS
 from model.checkpoint import load_detector, pick_device
 from model.backends import build_scorer, set_threads
 from model.heatmap import evidence_maps, heat_map, heat_ramp
@@ -173,9 +175,15 @@ class Predictor:
 
     def __init__(self, model, device, threshold=None, batch_size=None, num_workers=0,
                  max_pixels=None, graphs=True, backend="torch", precision="fp32", threads=None):
+        parse_threshold(threshold)  # first, as inference.py checks its flags
         given = check_keywords(batch_size=batch_size, num_workers=num_workers,
                                max_pixels=max_pixels, graphs=graphs, backend=backend,
                                precision=precision, threads=threads)
+        device = pick_device(device)
+        if not isinstance(model, torch.nn.Module):
+            raise UserError(f"model {model!r:.80}: expected a detector (a model.Detector; "
+                            "Predictor.from_checkpoint loads one from a file), got "
+                            f"{type(model).__name__}", arg="model")
         self.model, self.device = model, device
         set_threads(given["threads"])
         # the forward by backend and precision (model.backends): eager PyTorch (on a GPU, each
@@ -197,14 +205,21 @@ class Predictor:
         """Any checkpoint flavour (this project's, the original's, a bare state dict,
         DeepfakeBench's); ``model`` names the detector of a bare state dict, ``imports`` files
         that register your own detector (one string is one); never downloads anything. Other
-        keywords go to ``Predictor``. Every value is checked before the checkpoint is read."""
-        given = check_keywords(trust=trust, num_classes=num_classes, image_size=image_size)
+        keywords go to ``Predictor``. Every value is checked before the checkpoint is read, the
+        threshold first, by the rules of inference.py's flags."""
+        parse_threshold(kwargs.get("threshold"))  # first; an operating point needs the file
         inspect.signature(cls).bind(None, None, **kwargs)  # an unknown keyword: a TypeError now
+        given = check_keywords(trust=trust, num_classes=num_classes, image_size=image_size)
         check_keywords(**{k: v for k, v in kwargs.items() if k != "threshold"})
-        parse_threshold(kwargs.get("threshold"))  # its kind now; a point's name needs the file
+        if model is not None and (not isinstance(model, str) or not model.strip()):
+            raise UserError(f"model {model!r:.80}: expected a detector's name (text), such as "
+                            f"{', '.join(DETECTORS)}", arg="model")
         path = as_path(path)
         dev = pick_device(device)
         import_modules(imports, where="imports")
+        if model is not None and model not in DETECTORS:
+            raise UserError(f"model {model!r}: not a registered detector (known: "
+                            f"{', '.join(DETECTORS)}; imports registers your own)", arg="model")
         if not os.path.isfile(path):
             raise UserError(f"checkpoint not found: {path}")
         det = load_detector(path, dev, trusted=given["trust"], name=model,

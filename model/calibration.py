@@ -35,6 +35,9 @@ ECE_BINS = 15
 FPR_POINTS = (0.01, 0.05, 0.1)
 POINT_NAMES = tuple(f"fpr@{f:g}" for f in FPR_POINTS) + ("eer",)
 LOG_T_BOUNDS = (math.log(1e-2), math.log(1e2))  # temperatures from 0.01 to 100
+# a fitted log-temperature this close to an end of LOG_T_BOUNDS is that end (the bounded search
+# stops within about 1e-5 of it)
+BOUND_TOLERANCE = 1e-3
 
 
 def sigmoid(z):
@@ -176,37 +179,105 @@ class Calibration:
 
     @classmethod
     def from_dict(cls, d, where="calibration"):
-        """A stored calibration, every value checked: a wrong one is a UserError naming
-        ``where`` and the key."""
-        if not isinstance(d, dict):
-            raise UserError(f"{where}: expected a mapping, got {type(d).__name__}")
-        t = d.get("temperature")
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) \
-                or t <= 0:
-            raise UserError(f"{where}.temperature: expected a positive finite number, got {t!r}")
-        points = d.get("points", {})
-        if not isinstance(points, dict):
-            raise UserError(f"{where}.points: expected a mapping, got {points!r:.80}")
-        for name, point in points.items():
-            if name not in POINT_NAMES:
-                raise UserError(f"{where}.points: unknown operating point {name!r} (known: "
-                                f"{', '.join(POINT_NAMES)})")
-            thr = point.get("threshold") if isinstance(point, dict) else None
-            if isinstance(thr, bool) or not isinstance(thr, (int, float)) \
-                    or not 0 <= thr <= 1:
-                raise UserError(f"{where}.points.{name}.threshold: expected a probability in "
-                                f"[0, 1], got {thr!r}")
-        for key in ("fitted_on", "before", "after"):
-            if not isinstance(d.get(key, {}), dict):
-                raise UserError(f"{where}.{key}: expected a mapping, got {d.get(key)!r:.80}")
-        return cls(float(t), {k: dict(v) for k, v in points.items()},
-                   dict(d.get("fitted_on", {})), dict(d.get("before", {})),
-                   dict(d.get("after", {})))
+        """A stored calibration, checked against ``STORED`` once, where it is read: a key that is
+        missing or of the wrong kind is a UserError naming ``where`` and the key."""
+        d = check_stored(d, where)
+        return cls(d["temperature"], d["points"], d["fitted_on"], d["before"], d["after"])
+
+
+# The stored calibration (``Calibration.to_dict``): every key that a reader takes (the scorer,
+# ``describe``, the threshold's resolution, test.py's report, the page, the reports), with its
+# kind (``checks.check_value``). Required unless marked "?"; what a key left out means:
+# ``fitted_on`` {} and each of its values "?" where shown; ``points`` may hold any of
+# ``POINT_NAMES`` (a name it lacks is refused where a threshold names it); ``brier`` and
+# ``ece_bins`` are written for a reader's information, read by none.
+POINT_KEYS = {"threshold": "probability", "fpr": "probability", "tpr": "probability"}
+METRIC_KEYS = {"ece": "probability", "nll": "nonneg", "brier": "probability?"}
+FITTED_ON_KEYS = {"dataset": "name?", "branch": "name?", "weights": "name?",
+                  "frames": "nonneg_int?", "real": "nonneg_int?", "fake": "nonneg_int?",
+                  "step": "nonneg_int?"}
+STORED = {"temperature": "positive", "points": POINT_KEYS, "before": METRIC_KEYS,
+          "after": METRIC_KEYS, "fitted_on": FITTED_ON_KEYS, "ece_bins": "posint?"}
+OPTIONAL = ("fitted_on", "ece_bins")
+
+
+def _mapping(value, where):
+    if not isinstance(value, dict):
+        raise UserError(f"{where}: expected a mapping, got {value!r:.80}")
+    return value
+
+
+def _values(d, keys, where):
+    """The values of the mapping ``d`` for ``keys`` (key -> kind), each checked; a required one
+    missing is a UserError naming it; keys outside ``keys`` are kept unchecked."""
+    from checks import check_value
+    out = dict(d)
+    for key, kind in keys.items():
+        if d.get(key) is None:
+            if not kind.endswith("?"):
+                raise UserError(f"{where}.{key}: missing (required: "
+                                f"{', '.join(k for k, v in keys.items() if not v.endswith('?'))})")
+            out.pop(key, None)
+            continue
+        out[key] = check_value(f"{where}.{key}", d[key], kind, text_numbers=False)
+    return out
+
+
+def check_stored(d, where="calibration"):
+    """A stored calibration (``STORED``) checked: its values as they are to be used, or a
+    UserError naming ``where`` and the first key that is missing or wrong."""
+    _mapping(d, where)
+    missing = [k for k in STORED if k not in OPTIONAL and d.get(k) is None]
+    if missing:
+        raise UserError(f"{where}.{missing[0]}: missing (a calibration holds temperature, points, "
+                        "before and after; tools/calibrate.py writes one)")
+    t = d["temperature"]
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0:
+        raise UserError(f"{where}.temperature: expected a positive finite number, got {t!r:.80}")
+    out = {"temperature": float(t)}
+    points = _mapping(d["points"], f"{where}.points")
+    out["points"] = {}
+    for name, point in points.items():
+        if name not in POINT_NAMES:
+            raise UserError(f"{where}.points: unknown operating point {name!r} (known: "
+                            f"{', '.join(POINT_NAMES)})")
+        at = f"{where}.points.{name}"
+        out["points"][name] = {k: float(v) for k, v in
+                               _values(_mapping(point, at), POINT_KEYS, at).items()
+                               if k in POINT_KEYS}
+    for key in ("before", "after"):
+        at = f"{where}.{key}"
+        out[key] = _values(_mapping(d[key], at), METRIC_KEYS, at)
+    fitted = d.get("fitted_on")
+    out["fitted_on"] = {} if fitted is None else \
+        _values(_mapping(fitted, f"{where}.fitted_on"), FITTED_ON_KEYS, f"{where}.fitted_on")
+    if d.get("ece_bins") is not None:
+        _values(d, {"ece_bins": "posint"}, where)
+    return out
+
+
+def check_temperature(t):
+    """A fitted temperature strictly inside the search (``LOG_T_BOUNDS``); one at either end is
+    no minimum of the NLL but the end of the search, a UserError saying what the scores do."""
+    low, high = LOG_T_BOUNDS
+    s = math.log(t)
+    if s - low < BOUND_TOLERANCE:
+        raise UserError(f"calibration: the fitted temperature {t:.6g} is the search's lower "
+                        f"bound ({math.exp(low):g}): the scores separate the classes (nearly) "
+                        "perfectly, and the NLL keeps falling as the temperature shrinks")
+    if high - s < BOUND_TOLERANCE:
+        raise UserError(f"calibration: the fitted temperature {t:.6g} is the search's upper "
+                        f"bound ({math.exp(high):g}): the NLL keeps falling as the temperature "
+                        "grows, so the scores tell the classes apart no better than 0.5 for every "
+                        "frame")
+    return t
 
 
 def fit(labels, logits, fitted_on=None):
-    """A ``Calibration`` of the frames' ``labels`` (0 real, 1 fake) and raw ``logits``. Both
-    classes are needed; without them a UserError says which is missing."""
+    """A ``Calibration`` of the frames' ``labels`` (0 real, 1 fake) and raw ``logits``. A fit
+    that would mean nothing is refused, a UserError saying why: a class missing, logits without
+    spread (all equal), a temperature at the end of the search (``check_temperature``), or
+    operating points of which none calls a fake frame fake (TPR 0 at each)."""
     y = np.asarray(labels, np.int64)
     z = np.asarray(logits, np.float64)
     if len(y) != len(z) or not len(y):
@@ -217,7 +288,11 @@ def fit(labels, logits, fitted_on=None):
     if missing:
         raise UserError(f"calibration needs real and fake frames: the frames have no "
                         f"{missing[0]} one")
+    if np.ptp(z) == 0:
+        raise UserError(f"calibration: the {len(z)} frames' logits are all equal ({z[0]:.6g}): "
+                        "scores without spread fit no temperature")
     t = fit_temperature(y, z)
+    check_temperature(t)
     p = sigmoid(z / t)
     points = {}
     for target, name in zip(FPR_POINTS, POINT_NAMES):
@@ -225,33 +300,40 @@ def fit(labels, logits, fitted_on=None):
         points[name] = dict(zip(("threshold", "fpr", "tpr"), (thr, *rates(y, p, thr))))
     thr = eer_threshold(y, p)
     points["eer"] = dict(zip(("threshold", "fpr", "tpr"), (thr, *rates(y, p, thr))))
+    if all(point["tpr"] == 0 for point in points.values()):
+        raise UserError(f"calibration: TPR 0 at every operating point ({', '.join(points)}): "
+                        "no threshold chosen on these frames calls a fake frame fake")
     info = {"frames": int(len(y)), "real": int((y == 0).sum()), "fake": int((y == 1).sum()),
             **(fitted_on or {})}
     return Calibration(t, points, info, calibration_metrics(y, z), calibration_metrics(y, z, t))
 
 
 def parse_threshold(value, where="threshold"):
-    """A threshold as a user gives it, checked for its kind before any checkpoint is read: None,
-    a finite number (text that reads as one too) as a float, or an operating point's name of
-    ``POINT_NAMES`` (any case, spaces around) as that name. A wrong one is a UserError naming
-    ``where``."""
+    """A threshold as a user gives it, checked before any checkpoint is read: None, a
+    probability in [0, 1] (text that reads as one too) as a float, or an operating point's name
+    of ``POINT_NAMES`` (any case, spaces around) as that name. A wrong one is a UserError
+    starting with ``where`` and the value (the same rule as inference.py's ``--threshold`` and
+    the page's form field)."""
     if value is None:
         return None
     if isinstance(value, str):
         name = value.strip().lower()
         try:
-            value = float(name)
+            number = float(name)
         except ValueError:
             if name not in POINT_NAMES:
-                raise UserError(f"{where} {value!r}: expected a number or an operating point "
-                                f"({', '.join(POINT_NAMES)})", arg=where) from None
+                raise UserError(f"{where} {value!r}: expected a probability in [0, 1] or an "
+                                f"operating point ({', '.join(POINT_NAMES)})", arg=where) from None
             return name
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise UserError(f"{where}: expected a number or an operating point ("
-                        f"{', '.join(POINT_NAMES)}), got {type(value).__name__}", arg=where)
-    if not math.isfinite(value):
-        raise UserError(f"{where} {value}: expected a finite number", arg=where)
-    return float(value)
+    elif isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise UserError(f"{where} {value!r:.80}: expected a probability in [0, 1] or an operating "
+                        f"point ({', '.join(POINT_NAMES)}), got {type(value).__name__}",
+                        arg=where)
+    else:
+        number = float(value)
+    if not 0 <= number <= 1:  # NaN and the infinities too
+        raise UserError(f"{where} {value!r}: expected a probability in [0, 1]", arg=where)
+    return number
 
 
 def resolve_threshold(value, calibration, where="threshold"):
@@ -264,8 +346,11 @@ def resolve_threshold(value, calibration, where="threshold"):
         return 0.5, "default"
     if isinstance(chosen, float):
         return chosen, "given"
-    if calibration is None or chosen not in calibration.points:
+    if calibration is None:
         raise UserError(f"{where} {value}: the checkpoint has no calibration, so no operating "
                         "points (python tools/calibrate.py makes them; or give a number)",
                         arg=where)
+    if chosen not in calibration.points:
+        raise UserError(f"{where} {value}: the checkpoint's calibration has no such operating "
+                        f"point (it has {', '.join(calibration.points) or 'none'})", arg=where)
     return float(calibration.points[chosen]["threshold"]), chosen

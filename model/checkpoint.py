@@ -182,14 +182,26 @@ def check_finite(model, path):
 
 
 def pick_device(requested=None):
-    name = requested or ("cuda:0" if torch.cuda.is_available() else "cpu")
+    """The ``torch.device`` of ``requested`` (text such as ``cpu``, ``cuda``, ``cuda:1``, or a
+    ``torch.device``): a CPU or a CUDA device this machine has; None: the first GPU, else the
+    CPU. Anything else is a UserError starting with ``device``."""
+    name = requested if requested is not None else \
+        ("cuda:0" if torch.cuda.is_available() else "cpu")
     try:
+        if isinstance(name, bool):
+            raise TypeError(name)
         device = torch.device(name)
     except (RuntimeError, TypeError):  # TypeError: not text at all (a list, a float)
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
         raise UserError(f"device {name!r}: not a device (cpu, cuda, cuda:0, ...)",
                         arg="device") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device {name}: CUDA is not available on this machine", arg="device")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise UserError(f"device {name}: this machine has {count} CUDA device(s) (cuda:0 to "
+                        f"cuda:{count - 1})", arg="device")
     return device
 
 
@@ -283,6 +295,7 @@ def load_detector(path, device="cpu", *, trusted=False, name=None, num_classes=N
             raise UserError(str(exc), arg=image_size_key) from None
     if state is None:
         state = load_checkpoint(path, trusted=trusted)
+    calibration = stored_calibration(state, path)  # checked before the detector is built
     given = dict(model_cfg or {})
     saved = saved_model_section(state)
     chosen = checkpoint_model_name(state, name, given.get("name") or DEFAULT_MODEL)
@@ -328,7 +341,7 @@ def load_detector(path, device="cpu", *, trusted=False, name=None, num_classes=N
                             f"{det.min_input_size}", arg=image_size_key)
         spec = spec.with_size(image_size)
     det.spec, det.spec_source = spec, source
-    det.calibration = stored_calibration(state, path)
+    det.calibration = calibration
     det.face_crop = checkpoint_face_crop(state, path)
     return det.to(device).eval()
 
@@ -350,7 +363,9 @@ def checkpoint_face_crop(state, path="checkpoint"):
 
 def stored_calibration(state, path="checkpoint"):
     """The ``model.calibration.Calibration`` a checkpoint keeps under ``calibration`` (train.py's
-    best checkpoints, tools/calibrate.py's files), checked; None when it keeps none."""
+    best checkpoints, tools/calibrate.py's files), checked against the one schema of a stored
+    calibration (``model.calibration.STORED``: a key missing or wrong is one UserError naming
+    ``path`` and the key); None when it keeps none."""
     if not isinstance(state, dict) or state.get("calibration") is None:
         return None
     from .calibration import Calibration

@@ -44,10 +44,23 @@ BAD = {
     "trust": [0, 1, "yes", "", None, NAN],
     "graphs": [0, 1, "no", "", None],
     "all_frames": [1, "yes", "", NAN],
+    # a probability in [0, 1] (text that reads as one too, as the command line gives it) or an
+    # operating point's name
+    "threshold": [7, -0.5, 1.0000001, -1e-9, 10 ** 12, NAN, INF, -INF, "8", "-0.5", "nan",
+                  "fpr@1", "", [0.5], [], True, {"eer": 0.5}],
+    "backend": ["", "tensorrt", "TORCH", 1, NAN, None, ["torch"]],
+    "precision": ["", "fp16", "int8", 32, NAN, None, ["fp32"]],
+    "threads": COMMON + [0, 2.5, MAX_WORKERS + 1, 10 ** 9],
+    "device": ["gpu0", "", "meta", -1, NAN, 3.5, [0], True],
+    "model": ["", "NoSuchDetector", 3, NAN, [], ["Recce"]],
+    "imports": [3, NAN, {}, ""],
 }
-CHECKPOINT_KEYWORDS = ("batch_size", "num_workers", "max_pixels", "image_size", "num_classes",
-                       "trust", "graphs")
-PREDICTOR_KEYWORDS = ("batch_size", "num_workers", "max_pixels", "graphs")
+# every keyword from_checkpoint takes (its own and Predictor's), the path aside (tested below)
+CHECKPOINT_KEYWORDS = ("threshold", "batch_size", "num_workers", "max_pixels", "image_size",
+                       "num_classes", "trust", "graphs", "backend", "precision", "threads",
+                       "device", "model", "imports")
+PREDICTOR_KEYWORDS = ("threshold", "batch_size", "num_workers", "max_pixels", "graphs",
+                      "backend", "precision", "threads", "device")
 PHOTO_KEYWORDS = ("margin", "min_face_size", "min_face_score")
 VIDEO_KEYWORDS = PHOTO_KEYWORDS + ("frames", "every", "all_frames")
 
@@ -104,7 +117,7 @@ def test_from_checkpoint_refuses_each_bad_value_before_reading_the_file(ckpt, ke
     from model import checkpoint
     read = []
     monkeypatch.setattr(checkpoint, "load_checkpoint", lambda *a, **k: read.append(a))
-    _refused(lambda: Predictor.from_checkpoint(ckpt, device="cpu", **{keyword: value}),
+    _refused(lambda: Predictor.from_checkpoint(ckpt, **{"device": "cpu", keyword: value}),
              keyword, value, tmp_path)
     assert read == []  # refused before the checkpoint was read
 
@@ -112,8 +125,33 @@ def test_from_checkpoint_refuses_each_bad_value_before_reading_the_file(ckpt, ke
 @pytest.mark.parametrize("keyword,value", _cases(PREDICTOR_KEYWORDS))
 def test_the_predictor_refuses_each_bad_value(det, keyword, value, tmp_path):
     from faces import Predictor
-    _refused(lambda: Predictor(det.model, det.device, **{keyword: value}), keyword, value,
-             tmp_path)
+    given = {"model": det.model, "device": det.device, keyword: value}
+    _refused(lambda: Predictor(**given), keyword, value, tmp_path)
+
+
+def test_the_threshold_is_checked_first_and_by_the_command_line_s_rule(ckpt, det, capsys,
+                                                                      monkeypatch):
+    """A bad threshold beside other bad values is the error said, at every door; a good one
+    (a bound, a NumPy number, text) is taken, and the point's name needs a calibration."""
+    import inference
+    from faces import Predictor
+    from model import checkpoint
+    monkeypatch.setattr(checkpoint, "load_checkpoint", lambda *a, **k: pytest.fail("read"))
+    for call in (lambda **kw: Predictor.from_checkpoint(ckpt, device="gpu0", **kw),
+                 lambda **kw: Predictor(det.model, "gpu0", **kw)):
+        with pytest.raises(UserError, match=r"^threshold 7: expected a probability in \[0, 1\]$"):
+            call(threshold=7, batch_size=0, backend="nope", num_workers=-1)
+    assert inference.main(["-b", ckpt, "-i", ckpt, "--threshold", "7", "--batch_size",
+                           "0"]) == 2
+    assert capsys.readouterr().err == "error: --threshold 7: expected a probability in [0, 1]\n"
+    monkeypatch.undo()
+    for value, taken in ((0, 0.0), (1, 1.0), (np.float32(0.25), 0.25), ("0.75", 0.75)):
+        assert Predictor(det.model, det.device, threshold=value).threshold == taken
+        assert Predictor.from_checkpoint(ckpt, "cpu", threshold=value).threshold == taken
+    with pytest.raises(UserError, match=r"^threshold eer: the checkpoint has no calibration"):
+        Predictor.from_checkpoint(ckpt, "cpu", threshold="eer")
+    with pytest.raises(UserError, match=r"^model 'Recce': expected a detector \(a model.Detector"):
+        Predictor("Recce", "cpu")
 
 
 @pytest.mark.parametrize("keyword,value", _cases(VIDEO_KEYWORDS))

@@ -82,6 +82,38 @@ def test_a_calibration_needs_both_classes_and_finite_logits():
         C.fit([0, 1], [0.1, float("nan")])
 
 
+# a fit that would mean nothing: (labels, logits, what the refusal says)
+MEANINGLESS = [
+    pytest.param([0, 1, 0, 1], [0.3] * 4, r"the 4 frames' logits are all equal \(0\.3\)",
+                 id="no spread"),
+    pytest.param([1, 1, 1], [0.1, 0.2, 0.3], "no real one", id="one class"),
+    pytest.param([0, 1, 0, 1], [1.0, -2.0, -1.0, 2.0], r"temperature 99\.99\d* is the "
+                 r"search's upper bound \(100\): the NLL keeps falling as the temperature grows",
+                 id="upper bound"),
+    pytest.param([0, 1, 0, 1], [-1.0, 2.0, -3.0, 2.0], r"temperature 0\.01 is the search's "
+                 r"lower bound \(0\.01\): the scores separate the classes", id="lower bound"),
+    pytest.param([0, 1, 0, 0, 0, 0], [-1.5, 0.8, -0.7, 0.8, -3.5, -0.9],
+                 r"TPR 0 at every operating point \(fpr@0\.01, fpr@0\.05, fpr@0\.1, eer\)",
+                 id="TPR 0 everywhere"),
+]
+
+
+@pytest.mark.parametrize("labels,logits,said", MEANINGLESS)
+def test_a_fit_that_means_nothing_is_refused(labels, logits, said):
+    with pytest.raises(UserError, match=said) as info:
+        C.fit(labels, logits)
+    assert "\n" not in str(info.value)
+
+
+def test_a_fit_near_the_bounds_but_inside_them_is_kept():
+    """The control of the table above: a temperature of 50 or 0.02 is a fit, not a bound."""
+    rng = np.random.default_rng(1)
+    z = rng.normal(0, 1, 4000)
+    for true_t in (50.0, 0.02):
+        y = (rng.random(4000) < 1 / (1 + np.exp(-z / true_t))).astype(int)
+        assert C.fit(y, z).temperature == pytest.approx(true_t, rel=0.2)
+
+
 def test_thresholds_as_users_give_them():
     cal = C.fit([0, 0, 0, 1, 1, 1], [-2.0, -1.0, 0.5, 0.2, 1.0, 3.0])
     assert C.resolve_threshold(None, cal) == (0.5, "default")
@@ -92,8 +124,13 @@ def test_thresholds_as_users_give_them():
     assert C.resolve_threshold(" EER ", cal)[1] == "eer"
     with pytest.raises(UserError, match="no calibration"):
         C.resolve_threshold("fpr@0.01", None)
-    for bad, match in (("fpr@0.2", "expected a number or an operating point"),
-                       (float("nan"), "finite"), ([0.5], "got list"), (True, "got bool")):
+    for bad, match in (("fpr@0.2", r"'fpr@0.2': expected a probability in \[0, 1\] or an "
+                                   "operating point"),
+                       (float("nan"), r"nan: expected a probability in \[0, 1\]$"),
+                       (7, r"^threshold 7: expected a probability in \[0, 1\]$"),
+                       (-0.5, r"^threshold -0.5: expected a probability"),
+                       ("1.5", r"^threshold '1.5': expected a probability"),
+                       ([0.5], r"^threshold \[0.5\]: .* got list"), (True, "got bool")):
         with pytest.raises(UserError, match=match) as info:
             C.resolve_threshold(bad, cal)
         assert info.value.arg == "threshold"
@@ -115,14 +152,30 @@ def test_a_stored_calibration_is_checked():
 @pytest.fixture(scope="module")
 def data(demo_root, tmp_path_factory):
     """An ImageList tree of the demo's frames, a config whose validation branch is it, and an
-    uncalibrated checkpoint of a Recce at 64 px."""
+    uncalibrated checkpoint of a Recce at 64 px whose validation logits a temperature can fit:
+    a random Recce's head rescaled so that its logits have mean 0 and spread 1 on those frames,
+    the fake frames scoring higher on average (a random head's logits, all on one side of 0 and
+    close together, fit no temperature below the search's bound)."""
+    from model.checkpoint import load_detector
+    from trainer.config import load_config
+    from trainer.testing import score_split, test_branch
     tmp = tmp_path_factory.mktemp("calib")
     root = image_list_tree(demo_root, tmp / "data", videos=3, frames=2)
     cfg = write_config(tmp, root)
     torch.manual_seed(0)
     ckpt = tmp / "best_model_1.bin"
-    torch.save({"model": Recce().state_dict(), "config": {"model": {"name": "Recce"}},
-                "input_spec": SPEC.to_dict()}, ckpt)
+    state = {"model": Recce().state_dict(), "config": {"model": {"name": "Recce"}},
+             "input_spec": SPEC.to_dict()}
+    torch.save(state, ckpt)
+    _, res = score_split(load_config(cfg), load_detector(str(ckpt), "cpu"), torch.device("cpu"),
+                         test_branch(load_config(cfg), SPEC, "val_cfg"))
+    z, y = np.asarray(res["logit"], np.float64), np.asarray(res["label"])
+    sign = 1.0 if z[y == 1].mean() > z[y == 0].mean() else -1.0
+    scale = sign / z.std()
+    head = state["model"]
+    head["fc.bias"] = ((head["fc.bias"].double() - z.mean()) * scale).float()
+    head["fc.weight"] = (head["fc.weight"].double() * scale).float()
+    torch.save(state, ckpt)
     return {"root": root, "cfg": cfg, "ckpt": str(ckpt), "tmp": tmp}
 
 
@@ -176,6 +229,61 @@ def test_a_bare_state_dict_is_calibrated_into_a_self_describing_file(data, capsy
     det = load_detector(str(out), "cpu")  # no config, no fallback: the file says it all
     assert det.spec_source == "saved" and det.spec.size == (64, 64)
     assert det.calibration is not None and type(det).__name__ == "Recce"
+
+
+def test_calibrate_tool_refuses_a_fit_without_spread_and_writes_nothing(data, capsys):
+    """A head whose weights are zero gives every frame the same logit (its bias): one error line
+    saying so, exit 2, the given file untouched, no --out and no default file written."""
+    from tools import calibrate
+    state = torch.load(data["ckpt"], weights_only=True)
+    state["model"]["fc.weight"].zero_()
+    flat = data["tmp"] / "flat.bin"
+    torch.save(state, flat)
+    before = _digest(flat)
+    out = data["tmp"] / "flat_out.bin"
+    for extra in (["--out", str(out)], []):
+        assert calibrate.main(["--bin", str(flat), "--config", data["cfg"], "--device", "cpu",
+                               *extra]) == 2
+        captured = capsys.readouterr()
+        assert captured.out == "" and captured.err.count("\n") == 1, captured.err
+        assert captured.err.startswith(f"error: {flat} on ImageList / val_cfg: calibration: the "
+                                       "12 frames' logits are all equal (")
+        assert captured.err.endswith("; nothing was written\n")
+        assert _digest(flat) == before
+    assert not out.exists() and not (data["tmp"] / "flat.calibrated.bin").exists()
+
+
+def test_train_py_leaves_a_best_checkpoint_uncalibrated_where_the_fit_is_refused(
+        demo_root, tmp_path):
+    """A run whose head is zeroed after every step validates logits that are all equal: the best
+    checkpoint has no calibration, and the log and train.py's closing line say why."""
+    from conftest import ROOT
+    from train import summary_lines
+    from trainer.config import load_config
+    from trainer.hooks import Hook
+    from trainer.train import Trainer
+
+    class Flat(Hook):
+        def after_step(self, trainer, losses):
+            with torch.no_grad():
+                trainer.model.fc.weight.zero_()
+
+    root = image_list_tree(demo_root, tmp_path / "d")
+    cfg = load_config(write_config(
+        tmp_path, root, steps=2, val_steps=2, batch=4, model={"name": "TinyDetector"},
+        extra={"imports": [os.path.join(ROOT, "tests", "plugins", "tiny_detector.py")]}))
+    trainer = Trainer(cfg)
+    trainer.add_hook(Flat())
+    result = trainer.fit()
+    trainer.close()
+    log = open(os.path.join(result["run_dir"], "train_rank0.log")).read().splitlines()
+    said = [line.split(" WARNING ", 1)[1] for line in log if "not calibrated" in line]
+    why = "calibration: the 12 frames' logits are all equal ("
+    assert len(said) == 1 and said[0].startswith(f"best checkpoints are not calibrated: {why}")
+    assert result["best_checkpoint"] and result["calibration"] is None
+    assert "calibration" not in torch.load(result["best_checkpoint"], weights_only=True)
+    assert summary_lines(result).splitlines()[-1] == \
+        f"not calibrated: {said[0].split(': ', 1)[1]}"
 
 
 @pytest.fixture(scope="module")
@@ -273,6 +381,165 @@ def test_test_py_reports_calibration_and_the_rates_at_each_point(data, calibrate
         assert point["test_fpr"] == pytest.approx(called[labels == 0].mean())
         assert point["test_tpr"] == pytest.approx(called[labels == 1].mean())
     assert report["threshold"]["source"] == "fpr@0.1"
+
+
+# ------------------------------------------------------------------ stored calibrations, tampered
+GOOD = {"temperature": 2.0,
+        "points": {name: {"threshold": t, "fpr": f, "tpr": r} for name, t, f, r in (
+            ("fpr@0.01", 0.9, 0.01, 0.4), ("fpr@0.05", 0.7, 0.05, 0.6),
+            ("fpr@0.1", 0.6, 0.1, 0.7), ("eer", 0.5, 0.2, 0.8))},
+        "fitted_on": {"dataset": "d", "branch": "val_cfg", "frames": 12},
+        "before": {"ece": 0.2, "nll": 0.9, "brier": 0.3},
+        "after": {"ece": 0.1, "nll": 0.7, "brier": 0.2}, "ece_bins": 15}
+
+
+def _with(path, value):
+    """GOOD with the key at ``path`` ("points/eer/fpr") set to ``value`` (``...`` removes
+    it)."""
+    out = json.loads(json.dumps(GOOD))
+    *parents, last = path.split("/")
+    at = out
+    for key in parents:
+        at = at[key]
+    if value is ...:
+        del at[last]
+    else:
+        at[last] = value
+    return out
+
+
+# a stored calibration that a reader would stumble on -> the one line that names it
+TAMPERED = [
+    ({"temperature": 1.3, "points": {"eer": {"threshold": 0.6}}},
+     "calibration.before: missing (a calibration holds temperature, points, before and after"),
+    (_with("before", ...), "calibration.before: missing"),
+    (_with("after/ece", ...), "calibration.after.ece: missing (required: ece, nll)"),
+    (_with("points/eer/fpr", ...), "calibration.points.eer.fpr: missing (required: threshold, "
+                                   "fpr, tpr)"),
+    (_with("points/fpr@0.05", {"threshold": 0.7}), "calibration.points.fpr@0.05.fpr: missing"),
+    (_with("points/eer/tpr", "0.8"), "calibration.points.eer.tpr: expected a number, got '0.8'"),
+    (_with("points/eer/threshold", 1.5), "calibration.points.eer.threshold: expected a "
+                                         "probability in [0, 1], got 1.5"),
+    (_with("points/eer", 0.5), "calibration.points.eer: expected a mapping, got 0.5"),
+    (_with("points", [0.5]), "calibration.points: expected a mapping, got [0.5]"),
+    (_with("points/fpr@0.2", {"threshold": 0.5, "fpr": 0.2, "tpr": 0.9}),
+     "calibration.points: unknown operating point 'fpr@0.2'"),
+    (_with("temperature", float("nan")), "calibration.temperature: expected a positive finite "
+                                         "number, got nan"),
+    (_with("temperature", ...), "calibration.temperature: missing"),
+    (_with("before/nll", float("inf")), "calibration.before.nll: expected a number of at least 0, "
+                                        "got inf"),
+    (_with("after", "good"), "calibration.after: expected a mapping, got 'good'"),
+    (_with("fitted_on/frames", -3), "calibration.fitted_on.frames: expected an integer of at "
+                                    "least 0, got -3"),
+    (_with("fitted_on", [1]), "calibration.fitted_on: expected a mapping, got [1]"),
+    ([2.0], "calibration: expected a mapping, got [2.0]"),
+]
+# partial but whole enough: what is left out has a stated meaning
+PARTIAL = [_with("fitted_on", ...), _with("before/brier", ...), _with("ece_bins", ...),
+           _with("points", {"eer": GOOD["points"]["eer"]}), _with("fitted_on/branch", None)]
+
+
+@pytest.fixture(scope="module")
+def stored(data, tmp_path_factory):
+    """A checkpoint per calibration of TAMPERED and PARTIAL: (tampered, partial) paths."""
+    tmp = tmp_path_factory.mktemp("stored")
+    state = torch.load(data["ckpt"], weights_only=True)
+
+    def save(name, calibration):
+        torch.save({**state, "calibration": calibration}, tmp / name)
+        return str(tmp / name)
+    return ([save(f"tampered_{k}.bin", c) for k, (c, _) in enumerate(TAMPERED)],
+            [save(f"partial_{k}.bin", c) for k, c in enumerate(PARTIAL)])
+
+
+def test_a_stored_calibration_is_one_schema_checked_once():
+    assert C.Calibration.from_dict(GOOD).to_dict() == GOOD
+    for calibration, said in TAMPERED:
+        with pytest.raises(UserError) as info:
+            C.Calibration.from_dict(calibration, "x.bin: calibration")
+        assert str(info.value).startswith(f"x.bin: {said}"), str(info.value)
+    for calibration in PARTIAL:
+        cal = C.Calibration.from_dict(calibration)
+        assert cal.describe().startswith("temperature 2.0000 (fitted on ")
+        assert C.resolve_threshold("eer", cal) == (0.5, "eer")
+    cal = C.Calibration.from_dict(_with("fitted_on", ...))
+    assert "(fitted on ? / ?, ? frames; ECE 0.2000 -> 0.1000" in cal.describe()
+
+
+@pytest.mark.parametrize("k", range(len(TAMPERED)), ids=[t[1][:40] for t in TAMPERED])
+def test_a_tampered_calibration_is_one_line_through_every_door(data, stored, k, tmp_path,
+                                                               capsys):
+    """The API, inference.py (with and without an operating point) and test.py: one line naming
+    the file and the key, no output file, never a traceback."""
+    import inference
+    import test as test_py
+    from faces import Predictor
+    path, said = stored[0][k], TAMPERED[k][1]
+    with pytest.raises(UserError) as info:
+        Predictor.from_checkpoint(path, "cpu")
+    assert str(info.value).startswith(f"{path}: {said}") and "\n" not in str(info.value)
+    folder = os.path.join(data["root"], "fake", "v0")
+    out = tmp_path / "rows.csv"
+    for extra in ([], ["--threshold", "eer"]):
+        assert inference.main(["-b", path, "-f", folder, "-d", "cpu", "--output", str(out),
+                               *extra]) == 2
+        captured = capsys.readouterr()
+        assert captured.out == "" and captured.err.count("\n") == 1, captured.err
+        assert captured.err.startswith(f"error: {path}: {said}")
+    assert test_py.main(["--config", data["cfg"], "--ckpt", path, "--device", "cpu", "--out",
+                         str(tmp_path / "t"), "--opt", "data.test_branch=val_cfg"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1].startswith(f"error: {path}: {said}")
+    assert not any("Traceback" in line for line in err)
+    assert not out.exists()
+    assert not (tmp_path / "t").exists() or os.listdir(tmp_path / "t") == []
+
+
+def test_a_partial_calibration_scores_where_what_it_lacks_has_a_meaning(data, stored, capsys):
+    import inference
+    from faces import Predictor
+    folder = os.path.join(data["root"], "fake", "v0")
+    for path in stored[1]:
+        det = Predictor.from_checkpoint(path, "cpu", threshold="eer")
+        assert det.threshold == 0.5 and "calibrated probabilities" in det.describe_threshold()
+        assert inference.main(["-b", path, "-f", folder, "-d", "cpu", "--threshold", "eer"]) == 0
+        assert len(capsys.readouterr().out.splitlines()) == 2
+    only_eer = stored[1][PARTIAL.index(_with("points", {"eer": GOOD["points"]["eer"]}))]
+    assert inference.main(["-b", only_eer, "-f", folder, "-d", "cpu", "--threshold",
+                           "fpr@0.01"]) == 2
+    assert capsys.readouterr().err == ("error: --threshold fpr@0.01: the checkpoint's calibration "
+                                       "has no such operating point (it has eer)\n")
+
+
+def test_calibrate_tool_replaces_a_tampered_calibration(data, stored, tmp_path, capsys):
+    """The error's remedy works: tools/calibrate.py reads a file whose calibration is broken and
+    writes a new one with a whole calibration; the given file keeps what it had."""
+    from tools import calibrate
+    path = stored[0][0]
+    before = _digest(path)
+    out = tmp_path / "recalibrated.bin"
+    assert calibrate.main(["--bin", path, "--config", data["cfg"], "--device", "cpu", "--out",
+                           str(out)]) == 0
+    said = capsys.readouterr().out
+    assert said.startswith(f"replaced its unreadable calibration ({path}: {TAMPERED[0][1]}")
+    assert _digest(path) == before
+    from model.checkpoint import load_detector
+    assert load_detector(str(out), "cpu").calibration.fitted_on["branch"] == "val_cfg"
+
+
+@pytest.mark.slow
+def test_the_issue_s_calibration_in_a_fresh_process(stored, data):
+    """``{temperature: 1.3, points: {eer: {threshold: 0.6}}}`` as a user meets it."""
+    import subprocess
+    import sys
+    from conftest import ROOT
+    path = stored[0][0]
+    proc = subprocess.run([sys.executable, "inference.py", "-b", path, "-f",
+                           os.path.join(data["root"], "fake", "v0"), "-d", "cpu", "--threshold",
+                           "eer"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == f"error: {path}: {TAMPERED[0][1]}; tools/calibrate.py writes one)\n"
 
 
 def test_video_and_photo_verdicts_aggregate_calibrated_faces(data, calibrated, tmp_path):

@@ -169,10 +169,83 @@ def test_hooks_are_checked_when_the_config_is_loaded(tmp_path, demo_root):
     with pytest.raises(UserError, match=r"config.hooks\[0\].step: the hook grad_accumulation "
                                         r"takes no argument 'step' \(it takes: steps\)"):
         build_hooks([{"name": "grad_accumulation", "step": 2}])
-    with pytest.raises(UserError, match="more than one hook accumulates"):
+    with pytest.raises(UserError, match=r"^config.hooks\[0\] and config.hooks\[1\] are both the "
+                                        r"hook grad_accumulation, which a run may have once"):
         build_hooks([{"name": "grad_accumulation", "steps": 2}] * 2)
     with pytest.raises(UserError, match=r"ema: decay 0 must lie between 0 and 1"):
         build_hooks([{"name": "ema", "decay": 0}])
+
+
+def test_every_shipped_hook_declares_whether_a_run_may_have_it_twice():
+    from trainer import hooks
+    shipped = [cls for cls in HOOKS.values() if cls.__module__ == hooks.__name__]
+    assert len(shipped) >= 4
+    for cls in shipped:
+        assert isinstance(vars(cls).get("once"), bool), cls.__name__
+
+
+def test_a_hook_owning_a_checkpoint_entry_or_shared_state_is_refused_twice(tmp_path, demo_root):
+    """Two ``ema`` (the checkpoint's ema entry) are one config error, when the config is loaded,
+    naming both entries; so are two of DeepfakeBench's choice. Two clip_grad_norm are a run."""
+    with pytest.raises(UserError) as info:
+        _tiny(tmp_path, demo_root, [{"name": "clip_grad_norm", "max_norm": 1.0},
+                                    {"name": "ema", "decay": 0.9},
+                                    {"name": "ema", "decay": 0.999}])
+    assert str(info.value) == (
+        "config.hooks[1] and config.hooks[2] are both the hook ema, which a run may have once "
+        "(it owns a checkpoint entry or state the loop shares): keep one")
+    with pytest.raises(UserError, match=r"^config.hooks\[0\] and config.hooks\[1\] are both the "
+                                        r"hook deepfakebench_selection"):
+        build_hooks([{"name": "deepfakebench_selection", "branches": ["a"]}] * 2)
+    clips = build_hooks([{"name": "clip_grad_norm", "max_norm": 1.0},
+                         {"name": "clip_grad_norm", "max_norm": 5.0}])
+    assert [h.max_norm for h in clips] == [1.0, 5.0]
+    # the same rule for a hook added in code
+    trainer = Trainer(_tiny(tmp_path, demo_root, [{"name": "ema"}], run_id="added"))
+    try:
+        with pytest.raises(UserError, match=r"^config.hooks\[0\] and add_hook\(EMA\) are both "
+                                            r"the hook ema"):
+            trainer.add_hook(HOOKS.get("ema")(decay=0.5))
+        assert len(trainer.hooks) == 1
+    finally:
+        trainer.close()
+
+
+def test_a_users_hook_that_leaves_once_undeclared(tmp_path):
+    """A hook that writes checkpoint entries is taken to be once-only; one that only watches may
+    appear twice; one that declares ``once`` is taken at its word. Two different hooks that both
+    accumulate gradients are still refused."""
+
+    class Saves(Hook):
+        def at_checkpoint(self, trainer, state):
+            state["mine"] = 1
+
+    class Watches(Hook):
+        def after_step(self, trainer, losses):
+            pass
+
+    class SavesTwice(Saves):
+        once = False
+
+    class Accumulates(Hook):
+        once = False
+        accumulate = 2
+
+    names = {"t_saves": Saves, "t_watches": Watches, "t_saves_twice": SavesTwice,
+             "t_accumulates": Accumulates}
+    for name, cls in names.items():
+        HOOKS.register(cls, name=name)
+    try:
+        with pytest.raises(UserError, match=r"^config.hooks\[0\] and config.hooks\[1\] are "
+                                            r"both the hook t_saves, which a run may have once"):
+            build_hooks([{"name": "t_saves"}] * 2)
+        assert len(build_hooks([{"name": "t_watches"}] * 2)) == 2
+        assert len(build_hooks([{"name": "t_saves_twice"}] * 2)) == 2
+        with pytest.raises(UserError, match="more than one hook accumulates"):
+            build_hooks([{"name": "t_accumulates"}, {"name": "grad_accumulation", "steps": 2}])
+    finally:
+        for name in names:
+            HOOKS.pop(name)
 
 
 def test_a_users_hook_is_registered_from_its_own_file(tmp_path, demo_root):

@@ -10,7 +10,9 @@ their labels, chooses the operating points (``fpr@0.01``, ``fpr@0.05``, ``fpr@0.
 calibrated probabilities (``model.calibration``) and writes a NEW checkpoint file, by default
 ``<name>.calibrated<ext>`` beside the given one (``--out`` for another): the given file's contents
 plus ``calibration`` (and, for a file that states neither, the input spec and the detector it was
-scored with). The given file is never modified, and an existing file is never overwritten.
+scored with). The given file is never modified, and an existing file is never overwritten. A fit
+that would mean nothing (one class, logits all equal, a temperature at the end of the search, TPR
+0 at every operating point) is one error line, and nothing is written.
 inference.py, test.py, the Python API and export read the new file like any other.
 """
 import argparse
@@ -42,6 +44,17 @@ def check_out(path, out):
     if not os.path.isdir(folder):
         raise UserError(f"--out {out}: folder {folder} does not exist")
     return out
+
+
+def stored_problem(state, path):
+    """What is wrong with the calibration ``state`` (a checkpoint as read) holds, or None: a
+    broken one is replaced, as any other (the given file keeps it)."""
+    from model.checkpoint import stored_calibration
+    try:
+        stored_calibration(state, path)
+    except UserError as exc:
+        return str(exc)
+    return None
 
 
 def calibrated_checkpoint(state, calibration, det, model_cfg):
@@ -99,15 +112,25 @@ def main(argv=None):
             device = pick_device(args.device or cfg["config"]["device"])
             trusted = args.trust or cfg["config"]["trust_checkpoint"]
             state = load_checkpoint(args.bin, trusted=trusted)
+            unreadable = stored_problem(state, args.bin)
             det = load_detector(args.bin, device, model_cfg=cfg["model"], trusted=trusted,
-                                fallback_spec=branch_spec(cfg, name), state=state)
+                                fallback_spec=branch_spec(cfg, name),
+                                state={k: v for k, v in state.items() if k != "calibration"}
+                                if unreadable else state)
             _, res = score_split(cfg, det, device, test_branch(cfg, det.spec, name))
         before = det.calibration
-        cal = fit(res["label"], res["logit"], {"dataset": cfg["data"]["name"], "branch": name,
-                                               "weights": "EMA" if det.uses_ema else "raw"})
+        try:
+            cal = fit(res["label"], res["logit"], {"dataset": cfg["data"]["name"],
+                                                   "branch": name,
+                                                   "weights": "EMA" if det.uses_ema else "raw"})
+        except UserError as exc:  # a fit that would mean nothing: said, nothing written
+            raise UserError(f"{args.bin} on {cfg['data']['name']} / {name}: {exc}; nothing "
+                            "was written") from None
         atomic_save(calibrated_checkpoint(state, cal, det, cfg["model"]), out)
         if before is not None:
             print(f"replaced its calibration: {before.describe()}")
+        elif unreadable:
+            print(f"replaced its unreadable calibration ({unreadable})")
         print(f"calibration: {cal.describe()}")
         for point, v in cal.points.items():
             print(f"  {point:<9} threshold {v['threshold']:.4f}  validation FPR {v['fpr']:.4f}  "

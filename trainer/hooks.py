@@ -20,7 +20,10 @@ moments, in the order of a run:
 
 ``state_dict()`` / ``load_state_dict(state)`` carry a hook's state through ``latest_model.bin``,
 so that a resumed run continues exactly. ``accumulate`` > 1 makes each optimizer step take that
-many micro-batches. A hook runs on every rank; what it decides must be the same on every rank
+many micro-batches. ``once`` declares whether a run may have the hook twice: True for a hook that
+owns a checkpoint entry or state the loop shares (a second would overwrite the first's), which is
+then one config error naming both entries; a hook that leaves it None is taken to be such a hook
+where it writes checkpoint entries (``at_checkpoint``) or accumulates gradients. A hook runs on every rank; what it decides must be the same on every rank
 (each one here decides from the step count alone, or takes no decision that changes the loop).
 """
 import copy
@@ -42,6 +45,7 @@ class Hook:
     """A training-loop hook; every moment does nothing unless overridden."""
 
     accumulate = 1  # micro-batches per optimizer step
+    once = None  # may a run have it once only (see above); None: decided by what it overrides
 
     def before_train(self, trainer):
         pass
@@ -76,10 +80,33 @@ def overrides(hook, moment):
     return getattr(type(hook), moment) is not getattr(Hook, moment)
 
 
+def only_once(hook):
+    """May a run have ``hook`` once only? Its class's ``once``; where that is None, whether it
+    writes checkpoint entries or accumulates gradients."""
+    once = getattr(type(hook), "once", None)
+    if once is None:
+        return overrides(hook, "at_checkpoint") or hook.accumulate > 1
+    return bool(once)
+
+
+def check_once(hooks, labels):
+    """A hook that a run may have once (``only_once``) given twice is a UserError naming both
+    (``labels``: where each hook came from, such as ``config.hooks[1]``)."""
+    first = {}
+    for hook, label in zip(hooks, labels):
+        if type(hook) in first and only_once(hook):
+            before, name = first[type(hook)]
+            raise UserError(f"{before} and {label} are both the hook {name}, which a run may "
+                            "have once (it owns a checkpoint entry or state the loop shares): "
+                            "keep one")
+        first.setdefault(type(hook), (label, getattr(hook, "name", type(hook).__name__)))
+
+
 def build_hooks(entries, where="config.hooks"):
     """The hooks ``entries`` (a list of ``{name, **arguments}``) name, each built with its
-    arguments checked against its constructor; a list of Hook instances."""
-    hooks = []
+    arguments checked against its constructor; a list of Hook instances. A hook that a run may
+    have once, named twice, is a UserError naming both entries."""
+    hooks, labels = [], []
     for at, entry in named_entries(entries, where, "{name, ...arguments}, e.g. {name: ema}"):
         args = dict(entry)
         name = args.pop("name")
@@ -88,6 +115,8 @@ def build_hooks(entries, where="config.hooks"):
                                      getattr(cls, "arg_kinds", None)))
         hook.name = name
         hooks.append(hook)
+        labels.append(at)
+    check_once(hooks, labels)
     if sum(h.accumulate > 1 for h in hooks) > 1:
         raise UserError(f"{where}: more than one hook accumulates gradients")
     return hooks
@@ -99,6 +128,7 @@ class ClipGradNorm(Hook):
     each optimizer step, measured on the unscaled gradients."""
 
     arg_kinds = {"max_norm": "positive", "norm_type": "positive"}
+    once = False  # a second clips again; nothing of its own is saved
 
     def __init__(self, max_norm: float, norm_type: float = 2.0):
         self.max_norm, self.norm_type = float(max_norm), float(norm_type)
@@ -117,6 +147,7 @@ class GradAccumulation(Hook):
     ``val_steps`` and the learning-rate schedule count optimizer steps."""
 
     arg_kinds = {"steps": "posint"}
+    once = True  # the loop's micro-batches per step
 
     def __init__(self, steps: int):
         self.accumulate = int(steps)
@@ -131,6 +162,7 @@ class EMA(Hook):
     loaders (test.py, inference.py, the API) use when present."""
 
     arg_kinds = {"decay": "fraction"}
+    once = True  # the checkpoint's ema entry, and the metrics that choose the best checkpoint
 
     def __init__(self, decay: float = 0.999):
         if not 0 < decay < 1:
@@ -196,6 +228,7 @@ class DeepfakeBenchSelection(Hook):
     choose nothing. Each moment must be a validation step (``val_steps`` = half a pass)."""
 
     arg_kinds = {"branches": "list"}
+    once = True  # the metrics that choose the best checkpoint
 
     def __init__(self, branches: list):
         if not branches or not all(isinstance(b, str) and b for b in branches):

@@ -38,7 +38,7 @@ from .checkpoint import (RunLock, atomic_save, load_checkpoint, newest_best, pru
                          remove_stale_temporaries, rng_state, set_rng_state)
 from .config import branch, save_config
 from .evaluate import autocast, device_amp, evaluate
-from .hooks import build_hooks, overrides
+from .hooks import build_hooks, check_once, overrides
 from .metrics import all_metrics
 
 log = logging.getLogger("recce")
@@ -273,8 +273,8 @@ class Trainer:
             for note in cfg.get("moved", []):
                 log.info("%s", note)
         self.hooks, self.accumulate, self._unscale = [], 1, False
-        for hook in build_hooks(c["hooks"]):
-            self.add_hook(hook)
+        for k, hook in enumerate(build_hooks(c["hooks"])):
+            self.add_hook(hook, f"config.hooks[{k}]")
         self.amp = device_amp(self.device, c["amp"], "config.amp")
         self.eval_amp = device_amp(self.device, c["eval_amp"], "config.eval_amp")
         torch.manual_seed(c["seed"] + self.rank)
@@ -341,7 +341,8 @@ class Trainer:
         self.bad = BadImageLog()
         self.history = []
         self.best_calibration = None  # of the newest best checkpoint
-        self._said_uncalibrated = False
+        self.uncalibrated = None  # why the newest best checkpoint has none (the refused fit)
+        self._said_uncalibrated = set()  # each reason a fit was refused for, said once
         if self.resume:
             self._load_for_resume()  # before anything is written: a failed resume changes nothing
         if self.run_dir and self.rank == 0:
@@ -350,10 +351,13 @@ class Trainer:
             self.writer = SummaryWriter(self.run_dir)
 
     # ------------------------------------------------------------------ hooks
-    def add_hook(self, hook):
+    def add_hook(self, hook, label=None):
         """Call ``hook`` (a ``trainer.hooks.Hook``) at the loop's moments, after the hooks of the
-        config; before ``fit``."""
+        config; before ``fit``. ``label`` says where it came from in an error (a hook that a run
+        may have once, added twice)."""
         hook.name = getattr(hook, "name", type(hook).__name__)
+        hook.label = label or f"add_hook({hook.name})"
+        check_once(self.hooks + [hook], [h.label for h in self.hooks + [hook]])
         self.hooks.append(hook)
         self.accumulate = max(h.accumulate for h in self.hooks)
         if sum(h.accumulate > 1 for h in self.hooks) > 1:
@@ -598,20 +602,22 @@ class Trainer:
                 "scores": (res["label"], res["logit"])}  # what calibrates these weights
 
     def calibrate(self, scores, weights="raw"):
-        """The calibration (``model.calibration.fit``) of validation ``scores`` (labels, logits)
-        of the ``weights`` that a best checkpoint keeps; None, said once, where the validation
-        cannot give one (a class missing)."""
+        """(calibration, why not): the calibration (``model.calibration.fit``) of validation
+        ``scores`` (labels, logits) of the ``weights`` that a best checkpoint keeps, or None and
+        the reason the fit was refused (a class missing, logits all equal, a temperature at the
+        end of the search, TPR 0 at every operating point), each reason said once."""
         from model.calibration import fit
         labels, logits = scores
         try:
             return fit(labels, logits, {"dataset": self.val_set.name,
                                         "branch": self.cfg["data"]["val_branch"],
-                                        "step": self.step, "weights": weights})
+                                        "step": self.step, "weights": weights}), None
         except UserError as exc:
-            if not self._said_uncalibrated:
-                log.warning("best checkpoints are not calibrated: %s", exc)
-                self._said_uncalibrated = True
-            return None
+            why = str(exc)
+            if why not in self._said_uncalibrated:
+                log.warning("best checkpoints are not calibrated: %s", why)
+                self._said_uncalibrated.add(why)
+            return None, why
 
     def validate(self):
         res = evaluate(self.forward, self.val_loader, self.device, self.eval_amp, self.bad,
@@ -628,8 +634,8 @@ class Trainer:
             self.scheduler.step_on_validation(metrics["LogLoss"])
         # the raw weights' calibration on this validation, fitted once: TensorBoard's examples show
         # its probabilities, and the best checkpoint keeps it when the raw weights choose
-        raw_cal = self.calibrate((res["label"], res["logit"])) \
-            if len(set(res["label"].tolist())) == 2 else None
+        raw_cal, raw_why = self.calibrate((res["label"], res["logit"])) \
+            if len(set(res["label"].tolist())) == 2 else (None, None)
         if self.writer:
             self._write_validation(metrics, res, extra, raw_cal)
         chosen = {**metrics, "weights": "raw", "scores": (res["label"], res["logit"])}
@@ -644,12 +650,12 @@ class Trainer:
                  self.eval_metric, self.best_metric if self.best_metric is not None else math.nan,
                  self.best_step)
         if better:
-            if chosen["weights"] == "raw" and raw_cal is not None:
-                cal = raw_cal
-            else:  # other weights chose, or no calibration (said once by calibrate)
-                cal = self.calibrate(chosen["scores"], chosen["weights"]) \
-                    if len(res["label"]) else None
-            self.best_calibration = cal
+            if chosen["weights"] == "raw" and (raw_cal is not None or raw_why is not None):
+                cal, why = raw_cal, raw_why  # fitted (or refused) above
+            else:  # other weights chose, or one class only (each reason said once)
+                cal, why = self.calibrate(chosen["scores"], chosen["weights"]) \
+                    if len(res["label"]) else (None, "no readable validation image")
+            self.best_calibration, self.uncalibrated = cal, why
             if cal is not None:
                 log.info("calibration of best_model_%d.bin: %s", self.step, cal.describe())
             self.save(f"best_model_{self.step}.bin", weights_only=True,
@@ -788,6 +794,8 @@ class Trainer:
                 "metric": self.eval_metric, "best_checkpoint": best, "run_dir": self.run_dir,
                 "history": self.history,
                 "calibration": self.best_calibration.describe() if best and self.best_calibration
+                else None,
+                "uncalibrated": self.uncalibrated if best and not self.best_calibration
                 else None}
 
     def close(self):
