@@ -140,8 +140,10 @@ def parse_args(argv=None):
     p.add_argument("--threshold", default=None,
                    help="fake when the probability is at or above this: a number in [0, 1], or an "
                         "operating point of the checkpoint's calibration: fpr@0.01, fpr@0.05, "
-                        "fpr@0.1 (at most that share of the validation's real frames called "
-                        "fake) or eer (default: 0.5)")
+                        "fpr@0.1 (at most that share of the validation's real frames, or real "
+                        "videos for --video, called fake) or eer (default: 0.5); or two as an "
+                        "uncertain band a:b, e.g. eer:fpr@0.01 (real below the lower, fake at "
+                        "or above the upper, uncertain between)")
     p.add_argument("--output", help="also write the results to a .csv or .json file")
     p.add_argument("--num_classes", type=int, choices=(1, 2), default=None,
                    help="logits of the model (default: read from the checkpoint)")
@@ -175,8 +177,9 @@ def predictor_from_args(args, media=False):
     stderr."""
     det = _predictor(args, media)
     if getattr(args, "threshold_source", None):
-        det.threshold_source = args.threshold_source
-    print(det.describe_threshold(), file=sys.stderr)
+        det.threshold_source = det.band.source = det.video_band.source = args.threshold_source
+    print(det.describe_threshold("video" if getattr(args, "video", None) else "frame"),
+          file=sys.stderr)
     if (det.backend, det.precision) != ("torch", "fp32") or det.forward.note:
         print(f"scored by: {det.forward.describe()}", file=sys.stderr)
     return det
@@ -227,7 +230,7 @@ def check_arguments(args):
             raise UserError("--threshold and --threshold_from both set the threshold: give one")
         try:
             number = float(args.threshold)
-        except ValueError:  # an operating point's name (its errors name the flag: FLAGS)
+        except ValueError:  # a point's name or a band a:b (its errors name the flag: FLAGS)
             parse_threshold(args.threshold)
         else:
             if not 0 <= number <= 1:  # NaN too
@@ -304,7 +307,7 @@ def score_media(args, job=None):
             print(f"skipped {item}: {r.error}", file=sys.stderr)
         else:
             failed += r.score is None or r.warning is not None
-            print(media.result_line(r, det.threshold), flush=True)
+            print(media.result_line(r), flush=True)
             if r.warning:
                 print(f"warning: {item}: {r.warning}", file=sys.stderr)
         if job:
@@ -332,9 +335,9 @@ def score_crops(args, job=None):
             failed += 1
             print(f"skipped {path}: {err}", file=sys.stderr)
         else:
-            print(line_for(path, prob, det.threshold), flush=False)
+            print(line_for(path, prob, det.band), flush=False)
         if args.output:
-            rows.append(crop_record(path, prob, err, det.threshold, raw, det.threshold_source,
+            rows.append(crop_record(path, prob, err, det.band, raw, None,
                                     det.backend, det.precision))
             if job:
                 job.add(path, rows[-1], err)

@@ -22,7 +22,7 @@ import torch
 
 from errors import UserError
 from fileio import atomic_write_image, check_output_dir, files_in
-from model.calibration import parse_threshold, resolve_threshold
+from model.calibration import parse_threshold, resolve_band
 from model import DETECTORS
 from model.checkpoint import load_detector, pick_device
 from model.backends import build_scorer, set_threads
@@ -191,13 +191,18 @@ class Predictor:
         self.forward = build_scorer(model, device, given["backend"], given["precision"],
                                     given["threads"], graphs=given["graphs"])
         self.backend, self.precision = self.forward.backend, self.forward.precision
-        self.threshold, self.threshold_source = resolve_threshold(
-            threshold, getattr(model, "calibration", None))
+        cal = getattr(model, "calibration", None)
+        # a crop and a photo are judged by the frame-level points, a video by the video-level
+        # ones (model.calibration.Band: one threshold, or an uncertain band a:b)
+        self.band = resolve_band(threshold, cal, "frame")
+        self.video_band = resolve_band(threshold, cal, "video")
+        self.threshold, self.threshold_source = self.band.upper, self.band.source
         self.batch_size = given["batch_size"] or (32 if device.type == "cuda" else 8)
         self.num_workers = given["num_workers"] or 0
         self.max_pixels = given["max_pixels"]
         self._face_detectors = {}
         self._rules = {}
+        self._said_note = False
 
     @classmethod
     def from_checkpoint(cls, path, device=None, *, trust=False, model=None, num_classes=None,
@@ -240,19 +245,33 @@ class Predictor:
         cal = getattr(self.model, "calibration", None)
         return None if cal is None else cal.to_dict()
 
-    def describe_threshold(self):
-        """One line: the threshold, where it came from, and whether probabilities are
-        calibrated."""
+    def describe_threshold(self, level="frame"):
+        """One line: the threshold (or band) at ``level`` (frame: crops and photos; video), where
+        it came from, its points' validation rates with their 95 % bounds and samples, and
+        whether probabilities are calibrated; then the band's note, if any."""
         cal = getattr(self.model, "calibration", None)
-        point = cal.points.get(self.threshold_source) if cal is not None else None
-        src = {"default": "the default", "given": "given"}.get(self.threshold_source,
-                                                               self.threshold_source)
-        rates = (f", validation FPR {point['fpr']:.4f}, TPR {point['tpr']:.4f}"
-                 if point else "")
+        band = self.video_band if level == "video" else self.band
+        src = {"default": "the default", "given": "given"}.get(band.source, band.source)
+        def rates(name, p):
+            bound = (f" (95 % bound <= {p['fpr_upper']:.4f} on {p['real']} real "
+                     f"{'videos' if band.level == 'video' else 'frames'})"
+                     if p.get("fpr_upper") is not None else "")
+            return f"validation FPR {p['fpr']:.4f}{bound}, TPR {p['tpr']:.4f}"
+        if len(band.points) == 1:
+            said_rates = ", " + rates(*band.points[0])
+        else:
+            said_rates = "".join(f"; {name}: {rates(name, p)}" for name, p in band.points)
+        if band.points and band.level == "video":
+            src += " at the video level"
         probs = (f"calibrated probabilities ({cal.describe()})" if cal is not None else
                  "raw probabilities (the checkpoint has no calibration: python "
                  "tools/calibrate.py makes one)")
-        return f"threshold: {self.threshold:.4f} ({src}{rates}); {probs}"
+        value = (f"{band.upper:.4f}" if band.lower == band.upper else
+                 f"uncertain from {band.lower:.4f}, fake from {band.upper:.4f}")
+        said = f"threshold: {value} ({src}{said_rates}); {probs}"
+        if band.supported is False:
+            said += "; NOT SUPPORTED by the validation data"
+        return said + (f"\nnote: {band.note}" if band.note else "")
 
     def scorer(self):
         """The crop scorer with this predictor's settings (``faces.scoring.CropScorer``)."""
@@ -272,7 +291,8 @@ class Predictor:
                 x, recons = pair
                 maps = evidence_maps(self.model, x[None],
                                      None if recons is None else recons[None])[0]
-                draw_panels(names[i], x, recons, maps, prob, vis_dir, prob >= self.threshold,
+                draw_panels(names[i], x, recons, maps, prob, vis_dir,
+                            self.band.judge(prob) == "fake",
                             self.spec.mean, self.spec.std)
             yield i, prob, err, raw
 
@@ -338,17 +358,19 @@ class Predictor:
                                      given["margin"], landmarks, given["min_face_score"])
         vis = media.Visualizer(vis_dir, path, name=name) if vis_dir is not None else None
         try:
-            r = media.score_video(path, finder, self.scorer(), self.threshold, frames, every,
+            r = media.score_video(path, finder, self.scorer(), self.video_band, frames, every,
                                   given["margin"], vis, self.max_pixels, given["min_face_score"],
                                   given["min_face_size"], rule)
         except BaseException:
             if vis is not None:
                 vis.discard()
             raise
-        r.threshold_source = self.threshold_source
         r.backend, r.precision = self.backend, self.precision
+        if self.video_band.note and not self._said_note:
+            log.warning("%s", self.video_band.note)  # once: a frame-level point, or unsupported
+            self._said_note = True
         if vis is not None:
-            vis.close(r, self.threshold) if r.error is None else vis.discard()
+            vis.close(r, self.video_band) if r.error is None else vis.discard()
         return r
 
     def score_photo(self, path, margin=MARGIN, face_detector=None, detector_weights=None,
@@ -362,10 +384,9 @@ class Predictor:
         finder, rule = self.cutting(given["crop"], face_detector, detector_weights,
                                      given["margin"], landmarks, given["min_face_score"])
         vis = media.Visualizer(vis_dir, path, name=name) if vis_dir is not None else None
-        r = media.score_photo(path, finder, self.scorer(), self.threshold, given["margin"],
+        r = media.score_photo(path, finder, self.scorer(), self.band, given["margin"],
                               self.max_pixels, vis, given["min_face_score"],
                               given["min_face_size"], rule)
-        r.threshold_source = self.threshold_source
         r.backend, r.precision = self.backend, self.precision
         return r
 

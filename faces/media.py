@@ -35,11 +35,13 @@ from model.heatmap import heat_map, heat_ramp
 from .crop import MARGIN
 from .detectors.base import MIN_FACE_SIZE, min_score_of, usable
 from .rules import build_rule
+from .scoring import as_band, band_fields
 from .scoring import result_line as line
 from .tracking import Tracker
 from .video import FRAMES, iter_frames
 
 MIN_TRACK_SHARE = 0.25
+WEAK_TRACK_SHARE = 0.5  # of the sampled frames, for a track of faces under the detector's floor
 PROGRESS_EVERY = 30.0  # seconds between "scoring x.mp4: k of n frames" lines on stderr
 
 
@@ -72,6 +74,8 @@ class Result:
     raw_score: float | None = None  # the score of the raw (uncalibrated) probabilities
     threshold: float = 0.5  # the verdict's threshold, and where it came from
     threshold_source: str = "given"
+    band: object = None  # what the verdict was judged by (model.calibration.Band)
+    prediction: str | None = None  # fake, real or uncertain
     face_crop: str = "box"  # the crop rule that cut its faces (faces.rules)
     backend: str = "torch"  # what scored it (model.backends)
     precision: str = "fp32"
@@ -105,7 +109,9 @@ def score_video(path, detector, scorer, threshold, frames=FRAMES, every=None, ma
     confirms them (``confirm``); boxes under ``min_size`` are not faces. The verdict: see
     ``verdict``."""
     rule = rule or build_rule("box", margin)
-    result = Result(path, "video", threshold=threshold, face_crop=rule.name)
+    band = as_band(threshold)
+    result = Result(path, "video", threshold=band.upper, threshold_source=band.source, band=band,
+                    face_crop=rule.name)
     min_score = min_score_of(detector, min_score)
     tracker = Tracker()
     info = {}
@@ -125,7 +131,7 @@ def score_video(path, detector, scorer, threshold, frames=FRAMES, every=None, ma
                 k += 1
                 result.faces.append(face)
             if vis is not None:
-                vis.add_frame(idx, t, rgb, [f for f, _ in faces], threshold)
+                vis.add_frame(idx, t, rgb, [f for f, _ in faces], band.upper)
         pending.clear()
 
     last = time.monotonic()
@@ -156,25 +162,27 @@ def score_video(path, detector, scorer, threshold, frames=FRAMES, every=None, ma
         result.warning = (f"only {info['decoded']} of the {info['wanted']} chosen frames could be "
                           f"decoded (the header says {info['total']} frames: a truncated file?)")
     confirm(result)
-    verdict(result, threshold)
+    verdict(result, band)
     return result
 
 
 def confirm(result):
     """Weak faces (below the detector's face floor) stay only where their track confirms them: a
-    track seen in at least two frames and in at least a quarter of the sampled frames, or holding
-    a face above the floor. A one-frame false box is dropped; a small, clear face that the
-    detector scores low in every frame is kept."""
+    track seen in at least two frames and in at least half of the sampled frames
+    (``WEAK_TRACK_SHARE``), or holding a face above the floor. A one-frame false box is dropped,
+    and so is a false box the detector finds now and then (scikit-image's astronaut's mission
+    patch, scored about 0.01, in 14 of 32 frames); a small, clear face that the detector scores
+    low in every frame is kept."""
     tracks = {}
     for face in result.faces:
         tracks.setdefault(face.track, []).append(face)
     keep = {t for t, faces in tracks.items()
             if not all(f.weak for f in faces)
-            or len(faces) >= max(2, MIN_TRACK_SHARE * result.sampled)}
+            or len(faces) >= max(2, WEAK_TRACK_SHARE * result.sampled)}
     result.faces = [f for f in result.faces if f.track in keep]
 
 
-def verdict(result, threshold):
+def verdict(result, threshold):  # threshold: a number or a Band
     """A video's verdict from its face tracks. A person is a track seen in at least a quarter of
     the sampled frames (every track, when none is); the main person is the one seen in the most
     frames (on a tie, the larger face). The video's line reports the main person's track: its mean
@@ -195,7 +203,8 @@ def verdict(result, threshold):
     result.persons = [(t, len(pool[t]), float(np.mean([f.prob for f in pool[t]]))) for t in order]
     result.track, result.count, result.score = result.persons[0]
     result.raw_score = float(np.mean([f.raw_prob for f in pool[result.track]]))
-    result.fake = result.score >= threshold
+    result.prediction = as_band(threshold).judge(result.score)
+    result.fake = result.prediction == "fake"
 
 
 def score_photo(path, detector, scorer, threshold, margin=MARGIN, max_pixels=None, vis=None,
@@ -204,7 +213,9 @@ def score_photo(path, detector, scorer, threshold, margin=MARGIN, max_pixels=Non
     at least ``min_score`` and ``min_size``; a photo has no track to confirm a weak face) cut by it
     and scored; the photo's score is the highest."""
     rule = rule or build_rule("box", margin)
-    result = Result(path, "photo", sampled=1, threshold=threshold, face_crop=rule.name)
+    band = as_band(threshold)
+    result = Result(path, "photo", sampled=1, threshold=band.upper, threshold_source=band.source,
+                    band=band, face_crop=rule.name)
     try:
         rgb = read_rgb(path, max_pixels or DEFAULT_MAX_PIXELS)  # EXIF orientation applied
     except UserError as exc:
@@ -225,26 +236,28 @@ def score_photo(path, detector, scorer, threshold, margin=MARGIN, max_pixels=Non
     if faces:
         result.score = max(probs)
         result.raw_score = raws[probs.index(result.score)]
-        result.fake = result.score >= threshold
+        result.prediction = band.judge(result.score)
+        result.fake = result.prediction == "fake"
     if vis is not None:
-        vis.photo(rgb, faces, threshold, maps)
+        vis.photo(rgb, faces, band, maps)
     return result
 
 
-def result_line(r, threshold=0.5):
+def result_line(r, threshold=None):
     """The line of a video or photo: the crop line's fields, then the frame (video) or face
     (photo) count; a video with more than one person says which track each line reports, one
     line per person."""
     what = "frames" if r.kind == "video" else "faces"
     if r.score is None:
         return line(r.path, None, None, [(what, r.sampled if r.kind == "video" else 0)])
-    first = line(r.path, r.score, "fake" if r.fake else "real", [(what, r.count)])
+    band = as_band(threshold) if threshold is not None else (r.band or as_band(r.threshold))
+    first = line(r.path, r.score, r.prediction or band.judge(r.score), [(what, r.count)])
     if len(r.persons) < 2:
         return first
-    lines = [line(r.path, r.score, "fake" if r.fake else "real",
+    lines = [line(r.path, r.score, r.prediction or band.judge(r.score),
                   [(what, r.count), ("track", r.track)])]
     for track, frames, prob in r.persons[1:]:
-        lines.append(line(r.path, prob, "fake" if prob >= threshold else "real",
+        lines.append(line(r.path, prob, band.judge(prob),
                           [("frames", frames), ("track", track)]))
     return "\n".join(lines)
 
@@ -254,7 +267,8 @@ def result_line(r, threshold=0.5):
 # judged by; backend and precision: what scored it (model.backends)
 MEDIA_COLUMNS = ("path", "kind", "fake_probability", "prediction", "frames_or_faces", "tracks",
                  "track", "persons", "error", "raw_probability", "threshold", "threshold_source",
-                 "backend", "precision", "face_crop")
+                 "backend", "precision", "face_crop", "threshold_lower", "threshold_level",
+                 "threshold_fpr_upper", "threshold_supported")
 FACE_COLUMNS = ("path", "frame", "time", "track", "x1", "y1", "x2", "y2", "detector_score",
                 "fake_probability", "raw_probability")  # a face's --frames_output row
 
@@ -263,12 +277,13 @@ def record(r):
     """The ``--output`` row of a video or photo (the Python API's record)."""
     reason = r.error or (("no face found" if r.sampled else "no frame could be decoded")
                          if r.score is None else None)
+    band = r.band or as_band(r.threshold)
     return {"path": r.path, "kind": r.kind, "fake_probability": r.score,
-            "prediction": None if r.score is None else ("fake" if r.fake else "real"),
+            "prediction": None if r.score is None else (r.prediction or band.judge(r.score)),
             "frames_or_faces": r.count, "tracks": r.tracks, "track": r.track,
             "persons": len(r.persons), "error": reason,
             "raw_probability": r.raw_score if r.raw_score is not None else r.score,
-            "threshold": r.threshold, "threshold_source": r.threshold_source,
+            **band_fields(band), "threshold_source": r.threshold_source,
             "backend": r.backend, "precision": r.precision, "face_crop": r.face_crop}
 
 
@@ -442,7 +457,8 @@ class Visualizer:
         if result.score is None:
             return "no face found"
         who = f", main track #{result.track}" if len(result.persons) > 1 else ""
-        return f"{'FAKE' if result.fake else 'REAL'}  p(fake) {result.score:.2f}{who}"
+        said = (result.prediction or ("fake" if result.fake else "real")).upper()
+        return f"{said}  p(fake) {result.score:.2f}{who}"
 
     def _write_video(self, result):
         out = self.base + "_annotated.mp4"
@@ -500,7 +516,11 @@ class Visualizer:
             main = track == result.track
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", lw=2.5 if main else 1,
                     label=f"track {track}" + (" (decides)" if main else ""))
-        ax.axhline(threshold, color="k", ls="--", lw=1, label=f"threshold {threshold:.2f}")
+        band = as_band(threshold)
+        if band.lower < band.upper:  # the uncertain band, shaded between its ends
+            ax.axhspan(band.lower, band.upper, color="#f2c94c", alpha=0.3, lw=0,
+                       label=f"uncertain {band.lower:.2f} to {band.upper:.2f}")
+        ax.axhline(band.upper, color="k", ls="--", lw=1, label=f"threshold {band.upper:.2f}")
         handles, labels = ax.get_legend_handles_labels()
         if any(not f for _, f, _ in self.samples):
             handles.append(Patch(color="0.85"))
@@ -521,7 +541,7 @@ class Visualizer:
         s = self._scale(bgr)
         top = max((f.prob for f in faces), default=None)
         verdict = ("no face found" if top is None else
-                   f"{'FAKE' if top >= threshold else 'REAL'}  p(fake) {top:.2f}"
+                   f"{as_band(threshold).judge(top).upper()}  p(fake) {top:.2f}"
                    + (f", highest of {len(faces)} faces" if len(faces) > 1 else ""))
         _text(bgr, verdict, (int(12 * s), int(32 * s)), 0.8 * s, (255, 255, 255), 2)
         bgr = np.hstack([bgr, self._panel(bgr.shape[0], s, [

@@ -18,7 +18,26 @@ from model.heatmap import evidence_maps
 # made at, with where it came from (``model.calibration.resolve_threshold``), and what scored it
 # (``model.backends``)
 CROP_COLUMNS = ("path", "fake_probability", "prediction", "error", "raw_probability",
-                "threshold", "threshold_source", "backend", "precision")
+                "threshold", "threshold_source", "backend", "precision", "threshold_lower",
+                "threshold_level", "threshold_fpr_upper", "threshold_supported")
+
+
+def as_band(threshold):
+    """A threshold as a ``model.calibration.Band`` (a number: one threshold, given)."""
+    from model.calibration import Band
+    if isinstance(threshold, Band):
+        return threshold
+    return Band(float(threshold), float(threshold), "given")
+
+
+def band_fields(band):
+    """The record fields that say what a prediction was judged by: the fake threshold, where it
+    came from, the lower end of an uncertain band (the same number for one threshold), the level
+    of its operating points, the 95 % upper bound of the deciding point's validation FPR, and
+    whether the validation data supports the points (None: no stored point or bound)."""
+    return {"threshold": band.upper, "threshold_source": band.source,
+            "threshold_lower": band.lower, "threshold_level": band.level,
+            "threshold_fpr_upper": band.fpr_upper, "threshold_supported": band.supported}
 
 
 class _Crops(Dataset):
@@ -130,11 +149,12 @@ def check_probability(prob, what):
 
 
 def prediction(prob, threshold, path="an input"):
-    """"fake" at ``threshold`` or above, else "real"; None for no probability. A probability that
-    is not finite is a UserError naming ``path`` (``check_probability``), never a verdict."""
+    """"fake" at ``threshold`` or above, else "real" (a ``Band``: "uncertain" between its ends);
+    None for no probability. A probability that is not finite is a UserError naming ``path``
+    (``check_probability``), never a verdict."""
     if prob is None:
         return None
-    return "fake" if check_probability(prob, path) >= threshold else "real"
+    return as_band(threshold).judge(check_probability(prob, path))
 
 
 def result_line(path, prob, verdict, fields=()):
@@ -142,19 +162,21 @@ def result_line(path, prob, verdict, fields=()):
 
         path: <path> \t\t| fake probability: 0.1296 \t| prediction: real
 
-    (``verdict``: "fake" or "real"; "no face found" instead of both when ``prob`` is None), then
+    (``verdict``: "fake", "real" or "uncertain"; "no face found" instead of both when ``prob`` is
+    None), then
     `` \t| <name>: <value>`` for each of ``fields`` (frames, faces, track of videos and photos)."""
     head = "no face found" if prob is None else \
         f"fake probability: {prob:.4f} \t| prediction: {verdict}"
     return f"path: {path} \t\t| {head}" + "".join(f" \t| {k}: {v}" for k, v in fields)
 
 
-def crop_record(path, prob, error, threshold, raw=None, source="given", backend="torch",
+def crop_record(path, prob, error, threshold, raw=None, source=None, backend="torch",
                 precision="fp32"):
-    """The ``--output`` row of a face crop (``CROP_COLUMNS``); ``raw``: its probability before
-    calibration (None: ``prob`` is the raw one)."""
+    """The ``--output`` row of a face crop (``CROP_COLUMNS``); ``threshold``: a number or a
+    ``Band``; ``raw``: its probability before calibration (None: ``prob`` is the raw one)."""
+    band = as_band(threshold)
     return {"path": path, "fake_probability": prob,
-            "prediction": prediction(prob, threshold, path),
+            "prediction": prediction(prob, band, path),
             "error": error, "raw_probability": prob if raw is None else raw,
-            "threshold": threshold, "threshold_source": source, "backend": backend,
-            "precision": precision}
+            **band_fields(band), **({"threshold_source": source} if source else {}),
+            "backend": backend, "precision": precision}

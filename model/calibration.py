@@ -120,6 +120,106 @@ def fpr_threshold(labels, probs, target):
     return float(min(np.nextafter(real[k], np.inf), 1.0))
 
 
+CONFIDENCE = 0.95  # of the Clopper-Pearson interval around each point's rates
+
+
+def clopper_pearson(k, n, confidence=CONFIDENCE):
+    """The exact (Clopper-Pearson) two-sided interval of a rate of ``k`` in ``n``: (lower, upper),
+    each end at (1 - confidence) / 2; (0, 1) for no sample."""
+    from scipy.stats import beta
+    if n <= 0:
+        return 0.0, 1.0
+    a = (1 - confidence) / 2
+    lower = 0.0 if k <= 0 else float(beta.ppf(a, k, n - k + 1))
+    upper = 1.0 if k >= n else float(beta.ppf(1 - a, k + 1, n - k))
+    return lower, upper
+
+
+def point_at(labels, probs, threshold):
+    """An operating point: its threshold, its rates on ``labels`` / ``probs``, how many real and
+    fake samples they rest on, the 95 % upper bound of its FPR and lower bound of its TPR."""
+    y = np.asarray(labels, np.int64)
+    fake = np.asarray(probs, np.float64) >= threshold
+    real_n, fake_n = int((y == 0).sum()), int((y == 1).sum())
+    fp, tp = int(fake[y == 0].sum()), int(fake[y == 1].sum())
+    fpr, tpr = rates(y, probs, threshold)
+    return {"threshold": float(threshold), "fpr": fpr, "tpr": tpr, "real": real_n,
+            "fake": fake_n, "fpr_upper": clopper_pearson(fp, real_n)[1],
+            "tpr_lower": clopper_pearson(tp, fake_n)[0]}
+
+
+def choose_points(labels, probs):
+    """The operating points (``POINT_NAMES``) chosen on ``labels`` / ``probs``, each ``point_at``."""
+    points = {}
+    for target, name in zip(FPR_POINTS, POINT_NAMES):
+        points[name] = point_at(labels, probs, fpr_threshold(labels, probs, target))
+    points["eer"] = point_at(labels, probs, eer_threshold(labels, probs))
+    return points
+
+
+def supported(name, point):
+    """Whether the validation data supports a point: for ``fpr@x``, the 95 % upper bound of its
+    FPR is at most twice x (None where the point holds no bound: calibrated before bounds were
+    kept); the ``eer`` point promises no rate and is always supported."""
+    if not name.startswith("fpr@"):
+        return True
+    if point.get("fpr_upper") is None:
+        return None
+    return point["fpr_upper"] <= 2 * float(name[4:])
+
+
+def needed_real(target, confidence=CONFIDENCE):
+    """The fewest real samples with which a point of FPR ``target`` can be supported: n where
+    even no false positive leaves the 95 % upper bound at most twice the target."""
+    n = 1
+    while clopper_pearson(0, n, confidence)[1] > 2 * target:
+        n += 1
+    return n
+
+
+def video_scores(labels, probs, videos):
+    """Per video (in first-seen order): its label and the mean of its frames' probabilities, as a
+    video's verdict averages (``faces.media``)."""
+    order, sums, counts, label = [], {}, {}, {}
+    for y, p, v in zip(np.asarray(labels).tolist(), np.asarray(probs, np.float64).tolist(),
+                       list(videos)):
+        if v not in sums:
+            order.append(v)
+            sums[v], counts[v], label[v] = 0.0, 0, int(y)
+        sums[v] += p
+        counts[v] += 1
+    return (np.array([label[v] for v in order], np.int64),
+            np.array([sums[v] / counts[v] for v in order], np.float64))
+
+
+def prob_metrics(labels, probs):
+    """ECE, Brier and NLL of probabilities (the NLL from clipped probabilities: a video's mean
+    has no logit of its own)."""
+    y = np.asarray(labels, np.float64)
+    p = np.clip(np.asarray(probs, np.float64), 1e-12, 1 - 1e-12)
+    return {"ece": ece(y, p), "brier": brier(y, p),
+            "nll": float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))}
+
+
+def fit_video(labels, logits, videos, temperature):
+    """The video level of a calibration: the validation videos scored as a video's verdict scores
+    them (the mean of the calibrated frame probabilities) and the operating points chosen on
+    them, with their metrics raw and calibrated; None with the reason where the videos cannot
+    carry points (a class without a video, TPR 0 at every point)."""
+    z = np.asarray(logits, np.float64)
+    vy, vp = video_scores(labels, sigmoid(z / temperature), videos)
+    _, raw = video_scores(labels, sigmoid(z), videos)
+    missing = [name for c, name in ((0, "real"), (1, "fake")) if not (vy == c).any()]
+    if missing:
+        return None, f"the validation videos have no {missing[0]} one"
+    points = choose_points(vy, vp)
+    if all(point["tpr"] == 0 for point in points.values()):
+        return None, "TPR 0 at every video-level point"
+    return {"videos": int(len(vy)), "real": int((vy == 0).sum()), "fake": int((vy == 1).sum()),
+            "points": points, "before": prob_metrics(vy, raw), "after": prob_metrics(vy, vp)}, \
+        None
+
+
 def roc(labels, scores):
     """scikit-learn's ROC with the first threshold as scikit-learn < 1.3 (and so the original)
     had it: the highest score + 1, where newer releases put +inf."""
@@ -151,7 +251,15 @@ class Calibration:
     fitted_on: dict = field(default_factory=dict)  # dataset, branch, frames, real, fake, ...
     before: dict = field(default_factory=dict)  # ece, brier, nll with T = 1
     after: dict = field(default_factory=dict)  # ... with the fitted T
+    video: dict | None = None  # the video level (``fit_video``), None: calibrated on frames only
 
+    def point(self, name, level="frame"):
+        """(point, level) of the operating point ``name`` at ``level``: a video's verdict takes
+        the video-level point, and the frame-level one where the calibration has no video level
+        (level "frame" then says so); (None, level) where there is no such point."""
+        if level == "video" and self.video is not None:
+            return self.video["points"].get(name), "video"
+        return self.points.get(name), "frame"
     def probability(self, logit):
         """The calibrated fake probability of a logit (a number or an array)."""
         p = sigmoid(np.asarray(logit, np.float64) / self.temperature)
@@ -172,17 +280,31 @@ class Calibration:
 
     def to_dict(self):
         return {"temperature": float(self.temperature),
-                "points": {k: {kk: float(vv) for kk, vv in v.items()}
-                           for k, v in self.points.items()},
+                "points": _plain(self.points),
                 "fitted_on": dict(self.fitted_on), "before": dict(self.before),
-                "after": dict(self.after), "ece_bins": ECE_BINS}
+                "after": dict(self.after), "ece_bins": ECE_BINS,
+                **({"video": _plain(self.video)} if self.video is not None else {})}
 
     @classmethod
     def from_dict(cls, d, where="calibration"):
         """A stored calibration, checked against ``STORED`` once, where it is read: a key that is
         missing or of the wrong kind is a UserError naming ``where`` and the key."""
         d = check_stored(d, where)
-        return cls(d["temperature"], d["points"], d["fitted_on"], d["before"], d["after"])
+        return cls(d["temperature"], d["points"], d["fitted_on"], d["before"], d["after"],
+                   d.get("video"))
+
+
+def _plain(value):
+    """Numbers as plain floats and ints, for ``torch.load(weights_only=True)``."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value)
+    return value
 
 
 # The stored calibration (``Calibration.to_dict``): every key that a reader takes (the scorer,
@@ -191,14 +313,18 @@ class Calibration:
 # ``fitted_on`` {} and each of its values "?" where shown; ``points`` may hold any of
 # ``POINT_NAMES`` (a name it lacks is refused where a threshold names it); ``brier`` and
 # ``ece_bins`` are written for a reader's information, read by none.
-POINT_KEYS = {"threshold": "probability", "fpr": "probability", "tpr": "probability"}
+POINT_KEYS = {"threshold": "probability", "fpr": "probability", "tpr": "probability",
+              "real": "nonneg_int?", "fake": "nonneg_int?", "fpr_upper": "probability?",
+              "tpr_lower": "probability?"}
 METRIC_KEYS = {"ece": "probability", "nll": "nonneg", "brier": "probability?"}
 FITTED_ON_KEYS = {"dataset": "name?", "branch": "name?", "weights": "name?",
                   "frames": "nonneg_int?", "real": "nonneg_int?", "fake": "nonneg_int?",
                   "step": "nonneg_int?"}
 STORED = {"temperature": "positive", "points": POINT_KEYS, "before": METRIC_KEYS,
-          "after": METRIC_KEYS, "fitted_on": FITTED_ON_KEYS, "ece_bins": "posint?"}
-OPTIONAL = ("fitted_on", "ece_bins")
+          "after": METRIC_KEYS, "fitted_on": FITTED_ON_KEYS, "ece_bins": "posint?",
+          "video": "the video level (``fit_video``), optional"}
+OPTIONAL = ("fitted_on", "ece_bins", "video")
+VIDEO_KEYS = {"videos": "posint", "real": "nonneg_int", "fake": "nonneg_int"}
 
 
 def _mapping(value, where):
@@ -236,15 +362,7 @@ def check_stored(d, where="calibration"):
         raise UserError(f"{where}.temperature: expected a positive finite number, got {t!r:.80}")
     out = {"temperature": float(t)}
     points = _mapping(d["points"], f"{where}.points")
-    out["points"] = {}
-    for name, point in points.items():
-        if name not in POINT_NAMES:
-            raise UserError(f"{where}.points: unknown operating point {name!r} (known: "
-                            f"{', '.join(POINT_NAMES)})")
-        at = f"{where}.points.{name}"
-        out["points"][name] = {k: float(v) for k, v in
-                               _values(_mapping(point, at), POINT_KEYS, at).items()
-                               if k in POINT_KEYS}
+    out["points"] = _points(points, f"{where}.points")
     for key in ("before", "after"):
         at = f"{where}.{key}"
         out[key] = _values(_mapping(d[key], at), METRIC_KEYS, at)
@@ -253,6 +371,30 @@ def check_stored(d, where="calibration"):
         _values(_mapping(fitted, f"{where}.fitted_on"), FITTED_ON_KEYS, f"{where}.fitted_on")
     if d.get("ece_bins") is not None:
         _values(d, {"ece_bins": "posint"}, where)
+    if d.get("video") is not None:
+        at = f"{where}.video"
+        video = _values(_mapping(d["video"], at), VIDEO_KEYS, at)
+        for key in ("points", "before", "after"):
+            if video.get(key) is None:
+                raise UserError(f"{at}.{key}: missing (a video level holds videos, real, fake, "
+                                "points, before and after)")
+        out["video"] = {**{k: video[k] for k in VIDEO_KEYS},
+                        "points": _points(_mapping(video["points"], f"{at}.points"),
+                                          f"{at}.points"),
+                        **{k: _values(_mapping(video[k], f"{at}.{k}"), METRIC_KEYS, f"{at}.{k}")
+                           for k in ("before", "after")}}
+    return out
+
+
+def _points(points, where):
+    out = {}
+    for name, point in points.items():
+        if name not in POINT_NAMES:
+            raise UserError(f"{where}: unknown operating point {name!r} (known: "
+                            f"{', '.join(POINT_NAMES)})")
+        at = f"{where}.{name}"
+        out[name] = {k: (int(v) if k in ("real", "fake") else float(v)) for k, v in
+                     _values(_mapping(point, at), POINT_KEYS, at).items() if k in POINT_KEYS}
     return out
 
 
@@ -273,11 +415,13 @@ def check_temperature(t):
     return t
 
 
-def fit(labels, logits, fitted_on=None):
+def fit(labels, logits, fitted_on=None, videos=None):
     """A ``Calibration`` of the frames' ``labels`` (0 real, 1 fake) and raw ``logits``. A fit
     that would mean nothing is refused, a UserError saying why: a class missing, logits without
     spread (all equal), a temperature at the end of the search (``check_temperature``), or
-    operating points of which none calls a fake frame fake (TPR 0 at each)."""
+    operating points of which none calls a fake frame fake (TPR 0 at each). With ``videos`` (each
+    frame's video), the video level too (``fit_video``; where it cannot be fitted, the
+    calibration has none and ``fitted_on["video_level"]`` says why)."""
     y = np.asarray(labels, np.int64)
     z = np.asarray(logits, np.float64)
     if len(y) != len(z) or not len(y):
@@ -294,26 +438,40 @@ def fit(labels, logits, fitted_on=None):
     t = fit_temperature(y, z)
     check_temperature(t)
     p = sigmoid(z / t)
-    points = {}
-    for target, name in zip(FPR_POINTS, POINT_NAMES):
-        thr = fpr_threshold(y, p, target)
-        points[name] = dict(zip(("threshold", "fpr", "tpr"), (thr, *rates(y, p, thr))))
-    thr = eer_threshold(y, p)
-    points["eer"] = dict(zip(("threshold", "fpr", "tpr"), (thr, *rates(y, p, thr))))
+    points = choose_points(y, p)
     if all(point["tpr"] == 0 for point in points.values()):
         raise UserError(f"calibration: TPR 0 at every operating point ({', '.join(points)}): "
                         "no threshold chosen on these frames calls a fake frame fake")
     info = {"frames": int(len(y)), "real": int((y == 0).sum()), "fake": int((y == 1).sum()),
             **(fitted_on or {})}
-    return Calibration(t, points, info, calibration_metrics(y, z), calibration_metrics(y, z, t))
+    video = None
+    if videos is not None:
+        if len(videos) != len(y):
+            raise UserError(f"calibration: {len(videos)} video ids for {len(y)} frames")
+        video, why = fit_video(y, z, videos, t)
+        if why:
+            info["video_level"] = f"none: {why}"
+    return Calibration(t, points, info, calibration_metrics(y, z), calibration_metrics(y, z, t),
+                       video)
 
 
 def parse_threshold(value, where="threshold"):
     """A threshold as a user gives it, checked before any checkpoint is read: None, a
-    probability in [0, 1] (text that reads as one too) as a float, or an operating point's name
-    of ``POINT_NAMES`` (any case, spaces around) as that name. A wrong one is a UserError
-    starting with ``where`` and the value (the same rule as inference.py's ``--threshold`` and
-    the page's form field)."""
+    probability in [0, 1] (text that reads as one too) as a float, an operating point's name of
+    ``POINT_NAMES`` (any case, spaces around) as that name, or two of these as text ``a:b`` (an
+    uncertain band: ``eer:fpr@0.01``, ``0.3:0.7``) as a tuple. A wrong one is a UserError starting
+    with ``where`` and the value (the same rule as inference.py's ``--threshold`` and the page's
+    form field)."""
+    if isinstance(value, str) and ":" in value:
+        parts = value.split(":")
+        if len(parts) != 2 or not all(p.strip() for p in parts):
+            raise UserError(f"{where} {value!r}: a band is two thresholds a:b (numbers in [0, 1] "
+                            f"or operating points: {', '.join(POINT_NAMES)})", arg=where)
+        return tuple(_parse_one(p, where, value) for p in parts)
+    return _parse_one(value, where, value)
+
+
+def _parse_one(value, where, given):
     if value is None:
         return None
     if isinstance(value, str):
@@ -322,35 +480,103 @@ def parse_threshold(value, where="threshold"):
             number = float(name)
         except ValueError:
             if name not in POINT_NAMES:
-                raise UserError(f"{where} {value!r}: expected a probability in [0, 1] or an "
-                                f"operating point ({', '.join(POINT_NAMES)})", arg=where) from None
+                raise UserError(f"{where} {given!r}: expected a probability in [0, 1] or an "
+                                f"operating point ({', '.join(POINT_NAMES)}), or two of them as "
+                                "a band a:b", arg=where) from None
             return name
     elif isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise UserError(f"{where} {value!r:.80}: expected a probability in [0, 1] or an operating "
+        raise UserError(f"{where} {given!r:.80}: expected a probability in [0, 1] or an operating "
                         f"point ({', '.join(POINT_NAMES)}), got {type(value).__name__}",
                         arg=where)
     else:
         number = float(value)
     if not 0 <= number <= 1:  # NaN and the infinities too
-        raise UserError(f"{where} {value!r}: expected a probability in [0, 1]", arg=where)
+        raise UserError(f"{where} {given!r}: expected a probability in [0, 1]", arg=where)
     return number
 
 
-def resolve_threshold(value, calibration, where="threshold"):
-    """``(threshold, source)`` for a threshold as a user gives it (``parse_threshold``): None
-    (0.5, "default"), a number (itself, "given"), or an operating point's name (its stored
-    threshold, the name as source), which needs a calibration. A wrong one is a UserError naming
-    ``where``."""
+@dataclass
+class Band:
+    """What a probability is judged by: fake at ``upper`` or above, real below ``lower``,
+    ``uncertain`` between (one threshold: ``lower == upper``, never uncertain). ``source``: where
+    it came from (default, given, a point's name, two of them as ``a:b``); ``level``: the level
+    of the points it came from (``frame`` or ``video``; a number's: the level it judges);
+    ``points``: [(name, point)] of the named ones; ``note``: said once where it is used (a
+    video judged by a frame-level point, a point the validation data does not support)."""
+    lower: float
+    upper: float
+    source: str
+    level: str = "frame"
+    points: list = field(default_factory=list)
+    note: str | None = None
+
+    def judge(self, prob):
+        if prob is None:
+            return None
+        return "fake" if prob >= self.upper else "real" if prob < self.lower else "uncertain"
+
+    @property
+    def fpr_upper(self):
+        """The 95 % upper bound of the validation FPR of the point deciding "fake" (None where
+        the threshold is no stored point or the point holds no bound)."""
+        for name, point in self.points:
+            if point.get("threshold") == self.upper:
+                return point.get("fpr_upper")
+        return None
+
+    @property
+    def supported(self):
+        said = [supported(name, point) for name, point in self.points]
+        return None if not said or None in said else all(said)
+
+
+def resolve_band(value, calibration, level="frame", where="threshold"):
+    """The ``Band`` of a threshold as a user gives it (``parse_threshold``) for a verdict at
+    ``level`` (``frame``: a crop or a photo; ``video``: a video's mean): None is 0.5; a number is
+    itself; a point's name takes the calibration's point of that level (the frame-level one where
+    it has no video level, said in ``note``), which needs a calibration. A wrong one is a
+    UserError naming ``where``."""
     chosen = parse_threshold(value, where)
     if chosen is None:
-        return 0.5, "default"
-    if isinstance(chosen, float):
-        return chosen, "given"
-    if calibration is None:
-        raise UserError(f"{where} {value}: the checkpoint has no calibration, so no operating "
-                        "points (python tools/calibrate.py makes them; or give a number)",
-                        arg=where)
-    if chosen not in calibration.points:
-        raise UserError(f"{where} {value}: the checkpoint's calibration has no such operating "
-                        f"point (it has {', '.join(calibration.points) or 'none'})", arg=where)
-    return float(calibration.points[chosen]["threshold"]), chosen
+        return Band(0.5, 0.5, "default", level)
+    parts = chosen if isinstance(chosen, tuple) else (chosen,)
+    values, points, levels, notes = [], [], set(), []
+    for part in parts:
+        if isinstance(part, float):
+            values.append(part)
+            levels.add(level)
+            continue
+        if calibration is None:
+            raise UserError(f"{where} {value}: the checkpoint has no calibration, so no operating "
+                            "points (python tools/calibrate.py makes them; or give a number)",
+                            arg=where)
+        point, at = calibration.point(part, level)
+        if point is None:
+            have = calibration.video["points"] if at == "video" else calibration.points
+            raise UserError(f"{where} {value}: the checkpoint's calibration has no {at}-level "
+                            f"operating point {part} (it has {', '.join(have) or 'none'})",
+                            arg=where)
+        values.append(float(point["threshold"]))
+        points.append((part, point))
+        levels.add(at)
+        if at != level:
+            notes.append(f"{part} is a frame-level point (the checkpoint's calibration has no "
+                         "video level: python tools/calibrate.py makes one); a video is judged "
+                         "by it")
+        if supported(part, point) is False:
+            notes.append(f"{part} is not supported by the validation data: its FPR "
+                         f"{point['fpr']:.4f} rests on {point.get('real', '?')} real samples, "
+                         f"95 % upper bound {point['fpr_upper']:.4f} (over twice "
+                         f"{part[4:]})")
+    source = ":".join(str(p) if not isinstance(p, float) else "given" for p in parts)
+    if all(isinstance(p, float) for p in parts):
+        source = "given"
+    return Band(min(values), max(values), source, "frame" if "frame" in levels else level,
+                points, "; ".join(notes) or None)
+
+
+def resolve_threshold(value, calibration, where="threshold"):
+    """``(threshold, source)`` at the frame level: the ``Band``'s fake threshold and source
+    (``resolve_band``)."""
+    band = resolve_band(value, calibration, "frame", where)
+    return band.upper, band.source

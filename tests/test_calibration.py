@@ -509,7 +509,7 @@ def test_a_partial_calibration_scores_where_what_it_lacks_has_a_meaning(data, st
     assert inference.main(["-b", only_eer, "-f", folder, "-d", "cpu", "--threshold",
                            "fpr@0.01"]) == 2
     assert capsys.readouterr().err == ("error: --threshold fpr@0.01: the checkpoint's calibration "
-                                       "has no such operating point (it has eer)\n")
+                                       "has no frame-level operating point fpr@0.01 (it has eer)\n")
 
 
 def test_calibrate_tool_replaces_a_tampered_calibration(data, stored, tmp_path, capsys):

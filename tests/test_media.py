@@ -96,7 +96,9 @@ def test_videos_lines_tracks_broken_and_no_face(media, tmp_path, capsys):
     assert set(rows["one.avi"]) == {"path", "kind", "fake_probability", "prediction",
                                     "frames_or_faces", "tracks", "track", "persons", "error",
                                     "raw_probability", "threshold", "threshold_source",
-                                    "backend", "precision", "face_crop"}
+                                    "backend", "precision", "face_crop", "threshold_lower",
+                                    "threshold_level", "threshold_fpr_upper",
+                                    "threshold_supported"}
     assert (rows["one.avi"]["backend"], rows["one.avi"]["precision"]) == ("torch", "fp32")
     # no calibration: the raw probability is the probability, judged at the default 0.5
     assert rows["one.avi"]["raw_probability"] == rows["one.avi"]["fake_probability"]

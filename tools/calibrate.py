@@ -75,6 +75,31 @@ def calibrated_checkpoint(state, calibration, det, model_cfg):
     return out
 
 
+def point_lines(cal):
+    """Each stored point, frame level then video level: its threshold, its validation rates with
+    their 95 % bounds and the samples they rest on, and whether the data supports it."""
+    from model.calibration import supported
+    levels = [("frame", cal.points, cal.fitted_on.get("real"), "frames")]
+    if cal.video is not None:
+        levels.append(("video", cal.video["points"], cal.video["real"], "videos"))
+    else:
+        levels.append(("video", {}, None, "videos"))
+    lines = []
+    for level, points, _, unit in levels:
+        if not points:
+            lines.append(f"  {level} level: none ({cal.fitted_on.get('video_level', 'not fitted')})")
+            continue
+        lines.append(f"  {level} level:")
+        for name, v in points.items():
+            bound = (f" (95 % bound <= {v['fpr_upper']:.4f}), TPR {v['tpr']:.4f} (>= "
+                     f"{v['tpr_lower']:.4f}) on {v['real']} real / {v['fake']} fake {unit}"
+                     if v.get("fpr_upper") is not None else f", TPR {v['tpr']:.4f}")
+            note = "" if supported(name, v) is not False else "  NOT SUPPORTED by the data"
+            lines.append(f"    {name:<9} threshold {v['threshold']:.4f}  validation FPR "
+                         f"{v['fpr']:.4f}{bound}{note}")
+    return lines
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description="Fit a temperature and operating points on a "
                                             "validation split; write a calibrated checkpoint.")
@@ -122,7 +147,8 @@ def main(argv=None):
         try:
             cal = fit(res["label"], res["logit"], {"dataset": cfg["data"]["name"],
                                                    "branch": name,
-                                                   "weights": "EMA" if det.uses_ema else "raw"})
+                                                   "weights": "EMA" if det.uses_ema else "raw"},
+                      videos=res["video"])
         except UserError as exc:  # a fit that would mean nothing: said, nothing written
             raise UserError(f"{args.bin} on {cfg['data']['name']} / {name}: {exc}; nothing "
                             "was written") from None
@@ -132,9 +158,8 @@ def main(argv=None):
         elif unreadable:
             print(f"replaced its unreadable calibration ({unreadable})")
         print(f"calibration: {cal.describe()}")
-        for point, v in cal.points.items():
-            print(f"  {point:<9} threshold {v['threshold']:.4f}  validation FPR {v['fpr']:.4f}  "
-                  f"TPR {v['tpr']:.4f}")
+        for line in point_lines(cal):
+            print(line)
         print(f"written: {out}")
     return run_cli(body, "interrupted: no checkpoint was written")
 

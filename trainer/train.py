@@ -601,17 +601,19 @@ class Trainer:
         return {**self._metrics(res, self.val_set.name)[0],
                 "scores": (res["label"], res["logit"])}  # what calibrates these weights
 
-    def calibrate(self, scores, weights="raw"):
+    def calibrate(self, scores, weights="raw", videos=None):
         """(calibration, why not): the calibration (``model.calibration.fit``) of validation
         ``scores`` (labels, logits) of the ``weights`` that a best checkpoint keeps, or None and
         the reason the fit was refused (a class missing, logits all equal, a temperature at the
-        end of the search, TPR 0 at every operating point), each reason said once."""
+        end of the search, TPR 0 at every operating point), each reason said once. ``videos``:
+        each frame's video, for the video-level points (the frames' mean, as a video's verdict)."""
         from model.calibration import fit
         labels, logits = scores
         try:
             return fit(labels, logits, {"dataset": self.val_set.name,
                                         "branch": self.cfg["data"]["val_branch"],
-                                        "step": self.step, "weights": weights}), None
+                                        "step": self.step, "weights": weights},
+                       videos=videos), None
         except UserError as exc:
             why = str(exc)
             if why not in self._said_uncalibrated:
@@ -634,7 +636,7 @@ class Trainer:
             self.scheduler.step_on_validation(metrics["LogLoss"])
         # the raw weights' calibration on this validation, fitted once: TensorBoard's examples show
         # its probabilities, and the best checkpoint keeps it when the raw weights choose
-        raw_cal, raw_why = self.calibrate((res["label"], res["logit"])) \
+        raw_cal, raw_why = self.calibrate((res["label"], res["logit"]), videos=res["video"]) \
             if len(set(res["label"].tolist())) == 2 else (None, None)
         if self.writer:
             self._write_validation(metrics, res, extra, raw_cal)
@@ -653,7 +655,7 @@ class Trainer:
             if chosen["weights"] == "raw" and (raw_cal is not None or raw_why is not None):
                 cal, why = raw_cal, raw_why  # fitted (or refused) above
             else:  # other weights chose, or one class only (each reason said once)
-                cal, why = self.calibrate(chosen["scores"], chosen["weights"]) \
+                cal, why = self.calibrate(chosen["scores"], chosen["weights"], res["video"]) \
                     if len(res["label"]) else (None, "no readable validation image")
             self.best_calibration, self.uncalibrated = cal, why
             if cal is not None:
