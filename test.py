@@ -43,8 +43,10 @@ def main(argv=None):
     parser.add_argument("--threshold", default=None,
                         help="also report FPR, TPR and ACC at this threshold: a number, or an "
                              "operating point of the checkpoint's calibration (fpr@0.01, "
-                             "fpr@0.05, fpr@0.1, eer); the table's ACC stays the original's, at "
-                             "0.5 on the raw probability")
+                             "fpr@0.05, fpr@0.1, eer: frames by the frame-level point, videos by "
+                             "the video-level one), or two as an uncertain band a:b (the share of "
+                             "uncertain verdicts is reported); the table's ACC stays the "
+                             "original's, at 0.5 on the raw probability")
     parser.add_argument("--backend", default="torch", choices=BACKENDS,
                         help="what runs the forward (as inference.py's --backend)")
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS,

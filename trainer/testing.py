@@ -58,12 +58,18 @@ def format_table(metrics):
     return "\n".join(lines)
 
 
-def calibration_report(labels, logits, calibration=None, threshold=None):
+def calibration_report(labels, logits, calibration=None, threshold=None, videos=None):
     """test.py's calibration section: ECE (``model.calibration.ECE_BINS`` equal-width bins),
     Brier score and NLL of the raw probabilities and, with ``calibration``, of the calibrated
-    ones; at each of its operating points the threshold, the validation's FPR and TPR and this
-    split's; with ``threshold`` ((value, source) from ``resolve_threshold``) the same at it."""
-    from model.calibration import ECE_BINS, calibration_metrics, rates, sigmoid
+    ones; at each of its operating points the threshold, the validation's FPR and TPR with the
+    samples and 95 % bounds they rest on, and this split's (with its own bounds); with
+    ``threshold`` (a ``model.calibration.Band`` per level: {"frame": band, "video": band}) the
+    same at it, and the share of ``uncertain`` verdicts for a band. With ``videos`` (each
+    frame's video) the same at the video level: a video's probability is the mean of its frames'
+    (as a video's verdict), its points the calibration's video-level ones, and the frame-level
+    points applied to the videos beside them."""
+    from model.calibration import (ECE_BINS, calibration_metrics, point_at, prob_metrics, sigmoid,
+                                   video_scores)
     labels = np.asarray(labels, np.int64)
     logits = np.asarray(logits, np.float64)
     report = {"bins": ECE_BINS, "frames": int(len(labels)), "raw": calibration_metrics(labels, logits)}
@@ -73,23 +79,80 @@ def calibration_report(labels, logits, calibration=None, threshold=None):
         report["fitted_on"] = dict(calibration.fitted_on)
         report["calibrated"] = calibration_metrics(labels, logits, calibration.temperature)
         probs = calibration.probability(logits)
-        report["points"] = {}
-        for name, point in calibration.points.items():
-            fpr, tpr = rates(labels, probs, point["threshold"])
-            report["points"][name] = {"threshold": point["threshold"], "val_fpr": point.get("fpr"),
-                                      "val_tpr": point.get("tpr"), "test_fpr": fpr,
-                                      "test_tpr": tpr}
+        report["points"] = _points_report(calibration.points, labels, probs)
     if threshold is not None:
-        value, source = threshold
-        fpr, tpr = rates(labels, probs, value)
-        report["threshold"] = {"value": value, "source": source, "test_fpr": fpr,
-                               "test_tpr": tpr,
-                               "test_ACC": float(((probs >= value) == labels).mean())}
+        report["threshold"] = _band_report(threshold["frame"], labels, probs)
+    if videos is not None and len(labels):
+        vy, vraw = video_scores(labels, sigmoid(logits), videos)
+        _, vp = video_scores(labels, probs, videos)
+        video = {"videos": int(len(vy)), "real": int((vy == 0).sum()),
+                 "fake": int((vy == 1).sum()), "raw": prob_metrics(vy, vraw)}
+        if calibration is not None:
+            video["calibrated"] = prob_metrics(vy, vp)
+            video["points"] = (_points_report(calibration.video["points"], vy, vp)
+                               if calibration.video is not None else {})
+            video["frame_points"] = {  # the frame-level points applied to the videos
+                name: {"threshold": p["threshold"], "val_fpr": p["fpr"],
+                       **{f"test_{k}": v for k, v in point_at(vy, vp, p["threshold"]).items()
+                          if k in ("fpr", "tpr", "fpr_upper", "tpr_lower")}}
+                for name, p in calibration.points.items()}
+        if threshold is not None:
+            video["threshold"] = _band_report(threshold["video"], vy, vp)
+        report["video"] = video
     return report
+
+
+def _points_report(points, labels, probs):
+    from model.calibration import point_at, supported
+    out = {}
+    for name, point in points.items():
+        test = point_at(labels, probs, point["threshold"])
+        out[name] = {"threshold": point["threshold"], "val_fpr": point.get("fpr"),
+                     "val_tpr": point.get("tpr"), "val_real": point.get("real"),
+                     "val_fake": point.get("fake"), "val_fpr_upper": point.get("fpr_upper"),
+                     "val_tpr_lower": point.get("tpr_lower"),
+                     "supported": supported(name, point),
+                     **{f"test_{k}": v for k, v in test.items() if k != "threshold"}}
+    return out
+
+
+def _band_report(band, labels, probs):
+    from model.calibration import rates
+    fpr, tpr = rates(labels, probs, band.upper)
+    said = np.array([band.judge(p) for p in np.asarray(probs, np.float64)])
+    out = {"value": band.upper, "lower": band.lower, "source": band.source, "level": band.level,
+           "test_fpr": fpr, "test_tpr": tpr,
+           "test_ACC": float(((np.asarray(probs) >= band.upper) == labels).mean())
+           if len(labels) else math.nan,
+           "uncertain": float((said == "uncertain").mean()) if len(said) else math.nan}
+    return out
 
 
 def _num(v, digits=4):
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
+
+
+def _point_lines(points, unit):
+    lines = []
+    for name, p in points.items():
+        bound = (f" (<= {_num(p['val_fpr_upper'])}, {p['val_real']} real {unit})"
+                 if p.get("val_fpr_upper") is not None else "")
+        test_bound = (f" (<= {_num(p['test_fpr_upper'])}, {p['test_real']} real)"
+                      if p.get("test_fpr_upper") is not None else "")
+        mark = "  not supported by the validation data" if p.get("supported") is False else ""
+        lines.append(f"  {name:<9} {p['threshold']:.4f}  FPR {_num(p['val_fpr'])}{bound} -> "
+                     f"{_num(p['test_fpr'])}{test_bound}  TPR {_num(p['val_tpr'])} -> "
+                     f"{_num(p['test_tpr'])}{mark}")
+    return lines
+
+
+def _band_line(t):
+    if t["lower"] < t["value"]:
+        return (f"band {t['lower']:.4f} to {t['value']:.4f} ({t['source']}, {t['level']} "
+                f"level): uncertain {_num(t['uncertain'])}, FPR {_num(t['test_fpr'])}  TPR "
+                f"{_num(t['test_tpr'])} (fake at {t['value']:.4f})")
+    return (f"at threshold {t['value']:.4f} ({t['source']}): FPR {_num(t['test_fpr'])}  "
+            f"TPR {_num(t['test_tpr'])}  ACC {_num(t['test_ACC'])}")
 
 
 def format_calibration(report):
@@ -111,34 +174,69 @@ def format_calibration(report):
         lines.append(f"  calibrated: ECE {_num(cal['ece'])}  Brier {_num(cal['brier'])}  "
                      f"NLL {_num(cal['nll'])}")
         lines.append("operating points (threshold on the calibrated probability: validation FPR "
-                     "/ TPR -> this split's)")
-        for name, p in report["points"].items():
-            lines.append(f"  {name:<9} {p['threshold']:.4f}  FPR {_num(p['val_fpr'])} -> "
-                         f"{_num(p['test_fpr'])}  TPR {_num(p['val_tpr'])} -> "
-                         f"{_num(p['test_tpr'])}")
+                     "(95 % upper bound, samples) / TPR -> this split's)")
+        lines += _point_lines(report["points"], "frames")
     t = report.get("threshold")
     if t is not None:
-        lines.append(f"at threshold {t['value']:.4f} ({t['source']}): FPR {_num(t['test_fpr'])}  "
-                     f"TPR {_num(t['test_tpr'])}  ACC {_num(t['test_ACC'])}")
+        lines.append(_band_line(t))
+    v = report.get("video")
+    if v is not None:
+        lines.append(f"video level ({v['videos']} videos: {v['real']} real, {v['fake']} fake; a "
+                     "video's probability is the mean of its frames')")
+        lines.append(f"  raw:        ECE {_num(v['raw']['ece'])}  Brier {_num(v['raw']['brier'])}"
+                     f"  NLL {_num(v['raw']['nll'])}")
+        if v.get("calibrated") is not None:
+            c = v["calibrated"]
+            lines.append(f"  calibrated: ECE {_num(c['ece'])}  Brier {_num(c['brier'])}  "
+                         f"NLL {_num(c['nll'])}")
+            if v.get("points"):
+                lines.append("video-level operating points (validation videos -> this split's)")
+                lines += _point_lines(v["points"], "videos")
+            else:
+                lines.append("video-level operating points: none (the calibration has frame-level "
+                             "points only: python tools/calibrate.py fits both)")
+            lines.append("frame-level points applied to the videos: " + ", ".join(
+                f"{name} FPR {_num(p['test_fpr'])} TPR {_num(p['test_tpr'])}"
+                for name, p in v["frame_points"].items()))
+        if v.get("threshold") is not None:
+            lines.append("  videos " + _band_line(v["threshold"]))
     return "\n".join(lines)
 
 
-def reliability_figure(labels, logits, calibration, title):
+def reliability_figure(labels, logits, calibration, title, videos=None):
     """The reliability diagram: fraction fake against mean fake probability per bin, raw and
     (with ``calibration``) calibrated, the diagonal of a perfect calibration, and each bin's
-    frame count in a histogram below."""
+    count in a histogram below; with ``videos``, the same of the videos' probabilities (the mean
+    of their frames') beside it."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from model.calibration import ECE_BINS, ece, reliability, sigmoid
+    from model.calibration import sigmoid, video_scores
     labels = np.asarray(labels, np.int64)
     logits = np.asarray(logits, np.float64)
-    curves = [("raw", sigmoid(logits), "C0")]
-    if calibration is not None:
-        curves.append((f"calibrated (T = {calibration.temperature:.3f})",
-                       calibration.probability(logits), "C1"))
-    fig, (ax, hist) = plt.subplots(2, 1, figsize=(5, 6.2), dpi=100, sharex=True,
-                                   gridspec_kw={"height_ratios": [3, 1.2]})
+    levels = [("frames", labels, sigmoid(logits),
+               None if calibration is None else calibration.probability(logits))]
+    if videos is not None:
+        vy, vraw = video_scores(labels, sigmoid(logits), videos)
+        vcal = None if calibration is None else \
+            video_scores(labels, calibration.probability(logits), videos)[1]
+        levels.append(("videos", vy, vraw, vcal))
+    fig, axes = plt.subplots(2, len(levels), figsize=(5 * len(levels), 6.2), dpi=100,
+                             sharex=True, gridspec_kw={"height_ratios": [3, 1.2]}, squeeze=False)
+    for col, (unit, y, raw, cal) in enumerate(levels):
+        curves = [("raw", raw, "C0")]
+        if cal is not None:
+            curves.append((f"calibrated (T = {calibration.temperature:.3f})", cal, "C1"))
+        _reliability_panel(axes[0, col], axes[1, col], y, curves, unit)
+    import textwrap
+    fig.suptitle("\n".join(textwrap.wrap(f"Reliability: {title}", 60 * len(levels))),
+                 fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _reliability_panel(ax, hist, labels, curves, unit):
+    from model.calibration import ECE_BINS, ece, reliability
     edges = np.linspace(0, 1, ECE_BINS + 1)
     centres = (edges[:-1] + edges[1:]) / 2
     width = 1 / ECE_BINS
@@ -156,14 +254,11 @@ def reliability_figure(labels, logits, calibration, title):
                               ha="center", va="bottom", fontsize=5)
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
-    ax.set_ylabel("fraction of fake frames")
-    import textwrap
-    ax.set_title("\n".join(textwrap.wrap(f"Reliability: {title}", 60)), fontsize=10)
+    ax.set_ylabel(f"fraction of fake {unit}")
+    ax.set_title(f"{unit} ({len(labels)})", fontsize=9)
     ax.legend(loc="upper left", fontsize=8)
     hist.set_xlabel(f"fake probability ({ECE_BINS} equal-width bins)")
-    hist.set_ylabel("frames per bin")
-    fig.tight_layout()
-    return fig
+    hist.set_ylabel(f"{unit} per bin")
 
 
 def save_outputs(out_dir, metrics, res, items, title="", video_rule="project", calibration=None):
@@ -192,7 +287,7 @@ def save_outputs(out_dir, metrics, res, items, title="", video_rule="project", c
                  f"ROC: {title}" if title else "ROC", video_rule)
         written += ["roc_curve.pickle", "roc.png"]
         atomic_write_figure(os.path.join(out_dir, "reliability.png"), reliability_figure(
-            res["label"], res["logit"], calibration, title or "test split"))
+            res["label"], res["logit"], calibration, title or "test split", res["video"]))
         written.append("reliability.png")
     return written
 
@@ -322,9 +417,10 @@ def run_test(cfg, ckpt=None, device=None, out_dir=None, trusted=False, perturb=(
         model = load_detector(path, device, model_cfg=cfg["model"],
                               trusted=trusted or cfg["config"]["trust_checkpoint"],
                               fallback_spec=branch_spec(cfg))
-    from model.calibration import resolve_threshold
-    chosen = None if threshold is None else resolve_threshold(
-        threshold, getattr(model, "calibration", None))
+    from model.calibration import resolve_band
+    chosen = None if threshold is None else {
+        level: resolve_band(threshold, getattr(model, "calibration", None), level)
+        for level in ("frame", "video")}
     scored, scored_by = model, {"backend": "torch", "precision": "fp32"}
     if (backend, precision) != ("torch", "fp32"):
         from model.backends import ScoringModule, build_scorer
@@ -344,7 +440,8 @@ def run_test(cfg, ckpt=None, device=None, out_dir=None, trusted=False, perturb=(
     metrics["LogLoss"] = float(res["loss"].mean())
     metrics["scored_by"] = scored_by
     calibration = getattr(model, "calibration", None)
-    metrics["calibration"] = calibration_report(res["label"], res["logit"], calibration, chosen)
+    metrics["calibration"] = calibration_report(res["label"], res["logit"], calibration, chosen,
+                                                res["video"])
     title = f"{os.path.basename(path)} on {ds.name}"
     written = (save_outputs(out_dir, metrics, res, ds.items, title, video_rule, calibration)
                if dist.is_main() else [])
