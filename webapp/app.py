@@ -125,16 +125,23 @@ def parse_settings(form, detectors, operating_points):
     if t in (None, ""):
         out["threshold"] = None
     else:
+        from model.calibration import parse_threshold
         try:
-            value = float(t)
+            if not 0 <= float(t) <= 1:  # NaN too
+                raise BadUpload(422, f"form field threshold {t}: a probability in [0, 1] expected")
         except ValueError:
-            if t not in operating_points:
+            pass
+        try:
+            chosen = parse_threshold(t)
+        except UserError as exc:
+            raise BadUpload(422, f"form field {one_line(exc)}") from None
+        names = [c for c in (chosen if isinstance(chosen, tuple) else (chosen,))
+                 if isinstance(c, str)]
+        for name in names:
+            if name not in operating_points:
                 points = ", ".join(operating_points) or "none: this checkpoint has no calibration"
                 raise BadUpload(422, f"form field threshold {t!r}: a probability in [0, 1] or an "
-                                     f"operating point ({points})") from None
-            value = t
-        if isinstance(value, float) and not 0 <= value <= 1:
-            raise BadUpload(422, f"form field threshold {t}: a probability in [0, 1] expected")
+                                     f"operating point ({points})")
         out["threshold"] = t
     return out
 

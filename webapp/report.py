@@ -33,8 +33,18 @@ def summary(job):
     model = x.get("model") or {}
     s = job.get("settings") or {}
     threshold = _num(x.get("threshold"))
-    if x.get("threshold_source"):
-        threshold += f" ({x['threshold_source']})"
+    lower = r.get("threshold_lower")
+    if lower is not None and x.get("threshold") is not None and lower < x["threshold"]:
+        threshold = f"uncertain from {_num(lower)}, fake from {threshold}"
+    said = [x["threshold_source"]] if x.get("threshold_source") else []
+    if r.get("threshold_level"):
+        said.append(f"{r['threshold_level']} level")
+    if r.get("threshold_fpr_upper") is not None:
+        said.append(f"validation FPR at most {_num(r['threshold_fpr_upper'])} (95 %)")
+    if said:
+        threshold += f" ({', '.join(said)})"
+    if r.get("threshold_supported") is False:
+        threshold += "; not supported by the validation data"
     rows = [("file", job.get("name")), ("kind", r.get("kind")), ("verdict", verdict_text(job)),
             ("fake probability", _num(r.get("fake_probability")))]
     if "raw_probability" in r and model.get("calibration"):

@@ -71,7 +71,10 @@ async function loadModel() {
   op.append(el("option", { value: "" }, `the checkpoint's default (${num(model.threshold, 2)})`));
   const names = { "eer": "equal error rate", "fpr@0.01": "1 % false positives", "fpr@0.05": "5 % false positives", "fpr@0.1": "10 % false positives" };
   for (const p of model.operating_points || []) op.append(el("option", { value: p }, `${p}: ${names[p] || p}`));
-  op.append(el("option", { value: "custom" }, "a threshold of my own"));
+  const pts = model.operating_points || [];
+  if (pts.includes("eer") && pts.includes("fpr@0.01"))
+    op.append(el("option", { value: "eer:fpr@0.01" }, "eer:fpr@0.01: an uncertain band, real below the equal error rate, fake from 1 % false positives"));
+  op.append(el("option", { value: "custom" }, "a threshold of my own (or a band a:b)"));
   const custom = () => { $("custom-wrap").hidden = op.value !== "custom"; };
   op.addEventListener("change", custom);
   custom();
@@ -236,14 +239,21 @@ function showResult(j) {
   const link = (name) => j.links[name];
   const verdict = r.fake_probability === null || r.fake_probability === undefined ? (r.error || "no verdict") : r.prediction.toUpperCase();
   const threshold = (r.threshold !== undefined ? r.threshold : j.threshold);
+  const lower = (r.threshold_lower !== undefined && r.threshold_lower !== null ? r.threshold_lower : threshold);
   const source = r.threshold_source || j.threshold_source;
+  const level = r.threshold_level ? `, ${r.threshold_level}-level` : "";
+  const bound = r.threshold_fpr_upper !== undefined && r.threshold_fpr_upper !== null ? `; validation FPR at most ${num(r.threshold_fpr_upper, 4)} (95 %)` : "";
+  const unsupported = r.threshold_supported === false ? "; not supported by the validation data (too few real samples)" : "";
+  const judgedBy = (lower < threshold ? `uncertain from ${num(lower, 4)}, fake from ${num(threshold, 4)}` : num(threshold, 4))
+    + (source ? ` (${source}${level}${bound})` : "") + unsupported;
+  const judge = (p) => (p >= threshold ? "fake" : p < lower ? "real" : "uncertain");
   const parts = [
     el("p", { class: "muted" }, j.name),
     el("p", { class: `verdict ${r.prediction || ""}`, id: "verdict" }, verdict),
     facts([
       [model && model.calibration ? "fake probability (calibrated)" : "fake probability", el("span", { id: "probability" }, num(r.fake_probability))],
       ["raw probability (before calibration)", r.raw_probability !== undefined && model && model.calibration ? num(r.raw_probability) : null],
-      ["judged by the threshold", el("span", { id: "judged-by" }, num(threshold, 4) + (source ? ` (${source})` : ""))],
+      [lower < threshold ? "judged by the band" : "judged by the threshold", el("span", { id: "judged-by", class: r.threshold_supported === false ? "unsupported" : "" }, judgedBy)],
       [r.kind === "photo" ? "faces" : "frames of the deciding person", r.frames_or_faces],
       ["face tracks / persons", `${r.tracks} / ${r.persons}`],
       ["time", j.seconds ? `verdict in ${duration(j.seconds.verdict)}, evidence in ${duration(j.seconds.total)}` : null],
@@ -263,7 +273,7 @@ function showResult(j) {
       persons.map((p) => el("tr", { class: p.decides ? "decides" : "" },
         el("td", {}, `#${p.track}`), el("td", {}, p.frames), el("td", {}, num(p.fake_probability)),
         el("td", {}, num(p.max_probability)),
-        el("td", {}, p.fake_probability >= threshold ? "fake" : "real"),
+        el("td", {}, judge(p.fake_probability)),
         el("td", {}, p.decides ? "decides the verdict" : (p.person ? "" : "seen too briefly to count"))))));
   }
   const media = el("div", { class: "media" });
