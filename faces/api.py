@@ -197,6 +197,8 @@ class Predictor:
         self.band = resolve_band(threshold, cal, "frame")
         self.video_band = resolve_band(threshold, cal, "video")
         self.threshold, self.threshold_source = self.band.upper, self.band.source
+        if self.band.note:  # a point the validation data does not support: said once, here
+            log.warning("%s", self.band.note)
         self.batch_size = given["batch_size"] or (32 if device.type == "cuda" else 8)
         self.num_workers = given["num_workers"] or 0
         self.max_pixels = given["max_pixels"]
