@@ -36,6 +36,24 @@ MAX_FRAMES = 10_000_000
 # a face crop's side over the face box's: at 10 the face is a tenth of the crop
 MAX_MARGIN = 10.0
 # how a detector's forward runs when it scores (model.backends): every door offers these
+def available_cores():
+    """The cores this process may run on: its CPU affinity (a container's, taskset's or a
+    scheduler's share), else the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def default_threads(workers=0, processes=1):
+    """Intra-op threads for one process: the cores it may use (``available_cores``), shared
+    among the ``processes`` of one machine (torchrun's ranks, the page's workers), less one for
+    each loader or decoding worker beside it; at least 1. More threads than free cores make every
+    parallel operation wait for a thread that another process holds: on 2 shared cores the demo's
+    training fell from 18 to 2 images/s beside one busy process with 2 threads, 11 with 1."""
+    return max(1, available_cores() // max(1, int(processes)) - max(0, int(workers)))
+
+
 # the named crop rules of faces.rules: how the faces of each published checkpoint's data were cut
 CROP_RULES = ("deepfakebench", "ffpp", "recce", "box")
 BACKENDS = ("torch", "onnxruntime", "auto")

@@ -29,9 +29,10 @@ import os
 import sys
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # waiting threads sleep: see train.py
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # broken videos are reported by us, once
 
-from checks import BACKENDS, CROP_RULES, PRECISIONS  # noqa: E402
+from checks import BACKENDS, CROP_RULES, PRECISIONS, default_threads  # noqa: E402
 from checks import MAX_INPUT_SIZE as MAX_IMAGE_SIZE  # noqa: E402,F401 - the one bound of -s
 from errors import UserError, flags, run_cli  # noqa: E402
 from faces.arguments import check_keywords  # noqa: E402
@@ -134,7 +135,8 @@ def parse_args(argv=None):
                    help="fp32 (default), bf16 (autocast), auto (bf16 where the CPU has native "
                         "bf16 and it stays close to fp32 on a check batch)")
     p.add_argument("--threads", type=int, default=None,
-                   help="intra-op threads of torch and onnxruntime (default: the machine's cores)")
+                   help="intra-op threads of torch and onnxruntime (default: the cores this "
+                        "process may use, shared among torchrun's ranks of the machine)")
     p.add_argument("--eager", action="store_true",
                    help="GPU: run the plain forward instead of replaying CUDA graphs")
     p.add_argument("--threshold", default=None,
@@ -197,7 +199,9 @@ def _predictor(args, media=False):
         checkpoint_path(args), device, trust=args.trust, model=args.model,
         num_classes=args.num_classes, image_size=args.image_size, imports=args.imports,
         threshold=args.threshold, max_pixels=args.max_pixels, graphs=not args.eager,
-        backend=args.backend, precision=args.precision, threads=args.threads,
+        backend=args.backend, precision=args.precision,
+        threads=args.threads if args.threads is not None else default_threads(
+            0, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)),
         batch_size=args.batch_size if args.batch_size is not None else
         BATCH["gpu" if not cpu else "faces" if media else "crops"],
         num_workers=args.num_workers if args.num_workers is not None else (2 if cpu else 4))

@@ -16,6 +16,7 @@ import os
 import sys
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # waiting threads sleep: see train.py
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
 from checks import BACKENDS, PRECISIONS  # noqa: E402
@@ -44,7 +45,8 @@ def parse_args(argv=None):
     p.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="fp32 (default), bf16, auto (as inference.py's --precision)")
     p.add_argument("--threads", type=int, default=None,
-                   help="intra-op threads of each worker's forward (default: as torch starts)")
+                   help="intra-op threads of each worker's forward (default: the cores the "
+                        "server may use, shared among its --workers)")
     p.add_argument("--model", default=None,
                    help="the detector of a bare state dict (as inference.py's --model)")
     p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
@@ -129,8 +131,10 @@ def main(argv=None):
         from webapp.app import create_app
         from webapp.pool import Workers
         from webapp.store import JobStore
+        from checks import default_threads
+        threads = args.threads if args.threads is not None else default_threads(0, args.workers)
         load = {"model": args.model, "imports": list(args.imports), "trust": args.trust,
-                "backend": args.backend, "precision": args.precision, "threads": args.threads}
+                "backend": args.backend, "precision": args.precision, "threads": threads}
         with flags(model="--model", imports="--import", device="--device", backend="--backend",
                    precision="--precision", threads="--threads"):
             info = model_info(Predictor.from_checkpoint(ckpt, args.device, **load), ckpt)

@@ -11,6 +11,9 @@ import os
 import sys
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+# threads that wait for work sleep instead of spinning (set before torch loads OpenMP): on a
+# machine shared with another busy process, spinning threads take the cores the work needs
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def parse_args(argv=None):
@@ -19,6 +22,10 @@ def parse_args(argv=None):
     parser.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. config.optimizer.lr=1e-4 "
                              "(dataset branches: train_cfg.num_steps=500); repeatable")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="intra-op threads of each training process (default: the cores it "
+                             "may use, shared among the ranks of its machine, less one per loader "
+                             "worker)")
     # torch.distributed.launch passes --local-rank=K (older releases --local_rank K)
     parser.add_argument("--local-rank", "--local_rank", dest="local_rank", type=int, default=None)
     return parser.parse_args(argv)
@@ -52,11 +59,14 @@ def main(argv=None):
     from trainer.config import load_config, split_overrides
 
     def body():
+        if args.threads is not None:
+            from checks import check_value
+            check_value("--threads", args.threads, "threads")
         model_opts, dataset_opts = split_overrides(args.opt)
         cfg = load_config(args.config, model_opts, dataset_opts)
         from trainer.train import Interrupted, run
         try:
-            result = run(cfg, args.local_rank)  # from here the trainer stops between steps
+            result = run(cfg, args.local_rank, args.threads)  # from here the trainer stops between steps
         except Interrupted as exc:
             print(str(exc), file=sys.stderr)
             return 128 + int(exc.signum)

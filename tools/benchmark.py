@@ -6,11 +6,13 @@
     python tools/benchmark.py video      # inference.py --video: decode / detect / score, memory
     python tools/benchmark.py shard      # extract_faces.py and inference.py: 1 and 2 torchrun ranks
     python tools/benchmark.py backends   # scoring by backend and precision: forward, API, video
+    python tools/benchmark.py contention # the demo's training alone and beside a busy process
 
 Compare ratios measured in the same run: this machine is shared and noisy.
 """
 import argparse
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -20,6 +22,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # waiting threads sleep: see train.py
 
 import torch  # noqa: E402
 
@@ -269,9 +272,75 @@ def _time_ranks(port, script, unit, count, threads, arguments, output, result, w
         print(f"| {name} | {t:.1f} | {count / t:.1f} | {base / t:.2f} |", flush=True)
 
 
+# -- contention: the demo's training alone and beside a second busy process (a scoring loop:
+# RECCE forward passes at torch's default threads), under the training defaults (threads from the
+# cores it may use less its loader workers, waiting threads asleep) and under the settings before
+# them (one intra-op thread per core, threads spinning while they wait). The training rate is the
+# images/s of its logging windows after the first; the target is a busy/quiet ratio of at least
+# 0.4 (the fair share of one of two busy processes is 0.5).
+# a second user's process: scoring crops as fast as it can, with torch's default threads
+COMPETITOR = """
+import sys, torch
+sys.path.insert(0, sys.argv[1])
+from model import Recce
+model = Recce().eval()
+x = torch.rand(8, 3, 64, 64)
+with torch.no_grad():
+    while True:
+        model(x)
+"""
+
+
+def _train_rate(run_root, steps, extra_env, extra_args):
+    """images/s of the demo's training over its logging windows after the first (a window of 25
+    steps), from the trainer's own log lines."""
+    env = {**os.environ, **extra_env}
+    cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--opt", f"train_cfg.num_steps={steps}",
+           "--opt", "train_cfg.log_steps=25", "--opt", f"train_cfg.val_steps={steps * 10}",
+           "--opt", f"config.ckpt_fold={run_root}",
+           "--opt", f"config.id=c{int(time.time() * 1000)}"] + extra_args
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600)
+    if out.returncode:
+        raise SystemExit(f"training failed: {out.stderr[-600:]}")
+    rates = [float(m) for m in re.findall(r"step \d+/\d+ .* (\d+(?:\.\d+)?) img/s", out.stderr)]
+    if len(rates) < 2:
+        raise SystemExit(f"no rate in the training log: {out.stderr[-600:]}")
+    return sum(rates[1:]) / len(rates[1:])
+
+
+def bench_contention(args):
+    steps = args.contention_steps
+    settings = [
+        ("defaults (threads by cores less loader workers, waiting threads asleep)", {}, []),
+        # an empty OMP_WAIT_POLICY is OpenMP's own default (spin, then sleep), as before
+        ("one thread per core, OpenMP's default waiting", {"OMP_WAIT_POLICY": ""},
+         ["--threads", str(os.cpu_count() or 1)]),
+    ]
+    print(f"demo training, {steps} steps, {os.cpu_count()} cores "
+          f"(affinity {len(os.sched_getaffinity(0))}); rate = mean images/s after the first "
+          "25-step window")
+    print(f"{'setting':<72} {'quiet':>7} {'busy':>7} {'ratio':>6}")
+    with tempfile.TemporaryDirectory() as runs:
+        subprocess.run([sys.executable, os.path.join(ROOT, "tools", "make_demo_dataset.py")],
+                       cwd=ROOT, capture_output=True, timeout=600)
+        for name, env, extra in settings:
+            quiet = _train_rate(runs, steps, env, extra)
+            rival = subprocess.Popen([sys.executable, "-c", COMPETITOR, ROOT],
+                                     env={**os.environ, "OMP_WAIT_POLICY": ""},
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                time.sleep(3)  # the rival at work before the training starts
+                busy = _train_rate(runs, steps, env, extra)
+            finally:
+                rival.kill()
+                rival.wait()
+            print(f"{name:<72} {quiet:7.1f} {busy:7.1f} {busy / quiet:6.2f}", flush=True)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("what", choices=["model", "data", "inference", "video", "backends", "shard"], nargs="?", default="model")
+    parser.add_argument("what", choices=["model", "data", "inference", "video", "backends", "shard",
+                                                  "contention"], nargs="?", default="model")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, default=299)
     parser.add_argument("--repeats", type=int, default=5)
@@ -293,6 +362,8 @@ def main(argv=None):
     parser.add_argument("--api-images", type=int, default=32,
                         help="backends: crops scored through the API per repeat")
     parser.add_argument("--ckpt", help="backends: the demo's checkpoint (video and test AUC)")
+    parser.add_argument("--contention-steps", type=int, default=100,
+                        help="contention: training steps per run")
     parser.add_argument("--config", help="backends: its run's config.yml (the test split)")
     args = parser.parse_args(argv)
     if args.threads:
@@ -303,6 +374,8 @@ def main(argv=None):
         bench_data(args)
     elif args.what == "shard":
         bench_shard(args)
+    elif args.what == "contention":
+        bench_contention(args)
     elif args.what == "backends":
         from tools.bench_backends import bench_backends
         bench_backends(args)

@@ -823,7 +823,22 @@ def _install_signal_handlers(trainer):
     return lambda: [signal.signal(s, h) for s, h in previous.items()]
 
 
-def run(cfg, local_rank=None):
+def set_training_threads(cfg, threads=None):
+    """torch's intra-op threads for a training process: ``threads`` where given (train.py
+    --threads), else ``checks.default_threads``: the cores this process may use, shared among the
+    ranks of its machine, less one for each loader worker beside it. Returns the number."""
+    from checks import default_threads
+    if threads is None:
+        threads = default_threads(cfg["data"]["num_workers"],
+                                  int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    torch.set_num_threads(int(threads))
+    return int(threads)
+
+
+def run(cfg, local_rank=None, threads=None):
+    n = set_training_threads(cfg, threads)
+    log.info("intra-op threads: %d%s", n, " (--threads)" if threads else
+             " (the cores this process may use, less its loader workers: --threads sets them)")
     trainer = Trainer(cfg, local_rank)
     restore = _install_signal_handlers(trainer)
     try:
