@@ -1,6 +1,7 @@
 """checks.py: the one set of value rules (``check_value``) every door uses, and the bounds they
 share (``MAX_INPUT_SIZE`` and the others)."""
 import math
+import os
 
 import numpy as np
 import pytest
@@ -84,3 +85,50 @@ def test_a_keyword_argument_takes_no_text_for_a_number_and_names_itself():
             check_argument("every", value, "frames?")
         assert info.value.arg == "every" and str(info.value).startswith("every: expected ")
 
+
+
+def test_default_threads_respect_affinity_ranks_and_workers(monkeypatch):
+    import checks
+    monkeypatch.setattr(checks.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5, 6, 7})
+    assert checks.available_cores() == 8
+    assert checks.default_threads() == 8
+    assert checks.default_threads(workers=2) == 6
+    assert checks.default_threads(workers=2, processes=4) == 1  # 2 cores a rank, 2 workers
+    assert checks.default_threads(workers=16) == 1
+    monkeypatch.setattr(checks.os, "sched_getaffinity", lambda pid: {3})  # taskset -c 3
+    assert checks.default_threads() == 1
+
+
+def test_entry_points_let_waiting_threads_sleep():
+    """Set before torch loads OpenMP; a user's own setting is kept."""
+    import subprocess
+    import sys
+    from conftest import ROOT
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    for mod in ("train", "test", "inference", "serve"):
+        code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); import {mod}, os; " \
+               "print(os.environ['OMP_WAIT_POLICY'])"
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                             text=True, timeout=120)
+        assert out.stdout.strip() == "PASSIVE", (mod, out.stderr[-300:])
+    out = subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r}); "
+                          "import train, os; print(os.environ['OMP_WAIT_POLICY'])"],
+                         env={**env, "OMP_WAIT_POLICY": "ACTIVE"}, capture_output=True, text=True,
+                         timeout=120)
+    assert out.stdout.strip() == "ACTIVE"
+
+
+def test_train_threads_flag(monkeypatch):
+    import torch
+
+    from trainer.train import set_training_threads
+    before = torch.get_num_threads()
+    try:
+        assert set_training_threads({"data": {"num_workers": 2}}, 1) == 1
+        assert torch.get_num_threads() == 1
+        import checks
+        monkeypatch.setattr(checks.os, "sched_getaffinity", lambda pid: set(range(6)))
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+        assert set_training_threads({"data": {"num_workers": 1}}) == 2  # 6 cores / 2 ranks - 1
+    finally:
+        torch.set_num_threads(before)
