@@ -383,6 +383,45 @@ def test_test_py_reports_calibration_and_the_rates_at_each_point(data, calibrate
     assert report["threshold"]["source"] == "fpr@0.1"
 
 
+@pytest.mark.slow
+def test_test_py_rows_read_as_inference_and_the_api_read_the_same_crops(data, calibrated,
+                                                                       tmp_path):
+    """One crop, one number under one name: test.py's scores.csv, inference.py --output and the
+    API give the same calibrated fake_probability and the same raw_probability for each crop of
+    a calibrated checkpoint; the metrics stay the raw scores'."""
+    import inference
+    import test as test_py
+    from faces import Predictor
+    out = tmp_path / "t"
+    assert test_py.main(["--config", data["cfg"], "--ckpt", calibrated, "--device", "cpu",
+                         "--out", str(out), "--opt", "data.test_branch=val_cfg"]) == 0
+    with open(out / "scores.csv", newline="") as fh:
+        tested = {os.path.abspath(r["path"]): r for r in csv.DictReader(fh)}
+    assert len(tested) == 12
+    assert inference.main(["-b", calibrated, "-f", data["root"], "--recursive", "-d", "cpu",
+                           "--output", str(tmp_path / "rows.csv")]) == 0
+    with open(tmp_path / "rows.csv", newline="") as fh:
+        inferred = {os.path.abspath(r["path"]): r for r in csv.DictReader(fh)}
+    assert set(inferred) == set(tested)
+    paths = sorted(tested)
+    api = Predictor.from_checkpoint(calibrated, "cpu").predict(paths)
+    for path, p in zip(paths, api):
+        row = tested[path]
+        raw, shown = float(row["raw_probability"]), float(row["fake_probability"])
+        assert raw == pytest.approx(1 / (1 + math.exp(-float(row["logit"]))), abs=1e-6)
+        assert shown == pytest.approx(1 / (1 + math.exp(-float(row["logit"]) / 2.0)), abs=1e-12)
+        assert abs(shown - raw) > 1e-4  # calibrated: not the raw number under its name
+        assert float(inferred[path]["fake_probability"]) == pytest.approx(shown, abs=1e-5)
+        assert float(inferred[path]["raw_probability"]) == pytest.approx(raw, abs=1e-5)
+        assert p == pytest.approx(shown, abs=1e-5)
+    from sklearn.metrics import roc_auc_score
+    metrics = json.load(open(out / "metrics.json"))
+    labels = [int(tested[p]["label"]) for p in paths]
+    raws = [float(tested[p]["raw_probability"]) for p in paths]
+    assert roc_auc_score(labels, raws) == metrics["AUC"]
+    assert float(np.mean((np.array(raws) >= 0.5) == labels)) == metrics["ACC"]
+
+
 # ------------------------------------------------------------------ stored calibrations, tampered
 GOOD = {"temperature": 2.0,
         "points": {name: {"threshold": t, "fpr": f, "tpr": r} for name, t, f, r in (
