@@ -210,7 +210,8 @@ def test_health_model_page_and_openapi(done, files):
     assert h["status"] == "ok" and h["queued"] == 0 and h["running"] == 0
     m = s.client.get("/api/model").json()
     assert m["detector"] and m["input_spec"]["size"] == [48, 48]
-    assert m["checkpoint"] == os.path.abspath(files["ckpt"]) and m["calibration"] is None
+    assert m["checkpoint"] == files["ckpt"] and m["calibration"] is None  # as given
+    assert m["checkpoint_path"] == os.path.abspath(files["ckpt"])
     assert m["operating_points"] == [] and m["face_detectors"] == ["dlib"]
     assert (m["backend"], m["precision"]) == ("torch", "fp32")
     page = s.client.get("/")
@@ -224,6 +225,34 @@ def test_health_model_page_and_openapi(done, files):
                   "/api/health", "/api/model"):
         assert route in paths, route
     assert set(paths["/api/jobs/{job_id}"]) == {"get", "delete"}
+
+
+def test_a_photo_reads_as_persons_and_paths_read_as_given(done, files, predictors):
+    """A photo's result counts persons, one per face (never "face tracks / persons 1 / 0"); a
+    video's keeps its tracks and the persons among them. The checkpoint is shown as it was
+    given: an absolute path whole, leading "/" included, a relative one relative."""
+    import html
+    import serve
+    s, (video, pic) = done
+    faces = pic["result"]["frames_or_faces"]
+    assert faces >= 1 and pic["result"]["persons"] == 0  # the record's own count of tracks
+    page = html.unescape(s.client.get(f"/api/jobs/{pic['id']}/report.html").text)
+    assert f"<tr><th>persons (one per face)</th><td>{faces}</td></tr>" in page
+    assert "face tracks / persons" not in page
+    page = html.unescape(s.client.get(f"/api/jobs/{video['id']}/report.html").text)
+    assert "<tr><th>face tracks / persons</th><td>2 / 2</td></tr>" in page
+    assert "persons (one per face)" not in page
+    assert os.path.isabs(files["ckpt"])
+    assert f"<tr><th>checkpoint</th><td>{files['ckpt']}</td></tr>" in page
+    pdf = s.client.get(f"/api/jobs/{pic['id']}/report.pdf")
+    assert pdf.status_code == 200
+    relative = os.path.relpath(files["ckpt"])
+    info = serve.model_info(predictors.get(None), relative)
+    assert info["checkpoint"] == relative and info["checkpoint_path"] == files["ckpt"]
+    # the page's script shows the path it is given, whole, and a photo's persons
+    script = s.client.get("/static/app.js").text
+    assert 'const ckpt = model.checkpoint || "";' in script
+    assert '["persons (one per face)", r.frames_or_faces]' in script
 
 
 def _only_jobs(store):
