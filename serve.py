@@ -109,6 +109,7 @@ def main(argv=None):
         check_args(args)
         try:
             import fastapi  # noqa: F401
+            import fastapi_offline  # noqa: F401 - the files of /docs, served locally
             import multipart  # noqa: F401
             import uvicorn
         except ImportError as exc:

@@ -117,6 +117,15 @@ def test_the_page_in_a_browser(tmp_path):
                 page.set_viewport_size({"width": 390, "height": 844})
                 page.evaluate("window.scrollTo(0, 0)")
                 page.screenshot(path=os.path.join(shots, "phone_jobs.png"))
+            # the API's documentation renders from this server alone (no CDN)
+            asked = []
+            docs = browser.new_page()
+            docs.on("request", lambda r: asked.append(r.url))
+            docs.goto(url + "docs")
+            docs.locator(".swagger-ui .info .title").wait_for(timeout=30_000)
+            assert "RECCE" in docs.locator(".swagger-ui .info .title").inner_text()
+            assert docs.locator(".swagger-ui .opblock").count() >= 7  # the routes, rendered
+            assert asked and all(u.startswith(url) for u in asked), asked
             browser.close()
     finally:
         server.terminate()
