@@ -256,7 +256,8 @@ def test_calibrate_tool_refuses_a_fit_without_spread_and_writes_nothing(data, ca
 def test_train_py_leaves_a_best_checkpoint_uncalibrated_where_the_fit_is_refused(
         demo_root, tmp_path):
     """A run whose head is zeroed after every step validates logits that are all equal: the best
-    checkpoint has no calibration, and the log and train.py's closing line say why."""
+    checkpoint has no calibration, and the log and train.py's closing line say why. The same run
+    left alone is calibrated (the control)."""
     from conftest import ROOT
     from train import summary_lines
     from trainer.config import load_config
@@ -269,13 +270,24 @@ def test_train_py_leaves_a_best_checkpoint_uncalibrated_where_the_fit_is_refused
                 trainer.model.fc.weight.zero_()
 
     root = image_list_tree(demo_root, tmp_path / "d")
-    cfg = load_config(write_config(
-        tmp_path, root, steps=2, val_steps=2, batch=4, model={"name": "TinyDetector"},
-        extra={"imports": [os.path.join(ROOT, "tests", "plugins", "tiny_detector.py")]}))
-    trainer = Trainer(cfg)
-    trainer.add_hook(Flat())
-    result = trainer.fit()
-    trainer.close()
+
+    def train(run_id, *hooks):
+        cfg = load_config(write_config(
+            tmp_path, root, steps=3, val_steps=3, batch=4, model={"name": "TinyDetector"},
+            run_id=run_id, extra={"imports": [os.path.join(ROOT, "tests", "plugins",
+                                                           "tiny_detector.py")],
+                                  "seed": 7, "optimizer": {"name": "sgd", "lr": 0.5}}))
+        trainer = Trainer(cfg)
+        for hook in hooks:
+            trainer.add_hook(hook)
+        result = trainer.fit()
+        trainer.close()
+        return result
+    control = train("control")
+    stored = torch.load(control["best_checkpoint"], weights_only=True)["calibration"]
+    assert stored["fitted_on"]["weights"] == "raw"
+    assert summary_lines(control).splitlines()[-1].startswith("calibrated: temperature ")
+    result = train("flat", Flat())
     log = open(os.path.join(result["run_dir"], "train_rank0.log")).read().splitlines()
     said = [line.split(" WARNING ", 1)[1] for line in log if "not calibrated" in line]
     why = "calibration: the 12 frames' logits are all equal ("
