@@ -89,11 +89,12 @@ def check_args(args):
 
 
 def model_info(predictor, checkpoint):
-    """What /api/model says of the loaded detector."""
+    """What /api/model says of the loaded detector: ``checkpoint`` the path as it was given
+    (shown so on the page and in the reports), ``checkpoint_path`` the file's absolute path."""
     m = predictor.model
     spec = predictor.spec
     return {"detector": getattr(m, "name", None) or type(m).__name__,
-            "checkpoint": os.path.abspath(checkpoint),
+            "checkpoint": os.fspath(checkpoint), "checkpoint_path": os.path.abspath(checkpoint),
             "checkpoint_kind": getattr(m, "spec_source", None),
             "uses_ema": getattr(m, "uses_ema", None),
             "input_spec": {"size": list(spec.size), "mean": list(spec.mean), "std": list(spec.std)},
@@ -110,6 +111,7 @@ def main(argv=None):
         check_args(args)
         try:
             import fastapi  # noqa: F401
+            import fastapi_offline  # noqa: F401 - the files of /docs, served locally
             import multipart  # noqa: F401
             import uvicorn
         except ImportError as exc:

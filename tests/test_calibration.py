@@ -256,7 +256,8 @@ def test_calibrate_tool_refuses_a_fit_without_spread_and_writes_nothing(data, ca
 def test_train_py_leaves_a_best_checkpoint_uncalibrated_where_the_fit_is_refused(
         demo_root, tmp_path):
     """A run whose head is zeroed after every step validates logits that are all equal: the best
-    checkpoint has no calibration, and the log and train.py's closing line say why."""
+    checkpoint has no calibration, and the log and train.py's closing line say why. The same run
+    left alone is calibrated (the control)."""
     from conftest import ROOT
     from train import summary_lines
     from trainer.config import load_config
@@ -269,13 +270,24 @@ def test_train_py_leaves_a_best_checkpoint_uncalibrated_where_the_fit_is_refused
                 trainer.model.fc.weight.zero_()
 
     root = image_list_tree(demo_root, tmp_path / "d")
-    cfg = load_config(write_config(
-        tmp_path, root, steps=2, val_steps=2, batch=4, model={"name": "TinyDetector"},
-        extra={"imports": [os.path.join(ROOT, "tests", "plugins", "tiny_detector.py")]}))
-    trainer = Trainer(cfg)
-    trainer.add_hook(Flat())
-    result = trainer.fit()
-    trainer.close()
+
+    def train(run_id, *hooks):
+        cfg = load_config(write_config(
+            tmp_path, root, steps=3, val_steps=3, batch=4, model={"name": "TinyDetector"},
+            run_id=run_id, extra={"imports": [os.path.join(ROOT, "tests", "plugins",
+                                                           "tiny_detector.py")],
+                                  "seed": 7, "optimizer": {"name": "sgd", "lr": 0.5}}))
+        trainer = Trainer(cfg)
+        for hook in hooks:
+            trainer.add_hook(hook)
+        result = trainer.fit()
+        trainer.close()
+        return result
+    control = train("control")
+    stored = torch.load(control["best_checkpoint"], weights_only=True)["calibration"]
+    assert stored["fitted_on"]["weights"] == "raw"
+    assert summary_lines(control).splitlines()[-1].startswith("calibrated: temperature ")
+    result = train("flat", Flat())
     log = open(os.path.join(result["run_dir"], "train_rank0.log")).read().splitlines()
     said = [line.split(" WARNING ", 1)[1] for line in log if "not calibrated" in line]
     why = "calibration: the 12 frames' logits are all equal ("
@@ -381,6 +393,45 @@ def test_test_py_reports_calibration_and_the_rates_at_each_point(data, calibrate
         assert point["test_fpr"] == pytest.approx(called[labels == 0].mean())
         assert point["test_tpr"] == pytest.approx(called[labels == 1].mean())
     assert report["threshold"]["source"] == "fpr@0.1"
+
+
+@pytest.mark.slow
+def test_test_py_rows_read_as_inference_and_the_api_read_the_same_crops(data, calibrated,
+                                                                       tmp_path):
+    """One crop, one number under one name: test.py's scores.csv, inference.py --output and the
+    API give the same calibrated fake_probability and the same raw_probability for each crop of
+    a calibrated checkpoint; the metrics stay the raw scores'."""
+    import inference
+    import test as test_py
+    from faces import Predictor
+    out = tmp_path / "t"
+    assert test_py.main(["--config", data["cfg"], "--ckpt", calibrated, "--device", "cpu",
+                         "--out", str(out), "--opt", "data.test_branch=val_cfg"]) == 0
+    with open(out / "scores.csv", newline="") as fh:
+        tested = {os.path.abspath(r["path"]): r for r in csv.DictReader(fh)}
+    assert len(tested) == 12
+    assert inference.main(["-b", calibrated, "-f", data["root"], "--recursive", "-d", "cpu",
+                           "--output", str(tmp_path / "rows.csv")]) == 0
+    with open(tmp_path / "rows.csv", newline="") as fh:
+        inferred = {os.path.abspath(r["path"]): r for r in csv.DictReader(fh)}
+    assert set(inferred) == set(tested)
+    paths = sorted(tested)
+    api = Predictor.from_checkpoint(calibrated, "cpu").predict(paths)
+    for path, p in zip(paths, api):
+        row = tested[path]
+        raw, shown = float(row["raw_probability"]), float(row["fake_probability"])
+        assert raw == pytest.approx(1 / (1 + math.exp(-float(row["logit"]))), abs=1e-6)
+        assert shown == pytest.approx(1 / (1 + math.exp(-float(row["logit"]) / 2.0)), abs=1e-12)
+        assert abs(shown - raw) > 1e-4  # calibrated: not the raw number under its name
+        assert float(inferred[path]["fake_probability"]) == pytest.approx(shown, abs=1e-5)
+        assert float(inferred[path]["raw_probability"]) == pytest.approx(raw, abs=1e-5)
+        assert p == pytest.approx(shown, abs=1e-5)
+    from sklearn.metrics import roc_auc_score
+    metrics = json.load(open(out / "metrics.json"))
+    labels = [int(tested[p]["label"]) for p in paths]
+    raws = [float(tested[p]["raw_probability"]) for p in paths]
+    assert roc_auc_score(labels, raws) == metrics["AUC"]
+    assert float(np.mean((np.array(raws) >= 0.5) == labels)) == metrics["ACC"]
 
 
 # ------------------------------------------------------------------ stored calibrations, tampered

@@ -402,7 +402,7 @@ def test_metrics_recompute_exactly_from_scores_csv(tmp_path, demo_root, good_ckp
     metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())
     rows = list(csv.DictReader(open(tmp_path / "o" / "scores.csv")))
     y = np.array([int(r["label"]) for r in rows])
-    p = np.array([float(r["fake_probability"]) for r in rows])
+    p = np.array([float(r["raw_probability"]) for r in rows])  # the metrics' own, the logits'
     z = np.array([float(r["logit"]) for r in rows])
     assert np.allclose(1 / (1 + np.exp(-z)), p, atol=1e-6)
     assert roc_auc_score(y, p) == metrics["AUC"]

@@ -539,7 +539,9 @@ def test_a_detector_of_ones_own_goes_through_every_entry_point(tmp_path):
                  str(tmp_path / "t"), "--device", "cpu"])
     assert proc.returncode == 0, proc.stderr[-2000:]
     with open(tmp_path / "t" / "scores.csv") as fh:
-        tested = {r["path"]: float(r["fake_probability"]) for r in csv.DictReader(fh)}
+        rows = list(csv.DictReader(fh))
+    tested = {r["path"]: float(r["raw_probability"]) for r in rows}
+    shown = {r["path"]: float(r["fake_probability"]) for r in rows}
     assert len(tested) == 12
 
     proc = _cli(["inference.py", "-b", str(ckpt), "-f", data, "-d", "cpu", "--import", PLUGIN,
@@ -547,10 +549,14 @@ def test_a_detector_of_ones_own_goes_through_every_entry_point(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "default input spec" not in proc.stderr
     with open(tmp_path / "inf.csv") as fh:
-        # the raw probabilities: the run's best checkpoint is calibrated, test.py's scores are raw
-        inferred = {r["path"]: float(r["raw_probability"]) for r in csv.DictReader(fh)}
+        # the raw probabilities and the ones a person reads (calibrated where the run's best
+        # checkpoint is), each the same in test.py's scores.csv
+        read = list(csv.DictReader(fh))
+    inferred = {r["path"]: float(r["raw_probability"]) for r in read}
+    inferred_shown = {r["path"]: float(r["fake_probability"]) for r in read}
     assert set(inferred) == set(tested)
     assert max(abs(inferred[p] - tested[p]) for p in tested) < 1e-4
+    assert max(abs(inferred_shown[p] - shown[p]) for p in tested) < 1e-4
     assert len(set(round(p, 6) for p in tested.values())) > 1  # the probabilities are not constant
 
     if _has("dlib"):  # the default face detector of videos
@@ -606,9 +612,12 @@ def test_a_recce_trained_at_64_px_scores_alike_in_test_and_inference(demo_root, 
     cfg["data"]["test_branch"] = "val_cfg"
     _, _, out_dir, n, _ = run_test(cfg, ckpt, "cpu", str(tmp_path / "t"))
     with open(os.path.join(out_dir, "scores.csv")) as fh:
-        tested = {r["path"]: float(r["fake_probability"]) for r in csv.DictReader(fh)}
+        scored = list(csv.DictReader(fh))
+    tested = {r["path"]: float(r["raw_probability"]) for r in scored}
+    shown = {r["path"]: float(r["fake_probability"]) for r in scored}
     rows = list(inference.score(inference.parse_args(["-b", ckpt, "-f", tree, "--recursive",
                                                       "-d", "cpu", "--num_workers", "0"])))
     assert len(rows) == len(tested) == n == 4
-    # the raw probabilities: inference.py's own are calibrated (the run's best checkpoint is)
+    # the raw probabilities, and the ones a person reads (calibrated where the checkpoint is)
     assert max(abs(raw - tested[path]) for path, _, _, raw in rows) < 1e-5
+    assert max(abs(prob - shown[path]) for path, prob, _, _ in rows) < 1e-5

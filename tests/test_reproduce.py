@@ -133,6 +133,25 @@ def test_every_paper_setting_has_a_config_that_loads(monkeypatch):
         "num_steps"] == 100000
 
 
+def test_reproduce_reads_the_raw_probabilities_of_scores_csv(tmp_path):
+    """The metrics of a table are test.py's, computed from the raw scores: of a calibrated
+    checkpoint's scores.csv, raw_probability; of a file written before that column,
+    fake_probability (then the raw one)."""
+    import tools.reproduce as rp
+    from trainer.testing import SCORE_COLUMNS
+    now, before = tmp_path / "now.csv", tmp_path / "before.csv"
+    with open(now, "w", newline="") as fh:
+        w = csv.DictWriter(fh, SCORE_COLUMNS)
+        w.writeheader()
+        w.writerow({"path": "a.png", "label": 1, "logit": 0.4, "fake_probability": 0.55,
+                    "raw_probability": 0.598687660112452, "video": "v", "method": "m"})
+    with open(before, "w", newline="") as fh:
+        fh.write("path,label,logit,fake_probability,video,method\n"
+                 "a.png,1,0.4,0.598687660112452,v,m\n")
+    for path in (now, before):
+        assert rp.read_scores(str(path)) == ([1], [0.598687660112452], ["v"], ["a.png"])
+
+
 def test_published_numbers_name_known_tables_rows_and_sources():
     from tools.reproduce import load_published, load_tables
     tables = load_tables()

@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -210,7 +211,8 @@ def test_health_model_page_and_openapi(done, files):
     assert h["status"] == "ok" and h["queued"] == 0 and h["running"] == 0
     m = s.client.get("/api/model").json()
     assert m["detector"] and m["input_spec"]["size"] == [48, 48]
-    assert m["checkpoint"] == os.path.abspath(files["ckpt"]) and m["calibration"] is None
+    assert m["checkpoint"] == files["ckpt"] and m["calibration"] is None  # as given
+    assert m["checkpoint_path"] == os.path.abspath(files["ckpt"])
     assert m["operating_points"] == [] and m["face_detectors"] == ["dlib"]
     assert (m["backend"], m["precision"]) == ("torch", "fp32")
     page = s.client.get("/")
@@ -224,6 +226,64 @@ def test_health_model_page_and_openapi(done, files):
                   "/api/health", "/api/model"):
         assert route in paths, route
     assert set(paths["/api/jobs/{job_id}"]) == {"get", "delete"}
+
+
+def test_a_photo_reads_as_persons_and_paths_read_as_given(done, files, predictors):
+    """A photo's result counts persons, one per face (never "face tracks / persons 1 / 0"); a
+    video's keeps its tracks and the persons among them. The checkpoint is shown as it was
+    given: an absolute path whole, leading "/" included, a relative one relative."""
+    import html
+    import serve
+    s, (video, pic) = done
+    faces = pic["result"]["frames_or_faces"]
+    assert faces >= 1 and pic["result"]["persons"] == 0  # the record's own count of tracks
+    page = html.unescape(s.client.get(f"/api/jobs/{pic['id']}/report.html").text)
+    assert f"<tr><th>persons (one per face)</th><td>{faces}</td></tr>" in page
+    assert "face tracks / persons" not in page
+    page = html.unescape(s.client.get(f"/api/jobs/{video['id']}/report.html").text)
+    assert "<tr><th>face tracks / persons</th><td>2 / 2</td></tr>" in page
+    assert "persons (one per face)" not in page
+    assert os.path.isabs(files["ckpt"])
+    assert f"<tr><th>checkpoint</th><td>{files['ckpt']}</td></tr>" in page
+    pdf = s.client.get(f"/api/jobs/{pic['id']}/report.pdf")
+    assert pdf.status_code == 200
+    relative = os.path.relpath(files["ckpt"])
+    info = serve.model_info(predictors.get(None), relative)
+    assert info["checkpoint"] == relative and info["checkpoint_path"] == files["ckpt"]
+    # the page's script shows the path it is given, whole, and a photo's persons
+    script = s.client.get("/static/app.js").text
+    assert 'const ckpt = model.checkpoint || "";' in script
+    assert '["persons (one per face)", r.frames_or_faces]' in script
+
+
+@pytest.mark.parametrize("route", ["/docs", "/redoc"])
+def test_the_api_docs_come_from_this_server_only(done, route):
+    """/docs (Swagger UI) and /redoc name no other host: every script, style sheet and icon is a
+    path of this server, and each answers 200 with its content."""
+    from html.parser import HTMLParser
+    s, _ = done
+    page = s.client.get(route)
+    assert page.status_code == 200 and "<html" in page.text
+
+    class Links(HTMLParser):
+        found = []
+
+        def handle_starttag(self, tag, attrs):
+            self.found += [v for k, v in attrs if k in ("src", "href", "spec-url") and v]
+    links = Links()
+    links.found = []
+    links.feed(page.text)
+    assert not re.search(r"https?://|(?<![\w:])//[\w.-]", page.text), page.text
+    assert len(links.found) >= 2
+    for url in links.found:
+        assert url.startswith("/"), url
+        got = s.client.get(url)
+        assert got.status_code == 200 and len(got.content) > 0, url
+    spec = s.client.get("/openapi.json").json()
+    assert spec["openapi"].startswith("3.1")
+    if route == "/docs":  # Swagger UI 5 or newer: it renders OpenAPI 3.1, which FastAPI writes
+        script = next(u for u in links.found if u.endswith(".js"))
+        assert "isOAS31" in s.client.get(script).text
 
 
 def _only_jobs(store):
@@ -569,6 +629,10 @@ def test_serve_py_says_one_line_for_what_a_user_can_get_wrong(tmp_path, monkeypa
     assert serve.main(["--threads", "0"]) == 2
     assert capsys.readouterr().err.strip() == ("error: --threads: expected a number of threads "
                                                "from 1 to 1024, got 0")
+    monkeypatch.setitem(sys.modules, "fastapi_offline", None)  # the files of /docs missing
+    assert serve.main(["--checkpoint", "missing.bin"]) == 2
+    assert capsys.readouterr().err.strip() == ("error: the page needs fastapi_offline: pip "
+                                               "install -r requirements-serve.txt")
     (tmp_path / "runs" / "Recce" / "a").mkdir(parents=True)
     (tmp_path / "runs" / "Recce" / "b").mkdir(parents=True)
     for name in ("a/best_model_3.bin", "a/best_model_10.bin", "b/best_model_1.bin"):

@@ -49,6 +49,7 @@ def test_the_page_in_a_browser(tmp_path):
             page = browser.new_page(viewport={"width": 1280, "height": 900}, accept_downloads=True)
             page.goto(url)
             page.wait_for_function("document.getElementById('model').textContent.startsWith('Detector')")
+            assert f"checkpoint {ckpt}, input" in _value(page, "#model")  # as given, whole
             # the keyboard reaches the file picker
             page.focus("#drop")
             with page.expect_file_chooser() as chooser:
@@ -73,6 +74,11 @@ def test_the_page_in_a_browser(tmp_path):
                 assert _value(page, "#judged-by").startswith("0.5000")
                 rows = page.locator("#result-body table").first.locator("tbody tr")
                 assert rows.count() == (2 if name.endswith(".avi") else 1)
+                told = " ".join(_value(page, "#result-body dl.facts").split())
+                if name.endswith(".avi"):
+                    assert "face tracks / persons 2 / 2" in told, told
+                else:  # one face, one person
+                    assert "persons (one per face) 1" in told and "face tracks" not in told, told
                 if name.endswith(".avi"):
                     assert "decides the verdict" in rows.first.inner_text()
                     page.wait_for_function("document.getElementById('annotated').readyState >= 1")
@@ -111,6 +117,15 @@ def test_the_page_in_a_browser(tmp_path):
                 page.set_viewport_size({"width": 390, "height": 844})
                 page.evaluate("window.scrollTo(0, 0)")
                 page.screenshot(path=os.path.join(shots, "phone_jobs.png"))
+            # the API's documentation renders from this server alone (no CDN)
+            asked = []
+            docs = browser.new_page()
+            docs.on("request", lambda r: asked.append(r.url))
+            docs.goto(url + "docs")
+            docs.locator(".swagger-ui .info .title").wait_for(timeout=30_000)
+            assert "RECCE" in docs.locator(".swagger-ui .info .title").inner_text()
+            assert docs.locator(".swagger-ui .opblock").count() >= 7  # the routes, rendered
+            assert asked and all(u.startswith(url) for u in asked), asked
             browser.close()
     finally:
         server.terminate()

@@ -161,7 +161,7 @@ def bench_demo(args):
             import csv
             with open(os.path.join(tmp, precision, "scores.csv")) as fh:
                 rows = list(csv.DictReader(fh))
-            res[precision] = (metrics["AUC"], np.array([float(r["fake_probability"])
+            res[precision] = (metrics["AUC"], np.array([float(r["raw_probability"])
                                                         for r in rows]))
         dp = np.abs(res["bf16"][1] - res["fp32"][1])
         changed = int(((res["bf16"][1] >= 0.5) != (res["fp32"][1] >= 0.5)).sum())

@@ -348,12 +348,14 @@ def check_data(plan):
 
 # --------------------------------------------------------------------------------------- results
 def read_scores(path):
-    """(labels, probabilities, video ids, frame paths) of a test.py scores.csv."""
+    """(labels, probabilities, video ids, frame paths) of a test.py scores.csv: the detector's
+    raw probabilities, from which test.py's metrics are computed (``raw_probability``; a file
+    written before that column, ``fake_probability``, which was the raw one then)."""
     labels, probs, videos, paths = [], [], [], []
     with open(path, newline="", encoding="utf-8") as fh:
         for r in csv.DictReader(fh):
             labels.append(int(r["label"]))
-            probs.append(float(r["fake_probability"]))
+            probs.append(float(r.get("raw_probability") or r["fake_probability"]))
             videos.append(r["video"])
             paths.append(r["path"])
     return labels, probs, videos, paths

@@ -261,22 +261,34 @@ def _reliability_panel(ax, hist, labels, curves, unit):
     hist.set_ylabel(f"{unit} per bin")
 
 
+# test.py's scores.csv, one row per frame: ``fake_probability`` is the probability a person reads
+# (calibrated where the checkpoint is, as inference.py's --output, the API and the page have it),
+# ``raw_probability`` the detector's own (from which, as from the logit, every metric recomputes)
+SCORE_COLUMNS = ("path", "label", "logit", "fake_probability", "raw_probability", "video",
+                 "method")
+
+
 def save_outputs(out_dir, metrics, res, items, title="", video_rule="project", calibration=None):
-    """metrics.json (with ``video_grouping``: the rule of its video level), scores.csv (logit and
-    probability at full precision: every metric recomputes exactly from it), and, when both
-    classes are present, roc_curve.pickle and roc.png. Each file is written atomically. Returns
-    the names written."""
+    """metrics.json (with ``video_grouping``: the rule of its video level), scores.csv
+    (``SCORE_COLUMNS``: the logit and the probabilities at full precision, every metric
+    recomputes exactly from the logit or the raw probability; ``fake_probability`` calibrated by
+    ``calibration`` where given), and, when both classes are present, roc_curve.pickle and
+    roc.png. Each file is written atomically. Returns the names written."""
     os.makedirs(out_dir, exist_ok=True)
     written = ["metrics.json", "scores.csv"]
     atomic_write(os.path.join(out_dir, "metrics.json"), lambda fh: json.dump(
         {**_json_values(metrics), "video_grouping": video_rule}, fh, indent=2))
 
+    shown = res["prob"] if calibration is None else \
+        np.atleast_1d(calibration.probability(np.asarray(res["logit"], np.float64)))
+
     def scores(fh):
         w = csv.writer(fh)
-        w.writerow(["path", "label", "logit", "fake_probability", "video", "method"])
-        for i, y, z, p, v in zip(res["index"], res["label"], res["logit"], res["prob"],
-                                 res["video"]):
-            w.writerow([items[i].path, int(y), repr(float(z)), repr(float(p)), v, items[i].method])
+        w.writerow(SCORE_COLUMNS)
+        for i, y, z, p, raw, v in zip(res["index"], res["label"], res["logit"], shown,
+                                      res["prob"], res["video"]):
+            w.writerow([items[i].path, int(y), repr(float(z)), repr(float(p)), repr(float(raw)),
+                        v, items[i].method])
     atomic_write(os.path.join(out_dir, "scores.csv"), scores, newline="")
     if len(np.unique(res["label"])) == 2:
         fpr, tpr, thr = roc(res["label"], res["prob"])

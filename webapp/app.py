@@ -17,6 +17,7 @@ import shutil
 import time
 
 from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
@@ -27,6 +28,14 @@ from .store import FINISHED, JobStore, new_id, valid_id
 from .worker import OUT
 
 STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
+DOCS_ASSETS = "/docs-assets"  # Swagger UI's and ReDoc's files, served here: /docs works offline
+
+
+def docs_assets():
+    """The folder of Swagger UI's and ReDoc's files that the pip package fastapi-offline ships
+    (requirements-serve.txt; serve.py says so in one line where it is missing)."""
+    from importlib.resources import files
+    return str(files("fastapi_offline") / "static")
 MB = 1 << 20
 MAX_FILES = 20  # files per request
 TOKEN_COOKIE = "recce_token"
@@ -182,7 +191,8 @@ def create_app(data, model_info, *, token=None, host="127.0.0.1", max_upload_mb=
     app = FastAPI(title="RECCE: a page for a verdict",
                   description="Upload photos and videos, follow their scoring, read the verdicts "
                               "and their evidence. Every route needs the token when the server "
-                              "was started with one.")
+                              "was started with one.",
+                  docs_url=None, redoc_url=None)  # below, from local files: no CDN
     app.state.store, app.state.interrupted = store, interrupted
     app.state.workers = workers
     limit = int(max_upload_mb * MB)
@@ -219,6 +229,25 @@ def create_app(data, model_info, *, token=None, host="127.0.0.1", max_upload_mb=
                             headers={"Cache-Control": "no-cache"})
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.mount(DOCS_ASSETS, StaticFiles(directory=docs_assets()), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger(request: Request):
+        root = request.scope.get("root_path", "")
+        return get_swagger_ui_html(openapi_url=root + app.openapi_url,
+                                   title=f"{app.title}: the HTTP API",
+                                   swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
+                                   swagger_favicon_url=f"{root}/static/favicon.svg")
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc(request: Request):
+        root = request.scope.get("root_path", "")
+        return get_redoc_html(openapi_url=root + app.openapi_url,
+                              title=f"{app.title}: the HTTP API",
+                              redoc_js_url=f"{root}{DOCS_ASSETS}/redoc.standalone.js",
+                              redoc_favicon_url=f"{root}/static/favicon.svg",
+                              with_google_fonts=False)
 
     @app.get("/api/health")
     def health():

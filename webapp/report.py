@@ -49,11 +49,13 @@ def summary(job):
             ("fake probability", _num(r.get("fake_probability")))]
     if "raw_probability" in r and model.get("calibration"):
         rows.append(("raw probability (before calibration)", _num(r.get("raw_probability"))))
-    rows += [("threshold", threshold),
-             ("faces" if r.get("kind") == "photo" else "frames of the deciding track",
-              r.get("frames_or_faces")),
-             ("face tracks / persons", f"{r.get('tracks')} / {r.get('persons')}"),
-             ("detector", model.get("detector")), ("checkpoint", model.get("checkpoint")),
+    rows.append(("threshold", threshold))
+    if r.get("kind") == "photo":  # one face, one person
+        rows.append(("persons (one per face)", r.get("frames_or_faces")))
+    else:  # tracks, of which those seen long enough are persons
+        rows += [("frames of the deciding track", r.get("frames_or_faces")),
+                 ("face tracks / persons", f"{r.get('tracks')} / {r.get('persons')}")]
+    rows += [("detector", model.get("detector")), ("checkpoint", model.get("checkpoint")),
              ("settings", ", ".join(f"{k} {v}" for k, v in s.items() if v not in (None, ""))
               or "the defaults"),
              ("scored", datetime.datetime.fromtimestamp(job.get("started") or 0,

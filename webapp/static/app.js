@@ -58,7 +58,7 @@ async function loadModel() {
   }
   const spec = model.input_spec || {};
   const cal = model.calibration ? "calibrated probabilities" : "no calibration (raw probabilities)";
-  const ckpt = (model.checkpoint || "").split("/").slice(-3).join("/");
+  const ckpt = model.checkpoint || "";  // as it was given to serve.py
   $("model").textContent = `Detector ${model.detector}, checkpoint ${ckpt}, input ${(spec.size || []).join(" x ")} px, ${cal}.`;
   $("frames").placeholder = String(model.defaults.frames);
   const det = $("face_detector");
@@ -221,7 +221,7 @@ function select(id) {
 }
 
 function facts(pairs) {
-  return el("dl", { class: "facts" }, pairs.filter(([, v]) => v !== null && v !== undefined && v !== "")
+  return el("dl", { class: "facts" }, pairs.filter((p) => p && p[1] !== null && p[1] !== undefined && p[1] !== "")
     .flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
 }
 
@@ -254,8 +254,10 @@ function showResult(j) {
       [model && model.calibration ? "fake probability (calibrated)" : "fake probability", el("span", { id: "probability" }, num(r.fake_probability))],
       ["raw probability (before calibration)", r.raw_probability !== undefined && model && model.calibration ? num(r.raw_probability) : null],
       [lower < threshold ? "judged by the band" : "judged by the threshold", el("span", { id: "judged-by", class: r.threshold_supported === false ? "unsupported" : "" }, judgedBy)],
-      [r.kind === "photo" ? "faces" : "frames of the deciding person", r.frames_or_faces],
-      ["face tracks / persons", `${r.tracks} / ${r.persons}`],
+      // a photo: one face, one person; a video: tracks, of which those seen long enough are persons
+      r.kind === "photo" ? ["persons (one per face)", r.frames_or_faces]
+        : ["frames of the deciding person", r.frames_or_faces],
+      r.kind === "photo" ? null : ["face tracks / persons", `${r.tracks} / ${r.persons}`],
       ["time", j.seconds ? `verdict in ${duration(j.seconds.verdict)}, evidence in ${duration(j.seconds.total)}` : null],
     ]),
     el("div", { class: "downloads" },
