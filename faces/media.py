@@ -281,7 +281,8 @@ def record(r):
     return {"path": r.path, "kind": r.kind, "fake_probability": r.score,
             "prediction": None if r.score is None else (r.prediction or band.judge(r.score)),
             "frames_or_faces": r.count, "tracks": r.tracks, "track": r.track,
-            "persons": len(r.persons), "error": reason,
+            "persons": len(r.persons) if r.kind == "video" else r.count,  # a photo: one a face
+            "error": reason,
             "raw_probability": r.raw_score if r.raw_score is not None else r.score,
             **band_fields(band), "threshold_source": r.threshold_source,
             "backend": r.backend, "precision": r.precision, "face_crop": r.face_crop}

@@ -236,7 +236,7 @@ def test_a_photo_reads_as_persons_and_paths_read_as_given(done, files, predictor
     import serve
     s, (video, pic) = done
     faces = pic["result"]["frames_or_faces"]
-    assert faces >= 1 and pic["result"]["persons"] == 0  # the record's own count of tracks
+    assert faces >= 1 and pic["result"]["persons"] == faces  # one person a face, in the record too
     page = html.unescape(s.client.get(f"/api/jobs/{pic['id']}/report.html").text)
     assert f"<tr><th>persons (one per face)</th><td>{faces}</td></tr>" in page
     assert "face tracks / persons" not in page

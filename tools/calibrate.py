@@ -79,13 +79,10 @@ def point_lines(cal):
     """Each stored point, frame level then video level: its threshold, its validation rates with
     their 95 % bounds and the samples they rest on, and whether the data supports it."""
     from model.calibration import supported
-    levels = [("frame", cal.points, cal.fitted_on.get("real"), "frames")]
-    if cal.video is not None:
-        levels.append(("video", cal.video["points"], cal.video["real"], "videos"))
-    else:
-        levels.append(("video", {}, None, "videos"))
+    levels = [("frame", cal.points, "frames"),
+              ("video", cal.video["points"] if cal.video is not None else {}, "videos")]
     lines = []
-    for level, points, _, unit in levels:
+    for level, points, unit in levels:
         if not points:
             lines.append(f"  {level} level: none ({cal.fitted_on.get('video_level', 'not fitted')})")
             continue
