@@ -382,3 +382,23 @@ def test_a_one_frame_weak_box_cannot_decide():
     assert sorted({f.track for f in r.faces}) == [0, 2]
     verdict(r, 0.5)
     assert r.track == 0 and not r.fake
+
+
+def test_an_interrupted_deepfakebench_video_loses_only_its_own_files(tmp_path):
+    """Redoing an interrupted video removes its frame and landmark files, nothing else; a frame
+    folder that the tool did not claim is refused, untouched."""
+    from faces.extract import _claim
+    out = tmp_path / "c23"
+    for folder, names in (("frames/v", ["000.png", "013.png", "notes.txt"]),
+                          ("landmarks/v", ["000.npy", "keep.txt"]), (".extract/v", [".extracting"]),
+                          ("frames/w", ["000.png"])):
+        (out / folder).mkdir(parents=True)
+        for name in names:
+            (out / folder / name).write_text("sentinel")
+    assert _claim(str(out), "v", "deepfakebench") is None
+    assert sorted(os.listdir(out / "frames" / "v")) == ["notes.txt"]
+    assert sorted(os.listdir(out / "landmarks" / "v")) == ["keep.txt"]
+    problem = _claim(str(out), "w", "deepfakebench")
+    assert "was not made by extract_faces" in problem
+    assert (out / "frames" / "w" / "000.png").read_text() == "sentinel"
+    assert not (out / ".extract" / "w").exists()
