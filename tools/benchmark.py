@@ -302,9 +302,10 @@ def _train_rate(run_root, steps, extra_env, extra_args):
     out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600)
     if out.returncode:
         raise SystemExit(f"training failed: {out.stderr[-600:]}")
-    rates = [float(m) for m in re.findall(r"step \d+/\d+ .* (\d+(?:\.\d+)?) img/s", out.stderr)]
+    log = out.stdout + out.stderr
+    rates = [float(m) for m in re.findall(r"step \d+/\d+  loss .* (\d+(?:\.\d+)?) img/s", log)]
     if len(rates) < 2:
-        raise SystemExit(f"no rate in the training log: {out.stderr[-600:]}")
+        raise SystemExit(f"no rate in the training log: {log[-600:]}")
     return sum(rates[1:]) / len(rates[1:])
 
 
