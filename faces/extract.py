@@ -135,10 +135,7 @@ def process_video(job):
     previous = None
     records = []
     for index, t, rgb in frames:
-        dets = rule.detect(_DETECTOR, rgb)
-        if rule.floor:
-            dets = [d for d in dets if d.score >= rule.floor]
-        faces = rule.faces(dets, previous if rule.tracked else None)
+        faces = rule.faces(rule.detect(_DETECTOR, rgb), previous if rule.tracked else None)
         piece = rule.cut(rgb, faces[0]) if faces else None
         if piece is None:  # no face, or (aligned rules) none found again in the aligned crop
             missed += 1
@@ -233,18 +230,14 @@ def crop_settings(detector_args, frames, every, margin, size, fmt, quality, rule
     policy = f"every {every}" if every else (f"{frames} evenly spaced" if frames else "all")
     if frames_real is not None or frames_fake is not None:
         policy = f"real {frames_real or frames}, fake {frames_fake or frames} per video"
-    cls = RULES[rule]
-    if cls.aligned and frames and not every:
+    cut_by = _rule({"rule": rule, "margin": margin, "size": size, "landmarks": landmarks})
+    if cut_by.aligned and frames and not every:
         policy += ", indices rounded down"
-    marker = None
-    if cls.aligned:
-        from .landmarks import Landmarker
-        marker = Landmarker(landmarks).describe()
     return {"detector": detector, "backbone": backbone,
             "weights": os.path.basename(weights) if weights else None,
             "weights_sha256": sha256_of(weights) if weights and os.path.isfile(weights) else None,
-            "crop_rule": rule, "layout": cls.layout, "landmarks": marker,
-            "margin": margin, "size": size or cls.size, "frames": policy, "format": fmt,
+            **cut_by.settings(),
+            "margin": margin, "size": cut_by.size, "frames": policy, "format": fmt,
             "quality": quality, "face": FACE_CHOICE[rule],
             "project_version": project_version(), "opencv_version": cv2.__version__}
 
@@ -333,18 +326,24 @@ def per_label_frames(videos, frames, frames_real=None, frames_fake=None):
 
 def extract(videos, out, detector_args, frames=FRAMES, every=None, margin=MARGIN, size=None,
             workers=1, progress=True, fmt="png", quality=95, shard=False, rule="box",
-            landmarks=None, frames_real=None, frames_fake=None):
+            landmarks=None, frames_real=None, frames_fake=None, frames_of=None):
     """Run over ``videos``; returns the summary counts. Writes ``manifest_meta.json`` first and
     ``manifest.jsonl`` (every finished video of ``out``) last. ``rule``: the crop rule
     (``faces.rules``); ``landmarks``: its shape predictor file (aligned rules);
-    ``frames_real`` / ``frames_fake``: frames per video by label (``per_label_frames``).
+    ``frames_real`` / ``frames_fake``: frames per video by label (``per_label_frames``, over
+    ``videos``; a shard is given ``frames_of``, each video's count over the whole run, so that
+    its videos get the counts one process would give them).
     ``shard``: one shard of a sharded run (``faces.shard``), which holds its own lock and leaves
     ``manifest.jsonl`` to the merge."""
     cls = RULES[rule]
     opts = {"frames": frames, "every": every, "margin": margin, "size": size, "format": fmt,
             "quality": quality, "rule": rule, "landmarks": landmarks, "layout": cls.layout}
-    counts = per_label_frames(videos, frames, frames_real, frames_fake) if not every \
-        else [None] * len(videos)
+    if every:
+        counts = [None] * len(videos)
+    elif frames_of is not None:
+        counts = [frames_of[v] for v in videos]
+    else:
+        counts = per_label_frames(videos, frames, frames_real, frames_fake)
     meta = crop_settings(detector_args, frames, every, margin, size, fmt, quality, rule,
                          landmarks, frames_real, frames_fake)
     jobs = [(v, out, dict(opts, frames=n) if n != frames else opts)

@@ -67,7 +67,6 @@ class Landmarker:
             raise UserError(f"{where} {self.path}: not a dlib shape predictor ({exc})",
                             arg=where) from None
         self.detector = DlibDetector()
-        self.points = None  # known after the first face
         self._sha = None
 
     def predict(self, image, box):
@@ -75,7 +74,6 @@ class Landmarker:
         array."""
         from .rules import dlib_rect
         shape = self.predictor(image, dlib_rect(box))
-        self.points = shape.num_parts
         return np.array([[shape.part(i).x, shape.part(i).y] for i in range(shape.num_parts)],
                         dtype=int)
 

@@ -87,11 +87,9 @@ def _faces_of(rule, detector, rgb, min_score, min_size):
     and nothing else (dlib's own for deepfakebench and ffpp, RetinaFace's 0.6 for recce); ``box``
     keeps a detection under ``min_score`` as weak (a track may confirm it) and drops boxes whose
     shorter side is under ``min_size``."""
-    dets = rule.detect(detector, rgb)
+    dets = rule.detect(detector, rgb)  # at the rule's own floor (none for box)
     if rule.name == "box":
         dets = usable(dets, 0.0, min_size)
-    elif rule.floor:
-        dets = [d for d in dets if d.score >= rule.floor]
     out = []
     for det in rule.faces(dets):
         piece = rule.cut(rgb, det)

@@ -29,7 +29,7 @@ A rule gives, per frame, the faces it takes (``Rule.faces``: every face, the one
 would choose first) and cuts one (``Rule.cut``) into a ``Cut``: the RGB crop and how it was cut
 (a rectangle, or the affine matrix of an aligned crop), with the landmarks the rule found.
 """
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -56,7 +56,6 @@ class Cut:
     warp: list | None = None  # the 2 x 3 affine matrix frame -> crop (aligned rules)
     keypoints: list | None = None  # the five points the alignment used, in the frame
     landmarks: np.ndarray | None = None  # every landmark of the face, in the crop (aligned rules)
-    extra: dict = field(default_factory=dict)
 
 
 def dlib_rect(box):
@@ -145,7 +144,11 @@ class Rule:
         self.landmarker = landmarker
 
     def detect(self, detector, rgb):
-        return detector(rgb)
+        """The detections of a frame at or above the rule's floor (its reference's)."""
+        return self._floored(detector(rgb))
+
+    def _floored(self, dets):
+        return [d for d in dets if d.score >= self.floor] if self.floor else list(dets)
 
     def faces(self, detections, previous=None):
         """The faces of one frame, the one the reference takes first (``previous``: the face
@@ -163,8 +166,10 @@ class Rule:
         return frame_indices(total, frames, every)
 
     def settings(self):
-        """What the rule adds to manifest_meta.json."""
-        return {"crop_rule": self.name}
+        """What the rule adds to manifest_meta.json: its name, its layout and its shape
+        predictor (file and sha256)."""
+        return {"crop_rule": self.name, "layout": self.layout,
+                "landmarks": self.landmarker.describe() if self.landmarker is not None else None}
 
 
 class BoxRule(Rule):
@@ -184,7 +189,7 @@ class FFppRule(Rule):
     tracked = False
 
     def detect(self, detector, rgb):
-        return detector(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
+        return self._floored(detector(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)))
 
     def faces(self, detections, previous=None):
         return list(detections)  # dlib's order: the reference takes the first
@@ -231,10 +236,6 @@ class DeepfakeBenchRule(Rule):
         if every or not frames:
             return frame_indices(total, frames, every)
         return dfb_frame_indices(total, frames)
-
-    def settings(self):
-        return {"crop_rule": self.name, "landmarks": self.landmarker.describe()
-                if self.landmarker is not None else None}
 
 
 RULES = {r.name: r for r in (DeepfakeBenchRule, FFppRule, RecceRule, BoxRule)}

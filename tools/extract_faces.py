@@ -166,7 +166,6 @@ def main(argv=None):
             videos = list_videos(args.input, list_file=True, distinct_ids=True)
             detector_args = {"name": args.detector, "weights": args.weights,
                              "backbone": args.backbone, "device": args.device}
-            per_label_frames(videos, args.frames, args.frames_real, args.frames_fake)
             if args.detector == "retinaface":  # fail fast, before starting workers
                 load_retinaface_weights(RetinaFaceNet(backbone_of(args.weights, args.backbone)),
                                         args.weights)
@@ -186,7 +185,9 @@ def main(argv=None):
         detector_args = {"name": args.detector, "weights": args.weights,
                          "backbone": args.backbone, "device": rank_device(plan, args.device)}
         policy = None if args.all else args.frames
-        per_label_frames(videos, args.frames, args.frames_real, args.frames_fake)
+        # each video's frames over the whole run: a shard's videos get one process's counts
+        frames_of = dict(zip(videos, per_label_frames(videos, policy, args.frames_real,
+                                                      args.frames_fake)))
         meta = crop_settings(detector_args, policy, args.every, args.margin, args.size,
                              args.format, args.quality, args.crop, args.landmarks,
                              args.frames_real, args.frames_fake)
@@ -204,7 +205,8 @@ def main(argv=None):
                                         args.weights)
             return extract(mine, args.out, detector_args, policy, args.every, args.margin,
                            args.size, args.workers, progress=sys.stderr.isatty(),
-                           fmt=args.format, quality=args.quality, shard=True, **rule_args)
+                           fmt=args.format, quality=args.quality, shard=True,
+                           frames_of=frames_of, **rule_args)
         s, lines = extract_share(plan, videos, args.out, meta, run, FLAGS)
         if plan.ranks and not plan.merges:
             return 0
