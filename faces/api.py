@@ -336,10 +336,15 @@ class Predictor:
         if landmarks is not None and rule != "deepfakebench":
             raise UserError(f"landmarks {landmarks}: the {rule} crop rule does not align faces",
                             arg="landmarks")
-        key = (rule, margin, landmarks)
+        return self.face_detector(name, detector_weights), self.crop_rule(rule, margin, landmarks)
+
+    def crop_rule(self, name, margin=MARGIN, landmarks=None):
+        """The crop rule ``name`` (``faces.rules``), built once (an aligned rule loads its shape
+        predictor once)."""
+        key = (name, margin, landmarks)
         if key not in self._rules:
-            self._rules[key] = build_rule(rule, margin, None, landmarks)
-        return self.face_detector(name, detector_weights), self._rules[key]
+            self._rules[key] = build_rule(name, margin, None, landmarks)
+        return self._rules[key]
 
     def score_video(self, path, frames=None, every=None, all_frames=False, margin=MARGIN,
                     face_detector=None, detector_weights=None, vis_dir=None, name=None,

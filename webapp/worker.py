@@ -133,9 +133,8 @@ def _heat_maps(pred, record, path, out, margin):
     maps (``Predictor.score_items``)."""
     from dataset import read_rgb
     from faces.detectors import Detection
-    from faces.rules import build_rule
     from faces.video import iter_frames
-    rule = build_rule(record.get("face_crop") or "box", margin)
+    rule = pred.crop_rule(record.get("face_crop") or "box", margin)  # the scoring's own
     best = {}
     for f in record.get("faces") or []:
         if f["track"] not in best or f["fake_probability"] > best[f["track"]]["fake_probability"]:
