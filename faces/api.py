@@ -118,12 +118,13 @@ def _fits(text, width, scale):
     return cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0] <= width
 
 
-def draw_panels(name, x, recons, maps, prob, out_dir, fake, mean, std):
+def draw_panels(name, x, recons, maps, prob, out_dir, verdict, mean, std):
     """One PNG ``<out_dir>/<name stem>.png``: the face (``x``, C x H x W on the model's normalised
     scale), its reconstruction (``recons``, alike; None for a detector without one), then each
     of ``maps`` ([(``model.heatmap.MapKind``, H x W map)]: the reconstruction difference,
     Grad-CAM), each panel titled, each map with its colour bar, its fixed scale and what the
-    scale is beneath it, the score on top. Returns the path."""
+    scale is beneath it, the score and its ``verdict`` (fake, real, uncertain) on top. Returns the
+    path."""
     m, s = np.array(mean, np.float32), np.array(std, np.float32)
     side = max(128, x.shape[-2])
     columns = [("face", x)] + ([("reconstruction", recons)] if recons is not None else [])
@@ -150,7 +151,7 @@ def draw_panels(name, x, recons, maps, prob, out_dir, fake, mean, std):
         out.append(np.vstack([head, panel, foot]))
     body = np.hstack(out)
     bar = np.full((28, body.shape[1], 3), 255, np.uint8)
-    _label(bar, f"fake probability {prob:.4f} ({'fake' if fake else 'real'})", (6, 20), 0.55)
+    _label(bar, f"fake probability {prob:.4f} ({verdict})", (6, 20), 0.55)
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, os.path.splitext(name)[0] + ".png")
     atomic_write_image(path, np.vstack([bar, body]))
@@ -293,8 +294,7 @@ class Predictor:
                 x, recons = pair
                 maps = evidence_maps(self.model, x[None],
                                      None if recons is None else recons[None])[0]
-                draw_panels(names[i], x, recons, maps, prob, vis_dir,
-                            self.band.judge(prob) == "fake",
+                draw_panels(names[i], x, recons, maps, prob, vis_dir, self.band.judge(prob),
                             self.spec.mean, self.spec.std)
             yield i, prob, err, raw
 

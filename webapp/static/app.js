@@ -151,7 +151,10 @@ function statusText(j) {
   if (j.state === "done") {
     const r = j.result || {};
     if (r.fake_probability === null || r.fake_probability === undefined) return r.error || "no verdict";
-    return `p(fake) ${num(r.fake_probability)} at threshold ${num(j.threshold, 2)}`;
+    const low = r.threshold_lower;
+    return low !== undefined && low !== null && low < j.threshold
+      ? `p(fake) ${num(r.fake_probability)}, band ${num(low, 2)} to ${num(j.threshold, 2)}`
+      : `p(fake) ${num(r.fake_probability)} at threshold ${num(j.threshold, 2)}`;
   }
   return j.error || j.state;
 }
