@@ -16,7 +16,7 @@ stderr line and skipped; the rest are scored), 2 for a usage error (missing fold
 missing or wrong checkpoint).
 
 A command line over the Python API, ``faces.api.Predictor`` (``from faces import Predictor``;
-``from inference import Detector`` still gives it): argument parsing, flag checks, printing, exit
+``from inference import Detector`` still gives it, with a deprecation warning): argument parsing, flag checks, printing, exit
 codes.
 
 Spread over processes (faces.shard): under ``torchrun`` each rank scores its share of the inputs
@@ -37,7 +37,7 @@ from checks import MAX_INPUT_SIZE as MAX_IMAGE_SIZE  # noqa: E402,F401 - the one
 from errors import UserError, flags, run_cli  # noqa: E402
 from faces.arguments import check_keywords  # noqa: E402
 from faces.crop import MARGIN  # noqa: E402
-from faces.detectors.base import MIN_FACE_SCORE, MIN_FACE_SIZE  # noqa: E402
+from faces.finders.base import MIN_FACE_SCORE, MIN_FACE_SIZE  # noqa: E402
 from faces.rules import detector_of  # noqa: E402
 from faces.video import FRAMES  # noqa: E402
 from fileio import check_output_dir, check_output_file, write_table  # noqa: E402
@@ -63,7 +63,12 @@ CHECKED = ("batch_size", "num_workers", "max_pixels", "image_size", "frames", "e
 def __getattr__(name):
     # ``from inference import Detector``: the API's earlier name, faces.api.Predictor
     if name == "Detector":
+        import warnings
+
         from faces.api import Predictor
+        warnings.warn("inference.Detector is renamed faces.Predictor (model.Detector is the "
+                      "network contract); the old name goes in the next release",
+                      DeprecationWarning, stacklevel=2)
         return Predictor
     raise AttributeError(f"module 'inference' has no attribute {name!r}")
 
@@ -269,13 +274,13 @@ def score_media(args, job=None):
     """--video, or --detect with --image/--image_folder: faces found, tracked, cropped, scored."""
     from faces import media
     from faces.api import list_images
-    from faces.detectors import FACE_DETECTORS
+    from faces.finders import FACE_FINDERS
     from faces.video import list_videos
     checkpoint_path(args)
     items = list_videos(args.video) if args.video else \
         list_images(args.image, args.image_folder, args.recursive)
     if args.detector is not None:
-        FACE_DETECTORS.get(args.detector)
+        FACE_FINDERS.get(args.detector)
     det = predictor_from_args(args, media=True)
     rule = args.crop or det.face_crop
     detector = detector_of(rule, args.detector)

@@ -1,6 +1,6 @@
 """The face pipeline, a library used by tools/extract_faces.py and inference.py alike.
 
-- ``faces.detectors``: face detectors by name (dlib, RetinaFace) behind ``detector(rgb) ->
+- ``faces.finders``: face finders by name (dlib, RetinaFace) behind ``finder(rgb) ->
   [Detection]``;
 - ``faces.video``: which videos and frames, decoded one at a time;
 - ``faces.crop``: the crop of the training data (square, margin, clipped) and the face followed

@@ -32,8 +32,8 @@ from registry import import_modules
 from . import media
 from .arguments import check_keywords, frame_choice
 from .crop import MARGIN
-from .detectors import build_face_detector
-from .detectors.base import MIN_FACE_SIZE
+from .finders import build_face_finder
+from .finders.base import MIN_FACE_SIZE
 from .rules import DEFAULT_RULE, build_rule, detector_of
 from .scoring import CropScorer
 
@@ -313,7 +313,7 @@ class Predictor:
     def face_detector(self, name, weights=None):
         """The face detector ``name`` (dlib, retinaface: with its ``weights`` file), built once."""
         if (name, weights) not in self._face_detectors:
-            self._face_detectors[(name, weights)] = build_face_detector(name, weights, None, "cpu")
+            self._face_detectors[(name, weights)] = build_face_finder(name, weights, None, "cpu")
         return self._face_detectors[(name, weights)]
 
     @property

@@ -32,8 +32,8 @@ from fileio import FolderLock, atomic_write_array, atomic_write_text, sha256_of
 from version import project_version
 
 from .crop import MARGIN, cut
-from .detectors import build_face_detector
-from .detectors.retinaface import backbone_of
+from .finders import build_face_finder
+from .finders.retinaface import backbone_of
 from .manifest import (DONE, FRAME_FILE, LANDMARK_FILE, VIDEO_MANIFEST, WORKING, frame_folder,
                        frame_name, landmark_folder, read_manifest, state_folder, write_manifest,
                        write_meta)
@@ -59,7 +59,7 @@ def _init_detector(detector_args):
     global _DETECTOR
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
-    _DETECTOR = build_face_detector(**detector_args)
+    _DETECTOR = build_face_finder(**detector_args)
 
 
 def _init_worker(detector_args):

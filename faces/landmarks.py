@@ -59,14 +59,14 @@ class Landmarker:
         except ImportError:
             raise UserError(f"{where}: the aligned crop needs the dlib package: pip install "
                             "dlib-bin", arg=where) from None
-        from .detectors.dlib_hog import DlibDetector
+        from .finders.dlib_hog import DlibFinder
         self.path = find_predictor(path, where)
         try:
             self.predictor = dlib.shape_predictor(self.path)
         except RuntimeError as exc:
             raise UserError(f"{where} {self.path}: not a dlib shape predictor ({exc})",
                             arg=where) from None
-        self.detector = DlibDetector()
+        self.detector = DlibFinder()
         self._sha = None
 
     def predict(self, image, box):

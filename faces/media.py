@@ -33,7 +33,7 @@ from fileio import atomic_write_figure, atomic_write_image, publish, temporary_b
 from model.heatmap import heat_map, heat_ramp
 
 from .crop import MARGIN
-from .detectors.base import MIN_FACE_SIZE, min_score_of, usable
+from .finders.base import MIN_FACE_SIZE, min_score_of, usable
 from .rules import build_rule
 from .scoring import as_band, band_fields
 from .scoring import result_line as line

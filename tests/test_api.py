@@ -1,4 +1,4 @@
-"""The Python API (``from inference import Detector``): the same numbers and records as the
+"""The Python API (``from faces import Predictor``): the same numbers and records as the
 command line, and the example of docs/inference.md run as written."""
 import csv
 import os
@@ -37,8 +37,8 @@ def folder(tmp_path):
 
 def test_predict_folder_paths_and_arrays_agree_with_the_command_line(ckpt, folder, tmp_path):
     import inference
-    from inference import Detector
-    det = Detector.from_checkpoint(ckpt, device="cpu")
+    from faces import Predictor
+    det = Predictor.from_checkpoint(ckpt, device="cpu")
     assert det.spec.size == (48, 48)
     by_folder = det.predict(str(folder))
     paths = sorted(str(p) for p in folder.iterdir())
@@ -55,23 +55,23 @@ def test_predict_folder_paths_and_arrays_agree_with_the_command_line(ckpt, folde
 
 
 def test_predict_errors_name_the_input(ckpt, folder):
-    from inference import Detector
-    det = Detector.from_checkpoint(ckpt, device="cpu")
+    from faces import Predictor
+    det = Predictor.from_checkpoint(ckpt, device="cpu")
     (folder / "z.png").write_bytes(b"\x89PNG broken")
     with pytest.raises(UserError, match="z.png"):
         det.predict(str(folder))
     with pytest.raises(UserError, match="image 0: expected an H x W x 3 RGB uint8 array"):
         det.predict([np.zeros((8, 8), np.float32)])
     with pytest.raises(UserError, match="checkpoint not found"):
-        Detector.from_checkpoint(str(folder / "none.bin"))
+        Predictor.from_checkpoint(str(folder / "none.bin"))
 
 
 def test_video_and_photo_records_are_the_command_line_s(ckpt, tmp_path):
     pytest.importorskip("dlib")
     import inference
-    from inference import Detector
+    from faces import Predictor
     video = hopper_video(tmp_path / "clip.avi")
-    det = Detector.from_checkpoint(ckpt, device="cpu")
+    det = Predictor.from_checkpoint(ckpt, device="cpu")
     rec = det.predict_video(video, frames=3)
     assert inference.main(["-b", ckpt, "--video", video, "-d", "cpu", "--frames", "3",
                            "--output", str(tmp_path / "v.csv"), "--frames_output",
@@ -114,9 +114,9 @@ def test_the_docs_api_example_runs_as_written(ckpt, folder, tmp_path, monkeypatc
 def test_cuda_graphs_are_chosen_only_where_they_can_run(ckpt):
     """The code path: on the CPU the graphed scorer is the eager forward, with the same numbers;
     a capture that fails falls back to the eager forward, said once."""
-    from inference import Detector
+    from faces import Predictor
     from model.graphs import GraphedScorer
-    det = Detector.from_checkpoint(ckpt, device="cpu")
+    det = Predictor.from_checkpoint(ckpt, device="cpu")
     assert isinstance(det.forward.eager, GraphedScorer) and det.forward.eager.enabled is False
     x = torch.rand(2, 3, 48, 48) * 2 - 1
     with torch.inference_mode():
@@ -129,13 +129,37 @@ def test_cuda_graphs_are_chosen_only_where_they_can_run(ckpt):
 
 def test_the_api_is_a_library_class_and_inference_keeps_its_old_name():
     """``faces.Predictor`` is the scoring wrapper (not the nn.Module contract ``model.Detector``);
-    ``from inference import Detector``, written by earlier users, is the same class."""
+    ``from inference import Detector``, written by earlier users, is the same class, with a
+    deprecation warning naming the new one."""
     import faces
     import inference
     from faces.api import Predictor
     from model import Detector as Contract
-    assert faces.Predictor is Predictor is inference.Detector
+    with pytest.warns(DeprecationWarning, match=r"inference\.Detector is renamed faces\.Predictor"):
+        old = inference.Detector
+    assert faces.Predictor is Predictor is old
     assert not issubclass(Predictor, Contract)
+
+
+def test_the_face_finders_keep_their_old_import_paths_one_release():
+    """``faces.detectors`` became ``faces.finders``: the old module and names still work, warning."""
+    import importlib
+    import sys
+
+    from faces import finders
+    from faces.finders.dlib_hog import DlibFinder
+    from faces.finders.retinaface import RetinaFaceFinder
+    for name in [m for m in sys.modules if m.startswith("faces.detectors")]:
+        del sys.modules[name]
+    with pytest.warns(DeprecationWarning, match=r"faces\.detectors is renamed faces\.finders"):
+        old = importlib.import_module("faces.detectors")
+    assert old.FACE_DETECTORS is finders.FACE_FINDERS
+    assert old.build_face_detector is finders.build_face_finder
+    assert old.register_face_detector is finders.register_face_finder
+    assert importlib.import_module("faces.detectors.dlib_hog").DlibDetector is DlibFinder
+    assert importlib.import_module("faces.detectors.retinaface").RetinaFaceDetector \
+        is RetinaFaceFinder
+    assert importlib.import_module("faces.detectors.base").Detection is finders.Detection
 
 
 def test_errors_about_arguments_name_the_flag_on_the_command_line(ckpt, tmp_path, capsys):

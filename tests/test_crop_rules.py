@@ -70,10 +70,10 @@ def test_astronaut_frames_through_dlib_equal_the_reference_pipeline():
     first face dlib returns on the grayscale frame is the reference's. Byte for byte where dlib,
     OpenCV and scikit-image are the versions that computed the fixture; otherwise within 2 grey
     levels on 99 % of the pixels (bilinear warps of a slightly different frame)."""
-    from faces.detectors.dlib_hog import DlibDetector
+    from faces.finders.dlib_hog import DlibFinder
     expected = np.load(HERE / "deepfakebench_astronaut.npz")
     dfb, ffpp = build_rule("deepfakebench"), build_rule("ffpp")
-    detector = DlibDetector()
+    detector = DlibFinder()
     frames = astronaut_frames()
     assert len(frames) == 6
     for i, rgb in enumerate(frames):
@@ -270,7 +270,7 @@ def test_deepfakebench_checkpoint_scores_a_video_with_its_crops(tmp_path):
     record says so; the crops scored are the aligned crops (the same probability as scoring the
     rule's crops of the decoded frames directly)."""
     from faces import Predictor
-    from faces.detectors.dlib_hog import DlibDetector
+    from faces.finders.dlib_hog import DlibFinder
     from faces.video import iter_frames
     ckpt = _deepfakebench_file(tmp_path / "recce_best.pth")
     video = _write_video(tmp_path / "clip.avi", astronaut_frames()[:3], 6)
@@ -278,7 +278,7 @@ def test_deepfakebench_checkpoint_scores_a_video_with_its_crops(tmp_path):
     assert pred.face_crop == "deepfakebench"
     rec = pred.predict_video(video, frames=3)
     assert rec["face_crop"] == "deepfakebench" and rec["error"] is None
-    rule, detector = build_rule("deepfakebench"), DlibDetector()
+    rule, detector = build_rule("deepfakebench"), DlibFinder()
     crops = []
     for _, _, rgb in iter_frames(video, choose=lambda n: rule.frame_indices(n, 3, None)):
         crops.append(rule.cut(rgb, rule.faces(rule.detect(detector, rgb))[0]).crop)
@@ -347,11 +347,11 @@ def _two_small_hoppers(path, frames=6):
 
 def test_small_clear_faces_confirmed_by_their_tracks(tmp_path):
     from faces import Predictor
-    from faces.detectors.dlib_hog import DlibDetector
+    from faces.finders.dlib_hog import DlibFinder
     from faces.video import iter_frames
     from model import Xception
     video = _two_small_hoppers(tmp_path / "hopper.avi")
-    scores = [d.score for _, _, rgb in iter_frames(video, 6) for d in DlibDetector()(rgb)]
+    scores = [d.score for _, _, rgb in iter_frames(video, 6) for d in DlibFinder()(rgb)]
     assert len(scores) >= 6 and max(scores) < 0.5  # under the floor: once "no face found"
     torch.save({"model": Xception().state_dict(), "config": {"model": {"name": "Xception"}}},
                tmp_path / "x.bin")

@@ -180,7 +180,7 @@ def test_photos_with_exif_rotation_threshold_from_and_visualize(media, tmp_path,
 
 def test_retinaface_plumbing_with_random_weights(media, tmp_path, capsys):
     """Random RetinaFace weights find random 'faces': this checks the wiring, not detection."""
-    from faces.detectors.retinaface import RetinaFaceNet
+    from faces.finders.retinaface import RetinaFaceNet
     d, ckpt, vids = media
     torch.manual_seed(0)
     weights = tmp_path / "mobilenet0.25_Final.pth"

@@ -305,12 +305,12 @@ def test_registry_names_its_key_and_the_known_names():
     with pytest.raises(UserError, match=r"config.thing: unknown thing 'gamma' \(known: Alpha, beta\)"):
         reg.get("gamma")
     from dataset import LAYOUTS
-    from faces.detectors import FACE_DETECTORS
+    from faces.finders import FACE_FINDERS
     from loss import LOSSES
-    for r in (DETECTORS, LOSSES, LAYOUTS, FACE_DETECTORS):
+    for r in (DETECTORS, LOSSES, LAYOUTS, FACE_FINDERS):
         assert isinstance(r, Registry)
     assert {"RecceLoss", "ClassificationLoss"} <= set(LOSSES)
-    assert {"dlib", "retinaface"} <= set(FACE_DETECTORS)
+    assert {"dlib", "retinaface"} <= set(FACE_FINDERS)
 
 
 def test_import_modules_errors_are_one_line(tmp_path):

@@ -4,7 +4,7 @@ import torch
 
 from conftest import FIXTURES, fill_by_rule
 from errors import UserError
-from faces.detectors.retinaface import RetinaFaceNet, load_retinaface_weights, postprocess, priors
+from faces.finders.retinaface import RetinaFaceNet, load_retinaface_weights, postprocess, priors
 
 
 def grace_hopper_input(sha256):

@@ -601,7 +601,7 @@ def test_two_runs_into_one_crops_folder_are_refused(tmp_path):
 
 
 def test_retinaface_weights_of_another_kind_are_one_line(tmp_path):
-    from faces.detectors.retinaface import RetinaFaceNet, load_retinaface_weights
+    from faces.finders.retinaface import RetinaFaceNet, load_retinaface_weights
     torch.save([1, 2], tmp_path / "list.pth")
     with pytest.raises(UserError, match="is not RetinaFace weights"):
         load_retinaface_weights(RetinaFaceNet("mobilenet0.25"), str(tmp_path / "list.pth"))

@@ -56,8 +56,8 @@ from errors import UserError, flags, run_cli  # noqa: E402
 from checks import MAX_FRAMES  # noqa: E402
 from faces.crop import MARGIN  # noqa: E402
 from faces.rules import CROP_RULES, RULES, detector_of  # noqa: E402
-from faces.detectors import FACE_DETECTORS  # noqa: E402
-from faces.detectors.retinaface import (RetinaFaceNet, backbone_of,  # noqa: E402
+from faces.finders import FACE_FINDERS  # noqa: E402
+from faces.finders.retinaface import (RetinaFaceNet, backbone_of,  # noqa: E402
                                         load_retinaface_weights)
 from faces.extract import crop_settings, extract, per_label_frames, recrop  # noqa: E402
 from faces.manifest import MANIFEST, write_meta  # noqa: E402
@@ -150,7 +150,7 @@ def main(argv=None):
     def work():
         check_arguments(args)
         args.detector = detector_of(args.crop, args.detector)
-        FACE_DETECTORS.get(args.detector)
+        FACE_FINDERS.get(args.detector)
         start = time.time()
         sharded = args.shard is not None or args.merge or int(os.environ.get("WORLD_SIZE", "1")) > 1
         if args.from_manifest and sharded:

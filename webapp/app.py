@@ -263,7 +263,7 @@ def create_app(data, model_info, *, token=None, host="127.0.0.1", max_upload_mb=
     def model():
         """The detector, the checkpoint, its input spec and calibration, the settings a job
         takes and their defaults."""
-        from faces.detectors.base import MIN_FACE_SCORE
+        from faces.finders.base import MIN_FACE_SCORE
         from faces.video import FRAMES
         return dict(model_info, operating_points=list(points), face_detectors=list(detectors),
                     defaults={"frames": FRAMES, "min_face_score": {

@@ -132,7 +132,7 @@ def _heat_maps(pred, record, path, out, margin):
     face cut again by the crop rule that cut it for scoring, its reconstruction and the evidence
     maps (``Predictor.score_items``)."""
     from dataset import read_rgb
-    from faces.detectors import Detection
+    from faces.finders import Detection
     from faces.video import iter_frames
     rule = pred.crop_rule(record.get("face_crop") or "box", margin)  # the scoring's own
     best = {}

@@ -1,32 +1,15 @@
-"""Face detectors behind one interface (``detector(rgb) -> [Detection]``), by name in
-``FACE_DETECTORS`` (an unknown name is an error about ``face_detector``, ``UserError.arg``).
-Another is one file registering a factory
-``(weights, backbone, device) -> detector`` with ``@register_face_detector("name")``."""
-from registry import Registry
+"""Renamed ``faces.finders`` (the face finders); this name still imports, with a
+``DeprecationWarning``, for one release."""
+import warnings
 
-from .base import Detection
+from faces.finders import FACE_FINDERS, Detection, build_face_finder, register_face_finder
 
-FACE_DETECTORS = Registry("face detector", "face_detector")
+warnings.warn("faces.detectors is renamed faces.finders (FACE_FINDERS, build_face_finder, "
+              "register_face_finder); the old name goes in the next release",
+              DeprecationWarning, stacklevel=2)
 
-
-def register_face_detector(name):
-    return lambda factory: FACE_DETECTORS.register(factory, name=name)
-
-
-@register_face_detector("dlib")
-def _dlib(weights=None, backbone=None, device="cpu"):
-    from .dlib_hog import DlibDetector
-    return DlibDetector()
-
-
-@register_face_detector("retinaface")
-def _retinaface(weights=None, backbone=None, device="cpu"):
-    from .retinaface import RetinaFaceDetector
-    return RetinaFaceDetector(weights, backbone, device)
-
-
-def build_face_detector(name, weights=None, backbone=None, device="cpu"):
-    return FACE_DETECTORS.get(name)(weights=weights, backbone=backbone, device=device)
-
+FACE_DETECTORS = FACE_FINDERS
+build_face_detector = build_face_finder
+register_face_detector = register_face_finder
 
 __all__ = ["FACE_DETECTORS", "Detection", "build_face_detector", "register_face_detector"]
