@@ -15,9 +15,9 @@ Exit status: 0 when every image was scored, 1 when some could not be read (each 
 stderr line and skipped; the rest are scored), 2 for a usage error (missing folder, empty folder,
 missing or wrong checkpoint).
 
-A command line over the Python API, ``faces.api.Predictor`` (``from faces import Predictor``;
-``from inference import Detector`` still gives it, with a deprecation warning): argument parsing, flag checks, printing, exit
-codes.
+A command line over the Python API, ``faces.api.Predictor`` (``from faces import Predictor``; ``from
+inference import Detector`` still gives it, with a deprecation warning): argument parsing, flag
+checks, printing, exit codes.
 
 Spread over processes (faces.shard): under ``torchrun`` each rank scores its share of the inputs
 on its own device and rank 0 writes the one ``--output`` in the input order; ``--shard K/N`` scores
@@ -32,15 +32,15 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # waiting threads sleep: see train.py
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # broken videos are reported by us, once
 
-from checks import BACKENDS, CROP_RULES, PRECISIONS, default_threads  # noqa: E402
-from checks import MAX_INPUT_SIZE as MAX_IMAGE_SIZE  # noqa: E402,F401 - the one bound of -s
-from errors import UserError, flags, run_cli  # noqa: E402
-from faces.arguments import check_keywords  # noqa: E402
-from faces.crop import MARGIN  # noqa: E402
-from faces.finders.base import MIN_FACE_SCORE, MIN_FACE_SIZE  # noqa: E402
-from faces.rules import detector_of  # noqa: E402
-from faces.video import FRAMES  # noqa: E402
-from fileio import check_output_dir, check_output_file, write_table  # noqa: E402
+from checks import BACKENDS, CROP_RULES, PRECISIONS, default_threads
+from checks import MAX_INPUT_SIZE as MAX_IMAGE_SIZE  # noqa: F401 - the one bound of -s
+from errors import UserError, flags, run_cli
+from faces.arguments import check_keywords
+from faces.crop import MARGIN
+from faces.finders.base import MIN_FACE_SCORE, MIN_FACE_SIZE
+from faces.rules import detector_of
+from faces.video import FRAMES
+from fileio import check_output_dir, check_output_file, write_table
 
 # The rest of the library (faces.api, faces.media, faces.scoring, model: torch and the models
 # under them) is imported where the work starts, not here: ``--help`` and a mistyped flag answer
@@ -101,7 +101,8 @@ def parse_args(argv=None):
                         "predictor of pip's face-recognition-models)")
     m.add_argument("--detector", default=None,
                    help="face detector: dlib or retinaface (default: the crop rule's; box: dlib)")
-    m.add_argument("--detector_weights", help="retinaface: mobilenet0.25_Final.pth or Resnet50_Final.pth")
+    m.add_argument("--detector_weights",
+                   help="retinaface: mobilenet0.25_Final.pth or Resnet50_Final.pth")
     m.add_argument("--frames", type=int, default=None,
                    help=f"video: N evenly spaced frames ({FRAMES})")
     m.add_argument("--every", type=int, help="video: every k-th frame")
@@ -116,7 +117,8 @@ def parse_args(argv=None):
     m.add_argument("--frames_output", help="one row per scored face in a frame (.csv)")
     m.add_argument("--threshold_from", help="use the EER threshold of a test.py metrics.json "
                                             "(instead of --threshold)")
-    p.add_argument("--device", "-d", default=None, help="cpu, cuda, cuda:0 ... (default: cuda:0 if available)")
+    p.add_argument("--device", "-d", default=None,
+                   help="cpu, cuda, cuda:0 ... (default: cuda:0 if available)")
     p.add_argument("--image_size", "-s", type=int, default=None,
                    help="input size (default: the one the checkpoint was trained with)")
     p.add_argument("--visualize", "-v", action="store_true",
@@ -160,7 +162,8 @@ def parse_args(argv=None):
     p.add_argument("--max_pixels", type=int, default=None,
                    help="refuse images with more pixels than this (default 64 million)")
     p.add_argument("--trust", action="store_true",
-                   help="allow a checkpoint that needs full unpickling (only from a trusted source)")
+                   help="allow a checkpoint that needs full unpickling (only from a trusted "
+                        "source)")
     p.add_argument("--shard", metavar="K/N",
                    help="score shard K of N of the inputs, its rows kept beside --output (array "
                         "jobs; under torchrun the ranks split by themselves)")

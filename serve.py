@@ -19,8 +19,8 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # waiting threads sleep: see train.py
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
-from checks import BACKENDS, PRECISIONS  # noqa: E402
-from errors import UserError, flags, run_cli  # noqa: E402
+from checks import BACKENDS, PRECISIONS
+from errors import UserError, flags, run_cli
 
 
 def parse_args(argv=None):
@@ -110,9 +110,9 @@ def main(argv=None):
     def body():
         check_args(args)
         try:
-            import fastapi  # noqa: F401
+            import fastapi  # noqa: F401 - imported to check it is installed
             import fastapi_offline  # noqa: F401 - the files of /docs, served locally
-            import multipart  # noqa: F401
+            import multipart  # noqa: F401 - imported to check it is installed
             import uvicorn
         except ImportError as exc:
             raise UserError(f"the page needs {exc.name}: pip install -r requirements-serve.txt") \
@@ -129,11 +129,11 @@ def main(argv=None):
         from fileio import FolderLock
         os.makedirs(args.data, exist_ok=True)
         lock = FolderLock(args.data, "--data", "give another --data")  # one server per folder
+        from checks import default_threads
         from faces.api import Predictor
         from webapp.app import create_app
         from webapp.pool import Workers
         from webapp.store import JobStore
-        from checks import default_threads
         threads = args.threads if args.threads is not None else default_threads(0, args.workers)
         load = {"model": args.model, "imports": list(args.imports), "trust": args.trust,
                 "backend": args.backend, "precision": args.precision, "threads": threads}

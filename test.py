@@ -8,8 +8,9 @@
 Prints a table of frame- and video-level metrics (per manipulation method for FF++) and writes
 metrics.json, scores.csv, and with both classes roc_curve.pickle, roc.png and reliability.png (into
 the checkpoint's run directory, or --out). Then the calibration: ECE, Brier score and NLL of the raw
-probabilities and, for a calibrated checkpoint, of the calibrated ones, and this split's FPR and
-TPR at each operating point the checkpoint stores. The model is the one the checkpoint's saved config names.
+probabilities and, for a calibrated checkpoint, of the calibrated ones, and this split's FPR and TPR
+at each operating point the checkpoint stores. The model is the one the checkpoint's saved config
+names.
 """
 import argparse
 import os
@@ -23,17 +24,20 @@ def main(argv=None):
     from checks import BACKENDS, PRECISIONS
     parser = argparse.ArgumentParser(description="Evaluate a checkpoint on a benchmark split.")
     parser.add_argument("--config", required=True, help="model config (YAML)")
-    parser.add_argument("--ckpt", help="checkpoint file (default: <ckpt_fold>/<name>/<id>/<ckpt>.bin)")
+    parser.add_argument("--ckpt",
+                        help="checkpoint file (default: <ckpt_fold>/<name>/<id>/<ckpt>.bin)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: config.device)")
-    parser.add_argument("--out", help="folder for metrics.json, scores.csv, roc_curve.pickle, roc.png")
+    parser.add_argument("--out",
+                        help="folder for metrics.json, scores.csv, roc_curve.pickle, roc.png")
     parser.add_argument("--trust", action="store_true",
-                        help="allow a checkpoint that needs full unpickling (only from a trusted source)")
+                        help="allow a checkpoint that needs full unpickling (only from a trusted "
+                             "source)")
     parser.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value (see train.py); repeatable")
     parser.add_argument("--perturb", action="append", default=[], metavar="TYPE:LEVEL",
-                        help="score under a DeeperForensics distortion, e.g. GB:3 (the published CS, CC, "
-                             "BW, GNC, GB, JPEG, VC; JQ; the variants BWS, JPEGB, GNCC; levels "
-                             "1-5); repeatable for a combination")
+                        help="score under a DeeperForensics distortion, e.g. GB:3 (the published "
+                             "CS, CC, BW, GNC, GB, JPEG, VC; JQ; the variants BWS, JPEGB, GNCC; "
+                             "levels 1-5); repeatable for a combination")
     parser.add_argument("--video_auc", "--video-auc", dest="video_auc",
                         choices=["project", "deepfakebench"], default="project",
                         help="the videos of the video-level metrics: project (default: each video "

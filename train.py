@@ -66,7 +66,8 @@ def main(argv=None):
         cfg = load_config(args.config, model_opts, dataset_opts)
         from trainer.train import Interrupted, run
         try:
-            result = run(cfg, args.local_rank, args.threads)  # from here the trainer stops between steps
+            # from here the trainer stops between steps
+            result = run(cfg, args.local_rank, args.threads)
         except Interrupted as exc:
             print(str(exc), file=sys.stderr)
             return 128 + int(exc.signum)

@@ -22,7 +22,8 @@ from .transforms import build_transforms
 
 log = logging.getLogger(__name__)
 ON_BAD_IMAGE = ("skip", "error")
-DEFAULT_MAX_PIXELS = 64_000_000  # a 64-megapixel image decodes to 192 MB; face crops are far smaller
+# a 64-megapixel image decodes to 192 MB; face crops are far smaller
+DEFAULT_MAX_PIXELS = 64_000_000
 cv2.setNumThreads(1)  # workers are the parallelism; OpenCV's own threads only contend with them
 # OpenCV prints its own warning for every truncated file; the project reports each bad file once.
 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
@@ -57,7 +58,8 @@ def _probe_png(buf):
     orientation 1 unless an eXIf chunk precedes the image data (then None: Pillow reads it)."""
     if buf.size < 33 or bytes(buf[12:16]) != b"IHDR":
         return None
-    width, height = int.from_bytes(bytes(buf[16:20]), "big"), int.from_bytes(bytes(buf[20:24]), "big")
+    width = int.from_bytes(bytes(buf[16:20]), "big")
+    height = int.from_bytes(bytes(buf[20:24]), "big")
     pos = 8
     while pos + 8 <= buf.size:
         kind = bytes(buf[pos + 4:pos + 8])
@@ -281,9 +283,10 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
 class FaceFrames(Dataset):
     """Items -> ``{"image": C x H x W float, "label": int, "video": str, "index": int}``.
 
-    A bad image yields ``{"bad": path, "reason": message, "index": i}`` instead when ``on_bad_image`` is "skip";
-    ``collate`` drops those samples and hands their paths to the training or evaluation loop, which
-    warns once per file and reports the total. With "error" it raises, naming the file.
+    A bad image yields ``{"bad": path, "reason": message, "index": i}`` instead when
+    ``on_bad_image`` is "skip"; ``collate`` drops those samples and hands their paths to the
+    training or evaluation loop, which warns once per file and reports the total. With "error" it
+    raises, naming the file.
     """
 
     def __init__(self, items, transforms, seed: int = 2022, on_bad_image: str = "skip",
@@ -298,7 +301,8 @@ class FaceFrames(Dataset):
         self.norm = None
         if defer_normalize:
             transforms, self.norm = deferred_normalize(transforms)
-        self.transform = build_transforms(transforms) if isinstance(transforms, list) else transforms
+        self.transform = (build_transforms(transforms) if isinstance(transforms, list)
+                          else transforms)
         self.seed = seed
         self.epoch = 0
         self.on_bad_image = on_bad_image

@@ -60,7 +60,8 @@ def _tint(face, rng):
     if np.ptp(face.astype(int) - face[..., :1].astype(int)) > 10:
         return face  # already in colour
     tone = rng.uniform([0.85, 0.65, 0.5], [1.05, 0.85, 0.75])
-    return np.clip(face.astype(np.float32) * tone + rng.uniform(-10, 10, 3), 0, 255).astype(np.uint8)
+    tinted = face.astype(np.float32) * tone + rng.uniform(-10, 10, 3)
+    return np.clip(tinted, 0, 255).astype(np.uint8)
 
 
 def _frame(face, rng):
@@ -82,7 +83,8 @@ def _ellipse_mask(rng, cx, cy, ax, ay, blur):
 
 
 def _self_blend(img, method, rng):
-    """Blend a perturbed copy of ``img`` into itself inside a soft mask; the recipe is per method."""
+    """Blend a perturbed copy of ``img`` into itself inside a soft mask; the recipe is per method.
+    """
     src = img.astype(np.float32)
     c = SIZE / 2
     if method == "Deepfakes":  # colour shift and slight zoom, large smooth mask

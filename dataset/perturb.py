@@ -62,7 +62,8 @@ TYPES = ("CS", "CC", "BW", "GNC", "GB", "JPEG", "VC", "JQ")  # the grid; the var
 PUBLISHED = ("CS", "CC", "BW", "GNC", "GB", "JPEG", "VC")  # DeeperForensics-1.0's seven
 
 # ITU-R BT.601, studio range, on [0, 1]: ycbcr = OFFSET + M @ rgb (the GNCC variant)
-_M = np.array([[65.481, 128.553, 24.966], [-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]]) / 255
+_M = np.array([[65.481, 128.553, 24.966], [-37.797, -74.203, 112.0],
+               [112.0, -93.786, -18.214]]) / 255
 _OFFSET = np.array([16, 128, 128]) / 255
 _M_INV = np.linalg.inv(_M)
 
@@ -141,9 +142,10 @@ def encode_video(frames, crf):
     raw = b"".join(cv2.resize(f, (w2, h2), interpolation=cv2.INTER_AREA).tobytes() for f in frames)
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "v.mp4")
-        enc = subprocess.run([exe, "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
-                              "-s", f"{w2}x{h2}", "-r", "25", "-i", "-", "-c:v", "libx264",
-                              "-preset", "medium", "-crf", str(crf), "-pix_fmt", "yuv420p", path],
+        enc = subprocess.run([exe, "-loglevel", "error", "-y", "-f", "rawvideo",
+                              "-pix_fmt", "rgb24", "-s", f"{w2}x{h2}", "-r", "25", "-i", "-",
+                              "-c:v", "libx264", "-preset", "medium", "-crf", str(crf),
+                              "-pix_fmt", "yuv420p", path],
                              input=raw, capture_output=True)
         if enc.returncode:
             raise RuntimeError(f"ffmpeg could not encode: {enc.stderr.decode()[-300:]}")
@@ -269,7 +271,8 @@ def _make_transform():
 
         def __init__(self, types=TYPES, levels=(1, 2, 3, 4, 5), p=0.5):
             super().__init__(p=p)
-            bad = [t for t in types if t not in LEVELS] + [lv for lv in levels if lv not in range(1, 6)]
+            bad = ([t for t in types if t not in LEVELS]
+                   + [lv for lv in levels if lv not in range(1, 6)])
             if bad or not types or not levels:
                 raise ValueError(f"unknown types or levels {bad}: types from {list(LEVELS)}, "
                                  "levels 1 to 5")

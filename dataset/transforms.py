@@ -4,20 +4,20 @@ import warnings
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no network check at import
 
-import albumentations as A  # noqa: E402
-from albumentations.pytorch import ToTensorV2  # noqa: E402
+import albumentations as A
+from albumentations.pytorch import ToTensorV2
 
-from checks import named_entries  # noqa: E402
-from errors import UserError  # noqa: E402
+from checks import named_entries
+from errors import UserError
 
 
 def build_transforms(spec, where: str = "transforms") -> A.Compose:
     """``[{name, params}, ...]`` -> ``Compose([...], ToTensorV2())``.
 
     Any albumentations transform may be named, and this project's ``RandomDegradation`` (the
-    DeeperForensics distortions as augmentation, dataset/perturb.py). An unknown name, a bad parameter, or a parameter
-    that albumentations 2.x would only warn about and ignore (``always_apply``, ``var_limit``, ...)
-    raises a UserError naming the entry.
+    DeeperForensics distortions as augmentation, dataset/perturb.py). An unknown name, a bad
+    parameter, or a parameter that albumentations 2.x would only warn about and ignore
+    (``always_apply``, ``var_limit``, ...) raises a UserError naming the entry.
     """
     steps = []
     for label, entry in named_entries(spec, where, "{name, params}"):
@@ -26,7 +26,8 @@ def build_transforms(spec, where: str = "transforms") -> A.Compose:
             raise UserError(f"{label}: unknown key(s) {sorted(unknown)}")
         name, params = entry["name"], entry.get("params") or {}
         from .perturb import PROJECT_TRANSFORMS
-        cls = PROJECT_TRANSFORMS[name]() if name in PROJECT_TRANSFORMS else getattr(A, str(name), None)
+        cls = (PROJECT_TRANSFORMS[name]() if name in PROJECT_TRANSFORMS
+               else getattr(A, str(name), None))
         if not (isinstance(cls, type) and issubclass(cls, A.BasicTransform)):
             raise UserError(f"{label}: unknown albumentations transform {name!r}")
         if not isinstance(params, dict):

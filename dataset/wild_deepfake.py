@@ -46,7 +46,8 @@ def build_wilddeepfake(root):
                 lists[os.path.join(base, f"{kind}.pickle")] = paths
             counts[f"{split}/{kind}"] = len(paths)
     if not lists:
-        raise UserError(f"WildDeepfake: no images under {root}/<split>/<real|fake>/; no index written")
+        raise UserError(f"WildDeepfake: no images under {root}/<split>/<real|fake>/; "
+                        "no index written")
     for path, paths in lists.items():
         save_pickle_index(paths, path)
     return counts
@@ -205,7 +206,8 @@ def _build(args):
             lines += [f"problem: {f}: an unpacking that did not finish; not indexed"
                       for f in incomplete_archives(os.path.join(args.root, split, kind))
                       if not any(f in line for line in lines)]
-    return lines + [f"{name}.pickle: {n} frames" for name, n in build_wilddeepfake(args.root).items()]
+    built = build_wilddeepfake(args.root)
+    return lines + [f"{name}.pickle: {n} frames" for name, n in built.items()]
 
 
 register_layout(Layout("WildDeepfake", read,

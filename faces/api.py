@@ -22,10 +22,10 @@ import torch
 
 from errors import UserError
 from fileio import atomic_write_image, check_output_dir, files_in
-from model.calibration import parse_threshold, resolve_band
 from model import DETECTORS
-from model.checkpoint import load_detector, pick_device
 from model.backends import build_scorer, set_threads
+from model.calibration import parse_threshold, resolve_band
+from model.checkpoint import load_detector, pick_device
 from model.heatmap import evidence_maps, heat_map, heat_ramp
 from registry import import_modules
 
@@ -161,17 +161,18 @@ def draw_panels(name, x, recons, maps, prob, out_dir, verdict, mean, std):
 class Predictor:
     """A trained face-forgery detector, ready to score: the Python API behind inference.py.
 
-    ``model`` is the ``model.Detector`` (eval mode, on ``device``). Its probabilities are
-    calibrated where its checkpoint holds a calibration (``model.calibration``; ``calibration``
-    says which, None: raw). ``threshold`` makes a probability a verdict (fake at or above it): a
-    number, or an operating point of the calibration (``fpr@0.01``, ``fpr@0.05``, ``fpr@0.1``,
-    ``eer``); None or left out is 0.5 (``threshold_source`` says which); ``batch_size`` crops per forward pass (default 32
-    on a GPU, 8 on the CPU); ``num_workers`` decoding processes for image files; ``max_pixels``
-    refuses larger images and video frames; ``graphs``: on a GPU, replay CUDA graphs of the
-    forward; ``backend`` (torch, onnxruntime, auto) and ``precision`` (fp32, bf16, auto): how the
-    forward runs (``model.backends``; ``predictor.backend`` / ``predictor.precision`` say what
-    was chosen); ``threads``: intra-op threads of torch and ONNX Runtime (None: as they are). Each value is checked where it enters (``faces.arguments``: the same rule as
-    inference.py's flags); None means the default, never 0.
+    ``model`` is the ``model.Detector`` (eval mode, on ``device``). Its probabilities are calibrated
+    where its checkpoint holds a calibration (``model.calibration``; ``calibration`` says which,
+    None: raw). ``threshold`` makes a probability a verdict (fake at or above it): a number, or an
+    operating point of the calibration (``fpr@0.01``, ``fpr@0.05``, ``fpr@0.1``, ``eer``); None or
+    left out is 0.5 (``threshold_source`` says which); ``batch_size`` crops per forward pass
+    (default 32 on a GPU, 8 on the CPU); ``num_workers`` decoding processes for image files;
+    ``max_pixels`` refuses larger images and video frames; ``graphs``: on a GPU, replay CUDA graphs
+    of the forward; ``backend`` (torch, onnxruntime, auto) and ``precision`` (fp32, bf16, auto): how
+    the forward runs (``model.backends``; ``predictor.backend`` / ``predictor.precision`` say what
+    was chosen); ``threads``: intra-op threads of torch and ONNX Runtime (None: as they are). Each
+    value is checked where it enters (``faces.arguments``: the same rule as inference.py's flags);
+    None means the default, never 0.
     """
 
     def __init__(self, model, device, threshold=None, batch_size=None, num_workers=0,
@@ -283,10 +284,10 @@ class Predictor:
 
     def score_items(self, items, names=None, vis_dir=None):
         """Yields (index, probability or None, error, raw probability or None) in order,
-        streaming through DataLoader workers (the probability is calibrated where the checkpoint
-        has a calibration; the raw one is the detector's own); with ``vis_dir``, a panel per image, named by ``names``: the face, its
-        reconstruction and the reconstruction difference where the model reconstructs, and
-        Grad-CAM (``draw_panels``)."""
+        streaming through DataLoader workers (the probability is calibrated where the checkpoint has
+        a calibration; the raw one is the detector's own); with ``vis_dir``, a panel per image,
+        named by ``names``: the face, its reconstruction and the reconstruction difference where the
+        model reconstructs, and Grad-CAM (``draw_panels``)."""
         if vis_dir is not None:
             check_output_dir(as_path(vis_dir, "vis_dir"), "vis_dir")
         for i, prob, err, pair, raw in self.scorer().stream(items, aux=vis_dir is not None):

@@ -34,9 +34,20 @@ from version import project_version
 from .crop import MARGIN, cut
 from .finders import build_face_finder
 from .finders.retinaface import backbone_of
-from .manifest import (DONE, FRAME_FILE, LANDMARK_FILE, VIDEO_MANIFEST, WORKING, frame_folder,
-                       frame_name, landmark_folder, read_manifest, state_folder, write_manifest,
-                       write_meta)
+from .manifest import (
+    DONE,
+    FRAME_FILE,
+    LANDMARK_FILE,
+    VIDEO_MANIFEST,
+    WORKING,
+    frame_folder,
+    frame_name,
+    landmark_folder,
+    read_manifest,
+    state_folder,
+    write_manifest,
+    write_meta,
+)
 from .rules import DFB_SIZE, RULES, build_rule
 from .video import FRAMES, iter_frames, list_videos, read_frames, video_id
 
@@ -188,9 +199,9 @@ def recrop_video(job):
         return vid, "skipped", 0, 0, ""
     info = {}
     try:
-        frames = {idx: rgb for idx, _, rgb in iter_frames(path, indices=[r["frame"] for r in records],
-                                                          info=info)}
-    except Exception as exc:  # noqa: BLE001
+        wanted = [r["frame"] for r in records]
+        frames = {idx: rgb for idx, _, rgb in iter_frames(path, indices=wanted, info=info)}
+    except Exception as exc:  # noqa: BLE001 - any decoding failure fails this video alone
         return vid, "failed", 0, len(records), str(exc)
     expected = {r["frames_total"] for r in records}
     if expected != {info["total"]}:

@@ -324,7 +324,8 @@ def threshold_from(metrics):
 
 
 def _bgr_of(prob):
-    """The colour of a fake probability on a fixed scale: green (real, 0) - yellow - red (fake, 1)."""
+    """The colour of a fake probability on a fixed scale: green (real, 0) - yellow - red (fake, 1).
+    """
     r, g, b, _ = colormaps["RdYlGn_r"](float(np.clip(prob, 0, 1)))
     return int(b * 255), int(g * 255), int(r * 255)
 

@@ -111,7 +111,7 @@ class Plan:
             result = work()
         except RankFailed:
             raise
-        except Exception as exc:  # noqa: BLE001 - every failure is told to the other ranks
+        except Exception as exc:
             if not self.ranks:
                 raise
             self.agree(_said(exc, names))
@@ -303,7 +303,7 @@ class Parts:
                     chunk = json.load(fh)
                 for e in chunk:
                     entries[e["input"]] = e
-                    e["row"], e["failed"]  # noqa: B018 - present
+                    e["row"], e["failed"]
             except (OSError, ValueError, TypeError, KeyError):
                 raise UserError(f"{path} is not a part this project wrote: move it away") from None
         return entries
@@ -394,7 +394,7 @@ class ScoringJob:
                 return int(self.parts.failed and not self.plan.ranks)
             try:
                 failed = self.parts.merge(self.inputs, self.write)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 self.plan.agree(_said(exc, self.names))
                 raise
             self.plan.agree()
@@ -551,7 +551,7 @@ def extract_share(plan, videos, out, meta, run, names=None):
         if plan.merges:
             try:
                 lines = merge_extraction(out, videos)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 plan.agree(_said(exc, names))
                 raise
         plan.agree()

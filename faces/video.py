@@ -3,12 +3,12 @@ import os
 
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # broken videos are reported by us, once
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
+import cv2
+import numpy as np
 
-from checks import MAX_FRAMES  # noqa: E402
-from errors import UserError  # noqa: E402
-from fileio import files_in  # noqa: E402
+from checks import MAX_FRAMES
+from errors import UserError
+from fileio import files_in
 
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 FRAMES = 32  # evenly spaced frames taken of a video unless said otherwise

@@ -52,7 +52,8 @@ def flood(loss: torch.Tensor, level: float) -> torch.Tensor:
     return (loss - level).abs() + level
 
 
-def reconstruction_loss(recons: torch.Tensor, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def reconstruction_loss(recons: torch.Tensor, x: torch.Tensor,
+                        labels: torch.Tensor) -> torch.Tensor:
     """Mean absolute error over the real samples only; 0 when the batch has none.
 
     The error of the fake samples is masked out (``torch.where``) and the sum divided by the real

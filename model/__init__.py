@@ -6,8 +6,16 @@ The contract every detector keeps is ``model.detector.Detector`` (network, loss,
 imported through the config's ``config.imports`` (see docs/extending.md).
 """
 from .checkpoint import DEFAULT_MODEL
-from .detector import (DETECTORS, Detector, InputSpec, build_detector, log_odds, probabilities,
-                       register_detector, scores)
+from .detector import (
+    DETECTORS,
+    Detector,
+    InputSpec,
+    build_detector,
+    log_odds,
+    probabilities,
+    register_detector,
+    scores,
+)
 from .recce import MEAN, STD, Recce, RecceLoss
 from .xception import Xception
 

@@ -161,6 +161,7 @@ class GuidedAttention(nn.Module):
 
     def forward(self, x, recons, feat):
         residual = torch.abs(x - recons)
-        residual = F.interpolate(residual, size=feat.shape[-2:], mode="bilinear", align_corners=True)
+        residual = F.interpolate(residual, size=feat.shape[-2:], mode="bilinear",
+                                 align_corners=True)
         mask = self.gated(residual)  # N 1 h w
         return mask * self.h(feat) + self.dropout(feat)

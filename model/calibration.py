@@ -149,7 +149,8 @@ def point_at(labels, probs, threshold):
 
 
 def choose_points(labels, probs):
-    """The operating points (``POINT_NAMES``) chosen on ``labels`` / ``probs``, each ``point_at``."""
+    """The operating points (``POINT_NAMES``) chosen on ``labels`` / ``probs``, each ``point_at``.
+    """
     points = {}
     for target, name in zip(FPR_POINTS, POINT_NAMES):
         points[name] = point_at(labels, probs, fpr_threshold(labels, probs, target))

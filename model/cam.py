@@ -26,7 +26,7 @@ _said = []  # the missing package is said once per process
 def available() -> bool:
     """Whether the grad-cam package can be imported; when not, one line on stderr (once)."""
     try:
-        import pytorch_grad_cam  # noqa: F401
+        import pytorch_grad_cam  # noqa: F401 - imported to check it is installed
     except ImportError:
         if not _said:
             print(f"Grad-CAM maps need the grad-cam package ({INSTALL}); the pictures go on "

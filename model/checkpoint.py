@@ -50,7 +50,8 @@ def load_checkpoint(path, trusted=False):
                 "(config.trust_checkpoint: true; trust on a command line or in the API)") from None
         unsafe = True  # trusted: read below, outside this handler
     except Exception as exc:  # noqa: BLE001 - truncated, not a torch file, ...
-        raise UserError(f"cannot read checkpoint {path}: {' '.join(str(exc).split())[:200]}") from None
+        said = " ".join(str(exc).split())[:200]
+        raise UserError(f"cannot read checkpoint {path}: {said}") from None
     if unsafe:
         obj = torch.load(path, map_location="cpu", weights_only=False)
     return check_saved_config(obj, path)
@@ -313,7 +314,10 @@ def load_detector(path, device="cpu", *, trusted=False, name=None, num_classes=N
         args.update(given)
     args["name"] = chosen
     accepted = accepted_arguments(DETECTORS.get(chosen))
-    takes = (lambda key: accepted is None or key in accepted)  # noqa: E731
+
+    def takes(key):
+        return accepted is None or key in accepted
+
     if num_classes is not None:
         args["num_classes"] = num_classes
     if takes("num_classes") and args.get("num_classes") is None:

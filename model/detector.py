@@ -38,7 +38,8 @@ DETECTORS = Registry("detector", "model.name")
 register_detector = DETECTORS.register
 
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "area", "lanczos")
-# albumentations / OpenCV flags of those names (cv2.INTER_*), as a Resize entry in a YAML states them
+# albumentations / OpenCV flags of those names (cv2.INTER_*), as a Resize entry in a YAML states
+# them
 CV2_FLAGS = {"nearest": 0, "bilinear": 1, "bicubic": 2, "area": 3, "lanczos": 4}
 # what an albumentations Normalize entry that leaves them out uses: ImageNet's mean and std
 NORMALIZE_DEFAULT_MEAN, NORMALIZE_DEFAULT_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -93,7 +94,10 @@ class InputSpec:
     def describe(self):
         h, w = self.size
         size = f"{h} px" if h == w else f"{h} x {w} px"
-        fmt = lambda t: "(" + ", ".join(f"{v:g}" for v in t) + ")"  # noqa: E731
+
+        def fmt(t):
+            return "(" + ", ".join(f"{v:g}" for v in t) + ")"
+
         return f"{size} ({self.interpolation}), mean {fmt(self.mean)}, std {fmt(self.std)}"
 
 

@@ -89,11 +89,11 @@ def export(model, fmt, out, size=None, with_recons=False, checkpoint=None, quiet
     batch = torch.export.Dim("batch", min=1, max=1024)
     if fmt == "onnx":
         try:
-            import onnx  # noqa: F401
-            import onnxscript  # noqa: F401
+            import onnx  # noqa: F401 - imported to check it is installed
+            import onnxscript  # noqa: F401 - imported to check it is installed
         except ImportError:
-            raise UserError("ONNX export needs the packages onnx and onnxscript: "
-                            "pip install onnx onnxscript (onnxruntime to check the result)") from None
+            raise UserError("ONNX export needs the packages onnx and onnxscript: pip install "
+                            "onnx onnxscript (onnxruntime to check the result)") from None
     with temporary_beside(out) as tmp:
         if fmt == "onnx":
             names = ["logits", "recons"] if with_recons else ["logits"]

@@ -50,7 +50,7 @@ class Workers:
                 failed = self.store.fail_worker(p.pid, f"the worker process stopped ({how}); "
                                                        "the server goes on")
                 print(f"worker {p.pid} stopped ({how})"
-                      + (f"; its job failed" if failed else "") + "; starting another",
+                      + ("; its job failed" if failed else "") + "; starting another",
                       file=sys.stderr, flush=True)
                 time.sleep(RESPAWN_PAUSE)
                 if self.watching.is_set():

@@ -94,9 +94,10 @@ def report_html(job, out):
     parts = ["<!doctype html><html lang='en'><head><meta charset='utf-8'>",
              "<meta name='viewport' content='width=device-width, initial-scale=1'>",
              f"<title>Report: {e(str(job.get('name')))}</title><style>",
-             "body{font-family:system-ui,sans-serif;max-width:60rem;margin:1rem auto;padding:0 1rem;"
-             "color:#111}table{border-collapse:collapse;margin:.5rem 0}td,th{border:1px solid #bbb;"
-             "padding:.2rem .5rem;text-align:left}img{max-width:100%}.fake{color:#b00020}"
+             "body{font-family:system-ui,sans-serif;max-width:60rem;margin:1rem auto;"
+             "padding:0 1rem;color:#111}table{border-collapse:collapse;margin:.5rem 0}"
+             "td,th{border:1px solid #bbb;padding:.2rem .5rem;text-align:left}"
+             "img{max-width:100%}.fake{color:#b00020}"
              ".real{color:#1b5e20}</style></head><body>",
              f"<h1>Report: {e(str(job.get('name')))}</h1>",
              f"<p class='{e(r.get('prediction') or '')}'><strong>Verdict: {e(verdict_text(job))}"
@@ -106,9 +107,10 @@ def report_html(job, out):
     parts.append("</table><h2>Persons</h2><table><tr><th>track</th><th>frames</th>"
                  "<th>mean fake probability</th><th>highest</th><th>decides</th></tr>")
     for p in x.get("persons") or []:
+        decides = "yes" if p["decides"] else ("" if p["person"] else "not a person")
         parts.append(f"<tr><td>#{p['track']}</td><td>{p['frames']}</td>"
                      f"<td>{_num(p['fake_probability'])}</td><td>{_num(p['max_probability'])}"
-                     f"</td><td>{'yes' if p['decides'] else ('' if p['person'] else 'not a person')}"
+                     f"</td><td>{decides}"
                      "</td></tr>")
     parts.append("</table>")
     for caption, path in pictures(job, out):

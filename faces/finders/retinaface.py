@@ -1,7 +1,7 @@
-"""RetinaFace (Deng et al., CVPR 2020) as in the widely used PyTorch release (biubug6/Pytorch_Retinaface),
-which the RECCE authors used to crop faces: the network, its prior boxes, decoding, score threshold
-and NMS, so that its public checkpoints (mobilenet0.25_Final.pth, Resnet50_Final.pth) load and
-give that release's detections.
+"""RetinaFace (Deng et al., CVPR 2020) as in the widely used PyTorch release
+(biubug6/Pytorch_Retinaface), which the RECCE authors used to crop faces: the network, its prior
+boxes, decoding, score threshold and NMS, so that its public checkpoints (mobilenet0.25_Final.pth,
+Resnet50_Final.pth) load and give that release's detections.
 
 Written from the published facts of that release (summarised in tests/fixtures/README.md); no code
 of it is here.
@@ -26,10 +26,10 @@ MIN_SIZES = ((16, 32), (64, 128), (256, 512))
 STEPS = (8, 16, 32)
 VARIANCE = (0.1, 0.2)
 BGR_MEAN = (104.0, 117.0, 123.0)
-WEIGHTS_HELP = ("download mobilenet0.25_Final.pth or Resnet50_Final.pth from the Pytorch_Retinaface "
-                "release (github.com/biubug6/Pytorch_Retinaface, README 'pretrained model') and "
-                "give it as the weights, or use the dlib face detector, which needs no weights "
-                "file")
+WEIGHTS_HELP = ("download mobilenet0.25_Final.pth or Resnet50_Final.pth from the "
+                "Pytorch_Retinaface release (github.com/biubug6/Pytorch_Retinaface, README "
+                "'pretrained model') and give it as the weights, or use the dlib face detector, "
+                "which needs no weights file")
 
 
 def _conv_bn(inp, oup, k, stride, slope, act=True):
@@ -57,7 +57,8 @@ class MobileNetV1Body(nn.Module):
         self.stage1 = nn.Sequential(
             _conv_bn(3, 8, 3, 2, 0.1), _conv_dw(8, 16, 1), _conv_dw(16, 32, 2), _conv_dw(32, 32, 1),
             _conv_dw(32, 64, 2), _conv_dw(64, 64, 1))
-        self.stage2 = nn.Sequential(_conv_dw(64, 128, 2), *[_conv_dw(128, 128, 1) for _ in range(5)])
+        self.stage2 = nn.Sequential(_conv_dw(64, 128, 2),
+                                    *[_conv_dw(128, 128, 1) for _ in range(5)])
         self.stage3 = nn.Sequential(_conv_dw(128, 256, 2), _conv_dw(256, 256, 1))
 
     def forward(self, x):
@@ -136,7 +137,8 @@ class RetinaFaceNet(nn.Module):
     def __init__(self, backbone="mobilenet0.25"):
         super().__init__()
         if backbone not in CONFIGS:
-            raise UserError(f"unknown RetinaFace backbone {backbone!r} (known: {', '.join(CONFIGS)})")
+            raise UserError(f"unknown RetinaFace backbone {backbone!r} "
+                            f"(known: {', '.join(CONFIGS)})")
         cfg = CONFIGS[backbone]
         self.body = MobileNetV1Body() if backbone == "mobilenet0.25" else ResNet50Body()
         c, out = cfg["in_channel"], cfg["out_channel"]
@@ -226,8 +228,9 @@ def load_retinaface_weights(net, path):
         raise UserError(f"RetinaFace weights not found: {path!r}; {WEIGHTS_HELP}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001
-        raise UserError(f"cannot read RetinaFace weights {path}: {' '.join(str(exc).split())[:200]}") from None
+    except Exception as exc:  # noqa: BLE001 - truncated, not a torch file, ...: one line
+        said = " ".join(str(exc).split())[:200]
+        raise UserError(f"cannot read RetinaFace weights {path}: {said}") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -254,7 +257,8 @@ def backbone_of(weights, backbone=None):
 
 
 class RetinaFaceFinder:
-    """RetinaFace as a face finder: image in (RGB uint8), faces out, as the release's detect.py with its default thresholds."""
+    """RetinaFace as a face finder: image in (RGB uint8), faces out, as the release's detect.py with
+    its default thresholds."""
 
     name = "retinaface"
 
