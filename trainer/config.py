@@ -65,7 +65,7 @@ KEYS = (
     Key("data.num_workers", 4, "workers"),
 )
 KEY = {key.path: key for key in KEYS}
-DEFAULTS = nested_defaults(KEYS)  # the trainer's sections; ``model`` and ``loss`` are the detector's
+DEFAULTS = nested_defaults(KEYS)  # the trainer's sections (``model`` and ``loss``: the detector's)
 # The kind of every key: "name" values stay strings whatever they look like (a run id 0012, a
 # date, 1e3); "bool" accepts only true/false; tuples are choices.
 SCHEMA = {key.path: key.kind for key in KEYS}
