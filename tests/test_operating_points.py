@@ -189,3 +189,16 @@ def test_one_reading_of_a_threshold_for_every_door():
         C.parse_threshold((0.3, 0.2, 0.1))
     band = C.resolve_band((0.7, 0.3), None)
     assert (band.lower, band.upper, band.source) == (0.3, 0.7, "given")
+
+
+def test_test_py_reads_its_threshold_before_any_work(tmp_path, capsys):
+    import test as test_py
+    missing = str(tmp_path / "no_config.yml")
+    assert test_py.main(["--config", missing, "--threshold", "2"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --threshold 2: expected a probability in " \
+                                              "[0, 1]"
+    assert test_py.main(["--config", missing, "--threshold", "eer:nope"]) == 2
+    assert capsys.readouterr().err.startswith("error: --threshold 'eer:nope': expected a "
+                                              "probability in [0, 1] or an operating point")
+    assert test_py.main(["--config", missing, "--threshold", "eer"]) == 2  # read, then the file
+    assert "config file not found" in capsys.readouterr().err
