@@ -7,6 +7,12 @@ detector's own arguments (``model:`` and ``loss:`` sections) and a checkpoint's 
 ``check_argument(name, value, kind)`` is the same rule for a keyword argument of the library
 (the Python API): no text taken for a number, and the error names the argument.
 
+``Key(path, default, kind, doc)`` declares one setting once: its default, its kind (which names
+its bounds, e.g. "batch_size": 1 to ``MAX_BATCH_SIZE``; ``bounds`` narrows a key further) and
+what it is. The tables of keys are built from it: ``trainer.config.KEYS`` (the config file's
+trainer keys: ``DEFAULTS`` and ``SCHEMA`` derive from it), ``faces.arguments.KEYWORDS`` (the
+Python API's keywords, inference.py's flags and the page's form fields).
+
 The bounds every door shares are named here: ``MAX_INPUT_SIZE``, the largest side of a model's
 input (``-s`` / ``--image_size``, ``export.py --size``, the API's ``image_size`` and a
 checkpoint's saved input spec), and the bounds of batch sizes, worker processes, pixel budgets,
@@ -17,6 +23,7 @@ import datetime
 import math
 import numbers
 import os
+from dataclasses import dataclass
 
 from errors import UserError
 
@@ -257,6 +264,90 @@ def check_arguments(func, given, where, owner, kinds=None):
                if d is inspect.Parameter.empty and k not in out]
     if missing:
         raise UserError(f"{where}: {owner} needs {', '.join(missing)} (missing)")
+    return out
+
+
+REQUIRED = object()  # the default of a key that must be given (a config's data.name)
+
+
+@dataclass(frozen=True, eq=False)
+class Key:
+    """One setting, declared once. ``path``: where it is (``config.seed``; a keyword or a form
+    field: its name); ``default`` (``REQUIRED``: it must be given); ``kind``: what
+    ``check_value`` accepts, its bounds included; ``bounds``: ``(low, high)`` narrowing the kind
+    (either None: open), for a key whose range no kind names; ``doc``: what it is, one line;
+    ``shown``: the default as the docs' tables write it, where the value alone does not say it
+    (``config.id``'s None is "a timestamp")."""
+    path: str
+    default: object = None
+    kind: object = "name"
+    doc: str = ""
+    shown: str | None = None
+    bounds: tuple | None = None
+
+    @property
+    def name(self):
+        """The last part of the path: ``seed`` of ``config.seed``."""
+        return self.path.rsplit(".", 1)[-1]
+
+    def check(self, value, where=None, text_numbers=True):
+        """``value`` against the kind and the bounds; returns the value to use or raises a
+        UserError naming ``where`` (default: the path), the value and what is accepted."""
+        where = where or self.path
+        value = check_value(where, value, self.kind, text_numbers)
+        if self.bounds is not None and value is not None and not isinstance(value, bool) and \
+                isinstance(value, (int, float)):
+            low, high = self.bounds
+            if (low is not None and value < low) or (high is not None and value > high):
+                noun = "an integer" if isinstance(value, int) else "a number"
+                expected = f"{noun} from {low} to {high}" if None not in (low, high) else \
+                    f"{noun} of at least {low}" if low is not None else \
+                    f"{noun} of at most {high}"
+                raise UserError(f"{where}: expected {expected}, got {value!r}")
+        return value
+
+    @property
+    def keeps_text(self):
+        """Whether a value of this key is text whatever it looks like (a run id 0012, a date,
+        1e3): names, and choices that are all text."""
+        return keeps_text(self.kind)
+
+    def shown_default(self):
+        """The default as the docs' tables write it: ``shown``, else the value in YAML's words
+        (true, false, none, [], 2022)."""
+        if self.shown is not None:
+            return self.shown
+        value = self.default
+        if value is REQUIRED:
+            return "required"
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if value is None:
+            return "none"
+        if isinstance(value, (list, dict)):
+            return "[]" if value == [] else "{}" if value == {} else repr(value)
+        return str(value)
+
+
+def keeps_text(kind):
+    """Whether values of ``kind`` are text whatever they look like (see ``Key.keeps_text``)."""
+    if isinstance(kind, tuple):
+        return bool(kind) and all(isinstance(c, str) for c in kind)
+    return kind.rstrip("?") in ("name", "run_id")
+
+
+def nested_defaults(keys, prefix=""):
+    """The defaults of ``keys`` (Key records under ``prefix``) as nested mappings by path:
+    ``config.distribute.timeout`` is ``out["config"]["distribute"]["timeout"]``."""
+    out = {}
+    for key in keys:
+        if not key.path.startswith(prefix):
+            continue
+        *parents, last = key.path[len(prefix):].split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = key.default
     return out
 
 

@@ -240,15 +240,9 @@ def check_arguments(args):
         from model.calibration import parse_threshold
         if args.threshold_from:
             raise UserError("--threshold and --threshold_from both set the threshold: give one")
-        try:
-            number = float(args.threshold)
-        except ValueError:  # a point's name or a band a:b (its errors name the flag: FLAGS)
-            parse_threshold(args.threshold)
-        else:
-            if not 0 <= number <= 1:  # NaN too
-                raise UserError(f"--threshold {args.threshold}: expected a probability in "
-                                "[0, 1]")
-            args.threshold = number
+        chosen = parse_threshold(args.threshold, typed=True)  # its errors name the flag (FLAGS)
+        if isinstance(chosen, float):
+            args.threshold = chosen
     if args.output and not args.output.lower().endswith((".csv", ".json")):
         raise UserError(f"--output {args.output}: use a .csv or .json file name")
     check_keywords(**{name: getattr(args, name) for name in CHECKED

@@ -67,6 +67,9 @@ def main(argv=None):
     from trainer.testing import format_calibration, format_table, run_test
 
     def body():
+        from model.calibration import parse_threshold
+        with flags(threshold="--threshold"):
+            parse_threshold(args.threshold, typed=True)  # first: said before any work
         model_opts, dataset_opts = split_overrides(args.opt)
         cfg = load_config(args.config, model_opts, dataset_opts)
         from dataset.perturb import parse_spec

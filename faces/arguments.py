@@ -3,27 +3,45 @@ check for every door, the API's methods and inference.py's flags alike (``check_
 
 A light module (no torch): a command line checks its flags with it before any work.
 """
-from checks import BACKENDS, CROP_RULES, PRECISIONS, check_argument
+from checks import BACKENDS, CROP_RULES, PRECISIONS, Key, check_argument
 from errors import UserError
 
-# keyword -> its kind (checks.check_value); "?": None is accepted, and means the default
-KINDS = {
+from .crop import MARGIN
+from .detectors.base import MIN_FACE_SIZE
+
+# The keywords, each declared once: its default (the methods' signatures say the same: a test
+# holds them to it), its kind (checks.check_value: its bounds too; "?": None is accepted, and
+# means the default) and what it is. inference.py's flags and the page's form fields are these.
+KEYWORDS = {key.path: key for key in (
     # Predictor, Predictor.from_checkpoint
-    "batch_size": "batch_size?", "num_workers": "workers?", "max_pixels": "pixels?",
-    "graphs": "bool", "trust": "bool", "image_size": "size?", "num_classes": (None, 1, 2),
-    "backend": BACKENDS, "precision": PRECISIONS,
-    "threads": "threads?",
+    Key("batch_size", None, "batch_size?", "crops per forward pass (None: 32 on a GPU, 8 on the "
+        "CPU)"),
+    Key("num_workers", 0, "workers?", "decoding processes for image files"),
+    Key("max_pixels", None, "pixels?", "larger images and video frames are refused"),
+    Key("graphs", True, "bool", "on a GPU, replay CUDA graphs of the forward"),
+    Key("trust", False, "bool", "allow a checkpoint that needs full unpickling"),
+    Key("image_size", None, "size?", "the model's input side (None: the checkpoint's)"),
+    Key("num_classes", None, (None, 1, 2), "the model's logits (None: the checkpoint's)"),
+    Key("backend", "torch", BACKENDS, "what runs the forward"),
+    Key("precision", "fp32", PRECISIONS, "the forward's precision"),
+    Key("threads", None, "threads?", "intra-op threads of torch and ONNX Runtime"),
     # score_video, score_photo (predict_video, predict_photo)
-    "frames": "frames?", "every": "frames?", "all_frames": "bool", "margin": "margin",
-    "min_face_score": "finite?", "min_face_size": "side",
-    "crop": (None,) + CROP_RULES,
-}
+    Key("frames", None, "frames?", "video: N evenly spaced frames"),
+    Key("every", None, "frames?", "video: every N-th frame"),
+    Key("all_frames", False, "bool", "video: every frame"),
+    Key("margin", MARGIN, "margin", "the crop's side over the face box's longer side"),
+    Key("min_face_score", None, "finite?", "the smallest detector score taken for a face (None: "
+        "the face detector's own)"),
+    Key("min_face_size", MIN_FACE_SIZE, "side", "the smallest face box side, in pixels"),
+    Key("crop", None, (None,) + CROP_RULES, "the crop rule (None: the checkpoint's)"),
+)}
 
 
 def check_keywords(**values):
-    """Each keyword argument (a key of ``KINDS``) checked against its kind; returns them, as the
-    values to use. A bad one is a UserError starting with its name (``UserError.arg``)."""
-    return {name: check_argument(name, value, KINDS[name]) for name, value in values.items()}
+    """Each keyword argument (a key of ``KEYWORDS``) checked against its kind; returns them, as
+    the values to use. A bad one is a UserError starting with its name (``UserError.arg``)."""
+    return {name: check_argument(name, value, KEYWORDS[name].kind)
+            for name, value in values.items()}
 
 
 def frame_choice(frames=None, every=None, all_frames=False):

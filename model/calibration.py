@@ -456,23 +456,42 @@ def fit(labels, logits, fitted_on=None, videos=None):
                        video)
 
 
-def parse_threshold(value, where="threshold"):
-    """A threshold as a user gives it, checked before any checkpoint is read: None, a
-    probability in [0, 1] (text that reads as one too) as a float, an operating point's name of
-    ``POINT_NAMES`` (any case, spaces around) as that name, or two of these as text ``a:b`` (an
-    uncertain band: ``eer:fpr@0.01``, ``0.3:0.7``) as a tuple. A wrong one is a UserError starting
-    with ``where`` and the value (the same rule as inference.py's ``--threshold`` and the page's
-    form field)."""
-    if isinstance(value, str) and ":" in value:
-        parts = value.split(":")
-        if len(parts) != 2 or not all(p.strip() for p in parts):
-            raise UserError(f"{where} {value!r}: a band is two thresholds a:b (numbers in [0, 1] "
-                            f"or operating points: {', '.join(POINT_NAMES)})", arg=where)
-        return tuple(_parse_one(p, where, value) for p in parts)
-    return _parse_one(value, where, value)
+def parse_threshold(value, where="threshold", points=None, typed=False):
+    """The one reading of a threshold as a user gives it (inference.py's and test.py's
+    ``--threshold``, the API's ``threshold``, the page's form field and its workers), checked
+    before any checkpoint is read: None, a probability in [0, 1] (text that reads as one too) as
+    a float, an operating point's name (any case, spaces around) as that name, or two of these
+    as text ``a:b`` or a pair (an uncertain band: ``eer:fpr@0.01``, ``0.3:0.7``) as a tuple; what
+    it returns it takes back unchanged. The names are ``points`` (the operating points a
+    checkpoint has; None: any of ``POINT_NAMES``). A wrong one is a UserError starting with
+    ``where`` and the value, its ``arg``: the value as Python writes it, or where it was
+    ``typed`` (a flag, a form field) a number as typed (``--threshold 1.5``)."""
+    if isinstance(value, tuple) or (isinstance(value, str) and ":" in value):
+        parts = value if isinstance(value, tuple) else value.split(":")
+        if len(parts) != 2 or not all(str(p).strip() for p in parts):
+            raise UserError(f"{where} {_shown(value, typed)}: a band is two thresholds a:b "
+                            f"(numbers in [0, 1] or operating points: {', '.join(POINT_NAMES)})",
+                            arg=where)
+        return tuple(_parse_one(p, where, value, points, typed) for p in parts)
+    return _parse_one(value, where, value, points, typed)
 
 
-def _parse_one(value, where, given):
+def _shown(given, typed=False):
+    """A threshold as its messages show it: a band as ``a:b``, where ``typed`` text that reads
+    as a number as typed (``1.5``), else as Python writes it."""
+    if isinstance(given, tuple):
+        given = ":".join(str(p) for p in given)
+    if isinstance(given, str) and typed:
+        try:
+            float(given)
+        except ValueError:
+            return repr(given)
+        return given.strip()
+    return repr(given)
+
+
+def _parse_one(value, where, given, points=None, typed=False):
+    known = POINT_NAMES if points is None else tuple(points)
     if value is None:
         return None
     if isinstance(value, str):
@@ -480,10 +499,12 @@ def _parse_one(value, where, given):
         try:
             number = float(name)
         except ValueError:
-            if name not in POINT_NAMES:
-                raise UserError(f"{where} {given!r}: expected a probability in [0, 1] or an "
-                                f"operating point ({', '.join(POINT_NAMES)}), or two of them as "
-                                "a band a:b", arg=where) from None
+            if name not in known:
+                said = ", ".join(known) or "none: the checkpoint has no calibration"
+                raise UserError(f"{where} {_shown(given, typed)}: expected a probability in "
+                                f"[0, 1] or an operating point ({said}), or two of them as a "
+                                "band a:b",
+                                arg=where) from None
             return name
     elif isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise UserError(f"{where} {given!r:.80}: expected a probability in [0, 1] or an operating "
@@ -492,7 +513,8 @@ def _parse_one(value, where, given):
     else:
         number = float(value)
     if not 0 <= number <= 1:  # NaN and the infinities too
-        raise UserError(f"{where} {given!r}: expected a probability in [0, 1]", arg=where)
+        raise UserError(f"{where} {_shown(given, typed)}: expected a probability in [0, 1]",
+                        arg=where)
     return number
 
 
@@ -540,6 +562,7 @@ def resolve_band(value, calibration, level="frame", where="threshold"):
     chosen = parse_threshold(value, where)
     if chosen is None:
         return Band(0.5, 0.5, "default", level)
+    value = ":".join(str(p) for p in value) if isinstance(value, tuple) else value
     parts = chosen if isinstance(chosen, tuple) else (chosen,)
     values, points, levels, notes = [], [], set(), []
     for part in parts:

@@ -183,3 +183,24 @@ def test_errors_about_arguments_name_the_flag_on_the_command_line(ckpt, tmp_path
     assert inference.main(["-b", ckpt, "--video", str(tmp_path / "none"), "-d", "cpu"]) == 2
     none = tmp_path / "none"
     assert capsys.readouterr().err == f"error: --video {none}: no such file or folder\n"
+
+
+def test_the_keywords_are_declared_once_and_the_methods_say_the_same_defaults():
+    """``faces.arguments.KEYWORDS`` holds each keyword's default and kind; every one is a keyword
+    of the API's methods, with the default the table gives, and its kind checks it."""
+    import inspect
+
+    from faces.api import Predictor
+    from faces.arguments import KEYWORDS, check_keywords
+    seen = set()
+    for method in (Predictor.__init__, Predictor.from_checkpoint, Predictor.score_video,
+                   Predictor.score_photo):
+        for name, param in inspect.signature(method).parameters.items():
+            if name in KEYWORDS:
+                seen.add(name)
+                assert param.default == KEYWORDS[name].default, (method.__name__, name)
+    assert seen == set(KEYWORDS)
+    assert check_keywords(**{n: k.default for n, k in KEYWORDS.items()}) == \
+        {n: k.default for n, k in KEYWORDS.items()}
+    with pytest.raises(UserError, match=r"^margin: expected a number above 0 and at most 10"):
+        check_keywords(margin=0)

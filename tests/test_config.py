@@ -155,3 +155,54 @@ def test_the_saved_config_says_where_the_original_keys_went(tmp_path, monkeypatc
     again = load_config(str(run / "config.yml"))
     assert again["loss"] == cfg["loss"] and again["loss"]["lambda_1"] == 0.3
     assert "lambda_1" not in yaml.safe_load(text)["config"] and again["moved"] == []
+
+
+def _documented_keys(rel, sections):
+    """(path, default as written) of each row of the key tables of docs ``rel`` whose first cell
+    starts with one of ``sections``; a row of several keys (``config.resume, resume_best``) is
+    one pair each, its defaults split alike (``false, false``) or one for all (``required``)."""
+    from conftest import ROOT
+    out = []
+    for line in open(os.path.join(ROOT, rel), encoding="utf-8"):
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if not line.startswith("| ") or len(cells) < 3 or not cells[0].startswith(sections):
+            continue
+        names = [n.replace("*new*", "").strip() for n in cells[0].split(", ")]
+        section = names[0].rsplit(".", 1)[0]
+        paths = [n if "." in n else f"{section}.{n}" for n in names]
+        defaults = cells[1].split(", ") if len(paths) > 1 else [cells[1]]
+        defaults = defaults * len(paths) if len(defaults) == 1 else defaults
+        assert len(defaults) == len(paths), f"{rel}: {line.strip()} (one default a key)"
+        out += list(zip(paths, defaults))
+    return out
+
+
+def test_the_docs_key_tables_follow_the_one_table_of_keys():
+    """docs/training.md's config and data tables list each key of ``trainer.config.KEYS`` once,
+    with its default as the table declares it; the defaults and kinds derive from it."""
+    from checks import REQUIRED
+    from trainer.config import DEFAULTS, KEYS, SCHEMA
+    documented = _documented_keys("docs/training.md", ("config.", "data."))
+    paths = [p for p, _ in documented]
+    assert sorted(paths) == sorted(k.path for k in KEYS), \
+        "docs/training.md's key tables and trainer.config.KEYS differ"
+    key = {k.path: k for k in KEYS}
+    for path, shown in documented:
+        assert shown == key[path].shown_default(), (path, shown, key[path].shown_default())
+    assert DEFAULTS["config"]["distribute"]["timeout"] == 1800
+    assert DEFAULTS["data"]["name"] is REQUIRED and SCHEMA["data.num_workers"] == "workers"
+    assert list(SCHEMA) == [k.path for k in KEYS]
+
+
+def test_a_key_s_bounds_narrow_its_kind_and_name_keys_stay_text(tmp_path, monkeypatch):
+    from checks import Key
+    ratio = Key("train_cfg.ratio", 0.5, "number", bounds=(0, 1))
+    assert ratio.check("0.25") == 0.25 and ratio.check(1) == 1
+    with pytest.raises(UserError, match=r"^train_cfg.ratio: expected a number from 0 to 1, "
+                                        r"got 1.5$"):
+        ratio.check(1.5)
+    with pytest.raises(UserError, match=r"^train_cfg.ratio: expected a finite number"):
+        ratio.check(float("nan"))
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(_base(tmp_path), ["config.id=0012", "config.ckpt_fold=1e3"])
+    assert cfg["config"]["id"] == "0012" and cfg["config"]["ckpt_fold"] == "1e3"

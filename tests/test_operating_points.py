@@ -165,3 +165,40 @@ def test_test_report_has_both_levels_and_the_uncertain_share():
     assert "video level (60 videos: 30 real, 30 fake" in text
     assert "video-level operating points" in text and "uncertain" in text
     assert not math.isnan(report["threshold"]["uncertain"])
+
+
+def test_one_reading_of_a_threshold_for_every_door():
+    """parse_threshold takes back what it returns (the page's workers read the form's text, the
+    API a pair), restricts the names to a checkpoint's points where given, and shows a number
+    typed at a command line or a form as typed."""
+    for given in ("0.25", 0.25, " EER ", "eer:fpr@0.01", " 0.3 : 0.7 ", (0.3, "eer"), None):
+        once = C.parse_threshold(given)
+        assert C.parse_threshold(once) == once
+    assert C.parse_threshold((0.3, "EER")) == (0.3, "eer")
+    assert C.parse_threshold("eer", points=("eer",)) == "eer"
+    with pytest.raises(UserError, match=r"^threshold 'fpr@0.1': expected a probability in "
+                                        r"\[0, 1\] or an operating point \(eer\)"):
+        C.parse_threshold("fpr@0.1", points=("eer",))
+    with pytest.raises(UserError, match=r"\(none: the checkpoint has no calibration\)"):
+        C.parse_threshold("eer", points=())
+    with pytest.raises(UserError, match=r"^--t 1.5: expected a probability in \[0, 1\]$"):
+        C.parse_threshold(" 1.5", "--t", typed=True)  # as typed at a command line
+    with pytest.raises(UserError, match=r"^threshold ' 1.5': expected a probability"):
+        C.parse_threshold(" 1.5")  # as Python writes it
+    with pytest.raises(UserError, match=r"^threshold '0.3:0.2:0.1': a band is two thresholds"):
+        C.parse_threshold((0.3, 0.2, 0.1))
+    band = C.resolve_band((0.7, 0.3), None)
+    assert (band.lower, band.upper, band.source) == (0.3, 0.7, "given")
+
+
+def test_test_py_reads_its_threshold_before_any_work(tmp_path, capsys):
+    import test as test_py
+    missing = str(tmp_path / "no_config.yml")
+    assert test_py.main(["--config", missing, "--threshold", "2"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --threshold 2: expected a probability in " \
+                                              "[0, 1]"
+    assert test_py.main(["--config", missing, "--threshold", "eer:nope"]) == 2
+    assert capsys.readouterr().err.startswith("error: --threshold 'eer:nope': expected a "
+                                              "probability in [0, 1] or an operating point")
+    assert test_py.main(["--config", missing, "--threshold", "eer"]) == 2  # read, then the file
+    assert "config file not found" in capsys.readouterr().err

@@ -843,3 +843,39 @@ def test_a_calibrated_checkpoint_offers_its_operating_points(tmp_path, files):
         assert "raw probability (before calibration)" in words and "0.3000 (" in words
     finally:
         s.close()
+
+
+def test_the_form_fields_are_the_api_s_keywords_and_the_docs_list_them():
+    """The page's form is the table ``webapp.app.FORM`` (frames, every, min_face_score: the
+    API's own keywords; face_detector, threshold), described in the API's schema and listed in
+    docs/serve.md's POST /api/jobs row."""
+    import re
+
+    from conftest import ROOT
+    from faces.arguments import KEYWORDS
+    from webapp.app import FORM
+    names = [key.path for key in FORM]
+    assert all(KEYWORDS[n] is key for n, key in zip(names, FORM) if n in KEYWORDS)
+    row = next(line for line in open(os.path.join(ROOT, "docs", "serve.md"), encoding="utf-8")
+               if line.startswith("| `POST /api/jobs` |"))
+    listed = re.search(r"form fields: (.*?) \(", row).group(1)
+    assert sorted(re.findall(r"`(\w+)`", listed)) == sorted(names), row
+
+
+def test_one_handler_says_every_bad_setting_in_the_same_words(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from webapp.app import create_app
+    app = create_app(str(tmp_path / "data"), {})
+    body = app.openapi()["components"]["schemas"]["Body_create_jobs_api_jobs_post"]
+    assert body["properties"]["frames"]["description"] == "video: N evenly spaced frames"
+    client = TestClient(app)
+    png = ("x.png", b"\x89PNG not really", "image/png")
+    for form, detail in (({"frames": "2.5"}, "form field frames: expected an integer, got 2.5"),
+                         ({"threshold": "0.3:2"},
+                          "form field threshold '0.3:2': expected a probability in [0, 1]"),
+                         ({"threshold": "fpr@0.01"}, "form field threshold 'fpr@0.01': expected "
+                          "a probability in [0, 1] or an operating point (none: the checkpoint "
+                          "has no calibration), or two of them as a band a:b")):
+        r = client.post("/api/jobs", files={"files": png}, data=form)
+        assert (r.status_code, r.json()) == (422, {"detail": detail})

@@ -7,7 +7,7 @@ are checked by it (``model.detector.model_arguments`` / ``loss_arguments``); ``c
 ``data`` are the trainer's, with the defaults below; ``dataset`` holds the branches of the dataset
 YAML that ``data.file`` names; ``moved`` says where the values of the original's loss keys
 (``config.lambda_1``, ``config.lambda_2``, ``config.flood_level``, ``config.loss``) went. Unknown
-keys are rejected by name, every value is checked against the kind of its key (``SCHEMA``), the
+keys are rejected by name, every value is checked against the kind of its key (``KEYS``), the
 hooks are built once, and the optimizer and scheduler are built on a dummy parameter so that an
 argument torch rejects is reported before any data is read. ``save_config`` writes the resolved
 config and its dataset file into the run directory so that both can be fed back to train.py and
@@ -19,59 +19,76 @@ import os
 
 import yaml
 
+from checks import REQUIRED, Key, as_number, check_value, keeps_text, nested_defaults
 from errors import UserError
-from checks import as_number, check_value
 from registry import import_modules
 
-REQUIRED = object()
-
-DEFAULTS = {  # the trainer's sections; ``model`` and ``loss`` are the detector's
-    "config": {
-        "distribute": {"backend": "nccl", "timeout": 1800},
-        "optimizer": {"name": "adam", "lr": 0.0002, "weight_decay": 0.00001},
-        "scheduler": None,
-        "warmup_step": 0, "resume": False, "resume_best": False, "id": None,
-        "metric": "Acc", "debug": False, "seed": 2022, "amp": "fp16",
-        "eval_amp": "none", "compile": False,
-        "on_nonfinite": "stop", "trust_checkpoint": False, "keep_best": 3,
-        "device": None, "ckpt": "best_model", "ckpt_fold": "runs", "protocol": None,
-        "imports": [], "hooks": [],
-    },
-    "data": {
-        "train_batch_size": 32, "val_batch_size": 64, "test_batch_size": 64,
-        "name": REQUIRED, "file": REQUIRED,
-        "train_branch": "train_cfg", "val_branch": "test_cfg", "test_branch": "test_cfg",
-        "num_workers": 4,
-    },
-}
-FREE_KEYS = {("config", "optimizer"), ("config", "scheduler")}
+AMP = ("fp16", "bf16", "none")
+# The trainer's keys, each declared once: its default and its kind (checks.check_value; the kind
+# names the bounds). ``DEFAULTS`` and ``SCHEMA`` derive from it, as do the keys that stay text in
+# --opt and the free mappings (torch's kwargs); docs/training.md's tables follow it (a test says
+# where they differ). ``model`` and ``loss`` are the detector's own (its constructor). A key is
+# added with one line here (its order is the saved config.yml's) and one row in the docs' table.
+KEYS = (
+    Key("config.distribute.backend", "nccl", ("nccl", "gloo")),
+    Key("config.distribute.timeout", 1800, "posint"),
+    Key("config.optimizer", {"name": "adam", "lr": 0.0002, "weight_decay": 0.00001}, "mapping",
+        shown="adam, lr 2e-4, weight_decay 1e-5"),
+    Key("config.scheduler", None, "mapping?", shown="none (constant)"),
+    Key("config.warmup_step", 0, "nonneg_int"),
+    Key("config.resume", False, "bool"),
+    Key("config.resume_best", False, "bool"),
+    Key("config.id", None, "run_id?", shown="a timestamp"),
+    Key("config.metric", "Acc", ("Acc", "AUC", "LogLoss")),
+    Key("config.debug", False, "bool"),
+    Key("config.seed", 2022, "int"),
+    Key("config.amp", "fp16", AMP),
+    Key("config.eval_amp", "none", AMP),
+    Key("config.compile", False, "bool"),
+    Key("config.on_nonfinite", "stop", ("stop", "skip")),
+    Key("config.trust_checkpoint", False, "bool"),
+    Key("config.keep_best", 3, "posint?"),
+    Key("config.device", None, "name?", shown="cuda:0 if available, else cpu"),
+    Key("config.ckpt", "best_model", "name"),
+    Key("config.ckpt_fold", "runs", "name"),
+    Key("config.protocol", None, (None, "original", "clean")),
+    Key("config.imports", [], "list"),
+    Key("config.hooks", [], "list"),
+    Key("data.train_batch_size", 32, "batch_size"),
+    Key("data.val_batch_size", 64, "batch_size"),
+    Key("data.test_batch_size", 64, "batch_size"),
+    Key("data.name", REQUIRED, "name"),
+    Key("data.file", REQUIRED, "name"),
+    Key("data.train_branch", "train_cfg", "name"),
+    Key("data.val_branch", "test_cfg", "name"),
+    Key("data.test_branch", "test_cfg", "name"),
+    Key("data.num_workers", 4, "workers"),
+)
+KEY = {key.path: key for key in KEYS}
+DEFAULTS = nested_defaults(KEYS)  # the trainer's sections (``model`` and ``loss``: the detector's)
+# The kind of every key: "name" values stay strings whatever they look like (a run id 0012, a
+# date, 1e3); "bool" accepts only true/false; tuples are choices.
+SCHEMA = {key.path: key.kind for key in KEYS}
+# mappings of torch's keyword arguments ({name, **kwargs}), merged with their default key by key
+FREE_KEYS = {tuple(key.path.split(".")) for key in KEYS
+             if isinstance(key.kind, str) and key.kind.rstrip("?") == "mapping"}
 SECTIONS = ("model", "loss", "config", "data")  # the top-level keys of a config file
 # The original's configs put the loss's own values in the trainer's section: config.<key> ->
 # loss.<key> of the detector that takes it
 LEGACY_LOSS_KEYS = {"lambda_1": "lambda_1", "lambda_2": "lambda_2", "flood_level": "flood_level",
                     "loss": "kind"}
 
-# The type of every key: "name" values stay strings whatever they look like (a run id 0012, a date,
-# 1e3); "bool" accepts only true/false; tuples are choices.
-SCHEMA = {
-    "config.distribute.backend": ("nccl", "gloo"), "config.distribute.timeout": "posint",
-    "config.optimizer": "mapping", "config.scheduler": "mapping?",
-    "config.warmup_step": "nonneg_int", "config.resume": "bool", "config.resume_best": "bool",
-    "config.id": "run_id?",
-    "config.metric": ("Acc", "AUC", "LogLoss"), "config.debug": "bool", "config.seed": "int",
-    "config.amp": ("fp16", "bf16", "none"), "config.eval_amp": ("fp16", "bf16", "none"),
-    "config.compile": "bool", "config.on_nonfinite": ("stop", "skip"),
-    "config.trust_checkpoint": "bool", "config.keep_best": "posint?", "config.device": "name?",
-    "config.ckpt": "name", "config.ckpt_fold": "name",
-    "config.protocol": (None, "original", "clean"), "config.imports": "list",
-    "config.hooks": "list",
-    "data.train_batch_size": "batch_size", "data.val_batch_size": "batch_size",
-    "data.test_batch_size": "batch_size", "data.name": "name", "data.file": "name",
-    "data.train_branch": "name", "data.val_branch": "name", "data.test_branch": "name",
-    "data.num_workers": "workers",
-}
-NAME_KEYS = {"name", "file", "id", "ckpt", "ckpt_fold", "device", "root", "index", "split",
-             "method", "compression", "train_branch", "val_branch", "test_branch", "backend"}
+
+def name_keys():
+    """The last parts of the key paths whose values --opt keeps as typed (``config.id=0012`` is
+    the run "0012"): the trainer's names and text choices, every dataset layout's (its branch
+    keys) and a section's ``name`` (the detector's, the optimizer's)."""
+    from dataset.registry import COMMON_BRANCH_KEYS, LAYOUTS
+    kinds = {**COMMON_BRANCH_KEYS}
+    for layout in LAYOUTS.values():
+        kinds.update(layout.keys)
+    return {"name"} | {key.name for key in KEYS if key.keeps_text} | \
+        {name for name, kind in kinds.items() if keeps_text(kind)}
 
 
 def _read_yaml(path, what):
@@ -114,7 +131,7 @@ def _merge(defaults, given, where):
         elif default is REQUIRED:
             raise UserError(f"missing config key: {path}")
         else:
-            out[key] = default
+            out[key] = copy.deepcopy(default)
     return out
 
 
@@ -125,7 +142,7 @@ def _parse_override(text):
     keys = key.strip().split(".")
     if not all(keys):
         raise UserError(f"--opt {text!r}: {key!r} is not a key path")
-    if keys[-1] in NAME_KEYS:  # names stay as typed: config.id=0012 is the run "0012"
+    if keys[-1] in name_keys():  # names stay as typed: config.id=0012 is the run "0012"
         return keys, raw.strip()
     try:
         value = yaml.safe_load(raw)
@@ -162,12 +179,12 @@ def split_overrides(opts):
 
 
 def _check_sections(cfg):
-    for path, kind in SCHEMA.items():
+    for key in KEYS:
         node = cfg
-        *parents, key = path.split(".")
+        *parents, last = key.path.split(".")
         for p in parents:
             node = node[p]
-        node[key] = check_value(path, node[key], kind)
+        node[last] = key.check(node[last])
 
 
 def _check_optimization(c):

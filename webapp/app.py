@@ -10,19 +10,21 @@ file of it becomes a job or none does. No route serves a path built from anythin
 and a name listed in that job's own output folder.
 """
 import hmac
+import inspect
 import ipaddress
 import os
 import re
 import shutil
 import time
 
-from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from checks import check_value
+from checks import Key
 from errors import UserError, one_line
+from faces.arguments import KEYWORDS
 
 from .store import FINISHED, JobStore, new_id, valid_id
 from .worker import OUT
@@ -46,7 +48,6 @@ DOWNLOADS = {"report.pdf": "application/pdf", "report.html": "text/html; charset
 SOURCE_FILES = {"report.pdf": "report.pdf", "report.html": "report.html",
                 "report.json": "record.json", "records.csv": "record.csv",
                 "faces.csv": "faces.csv"}
-OPERATING_POINTS = ("fpr@0.01", "fpr@0.05", "fpr@0.1", "eer")
 
 
 def is_loopback(host):
@@ -108,51 +109,46 @@ def probe(path, max_seconds):
     return "video", ".video", seconds
 
 
+# The form fields of POST /api/jobs: the Python API's keywords of those names (faces.arguments:
+# kind, bounds, what each is), read from text, and the two this server chooses among: its face
+# detectors and, by model.calibration's one reading, the checkpoint's operating points.
+FORM = (KEYWORDS["frames"], KEYWORDS["every"],
+        Key("face_detector", None, "name?", "a face detector of this server (none: the crop "
+            "rule's)"),
+        KEYWORDS["min_face_score"],
+        Key("threshold", None, "name?", "a probability, or an operating point where calibrated, "
+            "or two of them as an uncertain band a:b"))
+
+
 def parse_settings(form, detectors, operating_points):
-    """The job settings of the form fields (text) -> values; a bad one is a BadUpload (422)
-    naming the field and the value."""
+    """The job settings of the form fields (text; empty is none) -> values; a bad one is a
+    BadUpload (422) naming the field and the value."""
     from faces.arguments import frame_choice
-    out = {}
-    for name, kind in (("frames", "frames?"), ("every", "frames?"), ("min_face_score", "finite?")):
-        text = form.get(name)
-        if text in (None, ""):
-            out[name] = None
-            continue
-        try:
-            out[name] = check_value(name, text, kind, text_numbers=True)
-        except UserError as exc:
-            raise BadUpload(422, f"form field {one_line(exc)}") from None
+    from model.calibration import parse_threshold
+    out = {key.path: form.get(key.path) or None for key in FORM}
     try:
+        for name in ("frames", "every", "min_face_score"):
+            out[name] = KEYWORDS[name].check(out[name], text_numbers=True)
         frame_choice(out["frames"], out["every"], False)
+        det = out["face_detector"]  # None: the checkpoint's crop rule's detector
+        if det is not None and det not in detectors:
+            raise UserError(f"face_detector {det!r}: expected one of {', '.join(detectors)}")
+        if out["threshold"] is not None:
+            parse_threshold(out["threshold"], "threshold", operating_points, typed=True)
     except UserError as exc:
         raise BadUpload(422, f"form field {one_line(exc)}") from None
-    det = form.get("face_detector") or None  # None: the checkpoint's crop rule's detector
-    if det is not None and det not in detectors:
-        raise BadUpload(422, f"form field face_detector {det!r}: one of {', '.join(detectors)}")
-    out["face_detector"] = det
-    t = form.get("threshold")
-    if t in (None, ""):
-        out["threshold"] = None
-    else:
-        from model.calibration import parse_threshold
-        try:
-            if not 0 <= float(t) <= 1:  # NaN too
-                raise BadUpload(422, f"form field threshold {t}: a probability in [0, 1] expected")
-        except ValueError:
-            pass
-        try:
-            chosen = parse_threshold(t)
-        except UserError as exc:
-            raise BadUpload(422, f"form field {one_line(exc)}") from None
-        names = [c for c in (chosen if isinstance(chosen, tuple) else (chosen,))
-                 if isinstance(c, str)]
-        for name in names:
-            if name not in operating_points:
-                points = ", ".join(operating_points) or "none: this checkpoint has no calibration"
-                raise BadUpload(422, f"form field threshold {t!r}: a probability in [0, 1] or an "
-                                     f"operating point ({points})")
-        out["threshold"] = t
     return out
+
+
+def settings_form(detectors, operating_points):
+    """A FastAPI dependency: the fields of ``FORM`` (optional text, described in the API's
+    schema) -> the job's settings (``parse_settings``)."""
+    def settings(**form):
+        return parse_settings(form, detectors, operating_points)
+    settings.__signature__ = inspect.Signature([
+        inspect.Parameter(key.path, inspect.Parameter.KEYWORD_ONLY, annotation=str | None,
+                          default=Form(None, description=key.doc)) for key in FORM])
+    return settings
 
 
 def view(job):
@@ -187,7 +183,8 @@ def create_app(data, model_info, *, token=None, host="127.0.0.1", max_upload_mb=
     calibration = model_info.get("calibration")
     # the operating points the checkpoint's calibration names (none without a calibration)
     named = calibration.get("points") if isinstance(calibration, dict) else None
-    points = tuple(p for p in OPERATING_POINTS if p in (named or {}))
+    from model.calibration import POINT_NAMES
+    points = tuple(p for p in POINT_NAMES if p in (named or {}))
     app = FastAPI(title="RECCE: a page for a verdict",
                   description="Upload photos and videos, follow their scoring, read the verdicts "
                               "and their evidence. Every route needs the token when the server "
@@ -270,26 +267,19 @@ def create_app(data, model_info, *, token=None, host="127.0.0.1", max_upload_mb=
                         d: MIN_FACE_SCORE.get(d) for d in detectors}},
                     max_upload_mb=max_upload_mb, max_seconds=max_seconds)
 
+    @app.exception_handler(BadUpload)
+    def refused(request: Request, exc: BadUpload):
+        """A bad setting or upload: its status and reason, the one message the page shows."""
+        return JSONResponse({"detail": exc.reason}, status_code=exc.status)
+
     @app.post("/api/jobs", status_code=201)
     def create_jobs(files: list[UploadFile] = File(..., description="photos and videos"),
-                    frames: str | None = Form(None, description="video: N evenly spaced frames"),
-                    every: str | None = Form(None, description="video: every N-th frame"),
-                    face_detector: str | None = Form(None),
-                    min_face_score: str | None = Form(None),
-                    threshold: str | None = Form(None, description="a probability, or an "
-                                                 "operating point where calibrated")):
-        """One job per file: ``{"jobs": [{"id": ...}, ...]}``; a file that is not a photo or a
-        video, too large or too long refuses the request (4xx with the reason), and no job is
-        made of it."""
-        try:
-            if len(files) > MAX_FILES:
-                raise BadUpload(413, f"{len(files)} files: at most {MAX_FILES} a request")
-            settings = parse_settings(dict(frames=frames, every=every,
-                                           face_detector=face_detector,
-                                           min_face_score=min_face_score, threshold=threshold),
-                                      detectors, points)
-        except BadUpload as exc:
-            raise HTTPException(exc.status, exc.reason) from None
+                    settings: dict = Depends(settings_form(detectors, points))):
+        """One job per file: ``{"jobs": [{"id": ...}, ...]}``; a bad setting, or a file that is
+        not a photo or a video, too large or too long, refuses the request (4xx with the
+        reason), and no job is made of it."""
+        if len(files) > MAX_FILES:
+            raise BadUpload(413, f"{len(files)} files: at most {MAX_FILES} a request")
         made, errors = [], []
         for upload in files:
             name = os.path.basename((upload.filename or "upload").replace("\\", "/"))[:200] \

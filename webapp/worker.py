@@ -90,16 +90,6 @@ def planned_frames(path, frames, every):
     return len(frame_indices(total, f, e))
 
 
-def threshold_value(text):
-    """A job's operating point as the Predictor takes it: a number, or a name passed through."""
-    if text in (None, ""):
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        return text
-
-
 def persons_of(record):
     """One row per face track of a record: its frames, mean fake probability, whether it is a
     person (seen in enough frames: the first ``record["persons"]`` in the verdict's order) and
@@ -183,7 +173,8 @@ def run_job(store, job, predictors, model_info=None, parent=None):
     started = time.monotonic()
     pred = None
     try:
-        pred = predictors.get(threshold_value(settings.get("threshold")))
+        from model.calibration import parse_threshold
+        pred = predictors.get(parse_threshold(settings.get("threshold") or None))
         video = job["kind"] == "video"
         total = planned_frames(path, settings.get("frames"), settings.get("every")) \
             if video else 1
