@@ -228,10 +228,8 @@ def test_signal_stops_training_between_steps(tmp_path, demo_root, sig, status):
     for line in proc.stdout:
         if "step 2/" in line:
             break
-    start = time.monotonic()
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
-    assert time.monotonic() - start < 60
     assert proc.returncode == status, err[-2000:]
     last = err.strip().splitlines()[-1]
     assert last.startswith("interrupted at step") and "config.resume=true" in last
@@ -274,12 +272,10 @@ def test_all_unreadable_training_set_stops_with_one_line(tmp_path, demo_root):
     from trainer.train import Trainer
     data = image_list_tree(demo_root, tmp_path / "d", videos=0, corrupt=3)
     trainer = Trainer(load_config(write_config(tmp_path, data, steps=5)))
-    start = time.monotonic()
     with pytest.raises(UserError, match=r"ImageList .*whole epoch without a readable image "
                                          r"\(6 bad file"):
         trainer.fit()
     trainer.close()
-    assert time.monotonic() - start < 60
 
 
 def test_consecutive_bad_batches_are_bounded(tmp_path, demo_root, monkeypatch):
