@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import ROOT
 from dataset import build_dataset
 from errors import UserError
+from helpers import ROOT
 from trainer.config import load_config
 from trainer.metrics import bootstrap_interval
 from trainer.train import holdout_of
@@ -160,7 +160,7 @@ def test_published_numbers_name_known_tables_rows_and_sources():
     assert "Not read in the paper" in sources["paper_via_peerj"]  # attribution as found
     import yaml
 
-    from conftest import ROOT as root
+    from helpers import ROOT as root
     data = yaml.safe_load(open(os.path.join(root, "config", "paper", "published.yml")))
     for n in data["numbers"]:  # each says where it was read and whether its level is stated
         assert n["read_in"] in ("paper", "third_party") and isinstance(n["level_stated"], bool)

@@ -220,12 +220,10 @@ def test_random_degradation_augmentation_in_a_dataset_yaml(demo_root):
 
 
 @pytest.mark.slow
-def test_test_py_perturb_and_the_robustness_grid(tmp_path, demo_root, capsys):
+def test_test_py_perturb_and_the_robustness_grid(tmp_path, demo_root, capsys, make_checkpoint):
     import test as test_py
-    from model import Recce
     from tools.robustness import main as robustness
-    ckpt = tmp_path / "m.bin"
-    torch.save({"model": Recce().state_dict()}, ckpt)
+    ckpt = make_checkpoint(tmp_path / "m.bin")
     tf = [{"name": "Resize", "params": {"height": 32, "width": 32}},
           {"name": "Normalize", "params": {"mean": [0.5] * 3, "std": [0.5] * 3}}]
     (tmp_path / "ds.yml").write_text(yaml.safe_dump({"test_cfg": {
@@ -252,9 +250,8 @@ def test_test_py_perturb_and_the_robustness_grid(tmp_path, demo_root, capsys):
     # the same --out with another checkpoint (or test set) is other work: never answered from
     # the old rows
     before = open(out / "robustness.csv").read()
-    other = tmp_path / "other.bin"
-    torch.save({"model": Recce().state_dict()}, other)
-    cfg2 = cfg[:2] + ["--ckpt", str(other)] + cfg[4:]
+    other = make_checkpoint(tmp_path / "other.bin", seed=1)
+    cfg2 = cfg[:2] + ["--ckpt", other] + cfg[4:]
     assert robustness(cfg2 + ["--types", "GB", "--levels", "1", "--out", str(out)]) == 2
     assert "holds rows of other work (checkpoint:" in capsys.readouterr().err
     assert open(out / "robustness.csv").read() == before
@@ -292,10 +289,9 @@ def test_distort_video_follows_the_published_pipeline(tmp_path):
 
 
 @pytest.mark.slow
-def test_robustness_frames_protocol_distorts_videos_then_crops(tmp_path):
+def test_robustness_frames_protocol_distorts_videos_then_crops(tmp_path, make_checkpoint):
     pytest.importorskip("dlib")
     from helpers import hopper_video
-    from model import InputSpec, Recce
     from tools.robustness import main as robustness
     videos = tmp_path / "videos"
     videos.mkdir()
@@ -317,10 +313,7 @@ def test_robustness_frames_protocol_distorts_videos_then_crops(tmp_path):
         writer.release()
         rows.append(f"videos/fake{i}.avi,1")
     (tmp_path / "test_videos.csv").write_text("\n".join(rows) + "\n")
-    ckpt = tmp_path / "m.bin"
-    torch.manual_seed(0)
-    torch.save({"model": Recce().state_dict(), "config": {"model": {"name": "Recce"}},
-                "input_spec": InputSpec((48, 48)).to_dict()}, ckpt)
+    ckpt = make_checkpoint(tmp_path / "m.bin", config={"model": {"name": "Recce"}}, spec=48)
     (tmp_path / "ds.yml").write_text(yaml.safe_dump({"test_cfg": {"root": str(tmp_path)}}))
     (tmp_path / "c.yml").write_text(yaml.safe_dump({
         "model": {"name": "Recce"},

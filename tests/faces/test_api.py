@@ -9,30 +9,20 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT
-from helpers import hopper_video
 from errors import UserError
-from model import InputSpec, Recce
+from helpers import ROOT, hopper_video
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
+def ckpt(tmp_path_factory, make_checkpoint):
     """A Recce checkpoint trained (as far as the API cares) at 48 px."""
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("api") / "best_model_1.bin"
-    torch.save({"model": Recce().state_dict(), "config": {"model": {"name": "Recce"}},
-                "input_spec": InputSpec((48, 48), (0.5,) * 3, (0.5,) * 3).to_dict()}, path)
-    return str(path)
+    return make_checkpoint(tmp_path_factory.mktemp("api") / "best_model_1.bin",
+                           config={"model": {"name": "Recce"}}, spec=48)
 
 
 @pytest.fixture()
-def folder(tmp_path):
-    rng = np.random.default_rng(1)
-    d = tmp_path / "faces"
-    d.mkdir()
-    for name in ("b.png", "a.png", "c.jpg"):
-        cv2.imwrite(str(d / name), rng.integers(0, 255, (40 + len(name), 36, 3), dtype=np.uint8))
-    return d
+def folder(tmp_path, make_faces):
+    return make_faces(tmp_path / "faces", ("b.png", "a.png", "c.jpg"), shape=(45, 36), seed=1)
 
 
 def test_predict_folder_paths_and_arrays_agree_with_the_command_line(ckpt, folder, tmp_path):

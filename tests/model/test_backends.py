@@ -4,14 +4,12 @@ model, and every wrong value is one error naming the keyword."""
 import csv
 import os
 
-import cv2
-import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT
 from errors import UserError
-from model import InputSpec, Recce, Xception
+from helpers import ROOT
+from model import Recce, Xception
 from model import backends as B
 
 PLUGIN = os.path.join(ROOT, "tests", "plugins", "tiny_detector.py")
@@ -31,29 +29,17 @@ def cache(tmp_path, monkeypatch):
     return tmp_path / "cache" / "onnx"
 
 
-def _checkpoint(path, model, name, size):
-    torch.save({"model": model.state_dict(), "config": {"model": {"name": name}},
-                "input_spec": InputSpec((size, size), (0.5,) * 3, (0.5,) * 3).to_dict()}, path)
-    return str(path)
+@pytest.fixture()
+def faces(tmp_path, make_faces):
+    return make_faces(tmp_path / "faces", [f"{i}.png" for i in range(5)], shape=(40, 40), seed=3)
 
 
 @pytest.fixture()
-def faces(tmp_path):
-    rng = np.random.default_rng(3)
-    d = tmp_path / "faces"
-    d.mkdir()
-    for i in range(5):
-        cv2.imwrite(str(d / f"{i}.png"), rng.integers(0, 255, (40, 40, 3), dtype=np.uint8))
-    return d
-
-
-@pytest.fixture()
-def plugin_ckpt(tmp_path):
+def plugin_ckpt(tmp_path, make_checkpoint):
     from registry import import_modules
     import_modules([PLUGIN])
-    from model import DETECTORS
-    torch.manual_seed(1)
-    return _checkpoint(tmp_path / "tiny.bin", DETECTORS.get("TinyDetector")(), "TinyDetector", 32)
+    return make_checkpoint(tmp_path / "tiny.bin", "TinyDetector",
+                           config={"model": {"name": "TinyDetector"}}, spec=32, seed=1)
 
 
 def _predict(ckpt, faces, **kw):
@@ -138,9 +124,10 @@ def test_wrong_values_are_one_error_naming_the_keyword(plugin_ckpt):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("cls,name", [(Recce, "Recce"), (Xception, "Xception")])
-def test_recce_and_xception_on_onnxruntime_and_bf16(cls, name, tmp_path, faces):
+def test_recce_and_xception_on_onnxruntime_and_bf16(cls, name, tmp_path, faces, make_checkpoint):
     torch.manual_seed(0)
-    ckpt = _checkpoint(tmp_path / f"{name}.bin", cls(), name, 64)
+    ckpt = make_checkpoint(tmp_path / f"{name}.bin", cls(), config={"model": {"name": name}},
+                           spec=64)
     _, eager = _predict(ckpt, faces)
     _, ort = _predict(ckpt, faces, backend="onnxruntime")
     assert ort == pytest.approx(eager, abs=1e-4)

@@ -258,7 +258,7 @@ def test_train_py_leaves_a_best_checkpoint_uncalibrated_where_the_fit_is_refused
     """A run whose head is zeroed after every step validates logits that are all equal: the best
     checkpoint has no calibration, and the log and train.py's closing line say why. The same run
     left alone is calibrated (the control)."""
-    from conftest import ROOT
+    from helpers import ROOT
     from train import summary_lines
     from trainer.config import load_config
     from trainer.hooks import Hook
@@ -584,7 +584,7 @@ def test_the_issue_s_calibration_in_a_fresh_process(stored, data):
     """``{temperature: 1.3, points: {eer: {threshold: 0.6}}}`` as a user meets it."""
     import subprocess
     import sys
-    from conftest import ROOT
+    from helpers import ROOT
     path = stored[0][0]
     proc = subprocess.run([sys.executable, "inference.py", "-b", path, "-f",
                            os.path.join(data["root"], "fake", "v0"), "-d", "cpu", "--threshold",

@@ -90,20 +90,18 @@ def test_bands_parse_judge_and_resolve():
 
 
 @pytest.fixture(scope="module")
-def calibrated(tmp_path_factory):
+def calibrated(tmp_path_factory, make_checkpoint):
     """An Xception checkpoint with a calibration that has a video level, one without, and a
     video of Grace Hopper's photograph."""
     from helpers import hopper_video
-    from model import Xception
     d = tmp_path_factory.mktemp("points")
-    torch.manual_seed(0)
     labels, logits, ids = _scores()
     cal = C.fit(labels, logits, videos=ids)
-    base = {"model": Xception().state_dict(), "config": {"model": {"name": "Xception"}}}
-    torch.save({**base, "calibration": cal.to_dict()}, d / "new.bin")
     old = {k: v for k, v in cal.to_dict().items() if k != "video"}
-    torch.save({**base, "calibration": old}, d / "old.bin")
-    return cal, str(d / "new.bin"), str(d / "old.bin"), hopper_video(d / "hopper.avi", 6)
+    config = {"model": {"name": "Xception"}}
+    return (cal, make_checkpoint(d / "new.bin", "Xception", config, calibration=cal.to_dict()),
+            make_checkpoint(d / "old.bin", "Xception", config, calibration=old),
+            hopper_video(d / "hopper.avi", 6))
 
 
 def test_a_video_is_judged_by_the_video_level_point(calibrated, caplog):

@@ -4,8 +4,8 @@ import shutil
 import pytest
 import yaml
 
-from conftest import FIXTURES
 from errors import UserError
+from helpers import FIXTURES
 from trainer.config import load_config, save_config
 
 

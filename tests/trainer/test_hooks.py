@@ -8,9 +8,8 @@ import pytest
 import torch
 import yaml
 
-from conftest import ROOT
 from errors import UserError
-from helpers import Record, image_list_tree, write_config
+from helpers import ROOT, Record, image_list_tree, write_config
 from model.checkpoint import load_detector
 from trainer.config import load_config
 from trainer.hooks import HOOKS, Hook, build_hooks

@@ -8,8 +8,8 @@ import pytest
 import torch
 import yaml
 
-from conftest import ROOT
 from errors import UserError
+from helpers import ROOT
 from trainer.checkpoint import load_checkpoint
 from trainer.config import load_config
 from trainer.train import NonFiniteLoss, Trainer, run

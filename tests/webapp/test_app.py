@@ -9,7 +9,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,55 +22,16 @@ pytest.importorskip("fastapi")
 pytest.importorskip("multipart")
 pytest.importorskip("dlib")
 
-from conftest import ROOT  # noqa: E402
-from model import InputSpec, Recce  # noqa: E402
-
-CANVAS = (300, 560)  # height, width
-
-
-def hopper(size=(150, 175)):
-    import matplotlib.cbook
-    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as fh:
-        bgr = cv2.imdecode(np.frombuffer(fh.read(), np.uint8), cv2.IMREAD_COLOR)
-    return cv2.resize(bgr, size)
-
-
-def people_video(path, frames=6, faces=2, fps=10, fourcc="MJPG"):
-    """A video of ``faces`` people (Grace Hopper's photograph, twice) moving over a grey canvas."""
-    face = hopper()
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps,
-                             (CANVAS[1], CANVAS[0]))
-    for f in range(frames):
-        canvas = np.full(CANVAS + (3,), 90, np.uint8)
-        for k in range(faces):
-            oy, ox = 30 + 2 * (f % 40), 20 + 290 * k + 2 * (f % 40)
-            canvas[oy:oy + face.shape[0], ox:ox + face.shape[1]] = face
-        writer.write(canvas)
-    writer.release()
-    return str(path)
-
-
-def photo(path):
-    canvas = np.full((320, 300, 3), 120, np.uint8)
-    face = hopper()
-    canvas[60:60 + face.shape[0], 60:60 + face.shape[1]] = face
-    cv2.imwrite(str(path), canvas)
-    return str(path)
-
-
-def small_checkpoint(path):
-    torch.manual_seed(0)
-    torch.save({"model": Recce().state_dict(), "config": {"model": {"name": "Recce"}},
-                "input_spec": InputSpec((48, 48), (0.5,) * 3, (0.5,) * 3).to_dict()}, path)
-    return str(path)
+from helpers import ROOT, free_port, people_video, portrait_photo, start_server  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
+def files(tmp_path_factory, make_checkpoint):
     d = tmp_path_factory.mktemp("serve_files")
-    return {"ckpt": small_checkpoint(d / "best_model_1.bin"),
+    return {"ckpt": make_checkpoint(d / "best_model_1.bin", config={"model": {"name": "Recce"}},
+                                    spec=48),
             "video": people_video(d / "two people.avi"),
-            "photo": photo(d / "portrait.jpg"),
+            "photo": portrait_photo(d / "portrait.jpg"),
             "text": str(d / "notes.mp4")}
 
 
@@ -641,32 +601,6 @@ def test_serve_py_says_one_line_for_what_a_user_can_get_wrong(tmp_path, monkeypa
     assert serve.newest_checkpoint() == os.path.join("runs", "Recce", "a", "best_model_10.bin")
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(ckpt, data, port, *extra):
-    """``python serve.py`` in a process of its own; returns it once the page answers."""
-    import urllib.request
-    proc = subprocess.Popen([sys.executable, "serve.py", "--checkpoint", ckpt, "--data", str(data),
-                             "--port", str(port), *extra], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"serve.py stopped: {proc.stdout.read()}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2) as r:
-                if json.load(r)["workers"]:
-                    return proc
-        except OSError:
-            time.sleep(0.3)
-    proc.kill()
-    raise AssertionError("serve.py did not answer")
-
-
 def _get(port, path):
     import urllib.request
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
@@ -699,11 +633,11 @@ def test_serve_py_a_killed_worker_fails_its_job_and_a_killed_server_leaves_it_in
     with the reason and another worker takes the next; the server killed mid-job: on the next
     start the job is interrupted and the history is whole."""
     long_video = people_video(tmp_path / "long.avi", frames=120, faces=1)
-    port, data = _free_port(), tmp_path / "data"
+    port, data = free_port(), tmp_path / "data"
     proc = start_server(files["ckpt"], data, port)
     try:
         second = subprocess.run([sys.executable, "serve.py", "--checkpoint", files["ckpt"],
-                                 "--data", str(data), "--port", str(_free_port())], cwd=ROOT,
+                                 "--data", str(data), "--port", str(free_port())], cwd=ROOT,
                                 capture_output=True, text=True, timeout=120)
         assert second.returncode == 2  # one server per data folder
         assert second.stderr.strip().startswith(f"error: --data {data} is in use by another run")
@@ -727,7 +661,7 @@ def test_serve_py_a_killed_worker_fails_its_job_and_a_killed_server_leaves_it_in
         proc.kill()  # the server, killed mid-job
         out = proc.communicate(timeout=30)[0]
     assert f"serving http://127.0.0.1:{port}/" in out
-    port = _free_port()
+    port = free_port()
     proc = start_server(files["ckpt"], data, port)
     try:
         jobs = {j["id"]: j for j in _get(port, "/api/jobs")["jobs"]}
@@ -763,16 +697,13 @@ def test_the_verdict_is_published_before_its_evidence(server, files, monkeypatch
     assert done["seconds"]["verdict"] <= done["seconds"]["total"]
 
 
-def test_another_detector_serves(tmp_path, files):
+def test_another_detector_serves(tmp_path, files, make_checkpoint):
     """Any detector the project loads: here the Xception baseline (no reconstruction: Grad-CAM
     only in its heat maps)."""
     import serve
-    from model import Xception
     from webapp.worker import Predictors
-    torch.manual_seed(0)
-    ckpt = tmp_path / "x.bin"
-    torch.save({"model": Xception().state_dict(), "config": {"model": {"name": "Xception"}},
-                "input_spec": InputSpec((64, 64), (0.5,) * 3, (0.5,) * 3).to_dict()}, ckpt)
+    ckpt = make_checkpoint(tmp_path / "x.bin", "Xception", config={"model": {"name": "Xception"}},
+                           spec=64)
     predictors = Predictors(str(ckpt))
     info = serve.model_info(predictors.get(None), str(ckpt))
     s = Server(tmp_path / "data", predictors, info).run()

@@ -15,7 +15,7 @@ pytest.importorskip("dlib")
 playwright = pytest.importorskip("playwright.sync_api")
 pypdf = pytest.importorskip("pypdf")
 
-from test_serve import _free_port, people_video, photo, small_checkpoint, start_server  # noqa: E402
+from helpers import people_video, portrait_photo  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = [pytest.mark.slow,
@@ -27,11 +27,12 @@ def _value(page, selector):
     return page.locator(selector).inner_text().strip()
 
 
-def test_the_page_in_a_browser(tmp_path):
+def test_the_page_in_a_browser(tmp_path, make_checkpoint, serve_process):
     from faces.api import Predictor
-    ckpt = small_checkpoint(tmp_path / "best_model_1.bin")
+    ckpt = make_checkpoint(tmp_path / "best_model_1.bin", config={"model": {"name": "Recce"}},
+                           spec=48)
     video = people_video(tmp_path / "two people.avi", frames=20, faces=2)  # 2.0 s at 10 fps
-    pic = photo(tmp_path / "portrait.jpg")
+    pic = portrait_photo(tmp_path / "portrait.jpg")
     long_video = people_video(tmp_path / "long.avi", frames=200, faces=1)
     text = tmp_path / "notes.txt"
     text.write_text("minutes of the meeting, not a video")
@@ -39,8 +40,7 @@ def test_the_page_in_a_browser(tmp_path):
     expected = {"two people.avi": pred.predict_video(video, frames=4),
                 "portrait.jpg": pred.predict_photo(pic)}
     shots = os.environ.get("SERVE_SCREENSHOTS")
-    port = _free_port()
-    server = start_server(ckpt, tmp_path / "data", port)
+    server, port = serve_process(ckpt, tmp_path / "data")
     url = f"http://127.0.0.1:{port}/"
     try:
         with playwright.sync_playwright() as p:
