@@ -28,6 +28,13 @@ def demo_root(tmp_path_factory):
     return str(root)
 
 
+@pytest.fixture()
+def image_list_cfg(tmp_path, demo_root):
+    """The path of a training config (Recce, 2 steps at 64 px) and its dataset file, over an
+    ImageList tree of the demo's frames in ``tmp_path / "d"`` (``helpers.write_config``)."""
+    return helpers.write_config(tmp_path, helpers.image_list_tree(demo_root, tmp_path / "d"))
+
+
 @pytest.fixture(scope="session")
 def make_checkpoint():
     """A factory: ``make_checkpoint(path, model="Recce", config=None, spec=None, seed=0,
@@ -35,6 +42,36 @@ def make_checkpoint():
     module's weights) with the config, input spec and entries asked for, and returns its path
     (``helpers.write_checkpoint``)."""
     return helpers.write_checkpoint
+
+
+@pytest.fixture(scope="module")
+def run_checkpoint(tmp_path_factory):
+    """A Recce of seed 0 saved as training saves its best checkpoint (its step, best metric,
+    optimizer and scheduler states; no config, no input spec): (path, the model in eval mode)."""
+    from model import Recce
+    path = helpers.write_checkpoint(tmp_path_factory.mktemp("ckpt") / "best_model_7.bin",
+                                    step=7, best_step=7, best_metric=0.5, eval_metric="AUC",
+                                    optimizer={}, scheduler={})
+    model = Recce().eval()
+    model.load_state_dict(torch.load(path, weights_only=True)["model"])
+    return path, model
+
+
+@pytest.fixture(scope="module")
+def bare_checkpoint(tmp_path_factory):
+    """A Recce's weights and nothing else (no config, no input spec), as the original release
+    saved them."""
+    return helpers.write_checkpoint(tmp_path_factory.mktemp("bare") / "good.bin")
+
+
+@pytest.fixture(scope="module")
+def nan_checkpoint(tmp_path_factory):
+    """A Recce's weights whose head's bias is NaN: weights a loader must refuse."""
+    from model import Recce
+    recce = Recce()
+    with torch.no_grad():
+        recce.fc.bias.fill_(float("nan"))
+    return helpers.write_checkpoint(tmp_path_factory.mktemp("nan") / "nan.bin", recce)
 
 
 @pytest.fixture(scope="session")
@@ -57,6 +94,35 @@ def hopper_media(tmp_path_factory):
     assert ok
     cv2.imwrite(str(d / "photo.png"), frame)
     return video, str(d / "photo.png")
+
+
+@pytest.fixture(scope="module")
+def moving_face_videos(tmp_path_factory):
+    """A folder of two videos: ``hopper.avi``, Grace Hopper's photograph moving across 8 frames of
+    560 x 720, and ``broken.mp4``, not a video. Returns (folder, dlib's box of the face in the
+    photograph, the photograph's offset in each frame)."""
+    import cv2
+    import numpy as np
+    dlib = pytest.importorskip("dlib")
+    folder = tmp_path_factory.mktemp("videos")
+    face = cv2.cvtColor(helpers.grace_hopper((256, 300)), cv2.COLOR_BGR2RGB)
+    rects = dlib.get_frontal_face_detector()(face, 1)
+    assert len(rects) == 1
+    r = rects[0]
+    box = (r.left(), r.top(), r.right(), r.bottom())
+    height, width = 560, 720
+    writer = cv2.VideoWriter(str(folder / "hopper.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10,
+                             (width, height))
+    offsets = []
+    for f in range(8):
+        canvas = np.full((height, width, 3), 90, np.uint8)
+        oy, ox = 40 + 20 * f, 30 + 50 * f
+        canvas[oy:oy + face.shape[0], ox:ox + face.shape[1]] = face
+        writer.write(cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
+        offsets.append((ox, oy))
+    writer.release()
+    (folder / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 this is not a video")
+    return folder, box, offsets
 
 
 @pytest.fixture()

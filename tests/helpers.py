@@ -24,6 +24,8 @@ PLUGIN = os.path.join(ROOT, "tests", "plugins", "tiny_detector.py")  # a user's 
 SIZE = 64  # at 32 px the last feature map is 1 x 1: batch norm needs a batch of 2 there
 TF = [{"name": "Resize", "params": {"height": SIZE, "width": SIZE}},
       {"name": "Normalize", "params": {"mean": [0.5] * 3, "std": [0.5] * 3}}]
+NORM = [{"name": "Resize", "params": {"height": 16, "width": 16}},  # small images, quick tests
+        {"name": "Normalize", "params": {"mean": [0.5] * 3, "std": [0.5] * 3}}]
 
 
 def cli(args, timeout=600, **kw):

@@ -1,7 +1,11 @@
-"""test.py, inference.py and tools/export.py end to end on small data made here."""
+"""inference.py end to end on small data made here: its lines, outputs and exit statuses, every
+flag's bad values as one line (the Python API's rules), a stop, no verdict of a NaN, and the
+numbers of test.py for the same images."""
 import csv
 import json
+import math
 import os
+import signal
 import subprocess
 import sys
 
@@ -9,38 +13,26 @@ import cv2
 import numpy as np
 import pytest
 import torch
-import yaml
 
-from conftest import ROOT
+from checks import MAX_BATCH_SIZE, MAX_FRAMES, MAX_INPUT_SIZE, MAX_PIXELS, MAX_SIDE, MAX_WORKERS
+from helpers import ROOT, cli, image_list_tree
 from inference import line_for
-from model import Recce
-
-
-def _cli(args, **kw):
-    return subprocess.run([sys.executable] + args, cwd=ROOT, capture_output=True, text=True,
-                          timeout=300, **kw)
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    """A randomly initialized model saved in this project's checkpoint format."""
-    torch.manual_seed(0)
-    model = Recce().eval()
-    path = tmp_path_factory.mktemp("ckpt") / "best_model_7.bin"
-    torch.save({"step": 7, "best_step": 7, "best_metric": 0.5, "eval_metric": "AUC",
-                "model": model.state_dict(), "optimizer": {}, "scheduler": {}}, path)
-    return str(path), model
+from model import InputSpec
 
 
 @pytest.fixture()
-def faces(tmp_path):
-    folder = tmp_path / "faces"
-    (folder / "sub").mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for name in ("b.PNG", "a.jpg", "c.jpeg", "sub/d.png"):
-        cv2.imwrite(str(folder / name), rng.integers(0, 255, (40, 30, 3), dtype=np.uint8))
+def faces(tmp_path, make_faces):
+    folder = make_faces(tmp_path / "faces", ("b.PNG", "a.jpg", "c.jpeg", "sub/d.png"),
+                        shape=(40, 30))
     (folder / "notes.txt").write_text("not an image")
     return folder
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory, make_checkpoint):
+    """A Recce checkpoint trained (as far as the command line cares) at 48 px."""
+    return make_checkpoint(tmp_path_factory.mktemp("values") / "best_model_1.bin",
+                           config={"model": {"name": "Recce"}}, spec=48)
 
 
 def _expected_prob(model, path, size):
@@ -53,10 +45,10 @@ def _expected_prob(model, path, size):
 
 
 @pytest.mark.slow
-def test_inference_lines_order_and_probabilities(checkpoint, faces, tmp_path):
-    path, model = checkpoint
+def test_inference_lines_order_and_probabilities(run_checkpoint, faces, tmp_path):
+    path, model = run_checkpoint
     out = tmp_path / "res.json"
-    proc = _cli(["inference.py", "-b", path, "-f", str(faces), "-d", "cpu", "-s", "32",
+    proc = cli(["inference.py", "-b", path, "-f", str(faces), "-d", "cpu", "-s", "32",
                  "--output", str(out), "--num_workers", "1"])
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
@@ -67,10 +59,11 @@ def test_inference_lines_order_and_probabilities(checkpoint, faces, tmp_path):
         shown = float(line.split("probability: ")[1].split()[0])
         assert abs(shown - p) < 1e-3
         verdict = "fake" if shown >= 0.5 else "real"  # 4 decimals, as printed
-        assert line == f"path: {faces / name} \t\t| fake probability: {shown:.4f} \t| prediction: {verdict}"
+        assert line == (f"path: {faces / name} \t\t| fake probability: {shown:.4f} \t| "
+                        f"prediction: {verdict}")
     rows = json.loads(out.read_text())
     assert [r["path"] for r in rows] == [str(faces / n) for n in names]
-    rec = _cli(["inference.py", "-w", path, "-f", str(faces), "-s", "32", "--recursive",
+    rec = cli(["inference.py", "-w", path, "-f", str(faces), "-s", "32", "--recursive",
                 "--batch_size", "3", "-d", "cpu"])
     assert rec.returncode == 0 and len(rec.stdout.strip().splitlines()) == 4
 
@@ -82,12 +75,12 @@ def test_output_line_format_is_the_originals():
 
 
 @pytest.mark.slow
-def test_inference_bad_file_is_skipped_with_exit_1(checkpoint, faces, tmp_path):
-    path, _ = checkpoint
+def test_inference_bad_file_is_skipped_with_exit_1(run_checkpoint, faces, tmp_path):
+    path, _ = run_checkpoint
     (faces / "broken.png").write_bytes(b"\x89PNG truncated")
     vis = tmp_path / "vis"
     out = tmp_path / "r.csv"
-    proc = _cli(["inference.py", "-b", path, "-f", str(faces), "-s", "32", "-d", "cpu", "-v",
+    proc = cli(["inference.py", "-b", path, "-f", str(faces), "-s", "32", "-d", "cpu", "-v",
                  "--vis_dir", str(vis), "--output", str(out)])
     assert proc.returncode == 1
     assert len(proc.stdout.strip().splitlines()) == 3
@@ -98,115 +91,197 @@ def test_inference_bad_file_is_skipped_with_exit_1(checkpoint, faces, tmp_path):
 
 
 @pytest.mark.slow
-def test_inference_usage_errors_are_one_line(checkpoint, tmp_path):
-    path, _ = checkpoint
+def test_inference_usage_errors_are_one_line(run_checkpoint, tmp_path):
+    path, _ = run_checkpoint
     (tmp_path / "empty").mkdir()
     for args, text in [(["-b", path, "-f", str(tmp_path / "nope")], "image folder not found"),
                        (["-b", path, "-f", str(tmp_path / "empty")], "no images"),
-                       (["-b", str(tmp_path / "x.bin"), "-f", str(tmp_path)], "checkpoint not found")]:
-        proc = _cli(["inference.py"] + args + ["-d", "cpu"])
+                       (["-b", str(tmp_path / "x.bin"), "-f", str(tmp_path)],
+                        "checkpoint not found")]:
+        proc = cli(["inference.py"] + args + ["-d", "cpu"])
         assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and text in proc.stderr
 
 
-def test_checkpoint_flavours_load_alike(checkpoint, tmp_path):
-    from model.checkpoint import load_weights
-    path, model = checkpoint
-    state = model.state_dict()
-    x = torch.rand(1, 3, 32, 32) * 2 - 1
-    with torch.no_grad():
-        ref = torch.sigmoid(model(x))
-    # DeepfakeBench: prefixes, a backbone copy, and a two-logit head
-    w2 = torch.cat([torch.zeros_like(state["fc.weight"]), state["fc.weight"]])
-    b2 = torch.cat([torch.zeros_like(state["fc.bias"]), state["fc.bias"]])
-    bench = {f"module.model.{k}": v for k, v in state.items() if not k.startswith("fc.")}
-    bench.update({"module.model.fc.weight": w2, "module.model.fc.bias": b2,
-                  "backbone.conv1.weight": torch.zeros(1)})
-    for flavour in ({"model": state}, state, {f"module.{k}": v for k, v in state.items()}, bench):
-        fresh = load_weights(Recce().eval(), flavour)
-        with torch.no_grad():
-            assert torch.allclose(torch.sigmoid(fresh(x)), ref, atol=1e-6)
-    from model.checkpoint import checkpoint_num_classes
-    assert checkpoint_num_classes({"model": state}) == 1
-    assert checkpoint_num_classes(bench) == 2  # read from the head's shape
-    assert checkpoint_num_classes({"model": {}, "config": {"model": {"num_classes": 2}}}) == 2
-    from errors import UserError
-    with pytest.raises(UserError, match="missing keys"):
-        load_weights(Recce(), {"model": {"fc.weight": torch.zeros(1, 2048)}})
+def test_inference_bad_options_checked_before_the_work(tmp_path, bare_checkpoint, nan_checkpoint,
+                                                      demo_root, capsys):
+    import inference
+    folder = image_list_tree(demo_root, tmp_path / "d", videos=1, frames=1) + "/real/v0"
+    (tmp_path / "d.csv").mkdir()
+    cases = [
+        (["--output", str(tmp_path / "nowhere" / "r.csv")], "the folder .*nowhere does not exist"),
+        (["--output", str(tmp_path / "d")], "use a .csv or .json file name"),
+        (["--output", str(tmp_path / "d.csv")], "is a folder, expected a file name"),
+        (["--batch_size", "-2"], "--batch_size: expected a batch size from 1 to 65536, got -2"),
+        (["--num_workers", "-1"], "--num_workers: expected a number of worker processes from 0 "
+                                  "to 1024, got -1"),
+        (["--image_size", "5"], "--image_size 5: the model needs at least 7"),
+        (["--image_size", "6000"], "--image_size: expected a size in pixels from 1 to 2048, "
+                                   "got 6000"),
+        (["--margin", "inf"], r"--margin: expected a number above 0 and at most 10 \(1.3 is "
+                              r"usual\), got inf"),
+        (["--video", str(tmp_path), "--all_frames", "--frames", "3"], None),
+        (["--detect", "--output", str(tmp_path / "r.csv"), "--frames_output",
+          str(tmp_path / "r.csv")], "--output and --frames_output are both"),
+        (["-v", "--vis_dir", str(tmp_path / "afile")], "--vis_dir .*afile"),
+    ]
+    (tmp_path / "afile").write_text("the user's")
+    for args, text in cases:
+        if text is None:  # --video instead of -f: argparse's own one line for two sources
+            assert inference.main(["-b", bare_checkpoint, "--video", str(tmp_path), "--all_frames",
+                                   "--frames", "3", "-d", "cpu"]) == 2
+            assert "each choose the frames: give one" in capsys.readouterr().err
+            continue
+        assert inference.main(["-b", bare_checkpoint, "-f", folder, "-d", "cpu"] + args) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and err.count("\n") == 1
+        import re
+        assert re.search(text, err), err
+    assert inference.main(["-b", nan_checkpoint, "-f", folder, "-d", "cpu", "-s", "32"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "hold NaN or infinite values" in err
 
 
 @pytest.mark.slow
-def test_test_py_metrics_outputs_and_cross_dataset(checkpoint, demo_root, tmp_path):
-    path, _ = checkpoint
-    tf = [{"name": "Resize", "params": {"height": 32, "width": 32}},
-          {"name": "Normalize", "params": {"mean": [0.5] * 3, "std": [0.5] * 3}}]
-    ds = {"test_cfg": {"root": os.path.join(demo_root, "faceforensics"), "split": "test",
-                       "transforms": tf}}
-    (tmp_path / "ds.yml").write_text(yaml.safe_dump(ds))
-    cfg = {"model": {"name": "Recce"}, "data": {"name": "FaceForensics",
-                                                "file": str(tmp_path / "ds.yml"), "num_workers": 1}}
-    (tmp_path / "cfg.yml").write_text(yaml.safe_dump(cfg))
-    out = tmp_path / "out"
-    proc = _cli(["test.py", "--config", str(tmp_path / "cfg.yml"), "--ckpt", path, "--device", "cpu",
-                 "--out", str(out)])
-    assert proc.returncode == 0, proc.stderr
-    assert "AUC" in proc.stdout and "Deepfakes ACC / AUC" in proc.stdout
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert {"ACC", "AUC", "EER", "AP", "LogLoss", "video_AUC", "FaceSwap_AUC"} <= set(metrics)
-    fpr, tpr, thr = torch.load(out / "roc_curve.pickle", weights_only=True)
-    assert fpr.dtype == torch.float64 and len(fpr) == len(thr)
-    assert (out / "roc.png").is_file()
-    from dataset import build_dataset
-    n_test = len(build_dataset("FaceForensics", ds["test_cfg"]))
-    assert len(list(csv.reader(open(out / "scores.csv")))) == 1 + n_test
-    # cross-dataset: the same model on the Celeb-DF-layout set is one config change
-    proc = _cli(["test.py", "--config", str(tmp_path / "cfg.yml"), "--ckpt", path, "--device", "cpu",
-                 "--out", str(tmp_path / "celeb"), "--opt", "data.name=CelebDF",
-                 "--opt", "test_cfg.root=" + os.path.join(demo_root, "celeb_df")])
-    assert proc.returncode == 0, proc.stderr
-    assert json.loads((tmp_path / "celeb" / "metrics.json").read_text())["AUC"] is not None
-    missing = _cli(["test.py", "--config", str(tmp_path / "cfg.yml")])
-    assert missing.returncode == 2 and "config.id" in missing.stderr
+def test_ctrl_c_in_inference_prints_one_line_and_writes_no_output(tmp_path, demo_root,
+                                                                  make_checkpoint):
+    ckpt = make_checkpoint(tmp_path / "m.bin")
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    src = image_list_tree(demo_root, tmp_path / "d", videos=1, frames=1)
+    img = os.path.join(src, "real", "v0", os.listdir(os.path.join(src, "real", "v0"))[0])
+    for i in range(400):
+        os.link(img, folder / f"{i:04d}.png")
+    out = tmp_path / "res.csv"
+    proc = subprocess.Popen([sys.executable, "inference.py", "-b", str(ckpt), "-f", str(folder),
+                             "-s", "64", "-d", "cpu", "--output", str(out)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().startswith("path: ")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    # a bare state dict: its input spec is said first, then the threshold, then the stop
+    lines = err.strip().splitlines()
+    assert len(lines) == 3 and "does not say how its images were prepared" in lines[0], repr(err)
+    assert lines[1].startswith("threshold: 0.5000 (the default)"), repr(err)
+    assert lines[2].startswith("interrupted:"), repr(err)
+    assert sorted(os.listdir(tmp_path)) == ["d", "faces", "m.bin"]  # no res.csv, no temporary
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("fmt", ["onnx", "torch.export"])
-def test_export_agrees_with_eager(checkpoint, tmp_path, fmt):
-    import onnxruntime  # noqa: F401 - a dev requirement: the ONNX file is always checked here
-    from tools.export import export, load_for_export
-    path, _ = checkpoint
-    model = load_for_export(path)
-    diff = export(model, fmt, str(tmp_path / f"m.{fmt}"), size=32, with_recons=fmt == "onnx",
-                  checkpoint=path)
-    assert diff is not None and diff < 1e-4
-    if fmt == "onnx":  # the file explains itself
-        import onnxruntime as ort
+def test_a_recce_trained_at_64_px_scores_alike_in_test_and_inference(demo_root, tmp_path):
+    """The newcomer's case: no --image_size, and inference.py gives test.py's numbers."""
+    import inference
+    from helpers import image_list_tree, write_config
+    from trainer.config import load_config
+    from trainer.testing import run_test
+    from trainer.train import run
+    tree = image_list_tree(demo_root, tmp_path / "tree", videos=2, frames=1)
+    cfg = load_config(write_config(tmp_path, tree, steps=1, val_steps=1))
+    result = run(cfg)
+    ckpt = result["best_checkpoint"]
+    assert torch.load(ckpt, weights_only=True)["input_spec"]["size"] == [64, 64]
+    cfg["dataset"]["val_cfg"]["transforms"] = []  # a test branch stating nothing: the spec rules
+    cfg["data"]["test_branch"] = "val_cfg"
+    _, _, out_dir, n, _ = run_test(cfg, ckpt, "cpu", str(tmp_path / "t"))
+    with open(os.path.join(out_dir, "scores.csv")) as fh:
+        scored = list(csv.DictReader(fh))
+    tested = {r["path"]: float(r["raw_probability"]) for r in scored}
+    shown = {r["path"]: float(r["fake_probability"]) for r in scored}
+    rows = list(inference.score(inference.parse_args(["-b", ckpt, "-f", tree, "--recursive",
+                                                      "-d", "cpu", "--num_workers", "0"])))
+    assert len(rows) == len(tested) == n == 4
+    # the raw probabilities, and the ones a person reads (calibrated where the checkpoint is)
+    assert max(abs(raw - tested[path]) for path, _, _, raw in rows) < 1e-5
+    assert max(abs(prob - shown[path]) for path, prob, _, _ in rows) < 1e-5
 
-        import version
-        meta = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=[
-            "CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
-        assert json.loads(meta["input_size"]) == [32, 32]
-        assert json.loads(meta["mean"]) == [0.5] * 3 and json.loads(meta["std"]) == [0.5] * 3
-        assert "RGB" in meta["input"] and "sigmoid" in meta["output_logits"]
-        assert meta["model"] == "Recce" and meta["checkpoint"] == os.path.basename(path)
-        assert meta["project_version"].startswith(version.__version__) and "output_recons" in meta
+
+# flag -> values argparse lets through (its own type check answers the rest)
+FLAG_BAD = {
+    "--batch_size": ["0", "-1", str(MAX_BATCH_SIZE + 1)],
+    "--num_workers": ["-1", str(MAX_WORKERS + 1)],
+    "--max_pixels": ["0", "-1", str(MAX_PIXELS + 1)],
+    "--image_size": ["0", "-1", str(MAX_INPUT_SIZE + 1)],
+    "--frames": ["0", "-1", str(MAX_FRAMES + 1)],
+    "--every": ["0", "-5", str(MAX_FRAMES + 1)],
+    "--margin": ["0", "-1", "nan", "inf", "-inf", "1e300", "10.5"],
+    "--min_face_size": ["0", "-1", str(MAX_SIDE + 1)],
+    "--min_face_score": ["nan", "inf", "-inf"],
+}
 
 
-def test_export_never_leaves_a_half_file_nor_overwrites_its_input(checkpoint, tmp_path,
-                                                                  monkeypatch):
-    from tools import export as ex
-    path, _ = checkpoint
-    out = tmp_path / "m.pt2"
-    out.write_bytes(b"the user's previous export")
+FLAG_CASES = [pytest.param(f, v, id=f"{f}={v}") for f, vs in FLAG_BAD.items() for v in vs]
 
-    def interrupted(program, f):
-        open(f, "wb").write(b"half")
-        raise KeyboardInterrupt
-    monkeypatch.setattr(torch.export, "save", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        ex.export(ex.load_for_export(path), "torch.export", str(out), size=32)
-    assert out.read_bytes() == b"the user's previous export"
-    assert sorted(os.listdir(tmp_path)) == ["m.pt2"]  # no temporary file left
-    monkeypatch.undo()
-    before = open(path, "rb").read()
-    assert ex.main(["-b", path, "--out", path, "--format", "torch.export"]) == 2
-    assert open(path, "rb").read() == before
+
+@pytest.mark.parametrize("flag,value", FLAG_CASES)
+@pytest.mark.parametrize("mode", ["crops", "video"])
+def test_every_flag_gets_the_api_s_rule_in_one_line(ckpt, hopper_media, tmp_path, capsys, flag,
+                                                    value, mode):
+    import inference
+    out, vis = tmp_path / "r.csv", tmp_path / "vis"
+    source = ["-i", hopper_media[1]] if mode == "crops" else ["--video", hopper_media[0]]
+    assert inference.main(["-b", ckpt, "-d", "cpu", *source, f"{flag}={value}", "--output",
+                           str(out), "-v", "--vis_dir", str(vis)]) == 2
+    stdout, err = capsys.readouterr()
+    assert stdout == "" and err.count("\n") == 1, err
+    assert err.startswith(f"error: {flag}: expected ")
+    shown = float(err.rstrip("\n").rsplit(", got ", 1)[1])
+    assert shown == float(value) or (math.isnan(shown) and value == "nan")
+    assert not out.exists() and not vis.exists()
+
+
+def test_the_command_line_in_a_fresh_process(ckpt, hopper_media, tmp_path):
+    """A handful of the table as a user runs it: one line, exit 2, no traceback, nothing written;
+    a value of the wrong type is argparse's own usage error, naming the flag."""
+    out, frames_out, vis = tmp_path / "r.csv", tmp_path / "f.csv", tmp_path / "vis"
+    written = ["--output", str(out), "-v", "--vis_dir", str(vis)]
+    cases = [
+        (["--video", hopper_media[0], "--frames", "0", "--frames_output", str(frames_out)],
+         "--frames: expected a number of frames from 1 to 10000000, got 0"),
+        (["--video", hopper_media[0], "--every", "0"],
+         "--every: expected a number of frames from 1 to 10000000, got 0"),
+        (["-i", hopper_media[1], "--detect", "--margin", "nan"],
+         "--margin: expected a number above 0 and at most 10 (1.3 is usual), got nan"),
+        (["-i", hopper_media[1], "--batch_size", "0"],
+         "--batch_size: expected a batch size from 1 to 65536, got 0"),
+        (["-i", hopper_media[1], "-s", "0"],
+         "--image_size: expected a size in pixels from 1 to 2048, got 0"),
+    ]
+    for args, line in cases:
+        proc = cli(["inference.py", "-b", ckpt, "-d", "cpu"] + args + written)
+        assert proc.returncode == 2 and proc.stdout == ""
+        assert proc.stderr == f"error: {line}\n"
+    proc = cli(["inference.py", "-b", ckpt, "-d", "cpu", "--video", hopper_media[0], "--frames",
+                "many"] + written)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines()[-1].endswith("error: argument --frames: invalid int value: "
+                                                 "'many'")
+    assert sorted(os.listdir(tmp_path)) == []
+
+
+def test_the_command_line_prints_no_verdict_of_a_nan(tmp_path, hopper_media):
+    """A user's detector (imported with --import) that gives NaN: one line naming the input and
+    the detector, exit 2, no "prediction: real", no output file."""
+    plugin = tmp_path / "nan_detector.py"
+    plugin.write_text(
+        "import torch.nn as nn\n"
+        "from model import Detector, InputSpec, register_detector\n\n\n"
+        "@register_detector\n"
+        "class NanValuesDetector(Detector):\n"
+        "    default_spec = InputSpec((16, 16), (0.5,) * 3, (0.5,) * 3)\n\n"
+        "    def __init__(self, num_classes=1, drop_rate=0.0, pretrained=False):\n"
+        "        super().__init__()\n"
+        "        self.num_classes = num_classes\n"
+        "        self.fc = nn.Linear(3, num_classes)\n\n"
+        "    def forward(self, x, return_aux=False):\n"
+        "        logits = self.fc(x.mean(dim=(2, 3))) * float('nan')\n"
+        "        return {'logits': logits} if return_aux else logits\n")
+    ckpt = tmp_path / "nan_model.bin"
+    torch.save({"model": {"fc.weight": torch.zeros(1, 3), "fc.bias": torch.zeros(1)},
+                "config": {"model": {"name": "NanValuesDetector", "num_classes": 1}},
+                "input_spec": InputSpec((16, 16), (0.5,) * 3, (0.5,) * 3).to_dict()}, ckpt)
+    out = tmp_path / "r.csv"
+    proc = cli(["inference.py", "-b", str(ckpt), "-i", hopper_media[1], "-d", "cpu", "--import",
+                str(plugin), "--output", str(out)])
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.splitlines()[1:] == [  # after the threshold's line, one error line
+        f"error: the detector gave a non-finite probability (nan) for {hopper_media[1]}"]
+    assert "prediction" not in proc.stdout and not out.exists()

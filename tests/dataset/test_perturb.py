@@ -30,7 +30,7 @@ def _rng():
 SHAPES = [(5, 7), (72, 72), (33, 20)]  # non-square, the 72 px case, odd sides
 
 
-def _img(shape, seed=0):
+def noise_image(shape, seed=0):
     return np.random.default_rng(seed).integers(0, 256, shape + (3,), dtype=np.uint8)
 
 
@@ -58,7 +58,7 @@ def _close(out, expected, tol=1):
 
 @pytest.mark.parametrize("shape", SHAPES)
 def test_cs_is_the_published_operation(shape):
-    img = _img(shape)
+    img = noise_image(shape)
     for level, p in enumerate(LEVELS["CS"], 1):
         ycc = _hand_ycbcr(img)
         ycc[..., 1:] = 0.5 + (ycc[..., 1:] - 0.5) * p  # toward 0.5 (neutral is 128/255 there)
@@ -74,7 +74,7 @@ def test_cs_is_the_published_operation(shape):
 
 @pytest.mark.parametrize("shape", SHAPES)
 def test_cc_multiplies_and_truncates(shape):
-    img = _img(shape)
+    img = noise_image(shape)
     for level, p in enumerate(LEVELS["CC"], 1):
         _close(distort(img, "CC", level, _rng()), np.floor(img * np.float32(p)), tol=0)
 
@@ -105,7 +105,7 @@ def test_bw_counts_blocks_by_the_published_rule():
 @pytest.mark.parametrize("shape", SHAPES)
 def test_gnc_is_the_published_operation_for_given_noise(shape):
     from dataset.perturb import gaussian_noise_color
-    img = _img(shape, 1)
+    img = noise_image(shape, 1)
     noise = np.random.default_rng(7).standard_normal(img.shape)
     for p in LEVELS["GNC"]:
         ycc = _hand_ycbcr(img) / 255  # YCbCr from RGB here: noise channels Y, Cb, Cr
@@ -130,7 +130,7 @@ def _hand_gaussian_blur(img, k):
 
 @pytest.mark.parametrize("shape", [(72, 72), (33, 20)])
 def test_gb_is_opencv_s_gaussian_with_sigma_a_sixth_of_the_kernel(shape):
-    img = _img(shape)
+    img = noise_image(shape)
     for level, k in enumerate(LEVELS["GB"], 1):
         if k > min(shape):
             continue
@@ -157,13 +157,13 @@ def _hand_bilinear(img, out_h, out_w):
 
 @pytest.mark.parametrize("shape", [(72, 72), (33, 20), (12, 10)])
 def test_jpeg_is_a_bilinear_resize_down_and_back_up(shape):
-    img = _img(shape)
+    img = noise_image(shape)
     h, w = shape
     for level, n in enumerate(LEVELS["JPEG"], 1):
         small = np.rint(_hand_bilinear(img, h // n, w // n))
         expected = np.rint(_hand_bilinear(small.astype(np.uint8), h, w))
         _close(distort(img, "JPEG", level, _rng()), expected, tol=2)  # 1 per resize
-    blocky = distort(_img((90, 90)), "JPEGB", 2, _rng())  # the project's variant: blocks
+    blocky = distort(noise_image((90, 90)), "JPEGB", 2, _rng())  # the project's variant: blocks
     assert (blocky == np.repeat(np.repeat(blocky[::3, ::3], 3, 0), 3, 1)).all()
 
 
@@ -336,3 +336,18 @@ def test_robustness_frames_protocol_distorts_videos_then_crops(tmp_path, make_ch
     stamp = os.path.getmtime(work / "GB_1" / "videos" / "real0.mp4")
     assert robustness(args) == 0  # resumed: every row is done, no video distorted again
     assert os.path.getmtime(work / "GB_1" / "videos" / "real0.mp4") == stamp
+
+
+def test_a_failed_video_distortion_keeps_files_named_like_its_temporary(tmp_path, monkeypatch):
+    import dataset.perturb as perturb
+    from helpers import intact, sentinels
+    src = _color_video(tmp_path / "in.avi")
+    user = sentinels(tmp_path / f"cc_tmp{os.getpid()}.avi")
+
+    def broken(*args):
+        raise RuntimeError("a distortion failed")
+    monkeypatch.setattr(perturb, "distort", broken)
+    with pytest.raises(RuntimeError):
+        perturb.distort_video(src, str(tmp_path / "cc.mp4"), "CC", 5, _rng())
+    assert intact(user)
+    assert sorted(os.listdir(tmp_path)) == sorted(["in.avi", os.path.basename(user[0])])

@@ -1,53 +1,24 @@
+"""faces/extract.py: crops of the face in every chosen frame, an interrupted or finished video,
+the manifest and its re-crops, JPEG crops, DeepfakeBench's tree and its aligned re-crops, frames
+per label; nothing of the user's is overwritten."""
+import json
 import os
-import subprocess
-import sys
 
 import cv2
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from crop_cases import astronaut_frames, astronaut_video
+from errors import UserError
+from faces.landmarks import stand_in_path
+from faces.rules import dfb_frame_indices
+from faces.video import frame_indices
 
 pytest.importorskip("dlib")
 
-from faces.crop import crop_box  # noqa: E402
-from faces.video import frame_indices  # noqa: E402
-from errors import UserError  # noqa: E402
 from faces.extract import extract  # noqa: E402
 
-CANVAS = (560, 720)  # height, width
 FRAMES = 8
-
-
-def _hopper_rgb():
-    import matplotlib.cbook
-    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as fh:
-        bgr = cv2.imdecode(np.frombuffer(fh.read(), np.uint8), cv2.IMREAD_COLOR)
-    return cv2.cvtColor(cv2.resize(bgr, (256, 300)), cv2.COLOR_BGR2RGB)
-
-
-@pytest.fixture(scope="module")
-def videos(tmp_path_factory):
-    """A video of a real face photograph moving across the frame, plus a broken one."""
-    import dlib
-    folder = tmp_path_factory.mktemp("videos")
-    face = _hopper_rgb()
-    rects = dlib.get_frontal_face_detector()(face, 1)
-    assert len(rects) == 1
-    r = rects[0]
-    box = (r.left(), r.top(), r.right(), r.bottom())
-    path = str(folder / "hopper.avi")
-    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), 10, (CANVAS[1], CANVAS[0]))
-    offsets = []
-    for f in range(FRAMES):
-        canvas = np.full(CANVAS + (3,), 90, np.uint8)
-        oy, ox = 40 + 20 * f, 30 + 50 * f
-        canvas[oy:oy + face.shape[0], ox:ox + face.shape[1]] = face
-        writer.write(cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
-        offsets.append((ox, oy))
-    writer.release()
-    (folder / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 this is not a video")
-    return folder, box, offsets
 
 
 def _decoded_frames(path):
@@ -60,8 +31,8 @@ def _decoded_frames(path):
         frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
 
 
-def test_extract_with_dlib_crops_contain_the_face(videos, tmp_path):
-    folder, box, offsets = videos
+def test_extract_with_dlib_crops_contain_the_face(moving_face_videos, tmp_path):
+    folder, box, offsets = moving_face_videos
     out = tmp_path / "faces"
     summary = extract([str(folder / "hopper.avi"), str(folder / "broken.mp4")], str(out),
                       {"name": "dlib"}, frames=4, progress=False)
@@ -90,8 +61,8 @@ def test_extract_with_dlib_crops_contain_the_face(videos, tmp_path):
     assert again["skipped"] == 1 and again["done"] == 0 and again["failed"] == 1
 
 
-def test_interrupted_video_is_redone(videos, tmp_path):
-    folder, _, _ = videos
+def test_interrupted_video_is_redone(moving_face_videos, tmp_path):
+    folder, _, _ = moving_face_videos
     out = tmp_path / "faces"
     (out / "hopper").mkdir(parents=True)
     (out / "hopper" / ".extracting").write_text("")  # this tool's folder, interrupted
@@ -102,129 +73,13 @@ def test_interrupted_video_is_redone(videos, tmp_path):
     assert summary["done"] == 1
     img = cv2.imread(str(out / "hopper" / "0000.png"))
     assert img is not None and img.shape == (64, 64, 3)
-    assert sorted(os.listdir(out / "hopper")) == [".done", ".manifest.jsonl", "0000.png", "0004.png"]
+    assert sorted(os.listdir(out / "hopper")) == [".done", ".manifest.jsonl", "0000.png",
+                                                   "0004.png"]
 
 
-def test_nothing_of_the_users_is_deleted(videos, tmp_path):
-    """Sentinel files: a user's folder named like a video, '.'/'..' lines of a list file, --out
-    itself and its parent all survive; a clash of video names is refused before any work."""
-    folder, _, _ = videos
-    base = tmp_path / "data"
-    out = base / "faces"
-    (out / "hopper").mkdir(parents=True)
-    sentinels = [base / "keep.txt", out / "keep.txt", out / "hopper" / "mine.txt",
-                 out / "hopper" / "0000.png"]
-    for p in sentinels:
-        p.write_text("user data")
-    listing = tmp_path / "list.txt"
-    listing.write_text(f".\n..\n{out}\n{folder / 'hopper.avi'}\n")
-    proc = subprocess.run([sys.executable, "tools/extract_faces.py", "--input", str(listing),
-                           "--out", str(out), "--workers", "1"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)
-    assert proc.returncode == 1, proc.stderr  # failed videos reported, nothing removed
-    assert all(p.read_text() == "user data" for p in sentinels)
-    assert "was not made by extract_faces" in proc.stderr
-    assert not (out / "hopper" / ".done").exists()
-    (folder / "hopper.mp4").write_bytes(b"")
-    try:
-        clash = subprocess.run([sys.executable, "tools/extract_faces.py", "--input", str(folder),
-                                "--out", str(tmp_path / "o2")], cwd=ROOT, capture_output=True,
-                               text=True, timeout=300)
-    finally:
-        (folder / "hopper.mp4").unlink()
-    assert clash.returncode == 2 and "share the output folder 'hopper'" in clash.stderr
-    assert not (tmp_path / "o2").exists()
-
-
-@pytest.mark.parametrize("args,text", [
-    (["--size", "-1"], "--size: expected a size in pixels from 1 to 2048, got -1"),
-    (["--size", "4096"], "--size: expected a size in pixels from 1 to 2048, got 4096"),
-    (["--frames", "0"], "--frames: expected a number of frames from 1 to 10000000, got 0"),
-    (["--frames", "-3"], "--frames: expected a number of frames from 1 to 10000000, got -3"),
-    (["--margin", "0"], "--margin: expected a number above 0 and at most 10"),
-    (["--margin", "nan"], "--margin: expected a number above 0 and at most 10"),
-    (["--margin", "1e6"], "--margin: expected a number above 0 and at most 10"),
-    (["--every", "0"], "--every: expected a number of frames from 1 to 10000000, got 0")])
-def test_bad_options_are_one_line(tmp_path, capsys, args, text):
-    """The bounds of inference.py's flags and the API's keywords (checks.py), one line each."""
-    from tools.extract_faces import main
-    assert main(["--input", str(tmp_path), "--out", str(tmp_path / "o")] + args) == 2
-    err = capsys.readouterr().err
-    assert err.startswith(f"error: {text}") and err.count("\n") == 1
-    assert not (tmp_path / "o").exists()
-
-
-def test_out_naming_a_file_is_one_line(tmp_path, capsys):
-    from tools.extract_faces import main
-    (tmp_path / "f").write_text("x")
-    assert main(["--input", str(tmp_path), "--out", str(tmp_path / "f")]) == 2
-    assert "is a file" in capsys.readouterr().err
-
-
-def test_library_errors_name_the_flag_they_came_from(tmp_path, capsys):
-    """faces.video and faces.manifest speak of their arguments (source, manifest); the command
-    line names its own flags instead."""
-    from tools.extract_faces import main
-    assert main(["--input", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
-    err = capsys.readouterr().err
-    assert err == f"error: --input {tmp_path / 'nope'}: no such folder or list file\n"
-    assert main(["--input", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
-    assert capsys.readouterr().err.startswith(f"error: --input {tmp_path}: no videos (.mp4")
-    assert main(["--from_manifest", str(tmp_path / "m.jsonl"), "--input", str(tmp_path),
-                 "--out", str(tmp_path / "o")]) == 2
-    manifest = tmp_path / "m.jsonl"
-    assert capsys.readouterr().err == f"error: --from_manifest {manifest}: no such file\n"
-    assert main(["--input", str(tmp_path), "--out", str(tmp_path / "o"), "--detector", "x"]) == 2
-    assert capsys.readouterr().err.startswith("error: --detector: unknown face detector 'x'")
-
-
-def test_a_folder_of_videos_holds_files_only(tmp_path):
-    """Extraction's --input and inference.py's --video read a folder the same way: video files by
-    extension in any case, sorted; a subfolder named like a video is not one."""
-    from faces.video import list_videos
-    for name in ("b.MP4", "a.avi", "notes.txt"):
-        (tmp_path / name).write_bytes(b"")
-    (tmp_path / "c.mp4").mkdir()
-    expected = [str(tmp_path / "a.avi"), str(tmp_path / "b.MP4")]
-    assert list_videos(str(tmp_path)) == expected == list_videos(str(tmp_path), list_file=True)
-    assert list_videos(expected[1]) == [expected[1]]  # --video: a file is the video
-    listed = tmp_path / "list.txt"
-    listed.write_text(f"{expected[1]}\n\n{expected[0]}\n")
-    assert list_videos(str(listed), list_file=True) == expected  # --input: a file lists videos
-    with pytest.raises(UserError, match=r"^source \S+nope: no such folder or list file$"):
-        list_videos(str(tmp_path / "nope"), list_file=True)
-    with pytest.raises(UserError, match=r"^source \S+nope: no such file or folder$"):
-        list_videos(str(tmp_path / "nope"))
-    (tmp_path / "a.mp4").write_bytes(b"")
-    assert len(list_videos(str(tmp_path))) == 3
-    with pytest.raises(UserError, match="a.avi and .*a.mp4 would share the output folder 'a'"):
-        list_videos(str(tmp_path), distinct_ids=True)
-
-
-def test_frame_sampling_and_crop_geometry():
-    assert frame_indices(100, 5) == [0, 25, 50, 74, 99]
-    assert frame_indices(10, every=3) == [0, 3, 6, 9]
-    assert frame_indices(3, 32) == [0, 1, 2]
-    assert crop_box((10, 10, 30, 50), 100, 100, 1.3) == (0, 4, 46, 56)  # clipped at the left edge
-
-
-@pytest.mark.slow
-def test_cli_summary_and_missing_weights(videos, tmp_path):
-    folder, _, _ = videos
-    proc = subprocess.run([sys.executable, "tools/extract_faces.py", "--input", str(folder),
-                           "--out", str(tmp_path / "o"), "--frames", "2", "--workers", "2"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 1  # one video failed
-    assert "videos: 1 done, 0 already done, 1 failed; frames written: 2" in proc.stdout
-    proc = subprocess.run([sys.executable, "tools/extract_faces.py", "--input", str(folder),
-                           "--out", str(tmp_path / "o"), "--detector", "retinaface"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2 and "RetinaFace weights not found" in proc.stderr
-
-
-def test_jpg_format_writes_jpeg_crops_the_loaders_read(videos, tmp_path):
+def test_jpg_format_writes_jpeg_crops_the_loaders_read(moving_face_videos, tmp_path):
     from dataset import build_dataset
-    folder, _, _ = videos
+    folder, _, _ = moving_face_videos
     out = tmp_path / "faces"
     summary = extract([str(folder / "hopper.avi")], str(out), {"name": "dlib"}, every=4, size=64,
                       progress=False, fmt="jpg", quality=90)
@@ -247,14 +102,15 @@ def _write_video(path, frames):
     writer.release()
 
 
-def test_manifest_round_trip_gives_identical_crops(videos, tmp_path, monkeypatch, caplog):
+def test_manifest_round_trip_gives_identical_crops(moving_face_videos, tmp_path, monkeypatch,
+                                                   caplog):
     """extract_faces writes a manifest; --from_manifest re-crops the same PNGs from another copy
     of the video without a detector, and names what it cannot reproduce."""
     import json
     import shutil
 
     import tools.extract_faces as ef
-    folder, _, _ = videos
+    folder, _, _ = moving_face_videos
     first = tmp_path / "a"
     extract([str(folder / "hopper.avi")], str(first), {"name": "dlib"}, frames=4, size=64,
             progress=False)
@@ -266,7 +122,8 @@ def test_manifest_round_trip_gives_identical_crops(videos, tmp_path, monkeypatch
         x1, y1, x2, y2 = r["crop"]
         assert abs((x2 - x1) - (y2 - y1)) <= 1 and x2 > x1  # the square (rounded to pixels)
     meta = json.load(open(first / "manifest_meta.json"))
-    assert (meta["detector"], meta["margin"], meta["size"], meta["format"]) == ("dlib", 1.3, 64, "png")
+    assert (meta["detector"], meta["margin"], meta["size"], meta["format"]) == \
+        ("dlib", 1.3, 64, "png")
     assert meta["opencv_version"] == cv2.__version__ and meta["frames"] == "4 evenly spaced"
 
     mine = tmp_path / "mine"
@@ -302,8 +159,8 @@ def test_manifest_round_trip_gives_identical_crops(videos, tmp_path, monkeypatch
     assert not (tmp_path / "e").exists() and not (tmp_path / "evil.png").exists()
 
 
-def test_manifest_never_overwrites_a_users_file_nor_mixes_settings(videos, tmp_path):
-    folder, _, _ = videos
+def test_manifest_never_overwrites_a_users_file_nor_mixes_settings(moving_face_videos, tmp_path):
+    folder, _, _ = moving_face_videos
     out = tmp_path / "faces"
     out.mkdir()
     (out / "manifest.jsonl").write_text("my notes\n")
@@ -317,3 +174,124 @@ def test_manifest_never_overwrites_a_users_file_nor_mixes_settings(videos, tmp_p
     with pytest.raises(Exception, match="margin"):
         extract([str(folder / "hopper.avi")], str(good), {"name": "dlib"}, frames=2, margin=1.5,
                 progress=False)
+
+
+# -- DeepfakeBench's tree -------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def dfb_tree(tmp_path_factory):
+    """Two videos extracted with --crop deepfakebench into a DeepfakeBench-shaped tree."""
+    if stand_in_path() is None:
+        pytest.skip("pip install face-recognition-models")
+    from faces.extract import extract
+    root = tmp_path_factory.mktemp("dfb")
+    videos = root / "FaceForensics++" / "original_sequences" / "youtube" / "c23" / "videos"
+    videos.mkdir(parents=True)
+    frames = astronaut_frames()
+    paths = [astronaut_video(videos / "000.avi", frames, 12),
+             astronaut_video(videos / "001.avi", frames[::-1], 9)]
+    out = videos.parent
+    summary = extract(paths, str(out), {"name": "dlib"}, frames=8, workers=1, progress=False,
+                      rule="deepfakebench")
+    return root, out, paths, summary
+
+
+def test_deepfakebench_tree_and_markers_outside_frame_folders(dfb_tree):
+    root, out, paths, summary = dfb_tree
+    assert summary["done"] == 2 and summary["failed"] == 0 and summary["frames"] > 0
+    for vid, total in (("000", 12), ("001", 9)):
+        names = sorted(os.listdir(out / "frames" / vid))
+        wanted = [f"{i:03d}.png" for i in dfb_frame_indices(total, 8)]
+        assert set(names) <= set(wanted) and names  # frames dropped only where no face is found
+        marks = sorted(os.listdir(out / "landmarks" / vid))
+        assert marks == [n.replace(".png", ".npy") for n in names]
+        points = np.load(out / "landmarks" / vid / marks[0], allow_pickle=False)
+        assert points.shape == (68, 2) and points.dtype.kind == "i"
+        assert cv2.imread(str(out / "frames" / vid / names[0])).shape == (256, 256, 3)
+        assert os.path.isfile(out / ".extract" / vid / ".done")
+    meta = json.loads((out / "manifest_meta.json").read_text())
+    assert meta["crop_rule"] == "deepfakebench" and meta["layout"] == "deepfakebench"
+    assert meta["landmarks"]["file"] == "shape_predictor_68_face_landmarks.dat"
+    assert len(meta["landmarks"]["sha256"]) == 64
+    lines = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
+    assert all(r["file"].startswith(f"frames/{r['video']}/") and len(r["warp"]) == 2
+               and r["crop"] is None for r in lines)
+
+
+def test_deepfakebench_rearrange_and_loader_read_the_tree(dfb_tree, tmp_path):
+    """DeepfakeBench's rearrange.py takes every file of a video's frame folder for a frame, and
+    its loader orders them by int(name up to the first dot): every name parses; the project's
+    DeepfakeBench reader reads the JSON so made."""
+    from dataset import build_dataset
+    from dataset.face_crop import face_crop_of
+    root, out, _, _ = dfb_tree
+    videos = {}
+    for entry in os.scandir(out / "frames"):  # rearrange.py's listing
+        if entry.is_dir():
+            files = [os.path.join(entry.path, f.name) for f in os.scandir(entry.path)]
+            assert all(int(os.path.basename(f).split(".")[0]) >= 0 for f in files)
+            rel = ["./datasets/" + os.path.relpath(f, root).replace(os.sep, "/") for f in files]
+            videos[entry.name] = {"label": "FF-real", "frames": rel}
+    assert set(videos) == {"000", "001"}
+    data = {"FaceForensics++": {"FF-real": {"train": {"c23": videos}}}}
+    folder = tmp_path / "json"
+    folder.mkdir()
+    (folder / "FaceForensics++.json").write_text(json.dumps(data))
+    ds = build_dataset("DeepfakeBench", {"dataset_json_folder": str(folder), "root": str(root),
+                                         "dataset": "FaceForensics++", "split": "train",
+                                         "frame_num": 32, "transforms": []})
+    assert len(ds) == sum(len(v["frames"]) for v in videos.values())
+    assert ds[0]["image"].shape[-2:] == (256, 256)
+    assert face_crop_of(ds.items, "DeepfakeBench") == "deepfakebench"
+
+
+def test_recrop_reproduces_aligned_crops(dfb_tree, tmp_path):
+    from faces.extract import recrop
+    root, out, paths, _ = dfb_tree
+    again = tmp_path / "again"
+    s = recrop(str(out / "manifest.jsonl"), os.path.dirname(paths[0]), str(again),
+               progress=False)
+    assert s["failed"] == 0 and s["not_reproduced"] == 0
+    for vid in ("000", "001"):
+        for name in os.listdir(out / "frames" / vid):
+            assert (again / "frames" / vid / name).read_bytes() == \
+                (out / "frames" / vid / name).read_bytes()
+
+
+def test_an_interrupted_deepfakebench_video_loses_only_its_own_files(tmp_path):
+    """Redoing an interrupted video removes its frame and landmark files, nothing else; a frame
+    folder that the tool did not claim is refused, untouched."""
+    from faces.extract import _claim
+    out = tmp_path / "c23"
+    for folder, names in (("frames/v", ["000.png", "013.png", "notes.txt"]),
+                          ("landmarks/v", ["000.npy", "keep.txt"]), (".extract/v", [".extracting"]),
+                          ("frames/w", ["000.png"])):
+        (out / folder).mkdir(parents=True)
+        for name in names:
+            (out / folder / name).write_text("sentinel")
+    assert _claim(str(out), "v", "deepfakebench") is None
+    assert sorted(os.listdir(out / "frames" / "v")) == ["notes.txt"]
+    assert sorted(os.listdir(out / "landmarks" / "v")) == ["keep.txt"]
+    problem = _claim(str(out), "w", "deepfakebench")
+    assert "was not made by extract_faces" in problem
+    assert (out / "frames" / "w" / "000.png").read_text() == "sentinel"
+    assert not (out / ".extract" / "w").exists()
+
+
+def test_frames_per_label_balance_the_authors_way(tmp_path):
+    """12.5 frames per fake video and 50 per real one: 2,880 fakes and 720 reals give 36,000
+    frames of each, as the original authors trained."""
+    from faces.extract import frames_for, label_of, per_label_frames
+    assert [frames_for(12.5, i) for i in range(4)] == [12, 13, 12, 13]
+    ff = tmp_path / "FF"
+    reals = [str(ff / "original_sequences" / "youtube" / "c23" / "videos" / f"{i:03d}.mp4")
+             for i in range(720)]
+    fakes = [str(ff / "manipulated_sequences" / m / "c23" / "videos" / f"{i:03d}_{i + 1:03d}.mp4")
+             for m in ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures") for i in range(720)]
+    counts = per_label_frames(reals + fakes, 20, frames_real=50, frames_fake=12.5)
+    assert sum(counts[:720]) == 36000 and sum(counts[720:]) == 36000
+    assert label_of(str(tmp_path / "Celeb-DF-v2" / "Celeb-synthesis" / "id0_id1_0000.mp4")) \
+        == "fake"
+    assert label_of(str(tmp_path / "Celeb-DF-v2" / "YouTube-real" / "00000.mp4")) == "real"
+    with pytest.raises(UserError, match="cannot tell whether .*clip.mp4 is real or fake"):
+        per_label_frames([str(tmp_path / "mine" / "clip.mp4")], 20, frames_real=50)

@@ -10,12 +10,11 @@ import sys
 import cv2
 import numpy as np
 import pytest
-import torch
 
 import inference
-from conftest import ROOT
 from errors import UserError
 from faces.shard import parse_shard, split
+from helpers import ROOT
 
 CK_ARGS = ["-d", "cpu", "-s", "32", "--num_workers", "0"]
 
@@ -77,22 +76,15 @@ def test_a_failed_rank_stops_every_rank_with_its_reason(monkeypatch):
 # -- inference.py in-process: --shard K/N, --merge, resuming, refusals ----------------------------
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    from model import Recce
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "best_model_7.bin"
-    torch.save({"step": 7, "best_step": 7, "best_metric": 0.5, "eval_metric": "AUC",
-                "model": Recce().eval().state_dict(), "optimizer": {}, "scheduler": {}}, path)
-    return str(path)
+def checkpoint(run_checkpoint):
+    return run_checkpoint[0]
 
 
 @pytest.fixture()
-def crops(tmp_path):
-    folder = tmp_path / "crops"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(5):  # sizes differ: the split goes by bytes
-        cv2.imwrite(str(folder / f"{i}.png"), rng.integers(0, 255, (30 + 7 * i, 30, 3), np.uint8))
+def crops(tmp_path, make_faces):
+    # sizes differ: the split goes by bytes
+    folder = make_faces(tmp_path / "crops", [f"{i}.png" for i in range(5)],
+                        shape=[(30 + 7 * i, 30) for i in range(5)])
     (folder / "bad.png").write_bytes(b"not a picture")
     return folder
 

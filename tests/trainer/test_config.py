@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from errors import UserError
-from helpers import FIXTURES
+from helpers import FIXTURES, image_list_tree, write_config
 from trainer.config import load_config, save_config
 
 
@@ -155,3 +155,76 @@ def test_the_saved_config_says_where_the_original_keys_went(tmp_path, monkeypatc
     again = load_config(str(run / "config.yml"))
     assert again["loss"] == cfg["loss"] and again["loss"]["lambda_1"] == 0.3
     assert "lambda_1" not in yaml.safe_load(text)["config"] and again["moved"] == []
+
+
+def test_run_id_is_one_folder_name(tmp_path, demo_root):
+    path = write_config(tmp_path, image_list_tree(demo_root, tmp_path / "d"))
+    for bad in ("../../escaped", "a/b", "..", "."):
+        with pytest.raises(UserError, match="config.id: .* must be one folder name"):
+            load_config(path, [f"config.id={bad}"])
+    assert not (tmp_path / "escaped").exists()
+
+
+@pytest.mark.parametrize("opt,text", [
+    ("config.scheduler={name: StepLR", "--opt config.scheduler: cannot parse the value"),
+    ("config.optimizer=adam", "config.optimizer: expected a mapping with a name"),
+    ("config.optimizer.lr=abc", "config.optimizer.lr: expected a number, got 'abc'"),
+    ("data.num_workers=two", "data.num_workers: expected an integer, got 'two'"),
+    ("data.num_workers=-1", "data.num_workers: expected a number of worker processes from 0 to "
+                            "1024, got -1"),
+    ("data.train_batch_size=0", "data.train_batch_size: expected a batch size from 1 to 65536, "
+                                "got 0"),
+    ("data.test_batch_size=1e9", "data.test_batch_size: expected a batch size from 1 to 65536"),
+    ("config.lambda_1=[1, 2]", r"config.lambda_1: expected a number, got \[1, 2\]"),
+    ("config.debug='false'", "config.debug: expected true or false, got 'false'"),
+    ("config.resume=yes please", "config.resume: expected true or false"),
+    ("model.drop_rate=1.5", r"model.drop_rate: expected a number in \[0, 1\)"),
+    ("config.optimizer.lr=-1", "config.optimizer: .* rejected: Invalid learning rate: -1"),
+    ("config.optimizer.betas=[0.9, 1.5]", "config.optimizer: .* rejected: Invalid beta"),
+    ("config.scheduler={name: CosineAnnealingLR, T_max: 0}", "config.scheduler: .* rejected"),
+    ("config.scheduler={name: StepLR, step_size: 0}", "config.scheduler: .* rejected"),
+    ("config.scheduler={name: ReduceLROnPlateau, mode: up}", "config.scheduler: .* rejected"),
+    ("config.keep_best=0", "config.keep_best: expected an integer of at least 1"),
+    ("config.metric=F1", "config.metric: 'F1' is not one of"),
+])
+def test_bad_model_config_values_name_key_and_value(image_list_cfg, opt, text):
+    with pytest.raises(UserError, match=text):
+        load_config(image_list_cfg, [opt])
+
+
+@pytest.mark.parametrize("opt,text", [
+    ("train_cfg.val_steps=0", "train_cfg.val_steps: expected an integer of at least 1, got 0"),
+    ("train_cfg.log_steps=-5", "train_cfg.log_steps: expected an integer of at least 1, got -5"),
+    ("train_cfg.num_steps=ten", "train_cfg.num_steps: expected an integer"),
+    ("trian_cfg.num_steps=1", "has no branch 'trian_cfg'"),
+    ("train_cfg.demo=1", "train_cfg.demo: expected true or false"),
+])
+def test_bad_dataset_values(image_list_cfg, opt, text):
+    with pytest.raises(UserError, match=text):
+        load_config(image_list_cfg, [], [opt])
+
+
+@pytest.mark.parametrize("value", ["0012", "yes", "12:30", "1e3", "2024-05-01"])
+def test_names_stay_names(image_list_cfg, value):
+    cfg = load_config(image_list_cfg, [f"config.id={value}"])
+    assert cfg["config"]["id"] == value
+
+
+def test_names_written_in_a_file_are_text(tmp_path, image_list_cfg):
+    raw = yaml.safe_load(open(image_list_cfg))
+    raw["config"]["id"] = "2024-05-01"
+    text = yaml.safe_dump(raw).replace("'2024-05-01'", "2024-05-01")  # unquoted: YAML reads a date
+    (tmp_path / "dated.yml").write_text(text)
+    assert load_config(str(tmp_path / "dated.yml"))["config"]["id"] == "2024-05-01"
+
+
+def test_yaml_that_is_not_utf8(tmp_path, image_list_cfg):
+    (tmp_path / "latin.yml").write_bytes(open(image_list_cfg, "rb").read() + "# caf\xe9\n".encode("latin-1"))
+    with pytest.raises(UserError, match="latin.yml is not UTF-8 text"):
+        load_config(str(tmp_path / "latin.yml"))
+    raw = yaml.safe_load(open(image_list_cfg))
+    ds = raw["data"]["file"]
+    with open(ds, "ab") as fh:
+        fh.write("# caf\xe9\n".encode("latin-1"))
+    with pytest.raises(UserError, match="ds.yml is not UTF-8 text"):
+        load_config(image_list_cfg)

@@ -263,3 +263,62 @@ def test_a_users_hook_is_registered_from_its_own_file(tmp_path, demo_root):
     HOOKS.pop("count_steps")
     saved = yaml.safe_load((tmp_path / "runs" / "TinyDetector" / "t" / "config.yml").read_text())
     assert saved["config"]["hooks"] == [{"name": "count_steps", "every": 2}]
+
+
+@pytest.mark.slow
+def test_deepfakebench_selection_chooses_on_its_test_sets_at_its_moments(deepfakebench_json,
+                                                                         tmp_path):
+    """The hook of --recipe deepfakebench: 8 training frames in batches of 2 are 4 batches a
+    pass; over 2 passes DeepfakeBench evaluates after steps 4 (end of the first pass), 6 and 8
+    (middle and end of the second): validations at those steps choose by the mean test AUC, the
+    one at step 2 chooses nothing, and a mean that is not strictly higher keeps the earlier."""
+    import re
+    cfg, _ = deepfakebench_json
+    tf = [{"name": "Resize", "params": {"height": 64, "width": 64}},
+          {"name": "Normalize", "params": {"mean": [0.5] * 3, "std": [0.5] * 3}}]
+    ds = {"train_cfg": {**cfg, "dataset": "FaceForensics++", "split": "train", "frame_num": 2,
+                        "num_steps": 8, "log_steps": 2, "val_steps": 2, "transforms": tf},
+          "val_cfg": {**cfg, "dataset": "FaceForensics++", "split": "test", "frame_num": 1,
+                      "transforms": tf},
+          "t_ff": {**cfg, "dataset": "FaceForensics++", "split": "test", "frame_num": 2,
+                   "transforms": tf},
+          "t_cdf": {**cfg, "dataset": "Celeb-DF-v2", "split": "test", "frame_num": 2,
+                    "transforms": tf}}
+    (tmp_path / "ds.yml").write_text(yaml.safe_dump(ds))
+    hook = {"name": "deepfakebench_selection", "branches": ["t_ff", "t_cdf"]}
+    (tmp_path / "c.yml").write_text(yaml.safe_dump({
+        "model": {"name": "Recce", "pretrained": False},
+        "config": {"id": "dfb", "ckpt_fold": str(tmp_path / "runs"), "metric": "AUC",
+                   "hooks": [hook], "keep_best": None},
+        "data": {"name": "DeepfakeBench", "file": str(tmp_path / "ds.yml"), "num_workers": 0,
+                 "train_batch_size": 2, "val_branch": "val_cfg", "test_branch": "t_cdf"}}))
+    trainer = Trainer(load_config(str(tmp_path / "c.yml")))
+    assert len(trainer.train_loader) == 4
+    trainer.fit()
+    trainer.close()
+    choice = trainer.hooks[0]
+    assert choice.moments == {4, 6, 8}
+    log = (tmp_path / "runs" / "Recce" / "dfb" / "train_rank0.log").read_text()
+    assert "checkpoint choice: DeepfakeBench's, on test data: the mean frame AUC over t_ff, t_cdf" \
+        in log and "8 steps = 2.00 passes of 4 batches, fp32" in log
+    means = {int(m.group(1)): float(m.group(2)) for m in re.finditer(
+        r"step (\d+) test AUC \(DeepfakeBench's choice, on test data\): .* mean ([0-9.]+)", log)}
+    assert set(means) == {4, 6, 8}
+    kept, best = [], -1.0
+    for step in (4, 6, 8):  # by hand: the first strictly higher mean
+        if means[step] > best:
+            best = means[step]
+            kept.append(step)
+    saved = sorted(int(f[len("best_model_"):-4]) for f in os.listdir(
+        tmp_path / "runs" / "Recce" / "dfb") if f.startswith("best_model_"))
+    assert saved == kept and trainer.best_step == kept[-1] == choice.best.moment
+    assert trainer.best_metric == pytest.approx(means[kept[-1]], abs=1e-4)
+    # a moment that is no validation step is refused before any training
+    ds["train_cfg"]["val_steps"] = 3
+    (tmp_path / "ds.yml").write_text(yaml.safe_dump(ds))
+    (tmp_path / "c.yml").write_text((tmp_path / "c.yml").read_text().replace("id: dfb", "id: dfb2"))
+    again = Trainer(load_config(str(tmp_path / "c.yml")))
+    with pytest.raises(UserError, match=r"evaluates after step\(s\) 4, which are not validation "
+                                        r"steps: set train_cfg.val_steps to 2"):
+        again.fit()
+    again.close()

@@ -1,15 +1,17 @@
 import math
 import os
 import re
+import signal
 import subprocess
 import sys
+import types
 
 import pytest
 import torch
 import yaml
 
 from errors import UserError
-from helpers import ROOT
+from helpers import ROOT, image_list_tree, intact, sentinels, write_config
 from trainer.checkpoint import load_checkpoint
 from trainer.config import load_config
 from trainer.train import NonFiniteLoss, Trainer, run
@@ -432,3 +434,157 @@ def test_a_saved_run_works_from_any_working_directory(tmp_path, demo_root, monke
     metrics, path, out_dir, n, _ = run_test(saved, device="cpu", out_dir=str(tmp_path / "t"))
     assert n > 0 and os.path.isfile(path)
     assert os.listdir(elsewhere) == []  # nothing made in the other folder
+
+
+def test_stale_temporaries_removed_user_files_kept(tmp_path, demo_root):
+    from trainer.train import Trainer
+    path = write_config(tmp_path, image_list_tree(demo_root, tmp_path / "d"))
+    run_dir = tmp_path / "runs" / "Recce" / "t"
+    run_dir.mkdir(parents=True)
+    stale = (".latest_model.bin.k3x_9q2a.tmp", ".best_model_5.bin.0a1b2c3d.tmp")
+    for name in stale:  # fileio.temporary_beside's names, left by a killed atomic_save
+        (run_dir / name).write_bytes(b"x" * 100)
+    user = sentinels(run_dir / "notes.tmp1", run_dir / ".latest_model.bin.tmpfoo",
+                      run_dir / "latest_model.bin.k3x_9q2a.tmp",  # not hidden: not our name
+                      run_dir / ".latest_model.bin.k3x_9q2.tmp",  # 7 characters
+                      run_dir / ".best_model_5.bin.0A1B2C3D.tmp",  # mkstemp writes lower case
+                      run_dir / ".config.yml.0a1b2c3d.tmp")  # not a checkpoint's
+    trainer = Trainer(load_config(path))
+    trainer.close()
+    names = set(os.listdir(run_dir))
+    assert not names & set(stale)
+    assert intact(user)
+
+
+def test_same_run_twice_is_refused_and_a_killed_run_leaves_no_lock(tmp_path, demo_root):
+    from trainer.checkpoint import RunLock
+    from trainer.train import Trainer
+    path = write_config(tmp_path, image_list_tree(demo_root, tmp_path / "d"))
+    run_dir = tmp_path / "runs" / "Recce" / "t"
+    run_dir.mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; sys.path.insert(0, sys.argv[1]);"
+        "from trainer.checkpoint import RunLock; lock = RunLock(sys.argv[2]); print('locked', flush=True);"
+        "time.sleep(60)"), str(ROOT), str(run_dir)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(UserError, match="is in use by another run"):
+            Trainer(load_config(path))
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    RunLock(str(run_dir)).release()  # the kernel released the killed run's lock
+    trainer = Trainer(load_config(path))
+    trainer.close()
+
+
+def test_failed_resume_changes_nothing(tmp_path, demo_root):
+    from trainer.train import Trainer
+    path = write_config(tmp_path, image_list_tree(demo_root, tmp_path / "d"),
+                        extra={"resume": True})
+    run_dir = tmp_path / "runs" / "Recce" / "t"
+    run_dir.mkdir(parents=True)
+    (run_dir / "latest_model.bin").write_bytes(b"not a checkpoint")
+    (run_dir / "config.yml").write_text("the run's own config")
+    with pytest.raises(UserError, match="cannot read checkpoint"):
+        Trainer(load_config(path))
+    assert (run_dir / "config.yml").read_text() == "the run's own config"
+    assert not [f for f in os.listdir(run_dir) if f.startswith("events")]
+    from trainer.checkpoint import RunLock
+    RunLock(str(run_dir)).release()  # the run that could not start released its lock
+
+
+def test_all_unreadable_training_set_stops_with_one_line(tmp_path, demo_root):
+    from trainer.train import Trainer
+    data = image_list_tree(demo_root, tmp_path / "d", videos=0, corrupt=3)
+    trainer = Trainer(load_config(write_config(tmp_path, data, steps=5)))
+    with pytest.raises(UserError, match=r"ImageList .*whole epoch without a readable image "
+                                         r"\(6 bad file"):
+        trainer.fit()
+    trainer.close()
+
+
+def test_consecutive_bad_batches_are_bounded(tmp_path, demo_root, monkeypatch):
+    import trainer.train as tt
+    monkeypatch.setattr(tt, "MAX_SKIPPED_BATCHES", 3)
+    data = image_list_tree(demo_root, tmp_path / "d", videos=0, corrupt=20)
+    trainer = tt.Trainer(load_config(write_config(tmp_path, data, steps=5)))
+    with pytest.raises(UserError, match="3 batches in a row without a readable image"):
+        trainer.fit()
+    trainer.close()
+
+
+def test_best_checkpoint_ties_and_lower_is_better():
+    from trainer.train import Trainer
+    t = types.SimpleNamespace(best_metric=0.8, eval_metric="AUC")
+    assert Trainer._is_better(t, 0.8) and not Trainer._is_better(t, 0.79)
+    assert not Trainer._is_better(t, float("nan"))
+    t = types.SimpleNamespace(best_metric=0.3, eval_metric="LogLoss")
+    assert Trainer._is_better(t, 0.3) and Trainer._is_better(t, 0.2)
+    assert not Trainer._is_better(t, 0.31)
+    t = types.SimpleNamespace(best_metric=None, eval_metric="Acc")
+    assert Trainer._is_better(t, 0.1) and not Trainer._is_better(t, float("nan"))
+
+
+def test_full_disk_ends_the_run_and_keeps_the_previous_checkpoint(tmp_path, demo_root,
+                                                                   monkeypatch):
+    import errno
+
+    import trainer.checkpoint as ck
+    from trainer.train import Trainer
+    path = write_config(tmp_path, image_list_tree(demo_root, tmp_path / "d"), steps=4,
+                        val_steps=2)
+    trainer = Trainer(load_config(path))
+    real_save = torch.save
+    calls = {"n": 0}
+
+    def save(obj, f, *a, **k):
+        calls["n"] += 1
+        if calls["n"] > 2:  # best and latest at step 2 succeed; the disk is full at step 4
+            with open(f, "wb") as fh:
+                fh.write(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, f, *a, **k)
+    monkeypatch.setattr(ck.torch, "save", save)
+    with pytest.raises(UserError, match="No space left on device; the previous checkpoint is intact"):
+        trainer.fit()
+    trainer.close()
+    run_dir = tmp_path / "runs" / "Recce" / "t"
+    monkeypatch.setattr(ck.torch, "save", real_save)
+    assert torch.load(run_dir / "latest_model.bin", weights_only=True)["step"] == 2
+    assert not [f for f in os.listdir(run_dir) if ".tmp" in f]
+
+
+def test_a_normalisation_the_pretrained_weights_do_not_expect_is_one_warning():
+    from model import DETECTORS, InputSpec
+    from trainer.train import pretrained_spec_warning
+    spec = InputSpec((64, 64), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    recce = DETECTORS.get("Recce")
+    warning = pretrained_spec_warning(True, recce, spec, "ds.yml")
+    assert "ds.yml normalises with mean" in warning and "pretrained Recce weights expect" in warning
+    assert pretrained_spec_warning(False, recce, spec, "ds.yml") is None
+    assert pretrained_spec_warning(True, recce, recce.default_spec, "ds.yml") is None
+
+
+def test_workers_persist_across_epochs_and_augment_by_seed_epoch_index(demo_root):
+    """The training sampler hands (epoch, index) to the dataset: persistent workers augment epoch
+    e exactly as fresh ones (or the main process) would."""
+    from dataset import build_dataset
+    from trainer.train import _loader
+    branch = {"root": os.path.join(demo_root, "faceforensics"), "split": "val", "transforms": [
+        {"name": "Resize", "params": {"height": 24, "width": 24}},
+        {"name": "HorizontalFlip", "params": {"p": 0.5}},
+        {"name": "RandomBrightnessContrast", "params": {"p": 1.0}}]}
+    ds = build_dataset("FaceForensics", branch, seed=5, defer_normalize=True)
+    ds.items = ds.items[:12]
+    seen = {}
+    for workers in (0, 2):
+        loader = _loader(ds, 4, True, workers, 5, 0, 1)
+        assert loader.persistent_workers == (workers > 0)
+        for epoch in (0, 1):
+            loader.sampler.set_epoch(epoch)
+            for batch in loader:
+                for i, img in zip(batch["index"].tolist(), batch["image"]):
+                    seen.setdefault((epoch, i), []).append(img)
+    assert len(seen) == 24 and all(len(v) == 2 and torch.equal(*v) for v in seen.values())
+    assert any(not torch.equal(seen[(0, i)][0], seen[(1, i)][0]) for i in range(12))

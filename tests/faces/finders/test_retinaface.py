@@ -1,10 +1,12 @@
+"""faces/finders/retinaface.py: RetinaFace's network against the release's names and the
+fixture's numbers, its priors and detections, and its weights files."""
 import numpy as np
 import pytest
 import torch
 
-from conftest import FIXTURES, fill_by_rule
 from errors import UserError
 from faces.finders.retinaface import RetinaFaceNet, load_retinaface_weights, postprocess, priors
+from helpers import FIXTURES, fill_by_rule
 
 
 def grace_hopper_input(sha256):
@@ -79,3 +81,16 @@ def test_weights_file_with_module_prefix_and_missing_file(tmp_path, fixture_and_
     assert torch.equal(fresh.ClassHead[0].conv1x1.bias, net.ClassHead[0].conv1x1.bias)
     with pytest.raises(UserError, match="Pytorch_Retinaface.*the dlib face detector"):
         load_retinaface_weights(RetinaFaceNet("mobilenet0.25"), str(tmp_path / "none.pth"))
+
+
+def test_retinaface_weights_of_another_kind_are_one_line(tmp_path):
+    from faces.finders.retinaface import RetinaFaceNet, load_retinaface_weights
+    torch.save([1, 2], tmp_path / "list.pth")
+    with pytest.raises(UserError, match="is not RetinaFace weights"):
+        load_retinaface_weights(RetinaFaceNet("mobilenet0.25"), str(tmp_path / "list.pth"))
+    other = RetinaFaceNet("mobilenet0.25").state_dict()
+    k = next(k for k, v in other.items() if v.dim() == 4)
+    other[k] = torch.zeros(1, 1, 1, 1)
+    torch.save(other, tmp_path / "shape.pth")
+    with pytest.raises(UserError, match="does not fit RetinaFace"):
+        load_retinaface_weights(RetinaFaceNet("mobilenet0.25"), str(tmp_path / "shape.pth"))
