@@ -9,9 +9,11 @@ import torch
 
 def test_export_bad_options_and_nan_weights(tmp_path, bare_checkpoint, nan_checkpoint, capsys):
     from tools.export import main
-    for args, text in [(["--bin", bare_checkpoint, "--out", str(tmp_path / "no" / "m.onnx")], "does not exist"),
+    for args, text in [(["--bin", bare_checkpoint, "--out", str(tmp_path / "no" / "m.onnx")],
+                        "does not exist"),
                        (["--bin", bare_checkpoint, "--out", str(tmp_path / "m.pt2"), "--size", "3",
-                         "--format", "torch.export"], "--size 3: the model needs inputs of at least 7"),
+                         "--format", "torch.export"],
+                        "--size 3: the model needs inputs of at least 7"),
                        (["--bin", nan_checkpoint, "--out", str(tmp_path / "m.pt2"), "--size", "32",
                          "--format", "torch.export"], "NaN or infinite")] + [
             # one bound for every size: refused before the checkpoint is read, never a default

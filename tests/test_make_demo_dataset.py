@@ -10,6 +10,7 @@ def test_demo_tool_refuses_a_users_folder(tmp_path, capsys):
     for out in (tmp_path / "data", tmp_path / "data" / "ffpp"):  # the folder and the one above
         assert main(["--out", str(out)]) == 2
         err = capsys.readouterr().err
-        assert err.startswith("error: refusing to build the demo data into") and err.count("\n") == 1
+        assert err.startswith("error: refusing to build the demo data into")
+        assert err.count("\n") == 1
     assert intact(user)
     assert sorted(os.listdir(tmp_path / "data")) == ["ffpp", "y.txt"]  # no temporary left

@@ -29,7 +29,8 @@ def test_registry_names_its_key_and_the_known_names():
 
     reg.register(lambda: None, name="beta")
     assert reg.get("Alpha") is Alpha and "beta" in reg and list(reg) == ["Alpha", "beta"]
-    with pytest.raises(UserError, match=r"config.thing: unknown thing 'gamma' \(known: Alpha, beta\)"):
+    with pytest.raises(UserError,
+                       match=r"config.thing: unknown thing 'gamma' \(known: Alpha, beta\)"):
         reg.get("gamma")
     from dataset import LAYOUTS
     from faces.finders import FACE_FINDERS

@@ -7,8 +7,8 @@ import pytest
 from errors import UserError
 
 
-def test_robustness_bad_options_are_one_line_and_write_nothing(tmp_path, image_list_cfg, bare_checkpoint,
-                                                               capsys):
+def test_robustness_bad_options_are_one_line_and_write_nothing(tmp_path, image_list_cfg,
+                                                               bare_checkpoint, capsys):
     from tools.robustness import main
     (tmp_path / "afile").write_text("the user's")
     (tmp_path / "videos.csv").write_text("path,label\n")

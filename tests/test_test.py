@@ -48,8 +48,8 @@ def test_test_py_metrics_outputs_and_cross_dataset(run_checkpoint, demo_root, tm
     assert missing.returncode == 2 and "config.id" in missing.stderr
 
 
-def test_test_py_output_checks_nan_weights_and_one_class(tmp_path, demo_root, bare_checkpoint, nan_checkpoint,
-                                                        capsys):
+def test_test_py_output_checks_nan_weights_and_one_class(tmp_path, demo_root, bare_checkpoint,
+                                                        nan_checkpoint, capsys):
     import shutil
 
     import test as test_py

@@ -18,7 +18,6 @@ from helpers import NORM, ROOT, image_list_tree, noise_image
 
 
 def test_pixel_budget_refuses_huge_images_before_decoding(tmp_path):
-    from dataset import build_dataset, read_rgb
     from dataset.base import BadImageError
     big = np.zeros((2000, 1500, 3), np.uint8)  # compresses to a few kB
     cv2.imwrite(str(tmp_path / "big.png"), big)
@@ -47,7 +46,6 @@ def test_opencv_prints_nothing_of_its_own_for_a_truncated_file(tmp_path):
 
 
 def test_random_crop_larger_than_the_image_is_a_bad_image(tmp_path, demo_root):
-    from dataset import build_dataset
     root = image_list_tree(demo_root, tmp_path / "d", videos=1, frames=1)
     ds = build_dataset("ImageList", {"root": root, "transforms": [
         {"name": "RandomCrop", "params": {"height": 500, "width": 500}}]})
@@ -59,7 +57,6 @@ def test_random_crop_larger_than_the_image_is_a_bad_image(tmp_path, demo_root):
 def test_exif_orientation_applied_as_cv2_imread_does(tmp_path, orientation):
     from PIL import Image
 
-    from dataset import read_rgb
     rgb = np.zeros((30, 50, 3), np.uint8)
     rgb[:10, :20] = (255, 0, 0)  # a red block in one corner, a green one in another
     rgb[20:, 35:] = (0, 255, 0)
@@ -144,7 +141,6 @@ def test_worker_error_reaches_the_user_as_one_line(tmp_path):
 def test_uint8_hand_over_normalised_in_the_main_process_equals_the_workers_float(demo_root):
     """The trainer's loaders hand uint8 over (4x less to move); to_input normalises as
     albumentations' Normalize would have in the worker, bit for bit."""
-    from dataset import build_dataset, collate
     from dataset.base import to_input
     branch = {"root": os.path.join(demo_root, "faceforensics"), "split": "val", "transforms": [
         {"name": "Resize", "params": {"height": 40, "width": 40}},

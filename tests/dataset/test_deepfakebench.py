@@ -88,7 +88,8 @@ def test_bad_inputs_are_one_line(deepfakebench_json, tmp_path, caplog):
         build_dataset("DeepfakeBench", {**base, "dataset": "FaceForensics++", "compression": "raw"})
     data = json.load(open(os.path.join(folder, "Celeb-DF-v2.json")))
     data["Celeb-DF-v2"]["CelebDFv2_fake"]["test"]["000"]["label"] = "CelebDFv3_fake"
-    (tmp_path / "datasets" / "dataset_json" / "Odd.json").write_text(json.dumps({"Odd": data["Celeb-DF-v2"]}))
+    (tmp_path / "datasets" / "dataset_json" / "Odd.json").write_text(
+        json.dumps({"Odd": data["Celeb-DF-v2"]}))
     with pytest.raises(UserError, match="label 'CelebDFv3_fake', which label_dict does not map"):
         build_dataset("DeepfakeBench", {**base, "dataset": "Odd"})
     (tmp_path / "datasets" / "dataset_json" / "Broken.json").write_text("{not json")

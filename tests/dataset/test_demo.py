@@ -12,7 +12,6 @@ from helpers import NORM, intact, sentinels
 
 
 def test_mistyped_demo_root_deletes_nothing(tmp_path, monkeypatch):
-    from dataset import build_dataset
     import train
     user = sentinels(tmp_path / "ffpp" / "a.txt", tmp_path / "ffpp" / "videos" / "b.mp4")
     branch = {"root": str(tmp_path / "ffpp" / "faceforensicss"), "demo": True, "split": "train"}
@@ -20,8 +19,8 @@ def test_mistyped_demo_root_deletes_nothing(tmp_path, monkeypatch):
         build_dataset("FaceForensics", branch)
     assert intact(user) and sorted(os.listdir(tmp_path / "ffpp")) == ["a.txt", "videos"]
     # through train.py: one line, exit 2, nothing touched
-    (tmp_path / "ds.yml").write_text(yaml.safe_dump({"train_cfg": {**branch, "num_steps": 1,
-                                                                   "log_steps": 1, "val_steps": 1}}))
+    (tmp_path / "ds.yml").write_text(yaml.safe_dump({"train_cfg": {
+        **branch, "num_steps": 1, "log_steps": 1, "val_steps": 1}}))
     (tmp_path / "c.yml").write_text(yaml.safe_dump({
         "model": {"name": "Recce", "pretrained": False},
         "data": {"name": "FaceForensics", "file": str(tmp_path / "ds.yml"),
@@ -32,7 +31,6 @@ def test_mistyped_demo_root_deletes_nothing(tmp_path, monkeypatch):
 
 
 def test_mistyped_root_beside_complete_demo_is_a_missing_root(demo_root):
-    from dataset import build_dataset
     before = sorted(os.listdir(demo_root))
     with pytest.raises(UserError, match="dataset root not found: .*faceforensicss.*celeb_df"):
         build_dataset("FaceForensics", {"root": os.path.join(demo_root, "faceforensicss"),

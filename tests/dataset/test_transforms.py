@@ -13,7 +13,8 @@ def test_transforms_any_albumentations_name_and_errors():
     t = build_transforms([{"name": "GaussianBlur", "params": {"blur_limit": 3}}] + NORM)
     out = t(image=np.zeros((20, 20, 3), np.uint8))["image"]
     assert out.shape == (3, 16, 16)
-    with pytest.raises(UserError, match=r"transforms\[0\]: unknown albumentations transform 'Resise'"):
+    with pytest.raises(UserError,
+                       match=r"transforms\[0\]: unknown albumentations transform 'Resise'"):
         build_transforms([{"name": "Resise", "params": {}}])
     with pytest.raises(UserError, match=r"transforms\[1\] \(Resize\).*always_apply"):
         build_transforms([NORM[1], {"name": "Resize",

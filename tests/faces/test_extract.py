@@ -106,7 +106,6 @@ def test_manifest_round_trip_gives_identical_crops(moving_face_videos, tmp_path,
                                                    caplog):
     """extract_faces writes a manifest; --from_manifest re-crops the same PNGs from another copy
     of the video without a detector, and names what it cannot reproduce."""
-    import json
     import shutil
 
     import tools.extract_faces as ef
@@ -183,7 +182,6 @@ def dfb_tree(tmp_path_factory):
     """Two videos extracted with --crop deepfakebench into a DeepfakeBench-shaped tree."""
     if stand_in_path() is None:
         pytest.skip("pip install face-recognition-models")
-    from faces.extract import extract
     root = tmp_path_factory.mktemp("dfb")
     videos = root / "FaceForensics++" / "original_sequences" / "youtube" / "c23" / "videos"
     videos.mkdir(parents=True)

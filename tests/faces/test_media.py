@@ -110,7 +110,8 @@ def test_videos_lines_tracks_broken_and_no_face(media, tmp_path, capsys):
                                   "detector_score", "fake_probability", "raw_probability"]
     one_rows = [r for r in face_rows if r["path"].endswith("one.avi")]
     assert len(one_rows) == 4
-    assert np.mean([float(r["fake_probability"]) for r in one_rows]) == pytest.approx(prob, abs=1e-4)
+    assert np.mean([float(r["fake_probability"]) for r in one_rows]) == \
+        pytest.approx(prob, abs=1e-4)
 
 
 def test_a_video_face_scores_as_its_extracted_crop(media, tmp_path, capsys):
@@ -153,7 +154,8 @@ def test_photos_with_exif_rotation_threshold_from_and_visualize(media, tmp_path,
     phone = [line for line in lines if "phone.jpg" in line][0]
     prob = float(phone.split("fake probability: ")[1].split()[0])
     assert phone.endswith(f"prediction: {'fake' if prob >= 0.3 else 'real'} \t| faces: 1")
-    assert [line for line in lines if "wall.png" in line][0].endswith("| no face found \t| faces: 0")
+    wall = [line for line in lines if "wall.png" in line][0]
+    assert wall.endswith("| no face found \t| faces: 0")
     pad, side = _side_panel((300, 420))  # the photo upright
     # the photo and its side panel: the face's two maps side by side
     assert cv2.imread(str(tmp_path / "vis" / "phone_annotated.png")).shape[1] == \

@@ -276,7 +276,8 @@ def test_a_video_marked_done_with_a_crop_missing_is_redone(videos, tmp_path, cap
 
 
 @pytest.mark.slow  # ten runs of inference.py with a face detector
-def test_video_and_photo_shards_then_merge_give_the_records_of_one_process(checkpoint, videos, tmp_path):
+def test_video_and_photo_shards_then_merge_give_the_records_of_one_process(checkpoint, videos,
+                                                                           tmp_path):
     argv = ["-b", checkpoint, "--video", str(videos), *CK_ARGS, "--frames", "2"]
     one, sh = tmp_path / "one.json", tmp_path / "sh.json"
     assert inference.main(argv + ["--output", str(one)]) == 1  # the broken video

@@ -228,14 +228,12 @@ def test_checkpoint_flavours_load_alike(run_checkpoint, tmp_path):
     assert checkpoint_num_classes({"model": state}) == 1
     assert checkpoint_num_classes(bench) == 2  # read from the head's shape
     assert checkpoint_num_classes({"model": {}, "config": {"model": {"num_classes": 2}}}) == 2
-    from errors import UserError
     with pytest.raises(UserError, match="missing keys"):
         load_weights(Recce(), {"model": {"fc.weight": torch.zeros(1, 2048)}})
 
 
 def test_checkpoint_face_crop_saved_and_checked(tmp_path):
     from model import Xception
-    from model.checkpoint import load_detector
     state = {"model": Xception().state_dict(), "config": {"model": {"name": "Xception"}},
              "face_crop": "ffpp"}
     torch.save(state, tmp_path / "a.bin")

@@ -7,7 +7,6 @@ from errors import UserError
 from model import DETECTORS, Detector, InputSpec, RecceLoss, build_detector
 from model.checkpoint import load_detector
 
-
 REGISTERED = sorted(DETECTORS)  # the project's own detectors, before any test adds one
 
 
@@ -83,7 +82,6 @@ def test_build_detector_defaults_and_unknown_name():
 
 
 def test_the_detector_builds_its_loss_checked_against_its_classes():
-    from model import build_detector
     det = build_detector({"name": "Recce", "pretrained": False})
     crit = det.build_loss({"flood_level": 0.1})
     assert isinstance(crit, RecceLoss) and crit.flood_level == 0.1 and crit.loss == "binary_ce"

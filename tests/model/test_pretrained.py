@@ -61,12 +61,14 @@ def test_pretrained_from_local_file(tmp_path):
     torch.manual_seed(3)
     src = timm.create_model("legacy_xception")
     # Cadene's layout: last_linear head and 2-d pointwise weights
-    state = {k.replace("fc.", "last_linear."): (v[:, :, 0, 0] if k.endswith("pointwise.weight") else v)
+    state = {k.replace("fc.", "last_linear."):
+             (v[:, :, 0, 0] if k.endswith("pointwise.weight") else v)
              for k, v in src.state_dict().items()}
     path = tmp_path / "xception.pth"
     torch.save(state, path)
     model = build_detector({"name": "Recce", "pretrained": str(path)})
-    assert torch.equal(model.encoder.block5.rep[1].pointwise.weight, src.block5.rep[1].pointwise.weight)
+    assert torch.equal(model.encoder.block5.rep[1].pointwise.weight,
+                       src.block5.rep[1].pointwise.weight)
     torch.save({"not": torch.zeros(1)}, tmp_path / "bad.pth")
     with pytest.raises(UserError, match="not an Xception"):
         build_detector({"name": "Recce", "pretrained": str(tmp_path / "bad.pth")})

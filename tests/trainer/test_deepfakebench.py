@@ -22,7 +22,8 @@ def test_recipe_is_recce_yaml_s(monkeypatch):
     assert c["optimizer"] == {"name": "adam", "lr": 0.0002, "betas": [0.9, 0.999], "eps": 1e-8,
                               "weight_decay": 0.0005}
     assert c["scheduler"] is None and c["seed"] == 1024 and cfg["loss"]["kind"] == "cross_entropy"
-    assert (cfg["loss"]["lambda_1"], cfg["loss"]["lambda_2"], cfg["loss"]["flood_level"]) == (0, 0, 0)
+    assert (cfg["loss"]["lambda_1"], cfg["loss"]["lambda_2"], cfg["loss"]["flood_level"]) == \
+        (0, 0, 0)
     # its checkpoint choice: the mean AUC over recce.yaml's test_dataset list, on those branches
     assert c["hooks"] == [{"name": "deepfakebench_selection", "branches": [
         "test_ffpp_c23", "test_ff_f2f", "test_ff_df", "test_ff_fs", "test_ff_nt"]}]

@@ -84,7 +84,6 @@ def test_weights_file_with_module_prefix_and_missing_file(tmp_path, fixture_and_
 
 
 def test_retinaface_weights_of_another_kind_are_one_line(tmp_path):
-    from faces.finders.retinaface import RetinaFaceNet, load_retinaface_weights
     torch.save([1, 2], tmp_path / "list.pth")
     with pytest.raises(UserError, match="is not RetinaFace weights"):
         load_retinaface_weights(RetinaFaceNet("mobilenet0.25"), str(tmp_path / "list.pth"))
