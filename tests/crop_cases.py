@@ -58,3 +58,12 @@ def astronaut_frames():
             canvas = _place(canvas, face, scale, angle, cx, cy)
         frames.append(canvas)
     return frames
+
+
+def astronaut_video(path, frames, count=20):
+    """A 640 x 480 MJPEG video of ``count`` frames cycling through ``frames`` (RGB)."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (640, 480))
+    for k in range(count):
+        writer.write(cv2.cvtColor(frames[k % len(frames)], cv2.COLOR_RGB2BGR))
+    writer.release()
+    return str(path)

@@ -103,7 +103,7 @@ def test_entry_points_let_waiting_threads_sleep():
     """Set before torch loads OpenMP; a user's own setting is kept."""
     import subprocess
     import sys
-    from conftest import ROOT
+    from helpers import ROOT
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     for mod in ("train", "test", "inference", "serve"):
         code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); import {mod}, os; " \

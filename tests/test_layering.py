@@ -2,7 +2,7 @@
 import ast
 import os
 
-from conftest import ROOT
+from helpers import ROOT
 
 PACKAGES = ("model", "dataset", "loss", "optimizer", "scheduler", "faces", "trainer", "tools",
             "webapp")

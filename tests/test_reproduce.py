@@ -5,16 +5,21 @@ import io
 import json
 import math
 import os
+import signal
+import subprocess
+import sys
 import tarfile
+import time
 
 import cv2
 import numpy as np
 import pytest
 import yaml
 
-from conftest import ROOT
 from dataset import build_dataset
+from deepfakebench_cases import fixed_scores, png
 from errors import UserError
+from helpers import ROOT
 from trainer.config import load_config
 from trainer.metrics import bootstrap_interval
 from trainer.train import holdout_of
@@ -160,7 +165,7 @@ def test_published_numbers_name_known_tables_rows_and_sources():
     assert "Not read in the paper" in sources["paper_via_peerj"]  # attribution as found
     import yaml
 
-    from conftest import ROOT as root
+    from helpers import ROOT as root
     data = yaml.safe_load(open(os.path.join(root, "config", "paper", "published.yml")))
     for n in data["numbers"]:  # each says where it was read and whether its level is stated
         assert n["read_in"] in ("paper", "third_party") and isinstance(n["level_stated"], bool)
@@ -540,3 +545,165 @@ def test_a_debug_run_needs_no_validation_branch(tmp_path, demo_root):
         assert trainer.val_set is None and len(trainer.train_set) == 4
     finally:
         trainer.close()
+
+
+def test_a_stop_reaches_every_child_process_and_waits_for_them(tmp_path):
+    """tools.reproduce.run_child (reproduce.py's runner): SIGTERM to the parent reaches the child
+    and the grandchild (torchrun's workers), the parent waits for them to finish saving, then
+    exits 143; nothing is left running."""
+    worker = tmp_path / "worker.py"
+    worker.write_text(
+        "import signal, sys, time, subprocess\n"
+        "name = sys.argv[1]\n"
+        "def stop(s, f):\n"
+        "    time.sleep(1.0)  # saving\n"
+        "    open(sys.argv[2] + '/' + name, 'w').write('saved')\n"
+        "    sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, stop)\n"
+        "open(sys.argv[2] + '/ready_' + name, 'w').close()\n"
+        "if name == 'launcher':\n"
+        "    child = subprocess.Popen([sys.executable, sys.argv[0], 'worker', sys.argv[2]])\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n")
+    parent = subprocess.Popen([sys.executable, "-c", (
+        "import sys; sys.path.insert(0, sys.argv[1]);"
+        "from errors import run_cli; from tools.reproduce import run_child;"
+        "sys.exit(run_cli(lambda: run_child([sys.executable, sys.argv[2], 'launcher',"
+        " sys.argv[3]]), 'interrupted'))"), str(ROOT), str(worker), str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert parent.stdout.readline().strip() == "ready"
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "ready_worker").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)  # the grandchild has its handler
+    parent.send_signal(signal.SIGTERM)
+    _, err = parent.communicate(timeout=60)
+    assert parent.returncode == 143 and err.strip() == "interrupted"
+    assert (tmp_path / "launcher").read_text() == "saved"
+    assert (tmp_path / "worker").read_text() == "saved"
+    left = subprocess.run(["pgrep", "-f", str(worker)], capture_output=True, text=True)
+    assert left.stdout.strip() == ""
+
+
+def test_reproduce_lists_the_table_and_picks_the_recipe(tmp_path, capsys):
+    import tools.reproduce as rp
+    assert rp.main(["--list"]) == 0
+    out = capsys.readouterr().out
+    assert "deepfakebench: DeepfakeBench's table" in out and "recipes: paper, deepfakebench" in out
+    args = ["--table", "deepfakebench", "--data-root", f"deepfakebench={tmp_path}", "--dry-run",
+            "--out", str(tmp_path / "o")]
+    assert rp.main(args + ["--recipe", "deepfakebench"]) == 0
+    out = capsys.readouterr().out
+    assert "config/deepfakebench/deepfakebench_recipe.yml" in out
+    assert f"train_cfg.dataset_json_folder={tmp_path / 'dataset_json'}" in out
+    assert rp.main(args) == 0
+    assert "config/deepfakebench/paper_recipe.yml" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_reproduce_scores_each_test_set_found_beside_deepfakebench_s_row(deepfakebench_json,
+                                                                       tmp_path, capsys,
+                                                                       make_checkpoint):
+    import tools.reproduce as rp
+    cfg, _ = deepfakebench_json
+    ckpts = tmp_path / "ckpts"
+    ckpts.mkdir()
+    recce = {"model": {"name": "Recce"}}
+    make_checkpoint(ckpts / "deepfakebench.bin", config=recce, spec=48)
+    out = tmp_path / "reproduction"
+    assert rp.main(["--table", "deepfakebench", "--data-root", f"deepfakebench={cfg['root']}",
+                    "--checkpoints", str(ckpts), "--out", str(out), "--bootstrap", "50",
+                    "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "row cdf_v1: not found, skipped" in printed and "row ffpp_c40: not found" in printed
+    text = (out / "deepfakebench.md").read_text()
+    rows = {line.split(" | ")[0].strip("| ") for line in text.splitlines() if line.startswith("| ")}
+    assert {"ffpp_c23", "cdf_v2"} <= rows and "cdf_v1" not in rows
+    assert "| ffpp_c23 | DeepfakeBench test_ffpp_c23 | clean | frame | AUC | 96.21 [1] |" in text
+    assert "a different training recipe" in text  # DeepfakeBench's row is labelled as its own
+    # another checkpoint into the same --out: other work, never answered from the old rows
+    make_checkpoint(ckpts / "deepfakebench.bin", config=recce, spec=40, seed=1)
+    capsys.readouterr()
+    assert rp.main(["--table", "deepfakebench", "--data-root", f"deepfakebench={cfg['root']}",
+                    "--checkpoints", str(ckpts), "--out", str(out), "--bootstrap", "50",
+                    "--device", "cpu"]) == 2
+    assert "holds rows of other work (checkpoints:" in capsys.readouterr().err
+    assert (out / "deepfakebench.md").read_text() == text
+
+
+def test_reproduce_deepfakebench_table_uses_its_grouping_and_averages(shared_names, monkeypatch):
+    """tools/reproduce.py's video rows recomputed from scores.csv with the table's grouping
+    (DeepfakeBench's for --table deepfakebench), and its published averages beside ours."""
+    import argparse
+
+    import test as test_py
+    import tools.reproduce as rp
+    fixed_scores(monkeypatch)
+    scored = shared_names / "scored"
+    assert test_py.main(["--config", str(shared_names / "c.yml"), "--ckpt", "s.bin", "--device",
+                         "cpu", "--out", str(scored)]) == 0
+    tables = rp.load_tables()
+    ns = argparse.Namespace(opt=[], protocol=None, runs=str(shared_names / "runs"),
+                            checkpoints=str(shared_names), dry_run=True, gpus=1,
+                            out=str(shared_names / "o"), device=None, trust=False,
+                            recipe="deepfakebench", video_auc=None)
+    plan = rp.Plan("deepfakebench", tables, ns, {})
+    assert plan.video_auc == "deepfakebench"
+    assert "--video_auc" in plan.test_command(plan.rows[0], "c.bin", "o")
+    published, sources = rp.load_published()
+    row = plan.rows[0]
+    res = rp.row_results(plan, row, str(scored / "scores.csv"), "c.bin", published, 20)
+    ours = {(r["level"], r["metric"]): float(r["ours"]) for r in res}
+    assert ours[("video", "AUC")] == pytest.approx(100 * 4 / 6, abs=0.005)
+    ns.video_auc = "project"
+    project = rp.Plan("deepfakebench", tables, ns, {})
+    assert "--video_auc" not in project.test_command(row, "c.bin", "o")
+    res_p = rp.row_results(project, row, str(scored / "scores.csv"), "c.bin", published, 20)
+    assert {(r["level"], r["metric"]): float(r["ours"]) for r in res_p}[("video", "AUC")] == \
+        pytest.approx(100 * 13 / 15, abs=0.005)
+    # the averages: published in-domain 94.22 (Top3 1), cross-domain 76.49 (Top3 2); ours only
+    # with every row of one scored
+    text = rp.write_results(plan, res, sources, 20)
+    assert "DeepfakeBench's videos (its training/metrics/utils.py)" in text
+    line = next(x for x in text.splitlines() if x.startswith("| in-domain"))
+    assert "| 94.22 [1] | 1 | - | 1 of 6 |" in line
+    assert "| 76.49 [1] | 2 | - | 0 of 8 |" in next(
+        x for x in text.splitlines() if x.startswith("| cross-domain"))
+    rows = [dict(r, row=name) for name in tables["deepfakebench"]["averages"][0]["rows"]
+            for r in res]
+    full = rp.write_results(plan, rows, sources, 20)
+    mean = ours[("frame", "AUC")]
+    assert f"| {mean:.2f} | 6 of 6 |" in full
+
+
+def test_reproduce_says_the_passes_and_precision_of_each_recipe(tmp_path):
+    """The data check prints each training run's length in passes over the data it finds and its
+    precision: DeepfakeBench's recipe 11 passes of 3,600 steps in fp32 (here 1 step a pass)."""
+    import argparse
+
+    import tools.reproduce as rp
+    root = tmp_path / "DeepfakeBench"
+    data = {}
+    for label in ("FF-real", "FF-DF"):
+        for split in ("train", "val", "test"):
+            videos = {}
+            for v in ("000", "001"):
+                frames = []
+                for n in range(8):  # 2 labels x 2 videos x 8 frames = 32 a split: 1 batch
+                    png(root / label / split / v / f"{n}.png")
+                    frames.append(f"./datasets/{label}/{split}/{v}/{n}.png")
+                videos[v] = {"label": label, "frames": frames}
+            data.setdefault(label, {})[split] = {"c23": videos}
+    (root / "dataset_json").mkdir()
+    (root / "dataset_json" / "FaceForensics++.json").write_text(
+        json.dumps({"FaceForensics++": data}))
+    lines = {}
+    for recipe in ("deepfakebench", "paper"):
+        ns = argparse.Namespace(opt=[], protocol=None, runs=str(tmp_path / "runs"),
+                                checkpoints=None, dry_run=False, gpus=1, out=str(tmp_path / "o"),
+                                device=None, trust=False, recipe=recipe, video_auc=None)
+        plan = rp.Plan("deepfakebench", rp.load_tables(), ns,
+                       rp.parse_data_roots([f"deepfakebench={root}"]))
+        lines[recipe] = next(x for x in rp.check_data(plan) if "train_cfg" in x)
+    assert "1 iterations per epoch" in lines["deepfakebench"]
+    assert "39,600 steps = 39600.00 passes here, fp32" in lines["deepfakebench"]
+    assert "36,000 steps = 36000.00 passes here, fp16" in lines["paper"]

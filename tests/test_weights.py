@@ -1,29 +1,12 @@
 """tools/weights.py: the catalogue of public RECCE checkpoints, the recognition of a file, and
 the commands it prints, each run as printed."""
-import os
 import shlex
-import subprocess
-import sys
 
-import cv2
-import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT
-
+from helpers import PLUGIN, cli, deepfakebench_file, write_faces
 from model import Recce, Xception
-
-
-def _deepfakebench_file(path, recce):
-    """A file shaped as DeepfakeBench's RecceDetector saves it: DataParallel's ``module.``, the
-    network under ``model.`` with a two-logit head, an unused Xception under ``backbone.``."""
-    state = {f"module.model.{k}": v for k, v in recce.state_dict().items() if not k.startswith("fc.")}
-    w, b = recce.state_dict()["fc.weight"], recce.state_dict()["fc.bias"]
-    state["module.model.fc.weight"] = torch.cat([torch.zeros_like(w), w])
-    state["module.model.fc.bias"] = torch.cat([torch.zeros_like(b), b])
-    state["module.backbone.conv1.weight"] = torch.zeros(32, 3, 3, 3)
-    torch.save(state, path)
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +29,7 @@ def test_check_recognises_each_kind(recce, tmp_path, capsys):
     from tools.weights import check, load_catalogue, main
     catalogue = load_catalogue()
     dfb = tmp_path / "recce_best.pth"
-    _deepfakebench_file(dfb, recce)
+    deepfakebench_file(dfb, recce)
     info = check(str(dfb), catalogue)
     assert info["kind"] == "deepfakebench" and info["architecture"] == "Recce"
     assert info["heads"] == 2 and info["spec"].size == (256, 256)
@@ -97,20 +80,9 @@ def test_check_refuses_what_is_not_a_checkpoint(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------ every printed command runs
-PLUGIN = os.path.join(ROOT, "tests", "plugins", "tiny_detector.py")
-
-
 def _faces(folder, n=2):
-    os.makedirs(folder, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        cv2.imwrite(os.path.join(folder, f"{i}.png"), rng.integers(0, 255, (40, 36, 3), np.uint8))
-    return str(folder)
-
-
-def _run(argv, **kw):
-    return subprocess.run([sys.executable] + argv, cwd=ROOT, capture_output=True, text=True,
-                          timeout=600, **kw)
+    """``n`` images of random pixels in ``folder``; returns its path as text."""
+    return str(write_faces(folder, [f"{i}.png" for i in range(n)]))
 
 
 def _printed(stdout):
@@ -122,10 +94,11 @@ def _run_printed(command, faces):
     """The printed command, run as printed from the project's folder (FACES: a folder)."""
     argv = shlex.split(command)
     assert argv[:2] == ["python", "inference.py"], command
-    return _run(["inference.py"] + [faces if a == "FACES" else a for a in argv[2:]])
+    return cli(["inference.py"] + [faces if a == "FACES" else a for a in argv[2:]])
 
 
-def test_the_command_printed_for_a_detector_of_ones_own_runs_as_printed(tmp_path, capsys):
+def test_the_command_printed_for_a_detector_of_ones_own_runs_as_printed(tmp_path, capsys,
+                                                                         make_checkpoint):
     """tools/weights.py --check on checkpoints of the plugin's detector: the printed command
     carries the --import it needs (the run's saved imports, or the --import given here). A fresh
     process, which knows nothing of the plugin, runs the first; the others run in this one."""
@@ -133,21 +106,17 @@ def test_the_command_printed_for_a_detector_of_ones_own_runs_as_printed(tmp_path
     from registry import import_modules
     from tools.weights import main
     import_modules([PLUGIN])
-    from model import build_detector
-    from model.detector import InputSpec
-    torch.manual_seed(0)
-    tiny = build_detector({"name": "TinyDetector", "pretrained": False}).state_dict()
     folder = tmp_path / "my runs"  # a space: the printed paths are quoted
     folder.mkdir()
     run = folder / "best_model_4.bin"
-    torch.save({"model": tiny, "config": {"model": {"name": "TinyDetector", "num_classes": 1},
-                                          "config": {"imports": [PLUGIN]}},
-                "input_spec": InputSpec((32, 32)).to_dict()}, run)
+    make_checkpoint(run, "TinyDetector", config={
+        "model": {"name": "TinyDetector", "num_classes": 1}, "config": {"imports": [PLUGIN]}},
+        spec=32)
     bare = folder / "tiny.pth"
-    torch.save(tiny, bare)
+    torch.save(torch.load(run, weights_only=True)["model"], bare)  # the weights alone
     faces = _faces(tmp_path / "faces")
 
-    proc = _run(["tools/weights.py", "--check", str(run)])  # not registered in that process
+    proc = cli(["tools/weights.py", "--check", str(run)])  # not registered in that process
     assert proc.returncode == 1 and "TinyDetector, not registered here" in proc.stdout
     command = _printed(proc.stdout)
     assert command.endswith(f"--import {PLUGIN}") and shlex.split(command)[3] == str(run)
@@ -155,7 +124,7 @@ def test_the_command_printed_for_a_detector_of_ones_own_runs_as_printed(tmp_path
     assert proc.returncode == 0, (command, proc.stderr)
     assert proc.stdout.count("fake probability: ") == 2, proc.stdout
     # a bare state dict that no detector known there fits: no command that could not run
-    proc = _run(["tools/weights.py", "--check", str(bare)])
+    proc = cli(["tools/weights.py", "--check", str(bare)])
     assert proc.returncode == 1 and "score with: no command" in proc.stdout
 
     capsys.readouterr()
@@ -181,7 +150,7 @@ def test_the_commands_of_the_catalogue_and_of_check_run_as_printed(recce, tmp_pa
     bare = tmp_path / "params.pth"
     torch.save(recce.state_dict(), bare)
     dfb = tmp_path / "recce_best.pth"
-    _deepfakebench_file(dfb, recce)
+    deepfakebench_file(dfb, recce)
     files = {"state_dict": str(bare), "deepfakebench": str(dfb)}
     commands = [e["score_with"].replace("FILE", files[e["flavour"]])
                 for e in load_catalogue().values()]
