@@ -1,9 +1,10 @@
-"""Throughput tables for ``tools/gpu_check.py --bench``: training images/s and peak memory for
-timm Xception and RECCE in fp32, fp16 and bf16, NCHW and channels-last, with torch.compile for the
-best of each (CUDA only), and the original's way (fp16 autocast, NCHW, the per-position loop);
-inference images/s by batch size; where a RECCE step goes (``module_profile``); the trainer end to
-end (``end_to_end``); and, last, each model's whole training step replayed as one CUDA graph
-(``graphed_steps``: is the step launch-bound?). Ratios within one run are what to compare."""
+"""``tools/benchmark.py gpu`` and ``tools/gpu_check.py --bench``: training images/s and peak
+memory for timm Xception and RECCE in fp32, fp16 and bf16, NCHW and channels-last, with
+torch.compile for the best of each (CUDA only), and the original's way (fp16 autocast, NCHW, the
+per-position loop); inference images/s by batch size; where a RECCE step goes
+(``module_profile``); the trainer end to end (``end_to_end``); and, last, each model's whole
+training step replayed as one CUDA graph (``graphed_steps``: is the step launch-bound?). Ratios
+within one run are what to compare."""
 import time
 import types
 
