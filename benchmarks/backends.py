@@ -181,7 +181,8 @@ def bench_demo(ckpt, config, repeats=5):
         dp = np.abs(res["bf16"][1] - res["fp32"][1])
         changed = int(((res["bf16"][1] >= 0.5) != (res["fp32"][1] >= 0.5)).sum())
         figures.update(test_frames=len(dp), test_auc_fp32=round(float(res["fp32"][0]), 4),
-                       test_auc_bf16=round(float(res["bf16"][0]), 4), test_diff_max=round(float(dp.max()), 4),
+                       test_auc_bf16=round(float(res["bf16"][0]), 4),
+                       test_diff_max=round(float(dp.max()), 4),
                        test_diff_mean=round(float(dp.mean()), 4), test_changed=changed)
         print(f"\ntest split, {len(dp)} frames: AUC fp32 {res['fp32'][0]:.4f}, bf16 "
               f"{res['bf16'][0]:.4f}; |dp| max {dp.max():.4f}, mean {dp.mean():.4f}; "

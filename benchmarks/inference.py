@@ -34,15 +34,17 @@ else:  # the original: every image preloaded as a tensor, then one forward per i
     model = load_detector(ckpt, "cpu", name="Recce")
     model.channels_last = False
     model = model.to(memory_format=torch.contiguous_format)
-    tf = A.Compose([A.Resize(size, size), A.Normalize(mean=(0.5,) * 3, std=(0.5,) * 3), ToTensorV2()])
+    tf = A.Compose([A.Resize(size, size), A.Normalize(mean=(0.5,) * 3, std=(0.5,) * 3),
+                    ToTensorV2()])
     names = sorted(os.listdir(folder))
-    images = [tf(image=cv2.cvtColor(cv2.imread(os.path.join(folder, n)), cv2.COLOR_BGR2RGB))["image"]
-              for n in names]
+    images = [tf(image=cv2.cvtColor(cv2.imread(os.path.join(folder, n)),
+                                    cv2.COLOR_BGR2RGB))["image"] for n in names]
     with torch.no_grad():
         for x in images:
             torch.sigmoid(model(x[None]))
 elapsed = time.perf_counter() - start
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss + resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        + resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 print(json.dumps({{"seconds": elapsed, "peak_mb": peak / 1024}}))
 """
 
@@ -95,10 +97,12 @@ def bench_inference(images=(50, 1000), size=299, batch=2, workers=2):
     for mode, b, w, n, ips, mb in rows:
         name = ("original (preload, one at a time)" if mode == "preload"
                 else "inference.py (streaming)")
-        figures.update({f"{mode}_{n}_images_per_s": round(ips, 2), f"{mode}_{n}_peak_mb": round(mb)})
+        figures.update({f"{mode}_{n}_images_per_s": round(ips, 2),
+                        f"{mode}_{n}_peak_mb": round(mb)})
         print(f"| {name} | {b} | {w} | {n} | {ips:.2f} | {mb:.0f} |")
     by = {(r[0], r[3]): r for r in rows}
-    growth = {mode: by[(mode, large)][5] / by[(mode, small)][5] for mode in ("preload", "streaming")}
+    growth = {mode: by[(mode, large)][5] / by[(mode, small)][5]
+              for mode in ("preload", "streaming")}
     speed = by[("streaming", large)][4] / by[("preload", large)][4]
     figures.update(preload_memory_growth=round(growth["preload"], 2),
                    streaming_memory_growth=round(growth["streaming"], 2),

@@ -112,7 +112,8 @@ def _time_ranks(port, table, script, unit, count, threads, arguments, output, re
         reference = reference or made
         assert made == reference, f"{name}: other {what} than one process's"
         base = base or t
-        figures.update({f"{table}_{key}_s": round(t, 1), f"{table}_{key}_per_s": round(count / t, 1),
+        figures.update({f"{table}_{key}_s": round(t, 1),
+                        f"{table}_{key}_per_s": round(count / t, 1),
                         f"{table}_{key}_x": round(base / t, 2)})
         print(f"| {name} | {t:.1f} | {count / t:.1f} | {base / t:.2f} |", flush=True)
     return figures

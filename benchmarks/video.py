@@ -34,7 +34,8 @@ del frames, crops
 import inference
 t0 = time.perf_counter()
 with contextlib.redirect_stdout(io.StringIO()):
-    inference.main(["-b", ckpt, "--video", video, "--every", str(every), "-s", str(size), "-d", "cpu"])
+    inference.main(["-b", ckpt, "--video", video, "--every", str(every), "-s", str(size),
+                    "-d", "cpu"])
 t_all = time.perf_counter() - t0
 print(json.dumps(dict(decode=t_decode, detect=t_detect, score=t_score, all=t_all,
                       sampled=len(dets), faces=sum(1 for d in dets if d))))
@@ -49,15 +50,16 @@ torch.set_num_threads({threads})
 video, ckpt, every, size = {args!r}
 import inference
 with contextlib.redirect_stdout(io.StringIO()):
-    inference.main(["-b", ckpt, "--video", video, "--every", str(every), "-s", str(size), "-d", "cpu"])
+    inference.main(["-b", ckpt, "--video", video, "--every", str(every), "-s", str(size),
+                    "-d", "cpu"])
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
 """
 
 
 def _make_video(path, frames):
     import cv2
-    import numpy as np
     import matplotlib.cbook
+    import numpy as np
     with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as fh:
         bgr = cv2.imdecode(np.frombuffer(fh.read(), np.uint8), cv2.IMREAD_COLOR)
     face = cv2.resize(bgr, (180, 210))

@@ -217,17 +217,17 @@ def test_train_on_ff_and_test_on_celeb_df_from_the_json_files(bench, tmp_path):
 
 
 def test_reproduce_lists_the_table_and_picks_the_recipe(tmp_path, capsys):
-    import tools.reproduce as rp
-    assert rp.main(["--list"]) == 0
+    from tools.reproduce import main  # the command line
+    assert main(["--list"]) == 0
     out = capsys.readouterr().out
     assert "deepfakebench: DeepfakeBench's table" in out and "recipes: paper, deepfakebench" in out
     args = ["--table", "deepfakebench", "--data-root", f"deepfakebench={tmp_path}", "--dry-run",
             "--out", str(tmp_path / "o")]
-    assert rp.main(args + ["--recipe", "deepfakebench"]) == 0
+    assert main(args + ["--recipe", "deepfakebench"]) == 0
     out = capsys.readouterr().out
     assert "config/deepfakebench/deepfakebench_recipe.yml" in out
     assert f"train_cfg.dataset_json_folder={tmp_path / 'dataset_json'}" in out
-    assert rp.main(args) == 0
+    assert main(args) == 0
     assert "config/deepfakebench/paper_recipe.yml" in capsys.readouterr().out
 
 
@@ -235,8 +235,8 @@ def test_reproduce_lists_the_table_and_picks_the_recipe(tmp_path, capsys):
 def test_reproduce_scores_each_test_set_found_beside_deepfakebench_s_row(bench, tmp_path, capsys):
     import torch
 
-    import tools.reproduce as rp
     from model import InputSpec, Recce
+    from tools.reproduce import main  # the command line
     cfg, _ = bench
     ckpts = tmp_path / "ckpts"
     ckpts.mkdir()
@@ -244,7 +244,7 @@ def test_reproduce_scores_each_test_set_found_beside_deepfakebench_s_row(bench, 
     torch.save({"model": Recce().state_dict(), "config": {"model": {"name": "Recce"}},
                 "input_spec": InputSpec((48, 48)).to_dict()}, ckpts / "deepfakebench.bin")
     out = tmp_path / "reproduction"
-    assert rp.main(["--table", "deepfakebench", "--data-root", f"deepfakebench={cfg['root']}",
+    assert main(["--table", "deepfakebench", "--data-root", f"deepfakebench={cfg['root']}",
                     "--checkpoints", str(ckpts), "--out", str(out), "--bootstrap", "50",
                     "--device", "cpu"]) == 0
     printed = capsys.readouterr().out
@@ -258,7 +258,7 @@ def test_reproduce_scores_each_test_set_found_beside_deepfakebench_s_row(bench, 
     torch.save({"model": Recce().state_dict(), "config": {"model": {"name": "Recce"}},
                 "input_spec": InputSpec((40, 40)).to_dict()}, ckpts / "deepfakebench.bin")
     capsys.readouterr()
-    assert rp.main(["--table", "deepfakebench", "--data-root", f"deepfakebench={cfg['root']}",
+    assert main(["--table", "deepfakebench", "--data-root", f"deepfakebench={cfg['root']}",
                     "--checkpoints", str(ckpts), "--out", str(out), "--bootstrap", "50",
                     "--device", "cpu"]) == 2
     assert "holds rows of other work (checkpoints:" in capsys.readouterr().err
@@ -403,12 +403,12 @@ def test_video_auc_deepfakebench_merges_same_named_folders(shared_names, monkeyp
 
 
 def test_reproduce_deepfakebench_table_uses_its_grouping_and_averages(shared_names, monkeypatch):
-    """tools/reproduce.py's video rows recomputed from scores.csv with the table's grouping
+    """experiments/reproduce.py's video rows recomputed from scores.csv with the table's grouping
     (DeepfakeBench's for --table deepfakebench), and its published averages beside ours."""
     import argparse
 
+    import experiments.reproduce as rp
     import test as test_py
-    import tools.reproduce as rp
     _fixed_scores(monkeypatch)
     scored = shared_names / "scored"
     assert test_py.main(["--config", str(shared_names / "c.yml"), "--ckpt", "s.bin", "--device",
@@ -570,7 +570,7 @@ def test_reproduce_says_the_passes_and_precision_of_each_recipe(tmp_path):
     precision: DeepfakeBench's recipe 11 passes of 3,600 steps in fp32 (here 1 step a pass)."""
     import argparse
 
-    import tools.reproduce as rp
+    import experiments.reproduce as rp
     root = tmp_path / "DeepfakeBench"
     data = {}
     for label in ("FF-real", "FF-DF"):

@@ -521,9 +521,9 @@ def test_same_work_resumes_only_identical_work(tmp_path):
 
 
 def test_a_stop_reaches_every_child_process_and_waits_for_them(tmp_path):
-    """tools.reproduce.run_child (reproduce.py's runner): SIGTERM to the parent reaches the child and the
-    grandchild (torchrun's workers), the parent waits for them to finish saving, then exits 143;
-    nothing is left running."""
+    """experiments.reproduce.run_child (reproduce.py's runner): SIGTERM to the parent reaches the
+    child and the grandchild (torchrun's workers), the parent waits for them to finish saving,
+    then exits 143; nothing is left running."""
     worker = tmp_path / "worker.py"
     worker.write_text(
         "import signal, sys, time, subprocess\n"
@@ -540,7 +540,7 @@ def test_a_stop_reaches_every_child_process_and_waits_for_them(tmp_path):
         "time.sleep(60)\n")
     parent = subprocess.Popen([sys.executable, "-c", (
         "import sys; sys.path.insert(0, sys.argv[1]);"
-        "from errors import run_cli; from tools.reproduce import run_child;"
+        "from errors import run_cli; from experiments.reproduce import run_child;"
         "sys.exit(run_cli(lambda: run_child([sys.executable, sys.argv[2], 'launcher', sys.argv[3]]),"
         " 'interrupted'))"), str(ROOT), str(worker), str(tmp_path)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -558,8 +558,8 @@ def test_a_stop_reaches_every_child_process_and_waits_for_them(tmp_path):
 
 
 def test_hand_edited_tables_and_manifests_are_one_line(tmp_path):
-    from tools.reproduce import read_results
-    from tools.robustness import FIELDS, read_rows
+    from experiments.reproduce import read_results
+    from experiments.robustness import FIELDS, read_rows
     rob = tmp_path / "robustness.csv"
     rob.write_text(",".join(FIELDS) + "\nGB,1,0.9,oops,0.8,10\n")
     with pytest.raises(UserError, match="not a robustness.csv this tool wrote"):
