@@ -12,16 +12,17 @@ recorded by hand from a tool's printed output):
     }
 
 A quote is a piece of a doc with its figures as ``str.format`` fields (``{key:.2f}``,
-``{key:,}``, ``{key[0]}`` for a list): filled with the entry's figures, it must appear in the doc
-(spaces and line breaks count as one space). A doc whose figure differs from the recorded one
-fails tests/test_docs.py, and so does a new run recorded with ``--figures`` until the docs quote
-its figures.
+``{key:,}``, ``{key[0]}`` for a list; ``{key:.1e}`` writes 1.6e-5, as the docs do): filled with
+the entry's figures, it must appear in the doc (spaces and line breaks count as one space). A doc
+whose figure differs from the recorded one fails tests/test_docs.py, and so does a new run
+recorded with ``--figures`` until the docs quote its figures.
 """
 import datetime
 import json
 import os
 import platform
 import re
+import string
 
 from errors import UserError
 from fileio import atomic_write
@@ -31,11 +32,16 @@ FILE = os.path.join(ROOT, "docs", "figures.json")
 
 
 def load(path=FILE):
+    """The runs of a figures file; a file that is not one is one error line."""
     with open(path, encoding="utf-8") as fh:
         try:
-            return json.load(fh)
-        except json.JSONDecodeError as exc:
+            data = json.load(fh)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise UserError(f"{path}: not a figures file ({exc})") from None
+    if not isinstance(data, dict) or not all(isinstance(e, dict) and "figures" in e
+                                             for e in data.values()):
+        raise UserError(f"{path}: not a figures file (expected runs, each with its figures)")
+    return data
 
 
 def machine():
@@ -59,6 +65,20 @@ def record(path, name, command, figures):
     atomic_write(path, lambda fh: fh.write(text))
 
 
+class _Quote(string.Formatter):
+    def format_field(self, value, spec):
+        text = format(value, spec)
+        if spec.endswith("e"):  # 1.6e-05 -> 1.6e-5
+            text = re.sub(r"e([+-])0*(\d)", lambda m: "e" + m.group(1).strip("+") + m.group(2),
+                          text)
+        return text
+
+
+def fill(template, figures):
+    """``template`` with its fields filled from ``figures``."""
+    return _Quote().vformat(template, (), figures)
+
+
 def flat(text):
     return re.sub(r"\s+", " ", text)
 
@@ -71,7 +91,7 @@ def quotes(data):
         for doc, templates in entry.get("quotes", {}).items():
             for template in templates:
                 try:
-                    filled = template.format_map(entry["figures"])
+                    filled = fill(template, entry["figures"])
                 except (KeyError, IndexError, ValueError):
                     filled = None
                 out.append((name, doc, template, filled))
