@@ -386,6 +386,8 @@ def test_benchmark_with_no_sub_command_is_the_model_table_and_records_it(tmp_pat
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "| model | train step (s) | x Xception |" in proc.stdout
     entry = json.loads(out.read_text())["model"]
+    assert entry["command"] == ("python tools/benchmark.py model --batch 2 --size 32 --repeats 1 "
+                                "--skip-original")
     assert entry["figures"]["xception_train_x"] == 1.0
     assert f"| Recce | {entry['figures']['recce_train_s']:.3f} |" in proc.stdout
     assert "recce_original_train_s" not in entry["figures"]

@@ -168,7 +168,11 @@ def main(argv=None):
         figures = args.run(args)
         if args.figures:
             from benchmarks.figures import record
-            record(args.figures, args.what, ["python", "tools/benchmark.py"] + argv, figures)
+            # the command that measured it, less the recording
+            at = next(i for i, word in enumerate(argv) if word.startswith("--figures"))
+            rest = argv[at + (1 if "=" in argv[at] else 2):]
+            record(args.figures, args.what, ["python", "tools/benchmark.py"] + argv[:at] + rest,
+                   figures)
             print(f"figures of {args.what} recorded in {args.figures}")
     return run_cli(body)
 
