@@ -309,6 +309,90 @@ def test_python_and_yaml_blocks_parse(rel):
             yaml.safe_load(body)
 
 
+def test_every_quoted_figure_is_the_recorded_one():
+    """A measured figure quoted in README.md or docs/ is the one docs/figures.json records for its
+    run (benchmarks/figures.py): a doc and its source that disagree fail here."""
+    from benchmarks import figures
+    data = figures.load()
+    assert not figures.disagreements(data, read), "\n".join(figures.disagreements(data, read))
+    docs = {doc for _, doc, _, _ in figures.quotes(data)}
+    assert docs <= set(DOCS) and {"README.md", "docs/benchmarks.md", "docs/serve.md"} <= docs
+    for name, entry in data.items():
+        assert entry["command"] and entry["measured"], name
+        for key, value in entry["figures"].items():
+            values = value if isinstance(value, list) else [value]
+            assert values and all(isinstance(v, (int, float)) for v in values), (name, key)
+
+
+def test_the_figure_check_sees_a_doc_or_a_record_out_of_step():
+    """The checker itself: a figure changed in a doc, a figure changed in the record, and a quote
+    naming a figure the run has not are each one line."""
+    import copy
+
+    from benchmarks import figures
+    data = figures.load()
+    assert figures.fill("{a:.2f}x, {b:.1e}, {c:,}, {d[1]:.1f} s", {
+        "a": 2.255, "b": 1.6e-5, "c": 32768, "d": [1, 12.66]}) == "2.25x, 1.6e-5, 32,768, 12.7 s"
+    readme = read("README.md")
+    assert "2.26x as fast through the API" in readme
+    changed = readme.replace("2.26x as fast through the API", "2.27x as fast through the API")
+    bad = figures.disagreements(data, lambda doc: changed if doc == "README.md" else read(doc))
+    assert len(bad) == 1 and bad[0].startswith("README.md does not say") and "2.26x" in bad[0]
+    record = copy.deepcopy(data)
+    record["serve"]["figures"]["load_latency_ms_p95"] = 40.1
+    bad = figures.disagreements(record, read)
+    assert len(bad) == 2 and all("figures of serve" in line for line in bad)  # serve.md, README
+    record = copy.deepcopy(data)
+    record["model"]["quotes"]["docs/benchmarks.md"].append("{no_such_figure:.2f}")
+    assert figures.disagreements(record, read) == [
+        "model: docs/benchmarks.md: '{no_such_figure:.2f}' names a figure the run has not"]
+
+
+def test_a_run_records_its_figures_and_keeps_the_quotes(tmp_path):
+    """``tools/benchmark.py ... --figures FILE``'s record: the run's entry gets the command, when
+    and on what, and the new figures; its quotes stay, and so do the other runs."""
+    from benchmarks import figures
+    from errors import UserError
+    path = tmp_path / "figures.json"
+    path.write_text(json.dumps({
+        "model": {"command": "old", "measured": "then", "figures": {"recce_train_x": 1.15},
+                  "quotes": {"README.md": ["{recce_train_x:.2f}x"]}},
+        "serve": {"command": "c", "measured": "m", "figures": {"a": 1}, "quotes": {}}}))
+    figures.record(str(path), "model", ["python", "tools/benchmark.py", "model"],
+                   {"recce_train_x": 1.2})
+    data = json.loads(path.read_text())
+    assert data["model"]["command"] == "python tools/benchmark.py model"
+    assert data["model"]["figures"] == {"recce_train_x": 1.2}
+    assert "torch" in data["model"]["measured"]
+    assert data["model"]["quotes"] == {"README.md": ["{recce_train_x:.2f}x"]}
+    assert data["serve"] == {"command": "c", "measured": "m", "figures": {"a": 1}, "quotes": {}}
+    figures.record(str(tmp_path / "new.json"), "video", ["x"], {"memory_growth": 1.0})
+    assert json.loads((tmp_path / "new.json").read_text())["video"]["quotes"] == {}
+    other = tmp_path / "notes.json"  # a file that is not a figures file is refused, untouched
+    other.write_text('["a list"]')
+    with pytest.raises(UserError, match="notes.json: not a figures file"):
+        figures.record(str(other), "video", ["x"], {"memory_growth": 1.0})
+    assert other.read_text() == '["a list"]'
+
+
+@pytest.mark.slow
+def test_benchmark_with_no_sub_command_is_the_model_table_and_records_it(tmp_path):
+    """`python tools/benchmark.py` with no sub-command runs the model table, as before
+    sub-commands; --figures records what it printed."""
+    out = tmp_path / "figures.json"
+    proc = subprocess.run([sys.executable, "tools/benchmark.py", "--batch", "2", "--size", "32",
+                           "--repeats", "1", "--skip-original", "--figures", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| model | train step (s) | x Xception |" in proc.stdout
+    entry = json.loads(out.read_text())["model"]
+    assert entry["command"] == ("python tools/benchmark.py model --batch 2 --size 32 --repeats 1 "
+                                "--skip-original")
+    assert entry["figures"]["xception_train_x"] == 1.0
+    assert f"| Recce | {entry['figures']['recce_train_s']:.3f} |" in proc.stdout
+    assert "recce_original_train_s" not in entry["figures"]
+
+
 LOG_WORDS = re.compile(r"(?-i:\bSPEC\b)|\bsessions?\b|GPU time|issue tracker|\bround of work\b",
                        re.I)
 

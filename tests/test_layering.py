@@ -2,12 +2,15 @@
 import ast
 import os
 
+import pytest
+
 from helpers import ROOT
 
 PACKAGES = ("model", "dataset", "loss", "optimizer", "scheduler", "faces", "trainer", "tools",
-            "webapp")
+            "webapp", "benchmarks", "experiments")
 ENTRY_POINTS = ("train", "test", "inference", "serve")
 BASE = ("errors", "fileio", "registry", "version", "checks")  # plain modules every part may use
+LIBRARIES = frozenset({"model", "dataset", "loss", "optimizer", "scheduler", "faces", "trainer"})
 # what each part may import of the project, besides BASE and itself
 ALLOWED = {
     "model": {"loss"},  # RECCE's loss builds on the reusable terms
@@ -17,8 +20,13 @@ ALLOWED = {
     "scheduler": set(),
     "faces": {"model", "dataset"},
     "trainer": {"model", "dataset", "loss", "optimizer", "scheduler"},
-    "tools": {"model", "dataset", "loss", "optimizer", "scheduler", "faces", "trainer"},
-    "entry": {"model", "dataset", "loss", "optimizer", "scheduler", "faces", "trainer", "webapp"},
+    # the measurements (tools/benchmark.py's sub-commands) and the experiments (the paper's
+    # tables, the robustness grid): over the libraries, which never import them
+    "benchmarks": LIBRARIES,
+    "experiments": LIBRARIES,
+    # the command-line tools: thin shells over the libraries, the measurements and experiments
+    "tools": LIBRARIES | {"benchmarks", "experiments"},
+    "entry": LIBRARIES | {"webapp"},
     "webapp": {"model", "dataset", "faces"},  # the page of serve.py, over the Python API
 }
 
@@ -126,29 +134,36 @@ def _sources():
                     yield os.path.relpath(path, ROOT), path
 
 
-# tools that still import another tool: benchmark.py runs bench_video.py, bench_inference.py
-# and bench_backends.py as its sub-commands, gpu_check.py runs gpu_bench.py's tables
-NOT_YET_LIBRARIES = {("tools/benchmark.py", "tools.bench_video"),
-                     ("tools/benchmark.py", "tools.bench_inference"),
-                     ("tools/benchmark.py", "tools.bench_backends"),
-                     ("tools/gpu_check.py", "tools.gpu_bench")}
-
-
 def test_tools_import_libraries_never_each_other():
-    """What two tools need lives in a library (faces, dataset, model, trainer, fileio, ...), not in
-    one of them or in the tools package."""
-    wrong, seen = [], set()
+    """What two tools need lives in a library (faces, dataset, model, trainer, fileio, benchmarks,
+    experiments, ...), not in one of them or in the tools package."""
+    wrong = []
     for rel, path in _sources():
         if not rel.startswith("tools" + os.sep):
             continue
         for module, name in _imported_names(path):
             target = f"{module}.{name}" if module == "tools" and name else module
             if target.split(".")[0] == "tools":
-                seen.add((rel, target))
-                if (rel, target) not in NOT_YET_LIBRARIES:
-                    wrong.append(f"{rel} imports {target}")
+                wrong.append(f"{rel} imports {target}")
     assert not wrong, wrong
-    assert NOT_YET_LIBRARIES <= seen, "an allowance above is no longer needed: remove it"
+
+
+def test_the_house_rules_see_a_wrong_import(tmp_path, monkeypatch):
+    """The checker itself: a library importing the measurements, and a tool importing a tool, are
+    both caught."""
+    import test_layering as house
+    for part in ("model", "tools", "benchmarks"):
+        (tmp_path / part).mkdir()
+    (tmp_path / "model" / "a.py").write_text("from benchmarks.timing import median_time\n")
+    (tmp_path / "tools" / "b.py").write_text("from tools import export\n")
+    (tmp_path / "benchmarks" / "c.py").write_text("import model\n")
+    monkeypatch.setattr(house, "ROOT", str(tmp_path))
+    assert house._graph() == {"model": {("benchmarks", os.path.join("model", "a.py"))},
+                              "benchmarks": {("model", os.path.join("benchmarks", "c.py"))}}
+    with pytest.raises(AssertionError, match="model/a.py imports benchmarks"):
+        house.test_every_import_goes_down_the_house()
+    with pytest.raises(AssertionError, match="tools/b.py imports tools.export"):
+        house.test_tools_import_libraries_never_each_other()
 
 
 def test_no_module_imports_another_s_private_name():

@@ -142,7 +142,7 @@ def test_reproduce_reads_the_raw_probabilities_of_scores_csv(tmp_path):
     """The metrics of a table are test.py's, computed from the raw scores: of a calibrated
     checkpoint's scores.csv, raw_probability; of a file written before that column,
     fake_probability (then the raw one)."""
-    import tools.reproduce as rp
+    import experiments.reproduce as rp
     from trainer.testing import SCORE_COLUMNS
     now, before = tmp_path / "now.csv", tmp_path / "before.csv"
     with open(now, "w", newline="") as fh:
@@ -158,7 +158,7 @@ def test_reproduce_reads_the_raw_probabilities_of_scores_csv(tmp_path):
 
 
 def test_published_numbers_name_known_tables_rows_and_sources():
-    from tools.reproduce import load_published, load_tables
+    from experiments.reproduce import load_published, load_tables
     tables = load_tables()
     published, sources = load_published()
     assert published[("ffpp", "ffpp_c23", "frame", "AUC")] == (99.32, "paper_via_peerj")
@@ -171,7 +171,7 @@ def test_published_numbers_name_known_tables_rows_and_sources():
         assert n["read_in"] in ("paper", "third_party") and isinstance(n["level_stated"], bool)
         if n["source"] in ("deepfakebench", "effort"):
             assert "not the paper's" in sources[n["source"]]  # other recipes, said as such
-    from tools.reproduce import load_not_found
+    from experiments.reproduce import load_not_found
     not_found = load_not_found()
     assert set(not_found) <= set(tables) and "cross_manipulation_c23" in not_found
     assert published[("cross_c40", "celeb_df", "frame", "EER")] == (35.75, "authors_model")
@@ -183,7 +183,7 @@ def test_published_numbers_name_known_tables_rows_and_sources():
 def test_published_averages_recompute_from_their_rows():
     """DeepfakeBench's README row "Recce": Avg. 0.9422 (within) and 0.7649 (cross), Top3 1 and 2;
     each average is the mean of the row's published columns, to its 4 published decimals."""
-    from tools.reproduce import load_averages, load_published, load_tables
+    from experiments.reproduce import load_averages, load_published, load_tables
     tables = load_tables()
     published, _ = load_published()
     averages = load_averages()
@@ -197,7 +197,7 @@ def test_published_averages_recompute_from_their_rows():
 
 
 def test_cross_manipulation_tables_are_four_by_four_with_ffpp_methods_on_the_diagonal():
-    from tools.reproduce import load_tables
+    from experiments.reproduce import load_tables
     tables = load_tables()
     methods = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")
     diagonal = {(r["model"], r["file"]) for r in tables["ffpp_methods"]["rows"]}
@@ -434,7 +434,7 @@ def test_bootstrap_interval_matches_a_hand_computed_case():
 
 # ------------------------------------------------------------------------ tools/reproduce.py
 def test_reproduce_names_missing_data_before_running_anything(tmp_path, capsys):
-    from tools.reproduce import main
+    from tools.reproduce import main  # the command line
     assert main(["--table", "ffpp", "--out", str(tmp_path / "o")]) == 2
     assert "--data-root ffpp=DIR" in capsys.readouterr().err
     (tmp_path / "FaceForensics++").mkdir()
@@ -448,7 +448,7 @@ def test_reproduce_names_missing_data_before_running_anything(tmp_path, capsys):
 
 
 def test_reproduce_list_and_dry_run(capsys):
-    from tools.reproduce import main
+    from tools.reproduce import main  # the command line
     assert main(["--list"]) == 0
     out = capsys.readouterr().out
     for name in ("demo", "ffpp", "ffpp_methods", "within", "cross_c23", "cross_c40"):
@@ -459,11 +459,39 @@ def test_reproduce_list_and_dry_run(capsys):
     assert out.count("test.py") == 5 and "data.test_branch=test_299_cfg" in out
 
 
+def test_a_table_added_to_the_tables_file_is_listed_and_planned(tmp_path, monkeypatch, capsys):
+    """What reproduce knows is data: a table naming a new model config (as a new paper setting's
+    config/paper/<name>.yml) is listed and planned from the tables file alone."""
+    import argparse
+    import shutil
+
+    import experiments.reproduce as rp
+    from tools.reproduce import main
+    config = tmp_path / "new_setting.yml"
+    shutil.copy(os.path.join(PAPER, "ffpp_c23.yml"), config)
+    tables_file = tmp_path / "tables.yml"
+    tables_file.write_text(yaml.safe_dump({"new": {
+        "title": "A new setting", "models": {"new": {"config": str(config)}},
+        "rows": [{"name": "new_on_ffpp", "model": "new", "data": "FaceForensics",
+                  "file": "config/paper/dataset/ffpp_c23.yml", "branch": "test_cfg"}]}}))
+    monkeypatch.setattr(rp, "TABLES_FILE", str(tables_file))
+    assert main(["--list"]) == 0
+    listed = capsys.readouterr().out
+    assert listed.startswith("new: A new setting") and "rows: new_on_ffpp" in listed
+    ns = argparse.Namespace(opt=[], protocol=None, runs=str(tmp_path / "runs"), checkpoints=None,
+                            dry_run=True, gpus=1, out=str(tmp_path / "o"), device=None,
+                            trust=False, recipe="paper", video_auc=None)
+    plan = rp.Plan("new", rp.load_tables(), ns, rp.parse_data_roots([f"ffpp={tmp_path}"]))
+    assert str(config) in plan.train_command("new")
+    assert f"test_cfg.root={tmp_path}" in plan.test_command(plan.rows[0], "c.bin", "o")
+
+
 @pytest.mark.slow
 def test_reproduce_demo_table_end_to_end(tmp_path, demo_root, monkeypatch, capsys):
     """Two rows (within the FF++-layout demo, across to the Celeb-DF-layout demo) through
     train.py and test.py; a second run reruns nothing."""
-    import tools.reproduce as rp
+    import experiments.reproduce as rp
+    from tools.reproduce import main  # the command line
     published = tmp_path / "published.yml"
     published.write_text(yaml.safe_dump({
         "sources": {"made_up_for_the_test": "a number the test made up"},
@@ -475,7 +503,7 @@ def test_reproduce_demo_table_end_to_end(tmp_path, demo_root, monkeypatch, capsy
             str(runs), "--bootstrap", "100", "--opt", "train_cfg.num_steps=2",
             "--opt", "train_cfg.val_steps=2", "--opt", "data.train_batch_size=4",
             "--opt", "data.num_workers=0", "--opt", "config.scheduler.T_max=2"]
-    assert rp.main(args) == 0
+    assert main(args) == 0
     with open(out / "demo.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 12  # 2 rows x frame/video x AUC/ACC/EER
@@ -494,7 +522,7 @@ def test_reproduce_demo_table_end_to_end(tmp_path, demo_root, monkeypatch, capsy
     assert "not recorded" in md and "a number the test made up" in md and "95 %" in md
     stamp = os.path.getmtime(next(runs.glob("Recce/*/latest_model.bin")))
     capsys.readouterr()
-    assert rp.main(args) == 0
+    assert main(args) == 0
     printed = capsys.readouterr().out
     assert printed.count("done, kept") == 2 and "$ " not in printed
     assert os.path.getmtime(next(runs.glob("Recce/*/latest_model.bin"))) == stamp
@@ -548,8 +576,8 @@ def test_a_debug_run_needs_no_validation_branch(tmp_path, demo_root):
 
 
 def test_a_stop_reaches_every_child_process_and_waits_for_them(tmp_path):
-    """tools.reproduce.run_child (reproduce.py's runner): SIGTERM to the parent reaches the child
-    and the grandchild (torchrun's workers), the parent waits for them to finish saving, then
+    """experiments.reproduce.run_child (reproduce.py's runner): SIGTERM to the parent reaches the
+    child and the grandchild (torchrun's workers), the parent waits for them to finish saving, then
     exits 143; nothing is left running."""
     worker = tmp_path / "worker.py"
     worker.write_text(
@@ -567,7 +595,7 @@ def test_a_stop_reaches_every_child_process_and_waits_for_them(tmp_path):
         "time.sleep(60)\n")
     parent = subprocess.Popen([sys.executable, "-c", (
         "import sys; sys.path.insert(0, sys.argv[1]);"
-        "from errors import run_cli; from tools.reproduce import run_child;"
+        "from errors import run_cli; from experiments.reproduce import run_child;"
         "sys.exit(run_cli(lambda: run_child([sys.executable, sys.argv[2], 'launcher',"
         " sys.argv[3]]), 'interrupted'))"), str(ROOT), str(worker), str(tmp_path)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -636,7 +664,7 @@ def test_reproduce_deepfakebench_table_uses_its_grouping_and_averages(shared_nam
     import argparse
 
     import test as test_py
-    import tools.reproduce as rp
+    import experiments.reproduce as rp
     fixed_scores(monkeypatch)
     scored = shared_names / "scored"
     assert test_py.main(["--config", str(shared_names / "c.yml"), "--ckpt", "s.bin", "--device",
@@ -680,7 +708,7 @@ def test_reproduce_says_the_passes_and_precision_of_each_recipe(tmp_path):
     precision: DeepfakeBench's recipe 11 passes of 3,600 steps in fp32 (here 1 step a pass)."""
     import argparse
 
-    import tools.reproduce as rp
+    import experiments.reproduce as rp
     root = tmp_path / "DeepfakeBench"
     data = {}
     for label in ("FF-real", "FF-DF"):

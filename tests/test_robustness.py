@@ -33,8 +33,8 @@ def test_robustness_bad_options_are_one_line_and_write_nothing(tmp_path, image_l
 
 
 def test_hand_edited_tables_and_manifests_are_one_line(tmp_path):
-    from tools.reproduce import read_results
-    from tools.robustness import FIELDS, read_rows
+    from experiments.reproduce import read_results
+    from experiments.robustness import FIELDS, read_rows
     rob = tmp_path / "robustness.csv"
     rob.write_text(",".join(FIELDS) + "\nGB,1,0.9,oops,0.8,10\n")
     with pytest.raises(UserError, match="not a robustness.csv this tool wrote"):

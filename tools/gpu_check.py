@@ -28,7 +28,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
-from tools.gpu_bench import PARTS  # noqa: E402
+from benchmarks.gpu import PARTS  # noqa: E402
 from trainer.hooks import Hook  # noqa: E402
 
 RESULTS = []
@@ -262,7 +262,7 @@ def main(argv=None):
     if not args.no_checks:
         run_checks(args)
     if args.bench:
-        from tools.gpu_bench import bench
+        from benchmarks.gpu import bench
         bench(args.device, args.bench_size or 299, args.bench_batch, args.bench_steps, parts)
     failed = RESULTS.count("FAIL")
     print(f"{RESULTS.count('PASS')} passed, {failed} failed", flush=True)

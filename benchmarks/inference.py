@@ -34,15 +34,17 @@ else:  # the original: every image preloaded as a tensor, then one forward per i
     model = load_detector(ckpt, "cpu", name="Recce")
     model.channels_last = False
     model = model.to(memory_format=torch.contiguous_format)
-    tf = A.Compose([A.Resize(size, size), A.Normalize(mean=(0.5,) * 3, std=(0.5,) * 3), ToTensorV2()])
+    tf = A.Compose([A.Resize(size, size), A.Normalize(mean=(0.5,) * 3, std=(0.5,) * 3),
+                    ToTensorV2()])
     names = sorted(os.listdir(folder))
-    images = [tf(image=cv2.cvtColor(cv2.imread(os.path.join(folder, n)), cv2.COLOR_BGR2RGB))["image"]
-              for n in names]
+    images = [tf(image=cv2.cvtColor(cv2.imread(os.path.join(folder, n)),
+                                    cv2.COLOR_BGR2RGB))["image"] for n in names]
     with torch.no_grad():
         for x in images:
             torch.sigmoid(model(x[None]))
 elapsed = time.perf_counter() - start
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss + resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        + resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 print(json.dumps({{"seconds": elapsed, "peak_mb": peak / 1024}}))
 """
 
@@ -65,13 +67,16 @@ def _run(mode, folder, ckpt, size, batch, workers, threads):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def bench_inference(args):
+def bench_inference(images=(50, 1000), size=299, batch=2, workers=2):
+    """Prints the table; returns its figures: ``<way>_<n>_images_per_s`` and ``<way>_<n>_peak_mb``
+    for the ways preload (the original's) and streaming (inference.py) and each folder size n,
+    ``<way>_memory_growth`` (peak memory of the larger folder over the smaller's) and
+    ``streaming_over_preload`` (speed at the larger folder)."""
     import torch
-    sys.path.insert(0, ROOT)
+
     from model import Recce
     threads = torch.get_num_threads()
-    small, large = args.images
-    size = args.size
+    small, large = images
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = os.path.join(tmp, "model.bin")
         torch.manual_seed(0)
@@ -81,19 +86,28 @@ def bench_inference(args):
             folders[n] = os.path.join(tmp, f"images{n}")
             _make_folder(folders[n], n)
         rows = []
-        for mode, batch, workers in (("preload", 1, 0), ("streaming", args.infer_batch,
-                                                         args.infer_workers)):
+        for mode, b, w in (("preload", 1, 0), ("streaming", batch, workers)):
             for n in (small, large):
-                r = _run(mode, folders[n], ckpt, size, batch, workers, threads)
-                rows.append((mode, batch, workers, n, n / r["seconds"], r["peak_mb"]))
+                r = _run(mode, folders[n], ckpt, size, b, w, threads)
+                rows.append((mode, b, w, n, n / r["seconds"], r["peak_mb"]))
     print(f"\ninference, {size} px, CPU, {threads} threads")
     print("| way | batch | workers | images | images/s | peak memory (MB) |")
     print("| --- | --- | --- | --- | --- | --- |")
-    for mode, batch, workers, n, ips, mb in rows:
-        name = "original (preload, one at a time)" if mode == "preload" else "inference.py (streaming)"
-        print(f"| {name} | {batch} | {workers} | {n} | {ips:.2f} | {mb:.0f} |")
+    figures = {}
+    for mode, b, w, n, ips, mb in rows:
+        name = ("original (preload, one at a time)" if mode == "preload"
+                else "inference.py (streaming)")
+        figures.update({f"{mode}_{n}_images_per_s": round(ips, 2),
+                        f"{mode}_{n}_peak_mb": round(mb)})
+        print(f"| {name} | {b} | {w} | {n} | {ips:.2f} | {mb:.0f} |")
     by = {(r[0], r[3]): r for r in rows}
-    print(f"\npeak memory {large} vs {small} images: original {by[('preload', large)][5] / by[('preload', small)][5]:.2f}x, "
-          f"streaming {by[('streaming', large)][5] / by[('streaming', small)][5]:.2f}x; "
-          f"speed streaming / original at {large}: "
-          f"{by[('streaming', large)][4] / by[('preload', large)][4]:.2f}x")
+    growth = {mode: by[(mode, large)][5] / by[(mode, small)][5]
+              for mode in ("preload", "streaming")}
+    speed = by[("streaming", large)][4] / by[("preload", large)][4]
+    figures.update(preload_memory_growth=round(growth["preload"], 2),
+                   streaming_memory_growth=round(growth["streaming"], 2),
+                   streaming_over_preload=round(speed, 2))
+    print(f"\npeak memory {large} vs {small} images: original {growth['preload']:.2f}x, "
+          f"streaming {growth['streaming']:.2f}x; speed streaming / original at {large}: "
+          f"{speed:.2f}x")
+    return figures

@@ -34,7 +34,8 @@ del frames, crops
 import inference
 t0 = time.perf_counter()
 with contextlib.redirect_stdout(io.StringIO()):
-    inference.main(["-b", ckpt, "--video", video, "--every", str(every), "-s", str(size), "-d", "cpu"])
+    inference.main(["-b", ckpt, "--video", video, "--every", str(every), "-s", str(size),
+                    "-d", "cpu"])
 t_all = time.perf_counter() - t0
 print(json.dumps(dict(decode=t_decode, detect=t_detect, score=t_score, all=t_all,
                       sampled=len(dets), faces=sum(1 for d in dets if d))))
@@ -49,15 +50,16 @@ torch.set_num_threads({threads})
 video, ckpt, every, size = {args!r}
 import inference
 with contextlib.redirect_stdout(io.StringIO()):
-    inference.main(["-b", ckpt, "--video", video, "--every", str(every), "-s", str(size), "-d", "cpu"])
+    inference.main(["-b", ckpt, "--video", video, "--every", str(every), "-s", str(size),
+                    "-d", "cpu"])
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
 """
 
 
 def _make_video(path, frames):
     import cv2
-    import numpy as np
     import matplotlib.cbook
+    import numpy as np
     with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as fh:
         bgr = cv2.imdecode(np.frombuffer(fh.read(), np.uint8), cv2.IMREAD_COLOR)
     face = cv2.resize(bgr, (180, 210))
@@ -70,15 +72,19 @@ def _make_video(path, frames):
     writer.release()
 
 
-def bench_video(args):
+def bench_video(size=299):
+    """Prints the table; returns its figures for n = 300 and 3000 frames: ``frames<n>_sampled``,
+    ``..._decode_per_s``, ``..._detect_per_s``, ``..._score_per_s``, ``..._inference_s``,
+    ``..._peak_mb``, and ``memory_growth`` (3,000 frames' peak over 300's)."""
     import torch
-    sys.path.insert(0, ROOT)
+
     from model import Recce
     threads = torch.get_num_threads()
+    figures = {}
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = os.path.join(tmp, "m.bin")
         torch.save({"model": Recce().state_dict()}, ckpt)
-        print(f"\nvideo inference: 640 x 400 MJPEG, dlib, RECCE at {args.size} px, every 10th frame, "
+        print(f"\nvideo inference: 640 x 400 MJPEG, dlib, RECCE at {size} px, every 10th frame, "
               f"{threads} CPU threads")
         print("| frames | sampled | decode (frames/s) | detect (frames/s) | score (faces/s) | "
               "inference.py (s) | peak memory (MB) |")
@@ -87,7 +93,7 @@ def bench_video(args):
         for n in (300, 3000):
             video = os.path.join(tmp, f"v{n}.avi")
             _make_video(video, n)
-            child_args = (video, ckpt, 10, args.size)
+            child_args = (video, ckpt, 10, size)
             out = subprocess.run([sys.executable, "-c", CHILD.format(root=ROOT, threads=threads,
                                                                       args=child_args)],
                                  capture_output=True, text=True, check=True)
@@ -96,7 +102,15 @@ def bench_video(args):
                                                                       args=child_args)],
                                   capture_output=True, text=True, check=True)
             peaks[n] = int(peak.stdout.strip().splitlines()[-1])
-            print(f"| {n} | {r['sampled']} | {n / r['decode']:.0f} | {r['sampled'] / r['detect']:.1f} "
-                  f"| {r['faces'] / r['score']:.1f} | {r['all']:.1f} | {peaks[n]} |", flush=True)
+            row = {"sampled": r["sampled"], "decode_per_s": round(n / r["decode"]),
+                   "detect_per_s": round(r["sampled"] / r["detect"], 1),
+                   "score_per_s": round(r["faces"] / r["score"], 1),
+                   "inference_s": round(r["all"], 1), "peak_mb": peaks[n]}
+            figures.update({f"frames{n}_{k}": v for k, v in row.items()})
+            print(f"| {n} | {r['sampled']} | {n / r['decode']:.0f} | "
+                  f"{r['sampled'] / r['detect']:.1f} | {r['faces'] / r['score']:.1f} | "
+                  f"{r['all']:.1f} | {peaks[n]} |", flush=True)
+        figures["memory_growth"] = round(peaks[3000] / peaks[300], 2)
         print(f"\npeak memory, 3,000 frames / 300 frames: {peaks[3000] / peaks[300]:.2f} "
               "(target <= 1.3)")
+    return figures

@@ -1,9 +1,10 @@
-"""Throughput tables for ``tools/gpu_check.py --bench``: training images/s and peak memory for
-timm Xception and RECCE in fp32, fp16 and bf16, NCHW and channels-last, with torch.compile for the
-best of each (CUDA only), and the original's way (fp16 autocast, NCHW, the per-position loop);
-inference images/s by batch size; where a RECCE step goes (``module_profile``); the trainer end to
-end (``end_to_end``); and, last, each model's whole training step replayed as one CUDA graph
-(``graphed_steps``: is the step launch-bound?). Ratios within one run are what to compare."""
+"""``tools/benchmark.py gpu`` and ``tools/gpu_check.py --bench``: training images/s and peak
+memory for timm Xception and RECCE in fp32, fp16 and bf16, NCHW and channels-last, with
+torch.compile for the best of each (CUDA only), and the original's way (fp16 autocast, NCHW, the
+per-position loop); inference images/s by batch size; where a RECCE step goes
+(``module_profile``); the trainer end to end (``end_to_end``); and, last, each model's whole
+training step replayed as one CUDA graph (``graphed_steps``: is the step launch-bound?). Ratios
+within one run are what to compare."""
 import time
 import types
 
@@ -30,7 +31,8 @@ def _timed(fn, device, images, steps, warmup=3):
         fn()
     _sync(device)
     rate = images * steps / (time.perf_counter() - start)
-    peak = torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda" else float("nan")
+    peak = (torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda"
+            else float("nan"))
     return rate, peak
 
 
@@ -123,8 +125,8 @@ PARTS = ("train", "inference", "profile", "e2e", "graphs")
 
 def bench(device_name, size=299, batch=32, steps=10, parts=PARTS):
     """The tables of ``parts`` (all by default, in this order; with little GPU time at hand they
-    can be split over two calls). Without "train", the profile and the graphs take bf16 channels-last
-    (fp32 on the CPU) as each model's best."""
+    can be split over two calls). Without "train", the profile and the graphs take bf16
+    channels-last (fp32 on the CPU) as each model's best."""
     device = torch.device(device_name)
     makers = _makers()
     unknown = set(parts) - set(PARTS)
@@ -367,7 +369,8 @@ def end_to_end(device_name, size=299, batch=32, steps=20, workers=(4, 8, 14), im
                                           "transforms": tf}}, fh)
         print(f"\nend to end: the trainer on 320 px PNG crops -> {size} px, batch {batch}, "
               f"{device_name}, images/s after 5 warm-up steps")
-        print("| workers | loader alone | trainer (end to end) | model alone | end to end / model |")
+        print("| workers | loader alone | trainer (end to end) | model alone "
+              "| end to end / model |")
         print("| --- | --- | --- | --- | --- |")
         for w in workers:
             with open(os.path.join(tmp, f"c{w}.yml"), "w") as fh:

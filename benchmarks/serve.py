@@ -1,7 +1,7 @@
-"""The page's server under load, and its speed against the command line (a benchmark, not a test;
-loopback only, bounded in count and time).
+"""``tools/benchmark.py serve``: the page's server under load, and its speed against the command
+line (a benchmark, not a test; loopback only, bounded in count and time).
 
-    python tools/bench_serve.py --checkpoint runs/Recce/<id>/best_model_150.bin
+    python tools/benchmark.py serve --checkpoint runs/Recce/<id>/best_model_150.bin
 
 Starts ``python serve.py`` on 127.0.0.1 (a free port, a data folder of its own in a temporary
 folder, removed at the end), then:
@@ -17,7 +17,6 @@ folder, removed at the end), then:
 
 Prints one JSON object with every figure. Nothing but 127.0.0.1 is ever contacted.
 """
-import argparse
 import json
 import os
 import shutil
@@ -29,26 +28,12 @@ import threading
 import time
 import urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from errors import UserError
 
-from errors import UserError, run_cli  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 MAX_UPLOADS = 100
 MAX_SECONDS = 1800
-
-
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description="Load and speed of the page's server (loopback only).")
-    p.add_argument("--checkpoint", required=True, help="the detector's checkpoint")
-    p.add_argument("--video", help="the video to score (default: a 10 s 720p clip made here)")
-    p.add_argument("--uploads", type=int, default=20, help=f"photos uploaded at once (<= {MAX_UPLOADS})")
-    p.add_argument("--pollers", type=int, default=4, help="clients polling the API meanwhile")
-    p.add_argument("--frames", type=int, default=32, help="frames scored of the video (32)")
-    p.add_argument("--repeats", type=int, default=2, help="runs of each side of the speed test")
-    p.add_argument("--seconds", type=float, default=900,
-                   help=f"give up after this long in all (<= {MAX_SECONDS})")
-    return p.parse_args(argv)
 
 
 def make_video(path, seconds=10, fps=25, size=(1280, 720)):
@@ -137,9 +122,9 @@ def pct(values, q):
     return s[min(len(s) - 1, int(round(q / 100 * (len(s) - 1))))] if s else None
 
 
-def load(client, video, photo, args, deadline):
+def load(client, video, photo, uploads, pollers, frames, deadline):
     """The video and the photos at once, pollers measuring the API meanwhile."""
-    video_id = client.upload(video, frames=str(args.frames))
+    video_id = client.upload(video, frames=str(frames))
     while client.get(f"/api/jobs/{video_id}")["state"] == "queued":
         time.sleep(0.05)
     ids, errors, latencies = [], [], []
@@ -163,24 +148,24 @@ def load(client, video, photo, args, deadline):
                 errors.append(f"{path}: {exc}")
             k += 1
 
-    pollers = [threading.Thread(target=poll, daemon=True) for _ in range(args.pollers)]
-    for t in pollers:
+    polling = [threading.Thread(target=poll, daemon=True) for _ in range(pollers)]
+    for t in polling:
         t.start()
     t0 = time.monotonic()
-    uploads = [threading.Thread(target=one_upload) for _ in range(args.uploads)]
-    for t in uploads:
+    uploading = [threading.Thread(target=one_upload) for _ in range(uploads)]
+    for t in uploading:
         t.start()
-    for t in uploads:
+    for t in uploading:
         t.join()
     upload_s = time.monotonic() - t0
     video_job = client.wait(video_id, deadline)
     during = list(latencies)
     stop.set()
-    for t in pollers:
+    for t in polling:
         t.join()
     jobs = [client.wait(i, deadline) for i in ids]
     listed = {j["id"] for j in client.get("/api/jobs")["jobs"]}
-    return {"uploads": args.uploads, "pollers": args.pollers,
+    return {"uploads": uploads, "pollers": pollers,
             "upload_all_s": round(upload_s, 2),
             "video_state": video_job["state"],
             "jobs_done": sum(j["state"] == "done" for j in jobs) + (video_job["state"] == "done"),
@@ -190,14 +175,14 @@ def load(client, video, photo, args, deadline):
                            for k, q in (("p50", 50), ("p95", 95), ("max", 100))}}
 
 
-def speed(client, ckpt, video, args, deadline, tmp):
+def speed(client, ckpt, video, frames, repeats, deadline, tmp):
     """Upload-to-verdict (the record shown) against inference.py --video, and upload-to-evidence
     (the job done: annotated video, heat maps, reports) against inference.py --video
     --visualize, alternating."""
     verdict, evidence, cli, cli_vis = [], [], [], []
-    for r in range(args.repeats):
+    for r in range(repeats):
         t0 = time.monotonic()
-        job_id = client.upload(video, frames=str(args.frames))
+        job_id = client.upload(video, frames=str(frames))
         while time.monotonic() < deadline:
             job = client.get(f"/api/jobs/{job_id}")
             if job["result"] is not None and not verdict[r:]:
@@ -210,7 +195,7 @@ def speed(client, ckpt, video, args, deadline, tmp):
             raise UserError(f"the video's job ended {job['state']}: {job['error']}")
         for vis, out in ((False, cli), (True, cli_vis)):
             cmd = [sys.executable, "inference.py", "-b", ckpt, "--video", video, "-d", "cpu",
-                   "--frames", str(args.frames)]
+                   "--frames", str(frames)]
             if vis:
                 cmd += ["--visualize", "--vis_dir", os.path.join(tmp, f"vis{r}")]
             t0 = time.monotonic()
@@ -222,44 +207,58 @@ def speed(client, ckpt, video, args, deadline, tmp):
             "inference_py_video_s": [round(v, 2) for v in cli],
             "page_upload_to_evidence_s": [round(v, 2) for v in evidence],
             "inference_py_video_visualize_s": [round(v, 2) for v in cli_vis],
+            "page_upload_to_verdict_median_s": round(med(verdict), 2),
+            "inference_py_video_median_s": round(med(cli), 2),
+            "page_upload_to_evidence_median_s": round(med(evidence), 2),
+            "inference_py_video_visualize_median_s": round(med(cli_vis), 2),
             "verdict_over_inference_py": round(med(verdict) / med(cli), 3),
             "evidence_over_inference_py_visualize": round(med(evidence) / med(cli_vis), 3),
             "job_seconds_last": job.get("seconds")}
 
 
-def main(argv=None):
-    args = parse_args(argv)
+def bench_serve(checkpoint, video=None, uploads=20, pollers=4, frames=32, repeats=2,
+                seconds=900):
+    """Prints one JSON object with every figure and returns it flattened (``load_...``,
+    ``speed_...``: nested keys joined by ``_``). ``video``: the video to score (default: a 10 s
+    720p clip made here); ``uploads`` photos uploaded at once (at most MAX_UPLOADS) while
+    ``pollers`` clients poll the API; ``frames`` scored of the video; ``repeats`` runs of each
+    side of the speed test; give up after ``seconds`` in all (at most MAX_SECONDS)."""
+    if not 1 <= uploads <= MAX_UPLOADS:
+        raise UserError(f"--uploads {uploads}: expected 1 to {MAX_UPLOADS}")
+    if not 0 <= pollers <= 32:
+        raise UserError(f"--pollers {pollers}: expected 0 to 32")
+    if not 0 < seconds <= MAX_SECONDS:
+        raise UserError(f"--seconds {seconds}: expected up to {MAX_SECONDS}")
+    if not 1 <= repeats <= 10:
+        raise UserError(f"--repeats {repeats}: expected 1 to 10")
+    if not os.path.isfile(checkpoint):
+        raise UserError(f"--checkpoint {checkpoint}: no such file")
+    deadline = time.monotonic() + seconds
+    tmp = tempfile.mkdtemp(prefix="bench_serve-")
+    proc = None
+    try:
+        video = video or make_video(os.path.join(tmp, "clip720p.avi"))
+        photo = make_photo(os.path.join(tmp, "photo.jpg"))
+        proc, client = start(checkpoint, os.path.join(tmp, "data"))
+        result = {"checkpoint": checkpoint, "video": os.path.basename(video),
+                  "cpus": os.cpu_count(),
+                  "load": load(client, video, photo, uploads, pollers, frames, deadline),
+                  "speed": speed(client, checkpoint, video, frames, repeats, deadline, tmp)}
+        print(json.dumps(result, indent=2))
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(30)
+        shutil.rmtree(tmp)  # our own temporary folder
+    return _flat({k: result[k] for k in ("load", "speed")})
 
-    def body():
-        if not 1 <= args.uploads <= MAX_UPLOADS:
-            raise UserError(f"--uploads {args.uploads}: expected 1 to {MAX_UPLOADS}")
-        if not 0 <= args.pollers <= 32:
-            raise UserError(f"--pollers {args.pollers}: expected 0 to 32")
-        if not 0 < args.seconds <= MAX_SECONDS:
-            raise UserError(f"--seconds {args.seconds}: expected up to {MAX_SECONDS}")
-        if not 1 <= args.repeats <= 10:
-            raise UserError(f"--repeats {args.repeats}: expected 1 to 10")
-        ckpt = args.checkpoint
-        if not os.path.isfile(ckpt):
-            raise UserError(f"--checkpoint {ckpt}: no such file")
-        deadline = time.monotonic() + args.seconds
-        tmp = tempfile.mkdtemp(prefix="bench_serve-")
-        proc = None
-        try:
-            video = args.video or make_video(os.path.join(tmp, "clip720p.avi"))
-            photo = make_photo(os.path.join(tmp, "photo.jpg"))
-            proc, client = start(ckpt, os.path.join(tmp, "data"))
-            result = {"checkpoint": ckpt, "video": os.path.basename(video),
-                      "cpus": os.cpu_count(), "load": load(client, video, photo, args, deadline),
-                      "speed": speed(client, ckpt, video, args, deadline, tmp)}
-            print(json.dumps(result, indent=2))
-        finally:
-            if proc is not None:
-                proc.terminate()
-                proc.wait(30)
-            shutil.rmtree(tmp)  # our own temporary folder
-    return run_cli(body)
 
-
-if __name__ == "__main__":
-    sys.exit(main())
+def _flat(tree, prefix=""):
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}_"))
+        elif value != [] and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                 for v in (value if isinstance(value, list) else [value])):
+            out[prefix + key] = value  # numbers and lists of numbers: the figures
+    return out
