@@ -18,13 +18,13 @@ import torch
 torch.set_num_threads({threads})
 video, ckpt, every, size = {args!r}
 from faces.crop import crop_face
-from faces.detectors import build_face_detector
+from faces.finders import build_face_finder
 from faces.scoring import CropScorer
 from faces.video import iter_frames
 from model.checkpoint import load_detector
 t0 = time.perf_counter(); frames = [f for _, _, f in iter_frames(video, None, every)]
 t_decode = time.perf_counter() - t0
-detector = build_face_detector("dlib")
+detector = build_face_finder("dlib")
 t0 = time.perf_counter(); dets = [detector(f) for f in frames]; t_detect = time.perf_counter() - t0
 crops = [crop_face(f, d[0].box) for f, d in zip(frames, dets) if d]
 model = load_detector(ckpt, "cpu", image_size=size)

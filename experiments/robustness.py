@@ -24,7 +24,7 @@ from checks import check_value
 from dataset.index import read_table_index
 from dataset.perturb import LEVELS, distort_video, perturbation_rng
 from errors import UserError, flags
-from faces.detectors import FACE_DETECTORS
+from faces.finders import FACE_FINDERS
 from faces.extract import extract, recrop
 from faces.manifest import MANIFEST
 from faces.video import video_id
@@ -201,7 +201,7 @@ def robustness(args):
     grid = [("clean", 0)] + [(t, lv) for t in types for lv in args.levels]
     if frames:
         with flags(face_detector="--detector"):
-            FACE_DETECTORS.get(args.detector)
+            FACE_FINDERS.get(args.detector)
         videos = read_video_list(args.videos)
         labels = {video_id(v): y for v, y in videos}
         work = os.path.join(out, "frames")
