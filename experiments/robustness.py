@@ -24,12 +24,21 @@ from checks import check_value
 from dataset.index import read_table_index
 from dataset.perturb import LEVELS, distort_video, perturbation_rng
 from errors import UserError, flags
-from faces.finders import FACE_FINDERS
 from faces.extract import extract, recrop
+from faces.finders import FACE_FINDERS
 from faces.manifest import MANIFEST
 from faces.video import video_id
-from fileio import (atomic_write, atomic_write_figure, check_output_dir, file_identity, publish,
-                    read_table, same_work, temporary_beside, write_table)
+from fileio import (
+    atomic_write,
+    atomic_write_figure,
+    check_output_dir,
+    file_identity,
+    publish,
+    read_table,
+    same_work,
+    temporary_beside,
+    write_table,
+)
 from model.checkpoint import load_detector, pick_device
 from trainer.config import branch, load_config, split_overrides
 from trainer.testing import branch_spec, resolve_checkpoint, run_test

@@ -24,9 +24,9 @@ sys.path.insert(0, ROOT)
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # waiting threads sleep: see train.py
 
-import torch  # noqa: E402
+import torch
 
-from errors import run_cli  # noqa: E402
+from errors import run_cli
 
 COMMANDS = ("model", "data", "inference", "video", "shard", "backends", "contention", "serve",
             "gpu")

@@ -1,6 +1,7 @@
-"""Write (or check) the index files the loaders read, from face crops laid out as in the README.
+r"""Write (or check) the index files the loaders read, from face crops laid out as in the README.
 
-    python tools/build_index.py faceforensics --root data/FF++ --splits data/FF++/splits --compression c23
+    python tools/build_index.py faceforensics --root data/FF++ --splits data/FF++/splits \
+        --compression c23
     python tools/build_index.py wilddeepfake --root data/WildDeepfake
     python tools/build_index.py celebdf --root data/Celeb-DF-v2      # checks and counts only
     python tools/build_index.py dfdc --root data/DFDC                # checks and counts only
@@ -17,8 +18,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-from dataset import LAYOUTS  # noqa: E402
-from errors import flags, run_cli  # noqa: E402
+from dataset import LAYOUTS
+from errors import flags, run_cli
 
 
 def main(argv=None):

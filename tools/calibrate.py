@@ -24,7 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-from errors import UserError, flags, run_cli  # noqa: E402
+from errors import UserError, flags, run_cli
 
 
 def default_out(path):

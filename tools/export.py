@@ -1,4 +1,5 @@
-"""Export a trained model (RECCE or any registered model) to ONNX (dynamic batch) or a torch.export program, and check it.
+"""Export a trained model (RECCE or any registered model) to ONNX (dynamic batch) or a torch.export
+program, and check it.
 
     python tools/export.py --bin runs/Recce/<id>/best_model_300.bin --format onnx --out recce.onnx
     python tools/export.py --bin C --format onnx --with-recons --out recce_recons.onnx
@@ -19,11 +20,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-import torch  # noqa: E402
+import torch
 
-from checks import check_value  # noqa: E402
-from errors import UserError, run_cli  # noqa: E402
-from model.export import TOLERANCE, export  # noqa: E402
+from checks import check_value
+from errors import UserError, run_cli
+from model.export import TOLERANCE, export
 
 
 def load_for_export(path, trusted=False, num_classes=None, model_name=None, imports=()):
@@ -37,7 +38,8 @@ def load_for_export(path, trusted=False, num_classes=None, model_name=None, impo
 
 def main(argv=None):
     p = argparse.ArgumentParser(description="Export a RECCE checkpoint.")
-    p.add_argument("--bin", "-b", required=True, help="checkpoint (train.py, original, or state dict)")
+    p.add_argument("--bin", "-b", required=True,
+                   help="checkpoint (train.py, original, or state dict)")
     p.add_argument("--format", choices=["onnx", "torch.export"], default="onnx")
     p.add_argument("--out", required=True)
     p.add_argument("--size", "--image_size", "-s", dest="size", type=int, default=None,

@@ -11,13 +11,14 @@ docs/data.md#crop-rules): its reference's detector, face, geometry, frames and d
 --frames_fake M``: frames per video by label (the original authors' 50 and 12.5).
 
 Writes ``<out>/<video id>/<frame:04d>.png`` (or ``.jpg`` with ``--format jpg --quality Q``, which
-decodes several times faster when training at GPU speed; the loaders read either) (the video id is the file name without extension, the
-frame number that of the video). Frames: N evenly spaced (``--frames``, default 32), every k-th
-(``--every``) or all (``--all``). Face: the largest, then followed across the video's frames (the
-detection that overlaps the previous face most). Crop: a square around the box scaled by
-``--margin`` (default 1.3), clipped to the frame, optionally resized (``--size``). Videos run in
-parallel worker processes. A finished video gets a marker written atomically after its last frame
-and is skipped on the next run; an interrupted one is redone. A broken video is logged and skipped.
+decodes several times faster when training at GPU speed; the loaders read either) (the video id is
+the file name without extension, the frame number that of the video). Frames: N evenly spaced
+(``--frames``, default 32), every k-th (``--every``) or all (``--all``). Face: the largest, then
+followed across the video's frames (the detection that overlaps the previous face most). Crop: a
+square around the box scaled by ``--margin`` (default 1.3), clipped to the frame, optionally resized
+(``--size``). Videos run in parallel worker processes. A finished video gets a marker written
+atomically after its last frame and is skipped on the next run; an interrupted one is redone. A
+broken video is logged and skipped.
 
 Beside the crops: ``manifest.jsonl`` (one line per crop: video, file, frame index, time, the
 video's frame count, detector box, crop rectangle, detector score, landmarks where the detector
@@ -51,18 +52,16 @@ sys.path.insert(0, ROOT)
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # broken videos are reported by us, once
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # waiting threads sleep: see train.py
 
-from checks import check_value  # noqa: E402
-from errors import UserError, flags, run_cli  # noqa: E402
-from checks import MAX_FRAMES  # noqa: E402
-from faces.crop import MARGIN  # noqa: E402
-from faces.rules import CROP_RULES, RULES, detector_of  # noqa: E402
-from faces.finders import FACE_FINDERS  # noqa: E402
-from faces.finders.retinaface import (RetinaFaceNet, backbone_of,  # noqa: E402
-                                        load_retinaface_weights)
-from faces.extract import crop_settings, extract, per_label_frames, recrop  # noqa: E402
-from faces.manifest import MANIFEST, write_meta  # noqa: E402
-from faces.shard import extract_share, merge_extraction, plan_from, rank_device  # noqa: E402
-from faces.video import FRAMES, list_videos  # noqa: E402
+from checks import MAX_FRAMES, check_value
+from errors import UserError, flags, run_cli
+from faces.crop import MARGIN
+from faces.extract import crop_settings, extract, per_label_frames, recrop
+from faces.finders import FACE_FINDERS
+from faces.finders.retinaface import RetinaFaceNet, backbone_of, load_retinaface_weights
+from faces.manifest import MANIFEST, write_meta
+from faces.rules import CROP_RULES, RULES, detector_of
+from faces.shard import extract_share, merge_extraction, plan_from, rank_device
+from faces.video import FRAMES, list_videos
 
 # the flags of the library's arguments (their errors name them)
 FLAGS = {"source": "--input", "out": "--out", "manifest": "--from_manifest",

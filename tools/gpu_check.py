@@ -3,15 +3,17 @@
     python tools/gpu_check.py                      # every check on cuda:0
     python tools/gpu_check.py --bench              # and the throughput tables
     python tools/gpu_check.py --no-checks --bench --bench-parts e2e,graphs   # some tables only
-    python tools/gpu_check.py --device cpu --size 64 --precision-steps 4 --bench --bench-batch 4   # the CPU dry run
+    # the CPU dry run:
+    python tools/gpu_check.py --device cpu --size 64 --precision-steps 4 --bench --bench-batch 4
 
 Checks: same-seed demo runs in fp32, fp16 (grad scaler from 2**10) and bf16 (no scaler), 100 steps
-each (--precision-steps): finite losses and a final validation AUC within 0.03 of fp32's; a run killed (SIGKILL) after a checkpoint and resumed, the loss going
-on; no host-device sync in the steady state of a training step (fp16 and bf16, torch's sync
-debug mode); fp32 evaluation on the device against the CPU (probabilities within 1e-4); SyncBatchNorm
-conversion (and NCCL with two processes where there are two GPUs: two NCCL processes cannot share
-one GPU); inference.py and test.py with --device. On the CPU the mixed-precision checks run in
-fp32 (the code path the trainer takes there) and say so.
+each (--precision-steps): finite losses and a final validation AUC within 0.03 of fp32's; a run
+killed (SIGKILL) after a checkpoint and resumed, the loss going on; no host-device sync in the
+steady state of a training step (fp16 and bf16, torch's sync debug mode); fp32 evaluation on the
+device against the CPU (probabilities within 1e-4); SyncBatchNorm conversion (and NCCL with two
+processes where there are two GPUs: two NCCL processes cannot share one GPU); inference.py and
+test.py with --device. On the CPU the mixed-precision checks run in fp32 (the code path the trainer
+takes there) and say so.
 """
 import argparse
 import os
@@ -25,11 +27,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-import torch  # noqa: E402
-import yaml  # noqa: E402
+import torch
+import yaml
 
-from benchmarks.gpu import PARTS  # noqa: E402
-from trainer.hooks import Hook  # noqa: E402
+from benchmarks.gpu import PARTS
+from trainer.hooks import Hook
 
 RESULTS = []
 
@@ -106,8 +108,9 @@ def check_precisions(work, demo, device, size, steps):
         used, scaler = trainer.amp, trainer.scaler.is_enabled()
         finite = all(v == v and abs(v) != float("inf") for v in losses)
         ok = finite and abs(auc - ref_auc) <= 0.03 and scaler == (used == "fp16")
+        scaling = f"on, scale {trainer.scaler.get_scale()}" if scaler else "off"
         detail = (f"{len(losses)} steps in {used}{' (CPU: full precision)' if used != amp else ''}"
-                  f", grad scaler {'on, scale ' + str(trainer.scaler.get_scale()) if scaler else 'off'}"
+                  f", grad scaler {scaling}"
                   f", val AUC {auc:.4f} (fp32 {ref_auc:.4f}, |diff| {abs(auc - ref_auc):.4f} "
                   f"<= 0.03)")
         report("PASS" if ok else "FAIL", f"train {amp}", detail)
@@ -174,11 +177,12 @@ def check_kill_and_resume(work, demo, device, size):
 
 
 def check_eval_parity(ckpt, cfg_path, device):
-    from dataset import build_dataset, collate
     from torch.utils.data import DataLoader
+
+    from dataset import build_dataset, collate
+    from model.checkpoint import load_detector
     from trainer.config import branch, load_config
     from trainer.evaluate import evaluate
-    from model.checkpoint import load_detector
     cfg = load_config(cfg_path)
     ds = build_dataset("FaceForensics", branch(cfg, "val"))
     loader = DataLoader(ds, batch_size=64, collate_fn=collate, num_workers=2)
@@ -249,10 +253,11 @@ def main(argv=None):
                    help="the tables only (with --bench), e.g. for a second call on the same GPU")
     args = p.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
-        print("error: CUDA is not available here (use --device cpu for the dry run)", file=sys.stderr)
+        print("error: CUDA is not available here (use --device cpu for the dry run)",
+              file=sys.stderr)
         return 2
-    print(f"device: {args.device} "
-          f"({torch.cuda.get_device_name(args.device) if args.device.startswith('cuda') else 'CPU'})"
+    card = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "CPU"
+    print(f"device: {args.device} ({card})"
           f", torch {torch.__version__}", flush=True)
     parts = [part for part in args.bench_parts.split(",") if part]
     if set(parts) - set(PARTS):

@@ -13,8 +13,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from dataset.demo import make_demo_dataset  # noqa: E402
-from errors import run_cli  # noqa: E402
+from dataset.demo import make_demo_dataset
+from errors import run_cli
 
 
 def main(argv=None):

@@ -20,8 +20,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-from errors import run_cli  # noqa: E402
-from experiments.reproduce import DEFAULT_FOLDERS, RECIPES, reproduce  # noqa: E402
+from errors import run_cli
+from experiments.reproduce import DEFAULT_FOLDERS, RECIPES, reproduce
 
 
 def parse_args(argv=None):

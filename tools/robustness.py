@@ -19,9 +19,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-from dataset.perturb import LEVELS, TYPES  # noqa: E402
-from errors import run_cli  # noqa: E402
-from experiments.robustness import robustness  # noqa: E402
+from dataset.perturb import LEVELS, TYPES
+from errors import run_cli
+from experiments.robustness import robustness
 
 
 def parse_args(argv=None):

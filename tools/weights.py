@@ -20,7 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-from errors import UserError, run_cli  # noqa: E402
+from errors import UserError, run_cli
 
 CATALOGUE = os.path.join(ROOT, "config", "weights.yml")
 KINDS = {"project": "a checkpoint of this project's train.py",
@@ -72,11 +72,16 @@ def _architecture(state, path, heads):
 
 def check(path, catalogue, trusted=False):
     """What ``path`` is, as a dict (see the module's docstring)."""
-    from model import DETECTORS
-    from model.checkpoint import (checkpoint_face_crop, checkpoint_flavour,
-                                  checkpoint_num_classes, checkpoint_spec, load_checkpoint,
-                                  saved_model_section)
     from fileio import sha256_of
+    from model import DETECTORS
+    from model.checkpoint import (
+        checkpoint_face_crop,
+        checkpoint_flavour,
+        checkpoint_num_classes,
+        checkpoint_spec,
+        load_checkpoint,
+        saved_model_section,
+    )
     state = load_checkpoint(path, trusted=trusted)
     flavour = checkpoint_flavour(state)
     heads = checkpoint_num_classes(state, path)
@@ -164,7 +169,8 @@ def check_lines(info):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Public RECCE checkpoints: list them, recognise a file.")
+    p = argparse.ArgumentParser(
+        description="Public RECCE checkpoints: list them, recognise a file.")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--list", action="store_true", help="the checkpoints config/weights.yml knows")
     g.add_argument("--check", metavar="FILE", help="what a checkpoint file is, and how to use it")

@@ -60,7 +60,8 @@ class Predictors:
                  load=None):
         self.checkpoint, self.device = checkpoint, device
         self.batch_size, self.detector_weights = batch_size, detector_weights
-        self.load = dict(load or {})  # from_checkpoint's: model, imports, trust, backend, precision, threads
+        # from_checkpoint's: model, imports, trust, backend, precision, threads
+        self.load = dict(load or {})
         self.cache = {}
         self.get(None)
 
