@@ -16,7 +16,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
-import helpers  # noqa: E402
+import helpers
 
 
 @pytest.fixture(scope="session")

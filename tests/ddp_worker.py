@@ -1,6 +1,7 @@
-"""Run by the torchrun tests: train a few steps, then dump what this rank ended with.
+r"""Run by the torchrun tests: train a few steps, then dump what this rank ended with.
 
-    RECCE_TEST_DUMP=prefix RECCE_TEST_NAN=<rank>:<call> torchrun ... ddp_worker.py CONFIG [--opt ...]
+    RECCE_TEST_DUMP=prefix RECCE_TEST_NAN=<rank>:<call> \
+        torchrun ... ddp_worker.py CONFIG [--opt ...]
 
 With RECCE_TEST_NAN set, the loss of that rank is made NaN at that call (the other rank's stays
 finite): every rank must still take the same decision (stop or skip) at the same step.
@@ -10,14 +11,14 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import torch  # noqa: E402
+import torch
 
-from trainer.config import load_config, split_overrides  # noqa: E402
-from trainer.evaluate import evaluate  # noqa: E402
-from trainer.train import NonFiniteLoss, Trainer  # noqa: E402
+from trainer.config import load_config, split_overrides
+from trainer.evaluate import evaluate
+from trainer.train import NonFiniteLoss, Trainer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from helpers import NanAt  # noqa: E402
+from helpers import NanAt
 
 torch.set_num_threads(1)
 model_opts, dataset_opts = split_overrides(sys.argv[2:])

@@ -15,8 +15,11 @@ def _demo_frames(demo_root):
     ff = os.path.join(demo_root, "faceforensics")
     real = os.path.join(ff, "original_sequences", "youtube", "c23", "images")
     fake = os.path.join(ff, "manipulated_sequences", "Deepfakes", "c23", "images")
-    pick = lambda folder: [os.path.join(folder, v, f) for v in sorted(os.listdir(folder))  # noqa: E731
-                           for f in sorted(os.listdir(os.path.join(folder, v)))][:12]
+
+    def pick(folder):
+        return [os.path.join(folder, v, f) for v in sorted(os.listdir(folder))
+                for f in sorted(os.listdir(os.path.join(folder, v)))][:12]
+
     return pick(real), pick(fake)
 
 

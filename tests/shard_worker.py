@@ -34,9 +34,11 @@ if kill and int(os.environ.get("RANK", "0")) == int(kill.split(":")[0]):
         import faces.extract
         faces.extract.process_video = counted(faces.extract.process_video)
 
-from faces.shard import exit_process  # noqa: E402
+from faces.shard import exit_process
+
 if what == "inference":
     import inference
     exit_process(inference.main(argv))
-from tools import extract_faces  # noqa: E402
+from tools import extract_faces
+
 exit_process(extract_faces.main(argv))

@@ -6,8 +6,18 @@ import os
 import numpy as np
 import pytest
 
-from checks import (MAX_BATCH_SIZE, MAX_FRAMES, MAX_INPUT_SIZE, MAX_MARGIN, MAX_PIXELS, MAX_SIDE,
-                    MAX_WORKERS, as_number, check_argument, check_value)
+from checks import (
+    MAX_BATCH_SIZE,
+    MAX_FRAMES,
+    MAX_INPUT_SIZE,
+    MAX_MARGIN,
+    MAX_PIXELS,
+    MAX_SIDE,
+    MAX_WORKERS,
+    as_number,
+    check_argument,
+    check_value,
+)
 from errors import UserError
 
 NAN, INF = float("nan"), float("inf")
@@ -103,6 +113,7 @@ def test_entry_points_let_waiting_threads_sleep():
     """Set before torch loads OpenMP; a user's own setting is kept."""
     import subprocess
     import sys
+
     from helpers import ROOT
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     for mod in ("train", "test", "inference", "serve"):

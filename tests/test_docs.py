@@ -16,8 +16,8 @@ import yaml
 
 from helpers import ROOT
 
-DOCS = ["README.md"] + sorted(os.path.join("docs", f) for f in os.listdir(os.path.join(ROOT, "docs"))
-                              if f.endswith(".md"))
+DOCS = ["README.md"] + sorted(os.path.join("docs", f)
+                              for f in os.listdir(os.path.join(ROOT, "docs")) if f.endswith(".md"))
 FENCE = re.compile(r"^([ \t]*)```(\S*)[^\n]*\n(.*?)^\1```[ \t]*$", re.S | re.M)
 LINK = re.compile(r"!?\[(?:[^\[\]]|\[[^\]]*\])*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 SHELL = {"", "bash", "sh", "shell", "console"}
@@ -97,7 +97,8 @@ def test_the_link_checker_sees_a_broken_link():
     assert slug("`ema` and `clip_grad_norm`") == "ema-and-clip_grad_norm"
     assert "the-model-section" in anchors("docs/training.md")
     assert "no-such-heading" not in anchors("docs/training.md")
-    assert LINK.findall("see [a](docs/x.md#y) and ![p](docs/p.png)") == ["docs/x.md#y", "docs/p.png"]
+    assert LINK.findall("see [a](docs/x.md#y) and ![p](docs/p.png)") == \
+        ["docs/x.md#y", "docs/p.png"]
 
 
 def shell_commands(text):
@@ -123,7 +124,8 @@ def shell_commands(text):
                 continue
             out.append(" ".join(expand(line, env).split()))
     # and the commands quoted in the text (`python tools/weights.py --check FILE`)
-    out += [" ".join(c.split()) for c in re.findall(r"`((?:python|torchrun) [^`]*?\.py\b[^`]*)`", FENCE.sub("", text))]
+    quoted = re.findall(r"`((?:python|torchrun) [^`]*?\.py\b[^`]*)`", FENCE.sub("", text))
+    out += [" ".join(c.split()) for c in quoted]
     return out
 
 
@@ -141,7 +143,8 @@ def script_calls(text):
         words = [w.strip("[]") for w in shlex.split(line, comments=True)]
         if not words or words[0] not in ("python", "torchrun"):
             continue
-        if words[0] == "python" and words[1:2] == ["-m"] and words[2:3] != ["torch.distributed.launch"]:
+        if (words[0] == "python" and words[1:2] == ["-m"]
+                and words[2:3] != ["torch.distributed.launch"]):
             continue  # python -m pytest
         at = next((i for i, w in enumerate(words) if w.endswith(".py")), None)
         assert at is not None, f"no script in: {line}"
@@ -260,7 +263,8 @@ def test_the_flag_check_catches_a_wrong_flag(helps):
     assert "--no-such-flag" not in known and "--ckpt" not in known
     assert subcommands(helps[("tools/build_index.py", "")]) == \
         ["faceforensics", "celebdf", "wilddeepfake", "dfdc"]
-    calls = script_calls("```\nFF=a/b X=\"--root $FF\"\npython tools/x.py sub $X \\\n  --n 2  # c\n```\n")
+    calls = script_calls(
+        "```\nFF=a/b X=\"--root $FF\"\npython tools/x.py sub $X \\\n  --n 2  # c\n```\n")
     assert calls == [("tools/x.py", ["sub", "--root", "a/b", "--n", "2"],
                       "python tools/x.py sub --root a/b --n 2 # c")]
 

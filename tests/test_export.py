@@ -30,6 +30,7 @@ def test_export_bad_options_and_nan_weights(tmp_path, bare_checkpoint, nan_check
 @pytest.mark.parametrize("fmt", ["onnx", "torch.export"])
 def test_export_agrees_with_eager(run_checkpoint, tmp_path, fmt):
     import onnxruntime  # noqa: F401 - a dev requirement: the ONNX file is always checked here
+
     from tools.export import export, load_for_export
     path, _ = run_checkpoint
     model = load_for_export(path)

@@ -1,4 +1,5 @@
-"""The GPU measurement tools' own logic, on the CPU (their figures need a GPU: README, Benchmarks)."""
+"""The GPU measurement tools' own logic, on the CPU (their figures need a GPU: README, Benchmarks).
+"""
 import math
 
 import pytest

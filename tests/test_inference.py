@@ -84,7 +84,8 @@ def test_inference_bad_file_is_skipped_with_exit_1(run_checkpoint, faces, tmp_pa
                  "--vis_dir", str(vis), "--output", str(out)])
     assert proc.returncode == 1
     assert len(proc.stdout.strip().splitlines()) == 3
-    assert [l for l in proc.stderr.splitlines() if "broken.png" in l][0].startswith("skipped")
+    said = [line for line in proc.stderr.splitlines() if "broken.png" in line]
+    assert said[0].startswith("skipped")
     assert len(list(vis.glob("*.png"))) == 3
     rows = list(csv.DictReader(open(out)))
     assert [r["prediction"] == "" for r in rows] == [False, False, True, False]

@@ -87,7 +87,8 @@ def test_no_entry_point_imports_tools_and_no_circle():
 
     def visit(node):
         if node in stack:
-            raise AssertionError(f"import circle: {' -> '.join(stack[stack.index(node):] + [node])}")
+            loop = stack[stack.index(node):] + [node]
+            raise AssertionError(f"import circle: {' -> '.join(loop)}")
         if node in seen:
             return
         stack.append(node)

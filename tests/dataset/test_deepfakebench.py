@@ -232,8 +232,11 @@ def test_frames_are_sorted_by_number_before_either_sampling(tmp_path):
     (tmp_path / "j" / "FF-DF.json").write_text(json.dumps(ff))
     base = {"dataset_json_folder": str(tmp_path / "j"), "root": str(root), "dataset": "FF-DF",
             "split": "test", "frame_num": 3}
-    picked = lambda how: [os.path.basename(it.path) for it in build_dataset(  # noqa: E731
-        "DeepfakeBench", {**base, "frame_sampling": how}).items if it.video == "FF-DF_001"]
+
+    def picked(how):
+        items = build_dataset("DeepfakeBench", {**base, "frame_sampling": how}).items
+        return [os.path.basename(it.path) for it in items if it.video == "FF-DF_001"]
+
     # sorted 0..11; even: step 12 // 3 = 4 -> 0, 4, 8; first: 0, 1, 2
     assert picked("even") == ["000.png", "004.png", "008.png"]
     assert picked("first") == ["000.png", "001.png", "002.png"]

@@ -11,8 +11,15 @@ import pytest
 import torch
 import torch.nn as nn
 
-from checks import (MAX_BATCH_SIZE, MAX_FRAMES, MAX_INPUT_SIZE, MAX_MARGIN, MAX_PIXELS, MAX_SIDE,
-                    MAX_WORKERS)
+from checks import (
+    MAX_BATCH_SIZE,
+    MAX_FRAMES,
+    MAX_INPUT_SIZE,
+    MAX_MARGIN,
+    MAX_PIXELS,
+    MAX_SIDE,
+    MAX_WORKERS,
+)
 from crop_cases import astronaut_frames, astronaut_video
 from errors import UserError
 from faces.landmarks import stand_in_path
@@ -104,7 +111,7 @@ def test_the_docs_api_example_runs_as_written(ckpt, folder, tmp_path, monkeypatc
     assert video == str(tmp_path / "clip.avi")  # where the example looks for it
     monkeypatch.chdir(tmp_path)
     namespace = {}
-    exec(compile(block, "docs/inference.md", "exec"), namespace)  # noqa: S102 - the project's own docs
+    exec(compile(block, "docs/inference.md", "exec"), namespace)
     assert len(namespace["probs"]) == 3 and namespace["record"]["kind"] == "video"
 
 
@@ -139,7 +146,8 @@ def test_the_api_is_a_library_class_and_inference_keeps_its_old_name():
 
 
 def test_the_face_finders_keep_their_old_import_paths_one_release():
-    """``faces.detectors`` became ``faces.finders``: the old module and names still work, warning."""
+    """``faces.detectors`` became ``faces.finders``: the old module and names still work, warning.
+    """
     import importlib
     import sys
 

@@ -16,7 +16,7 @@ from faces.video import frame_indices
 
 pytest.importorskip("dlib")
 
-from faces.extract import extract  # noqa: E402
+from faces.extract import extract
 
 FRAMES = 8
 

@@ -12,9 +12,8 @@ from helpers import FIXTURES
 
 dlib = pytest.importorskip("dlib")
 
-from errors import UserError  # noqa: E402
-from faces.rules import (build_rule, detector_of, dfb_align, dfb_frame_indices,  # noqa: E402
-                         ffpp_box)
+from errors import UserError
+from faces.rules import build_rule, detector_of, dfb_align, dfb_frame_indices, ffpp_box
 
 HERE = FIXTURES / "crop_rules"
 landmarks = pytest.importorskip("faces.landmarks")
@@ -53,8 +52,8 @@ def test_deepfakebench_frame_indices_round_down():
 def test_ffpp_boxes_at_every_edge():
     expected = _reference()["ffpp_boxes"]
     assert len(expected) == len(FFPP_BOXES)
-    for (l, t, r, b, w, h), want in zip(FFPP_BOXES, expected):
-        x, y, side = ffpp_box((l, t, r, b), w, h)
+    for (left, t, r, b, w, h), want in zip(FFPP_BOXES, expected):
+        x, y, side = ffpp_box((left, t, r, b), w, h)
         assert [x, y, side] == want
         assert x >= 0 and y >= 0 and x + side <= w and y + side <= h  # square, inside the frame
 

@@ -584,6 +584,7 @@ def test_the_issue_s_calibration_in_a_fresh_process(stored, data):
     """``{temperature: 1.3, points: {eer: {threshold: 0.6}}}`` as a user meets it."""
     import subprocess
     import sys
+
     from helpers import ROOT
     path = stored[0][0]
     proc = subprocess.run([sys.executable, "inference.py", "-b", path, "-f",

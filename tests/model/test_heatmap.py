@@ -9,8 +9,15 @@ def test_one_heat_map_renderer_and_one_colour_scale():
     map."""
     import numpy as np
 
-    from model.heatmap import (DIFFERENCE, GRAD_CAM, HEAT_MAX, difference_map, heat_colours,
-                               heat_map, heat_ramp)
+    from model.heatmap import (
+        DIFFERENCE,
+        GRAD_CAM,
+        HEAT_MAX,
+        difference_map,
+        heat_colours,
+        heat_map,
+        heat_ramp,
+    )
     from trainer.train import _examples_figure
     ramp = heat_ramp(256, 1)[0]  # BGR
     assert np.array_equal(np.round(heat_colours() * 255).astype(np.uint8), ramp[:, ::-1])

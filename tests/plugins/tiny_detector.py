@@ -3,7 +3,6 @@ config's ``config.imports`` (or ``--import`` on the command line): the acceptanc
 detector contract (tests/test_registry.py) puts it through every entry point."""
 import os
 
-import torch
 import torch.nn as nn
 import torch.nn.functional as F
 

@@ -9,7 +9,6 @@ from helpers import FIXTURES, image_list_tree, write_config
 from trainer.config import load_config, save_config
 
 
-
 def _write(tmp_path, name, data):
     path = tmp_path / name
     path.write_text(yaml.safe_dump(data))
@@ -46,7 +45,8 @@ def test_unknown_keys_rejected_by_name(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="unknown key in .*train_cfg: log_step"):
         load_config(_write(tmp_path, "a.yml", base))
     ds_ok = _write(tmp_path, "ds2.yml", {"train_cfg": {"root": "x"}})
-    bad = {"model": {"name": "Recce", "pretrain": True}, "data": {"name": "FaceForensics", "file": ds_ok}}
+    bad = {"model": {"name": "Recce", "pretrain": True},
+           "data": {"name": "FaceForensics", "file": ds_ok}}
     with pytest.raises(UserError, match=r"model.pretrain: the detector Recce takes no argument "
                                         r"'pretrain' \(it takes: num_classes, drop_rate, "
                                         r"pretrained, channels_last\)"):
@@ -67,7 +67,8 @@ def test_overrides_defaults_and_round_trip(tmp_path, monkeypatch):
     ds = _write(tmp_path, "ds.yml", {"train_cfg": {"root": "x", "num_steps": 10}})
     path = _write(tmp_path, "a.yml", {"model": {"name": "Recce", "num_classes": 2},
                                       "data": {"name": "FaceForensics", "file": ds}})
-    cfg = load_config(path, ["config.optimizer.lr=1e-4", "config.scheduler={name: StepLR, step_size: 3}"],
+    cfg = load_config(path, ["config.optimizer.lr=1e-4",
+                             "config.scheduler={name: StepLR, step_size: 3}"],
                       ["train_cfg.num_steps=20"])
     assert cfg["config"]["optimizer"]["lr"] == 1e-4
     assert cfg["config"]["scheduler"] == {"name": "StepLR", "step_size": 3}
@@ -268,7 +269,8 @@ def test_names_written_in_a_file_are_text(tmp_path, image_list_cfg):
 
 
 def test_yaml_that_is_not_utf8(tmp_path, image_list_cfg):
-    (tmp_path / "latin.yml").write_bytes(open(image_list_cfg, "rb").read() + "# caf\xe9\n".encode("latin-1"))
+    text = open(image_list_cfg, "rb").read() + "# caf\xe9\n".encode("latin-1")
+    (tmp_path / "latin.yml").write_bytes(text)
     with pytest.raises(UserError, match="latin.yml is not UTF-8 text"):
         load_config(str(tmp_path / "latin.yml"))
     raw = yaml.safe_load(open(image_list_cfg))

@@ -41,8 +41,14 @@ def test_recipe_is_recce_yaml_s(monkeypatch):
 
 
 def test_its_evaluation_moments_average_and_selection():
-    from trainer.deepfakebench import (TEST_DATASETS, BestAverage, average_test_auc,
-                                       evaluation_iterations, evaluation_steps, test_set_auc)
+    from trainer.deepfakebench import (
+        TEST_DATASETS,
+        BestAverage,
+        average_test_auc,
+        evaluation_iterations,
+        evaluation_steps,
+        test_set_auc,
+    )
     # 3,600 batches a pass: once at the end of epoch 0, then at 1,800 and 3,600 of each epoch
     steps = evaluation_steps(3600)
     assert len(steps) == 21 and steps[0] == (0, 3599, 3600) and steps[-1] == (10, 3599, 39600)

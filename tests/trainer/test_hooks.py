@@ -159,8 +159,8 @@ def test_hooks_are_checked_when_the_config_is_loaded(tmp_path, demo_root):
     with pytest.raises(UserError, match=r"config.hooks: unknown hook 'clip' \(known: .*"
                                         r"clip_grad_norm"):
         _tiny(tmp_path, demo_root, [{"name": "clip"}])
-    with pytest.raises(UserError, match=r"config.hooks\[0\].max_norm: expected a positive finite number, "
-                                        r"got -1 \(the hook clip_grad_norm's argument\)"):
+    with pytest.raises(UserError, match=r"config.hooks\[0\].max_norm: expected a positive finite "
+                                        r"number, got -1 \(the hook clip_grad_norm's argument\)"):
         _tiny(tmp_path, demo_root, [{"name": "clip_grad_norm", "max_norm": -1}])
     with pytest.raises(UserError, match=r"config.hooks\[0\]: the hook clip_grad_norm needs "
                                         r"max_norm"):

@@ -30,7 +30,8 @@ def test_frame_metrics_against_sklearn_and_scipy():
 
 
 def test_video_level_is_mean_of_frames_and_methods():
-    m = all_metrics(LABELS, PROBS, VIDEOS, methods=["original"] * 4 + ["A", "A", "B", "B", "original", "B"])
+    methods = ["original"] * 4 + ["A", "A", "B", "B", "original", "B"]
+    m = all_metrics(LABELS, PROBS, VIDEOS, methods=methods)
     vl = np.array([0, 0, 1, 1, 0, 1])
     vp = np.array([0.25, 0.575, 0.725, 0.625, 0.2, 0.7])
     assert m["video_AUC"] == pytest.approx(roc_auc_score(vl, vp))

@@ -189,7 +189,8 @@ def test_two_process_torchrun_ends_with_identical_parameters(tmp_path, demo_root
     from helpers import image_list_tree, write_config
     data = image_list_tree(demo_root, tmp_path / "d", videos=2, frames=2, corrupt=4)
     val = image_list_tree(demo_root, tmp_path / "v", videos=2, frames=2)
-    os.remove(os.path.join(val, "fake", "v1", sorted(os.listdir(os.path.join(val, "fake", "v1")))[0]))
+    v1 = os.path.join(val, "fake", "v1")
+    os.remove(os.path.join(v1, sorted(os.listdir(v1))[0]))
     path = write_config(tmp_path, data, val, steps=3, val_steps=3, batch=1)
     proc, (d0, d1) = _torchrun(tmp_path, path, 29517)
     assert d0["outcome"] == d1["outcome"] == "finished" and d0["step"] == d1["step"] == 3
@@ -464,7 +465,8 @@ def test_same_run_twice_is_refused_and_a_killed_run_leaves_no_lock(tmp_path, dem
     run_dir.mkdir(parents=True)
     holder = subprocess.Popen([sys.executable, "-c", (
         "import sys, time; sys.path.insert(0, sys.argv[1]);"
-        "from trainer.checkpoint import RunLock; lock = RunLock(sys.argv[2]); print('locked', flush=True);"
+        "from trainer.checkpoint import RunLock; lock = RunLock(sys.argv[2]);"
+        "print('locked', flush=True);"
         "time.sleep(60)"), str(ROOT), str(run_dir)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
@@ -546,7 +548,8 @@ def test_full_disk_ends_the_run_and_keeps_the_previous_checkpoint(tmp_path, demo
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_save(obj, f, *a, **k)
     monkeypatch.setattr(ck.torch, "save", save)
-    with pytest.raises(UserError, match="No space left on device; the previous checkpoint is intact"):
+    with pytest.raises(UserError,
+                       match="No space left on device; the previous checkpoint is intact"):
         trainer.fit()
     trainer.close()
     run_dir = tmp_path / "runs" / "Recce" / "t"

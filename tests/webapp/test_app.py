@@ -22,7 +22,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("multipart")
 pytest.importorskip("dlib")
 
-from helpers import ROOT, free_port, people_video, portrait_photo, start_server  # noqa: E402
+from helpers import ROOT, free_port, people_video, portrait_photo, start_server
 
 
 @pytest.fixture(scope="module")
@@ -193,6 +193,7 @@ def test_a_photo_reads_as_persons_and_paths_read_as_given(done, files, predictor
     video's keeps its tracks and the persons among them. The checkpoint is shown as it was
     given: an absolute path whole, leading "/" included, a relative one relative."""
     import html
+
     import serve
     s, (video, pic) = done
     faces = pic["result"]["frames_or_faces"]
@@ -782,8 +783,8 @@ def test_the_form_fields_are_the_api_s_keywords_and_the_docs_list_them():
     docs/serve.md's POST /api/jobs row."""
     import re
 
-    from helpers import ROOT
     from faces.arguments import KEYWORDS
+    from helpers import ROOT
     from webapp.app import FORM
     names = [key.path for key in FORM]
     assert all(KEYWORDS[n] is key for n, key in zip(names, FORM) if n in KEYWORDS)

@@ -15,7 +15,7 @@ pytest.importorskip("dlib")
 playwright = pytest.importorskip("playwright.sync_api")
 pypdf = pytest.importorskip("pypdf")
 
-from helpers import people_video, portrait_photo  # noqa: E402
+from helpers import people_video, portrait_photo
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = [pytest.mark.slow,
@@ -45,7 +45,8 @@ def test_the_page_in_a_browser(tmp_path, make_checkpoint, serve_process):
     try:
         with playwright.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM,
-                                        args=["--no-sandbox", "--autoplay-policy=no-user-gesture-required"])
+                                        args=["--no-sandbox",
+                                              "--autoplay-policy=no-user-gesture-required"])
             page = browser.new_page(viewport={"width": 1280, "height": 900}, accept_downloads=True)
             page.goto(url)
             page.wait_for_function("document.getElementById('model').textContent.startsWith('Detector')")
@@ -58,8 +59,9 @@ def test_the_page_in_a_browser(tmp_path, make_checkpoint, serve_process):
             page.click("#settings summary")
             page.fill("#frames", "4")
             page.set_input_files("#files", [video, pic])
-            page.wait_for_function("document.querySelectorAll('#jobs li[data-state=done]').length == 2",
-                                   timeout=120_000)
+            page.wait_for_function(
+                "document.querySelectorAll('#jobs li[data-state=done]').length == 2",
+                timeout=120_000)
             # a file that is not a photo or a video: one clear message, the rest goes on
             page.set_input_files("#files", [str(text)])
             alert = page.locator("#alerts .alert")
@@ -67,7 +69,8 @@ def test_the_page_in_a_browser(tmp_path, make_checkpoint, serve_process):
             assert "notes.txt: not a photo or a video" in alert.inner_text()
             for name, ref in expected.items():
                 page.locator("#jobs li", has_text=name).get_by_role("button", name="Show").click()
-                page.wait_for_function(f"document.querySelector('#result-body .muted').textContent == {name!r}")
+                page.wait_for_function(
+                    f"document.querySelector('#result-body .muted').textContent == {name!r}")
                 assert _value(page, "#verdict") == ref["prediction"].upper()
                 shown = float(_value(page, "#probability"))
                 assert abs(shown - ref["fake_probability"]) <= 1e-4, (name, shown, ref)
@@ -84,12 +87,14 @@ def test_the_page_in_a_browser(tmp_path, make_checkpoint, serve_process):
                     page.wait_for_function("document.getElementById('annotated').readyState >= 1")
                     length = page.evaluate("document.getElementById('annotated').duration")
                     assert abs(length - 2.0) <= 0.1, length  # as long as the source
-                    page.evaluate("(() => { const v = document.getElementById('annotated'); v.muted = true; return v.play(); })()")
+                    page.evaluate("(() => { const v = document.getElementById('annotated'); "
+                                  "v.muted = true; return v.play(); })()")
                     page.wait_for_function("document.getElementById('annotated').currentTime > 0.2")
                     assert page.evaluate("document.getElementById('annotated').error") is None
                     heat = page.locator(".heat img")
                     assert heat.count() == 2
-                    page.wait_for_function("Array.from(document.querySelectorAll('.heat img')).every(i => i.complete && i.naturalWidth > 0)")
+                    page.wait_for_function("Array.from(document.querySelectorAll('.heat img'))"
+                                       ".every(i => i.complete && i.naturalWidth > 0)")
                     if shots:
                         os.makedirs(shots, exist_ok=True)
                         page.screenshot(path=os.path.join(shots, "desktop.png"), full_page=True)
@@ -111,7 +116,8 @@ def test_the_page_in_a_browser(tmp_path, make_checkpoint, serve_process):
             row = page.locator("#jobs li[data-state=running]", has_text="long.avi")
             row.wait_for(timeout=60_000)
             row.get_by_role("button", name="Cancel").click()
-            page.locator("#jobs li[data-state=cancelled]", has_text="long.avi").wait_for(timeout=60_000)
+            cancelled = page.locator("#jobs li[data-state=cancelled]", has_text="long.avi")
+            cancelled.wait_for(timeout=60_000)
             assert page.locator("#jobs li[data-state=done]").count() == 2
             if shots:
                 page.set_viewport_size({"width": 390, "height": 844})
