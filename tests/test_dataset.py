@@ -336,7 +336,7 @@ def test_workers_persist_across_epochs_and_augment_by_seed_epoch_index(demo_root
     """The training sampler hands (epoch, index) to the dataset: persistent workers augment epoch
     e exactly as fresh ones (or the main process) would."""
     from dataset import build_dataset
-    from trainer.train import _loader
+    from trainer.data import build_loader
     branch = {"root": os.path.join(demo_root, "faceforensics"), "split": "val", "transforms": [
         {"name": "Resize", "params": {"height": 24, "width": 24}},
         {"name": "HorizontalFlip", "params": {"p": 0.5}},
@@ -345,7 +345,7 @@ def test_workers_persist_across_epochs_and_augment_by_seed_epoch_index(demo_root
     ds.items = ds.items[:12]
     seen = {}
     for workers in (0, 2):
-        loader = _loader(ds, 4, True, workers, 5, 0, 1)
+        loader = build_loader(ds, 4, True, workers, 5, 0, 1)
         assert loader.persistent_workers == (workers > 0)
         for epoch in (0, 1):
             loader.sampler.set_epoch(epoch)

@@ -645,8 +645,8 @@ def test_deepfakebench_selection_chooses_on_its_test_sets_at_its_moments(bench, 
             kept.append(step)
     saved = sorted(int(f[len("best_model_"):-4]) for f in os.listdir(
         tmp_path / "runs" / "Recce" / "dfb") if f.startswith("best_model_"))
-    assert saved == kept and trainer.best_step == kept[-1] == choice.best.moment
-    assert trainer.best_metric == pytest.approx(means[kept[-1]], abs=1e-4)
+    assert saved == kept and trainer.best.best_step == kept[-1] == choice.best.moment
+    assert trainer.best.best_metric == pytest.approx(means[kept[-1]], abs=1e-4)
     # a moment that is no validation step is refused before any training
     ds["train_cfg"]["val_steps"] = 3
     (tmp_path / "ds.yml").write_text(yaml.safe_dump(ds))

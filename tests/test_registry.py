@@ -283,7 +283,7 @@ def test_a_bad_checkpoint_is_one_line_through_inference_and_test(tmp_path, tiny,
 
 
 def test_a_normalisation_the_pretrained_weights_do_not_expect_is_one_warning():
-    from trainer.train import pretrained_spec_warning
+    from trainer.data import pretrained_spec_warning
     spec = InputSpec((64, 64), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
     recce = DETECTORS.get("Recce")
     warning = pretrained_spec_warning(True, recce, spec, "ds.yml")

@@ -16,8 +16,8 @@ from conftest import ROOT
 from dataset import build_dataset
 from errors import UserError
 from trainer.config import load_config
+from trainer.data import holdout_of
 from trainer.metrics import bootstrap_interval
-from trainer.train import holdout_of
 
 NORM = [{"name": "Resize", "params": {"height": 16, "width": 16}},
         {"name": "Normalize", "params": {"mean": [0.5] * 3, "std": [0.5] * 3}}]

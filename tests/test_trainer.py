@@ -97,7 +97,7 @@ def test_short_training_writes_checkpoints_logs_and_events(tmp_path, demo_root):
 
 
 def test_timestamp_run_id_is_saved(tmp_path):
-    from trainer.train import make_run_dir
+    from trainer.checkpoint import make_run_dir
     cfg = {"config": {"id": None, "ckpt_fold": str(tmp_path)}, "model": {"name": "Recce"}}
     run_dir, lock = make_run_dir(cfg, resume=False)
     assert cfg["config"]["id"] and run_dir == str(tmp_path / "Recce" / cfg["config"]["id"])
@@ -365,7 +365,7 @@ def test_config_compile_wraps_the_model_for_training(tmp_path, demo_root, monkey
 
 
 def test_progress_gives_images_per_second_eta_and_a_line_every_30_s():
-    from trainer.train import Progress
+    from trainer.logs import Progress
     now = [100.0]
     p = Progress(step=10, num_steps=110, images_per_step=32, every=30.0, clock=lambda: now[0])
     now[0] += 20.0  # 50 steps of 32 images in 20 s
