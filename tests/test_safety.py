@@ -4,7 +4,6 @@ import signal
 import subprocess
 import sys
 import time
-import types
 
 import cv2
 import numpy as np
@@ -309,15 +308,17 @@ def test_one_class_validation_never_makes_a_nan_best(tmp_path, demo_root, capsys
 
 
 def test_best_checkpoint_ties_and_lower_is_better():
-    from trainer.train import Trainer
-    t = types.SimpleNamespace(best_metric=0.8, eval_metric="AUC")
-    assert Trainer._is_better(t, 0.8) and not Trainer._is_better(t, 0.79)
-    assert not Trainer._is_better(t, float("nan"))
-    t = types.SimpleNamespace(best_metric=0.3, eval_metric="LogLoss")
-    assert Trainer._is_better(t, 0.3) and Trainer._is_better(t, 0.2)
-    assert not Trainer._is_better(t, 0.31)
-    t = types.SimpleNamespace(best_metric=None, eval_metric="Acc")
-    assert Trainer._is_better(t, 0.1) and not Trainer._is_better(t, float("nan"))
+    from trainer.checkpoint_hooks import BestCheckpoint
+    best = BestCheckpoint("AUC")
+    best.best_metric = 0.8
+    assert best.is_better(0.8) and not best.is_better(0.79)
+    assert not best.is_better(float("nan"))
+    best = BestCheckpoint("LogLoss")
+    best.best_metric = 0.3
+    assert best.is_better(0.3) and best.is_better(0.2)
+    assert not best.is_better(0.31)
+    best = BestCheckpoint("Acc")
+    assert best.is_better(0.1) and not best.is_better(float("nan"))
 
 
 # ---------------------------------------------------------------- disk
