@@ -192,7 +192,7 @@ def test_train_on_ff_and_test_on_celeb_df_from_the_json_files(bench, tmp_path):
     """The user's case: one dataset file pointed at the JSON folder trains on FF++ c23 and tests
     on Celeb-DF-v2 (its test split), frame and video level."""
     from trainer.config import load_config
-    from trainer.testing import run_test
+    from trainer.evaluation_report import run_test
     from trainer.train import run
     cfg, _ = bench
     tf = [{"name": "Resize", "params": {"height": 64, "width": 64}},
@@ -357,7 +357,7 @@ def _fixed_scores(monkeypatch):
     PROBS's (by its method and folder)."""
     import numpy as np
 
-    import trainer.testing as testing
+    import trainer.evaluation_report as report
     from model import InputSpec
 
     class Stand:
@@ -373,8 +373,8 @@ def _fixed_scores(monkeypatch):
         return {"index": np.arange(len(items)), "label": np.array([it.label for it in items]),
                 "prob": p, "logit": np.log(p / (1 - p)), "loss": np.zeros(len(items)),
                 "video": [it.video for it in items]}
-    monkeypatch.setattr(testing, "load_detector", lambda *a, **k: Stand())
-    monkeypatch.setattr(testing, "evaluate", evaluate)
+    monkeypatch.setattr(report, "load_detector", lambda *a, **k: Stand())
+    monkeypatch.setattr(report, "evaluate", evaluate)
 
 
 def test_video_auc_deepfakebench_merges_same_named_folders(shared_names, monkeypatch, capsys):

@@ -157,3 +157,18 @@ def test_no_module_imports_another_s_private_name():
              for module, name in _imported_names(path)
              if name and name.startswith("_") and not name.startswith("__")]
     assert not wrong, wrong
+
+
+def test_the_old_name_of_the_evaluation_report_warns_and_is_that_module():
+    """trainer.testing, renamed trainer.evaluation_report, still imports for one release: with a
+    DeprecationWarning, as the very module of the new name."""
+    import importlib
+    import sys
+
+    import pytest
+
+    import trainer.evaluation_report as report
+    sys.modules.pop("trainer.testing", None)
+    with pytest.warns(DeprecationWarning, match="renamed trainer.evaluation_report"):
+        old = importlib.import_module("trainer.testing")
+    assert old is report and old.run_test is report.run_test

@@ -138,7 +138,7 @@ def test_reproduce_reads_the_raw_probabilities_of_scores_csv(tmp_path):
     checkpoint's scores.csv, raw_probability; of a file written before that column,
     fake_probability (then the raw one)."""
     import tools.reproduce as rp
-    from trainer.testing import SCORE_COLUMNS
+    from trainer.evaluation_report import SCORE_COLUMNS
     now, before = tmp_path / "now.csv", tmp_path / "before.csv"
     with open(now, "w", newline="") as fh:
         w = csv.DictWriter(fh, SCORE_COLUMNS)

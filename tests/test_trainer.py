@@ -62,7 +62,7 @@ def test_short_training_writes_checkpoints_logs_and_events(tmp_path, demo_root):
     with pytest.raises(UserError, match="already holds a run"):
         run(load_config(path))
     # the saved config is fed back as is, and test.py finds the run's newest best checkpoint
-    from trainer.testing import resolve_checkpoint
+    from trainer.evaluation_report import resolve_checkpoint
     again = load_config(str(run_dir / "config.yml"))
     assert again["dataset"]["train_cfg"]["num_steps"] == 4
     assert resolve_checkpoint(again) == result["best_checkpoint"]
@@ -73,7 +73,7 @@ def test_short_training_writes_checkpoints_logs_and_events(tmp_path, demo_root):
     from model.calibration import fit, fit_temperature
     from model.checkpoint import load_detector
     from train import summary_lines
-    from trainer.testing import score_split, test_branch
+    from trainer.evaluation_report import score_split, test_branch
     det = load_detector(result["best_checkpoint"], "cpu")
     _, res = score_split(again, det, torch.device("cpu"), test_branch(again, det.spec, "val_cfg"))
     try:
@@ -413,7 +413,7 @@ def test_a_saved_run_works_from_any_working_directory(tmp_path, demo_root, monke
     """Relative roots and ckpt_fold are stored absolute: test.py from another folder finds the
     checkpoint and the data (and builds no demo data there)."""
     from helpers import image_list_tree, write_config
-    from trainer.testing import run_test
+    from trainer.evaluation_report import run_test
     from trainer.train import run
     work = tmp_path / "work"
     work.mkdir()

@@ -140,7 +140,7 @@ def ten_second_video(path, fps=25, size=(1280, 720)):
 def bench_demo(args):
     from faces import Predictor
     from trainer.config import load_config
-    from trainer.testing import run_test
+    from trainer.evaluation_report import run_test
     print(f"\n## the demo's checkpoint ({os.path.basename(args.ckpt)})\n")
     with tempfile.TemporaryDirectory() as tmp:
         video = ten_second_video(os.path.join(tmp, "ten_seconds.avi"))

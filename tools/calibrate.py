@@ -120,7 +120,7 @@ def main(argv=None):
         from model.checkpoint import load_checkpoint, load_detector, pick_device
         from trainer.checkpoint import atomic_save
         from trainer.config import load_config, split_overrides
-        from trainer.testing import branch_spec, score_split, test_branch
+        from trainer.evaluation_report import branch_spec, score_split, test_branch
         if not os.path.isfile(args.bin):
             raise UserError(f"--bin {args.bin}: checkpoint not found")
         out = check_out(args.bin, args.out or default_out(args.bin))

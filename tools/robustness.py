@@ -42,7 +42,7 @@ from fileio import (atomic_write, atomic_write_figure, check_output_dir,  # noqa
                     file_identity, publish, read_table, same_work, temporary_beside, write_table)
 from model.checkpoint import load_detector, pick_device  # noqa: E402
 from trainer.config import branch, load_config, split_overrides  # noqa: E402
-from trainer.testing import branch_spec, resolve_checkpoint, run_test  # noqa: E402
+from trainer.evaluation_report import branch_spec, resolve_checkpoint, run_test  # noqa: E402
 
 FIELDS = ["type", "level", "frame_AUC", "video_AUC", "frame_ACC", "images"]
 
