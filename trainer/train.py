@@ -64,6 +64,11 @@ def _unwrap(model):
 
 
 class Trainer:
+    """One training run: ``Trainer(cfg)`` sets it up (run folder, logging, hooks, detector, data,
+    optimizer, a resumed state), ``fit()`` runs the loop, ``close()`` lets go of the run folder.
+    ``hooks`` are the run's own (``config.hooks``, then ``add_hook``); ``default_hooks``, called
+    after them at every moment, write the checkpoints (``best``: the best checkpoint's hook)."""
+
     def __init__(self, cfg, local_rank=None):
         self.cfg = cfg
         c = cfg["config"]
@@ -440,6 +445,9 @@ class Trainer:
         return sums, acc
 
     def validate(self):
+        """Validation on every rank, scores gathered: the metrics (TensorBoard, the scheduler's
+        plateau), the hooks' ``after_validation`` (the run's, which may let other weights choose,
+        then the best checkpoint's choice), the log line, the hooks' ``write_checkpoints``."""
         res = evaluate(self.forward, self.val_loader, self.device, self.eval_amp, self.bad,
                        keep_first=3 if self.model_cls.has_reconstruction else 0)
         n_bad = self.bad.take_count()
