@@ -64,7 +64,7 @@ def main(argv=None):
     from errors import flags, run_cli
     from trainer import distributed as dist
     from trainer.config import load_config, split_overrides
-    from trainer.testing import format_calibration, format_table, run_test
+    from trainer.evaluation_report import format_calibration, format_table, run_test
 
     def body():
         from model.calibration import parse_threshold

@@ -155,7 +155,7 @@ def bench_demo(ckpt, config, repeats=5):
     0.5 that bf16 changes)."""
     from faces import Predictor
     from trainer.config import load_config
-    from trainer.testing import run_test
+    from trainer.evaluation_report import run_test
     print(f"\n## the demo's checkpoint ({os.path.basename(ckpt)})\n")
     names = {"torch": "torch fp32", "bf16": "torch bf16", "onnxruntime": "onnxruntime fp32"}
     figures = {}

@@ -202,7 +202,10 @@ def speed(client, ckpt, video, frames, repeats, deadline, tmp):
             subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)
             out.append(time.monotonic() - t0)
-    med = (lambda v: sorted(v)[len(v) // 2])  # noqa: E731
+
+    def med(v):
+        return sorted(v)[len(v) // 2]
+
     return {"page_upload_to_verdict_s": [round(v, 2) for v in verdict],
             "inference_py_video_s": [round(v, 2) for v in cli],
             "page_upload_to_evidence_s": [round(v, 2) for v in evidence],

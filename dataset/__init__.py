@@ -7,7 +7,14 @@ A branch with ``demo: true`` belongs to the built-in demo dataset, which is made
 """
 from errors import UserError
 
-from . import faceforensics, celeb_df, wild_deepfake, dfdc, image_list, deepfakebench  # noqa: F401, I001
+from . import (  # noqa: F401 - imported to register the layouts
+    celeb_df,
+    deepfakebench,
+    dfdc,
+    faceforensics,
+    image_list,
+    wild_deepfake,
+)
 from .base import DEFAULT_MAX_PIXELS, BadImageLog, FaceFrames, Item, collate, read_rgb
 from .common import in_holdout
 from .demo import ensure_demo_root

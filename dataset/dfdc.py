@@ -69,8 +69,8 @@ def check_dfdc(root):
     """DFDC needs no index beyond its metadata.json files and test/labels.csv: count them."""
     require_dir(root, "DFDC's dfdc_train_part_* folders and test/")
     parts = _parts(root)
-    counts = {"train parts": len(parts),
-              "train videos": sum(len(read_metadata(os.path.join(p, "metadata.json"))) for p in parts)}
+    videos = sum(len(read_metadata(os.path.join(p, "metadata.json"))) for p in parts)
+    counts = {"train parts": len(parts), "train videos": videos}
     labels = os.path.join(root, "test", "labels.csv")
     counts["test videos"] = len(read_test_labels(labels)) if os.path.isfile(labels) else 0
     return counts

@@ -117,8 +117,8 @@ def _add_arguments(p):
 
 
 def _build(args):
-    counts, missing = build_faceforensics(args.root, args.splits or os.path.join(args.root, "splits"),
-                                          args.compression, args.methods)
+    splits = args.splits or os.path.join(args.root, "splits")
+    counts, missing = build_faceforensics(args.root, splits, args.compression, args.methods)
     lines = [f"warning: no frames in {folder}" for folder in missing[:10]]
     if len(missing) > 10:
         lines.append(f"warning: ... and {len(missing) - 10} more empty video folders")

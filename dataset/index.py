@@ -44,13 +44,13 @@ def load_pickle_index(path: str):
     if zipfile.is_zipfile(io.BytesIO(data)) or data[:7] == b"\x80\x02\x8a\nl\xfc\x9c":
         try:
             obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - whatever refused it, the file is refused
             raise UserError(f"index file {path} is not a plain list of paths and labels; refused "
                             f"to unpickle it ({' '.join(str(exc).split())[:200]})") from None
     else:
         try:
             obj = _NoGlobals(io.BytesIO(data)).load()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - whatever refused it, the file is refused
             raise UserError(f"index file {path} is not a plain list of paths and labels; refused "
                             f"to unpickle it ({exc})") from None
     return _check_plain(obj, path)

@@ -272,7 +272,7 @@ def check_data(plan):
     raises UserError naming everything missing."""
     from dataset import build_dataset
     from trainer.config import branch, load_config
-    from trainer.train import holdout_of
+    from trainer.data import holdout_of
     lines, missing, seen = [], [], set()
     uses = []
     if not plan.args.checkpoints:

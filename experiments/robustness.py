@@ -41,7 +41,7 @@ from fileio import (
 )
 from model.checkpoint import load_detector, pick_device
 from trainer.config import branch, load_config, split_overrides
-from trainer.testing import branch_spec, resolve_checkpoint, run_test
+from trainer.evaluation_report import branch_spec, resolve_checkpoint, run_test
 
 FIELDS = ["type", "level", "frame_AUC", "video_AUC", "frame_ACC", "images"]
 

@@ -49,6 +49,12 @@ def find_predictor(path=None, where="landmarks"):
     return found
 
 
+def dlib_rect(box):
+    """dlib's rectangle of ``box`` (x1, y1, x2, y2), rounded to whole pixels."""
+    import dlib
+    return dlib.rectangle(*(int(round(v)) for v in box))
+
+
 class Landmarker:
     """dlib's shape predictor with the frontal detector it is paired with (upsample 1), as
     DeepfakeBench's preparation uses them."""
@@ -72,7 +78,6 @@ class Landmarker:
     def predict(self, image, box):
         """Every landmark of the face in ``box`` (x1, y1, x2, y2: whole pixels) as an N x 2 int
         array."""
-        from .rules import dlib_rect
         shape = self.predictor(image, dlib_rect(box))
         return np.array([[shape.part(i).x, shape.part(i).y] for i in range(shape.num_parts)],
                         dtype=int)

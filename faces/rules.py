@@ -58,11 +58,6 @@ class Cut:
     landmarks: np.ndarray | None = None  # every landmark of the face, in the crop (aligned rules)
 
 
-def dlib_rect(box):
-    import dlib
-    return dlib.rectangle(*(int(round(v)) for v in box))
-
-
 def dlib_area(box):
     """dlib's own rectangle area: (right - left + 1) x (bottom - top + 1)."""
     return (box[2] - box[0] + 1) * (box[3] - box[1] + 1)

@@ -108,7 +108,7 @@ def shared_names_tree(tmp_path):
 def fixed_scores(monkeypatch):
     """test.py without a network: the checkpoint is a stand-in, each frame's probability is
     PROBS's (by its method and folder)."""
-    import trainer.testing as testing
+    import trainer.evaluation_report as report
     from model import InputSpec
 
     class Stand:
@@ -124,5 +124,5 @@ def fixed_scores(monkeypatch):
         return {"index": np.arange(len(items)), "label": np.array([it.label for it in items]),
                 "prob": p, "logit": np.log(p / (1 - p)), "loss": np.zeros(len(items)),
                 "video": [it.video for it in items]}
-    monkeypatch.setattr(testing, "load_detector", lambda *a, **k: Stand())
-    monkeypatch.setattr(testing, "evaluate", evaluate)
+    monkeypatch.setattr(report, "load_detector", lambda *a, **k: Stand())
+    monkeypatch.setattr(report, "evaluate", evaluate)

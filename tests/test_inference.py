@@ -173,7 +173,7 @@ def test_a_recce_trained_at_64_px_scores_alike_in_test_and_inference(demo_root, 
     import inference
     from helpers import image_list_tree, write_config
     from trainer.config import load_config
-    from trainer.testing import run_test
+    from trainer.evaluation_report import run_test
     from trainer.train import run
     tree = image_list_tree(demo_root, tmp_path / "tree", videos=2, frames=1)
     cfg = load_config(write_config(tmp_path, tree, steps=1, val_steps=1))

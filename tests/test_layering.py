@@ -1,6 +1,8 @@
-"""The house: who may import whom, read from the sources (imports inside functions included)."""
+"""The house: who may import whom, read from the sources (imports inside functions included):
+between the parts of the project, and between its modules (no circle, no private name taken)."""
 import ast
 import os
+import shutil
 
 import pytest
 
@@ -87,8 +89,8 @@ def test_no_entry_point_imports_tools_and_no_circle():
 
     def visit(node):
         if node in stack:
-            loop = stack[stack.index(node):] + [node]
-            raise AssertionError(f"import circle: {' -> '.join(loop)}")
+            circle = stack[stack.index(node):] + [node]
+            raise AssertionError(f"import circle: {' -> '.join(circle)}")
         if node in seen:
             return
         stack.append(node)
@@ -167,9 +169,179 @@ def test_the_house_rules_see_a_wrong_import(tmp_path, monkeypatch):
         house.test_tools_import_libraries_never_each_other()
 
 
-def test_no_module_imports_another_s_private_name():
-    """``from x import _name`` across modules: what another module needs is public."""
-    wrong = [f"{rel} imports {module}.{name}" for rel, path in _sources()
-             for module, name in _imported_names(path)
-             if name and name.startswith("_") and not name.startswith("__")]
+# ------------------------------------------------------------------ the graph of modules
+NOT_SOURCES = ("tests", "runs", "data", "reproduction", "docs")  # top-level folders left out
+
+
+def project_modules(root):
+    """{dotted name: (path, is a package's __init__)} of every module of the project under
+    ``root``: the plain modules and entry points at the top and the packages' modules (a folder
+    without ``__init__.py``, such as trainer/, is a namespace package); tests/ is left out."""
+    found = {}
+    for dirpath, dirs, files in os.walk(root):
+        rel = os.path.relpath(dirpath, root)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "__pycache__"
+                         and not (rel == "." and d in NOT_SOURCES))
+        parts = [] if rel == "." else rel.split(os.sep)
+        for f in sorted(files):
+            if f.endswith(".py"):
+                name = f[:-3]
+                module = ".".join(parts + ([] if name == "__init__" else [name]))
+                found[module] = (os.path.join(dirpath, f), name == "__init__")
+    return found
+
+
+def module_imports(root):
+    """(importer, module, name, where) for every import of every project module, function-local
+    ones included: ``import a.b`` gives (importer, "a.b", None); ``from a import b`` gives
+    (importer, "a.b", None) where a.b is a module, else (importer, "a", "b"). Relative imports
+    (``from .x import y``, ``from .. import z``) are resolved against the importer's package.
+    Only imports of project modules are given."""
+    modules = project_modules(root)
+    for importer, (path, is_package) in modules.items():
+        tree = ast.parse(open(path, encoding="utf-8").read(), path)
+        where = os.path.relpath(path, root)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                found = [(a.name, None) for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:  # 1: the importer's package, 2: the one above, ...
+                    package = importer.split(".") if is_package else importer.split(".")[:-1]
+                    package = package[:len(package) - node.level + 1]
+                    base = ".".join(package + ([node.module] if node.module else []))
+                found = []
+                for a in node.names:
+                    sub = f"{base}.{a.name}" if base else a.name
+                    found.append((sub, None) if sub in modules else (base, a.name))
+            else:
+                continue
+            for module, name in found:
+                if module in modules:
+                    yield importer, module, name, f"{where}:{node.lineno}"
+
+
+def module_graph(root):
+    """{importer: {imported module: where}} between the project's modules."""
+    graph = {}
+    for importer, module, _, where in module_imports(root):
+        if module != importer:
+            graph.setdefault(importer, {}).setdefault(module, where)
+    return graph
+
+
+def find_circle(graph):
+    """One import circle of ``graph`` as [a, b, ..., a], or None."""
+    done, path = set(), []
+
+    def visit(node):
+        if node in path:
+            return path[path.index(node):] + [node]
+        if node in done:
+            return None
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            circle = visit(nxt)
+            if circle:
+                return circle
+        path.pop()
+        done.add(node)
+        return None
+    for node in sorted(graph):
+        circle = visit(node)
+        if circle:
+            return circle
+    return None
+
+
+def test_no_import_circle_between_modules(root=ROOT):
+    """No module imports, through any chain of imports (relative ones and those inside functions
+    too), a module that imports it."""
+    graph = module_graph(root)
+    circle = find_circle(graph)
+    assert circle is None, "import circle: " + " -> ".join(
+        f"{a} ({graph[a][b]})" for a, b in zip(circle, circle[1:])) + f" -> {circle[-1]}"
+
+
+def test_no_module_imports_another_s_private_name(root=ROOT):
+    """``from x import _name`` (relative or absolute) across modules: what another module needs
+    is public."""
+    wrong = [f"{where} imports {module}.{name}" for importer, module, name, where
+             in module_imports(root)
+             if name and name.startswith("_") and not name.startswith("__") and module != importer]
     assert not wrong, wrong
+
+
+def _copy_sources(root, dest):
+    """The project's Python sources copied into ``dest`` (what the checks above read)."""
+    for module, (path, _) in project_modules(root).items():
+        target = os.path.join(dest, os.path.relpath(path, root))
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        shutil.copyfile(path, target)
+
+
+def _plant(dest, rel, line):
+    with open(os.path.join(dest, rel), "a", encoding="utf-8") as fh:
+        fh.write(f"\n\ndef _planted():\n    {line}\n")
+
+
+def test_the_checks_find_a_planted_circle_and_a_planted_private_import(tmp_path):
+    """A copy of the project passes both checks; a relative import inside a function that closes
+    a circle (trainer/logs.py -> trainer/train.py, which imports it) fails the first, naming
+    it; a relative import of a private name fails the second."""
+    clean = tmp_path / "clean"
+    _copy_sources(ROOT, clean)
+    test_no_import_circle_between_modules(clean)
+    test_no_module_imports_another_s_private_name(clean)
+
+    circle = tmp_path / "circle"
+    _copy_sources(ROOT, circle)
+    _plant(circle, os.path.join("trainer", "logs.py"), "from .train import Trainer")
+    with pytest.raises(AssertionError, match=r"import circle: .*trainer\.logs \(trainer/logs\.py:"
+                                             r"\d+\) -> trainer\.train"):
+        test_no_import_circle_between_modules(circle)
+    test_no_module_imports_another_s_private_name(circle)
+
+    private = tmp_path / "private"
+    _copy_sources(ROOT, private)
+    _plant(private, os.path.join("trainer", "train.py"), "from .evaluate import _keep_examples")
+    with pytest.raises(AssertionError, match=r"trainer/train\.py:\d+ imports "
+                                             r"trainer\.evaluate\._keep_examples"):
+        test_no_module_imports_another_s_private_name(private)
+    test_no_import_circle_between_modules(private)
+
+
+def test_relative_imports_resolve_to_their_module(tmp_path):
+    """``from .x import y``, ``from . import x`` and ``from ..x import y`` name the module they
+    import, from a package's module, its __init__ and a sub-package; a folder without
+    __init__.py is a package too."""
+    files = {"pkg/__init__.py": "from .a import f\n",
+             "pkg/a.py": "from . import b\n\n\ndef f():\n    from .sub.c import g\n",
+             "pkg/b.py": "",
+             "pkg/sub/c.py": "from ..b import _hidden\nfrom .. import a\nimport pkg.b\n",
+             "top.py": "from pkg import a\n"}
+    for rel, text in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    assert {(i, m, n) for i, m, n, _ in module_imports(tmp_path)} == {
+        ("pkg", "pkg.a", "f"), ("pkg.a", "pkg.b", None), ("pkg.a", "pkg.sub.c", "g"),
+        ("pkg.sub.c", "pkg.b", "_hidden"), ("pkg.sub.c", "pkg.a", None),
+        ("pkg.sub.c", "pkg.b", None), ("top", "pkg.a", None)}
+    with pytest.raises(AssertionError, match=r"pkg\.a \(pkg/a\.py:5\) -> pkg\.sub\.c "
+                                             r"\(pkg/sub/c\.py:2\) -> pkg\.a"):
+        test_no_import_circle_between_modules(tmp_path)
+    with pytest.raises(AssertionError, match=r"pkg/sub/c\.py:1 imports pkg\.b\._hidden"):
+        test_no_module_imports_another_s_private_name(tmp_path)
+
+
+def test_the_old_name_of_the_evaluation_report_warns_and_is_that_module():
+    """trainer.testing, renamed trainer.evaluation_report, still imports for one release: with a
+    DeprecationWarning, as the very module of the new name."""
+    import importlib
+    import sys
+
+    import trainer.evaluation_report as report
+    sys.modules.pop("trainer.testing", None)
+    with pytest.warns(DeprecationWarning, match="renamed trainer.evaluation_report"):
+        old = importlib.import_module("trainer.testing")
+    assert old is report and old.run_test is report.run_test

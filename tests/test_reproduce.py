@@ -21,8 +21,8 @@ from deepfakebench_cases import fixed_scores, png
 from errors import UserError
 from helpers import ROOT
 from trainer.config import load_config
+from trainer.data import holdout_of
 from trainer.metrics import bootstrap_interval
-from trainer.train import holdout_of
 
 NORM = [{"name": "Resize", "params": {"height": 16, "width": 16}},
         {"name": "Normalize", "params": {"mean": [0.5] * 3, "std": [0.5] * 3}}]
@@ -143,7 +143,7 @@ def test_reproduce_reads_the_raw_probabilities_of_scores_csv(tmp_path):
     checkpoint's scores.csv, raw_probability; of a file written before that column,
     fake_probability (then the raw one)."""
     import experiments.reproduce as rp
-    from trainer.testing import SCORE_COLUMNS
+    from trainer.evaluation_report import SCORE_COLUMNS
     now, before = tmp_path / "now.csv", tmp_path / "before.csv"
     with open(now, "w", newline="") as fh:
         w = csv.DictWriter(fh, SCORE_COLUMNS)
@@ -663,8 +663,8 @@ def test_reproduce_deepfakebench_table_uses_its_grouping_and_averages(shared_nam
     (DeepfakeBench's for --table deepfakebench), and its published averages beside ours."""
     import argparse
 
-    import test as test_py
     import experiments.reproduce as rp
+    import test as test_py
     fixed_scores(monkeypatch)
     scored = shared_names / "scored"
     assert test_py.main(["--config", str(shared_names / "c.yml"), "--ckpt", "s.bin", "--device",

@@ -1,7 +1,9 @@
-"""Calibrate any checkpoint: a temperature and operating points fitted on a validation split.
+r"""Calibrate any checkpoint: a temperature and operating points fitted on a validation split.
 
-    python tools/calibrate.py --bin runs/Recce/<id>/best_model_150.bin --config runs/Recce/<id>/config.yml
-    python tools/calibrate.py --bin recce_ff.bin --config config/Recce.yml --branch val_cfg --out recce_ff_cal.bin
+    python tools/calibrate.py --bin runs/Recce/<id>/best_model_150.bin \
+        --config runs/Recce/<id>/config.yml
+    python tools/calibrate.py --bin recce_ff.bin --config config/Recce.yml --branch val_cfg \
+        --out recce_ff_cal.bin
 
 Scores the frames of the dataset branch ``--branch`` (default: the config's ``data.val_branch``)
 with the checkpoint (this project's, the original release's, a bare state dict or DeepfakeBench's;
@@ -84,7 +86,8 @@ def point_lines(cal):
     lines = []
     for level, points, unit in levels:
         if not points:
-            lines.append(f"  {level} level: none ({cal.fitted_on.get('video_level', 'not fitted')})")
+            why = cal.fitted_on.get("video_level", "not fitted")
+            lines.append(f"  {level} level: none ({why})")
             continue
         lines.append(f"  {level} level:")
         for name, v in points.items():
@@ -109,7 +112,8 @@ def main(argv=None):
                    help="the new checkpoint (default: <name>.calibrated<ext> beside --bin)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: config.device)")
     p.add_argument("--trust", action="store_true",
-                   help="allow a checkpoint that needs full unpickling (only from a trusted source)")
+                   help="allow a checkpoint that needs full unpickling (only from a trusted "
+                        "source)")
     p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value (see train.py); repeatable")
     args = p.parse_args(argv)
@@ -120,7 +124,7 @@ def main(argv=None):
         from model.checkpoint import load_checkpoint, load_detector, pick_device
         from trainer.checkpoint import atomic_save
         from trainer.config import load_config, split_overrides
-        from trainer.testing import branch_spec, score_split, test_branch
+        from trainer.evaluation_report import branch_spec, score_split, test_branch
         if not os.path.isfile(args.bin):
             raise UserError(f"--bin {args.bin}: checkpoint not found")
         out = check_out(args.bin, args.out or default_out(args.bin))

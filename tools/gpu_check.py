@@ -229,7 +229,7 @@ def run_checks(args):
         check_precisions(work, demo, args.device, args.size, args.precision_steps)
         try:  # first run on a GPU with this check: a crash must not cost the other checks
             check_no_host_sync(work, demo, args.device, args.size)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - any failure is this check's, said as FAIL
             report("FAIL", "no host sync in a training step", f"{type(exc).__name__}: {exc}")
         ckpt, cfg = check_kill_and_resume(work, demo, args.device, args.size)
         check_eval_parity(ckpt, cfg, args.device)

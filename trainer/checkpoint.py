@@ -6,16 +6,23 @@ scheduler}`` with ``model`` free of any ``module.`` prefix; this project adds ``
 ``config`` (the run's model, loss, config, data and dataset sections), ``input_spec``, ``hooks``
 (each hook's state) and, with the ``ema`` hook, ``ema``. A best checkpoint keeps the weights,
 ``ema``, the config, the input spec and the step. Everything is tensors and plain Python values,
-so that ``torch.load(weights_only=True)`` reads it.
+so that ``torch.load(weights_only=True)`` reads it. The hooks of trainer/checkpoint_hooks.py
+decide when each checkpoint is written; ``make_run_dir`` creates and locks the folder of a run.
 """
+import logging
 import os
 import re
+import time
 
 import torch
 
 from errors import UserError
 from fileio import FolderLock, publish, temporary_beside
 from model.checkpoint import load_checkpoint  # noqa: F401 - read here by the trainer and tools
+
+from . import distributed as dist
+
+log = logging.getLogger("recce")
 
 
 # fileio.temporary_beside's names for a checkpoint: ".<name>.<8 characters of mkstemp>.tmp"
@@ -62,10 +69,40 @@ def prune_best(run_dir, keep):
     return removed
 
 
-def RunLock(run_dir):  # noqa: N802 - read as the class it returns
+def RunLock(run_dir):
     """The lock of a run directory (``fileio.FolderLock``): a second run with the same id is
     refused while the first runs, whether in another process or in this one."""
     return FolderLock(run_dir, "run directory", "choose another config.id")
+
+
+def make_run_dir(cfg, resume):
+    """``<ckpt_fold>/<model>/<id>``, locked by rank 0 for the run's lifetime; the id is chosen by
+    rank 0 and shared. Refuses to reuse a run unless resuming, and a run directory that another
+    run holds. Returns (run_dir, lock or None). Every rank gets the same answer (or error)."""
+    run_id = cfg["config"]["id"]
+    if run_id is None:
+        run_id = dist.broadcast_object(time.strftime("%Y%m%d-%H%M%S"))
+        cfg["config"]["id"] = run_id  # saved with the config: test.py finds the run from it
+    run_dir = os.path.join(cfg["config"]["ckpt_fold"], cfg["model"]["name"], str(run_id))
+    lock, error = None, None
+    if dist.is_main():
+        try:
+            os.makedirs(run_dir, exist_ok=True)
+            lock = RunLock(run_dir)
+            if os.path.isfile(os.path.join(run_dir, "latest_model.bin")) and not resume:
+                lock.release()
+                raise UserError(f"run directory {run_dir} already holds a run: choose another "
+                                "config.id, or set config.resume: true to continue it")
+            for name in remove_stale_temporaries(run_dir):
+                log.info("removed %s, left by an interrupted checkpoint write", name)
+        except UserError as exc:
+            error = str(exc)
+        except OSError as exc:
+            error = f"cannot create the run directory {run_dir}: {exc.strerror}"
+    error = dist.broadcast_object(error)
+    if error:
+        raise UserError(error)
+    return run_dir, lock
 
 
 def newest_best(run_dir):

@@ -98,7 +98,8 @@ def _read_yaml(path, what):
         with open(path, encoding="utf-8") as fh:
             data = yaml.safe_load(fh)
     except UnicodeDecodeError as exc:
-        raise UserError(f"{what} {path} is not UTF-8 text (byte {exc.start}): save it as UTF-8") from None
+        raise UserError(f"{what} {path} is not UTF-8 text (byte {exc.start}): "
+                        "save it as UTF-8") from None
     except yaml.YAMLError as exc:
         raise UserError(f"{what} {path} is not valid YAML: {' '.join(str(exc).split())}") from None
     if not isinstance(data, dict):
@@ -148,7 +149,8 @@ def _parse_override(text):
         value = yaml.safe_load(raw)
     except yaml.YAMLError as exc:
         problem = " ".join(str(exc).split("\n")[0].split())
-        raise UserError(f"--opt {key.strip()}: cannot parse the value {raw!r} ({problem})") from None
+        raise UserError(f"--opt {key.strip()}: cannot parse the value {raw!r} "
+                        f"({problem})") from None
     if keys[-1] == "pretrained" and not isinstance(value, bool):
         return keys, raw.strip()  # a path
     return keys, as_number(value)

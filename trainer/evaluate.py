@@ -1,5 +1,6 @@
 """One evaluation loop, used by validation and by test.py, on every rank with scores gathered."""
 import logging
+import math
 import sys
 import time
 
@@ -12,6 +13,7 @@ from loss import classification_loss
 from model import scores
 
 from . import distributed as dist
+from .metrics import all_metrics
 
 log = logging.getLogger("recce")
 PROGRESS_EVERY = 30.0  # seconds between progress lines when no terminal shows a bar
@@ -45,8 +47,8 @@ def device_amp(device, amp, key):
 def _keep_examples(shown, x, recons, y, prob, k):
     """Up to ``k`` examples of each class: (inputs, reconstructions, labels, probabilities)."""
     xs, rs, ys, ps = shown if shown is not None else (
-        torch.empty(0, *x.shape[1:]), torch.empty(0, *x.shape[1:]), torch.empty(0, dtype=torch.long),
-        torch.empty(0))
+        torch.empty(0, *x.shape[1:]), torch.empty(0, *x.shape[1:]),
+        torch.empty(0, dtype=torch.long), torch.empty(0))
     for c in (0, 1):
         room = k - int((ys == c).sum())
         idx = (y == c).nonzero().flatten()[:max(room, 0)].cpu()
@@ -123,3 +125,16 @@ def evaluate(model, loader, device, amp="none", bad_log=None, keep_first=0):
     if keep_first:
         result["shown"] = shown
     return result
+
+
+def validation_metrics(res, dataset):
+    """(Acc / AUC / LogLoss, further metrics: EER, AP, video-level and per-method AUC) of
+    ``evaluate``'s results ``res`` on ``dataset``; NaN without an image, said in one line."""
+    if len(res["label"]) == 0:
+        log.warning("validation: no readable image in %s: no metric this time", dataset.name)
+        return {"Acc": math.nan, "AUC": math.nan, "LogLoss": math.nan}, {}
+    methods = [dataset.items[i].method for i in res["index"]]
+    m = all_metrics(res["label"], res["prob"], res["video"], methods)
+    extra = {k: v for k, v in m.items() if k in ("EER", "AP", "video_AUC", "video_ACC")
+             or (k.endswith("_AUC") and not k.startswith("video_"))}
+    return {"Acc": m["ACC"], "AUC": m["AUC"], "LogLoss": float(res["loss"].mean())}, extra

@@ -15,16 +15,24 @@ moments, in the order of a run:
 - ``after_validation(trainer, metrics)``: after each validation, before the best checkpoint is
   chosen: a hook may replace ``metrics``' values (``Acc``, ``AUC``, ``LogLoss``), which then
   choose it, and says so in ``metrics["weights"]``;
+- ``write_checkpoints(trainer)``: the run's checkpoints are due: after each validation (after its
+  log line), and when a signal stops the run;
 - ``at_checkpoint(trainer, state)``: a checkpoint is about to be written: a hook may add entries;
+- ``after_load_checkpoint(trainer, state)``: a resumed run has loaded the checkpoint ``state``: a
+  hook may read back the entries it added;
 - ``after_train(trainer)``: once, when the loop has done its steps.
+
+The run's checkpoints are written by hooks of this kind too (trainer/checkpoint_hooks.py: the best
+and the latest checkpoint), which the trainer calls after the run's own hooks at every moment.
 
 ``state_dict()`` / ``load_state_dict(state)`` carry a hook's state through ``latest_model.bin``,
 so that a resumed run continues exactly. ``accumulate`` > 1 makes each optimizer step take that
 many micro-batches. ``once`` declares whether a run may have the hook twice: True for a hook that
 owns a checkpoint entry or state the loop shares (a second would overwrite the first's), which is
 then one config error naming both entries; a hook that leaves it None is taken to be such a hook
-where it writes checkpoint entries (``at_checkpoint``) or accumulates gradients. A hook runs on every rank; what it decides must be the same on every rank
-(each one here decides from the step count alone, or takes no decision that changes the loop).
+where it writes checkpoint entries (``at_checkpoint``) or accumulates gradients. A hook runs on
+every rank; what it decides must be the same on every rank (each one here decides from the step
+count alone, or takes no decision that changes the loop).
 """
 import copy
 import logging
@@ -62,7 +70,13 @@ class Hook:
     def after_validation(self, trainer, metrics):
         pass
 
+    def write_checkpoints(self, trainer):
+        pass
+
     def at_checkpoint(self, trainer, state):
+        pass
+
+    def after_load_checkpoint(self, trainer, state):
         pass
 
     def after_train(self, trainer):
@@ -241,8 +255,6 @@ class DeepfakeBenchSelection(Hook):
 
     def before_train(self, trainer):
         from .deepfakebench import evaluation_steps
-        from .train import _loader, with_spec_of
-        from dataset import build_dataset
         cfg, tc = trainer.cfg, trainer.train_cfg
         missing = [b for b in self.branches if b not in cfg["dataset"]]
         if missing:
@@ -260,14 +272,8 @@ class DeepfakeBenchSelection(Hook):
                             f"{', '.join(map(str, unseen[:4]))}, which are not validation steps: "
                             f"set {cfg['data']['train_branch']}.val_steps to {max(n // 2, 1)} "
                             f"(half of the {n} batches of a pass)")
-        seed, workers = cfg["config"]["seed"], cfg["data"]["num_workers"]
-        self.loaders = []
-        for name in self.branches:
-            ds = build_dataset(cfg["data"]["name"], with_spec_of(cfg["dataset"][name],
-                                                                 trainer.model.spec),
-                               seed, defer_normalize=True)
-            self.loaders.append((name, _loader(ds, cfg["data"]["test_batch_size"], False,
-                                               workers, seed, trainer.rank, trainer.world)))
+        self.loaders = [(name, trainer.branch_loader(name, cfg["data"]["test_batch_size"]))
+                        for name in self.branches]
         log.info("checkpoint choice: DeepfakeBench's, on test data: the mean frame AUC over %s "
                  "after %d of the steps (%s); %d steps = %.2f passes of %d batches, %s",
                  ", ".join(self.branches), len(self.moments),

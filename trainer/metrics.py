@@ -1,5 +1,5 @@
-"""Frame- and video-level metrics, as the original computes them (ACC at 0.5, scikit-learn AUC, EER by
-scipy's brentq on the ROC), and DeepfakeBench's video grouping beside this project's."""
+"""Frame- and video-level metrics, as the original computes them (ACC at 0.5, scikit-learn AUC,
+EER by scipy's brentq on the ROC), and DeepfakeBench's video grouping beside this project's."""
 import math
 from collections import OrderedDict
 

@@ -145,7 +145,7 @@ def test_train_on_ff_and_test_on_celeb_df_from_the_json_files(deepfakebench_json
     """The user's case: one dataset file pointed at the JSON folder trains on FF++ c23 and tests
     on Celeb-DF-v2 (its test split), frame and video level."""
     from trainer.config import load_config
-    from trainer.testing import run_test
+    from trainer.evaluation_report import run_test
     from trainer.train import run
     cfg, _ = deepfakebench_json
     tf = [{"name": "Resize", "params": {"height": 64, "width": 64}},

@@ -158,7 +158,7 @@ def data(demo_root, tmp_path_factory):
     close together, fit no temperature below the search's bound)."""
     from model.checkpoint import load_detector
     from trainer.config import load_config
-    from trainer.testing import score_split, test_branch
+    from trainer.evaluation_report import score_split, test_branch
     tmp = tmp_path_factory.mktemp("calib")
     root = image_list_tree(demo_root, tmp / "data", videos=3, frames=2)
     cfg = write_config(tmp, root)
@@ -197,7 +197,7 @@ def test_calibrate_tool_writes_a_new_checkpoint_and_never_overwrites(data, capsy
     # the temperature is the one of the validation frames' own scores
     from model.checkpoint import load_detector
     from trainer.config import load_config
-    from trainer.testing import score_split, test_branch
+    from trainer.evaluation_report import score_split, test_branch
     det = load_detector(out, "cpu")
     assert det.calibration.temperature == cal.temperature
     _, res = score_split(load_config(data["cfg"]), det, torch.device("cpu"),

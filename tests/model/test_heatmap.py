@@ -18,7 +18,7 @@ def test_one_heat_map_renderer_and_one_colour_scale():
         heat_map,
         heat_ramp,
     )
-    from trainer.train import _examples_figure
+    from trainer.figures import examples_figure
     ramp = heat_ramp(256, 1)[0]  # BGR
     assert np.array_equal(np.round(heat_colours() * 255).astype(np.uint8), ramp[:, ::-1])
     diff = np.array([[0, HEAT_MAX], [2 * HEAT_MAX, HEAT_MAX / 2]], np.float32)
@@ -39,8 +39,8 @@ def test_one_heat_map_renderer_and_one_colour_scale():
     recons = x.clone()
     recons[:, :, :4] = 1.0  # top half far off (clipped to the top colour), bottom half exact
     assert difference_map(x, recons).shape == (2, 8, 8)
-    fig = _examples_figure((x, recons, torch.tensor([0, 1]), torch.tensor([0.2, 0.8])),
-                           ((0.5,) * 3, (0.5,) * 3))
+    fig = examples_figure((x, recons, torch.tensor([0, 1]), torch.tensor([0.2, 0.8])),
+                          ((0.5,) * 3, (0.5,) * 3))
     shown = np.asarray(fig.axes[4].images[0].get_array())  # row 3, first example: the heat map
     assert (shown[:4] == ramp[255][::-1]).all() and (shown[4:] == ramp[0][::-1]).all()
     bar = [c for c in fig.axes[-1].collections if c.norm.vmax is not None]  # the colour bar

@@ -140,7 +140,7 @@ def test_an_uncertain_band_is_one_keyword_away(calibrated):
 
 
 def test_test_report_has_both_levels_and_the_uncertain_share():
-    from trainer.testing import calibration_report, format_calibration
+    from trainer.evaluation_report import calibration_report, format_calibration
     labels, logits, ids = _scores(0)
     cal = C.fit(labels, logits, videos=ids)
     tl, tz, tid = _scores(1, videos=60)

@@ -155,6 +155,49 @@ def test_a_resumed_run_with_hooks_is_bit_exact(tmp_path, demo_root):
     assert second.hooks[0].updates == whole.hooks[0].updates == 4
 
 
+class _Moments(Hook):
+    """What the checkpoint moments show a hook: at ``write_checkpoints``, whether the validation's
+    log line is written and latest_model.bin there yet (the checkpoint hooks come after this
+    one); at ``after_load_checkpoint``, the resumed state's step and best step."""
+
+    def __init__(self):
+        self.seen = []
+
+    def write_checkpoints(self, trainer):
+        log = os.path.join(trainer.run_dir, "train_rank0.log")
+        self.seen.append(("write", trainer.step,
+                          f"step {trainer.step} validation: Loss" in open(log).read(),
+                          os.path.isfile(os.path.join(trainer.run_dir, "latest_model.bin"))))
+
+    def after_load_checkpoint(self, trainer, state):
+        self.seen.append(("load", state["step"], state["best_step"]))
+
+
+def test_the_checkpoints_are_hooks_called_after_the_runs_own(tmp_path, demo_root):
+    first = _Moments()
+    trainer = _train(_tiny(tmp_path, demo_root, steps=4, val_steps=2), first)
+    assert first.seen == [("write", 2, True, False), ("write", 4, True, True)]
+    assert [type(h).__name__ for h in trainer.default_hooks] == ["BestCheckpoint",
+                                                                  "LatestCheckpoint"]
+    assert trainer.hooks == [first]  # the run's own hooks only
+    run_dir = tmp_path / "runs" / "TinyDetector" / "t"
+    latest = torch.load(run_dir / "latest_model.bin", weights_only=True)
+    assert (latest["best_step"], latest["eval_metric"]) == (trainer.best.best_step, "AUC")
+    assert latest["best_metric"] == trainer.best.best_metric
+    HOOKS.register(_Moments, name="t_moments")  # from the config: there when the state loads
+    try:
+        again = Trainer(_tiny(tmp_path, demo_root, [{"name": "t_moments"}], steps=6,
+                              val_steps=2, extra={"resume": True}))
+    finally:
+        HOOKS.pop("t_moments")
+    try:
+        assert again.hooks[0].seen == [("load", 4, trainer.best.best_step)]
+        assert (again.best.best_step, again.best.best_metric) == (trainer.best.best_step,
+                                                                  trainer.best.best_metric)
+    finally:
+        again.close()
+
+
 def test_hooks_are_checked_when_the_config_is_loaded(tmp_path, demo_root):
     with pytest.raises(UserError, match=r"config.hooks: unknown hook 'clip' \(known: .*"
                                         r"clip_grad_norm"):
@@ -311,8 +354,8 @@ def test_deepfakebench_selection_chooses_on_its_test_sets_at_its_moments(deepfak
             kept.append(step)
     saved = sorted(int(f[len("best_model_"):-4]) for f in os.listdir(
         tmp_path / "runs" / "Recce" / "dfb") if f.startswith("best_model_"))
-    assert saved == kept and trainer.best_step == kept[-1] == choice.best.moment
-    assert trainer.best_metric == pytest.approx(means[kept[-1]], abs=1e-4)
+    assert saved == kept and trainer.best.best_step == kept[-1] == choice.best.moment
+    assert trainer.best.best_metric == pytest.approx(means[kept[-1]], abs=1e-4)
     # a moment that is no validation step is refused before any training
     ds["train_cfg"]["val_steps"] = 3
     (tmp_path / "ds.yml").write_text(yaml.safe_dump(ds))

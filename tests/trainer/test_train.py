@@ -4,7 +4,6 @@ import re
 import signal
 import subprocess
 import sys
-import types
 
 import pytest
 import torch
@@ -64,7 +63,7 @@ def test_short_training_writes_checkpoints_logs_and_events(tmp_path, demo_root):
     with pytest.raises(UserError, match="already holds a run"):
         run(load_config(path))
     # the saved config is fed back as is, and test.py finds the run's newest best checkpoint
-    from trainer.testing import resolve_checkpoint
+    from trainer.evaluation_report import resolve_checkpoint
     again = load_config(str(run_dir / "config.yml"))
     assert again["dataset"]["train_cfg"]["num_steps"] == 4
     assert resolve_checkpoint(again) == result["best_checkpoint"]
@@ -75,7 +74,7 @@ def test_short_training_writes_checkpoints_logs_and_events(tmp_path, demo_root):
     from model.calibration import fit, fit_temperature
     from model.checkpoint import load_detector
     from train import summary_lines
-    from trainer.testing import score_split, test_branch
+    from trainer.evaluation_report import score_split, test_branch
     det = load_detector(result["best_checkpoint"], "cpu")
     _, res = score_split(again, det, torch.device("cpu"), test_branch(again, det.spec, "val_cfg"))
     try:
@@ -99,7 +98,7 @@ def test_short_training_writes_checkpoints_logs_and_events(tmp_path, demo_root):
 
 
 def test_timestamp_run_id_is_saved(tmp_path):
-    from trainer.train import make_run_dir
+    from trainer.checkpoint import make_run_dir
     cfg = {"config": {"id": None, "ckpt_fold": str(tmp_path)}, "model": {"name": "Recce"}}
     run_dir, lock = make_run_dir(cfg, resume=False)
     assert cfg["config"]["id"] and run_dir == str(tmp_path / "Recce" / cfg["config"]["id"])
@@ -368,7 +367,7 @@ def test_config_compile_wraps_the_model_for_training(tmp_path, demo_root, monkey
 
 
 def test_progress_gives_images_per_second_eta_and_a_line_every_30_s():
-    from trainer.train import Progress
+    from trainer.logs import Progress
     now = [100.0]
     p = Progress(step=10, num_steps=110, images_per_step=32, every=30.0, clock=lambda: now[0])
     now[0] += 20.0  # 50 steps of 32 images in 20 s
@@ -416,7 +415,7 @@ def test_a_saved_run_works_from_any_working_directory(tmp_path, demo_root, monke
     """Relative roots and ckpt_fold are stored absolute: test.py from another folder finds the
     checkpoint and the data (and builds no demo data there)."""
     from helpers import image_list_tree, write_config
-    from trainer.testing import run_test
+    from trainer.evaluation_report import run_test
     from trainer.train import run
     work = tmp_path / "work"
     work.mkdir()
@@ -517,15 +516,17 @@ def test_consecutive_bad_batches_are_bounded(tmp_path, demo_root, monkeypatch):
 
 
 def test_best_checkpoint_ties_and_lower_is_better():
-    from trainer.train import Trainer
-    t = types.SimpleNamespace(best_metric=0.8, eval_metric="AUC")
-    assert Trainer._is_better(t, 0.8) and not Trainer._is_better(t, 0.79)
-    assert not Trainer._is_better(t, float("nan"))
-    t = types.SimpleNamespace(best_metric=0.3, eval_metric="LogLoss")
-    assert Trainer._is_better(t, 0.3) and Trainer._is_better(t, 0.2)
-    assert not Trainer._is_better(t, 0.31)
-    t = types.SimpleNamespace(best_metric=None, eval_metric="Acc")
-    assert Trainer._is_better(t, 0.1) and not Trainer._is_better(t, float("nan"))
+    from trainer.checkpoint_hooks import BestCheckpoint
+    best = BestCheckpoint("AUC")
+    best.best_metric = 0.8
+    assert best.is_better(0.8) and not best.is_better(0.79)
+    assert not best.is_better(float("nan"))
+    best = BestCheckpoint("LogLoss")
+    best.best_metric = 0.3
+    assert best.is_better(0.3) and best.is_better(0.2)
+    assert not best.is_better(0.31)
+    best = BestCheckpoint("Acc")
+    assert best.is_better(0.1) and not best.is_better(float("nan"))
 
 
 def test_full_disk_ends_the_run_and_keeps_the_previous_checkpoint(tmp_path, demo_root,
@@ -560,7 +561,7 @@ def test_full_disk_ends_the_run_and_keeps_the_previous_checkpoint(tmp_path, demo
 
 def test_a_normalisation_the_pretrained_weights_do_not_expect_is_one_warning():
     from model import DETECTORS, InputSpec
-    from trainer.train import pretrained_spec_warning
+    from trainer.data import pretrained_spec_warning
     spec = InputSpec((64, 64), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
     recce = DETECTORS.get("Recce")
     warning = pretrained_spec_warning(True, recce, spec, "ds.yml")
@@ -573,7 +574,7 @@ def test_workers_persist_across_epochs_and_augment_by_seed_epoch_index(demo_root
     """The training sampler hands (epoch, index) to the dataset: persistent workers augment epoch
     e exactly as fresh ones (or the main process) would."""
     from dataset import build_dataset
-    from trainer.train import _loader
+    from trainer.data import build_loader
     branch = {"root": os.path.join(demo_root, "faceforensics"), "split": "val", "transforms": [
         {"name": "Resize", "params": {"height": 24, "width": 24}},
         {"name": "HorizontalFlip", "params": {"p": 0.5}},
@@ -582,7 +583,7 @@ def test_workers_persist_across_epochs_and_augment_by_seed_epoch_index(demo_root
     ds.items = ds.items[:12]
     seen = {}
     for workers in (0, 2):
-        loader = _loader(ds, 4, True, workers, 5, 0, 1)
+        loader = build_loader(ds, 4, True, workers, 5, 0, 1)
         assert loader.persistent_workers == (workers > 0)
         for epoch in (0, 1):
             loader.sampler.set_epoch(epoch)
