@@ -7,14 +7,11 @@ A branch with ``demo: true`` belongs to the built-in demo dataset, which is made
 """
 from errors import UserError
 
-from . import (  # noqa: F401 - imported to register the layouts
-    celeb_df,
-    deepfakebench,
-    dfdc,
-    faceforensics,
-    image_list,
-    wild_deepfake,
-)
+# isort: off
+# imported to register the layouts, in this order (the order of DATASETS, of the sub-commands of
+# tools/build_index.py and of the names an error lists)
+from . import faceforensics, celeb_df, wild_deepfake, dfdc, image_list, deepfakebench  # noqa: F401
+# isort: on
 from .base import DEFAULT_MAX_PIXELS, BadImageLog, FaceFrames, Item, collate, read_rgb
 from .common import in_holdout
 from .demo import ensure_demo_root
