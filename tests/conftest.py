@@ -14,7 +14,9 @@ for _path in (str(TESTS), str(TESTS.parent)):  # the project first, then the sup
         sys.path.insert(0, _path)
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# under pytest-xdist each worker process takes one core's share; alone, the suite takes two
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1) // WORKERS))
 
 import helpers
 

@@ -63,11 +63,22 @@ def anchors(rel):
     return out
 
 
+TEST_COMMAND = "pip install -r requirements-dev.txt && ruff check . && python -m pytest -q"
+
+
+def test_ci_runs_the_readme_test_command_lint_first():
+    """.ci/run installs, then runs the README's test command's steps in its order."""
+    steps = [ln.strip() for ln in read(".ci/run").splitlines()
+             if ln.strip() and not ln.lstrip().startswith("#")]
+    assert steps[-2:] == TEST_COMMAND.split(" && ")[1:]
+    assert "python -m pip install -q -r requirements-dev.txt" in steps
+
+
 def test_the_readme_is_a_front_door():
     text = read("README.md")
     assert len(text.splitlines()) <= 350
     for line in ("pip install -r requirements.txt && python train.py",
-                 "pip install -r requirements-dev.txt && python -m pytest -q"):
+                 TEST_COMMAND):
         assert any(line == ln.strip() for _, body in blocks(text) for ln in body.splitlines()), line
     linked = {os.path.normpath(t.split("#")[0]) for t in LINK.findall(prose(text))}
     for rel in DOCS[1:]:
