@@ -310,11 +310,12 @@ class Trainer:
                      self.train_cfg.get("split"), held,
                      len({it.video for it in self.train_set.items}))
         workers = cfg["data"]["num_workers"]
-        self.train_loader = _loader(self.train_set, cfg["data"]["train_batch_size"], True, workers,
-                                    seed, self.rank, self.world, drop_last=False)
+        self.train_loader = _loader(self.train_set, self.train_set.frames_per_batch(
+            cfg["data"]["train_batch_size"]), True, workers, seed, self.rank, self.world,
+            drop_last=False)
         if self.val_set is not None:
-            self.val_loader = _loader(self.val_set, cfg["data"]["val_batch_size"], False, workers,
-                                      seed, self.rank, self.world)
+            self.val_loader = _loader(self.val_set, self.val_set.frames_per_batch(
+                cfg["data"]["val_batch_size"]), False, workers, seed, self.rank, self.world)
 
         if self.world > 1 and self.device.type == "cuda":
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
