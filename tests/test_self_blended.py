@@ -292,7 +292,8 @@ def test_the_loader_benchmark_measures_both_sources():
 
 
 # --------------------------------------------------------------------------------------- configs
-@pytest.mark.parametrize("name", ["demo_sbi.yml"])
+@pytest.mark.parametrize("name", ["demo_sbi.yml", "paper/sbi_recce.yml",
+                                  "paper/sbi_xception.yml"])
 def test_the_self_blended_configs_load_with_real_frames_alone(name, monkeypatch):
     from trainer.config import load_config
     monkeypatch.chdir(ROOT)
@@ -301,3 +302,31 @@ def test_the_self_blended_configs_load_with_real_frames_alone(name, monkeypatch)
     assert train["self_blended"] and val["self_blended"]  # no fake before the test
     assert not cfg["dataset"]["test_cfg"].get("self_blended")
     assert cfg["data"]["train_batch_size"] % 2 == 0
+
+
+@pytest.mark.slow
+def test_the_paper_config_trains_recce_on_the_real_faces_of_ffpp(demo_root, tmp_path):
+    """config/paper/sbi_recce.yml as it is (its 299 px, SBI's augmentations, RECCE's loss), on an
+    FF++ layout whose landmarks were prepared: a step sees real frames and their blends only."""
+    from trainer.config import load_config
+    from trainer.train import Trainer
+    ff = os.path.join(demo_root, "faceforensics")
+    reals = build_dataset("FaceForensics", {"root": ff, "split": "train", "transforms": []})
+    cache = str(tmp_path / "landmarks.npz")
+    sb.write_cache(cache, {sb.frame_key(it.path, ff): sb.template_landmarks(72)
+                           for it in reals.items if it.label == 0}, set(), {"predictor": "t"})
+    roots = [f"{b}.root={ff}" for b in ("train_cfg", "val_cfg", "test_cfg")]
+    roots.append(f"train_cfg.self_blended_landmarks={cache}")
+    cfg = load_config(os.path.join(ROOT, "config", "paper", "sbi_recce.yml"),
+                      ["model.pretrained=false", "config.debug=true", "data.num_workers=0",
+                       "data.train_batch_size=4"], roots + ["train_cfg.num_steps=1"])
+    trainer = Trainer(cfg)
+    seen = []
+    step = trainer.train_step
+    trainer.train_step = lambda b: (seen.append((b["label"].tolist(), tuple(b["image"].shape))),
+                                    step(b))[1]
+    trainer.fit()
+    trainer.close()
+    assert seen == [([0, 1, 0, 1], (4, 3, 299, 299))]
+    assert len(trainer.train_set) == 840 and {it.method for it in trainer.train_set.items} == {
+        "original", "self_blended"}

@@ -169,6 +169,8 @@ def bench_data(args):
                 run()  # warm-up: worker start, file cache
                 t = _median_time(run, 3, warmup=0)
                 print(f"| {workers} | {name} | {len(ds) / t:.0f} | {len(ds) / t / workers:.0f} |")
+    from dataset.self_blended import print_loader_rates  # the same loader on real faces + SBI
+    print_loader_rates(size=args.size, batch=args.data_batch, batches=args.data_batches)
 
 
 def _shard_inputs(tmp, videos, frames, crops):
