@@ -312,6 +312,8 @@ def read_cache(path):
                 raise ValueError(f"format {meta.get('format')!r}")
             keys, counts, flat = z["keys"], z["counts"], z["points"]
             missing = {str(k) for k in z["missing"]}
+            if len(keys) != len(counts) or int(counts.sum()) != len(flat) or flat.ndim != 2:
+                raise ValueError("its arrays do not match")
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         raise UserError(f"{path}: not a landmark cache of tools/self_blended.py prepare "
                         f"({' '.join(str(exc).split())})") from None

@@ -279,6 +279,11 @@ def test_prepare_writes_the_cache_once_and_records_faceless_frames(tmp_path):
     assert os.stat(root / sb.DEFAULT_CACHE).st_mtime_ns == stamp
     ds = build_dataset("ImageList", _branch(root))
     assert len(ds) == 1 and ds.counts["no_face"] == 1
+    (root / sb.DEFAULT_CACHE).write_text("a file of somebody else's")  # never replaced
+    assert main(["prepare", "--config", str(tmp_path / "c.yml"), "--redo"]) == 2
+    assert (root / sb.DEFAULT_CACHE).read_text() == "a file of somebody else's"
+    (root / sb.DEFAULT_CACHE).unlink()
+    assert main(["prepare", "--config", str(tmp_path / "c.yml")]) == 0
     assert main(["figure", "--config", str(tmp_path / "c.yml"), "--out",
                  str(tmp_path / "f.png"), "--pairs", "1"]) == 0
     assert cv2.imread(str(tmp_path / "f.png")) is not None

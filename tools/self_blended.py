@@ -31,8 +31,8 @@ import numpy as np  # noqa: E402
 
 from dataset import build_dataset  # noqa: E402
 from dataset.base import BadImageError, read_rgb  # noqa: E402
-from dataset.self_blended import (beside, cache_path, frame_key, generate, generator,  # noqa: E402
-                                  read_cache, write_cache)
+from dataset.self_blended import (beside, cache_path, check_points, frame_key,  # noqa: E402
+                                  generate, generator, read_cache, write_cache)
 from errors import UserError, flags, run_cli  # noqa: E402
 from faces.crop import MARGIN  # noqa: E402
 from trainer.config import load_config, split_overrides  # noqa: E402
@@ -86,7 +86,9 @@ def prepare(cfg, names, predictor=None, fallback="none", redo=False):
     marker = Landmarker(predictor, where="predictor")
     lines = []
     for where, (root, items) in jobs.items():
-        found, missing, meta = ({}, set(), {}) if redo else read_cache(where)
+        found, missing, meta = read_cache(where)  # a file that is not a cache: refused
+        if redo:
+            found, missing, meta = {}, set(), {}
         made_by = {"predictor": marker.describe(), "fallback": fallback}
         if meta and {k: meta.get(k) for k in made_by} != made_by:
             raise UserError(f"{where} holds landmarks of other settings ({meta.get('predictor')}, "
@@ -114,7 +116,7 @@ def prepare(cfg, names, predictor=None, fallback="none", redo=False):
                 missing.add(key)
                 faceless += 1
             else:
-                found[key] = points.astype(np.float32)
+                found[key] = check_points(points, f"predictor {marker.path}")
                 new += 1
             if n % SAVE_EVERY == 0 or n == len(todo):
                 write_cache(where, found, missing, made_by)
@@ -142,7 +144,7 @@ def figure(cfg, name, out, pairs=4, seed=0):
     ds = build_dataset(cfg["data"]["name"], {**cfg["dataset"][name], "self_blended": True},
                        seed=seed)
     picks = np.linspace(0, len(ds) - 1, pairs).round().astype(int)
-    fig, axes = plt.subplots(pairs, 3, figsize=(4.2, 1.45 * pairs), squeeze=False)
+    fig, axes = plt.subplots(pairs, 3, figsize=(4.2, 1.45 * pairs), squeeze=False, dpi=80)
     for row, i in enumerate(picks):
         img = read_rgb(ds.items[2 * i].path)
         real, fake, mask = generate(img, ds.points[i], generator(seed, 0, int(i)), ds.crop,
@@ -155,8 +157,8 @@ def figure(cfg, name, out, pairs=4, seed=0):
                                                 (mask, f"mask (peak {mask.max():.2f})"),
                                                 (fake, "self-blended"))):
             ax = axes[row, col]
-            ax.imshow(picture, cmap="gray", vmin=0, vmax=1) if picture.ndim == 2 else \
-                ax.imshow(picture)
+            ax.imshow(picture, cmap="gray" if picture.ndim == 2 else None, vmin=0, vmax=1,
+                      interpolation="nearest")
             ax.set_title(title, fontsize=7)
             ax.set_xticks([])
             ax.set_yticks([])
