@@ -67,4 +67,8 @@ def bench_data(size=299, data_batch=32, data_batches=8):
                 t = median_time(run, 3, warmup=0)
                 figures[f"workers{workers}_{key}_images_per_s"] = round(len(ds) / t)
                 print(f"| {workers} | {name} | {len(ds) / t:.0f} | {len(ds) / t / workers:.0f} |")
+    # the same loader on real faces with their self-blended images, against plain frames
+    from dataset.self_blended import print_loader_rates
+    figures["self_blended"] = print_loader_rates(size=size, batch=data_batch,
+                                                 batches=data_batches)
     return figures

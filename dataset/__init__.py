@@ -3,7 +3,9 @@
 ``name`` is ``data.name`` of the config; each layout lives in its own module and registers itself
 (``dataset.registry``): FaceForensics, CelebDF, WildDeepfake, DFDC, DeepfakeBench (its dataset
 JSON files) and ImageList (anyone's data).
-A branch with ``demo: true`` belongs to the built-in demo dataset, which is made on first use.
+A branch with ``demo: true`` belongs to the built-in demo dataset, which is made on first use; one
+with ``self_blended: true`` keeps its real frames alone, each paired with its self-blended image
+(dataset/self_blended.py).
 """
 from errors import UserError
 
@@ -41,6 +43,15 @@ def build_dataset(name: str, branch_cfg: dict, seed: int = 2022, perturb=(),
     if exclude_holdout:
         items = [it for it in items if not in_holdout(it.video, exclude_holdout)]
     where = f"{name} {cfg.get('split', '')} ({cfg.get('root') or cfg.get('index')})"
+    if cfg.get("self_blended"):  # real frames alone, each paired with its self-blended image
+        if perturb:
+            raise UserError(f"{where}: test-time distortions do not apply to a self_blended "
+                            "branch")
+        from .self_blended import SelfBlendedFrames
+        return SelfBlendedFrames(items, cfg, seed=seed, name=where,
+                                 on_bad_image=cfg.get("on_bad_image", "skip"),
+                                 max_pixels=cfg.get("max_pixels", DEFAULT_MAX_PIXELS),
+                                 defer_normalize=defer_normalize)
     return FaceFrames(items, cfg.get("transforms", []), seed=seed,
                       on_bad_image=cfg.get("on_bad_image", "skip"), name=where,
                       max_pixels=cfg.get("max_pixels", DEFAULT_MAX_PIXELS), perturb=perturb,

@@ -331,24 +331,33 @@ class FaceFrames(Dataset):
             img = read_rgb(item.path, self.max_pixels)
             if self.perturb:
                 img = self._distort(img, index)
-            self.transform.set_random_seed(sample_seed(self.seed, epoch, index))
-            try:
-                image = self.transform(image=img)["image"]
-            except Exception as exc:  # noqa: BLE001 - e.g. a RandomCrop larger than the image
-                raise BadImageError(f"cannot transform image {item.path} "
-                                    f"({img.shape[1]} x {img.shape[0]}): "
-                                    f"{' '.join(str(exc).split())}") from None
+            image = self._transform(img, sample_seed(self.seed, epoch, index), item.path)
         except BadImageError as exc:
             if self.on_bad_image == "error":
                 raise
             return {"bad": item.path, "reason": str(exc), "index": index}
+        return self._output(image, item, index)
+
+    def frames_per_batch(self, images):
+        """How many dataset samples make a batch of ``images`` images (one each here)."""
+        return images
+
+    def _transform(self, img, seed, path):
+        """The transforms of the branch on ``img``, their draws seeded by ``seed``."""
+        self.transform.set_random_seed(seed)
+        try:
+            return self.transform(image=img)["image"]
+        except Exception as exc:  # noqa: BLE001 - e.g. a RandomCrop larger than the image
+            raise BadImageError(f"cannot transform image {path} ({img.shape[1]} x "
+                                f"{img.shape[0]}): {' '.join(str(exc).split())}") from None
+
+    def _output(self, image, item, index):
         if self.norm is not None and image.dtype == torch.uint8:
             return {"image": image, "norm": self.norm, "label": item.label, "video": item.video,
                     "index": index}
         if image.dtype == torch.uint8:  # no Normalize in the list: scale to [0, 1]
             image = image.float().div_(255)
         return {"image": image, "label": item.label, "video": item.video, "index": index}
-
 
     def _distort(self, img, index):
         """The test-time distortions, before the model's own transforms; deterministic per
@@ -385,7 +394,10 @@ class FaceFrames(Dataset):
 
 
 def collate(samples):
-    """Stack the good samples; list the paths of the bad ones under ``bad``."""
+    """Stack the good samples; list the paths of the bad ones under ``bad``. A sample that is a
+    list (a real frame and its self-blended image, dataset/self_blended.py) adds each of its
+    members, side by side."""
+    samples = [s for entry in samples for s in (entry if isinstance(entry, list) else [entry])]
     good = [s for s in samples if "bad" not in s]
     batch = {"bad": [s.get("reason", s["bad"]) for s in samples if "bad" in s]}
     if good:

@@ -31,6 +31,9 @@ COMMON_BRANCH_KEYS = {
     "root": "name", "split": "name", "transforms": "list", "log_steps": "posint",
     "val_steps": "posint", "num_steps": "posint", "on_bad_image": ("skip", "error"),
     "demo": "bool", "max_pixels": "pixels", "holdout": "fraction",
+    # real frames alone, each paired with its self-blended image (dataset/self_blended.py)
+    "self_blended": "bool", "self_blended_landmarks": "name",
+    "self_blended_crop": ("frame", "landmarks"),
 }
 
 

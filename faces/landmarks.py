@@ -82,6 +82,16 @@ class Landmarker:
         return np.array([[shape.part(i).x, shape.part(i).y] for i in range(shape.num_parts)],
                         dtype=int)
 
+    def face_points(self, image, fallback=None):
+        """The landmarks of the largest face the detector finds in ``image`` (N x 2 int); where
+        it finds none, those of the face in the box ``fallback`` (x1, y1, x2, y2) when given,
+        else None."""
+        from .rules import dlib_area
+        found = self.detector(image)
+        if found:
+            return self.predict(image, max(found, key=lambda d: dlib_area(d.box)).box)
+        return None if fallback is None else self.predict(image, fallback)
+
     def describe(self):
         if self._sha is None:
             self._sha = sha256_of(self.path)

@@ -101,7 +101,8 @@ def test_every_paper_setting_has_a_config_that_loads(monkeypatch):
                    and f not in ("tables.yml", "published.yml"))
     expected = {"ffpp_c23", "ffpp_c40", "celeb_df", "wilddeepfake", "dfdc"} | {
         f"ffpp_{c}_{m}" for c in ("c23", "c40")
-        for m in ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")}
+        for m in ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")} | {
+        "sbi_recce", "sbi_xception"}  # trained on real faces alone (self-blended images)
     assert {n[:-4] for n in names} == expected
     ids = set()
     for name in names:

@@ -337,7 +337,8 @@ def branch(cfg, which):
     return cfg["dataset"][name]
 
 
-PATH_KEYS = ("root", "index", "dataset_json_folder")  # branch keys that name files or folders
+PATH_KEYS = ("root", "index", "dataset_json_folder",  # branch keys that name files or folders
+             "self_blended_landmarks")
 
 
 def save_config(cfg, run_dir):

@@ -117,10 +117,12 @@ def training_data(cfg, spec, rank, world, validate=True):
                  "the other %d", len({it.video for it in val_set.items}), train_cfg.get("split"),
                  held, len({it.video for it in train_set.items}))
     workers = cfg["data"]["num_workers"]
-    train_loader = build_loader(train_set, cfg["data"]["train_batch_size"], True, workers, seed,
-                                rank, world, drop_last=False)
+    # a batch of N images: N frames, or N / 2 real frames each with its self-blended image
+    train_loader = build_loader(train_set, train_set.frames_per_batch(
+        cfg["data"]["train_batch_size"]), True, workers, seed, rank, world, drop_last=False)
     val_loader = None if val_set is None else build_loader(
-        val_set, cfg["data"]["val_batch_size"], False, workers, seed, rank, world)
+        val_set, val_set.frames_per_batch(cfg["data"]["val_batch_size"]), False, workers, seed,
+        rank, world)
     return TrainingData(train_cfg, train_set, val_set, train_loader, val_loader, face_crop)
 
 
@@ -130,4 +132,5 @@ def branch_loader(cfg, name, spec, batch_size, rank, world):
     seed = cfg["config"]["seed"]
     ds = build_dataset(cfg["data"]["name"], with_spec_of(cfg["dataset"][name], spec), seed,
                        defer_normalize=True)
-    return build_loader(ds, batch_size, False, cfg["data"]["num_workers"], seed, rank, world)
+    return build_loader(ds, ds.frames_per_batch(batch_size), False, cfg["data"]["num_workers"],
+                        seed, rank, world)
