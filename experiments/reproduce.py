@@ -318,7 +318,7 @@ def check_data(plan):
         if train_key:
             m = plan.models[train_key]
             batch = m["cfg"]["data"]["train_batch_size"] * plan.args.gpus
-            per_epoch = math.ceil(len(ds) / batch)
+            per_epoch = math.ceil(len(ds) / ds.frames_per_batch(batch))  # a paired source: half
             line += f"; {per_epoch:,} iterations per epoch at {batch} images a step"
             sched = m["cfg"]["config"]["scheduler"] or {}
             if sched.get("name") == "StepLR":

@@ -55,6 +55,11 @@ def dlib_rect(box):
     return dlib.rectangle(*(int(round(v)) for v in box))
 
 
+def dlib_area(box):
+    """dlib's own rectangle area: (right - left + 1) x (bottom - top + 1)."""
+    return (box[2] - box[0] + 1) * (box[3] - box[1] + 1)
+
+
 class Landmarker:
     """dlib's shape predictor with the frontal detector it is paired with (upsample 1), as
     DeepfakeBench's preparation uses them."""
@@ -86,7 +91,6 @@ class Landmarker:
         """The landmarks of the largest face the detector finds in ``image`` (N x 2 int); where
         it finds none, those of the face in the box ``fallback`` (x1, y1, x2, y2) when given,
         else None."""
-        from .rules import dlib_area
         found = self.detector(image)
         if found:
             return self.predict(image, max(found, key=lambda d: dlib_area(d.box)).box)

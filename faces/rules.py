@@ -38,6 +38,7 @@ from checks import CROP_RULES
 from errors import UserError
 
 from .crop import MARGIN, choose_face, crop_box, cut
+from .landmarks import dlib_area
 
 DEFAULT_RULE = "box"  # a checkpoint that names no rule
 
@@ -56,11 +57,6 @@ class Cut:
     warp: list | None = None  # the 2 x 3 affine matrix frame -> crop (aligned rules)
     keypoints: list | None = None  # the five points the alignment used, in the frame
     landmarks: np.ndarray | None = None  # every landmark of the face, in the crop (aligned rules)
-
-
-def dlib_area(box):
-    """dlib's own rectangle area: (right - left + 1) x (bottom - top + 1)."""
-    return (box[2] - box[0] + 1) * (box[3] - box[1] + 1)
 
 
 def dfb_template(outsize=DFB_SIZE, scale=MARGIN):

@@ -290,7 +290,8 @@ def test_prepare_writes_the_cache_once_and_records_faceless_frames(tmp_path):
 
 
 def test_the_loader_benchmark_measures_both_sources():
-    r = sb.loader_rates(size=32, batch=4, batches=2, workers=(0,), crop_side=48, repeats=1)
+    from benchmarks.loader import loader_rates
+    r = loader_rates(size=32, batch=4, batches=2, workers=(0,), crop_side=48, repeats=1)
     assert [(row["workers"], row["source"]) for row in r["rows"]] == [(0, "without"),
                                                                       (0, "self_blended")]
     assert all(row["images_per_s"] > 0 for row in r["rows"]) and r["generator_ms_per_pair"] > 0
