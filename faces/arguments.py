@@ -7,7 +7,7 @@ from checks import BACKENDS, CROP_RULES, PRECISIONS, Key, check_argument
 from errors import UserError
 
 from .crop import MARGIN
-from .detectors.base import MIN_FACE_SIZE
+from .finders.base import MIN_FACE_SIZE
 
 # The keywords, each declared once: its default (the methods' signatures say the same: a test
 # holds them to it), its kind (checks.check_value: its bounds too; "?": None is accepted, and

@@ -4,6 +4,7 @@ checkpoints of random weights and a served page (tests/conftest.py puts this fol
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -318,3 +319,10 @@ class Record(Hook):
 
     def after_validation(self, trainer, metrics):
         self.lrs.append(trainer.optimizer.param_groups[0]["lr"])
+
+
+def default_sigint():
+    """``preexec_fn`` of a child that a test stops with Ctrl-C: SIGINT back at its default, so
+    that Python turns it into KeyboardInterrupt, whatever the test run inherited (a background
+    job of a non-interactive shell starts with SIGINT ignored, and a child inherits that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

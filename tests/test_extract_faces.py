@@ -10,7 +10,7 @@ import time
 import pytest
 
 from crop_cases import astronaut_frames, astronaut_video
-from helpers import ROOT
+from helpers import ROOT, default_sigint
 
 pytest.importorskip("dlib")
 
@@ -135,7 +135,8 @@ def test_ctrl_c_in_extract_faces_is_one_line_and_stops_its_workers(tmp_path):
         hopper_video(videos / f"v{i}.avi", frames=10)
     proc = subprocess.Popen([sys.executable, "tools/extract_faces.py", "--input", str(videos),
                              "--out", str(tmp_path / "out"), "--workers", "2", "--frames", "10"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_sigint)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not any(
             (tmp_path / "out").glob("*/.extracting")):

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from checks import MAX_BATCH_SIZE, MAX_FRAMES, MAX_INPUT_SIZE, MAX_PIXELS, MAX_SIDE, MAX_WORKERS
-from helpers import ROOT, cli, image_list_tree
+from helpers import ROOT, cli, default_sigint, image_list_tree
 from inference import line_for
 from model import InputSpec
 
@@ -155,7 +155,8 @@ def test_ctrl_c_in_inference_prints_one_line_and_writes_no_output(tmp_path, demo
     out = tmp_path / "res.csv"
     proc = subprocess.Popen([sys.executable, "inference.py", "-b", str(ckpt), "-f", str(folder),
                              "-s", "64", "-d", "cpu", "--output", str(out)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_sigint)
     assert proc.stdout.readline().startswith("path: ")
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
