@@ -75,7 +75,10 @@ def test_holdout_splits_videos_and_training_leaves_them_out(tmp_path):
     everything = build_dataset("ImageList", base)
     held = build_dataset("ImageList", {**base, "holdout": 0.25})
     rest = build_dataset("ImageList", base, exclude_holdout=0.25)
-    videos = lambda ds: {it.video for it in ds.items}  # noqa: E731
+
+    def videos(ds):
+        return {it.video for it in ds.items}
+
     assert videos(held) and videos(rest)
     assert videos(held) & videos(rest) == set()
     assert videos(held) | videos(rest) == videos(everything)
