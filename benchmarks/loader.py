@@ -19,6 +19,13 @@ from dataset.base import read_rgb, to_input
 from dataset.demo import load_sources
 
 
+def _transforms(size):
+    """Resize to ``size``, a flip, normalization: the loaders' work in both tables."""
+    return [{"name": "Resize", "params": {"height": size, "width": size}},
+            {"name": "HorizontalFlip", "params": {"p": 0.5}},
+            {"name": "Normalize", "params": {"mean": [0.5] * 3, "std": [0.5] * 3}}]
+
+
 def bench_data(size=299, data_batch=32, data_batches=8):
     """Prints the two tables; returns their figures: ``decode_ms``, ``sample_uint8_ms``,
     ``sample_float_ms`` per image, and ``workers<N>_<uint8|float>_images_per_s``."""
@@ -33,12 +40,7 @@ def bench_data(size=299, data_batch=32, data_batches=8):
             os.makedirs(os.path.join(tmp, label, str(i // 8)), exist_ok=True)
             paths.append(os.path.join(tmp, label, str(i // 8), f"{i}.png"))
             cv2.imwrite(paths[-1], img[:, :, ::-1])
-        branch = {
-            "root": tmp,
-            "transforms": [{"name": "Resize", "params": {"height": size, "width": size}},
-                           {"name": "HorizontalFlip", "params": {"p": 0.5}},
-                           {"name": "Normalize", "params": {"mean": [0.5] * 3, "std": [0.5] * 3}}],
-        }
+        branch = {"root": tmp, "transforms": _transforms(size)}
         uint8 = build_dataset("ImageList", branch, seed=0, defer_normalize=True)
         floats = build_dataset("ImageList", branch, seed=0)
         per = {"decode": ("decode (read_rgb)", lambda: [read_rgb(p) for p in paths[:64]]),
@@ -61,12 +63,8 @@ def bench_data(size=299, data_batch=32, data_batches=8):
                 loader = DataLoader(ds, batch_size=data_batch, shuffle=True,
                                     num_workers=workers, persistent_workers=True,
                                     collate_fn=collate)
-
-                def run():
-                    for batch in loader:
-                        to_input(batch, "cpu")
-                run()  # warm-up: worker start, file cache
-                t = median_time(run, 3, warmup=0)
+                images_of(loader)  # warm-up: worker start, file cache
+                t = median_time(lambda: images_of(loader), 3, warmup=0)
                 figures[f"workers{workers}_{key}_images_per_s"] = round(len(ds) / t)
                 print(f"| {workers} | {name} | {len(ds) / t:.0f} | {len(ds) / t / workers:.0f} |")
     # the same loader on real faces with their self-blended images, against plain frames
@@ -102,9 +100,7 @@ def loader_rates(size=299, batch=32, batches=4, workers=(0, 1, 2), crop_side=320
                 cv2.imwrite(os.path.join(tmp, rel), img[:, :, ::-1])
             found[f"real/{i // 8}/{i}.png"] = sb.template_landmarks(crop_side)
         sb.write_cache(os.path.join(tmp, sb.DEFAULT_CACHE), found, set(), {"predictor": "template"})
-        transforms = [{"name": "Resize", "params": {"height": size, "width": size}},
-                      {"name": "HorizontalFlip", "params": {"p": 0.5}},
-                      {"name": "Normalize", "params": {"mean": [0.5] * 3, "std": [0.5] * 3}}]
+        transforms = _transforms(size)
         plain = build_dataset("ImageList", {"root": tmp, "transforms": transforms}, seed=0,
                               defer_normalize=True)
         sbi = build_dataset("ImageList", {"root": tmp, "transforms": transforms,
@@ -116,11 +112,10 @@ def loader_rates(size=299, batch=32, batches=4, workers=(0, 1, 2), crop_side=320
             sb.generate(img, sb.template_landmarks(crop_side), rng)
         per_pair = (time.perf_counter() - start) / 20 * 1000
         for n in workers:
-            for label, ds, per_batch in (("without", plain, batch), ("self_blended", sbi,
-                                                                      batch // 2)):
-                loader = DataLoader(ds, batch_size=per_batch, shuffle=True, num_workers=n,
-                                    persistent_workers=n > 0, collate_fn=collate)
-
+            for label, ds in (("without", plain), ("self_blended", sbi)):
+                # as the trainer batches them: a pair source takes half as many frames
+                loader = DataLoader(ds, batch_size=ds.frames_per_batch(batch), shuffle=True,
+                                    num_workers=n, persistent_workers=n > 0, collate_fn=collate)
                 images_of(loader)  # warm-up: worker start, file cache
                 best = 0.0
                 for _ in range(repeats):

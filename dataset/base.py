@@ -321,11 +321,12 @@ class FaceFrames(Dataset):
     def labels(self):
         return [it.label for it in self.items]
 
+    def epoch_and_index(self, index):
+        """(epoch, index) of a request: the training sampler hands both, anyone else an index."""
+        return index if isinstance(index, tuple) else (self.epoch, index)
+
     def __getitem__(self, index):
-        if isinstance(index, tuple):  # (epoch, index) from the training sampler
-            epoch, index = index
-        else:
-            epoch = self.epoch
+        epoch, index = self.epoch_and_index(index)
         item = self.items[index]
         try:
             img = read_rgb(item.path, self.max_pixels)

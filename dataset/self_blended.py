@@ -439,10 +439,7 @@ class SelfBlendedFrames(FaceFrames):
         return images // 2
 
     def __getitem__(self, index):
-        if isinstance(index, tuple):  # (epoch, index) from the training sampler
-            epoch, index = index
-        else:
-            epoch = self.epoch
+        epoch, index = self.epoch_and_index(index)
         real_item, fake_item = self.items[2 * index], self.items[2 * index + 1]
         try:
             img = read_rgb(real_item.path, self.max_pixels)

@@ -60,6 +60,11 @@ def dlib_area(box):
     return (box[2] - box[0] + 1) * (box[3] - box[1] + 1)
 
 
+
+def largest_face(detections):
+    """The detection with dlib's largest rectangle area (``dlib_area``); the first of equals."""
+    return max(detections, key=lambda d: dlib_area(d.box))
+
 class Landmarker:
     """dlib's shape predictor with the frontal detector it is paired with (upsample 1), as
     DeepfakeBench's preparation uses them."""
@@ -93,7 +98,7 @@ class Landmarker:
         else None."""
         found = self.detector(image)
         if found:
-            return self.predict(image, max(found, key=lambda d: dlib_area(d.box)).box)
+            return self.predict(image, largest_face(found).box)
         return None if fallback is None else self.predict(image, fallback)
 
     def describe(self):

@@ -38,7 +38,7 @@ from checks import CROP_RULES
 from errors import UserError
 
 from .crop import MARGIN, choose_face, crop_box, cut
-from .landmarks import dlib_area
+from .landmarks import largest_face
 
 DEFAULT_RULE = "box"  # a checkpoint that names no rule
 
@@ -205,7 +205,7 @@ class DeepfakeBenchRule(Rule):
     def faces(self, detections, previous=None):
         if not detections:
             return []
-        first = max(detections, key=lambda d: dlib_area(d.box))  # the first of equals
+        first = largest_face(detections)
         return [first] + [d for d in detections if d is not first]
 
     def cut(self, rgb, det):
