@@ -18,7 +18,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1) // WORKERS))
 
+import forkrun
+
 import helpers
+
+
+def pytest_sessionfinish(session, exitstatus):
+    forkrun.SERVER_PROCESS.close()
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import cv2
+import forkrun
 import numpy as np
 import torch
 import yaml
@@ -30,7 +31,12 @@ NORM = [{"name": "Resize", "params": {"height": 16, "width": 16}},  # small imag
 
 
 def cli(args, timeout=600, **kw):
-    """``python <args>`` from the project's folder, its output captured."""
+    """``python <args>`` from the project's folder, its output captured (a CompletedProcess).
+    A script's command runs in a process forked from one that has imported the heavy libraries
+    (``forkrun``); with other keywords (``env``...), or ``fresh=True``, in a fresh interpreter."""
+    fresh = kw.pop("fresh", False)
+    if forkrun.ENABLED and not fresh and set(kw) <= {"input"} and str(args[0]).endswith(".py"):
+        return forkrun.SERVER_PROCESS.run(args, ROOT, timeout=timeout, input=kw.get("input"))
     return subprocess.run([sys.executable] + list(args), cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout, **kw)
 

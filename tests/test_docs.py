@@ -8,13 +8,11 @@ import os
 import re
 import shlex
 import subprocess
-import sys
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import yaml
 
-from helpers import ROOT
+from helpers import ROOT, cli
 
 DOCS = ["README.md"] + sorted(os.path.join("docs", f)
                               for f in os.listdir(os.path.join(ROOT, "docs")) if f.endswith(".md"))
@@ -184,37 +182,6 @@ def subcommands(help_text):
     return m.group(1).split(",") if m else []
 
 
-# Runs a script as `python <script> [<word>] --help` runs it (sys.path[0] = the script's folder,
-# run as __main__), once per word, in one process per script: the heavy imports are paid once.
-HELPER = """
-import contextlib, io, json, os, runpy, sys
-script, words = sys.argv[1], sys.argv[2:]
-sys.path[0] = os.path.dirname(os.path.abspath(script))
-out = {}
-for word in [""] + words:
-    buf = io.StringIO()
-    sys.argv = [script] + ([word] if word else []) + ["--help"]
-    code = 0
-    with contextlib.redirect_stdout(buf):
-        try:
-            runpy.run_path(script, run_name="__main__")
-        except SystemExit as e:
-            code = e.code or 0
-    out[word] = [code, buf.getvalue()]
-print(json.dumps(out))
-"""
-
-
-def run_help(script, words):
-    cmd = [sys.executable, "-c", HELPER, script] + sorted(words)
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, f"{script} --help: exit {proc.returncode}\n{proc.stderr[-2000:]}"
-    out = json.loads(proc.stdout.splitlines()[-1])
-    for word, (code, _) in out.items():
-        assert code == 0, f"python {script} {word} --help: exit {code}"
-    return {(script, word): text for word, (_, text) in out.items()}
-
-
 @pytest.fixture(scope="module")
 def helps():
     """The --help of every script the docs run, and `<script> <word> --help` where a command's
@@ -222,13 +189,16 @@ def helps():
     words = {}
     for _, script, args, _ in ALL_CALLS:
         if os.path.isfile(os.path.join(ROOT, script)):
-            words.setdefault(script, set())
+            words.setdefault(script, {""})
             if args and re.fullmatch(r"[a-z_]+", args[0]):
                 words[script].add(args[0])
     out = {}
-    with ThreadPoolExecutor(4) as pool:
-        for part in pool.map(lambda s: run_help(s, words[s]), sorted(words)):
-            out.update(part)
+    for script in sorted(words):
+        for word in sorted(words[script]):
+            proc = cli([script] + ([word] if word else []) + ["--help"], timeout=120)
+            assert proc.returncode == 0, \
+                f"python {script} {word} --help: exit {proc.returncode}\n{proc.stderr[-2000:]}"
+            out[(script, word)] = proc.stdout
     return out
 
 
@@ -395,9 +365,8 @@ def test_benchmark_with_no_sub_command_is_the_model_table_and_records_it(tmp_pat
     """`python tools/benchmark.py` with no sub-command runs the model table, as before
     sub-commands; --figures records what it printed."""
     out = tmp_path / "figures.json"
-    proc = subprocess.run([sys.executable, "tools/benchmark.py", "--batch", "2", "--size", "32",
-                           "--repeats", "1", "--skip-original", "--figures", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    proc = cli(["tools/benchmark.py", "--batch", "2", "--size", "32", "--repeats", "1",
+                "--skip-original", "--figures", str(out)])
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "| model | train step (s) | x Xception |" in proc.stdout
     entry = json.loads(out.read_text())["model"]

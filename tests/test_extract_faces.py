@@ -10,7 +10,7 @@ import time
 import pytest
 
 from crop_cases import astronaut_frames, astronaut_video
-from helpers import ROOT, default_sigint
+from helpers import ROOT, cli, default_sigint
 
 pytest.importorskip("dlib")
 
@@ -28,18 +28,16 @@ def test_nothing_of_the_users_is_deleted(moving_face_videos, tmp_path):
         p.write_text("user data")
     listing = tmp_path / "list.txt"
     listing.write_text(f".\n..\n{out}\n{folder / 'hopper.avi'}\n")
-    proc = subprocess.run([sys.executable, "tools/extract_faces.py", "--input", str(listing),
-                           "--out", str(out), "--workers", "1"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)
+    proc = cli(["tools/extract_faces.py", "--input", str(listing), "--out", str(out), "--workers",
+                "1"], timeout=300)
     assert proc.returncode == 1, proc.stderr  # failed videos reported, nothing removed
     assert all(p.read_text() == "user data" for p in sentinels)
     assert "was not made by extract_faces" in proc.stderr
     assert not (out / "hopper" / ".done").exists()
     (folder / "hopper.mp4").write_bytes(b"")
     try:
-        clash = subprocess.run([sys.executable, "tools/extract_faces.py", "--input", str(folder),
-                                "--out", str(tmp_path / "o2")], cwd=ROOT, capture_output=True,
-                               text=True, timeout=300)
+        clash = cli(["tools/extract_faces.py", "--input", str(folder), "--out",
+                     str(tmp_path / "o2")], timeout=300)
     finally:
         (folder / "hopper.mp4").unlink()
     assert clash.returncode == 2 and "share the output folder 'hopper'" in clash.stderr
@@ -91,14 +89,12 @@ def test_library_errors_name_the_flag_they_came_from(tmp_path, capsys):
 @pytest.mark.slow
 def test_cli_summary_and_missing_weights(moving_face_videos, tmp_path):
     folder, _, _ = moving_face_videos
-    proc = subprocess.run([sys.executable, "tools/extract_faces.py", "--input", str(folder),
-                           "--out", str(tmp_path / "o"), "--frames", "2", "--workers", "2"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = cli(["tools/extract_faces.py", "--input", str(folder), "--out", str(tmp_path / "o"),
+                "--frames", "2", "--workers", "2"], timeout=300)
     assert proc.returncode == 1  # one video failed
     assert "videos: 1 done, 0 already done, 1 failed; frames written: 2" in proc.stdout
-    proc = subprocess.run([sys.executable, "tools/extract_faces.py", "--input", str(folder),
-                           "--out", str(tmp_path / "o"), "--detector", "retinaface"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = cli(["tools/extract_faces.py", "--input", str(folder), "--out", str(tmp_path / "o"),
+                "--detector", "retinaface"], timeout=300)
     assert proc.returncode == 2 and "RetinaFace weights not found" in proc.stderr
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from errors import UserError
-from helpers import image_list_tree, write_config
+from helpers import cli, image_list_tree, write_config
 from model import InputSpec, Recce
 from model import calibration as C
 
@@ -582,14 +582,9 @@ def test_calibrate_tool_replaces_a_tampered_calibration(data, stored, tmp_path, 
 @pytest.mark.slow
 def test_the_issue_s_calibration_in_a_fresh_process(stored, data):
     """``{temperature: 1.3, points: {eer: {threshold: 0.6}}}`` as a user meets it."""
-    import subprocess
-    import sys
-
-    from helpers import ROOT
     path = stored[0][0]
-    proc = subprocess.run([sys.executable, "inference.py", "-b", path, "-f",
-                           os.path.join(data["root"], "fake", "v0"), "-d", "cpu", "--threshold",
-                           "eer"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = cli(["inference.py", "-b", path, "-f", os.path.join(data["root"], "fake", "v0"), "-d",
+                "cpu", "--threshold", "eer"], timeout=300)
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr == f"error: {path}: {TAMPERED[0][1]}; tools/calibrate.py writes one)\n"
 
