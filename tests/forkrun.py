@@ -61,8 +61,11 @@ def run(req):
         else:
             print(e.code, file=sys.stderr)
             code = 1
-    except BaseException:
-        traceback.print_exc()
+    except BaseException as e:  # the traceback from the script's frame on, as Python prints it
+        tb, script = e.__traceback__, os.path.abspath(sys.argv[0])
+        while tb is not None and os.path.abspath(tb.tb_frame.f_code.co_filename) != script:
+            tb = tb.tb_next
+        traceback.print_exception(type(e), e, tb or e.__traceback__)
         code = 1
     try:
         threading._shutdown()
