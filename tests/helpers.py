@@ -41,6 +41,20 @@ def cli(args, timeout=600, **kw):
                           text=True, timeout=timeout, **kw)
 
 
+def forked_runner(run_child):
+    """``experiments.reproduce.run_child`` as the tests run it: a ``python <script> ...`` command
+    is forked as ``cli`` forks one (its output on stderr), anything else (torchrun) goes to
+    ``run_child``; returns the exit status. The runner itself (process groups, signals) has tests
+    of its own."""
+    def run(cmd, cwd=None):
+        if not (forkrun.ENABLED and cmd[0] == sys.executable and str(cmd[1]).endswith(".py")):
+            return run_child(cmd, cwd=cwd)
+        proc = forkrun.SERVER_PROCESS.run(cmd[1:], cwd or os.getcwd(), timeout=600)
+        sys.stderr.write(proc.stdout + proc.stderr)
+        return proc.returncode
+    return run
+
+
 # ---------------------------------------------------------------- checkpoints, weights
 def write_checkpoint(path, model="Recce", config=None, spec=None, seed=0, **extra):
     """A checkpoint of a randomly initialised detector, as this project saves one:

@@ -19,7 +19,7 @@ import yaml
 from dataset import build_dataset
 from deepfakebench_cases import fixed_scores, png
 from errors import UserError
-from helpers import ROOT
+from helpers import ROOT, forked_runner
 from trainer.config import load_config
 from trainer.data import holdout_of
 from trainer.metrics import bootstrap_interval
@@ -502,6 +502,7 @@ def test_reproduce_demo_table_end_to_end(tmp_path, demo_root, monkeypatch, capsy
         "numbers": [{"table": "demo", "row": "within", "level": "frame", "metric": "AUC",
                      "value": 50.0, "source": "made_up_for_the_test"}]}))
     monkeypatch.setattr(rp, "PUBLISHED_FILE", str(published))
+    monkeypatch.setattr(rp, "run_child", forked_runner(rp.run_child))
     out, runs = tmp_path / "reproduction", tmp_path / "runs"
     args = ["--table", "demo", "--data-root", f"demo={demo_root}", "--out", str(out), "--runs",
             str(runs), "--bootstrap", "100", "--opt", "train_cfg.num_steps=2",
@@ -634,8 +635,12 @@ def test_reproduce_lists_the_table_and_picks_the_recipe(tmp_path, capsys):
 @pytest.mark.slow
 def test_reproduce_scores_each_test_set_found_beside_deepfakebench_s_row(deepfakebench_json,
                                                                        tmp_path, capsys,
-                                                                       make_checkpoint):
+                                                                       make_checkpoint,
+                                                                       monkeypatch):
+    import experiments.reproduce
     import tools.reproduce as rp
+    monkeypatch.setattr(experiments.reproduce, "run_child",
+                        forked_runner(experiments.reproduce.run_child))
     cfg, _ = deepfakebench_json
     ckpts = tmp_path / "ckpts"
     ckpts.mkdir()
