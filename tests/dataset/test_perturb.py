@@ -227,7 +227,8 @@ def test_test_py_perturb_and_the_robustness_grid(tmp_path, demo_root, capsys, ma
     tf = [{"name": "Resize", "params": {"height": 32, "width": 32}},
           {"name": "Normalize", "params": {"mean": [0.5] * 3, "std": [0.5] * 3}}]
     (tmp_path / "ds.yml").write_text(yaml.safe_dump({"test_cfg": {
-        "root": os.path.join(demo_root, "faceforensics"), "split": "test", "transforms": tf}}))
+        "root": os.path.join(demo_root, "faceforensics"), "split": "test", "method": "Deepfakes",
+        "transforms": tf}}))  # one method against as many real videos: a quick test set
     (tmp_path / "c.yml").write_text(yaml.safe_dump({
         "model": {"name": "Recce"},
         "data": {"name": "FaceForensics", "file": str(tmp_path / "ds.yml"), "num_workers": 0,

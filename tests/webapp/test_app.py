@@ -22,7 +22,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("multipart")
 pytest.importorskip("dlib")
 
-from helpers import ROOT, free_port, people_video, portrait_photo, start_server
+from helpers import ROOT, cli, free_port, people_video, portrait_photo, start_server
 
 
 @pytest.fixture(scope="module")
@@ -654,9 +654,8 @@ def test_serve_py_a_killed_worker_fails_its_job_and_a_killed_server_leaves_it_in
     port, data = free_port(), tmp_path / "data"
     proc = start_server(files["ckpt"], data, port)
     try:
-        second = subprocess.run([sys.executable, "serve.py", "--checkpoint", files["ckpt"],
-                                 "--data", str(data), "--port", str(free_port())], cwd=ROOT,
-                                capture_output=True, text=True, timeout=120)
+        second = cli(["serve.py", "--checkpoint", files["ckpt"], "--data", str(data), "--port",
+                      str(free_port())], timeout=120)
         assert second.returncode == 2  # one server per data folder
         assert second.stderr.strip().startswith(f"error: --data {data} is in use by another run")
         first = _upload(port, files["photo"])
