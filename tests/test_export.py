@@ -50,6 +50,7 @@ def test_export_agrees_with_eager(run_checkpoint, tmp_path, fmt):
         assert meta["project_version"].startswith(version.__version__) and "output_recons" in meta
 
 
+@pytest.mark.slow
 def test_export_never_leaves_a_half_file_nor_overwrites_its_input(run_checkpoint, tmp_path,
                                                                   monkeypatch):
     from tools import export as ex

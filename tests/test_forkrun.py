@@ -11,6 +11,7 @@ from helpers import ROOT, cli
 pytestmark = pytest.mark.skipif(not forkrun.ENABLED, reason="commands run in fresh interpreters")
 
 
+@pytest.mark.slow
 def test_a_forked_command_equals_a_fresh_interpreter(tmp_path):
     """Exit code, both streams, the script's folder first on sys.path, atexit and threads; a
     failed check, an unhandled error and a SystemExit with a message."""
@@ -38,6 +39,7 @@ def test_a_forked_command_equals_a_fresh_interpreter(tmp_path):
     assert cli([str(script), "0"], input="given").stderr == "given\n"
 
 
+@pytest.mark.slow
 def test_a_command_past_its_time_is_killed_with_its_workers(tmp_path):
     script = tmp_path / "s.py"
     script.write_text("import subprocess, sys, time\n"

@@ -169,6 +169,7 @@ def test_ctrl_c_in_inference_prints_one_line_and_writes_no_output(tmp_path, demo
     assert sorted(os.listdir(tmp_path)) == ["d", "faces", "m.bin"]  # no res.csv, no temporary
 
 
+@pytest.mark.slow
 def test_a_recce_trained_at_64_px_scores_alike_in_test_and_inference(demo_root, tmp_path):
     """The newcomer's case: no --image_size, and inference.py gives test.py's numbers."""
     import inference

@@ -285,6 +285,7 @@ def _plant(dest, rel, line):
         fh.write(f"\n\ndef _planted():\n    {line}\n")
 
 
+@pytest.mark.slow
 def test_the_checks_find_a_planted_circle_and_a_planted_private_import(tmp_path):
     """A copy of the project passes both checks; a relative import inside a function that closes
     a circle (trainer/logs.py -> trainer/train.py, which imports it) fails the first, naming

@@ -418,6 +418,7 @@ def test_dfdc_test_labels_from_metadata(tmp_path):
 
 
 # ------------------------------------------------------------------------------------- bootstrap
+@pytest.mark.slow
 def test_bootstrap_interval_matches_a_hand_computed_case():
     """One real video (0.2) and two fake ones (0.9, 0.1), one frame each. Drawing the two fakes
     with replacement: {A, A} (p 1/4) -> AUC 1, {A, B} (p 1/2) -> 0.5, {B, B} (p 1/4) -> 0.

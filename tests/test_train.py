@@ -32,6 +32,7 @@ def test_signal_stops_training_between_steps(tmp_path, demo_root, sig, status):
     assert not [f for f in os.listdir(run_dir) if ".tmp" in f]
 
 
+@pytest.mark.slow
 def test_one_class_validation_never_makes_a_nan_best(tmp_path, demo_root, capsys):
     import train
     data = image_list_tree(demo_root, tmp_path / "d")

@@ -24,6 +24,7 @@ def test_list_names_every_catalogue_entry(capsys):
     assert "recce_best.pth of the v1.0.1 release" in out and "releases/tag/v1.0.1" in out
 
 
+@pytest.mark.slow
 def test_check_recognises_each_kind(recce, tmp_path, capsys):
     from model.checkpoint import load_detector
     from tools.weights import check, load_catalogue, main
@@ -97,6 +98,7 @@ def _run_printed(command, faces):
     return cli(["inference.py"] + [faces if a == "FACES" else a for a in argv[2:]])
 
 
+@pytest.mark.slow
 def test_the_command_printed_for_a_detector_of_ones_own_runs_as_printed(tmp_path, capsys,
                                                                          make_checkpoint):
     """tools/weights.py --check on checkpoints of the plugin's detector: the printed command
@@ -141,6 +143,7 @@ def test_the_command_printed_for_a_detector_of_ones_own_runs_as_printed(tmp_path
     assert "--model TinyDetector" in command and " -w " in command
 
 
+@pytest.mark.slow
 def test_the_commands_of_the_catalogue_and_of_check_run_as_printed(recce, tmp_path, capsys):
     """--list's "score with" for each entry (FILE: a file of the entry's kind) and --check's
     command for each kind, run through inference.py's command line."""

@@ -138,6 +138,7 @@ def test_worker_error_reaches_the_user_as_one_line(tmp_path):
     assert line.startswith("cannot decode image ") and line.endswith("broken.png")
 
 
+@pytest.mark.slow
 def test_uint8_hand_over_normalised_in_the_main_process_equals_the_workers_float(demo_root):
     """The trainer's loaders hand uint8 over (4x less to move); to_input normalises as
     albumentations' Normalize would have in the worker, bit for bit."""

@@ -251,6 +251,7 @@ def test_training_on_real_faces_alone(tmp_path):
 
 
 # --------------------------------------------------------------------------- tool and benchmark
+@pytest.mark.slow
 def test_prepare_writes_the_cache_once_and_records_faceless_frames(tmp_path):
     pytest.importorskip("dlib")
     from faces.landmarks import stand_in_path

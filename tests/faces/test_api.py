@@ -70,6 +70,7 @@ def test_predict_errors_name_the_input(ckpt, folder):
         Predictor.from_checkpoint(str(folder / "none.bin"))
 
 
+@pytest.mark.slow
 def test_video_and_photo_records_are_the_command_line_s(ckpt, tmp_path):
     pytest.importorskip("dlib")
     import inference
@@ -296,6 +297,7 @@ def test_the_predictor_refuses_each_bad_value(det, keyword, value, tmp_path):
     _refused(lambda: Predictor(**given), keyword, value, tmp_path)
 
 
+@pytest.mark.slow
 def test_the_threshold_is_checked_first_and_by_the_command_line_s_rule(ckpt, det, capsys,
                                                                       monkeypatch):
     """A bad threshold beside other bad values is the error said, at every door; a good one
@@ -471,6 +473,7 @@ def test_a_non_finite_probability_is_an_error_never_a_verdict(tmp_path, hopper_m
 
 
 @pytest.mark.skipif(stand_in_path() is None, reason="pip install face-recognition-models")
+@pytest.mark.slow
 def test_deepfakebench_checkpoint_scores_a_video_with_its_crops(tmp_path):
     """No flag: a DeepfakeBench checkpoint cuts a raw video's faces by DeepfakeBench's rule; the
     record says so; the crops scored are the aligned crops (the same probability as scoring the

@@ -194,6 +194,7 @@ def dfb_tree(tmp_path_factory):
     return root, out, paths, summary
 
 
+@pytest.mark.slow
 def test_deepfakebench_tree_and_markers_outside_frame_folders(dfb_tree):
     root, out, paths, summary = dfb_tree
     assert summary["done"] == 2 and summary["failed"] == 0 and summary["frames"] > 0

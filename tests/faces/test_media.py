@@ -59,6 +59,7 @@ def _run(args, capsys):
     return code, out.strip().splitlines(), err
 
 
+@pytest.mark.slow
 def test_videos_lines_tracks_broken_and_no_face(media, tmp_path, capsys):
     d, ckpt, vids = media
     out = tmp_path / "r.json"
@@ -114,6 +115,7 @@ def test_videos_lines_tracks_broken_and_no_face(media, tmp_path, capsys):
         pytest.approx(prob, abs=1e-4)
 
 
+@pytest.mark.slow
 def test_a_video_face_scores_as_its_extracted_crop(media, tmp_path, capsys):
     from faces.extract import extract
     d, ckpt, vids = media
@@ -133,6 +135,7 @@ def test_a_video_face_scores_as_its_extracted_crop(media, tmp_path, capsys):
         assert abs(video[k] - folder[k]) < 1e-5
 
 
+@pytest.mark.slow
 def test_photos_with_exif_rotation_threshold_from_and_visualize(media, tmp_path, capsys):
     from PIL import Image
     d, ckpt, _ = media
@@ -277,6 +280,7 @@ def test_without_grad_cam_the_pictures_go_on_with_one_line(media, tmp_path, caps
         420 + pad + side + pad
 
 
+@pytest.mark.slow
 def test_two_videos_of_one_name_keep_their_own_pictures(tmp_path, capsys, make_checkpoint):
     import shutil
 
@@ -293,6 +297,7 @@ def test_two_videos_of_one_name_keep_their_own_pictures(tmp_path, capsys, make_c
     assert {"clip_avi_timeline.png", "clip_mkv_timeline.png"} <= set(os.listdir(vis))
 
 
+@pytest.mark.slow
 def test_false_boxes_are_not_faces(tmp_path, capsys, make_checkpoint):
     """scikit-image's astronaut: dlib also boxes her mission patch (score about 0.12); the
     default minimum detector score drops it, keeping the face; without it the patch is a face."""
@@ -337,6 +342,7 @@ def _two_small_hoppers(path, frames=6):
     return str(path)
 
 
+@pytest.mark.slow
 def test_small_clear_faces_confirmed_by_their_tracks(tmp_path, make_checkpoint):
     from faces import Predictor
     from faces.finders.dlib_hog import DlibFinder

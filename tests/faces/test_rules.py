@@ -59,6 +59,7 @@ def test_ffpp_boxes_at_every_edge():
 
 
 @needs_predictor
+@pytest.mark.slow
 def test_astronaut_frames_through_dlib_equal_the_reference_pipeline():
     """Frames built from scikit-image's astronaut (shifted, rotated, scaled, at the edge, a second
     smaller face) through dlib and the 68-point predictor: the largest face's five key points,

@@ -208,6 +208,7 @@ def _tree(folder):
     return out
 
 
+@pytest.mark.slow
 def test_extraction_shards_and_merge_give_the_files_of_one_process(videos, tmp_path, capsys):
     assert _extract(videos, tmp_path / "one") == 1  # the broken video
     sh = tmp_path / "sh"
@@ -256,6 +257,7 @@ def test_an_interrupted_extraction_merge_leaves_no_half_manifest(videos, tmp_pat
     assert _tree(sh) == _tree(one)
 
 
+@pytest.mark.slow
 def test_a_video_marked_done_with_a_crop_missing_is_redone(videos, tmp_path, capsys):
     one, sh = tmp_path / "one", tmp_path / "sh"
     assert _extract(videos, one) == 1

@@ -44,6 +44,7 @@ def _run(args, capsys):
     return code, out.strip().splitlines(), err
 
 
+@pytest.mark.slow
 def test_truncated_oversized_and_lying_videos(tmp_path, capsys, monkeypatch, make_checkpoint):
     """A video cut at 60 % is scored on what decodes and said to be (exit 1); frames above the
     pixel budget are refused; a header claiming absurdly many frames is not believed."""

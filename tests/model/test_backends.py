@@ -48,6 +48,7 @@ def _predict(ckpt, faces, **kw):
     return det, det.predict(str(faces))
 
 
+@pytest.mark.slow
 def test_each_backend_and_precision_gives_the_eager_probabilities(plugin_ckpt, faces, cache):
     _, eager = _predict(plugin_ckpt, faces)
     ort, got = _predict(plugin_ckpt, faces, backend="onnxruntime", threads=1)
@@ -81,6 +82,7 @@ def test_records_say_what_scored_them(plugin_ckpt, faces, tmp_path, capsys):
     assert "error: --threads: expected a number of threads" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_the_cache_follows_the_weights_never_the_path(plugin_ckpt, faces, cache, caplog):
     _predict(plugin_ckpt, faces, backend="onnxruntime")
     first = set(os.listdir(cache))

@@ -183,6 +183,7 @@ def _digest(path):
     return hashlib.sha256(open(path, "rb").read()).hexdigest()
 
 
+@pytest.mark.slow
 def test_calibrate_tool_writes_a_new_checkpoint_and_never_overwrites(data, capsys):
     from tools import calibrate
     before = _digest(data["ckpt"])
@@ -519,6 +520,7 @@ def test_a_stored_calibration_is_one_schema_checked_once():
 
 
 @pytest.mark.parametrize("k", range(len(TAMPERED)), ids=[t[1][:40] for t in TAMPERED])
+@pytest.mark.slow
 def test_a_tampered_calibration_is_one_line_through_every_door(data, stored, k, tmp_path,
                                                                capsys):
     """The API, inference.py (with and without an operating point) and test.py: one line naming
@@ -547,6 +549,7 @@ def test_a_tampered_calibration_is_one_line_through_every_door(data, stored, k, 
     assert not (tmp_path / "t").exists() or os.listdir(tmp_path / "t") == []
 
 
+@pytest.mark.slow
 def test_a_partial_calibration_scores_where_what_it_lacks_has_a_meaning(data, stored, capsys):
     import inference
     from faces import Predictor

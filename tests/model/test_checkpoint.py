@@ -48,6 +48,7 @@ def test_training_spec_reads_resize_and_normalize_else_the_default():
     assert deferred_normalize([scalar])[1] == (spec.mean, spec.std, spec.max_pixel_value)
 
 
+@pytest.mark.slow
 def test_checkpoint_spec_sources(tmp_path, caplog):
     torch.manual_seed(0)
     det = build_detector({"name": "Recce", "pretrained": False})
@@ -181,6 +182,7 @@ def test_a_requested_image_size_is_checked_as_every_size_is(tmp_path, tiny, make
 
 
 @pytest.mark.parametrize("which", ["spec_0", "config_0", "config_8"])
+@pytest.mark.slow
 def test_a_bad_checkpoint_is_one_line_through_inference_and_test(tmp_path, tiny, which):
     """A NaN mean, a config that is not a mapping, a size of 0: exit 2, one stderr line, never a
     traceback, a NaN probability or a verdict."""

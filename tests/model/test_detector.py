@@ -11,6 +11,7 @@ REGISTERED = sorted(DETECTORS)  # the project's own detectors, before any test a
 
 
 @pytest.mark.parametrize("name", REGISTERED)
+@pytest.mark.slow
 def test_detector_contract(name, tmp_path, make_checkpoint):
     cls = DETECTORS.get(name)
     assert issubclass(cls, Detector) and isinstance(cls.default_spec, InputSpec)

@@ -43,6 +43,7 @@ def test_keep_best_prunes_only_its_own_files(tmp_path):
     assert prune_best(str(tmp_path), None) == []
 
 
+@pytest.mark.slow
 def test_a_killed_run_s_orphaned_workers_do_not_hold_its_lock(tmp_path):
     """The lock is a POSIX record lock: a child forked while it is held (a DataLoader worker)
     does not hold it, so a run killed with its workers still alive can be resumed at once."""

@@ -231,6 +231,7 @@ def test_newest_best_is_by_step_number(tmp_path):
 
 
 @pytest.mark.filterwarnings(r"ignore:Seems like `optimizer.step\(\)` has been overridden")
+@pytest.mark.slow
 def test_on_nonfinite_skip_skips_the_step_and_goes_on(tmp_path, demo_root):
     from helpers import image_list_tree, write_config
     path = write_config(tmp_path, image_list_tree(demo_root, tmp_path / "d"), steps=3,
@@ -303,6 +304,7 @@ def test_plateau_scheduler_steps_at_validation_in_training(tmp_path, demo_root):
     assert record.lrs == pytest.approx([0.001, 0.0005, 0.00025])
 
 
+@pytest.mark.slow
 def test_demo_true_builds_the_demo_data_when_missing(tmp_path):
     from dataset import build_dataset
     root = tmp_path / "demo" / "faceforensics"
@@ -383,6 +385,7 @@ def test_progress_gives_images_per_second_eta_and_a_line_every_30_s():
     assert p.due()
 
 
+@pytest.mark.slow
 def test_log_lines_name_the_pace(tmp_path, demo_root):
     from helpers import image_list_tree, write_config
     from trainer.train import run
@@ -413,6 +416,7 @@ def test_evaluation_says_how_far_it_is_without_a_terminal(demo_root, monkeypatch
     assert "evaluating: 3 of 3 batches" in caplog.text
 
 
+@pytest.mark.slow
 def test_a_saved_run_works_from_any_working_directory(tmp_path, demo_root, monkeypatch):
     """Relative roots and ckpt_fold are stored absolute: test.py from another folder finds the
     checkpoint and the data (and builds no demo data there)."""
@@ -458,6 +462,7 @@ def test_stale_temporaries_removed_user_files_kept(tmp_path, demo_root):
     assert intact(user)
 
 
+@pytest.mark.slow
 def test_same_run_twice_is_refused_and_a_killed_run_leaves_no_lock(tmp_path, demo_root):
     from trainer.checkpoint import RunLock
     from trainer.train import Trainer
@@ -531,6 +536,7 @@ def test_best_checkpoint_ties_and_lower_is_better():
     assert best.is_better(0.1) and not best.is_better(float("nan"))
 
 
+@pytest.mark.slow
 def test_full_disk_ends_the_run_and_keeps_the_previous_checkpoint(tmp_path, demo_root,
                                                                    monkeypatch):
     import errno

@@ -112,6 +112,7 @@ def done(tmp_path_factory, files, predictors, info):
     s.close()
 
 
+@pytest.mark.slow
 def test_jobs_score_as_the_python_api_and_every_download_says_the_same(done, files, predictors):
     s, (video, pic) = done
     assert video["state"] == "done" and pic["state"] == "done", (video["error"], pic["error"])
@@ -361,6 +362,7 @@ def _request_peaks(requests):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_picture_bombs_are_refused_from_their_header_with_bounded_memory(tmp_path):
     """A picture whose header states more pixels than the limit is refused (413, with the reason)
     before any decoder reads it: never taken for a video (whose decoder would decode the whole
@@ -513,6 +515,7 @@ def test_deleting_a_job_removes_its_folder_and_nothing_else(server, files, tmp_p
     assert (target / "precious.txt").read_text() == "keep"
 
 
+@pytest.mark.slow
 def test_cancel_a_queued_and_a_running_job(server, files, monkeypatch):
     import webapp.worker as worker
     ids = [j["id"] for j in server.post(files["video"], files["video"], frames="6").json()["jobs"]]
@@ -564,6 +567,7 @@ def test_a_failing_job_is_failed_with_its_reason_and_the_next_one_runs(server, f
     assert server.client.get(f"/api/jobs/{ids[0]}/report.pdf").status_code == 409
 
 
+@pytest.mark.slow
 def test_a_restart_marks_a_running_job_interrupted_and_keeps_the_history(tmp_path, files,
                                                                          predictors, info):
     s = Server(tmp_path / "data", predictors, info).run()
@@ -753,6 +757,7 @@ def test_an_uploaded_name_is_text_everywhere(server, files):
     assert "<" not in disposition and "/" not in disposition
 
 
+@pytest.mark.slow
 def test_a_calibrated_checkpoint_offers_its_operating_points(tmp_path, files):
     """The page passes an operating point's name through as the Predictor's threshold; the
     record says the threshold and where it came from, as the Python API's does."""
