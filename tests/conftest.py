@@ -23,6 +23,11 @@ import forkrun
 import helpers
 
 
+def pytest_collection_finish(session):
+    if forkrun.ENABLED and len(session.items) > 50:  # a broad run: the server's imports run
+        forkrun.SERVER_PROCESS.start()                # beside the first tests
+
+
 def pytest_sessionfinish(session, exitstatus):
     forkrun.SERVER_PROCESS.close()
 

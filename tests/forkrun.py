@@ -95,11 +95,15 @@ class ForkServer:
 
     def __init__(self):
         self.proc = None
+        self.used = False
         self.lock = threading.Lock()
 
-    def _start(self):
-        self.proc = subprocess.Popen([sys.executable, "-c", SERVER], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True)
+    def start(self):
+        """Start the server (its imports then run beside whatever runs meanwhile); the first
+        command waits for them."""
+        if self.proc is None or self.proc.poll() is not None:
+            self.proc = subprocess.Popen([sys.executable, "-c", SERVER], stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, text=True)
 
     def _reply(self, timeout):
         ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
@@ -112,8 +116,8 @@ class ForkServer:
 
     def run(self, argv, cwd, timeout=None, input=None):
         with self.lock, tempfile.TemporaryDirectory() as tmp:
-            if self.proc is None or self.proc.poll() is not None:
-                self._start()
+            self.start()
+            self.used = True
             paths = {k: os.path.join(tmp, k) for k in ("stdin", "stdout", "stderr")}
             for k, path in paths.items():
                 with open(path, "w", encoding="utf-8") as fh:
@@ -139,6 +143,8 @@ class ForkServer:
 
     def close(self):
         if self.proc is not None and self.proc.poll() is None:
+            if not self.used:  # started early and never asked: no need to wait for its imports
+                self.proc.kill()
             self.proc.stdin.close()
             self.proc.wait(timeout=60)
 

@@ -668,6 +668,7 @@ def test_reproduce_scores_each_test_set_found_beside_deepfakebench_s_row(deepfak
     assert (out / "deepfakebench.md").read_text() == text
 
 
+@pytest.mark.slow
 def test_reproduce_deepfakebench_table_uses_its_grouping_and_averages(shared_names, monkeypatch):
     """tools/reproduce.py's video rows recomputed from scores.csv with the table's grouping
     (DeepfakeBench's for --table deepfakebench), and its published averages beside ours."""

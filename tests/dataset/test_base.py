@@ -124,6 +124,7 @@ def test_augmentation_is_deterministic_per_seed_epoch_index(tmp_path):
     assert not torch.equal(ds[0]["image"], first[0])
 
 
+@pytest.mark.slow  # the loader's workers take 5 s to stop after an error (PyTorch's wait)
 def test_worker_error_reaches_the_user_as_one_line(tmp_path):
     from errors import one_line
     (tmp_path / "real" / "v").mkdir(parents=True)

@@ -39,6 +39,7 @@ def folder(tmp_path, make_faces):
     return make_faces(tmp_path / "faces", ("b.png", "a.png", "c.jpg"), shape=(45, 36), seed=1)
 
 
+@pytest.mark.slow
 def test_predict_folder_paths_and_arrays_agree_with_the_command_line(ckpt, folder, tmp_path):
     import inference
     from faces import Predictor

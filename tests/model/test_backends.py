@@ -68,6 +68,7 @@ def test_each_backend_and_precision_gives_the_eager_probabilities(plugin_ckpt, f
     assert chosen.precision == expected or "differs from fp32" in chosen.forward.note
 
 
+@pytest.mark.slow
 def test_records_say_what_scored_them(plugin_ckpt, faces, tmp_path, capsys):
     import inference
     out = tmp_path / "rows.csv"

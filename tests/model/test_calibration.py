@@ -232,6 +232,7 @@ def test_a_bare_state_dict_is_calibrated_into_a_self_describing_file(data, capsy
     assert det.calibration is not None and type(det).__name__ == "Recce"
 
 
+@pytest.mark.slow
 def test_calibrate_tool_refuses_a_fit_without_spread_and_writes_nothing(data, capsys):
     """A head whose weights are zero gives every frame the same logit (its bias): one error line
     saying so, exit 2, the given file untouched, no --out and no default file written."""

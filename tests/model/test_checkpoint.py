@@ -234,6 +234,7 @@ def test_checkpoint_flavours_load_alike(run_checkpoint, tmp_path):
         load_weights(Recce(), {"model": {"fc.weight": torch.zeros(1, 2048)}})
 
 
+@pytest.mark.slow
 def test_checkpoint_face_crop_saved_and_checked(tmp_path):
     from model import Xception
     state = {"model": Xception().state_dict(), "config": {"model": {"name": "Xception"}},

@@ -332,6 +332,7 @@ def test_config_demo_yml_is_consistent_and_trains(tmp_path, demo_root):
     assert result["history"][0][0] == 1 and os.path.isfile(result["best_checkpoint"])
 
 
+@pytest.mark.slow
 def test_xception_baseline_trains_with_its_own_loss_and_terms(tmp_path, demo_root):
     from helpers import image_list_tree, write_config
     from loss import ClassificationLoss
