@@ -21,9 +21,6 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
-from matplotlib import colormaps
-from matplotlib.figure import Figure
-from matplotlib.patches import Patch
 
 from dataset import read_rgb
 from dataset.base import DEFAULT_MAX_PIXELS
@@ -326,6 +323,7 @@ def threshold_from(metrics):
 def _bgr_of(prob):
     """The colour of a fake probability on a fixed scale: green (real, 0) - yellow - red (fake, 1).
     """
+    from matplotlib import colormaps  # matplotlib where a picture is drawn: scoring starts sooner
     r, g, b, _ = colormaps["RdYlGn_r"](float(np.clip(prob, 0, 1)))
     return int(b * 255), int(g * 255), int(r * 255)
 
@@ -505,6 +503,8 @@ class Visualizer:
                 proc.kill()
 
     def _timeline(self, result, threshold):
+        from matplotlib.figure import Figure
+        from matplotlib.patches import Patch
         fig = Figure(figsize=(7, 3.2), dpi=100)  # no pyplot: the caller's backend is left alone
         ax = fig.subplots()
         times = [t for t, _, _ in self.samples]

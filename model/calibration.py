@@ -24,10 +24,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.interpolate import interp1d
-from scipy.optimize import brentq, minimize_scalar
 from scipy.special import expit
-from sklearn.metrics import roc_curve
 
 from errors import UserError
 
@@ -92,6 +89,7 @@ def fit_temperature(labels, logits):
     ``LOG_T_BOUNDS``; the NLL is convex in 1 / T)."""
     y = np.asarray(labels, np.float64)
     z = np.asarray(logits, np.float64)
+    from scipy.optimize import minimize_scalar  # here: a process that only scores starts sooner
     res = minimize_scalar(lambda s: nll(y, z * math.exp(-s)), bounds=LOG_T_BOUNDS,
                           method="bounded", options={"xatol": 1e-6})
     return float(math.exp(res.x))
@@ -224,6 +222,7 @@ def fit_video(labels, logits, videos, temperature):
 def roc(labels, scores):
     """scikit-learn's ROC with the first threshold as scikit-learn < 1.3 (and so the original)
     had it: the highest score + 1, where newer releases put +inf."""
+    from sklearn.metrics import roc_curve  # here: a process that only scores starts sooner
     fpr, tpr, thresholds = roc_curve(labels, scores)
     if len(thresholds) > 1 and np.isinf(thresholds[0]):
         thresholds = thresholds.copy()
@@ -234,6 +233,8 @@ def roc(labels, scores):
 def eer(labels, scores):
     """Equal error rate and its threshold: 1 - TPR = FPR on the linearly interpolated ROC."""
     fpr, tpr, thresholds = roc(labels, scores)
+    from scipy.interpolate import interp1d
+    from scipy.optimize import brentq
     rate = brentq(lambda x: 1.0 - x - interp1d(fpr, tpr)(x), 0.0, 1.0)
     return float(rate), float(interp1d(fpr, thresholds)(rate))
 

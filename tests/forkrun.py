@@ -147,6 +147,7 @@ class ForkServer:
                 self.proc.kill()
             self.proc.stdin.close()
             self.proc.wait(timeout=60)
+            self.proc.stdout.close()
 
 
 ENABLED = os.environ.get("RECCE_TESTS_FORK", "1") != "0" and hasattr(os, "fork")
