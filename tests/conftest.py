@@ -32,6 +32,20 @@ def pytest_sessionfinish(session, exitstatus):
     forkrun.SERVER_PROCESS.close()
 
 
+@pytest.fixture(autouse=True)
+def _root_log_handlers():
+    """The root logger's handlers as before each test: a run in the test's process (train.py's
+    console and file handlers) leaves none behind, writing into a later test's closed capture."""
+    import logging
+    root = logging.getLogger()
+    before = list(root.handlers)
+    yield
+    for handler in root.handlers:
+        if handler not in before:
+            handler.close()
+    root.handlers[:] = before
+
+
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory):
     """The demo dataset, made once per test session (a few seconds)."""

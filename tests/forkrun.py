@@ -13,7 +13,6 @@ code of ``SystemExit`` or 1 with the traceback.
 ``RECCE_TESTS_FORK=0`` runs every command in a fresh interpreter instead."""
 import json
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -35,19 +34,33 @@ os.dup2(null, 0)
 os.dup2(null, 1)  # nothing but replies reach the pipe
 
 
+import atexit, io, runpy, signal, threading, traceback
+
+
 def run(req):
-    import atexit, runpy, threading, traceback
     os.setpgid(0, 0)  # the test stops a command's workers with it
-    os.chdir(req["cwd"])
-    os.environ.clear()
-    os.environ.update(req["env"])
+    # the streams first: the test's side of each named pipe waits for this side to open
     for fd, path, flags in ((0, req["stdin"], os.O_RDONLY),
                             (1, req["stdout"], os.O_WRONLY | os.O_TRUNC),
                             (2, req["stderr"], os.O_WRONLY | os.O_TRUNC)):
-        os.dup2(os.open(path, flags), fd)
+        if path is None:  # stderr=STDOUT
+            os.dup2(1, fd)
+        else:
+            os.dup2(os.open(path, flags), fd)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # as a fresh interpreter has them
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.chdir(req["cwd"])
+    os.environ.clear()
+    os.environ.update(req["env"])
+    # the streams as the interpreter makes them: unbuffered under PYTHONUNBUFFERED, stderr
+    # line-buffered
+    raw = bool(os.environ.get("PYTHONUNBUFFERED"))
     sys.stdin = open(0, "r", closefd=False)
-    sys.stdout = open(1, "w", closefd=False)
-    sys.stderr = open(2, "w", buffering=1, closefd=False)
+    sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), write_through=True) if raw \
+        else open(1, "w", closefd=False)
+    sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), write_through=True,
+                                  line_buffering=True, errors="backslashreplace") if raw \
+        else open(2, "w", buffering=1, closefd=False, errors="backslashreplace")
     sys.argv = list(req["argv"])
     sys.path[0] = os.path.dirname(os.path.abspath(sys.argv[0]))
     code = 0
@@ -76,70 +89,175 @@ def run(req):
         os._exit(code)
 
 
-for line in requests:
+lock = threading.Lock()
+
+
+def reply(**kw):
+    with lock:
+        replies.write(json.dumps(kw) + "\n")
+
+
+def waiter(pid):
+    _, status = os.waitpid(pid, 0)
+    reply(ended=pid, code=os.waitstatus_to_exitcode(status))
+
+
+for line in requests:  # each command forked at once; a thread waits for each
     req = json.loads(line)
-    pid = os.fork()
+    with lock:  # no reply half written in a child's copy of the buffer
+        pid = os.fork()
     if pid == 0:
         try:
             run(req)
         finally:
             os._exit(70)
-    replies.write(json.dumps({"pid": pid}) + "\n")
-    _, status = os.waitpid(pid, 0)
-    replies.write(json.dumps({"code": os.waitstatus_to_exitcode(status)}) + "\n")
+    reply(started=pid, id=req["id"])
+    threading.Thread(target=waiter, args=(pid,), daemon=True).start()
 """
 
 
+class ForkedProcess:
+    """A forked command with ``subprocess.Popen``'s manners (``pid``, ``stdout``, ``poll``,
+    ``wait``, ``communicate``, ``send_signal``, ``terminate``, ``kill``, ``returncode``): its
+    streams are named pipes of a temporary folder, read as ``Popen(..., text=True)`` reads."""
+
+    def __init__(self, server, argv, cwd, stderr_to_stdout=False, input=None):
+        self.server, self.args = server, ["python"] + list(argv)
+        self.tmp = tempfile.TemporaryDirectory()
+        paths = {k: os.path.join(self.tmp.name, k) for k in ("stdin", "stdout", "stderr")}
+        with open(paths["stdin"], "w", encoding="utf-8") as fh:
+            fh.write(input or "")
+        os.mkfifo(paths["stdout"])
+        if stderr_to_stdout:
+            paths["stderr"] = None
+        else:
+            os.mkfifo(paths["stderr"])
+        self.pid = server.send({"argv": list(argv), "cwd": str(cwd), "env": dict(os.environ),
+                                **paths})
+        self.returncode = None
+        # opened in the child's order: each open waits for the child's
+        self.stdout = open(paths["stdout"], encoding="utf-8", errors="replace")
+        self.stderr = None if stderr_to_stdout else \
+            open(paths["stderr"], encoding="utf-8", errors="replace")
+
+    def poll(self):
+        if self.returncode is None:
+            self.returncode = self.server.ended.get(self.pid)
+        return self.returncode
+
+    def wait(self, timeout=None):
+        with self.server.changed:
+            if not self.server.changed.wait_for(
+                    lambda: self.pid in self.server.ended or self.server.dead, timeout):
+                raise subprocess.TimeoutExpired(self.args, timeout)
+        if self.pid not in self.server.ended:
+            raise RuntimeError("the fork server stopped")
+        return self.poll()
+
+    def communicate(self, input=None, timeout=None):
+        out = {}
+        readers = [threading.Thread(target=lambda k=k, s=s: out.__setitem__(k, s.read()),
+                                    daemon=True)
+                   for k, s in (("out", self.stdout), ("err", self.stderr)) if s is not None]
+        for r in readers:
+            r.start()
+        for r in readers:
+            r.join(timeout)
+            if r.is_alive():
+                raise subprocess.TimeoutExpired(self.args, timeout)
+        self.wait(timeout)
+        for s in (self.stdout, self.stderr):
+            if s is not None:
+                s.close()
+        self.tmp.cleanup()
+        return out.get("out"), out.get("err")
+
+    def send_signal(self, sig):
+        if self.poll() is None:
+            os.kill(self.pid, sig)
+
+    def terminate(self):
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self):
+        self.send_signal(signal.SIGKILL)
+
+    def kill_group(self):
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 class ForkServer:
-    """One server process; ``run`` is called from one thread at a time (a lock)."""
+    """One server process; commands run side by side. A thread reads the server's replies."""
 
     def __init__(self):
         self.proc = None
         self.used = False
         self.lock = threading.Lock()
+        self.changed = threading.Condition()
+        self.started, self.ended, self.dead, self.count = {}, {}, False, 0
 
     def start(self):
         """Start the server (its imports then run beside whatever runs meanwhile); the first
         command waits for them."""
-        if self.proc is None or self.proc.poll() is not None:
-            self.proc = subprocess.Popen([sys.executable, "-c", SERVER], stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, text=True)
+        with self.lock:
+            if self.proc is None or self.proc.poll() is not None:
+                self.dead = False
+                self.proc = subprocess.Popen([sys.executable, "-c", SERVER],
+                                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                             text=True)
+                threading.Thread(target=self._read, args=(self.proc.stdout,),
+                                 daemon=True).start()
 
-    def _reply(self, timeout):
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        if not ready:
-            return None
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError("the fork server stopped")
-        return json.loads(line)
+    def _read(self, stream):
+        for line in stream:
+            msg = json.loads(line)
+            with self.changed:
+                if "started" in msg:
+                    self.started[msg["id"]] = msg["started"]
+                else:
+                    self.ended[msg["ended"]] = msg["code"]
+                self.changed.notify_all()
+        with self.changed:
+            self.dead = True
+            self.changed.notify_all()
+
+    def send(self, request):
+        """Send a command; returns its process id once forked."""
+        self.start()
+        with self.lock:
+            self.used = True
+            self.count += 1
+            request = {**request, "id": self.count}
+            self.proc.stdin.write(json.dumps(request) + "\n")
+            self.proc.stdin.flush()
+        with self.changed:
+            if not self.changed.wait_for(lambda: request["id"] in self.started or self.dead,
+                                         120):
+                raise RuntimeError("the fork server does not answer")
+            if self.dead:
+                raise RuntimeError("the fork server stopped")
+            return self.started.pop(request["id"])
+
+    def popen(self, argv, cwd, stderr_to_stdout=False):
+        """``subprocess.Popen([python] + argv, cwd=cwd, stdout=PIPE, stderr=PIPE or STDOUT,
+        text=True)``, forked."""
+        return ForkedProcess(self, argv, cwd, stderr_to_stdout)
 
     def run(self, argv, cwd, timeout=None, input=None):
-        with self.lock, tempfile.TemporaryDirectory() as tmp:
-            self.start()
-            self.used = True
-            paths = {k: os.path.join(tmp, k) for k in ("stdin", "stdout", "stderr")}
-            for k, path in paths.items():
-                with open(path, "w", encoding="utf-8") as fh:
-                    fh.write((input or "") if k == "stdin" else "")
-            self.proc.stdin.write(json.dumps({"argv": list(argv), "cwd": str(cwd),
-                                              "env": dict(os.environ), **paths}) + "\n")
-            self.proc.stdin.flush()
-            pid = self._reply(60)["pid"]
-            done = self._reply(timeout)
-            if done is None:  # as subprocess.run: the command is killed, then the error
-                try:
-                    os.killpg(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                self._reply(60)
-                raise subprocess.TimeoutExpired(["python"] + list(argv), timeout)
-
-            def read(k):
-                with open(paths[k], encoding="utf-8", errors="replace") as fh:
-                    return fh.read()
-            return subprocess.CompletedProcess(["python"] + list(argv), done["code"],
-                                               read("stdout"), read("stderr"))
+        """``subprocess.run([python] + argv, cwd=cwd, capture_output=True, text=True,
+        timeout=timeout, input=input)``, forked; past its time the command and its workers are
+        killed."""
+        proc = ForkedProcess(self, argv, cwd, input=input)
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill_group()
+            proc.communicate(timeout=60)
+            raise subprocess.TimeoutExpired(proc.args, timeout) from None
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
     def close(self):
         if self.proc is not None and self.proc.poll() is None:

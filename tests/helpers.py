@@ -41,6 +41,17 @@ def cli(args, timeout=600, **kw):
                           text=True, timeout=timeout, **kw)
 
 
+def popen(args, stderr_to_stdout=False):
+    """``subprocess.Popen([python] + args, cwd=ROOT, stdout=PIPE, stderr=PIPE (or STDOUT),
+    text=True)`` of a script's command, forked as ``cli`` forks one; a fresh interpreter with
+    SIGINT at its default (``default_sigint``) where forking is off."""
+    if forkrun.ENABLED:
+        return forkrun.SERVER_PROCESS.popen(args, ROOT, stderr_to_stdout=stderr_to_stdout)
+    return subprocess.Popen([sys.executable] + list(args), cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT if stderr_to_stdout else subprocess.PIPE,
+                            text=True, preexec_fn=default_sigint)
+
+
 def forked_runner(run_child):
     """``experiments.reproduce.run_child`` as the tests run it: a ``python <script> ...`` command
     is forked as ``cli`` forks one (its output on stderr), anything else (torchrun) goes to
@@ -276,9 +287,8 @@ def free_port():
 def start_server(ckpt, data, port, *extra):
     """``python serve.py`` in a process of its own; returns it once the page answers."""
     import urllib.request
-    proc = subprocess.Popen([sys.executable, "serve.py", "--checkpoint", ckpt, "--data", str(data),
-                             "--port", str(port), *extra], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = popen(["serve.py", "--checkpoint", ckpt, "--data", str(data), "--port", str(port),
+                  *extra], stderr_to_stdout=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -4,13 +4,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
 from crop_cases import astronaut_frames, astronaut_video
-from helpers import ROOT, cli, default_sigint
+from helpers import cli, popen
 
 pytest.importorskip("dlib")
 
@@ -129,10 +128,8 @@ def test_ctrl_c_in_extract_faces_is_one_line_and_stops_its_workers(tmp_path):
     videos.mkdir()
     for i in range(16):
         hopper_video(videos / f"v{i}.avi", frames=10)
-    proc = subprocess.Popen([sys.executable, "tools/extract_faces.py", "--input", str(videos),
-                             "--out", str(tmp_path / "out"), "--workers", "2", "--frames", "10"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=default_sigint)
+    proc = popen(["tools/extract_faces.py", "--input", str(videos), "--out", str(tmp_path / "out"),
+                  "--workers", "2", "--frames", "10"])
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not any(
             (tmp_path / "out").glob("*/.extracting")):

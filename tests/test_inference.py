@@ -6,8 +6,6 @@ import json
 import math
 import os
 import signal
-import subprocess
-import sys
 
 import cv2
 import numpy as np
@@ -15,7 +13,7 @@ import pytest
 import torch
 
 from checks import MAX_BATCH_SIZE, MAX_FRAMES, MAX_INPUT_SIZE, MAX_PIXELS, MAX_SIDE, MAX_WORKERS
-from helpers import ROOT, cli, default_sigint, image_list_tree
+from helpers import cli, image_list_tree, popen
 from inference import line_for
 from model import InputSpec
 
@@ -153,10 +151,8 @@ def test_ctrl_c_in_inference_prints_one_line_and_writes_no_output(tmp_path, demo
     for i in range(400):
         os.link(img, folder / f"{i:04d}.png")
     out = tmp_path / "res.csv"
-    proc = subprocess.Popen([sys.executable, "inference.py", "-b", str(ckpt), "-f", str(folder),
-                             "-s", "64", "-d", "cpu", "--output", str(out)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=default_sigint)
+    proc = popen(["inference.py", "-b", str(ckpt), "-f", str(folder), "-s", "64", "-d", "cpu",
+                  "--output", str(out)])
     assert proc.stdout.readline().startswith("path: ")
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)

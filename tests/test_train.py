@@ -1,13 +1,11 @@
 """train.py: a stop between steps, a validation set of one class, one line for a bad value."""
 import os
 import signal
-import subprocess
-import sys
 
 import pytest
 import torch
 
-from helpers import ROOT, image_list_tree, write_config
+from helpers import image_list_tree, popen, write_config
 
 
 @pytest.mark.slow
@@ -15,8 +13,7 @@ from helpers import ROOT, image_list_tree, write_config
 def test_signal_stops_training_between_steps(tmp_path, demo_root, sig, status):
     path = write_config(tmp_path, image_list_tree(demo_root, tmp_path / "d"), steps=10_000,
                         val_steps=10_000)
-    proc = subprocess.Popen([sys.executable, "train.py", "--config", path], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = popen(["train.py", "--config", path])
     for line in proc.stdout:
         if "step 2/" in line:
             break

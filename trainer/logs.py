@@ -14,12 +14,14 @@ log = logging.getLogger("recce")
 
 class ConsoleHandler(logging.StreamHandler):
     """Log lines on the console that never share a line with a progress bar: written through
-    tqdm, which clears the bar, prints the line and redraws the bar beneath it."""
+    tqdm, which clears the bar, prints the line and redraws the bar beneath it; each line is
+    flushed at once, also into a pipe (``| tee``, a job scheduler's log, a parent process)."""
 
     def emit(self, record):
         try:
             from tqdm import tqdm
             tqdm.write(self.format(record), file=self.stream)
+            self.flush()
         except Exception:  # noqa: BLE001 - logging must never raise
             self.handleError(record)
 

@@ -333,7 +333,8 @@ def test_torchrun_scoring_gives_the_rows_of_one_process_and_survives_a_killed_ra
     proc = _torchrun(2, 29631, "inference", argv + ["--output", str(two)])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert two.read_bytes() == one.read_bytes() and not os.path.exists(f"{two}.parts")
-    assert sum(ln.startswith("path:") for ln in proc.stdout.splitlines()) == 9
+    assert sum(ln.startswith("path:") for ln in proc.stdout.splitlines()) == 9, \
+        proc.stdout + proc.stderr
     killed = tmp_path / "killed.csv"
     proc = _torchrun(2, 29632, "inference", argv + ["--output", str(killed)], kill="1:2")
     assert proc.returncode != 0 and not killed.exists()
