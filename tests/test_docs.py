@@ -264,8 +264,11 @@ def docs_commands():
 
 
 def run_as_written(command):
-    proc = subprocess.run(shlex.split(command), cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
+    argv = shlex.split(command)
+    if argv[0] == "python" and argv[1].endswith(".py"):  # a script's command: forked (helpers.cli)
+        proc = cli(argv[1:], timeout=120)
+    else:
+        proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, f"{command}: exit {proc.returncode}\n{proc.stderr[-2000:]}"
     return proc.stdout
 

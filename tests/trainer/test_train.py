@@ -171,15 +171,21 @@ def test_train_py_prints_one_line_for_user_errors(tmp_path):
 
 
 def _torchrun(tmp_path, cfg_path, port, env=None, opts=()):
+    """tests/ddp_worker.py on 2 ranks: (the process, each rank's dump); with a list of configs,
+    run one after the other by the same ranks, a list of those pairs."""
     out = tmp_path / "dump"
     env = {**os.environ, "RECCE_TEST_DUMP": str(out), "OMP_NUM_THREADS": "1", **(env or {})}
+    several = isinstance(cfg_path, list)
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-         f"--master_port={port}", os.path.join(ROOT, "tests", "ddp_worker.py"), cfg_path, *opts],
+         f"--master_port={port}", os.path.join(ROOT, "tests", "ddp_worker.py"),
+         os.pathsep.join(cfg_path) if several else cfg_path, *opts],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    dumps = [torch.load(f"{out}{r}.pt", weights_only=True) for r in (0, 1)]
-    return proc, dumps
+    if several:
+        return proc, [[torch.load(f"{out}{i}-{r}.pt", weights_only=True) for r in (0, 1)]
+                      for i in range(len(cfg_path))]
+    return proc, [torch.load(f"{out}{r}.pt", weights_only=True) for r in (0, 1)]
 
 
 @pytest.mark.slow
@@ -206,19 +212,19 @@ def test_two_process_torchrun_ends_with_identical_parameters(tmp_path, demo_root
 
 @pytest.mark.slow
 @pytest.mark.skipif(sys.platform != "linux", reason="torchrun with gloo on Linux")
-@pytest.mark.parametrize("mode", ["stop", "skip"])
-def test_non_finite_loss_on_one_rank_only(tmp_path, demo_root, mode):
+def test_non_finite_loss_on_one_rank_only(tmp_path, demo_root):
+    """on_nonfinite stop, then skip, run one after the other by the same two ranks."""
     from helpers import image_list_tree, write_config
     data = image_list_tree(demo_root, tmp_path / "d", videos=2, frames=2)
-    path = write_config(tmp_path, data, steps=3, val_steps=3, batch=1,
-                        extra={"on_nonfinite": mode})
-    _, (d0, d1) = _torchrun(tmp_path, path, 29518 if mode == "stop" else 29519,
-                            env={"RECCE_TEST_NAN": "1:2"})
-    if mode == "stop":
-        assert d0["outcome"] == d1["outcome"] == "stopped" and d0["step"] == d1["step"] == 1
-    else:
-        assert d0["outcome"] == d1["outcome"] == "finished" and d0["step"] == d1["step"] == 3
-        assert all(torch.equal(d0["params"][k], d1["params"][k]) for k in d0["params"])
+    paths = []
+    for mode in ("stop", "skip"):
+        (tmp_path / mode).mkdir()
+        paths.append(write_config(tmp_path / mode, data, steps=3, val_steps=3, batch=1,
+                                  extra={"on_nonfinite": mode}))
+    _, [(s0, s1), (d0, d1)] = _torchrun(tmp_path, paths, 29518, env={"RECCE_TEST_NAN": "1:2"})
+    assert s0["outcome"] == s1["outcome"] == "stopped" and s0["step"] == s1["step"] == 1
+    assert d0["outcome"] == d1["outcome"] == "finished" and d0["step"] == d1["step"] == 3
+    assert all(torch.equal(d0["params"][k], d1["params"][k]) for k in d0["params"])
 
 
 def test_newest_best_is_by_step_number(tmp_path):
