@@ -9,7 +9,6 @@ import json
 import os
 import re
 import signal
-import subprocess
 import sys
 import time
 
@@ -330,7 +329,7 @@ def _jpeg_bomb(path, side):
     return str(path)
 
 
-# Requests, each to a new page over its own data folder, in one fresh process: how far each
+# Requests, each to a new page over its own data folder, in one new process: how far each
 # raised the peak resident memory (which only grows) above what the process held before the first.
 _PEAK = """
 import json, resource, sys
@@ -355,9 +354,10 @@ print(json.dumps(out))
 """
 
 
-def _request_peaks(requests):
-    out = subprocess.run([sys.executable, "-c", _PEAK, str(ROOT), json.dumps(requests)],
-                         capture_output=True, text=True, timeout=300)
+def _request_peaks(tmp_path, requests):
+    script = tmp_path / "peak.py"
+    script.write_text(_PEAK)
+    out = cli([str(script), str(ROOT), json.dumps(requests)], timeout=300)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -373,7 +373,7 @@ def test_picture_bombs_are_refused_from_their_header_with_bounded_memory(tmp_pat
     cv2.imwrite(str(photo), np.full((1200, 1600, 3), 100, np.uint8))
     sides = (9000, 20000)
     bombs = [_png_bomb(tmp_path / "big.png", 9000), _jpeg_bomb(tmp_path / "big.jpg", 20000)]
-    ordinary, *refused = _request_peaks(
+    ordinary, *refused = _request_peaks(tmp_path,
         [[str(tmp_path / "a"), [str(photo)]]]
         + [[str(tmp_path / f"b{side}"), [bomb]] for side, bomb in zip(sides, bombs)])
     assert ordinary["status"] == 201
@@ -382,7 +382,8 @@ def test_picture_bombs_are_refused_from_their_header_with_bounded_memory(tmp_pat
         assert r["detail"] == (f"f0: a picture of {side} x {side} pixels, more than the limit of "
                                "64,000,000 (max_pixels)")
         assert r["grew_mb"] <= ordinary["grew_mb"] + 96
-    many, = _request_peaks([[str(tmp_path / "c"), [_png_bomb(tmp_path / "huge.png", 16000)] * 20]])
+    huge = _png_bomb(tmp_path / "huge.png", 16000)
+    many, = _request_peaks(tmp_path, [[str(tmp_path / "c"), [huge] * 20]])
     assert many["status"] == 413 and "16000 x 16000 pixels" in many["detail"]
     assert many["grew_mb"] <= ordinary["grew_mb"] + 96
     from webapp.store import JobStore
