@@ -3,7 +3,8 @@ from one process that has imported the heavy libraries once (torch, timm, albume
 a command costs its own work instead of the five seconds a fresh interpreter spends importing.
 
 The process that forks has imported libraries and nothing of the project, and runs nothing
-itself (no tensor operation, no thread), so each child starts as a fresh interpreter would have,
+itself (no tensor operation; its only threads wait for its children, and a child keeps none of
+them), so each child starts as a fresh interpreter would have,
 with the project's modules still to import: a plugin registered in one command is unknown to the
 next. The child runs the script as ``__main__`` with ``sys.argv``, ``sys.path[0]``, the working
 folder, the environment and the standard streams (at the file-descriptor level) of the command,
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 
 SERVER = r"""
 import json, os, sys
@@ -27,18 +29,19 @@ for name in ("torch", "torchvision", "timm", "albumentations", "cv2", "numpy", "
         __import__(name)
     except ImportError:
         pass
+import atexit, io, runpy, signal, threading, traceback
 replies = os.fdopen(os.dup(1), "w", buffering=1)
 requests = os.fdopen(os.dup(0), "r")
 null = os.open(os.devnull, os.O_RDWR)
 os.dup2(null, 0)
 os.dup2(null, 1)  # nothing but replies reach the pipe
-
-
-import atexit, io, runpy, signal, threading, traceback
+os.close(null)
 
 
 def run(req):
     os.setpgid(0, 0)  # the test stops a command's workers with it
+    for f in (replies, requests):  # the server's pipes are not the command's
+        os.close(f.fileno())
     # the streams first: the test's side of each named pipe waits for this side to open
     for fd, path, flags in ((0, req["stdin"], os.O_RDONLY),
                             (1, req["stdout"], os.O_WRONLY | os.O_TRUNC),
@@ -46,7 +49,9 @@ def run(req):
         if path is None:  # stderr=STDOUT
             os.dup2(1, fd)
         else:
-            os.dup2(os.open(path, flags), fd)
+            opened = os.open(path, flags)
+            os.dup2(opened, fd)
+            os.close(opened)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # as a fresh interpreter has them
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.chdir(req["cwd"])
@@ -134,7 +139,7 @@ class ForkedProcess:
             os.mkfifo(paths["stderr"])
         self.pid = server.send({"argv": list(argv), "cwd": str(cwd), "env": dict(os.environ),
                                 **paths})
-        self.returncode = None
+        self.returncode, self._readers, self._read = None, None, {}
         # opened in the child's order: each open waits for the child's
         self.stdout = open(paths["stdout"], encoding="utf-8", errors="replace")
         self.stderr = None if stderr_to_stdout else \
@@ -155,22 +160,26 @@ class ForkedProcess:
         return self.poll()
 
     def communicate(self, input=None, timeout=None):
-        out = {}
-        readers = [threading.Thread(target=lambda k=k, s=s: out.__setitem__(k, s.read()),
-                                    daemon=True)
-                   for k, s in (("out", self.stdout), ("err", self.stderr)) if s is not None]
-        for r in readers:
-            r.start()
-        for r in readers:
-            r.join(timeout)
+        """Both streams read to their end, then the exit awaited, all within ``timeout``; called
+        again after a timeout, it goes on with the same readers."""
+        if self._readers is None:
+            self._readers = [
+                threading.Thread(target=lambda k=k, s=s: self._read.__setitem__(k, s.read()),
+                                 daemon=True)
+                for k, s in (("out", self.stdout), ("err", self.stderr)) if s is not None]
+            for r in self._readers:
+                r.start()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for r in self._readers:
+            r.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
             if r.is_alive():
                 raise subprocess.TimeoutExpired(self.args, timeout)
-        self.wait(timeout)
+        self.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
         for s in (self.stdout, self.stderr):
             if s is not None:
                 s.close()
         self.tmp.cleanup()
-        return out.get("out"), out.get("err")
+        return self._read.get("out"), self._read.get("err")
 
     def send_signal(self, sig):
         if self.poll() is None:
