@@ -73,6 +73,13 @@ def __getattr__(name):
     raise AttributeError(f"module 'inference' has no attribute {name!r}")
 
 
+def say(line):
+    """A result line on stdout in one write: the lines of ranks sharing a console (torchrun runs
+    its workers unbuffered) never tear into each other."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 def line_for(path, prob, threshold=0.5):
     """The line of a face crop (``faces.scoring.result_line``)."""
     from faces.scoring import prediction, result_line
@@ -313,7 +320,7 @@ def score_media(args, job=None):
             print(f"skipped {item}: {r.error}", file=sys.stderr)
         else:
             failed += r.score is None or r.warning is not None
-            print(media.result_line(r), flush=True)
+            say(media.result_line(r))
             if r.warning:
                 print(f"warning: {item}: {r.warning}", file=sys.stderr)
         if job:
@@ -341,7 +348,7 @@ def score_crops(args, job=None):
             failed += 1
             print(f"skipped {path}: {err}", file=sys.stderr)
         else:
-            print(line_for(path, prob, det.band), flush=False)
+            say(line_for(path, prob, det.band))
         if args.output:
             rows.append(crop_record(path, prob, err, det.band, raw, None,
                                     det.backend, det.precision))

@@ -66,6 +66,32 @@ def test_inference_lines_order_and_probabilities(run_checkpoint, faces, tmp_path
     assert rec.returncode == 0 and len(rec.stdout.strip().splitlines()) == 4
 
 
+class Writes:
+    """A stdout that keeps each write call."""
+    def __init__(self):
+        self.calls = []
+
+    def write(self, text):
+        self.calls.append(text)
+        return len(text)
+
+    def flush(self):
+        pass
+
+
+def test_each_result_line_is_one_write(ckpt, faces, hopper_media, monkeypatch):
+    """Ranks under torchrun share one console and run unbuffered: a line written in pieces tears
+    into another rank's."""
+    import inference
+    for source in (["-f", str(faces)], ["--video", hopper_media[0], "--frames", "2"]):
+        stdout = Writes()
+        monkeypatch.setattr("sys.stdout", stdout)
+        inference.main(["-b", ckpt, "-d", "cpu", *source])
+        lines = [c for c in stdout.calls if "path: " in c]
+        assert lines and all(c.startswith("path: ") and c.endswith("\n") and c.count("\n") == 1
+                             for c in lines), stdout.calls
+
+
 def test_output_line_format_is_the_originals():
     assert line_for("x.png", 0.12964) == \
         "path: x.png \t\t| fake probability: 0.1296 \t| prediction: real"
