@@ -11,10 +11,16 @@ folder, the environment and the standard streams (at the file-descriptor level) 
 and ends as the interpreter does: non-daemon threads joined, ``atexit`` handlers run, the exit
 code of ``SystemExit`` or 1 with the traceback.
 
+``python -m MODULE`` runs as well (torchrun's launcher), and a process the server did not fork
+(a torchrun worker's stand-in, ``tests/forked_worker.py``) asks for its command through a socket
+(``ForkServer.relay``).
+
 ``RECCE_TESTS_FORK=0`` runs every command in a fresh interpreter instead."""
 import json
 import os
+import select
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -43,9 +49,10 @@ def run(req):
     for f in (replies, requests):  # the server's pipes are not the command's
         os.close(f.fileno())
     # the streams first: the test's side of each named pipe waits for this side to open
-    for fd, path, flags in ((0, req["stdin"], os.O_RDONLY),
-                            (1, req["stdout"], os.O_WRONLY | os.O_TRUNC),
-                            (2, req["stderr"], os.O_WRONLY | os.O_TRUNC)):
+    # (appended to where the streams are another process's: a relayed command's)
+    out = os.O_WRONLY | (os.O_APPEND if req.get("append") else os.O_TRUNC)
+    for fd, path, flags in ((0, req["stdin"], os.O_RDONLY), (1, req["stdout"], out),
+                            (2, req["stderr"], out)):
         if path is None:  # stderr=STDOUT
             os.dup2(1, fd)
         else:
@@ -67,10 +74,16 @@ def run(req):
                                   line_buffering=True, errors="backslashreplace") if raw \
         else open(2, "w", buffering=1, closefd=False, errors="backslashreplace")
     sys.argv = list(req["argv"])
-    sys.path[0] = os.path.dirname(os.path.abspath(sys.argv[0]))
+    module = sys.argv[0] == "-m"  # python -m MODULE ARGS: the working folder first on sys.path
+    if module:
+        sys.argv = sys.argv[1:]
+    sys.path[0] = os.getcwd() if module else os.path.dirname(os.path.abspath(sys.argv[0]))
     code = 0
     try:
-        runpy.run_path(sys.argv[0], run_name="__main__")
+        if module:
+            runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+        else:
+            runpy.run_path(sys.argv[0], run_name="__main__")
     except SystemExit as e:
         if e.code is None:
             code = 0
@@ -126,7 +139,7 @@ class ForkedProcess:
     ``wait``, ``communicate``, ``send_signal``, ``terminate``, ``kill``, ``returncode``): its
     streams are named pipes of a temporary folder, read as ``Popen(..., text=True)`` reads."""
 
-    def __init__(self, server, argv, cwd, stderr_to_stdout=False, input=None):
+    def __init__(self, server, argv, cwd, stderr_to_stdout=False, input=None, env=None):
         self.server, self.args = server, ["python"] + list(argv)
         self.tmp = tempfile.TemporaryDirectory()
         paths = {k: os.path.join(self.tmp.name, k) for k in ("stdin", "stdout", "stderr")}
@@ -137,8 +150,8 @@ class ForkedProcess:
             paths["stderr"] = None
         else:
             os.mkfifo(paths["stderr"])
-        self.pid = server.send({"argv": list(argv), "cwd": str(cwd), "env": dict(os.environ),
-                                **paths})
+        self.pid = server.send({"argv": list(argv), "cwd": str(cwd),
+                                "env": dict(os.environ if env is None else env), **paths})
         self.returncode, self._readers, self._read = None, None, {}
         # opened in the child's order: each open waits for the child's
         self.stdout = open(paths["stdout"], encoding="utf-8", errors="replace")
@@ -207,6 +220,7 @@ class ForkServer:
         self.lock = threading.Lock()
         self.changed = threading.Condition()
         self.started, self.ended, self.dead, self.count = {}, {}, False, 0
+        self._relay = None
 
     def start(self):
         """Start the server (its imports then run beside whatever runs meanwhile); the first
@@ -226,6 +240,8 @@ class ForkServer:
             with self.changed:
                 if "started" in msg:
                     self.started[msg["id"]] = msg["started"]
+                    self.ended.pop(msg["started"], None)  # the exit of an earlier process of
+                                                          # that number
                 else:
                     self.ended[msg["ended"]] = msg["code"]
                 self.changed.notify_all()
@@ -255,11 +271,11 @@ class ForkServer:
         text=True)``, forked."""
         return ForkedProcess(self, argv, cwd, stderr_to_stdout)
 
-    def run(self, argv, cwd, timeout=None, input=None):
+    def run(self, argv, cwd, timeout=None, input=None, env=None):
         """``subprocess.run([python] + argv, cwd=cwd, capture_output=True, text=True,
-        timeout=timeout, input=input)``, forked; past its time the command and its workers are
-        killed."""
-        proc = ForkedProcess(self, argv, cwd, input=input)
+        timeout=timeout, input=input, env=env)``, forked; past its time the command and its
+        workers are killed."""
+        proc = ForkedProcess(self, argv, cwd, input=input, env=env)
         try:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -268,7 +284,58 @@ class ForkServer:
             raise subprocess.TimeoutExpired(proc.args, timeout) from None
         return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
+    def relay(self):
+        """The address (a Unix socket) where a process the server did not fork asks for a
+        command forked on its behalf: ``tests/forked_worker.py``, the stand-in that torchrun
+        starts for each worker. The command writes to the stand-in's stdout and stderr, the
+        stand-in passes on the signals it gets and ends as the command ended; a stand-in killed
+        takes its command with it."""
+        with self.lock:
+            if self._relay is None:
+                folder = tempfile.TemporaryDirectory(prefix="forkrun-")
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.bind(os.path.join(folder.name, "relay"))
+                sock.listen(64)
+                threading.Thread(target=self._accept, args=(sock,), daemon=True).start()
+                self._relay = (sock, folder)
+            return self._relay[0].getsockname()
+
+    def _accept(self, sock):
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except OSError:  # closed
+                return
+            threading.Thread(target=self._relayed, args=(conn,), daemon=True).start()
+
+    def _relayed(self, conn):
+        with conn:
+            req = json.loads(conn.makefile("r", encoding="utf-8").readline())
+            fds = f"/proc/{req.pop('pid')}/fd"
+            pid = self.send({**req, "stdin": os.devnull, "stdout": f"{fds}/1",
+                             "stderr": f"{fds}/2", "append": True})
+            conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+            while True:
+                with self.changed:
+                    self.changed.wait_for(lambda: pid in self.ended or self.dead, 0.2)
+                    if pid in self.ended or self.dead:
+                        break
+                if select.select([conn], [], [], 0)[0] and not conn.recv(1):
+                    try:  # the stand-in was killed: its command goes with it
+                        os.killpg(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                    return
+            try:
+                conn.sendall(json.dumps({"code": self.ended.get(pid, 1)}).encode() + b"\n")
+            except OSError:
+                pass
+
     def close(self):
+        if self._relay is not None:
+            self._relay[0].close()
+            self._relay[1].cleanup()
+            self._relay = None
         if self.proc is not None and self.proc.poll() is None:
             if not self.used:  # started early and never asked: no need to wait for its imports
                 self.proc.kill()

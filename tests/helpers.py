@@ -52,6 +52,23 @@ def popen(args, stderr_to_stdout=False):
                             text=True, preexec_fn=default_sigint)
 
 
+def torchrun(ranks, port, argv, env=None, timeout=400):
+    """``torchrun --nproc_per_node=RANKS --master_port=PORT SCRIPT ARGS...`` (``argv``: the
+    script and its arguments) from the project's folder, its output captured (a
+    CompletedProcess). Forked as ``cli`` forks a command: the launcher, and each worker through
+    its stand-in (``tests/forked_worker.py``); fresh interpreters where forking is off."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    launch = ["-m", "torch.distributed.run", f"--nproc_per_node={ranks}", f"--master_port={port}"]
+    if not forkrun.ENABLED:
+        return subprocess.run([sys.executable, *launch, *argv], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+    env["RECCE_TESTS_RELAY"] = forkrun.SERVER_PROCESS.relay()
+    return forkrun.SERVER_PROCESS.run(
+        [*launch, os.path.join(ROOT, "tests", "forked_worker.py"), *argv], ROOT, timeout=timeout,
+        env=env)
+
+
 def forked_runner(run_child):
     """``experiments.reproduce.run_child`` as the tests run it: a ``python <script> ...`` command
     is forked as ``cli`` forks one (its output on stderr), anything else (torchrun) goes to

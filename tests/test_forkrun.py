@@ -1,6 +1,8 @@
 """The tests' runner of commands (tests/forkrun.py) gives what a fresh interpreter gives."""
 import os
+import signal
 import subprocess
+import sys
 import time
 
 import forkrun
@@ -56,3 +58,76 @@ def test_a_command_past_its_time_is_killed_with_its_workers(tmp_path):
         time.sleep(0.1)
     (tmp_path / "after.py").write_text("print('the next command runs')\n")
     assert cli([str(tmp_path / "after.py")]).stdout == "the next command runs\n"
+
+
+def test_python_dash_m_as_a_fresh_interpreter_runs_it(tmp_path):
+    (tmp_path / "modx.py").write_text("import os, sys\n"
+                                      "print(sys.argv, sys.path[0] == os.getcwd(), __name__)\n"
+                                      "sys.exit(4)\n")
+    forked = forkrun.SERVER_PROCESS.run(["-m", "modx", "a", "b"], tmp_path, timeout=60)
+    fresh = subprocess.run([sys.executable, "-m", "modx", "a", "b"], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=60)
+    assert (forked.returncode, forked.stdout, forked.stderr) == \
+        (fresh.returncode, fresh.stdout, fresh.stderr) == \
+        (4, f"[{str(tmp_path / 'modx.py')!r}, 'a', 'b'] True __main__\n", "")
+
+
+def _stand_in(script, *args, relay=True):
+    env = {**os.environ, "FORKRUN_TEST": "seen"}
+    if relay:
+        env["RECCE_TESTS_RELAY"] = forkrun.SERVER_PROCESS.relay()
+    return subprocess.Popen([sys.executable, os.path.join(ROOT, "tests", "forked_worker.py"),
+                             str(script), *args], cwd=script.parent, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def test_a_stand_in_ends_as_its_command_and_passes_on_signals(tmp_path):
+    """What torchrun sees of a worker run through tests/forked_worker.py: its output, exit
+    status, a signal it was sent, the signal that killed it; and without the relay the command
+    itself, as torchrun runs it (python -u)."""
+    script = tmp_path / "w.py"
+    (tmp_path / "ready").mkdir()
+    script.write_text(
+        "import os, signal, sys, time\n"
+        "print('out', os.environ['FORKRUN_TEST'], os.getcwd(), sys.stdout.write_through)\n"
+        "print('err', file=sys.stderr)\n"
+        "if sys.argv[1] == 'term':\n"
+        "    signal.signal(signal.SIGTERM, lambda *a: sys.exit(3))\n"
+        "    open(os.path.join('ready', str(os.getpid())), 'w').close()\n"
+        "    time.sleep(60)\n"
+        "if sys.argv[1] == 'kill': os.kill(os.getpid(), signal.SIGKILL)\n"
+        "sys.exit(int(sys.argv[1]))\n")
+    for relay in (True, False):
+        proc = _stand_in(script, "5", relay=relay)
+        out, err = proc.communicate(timeout=60)
+        assert (proc.returncode, out, err) == (5, f"out seen {tmp_path} True\n", "err\n")
+    proc = _stand_in(script, "kill")
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    proc = _stand_in(script, "term")
+    deadline = time.monotonic() + 60
+    while not os.listdir(tmp_path / "ready"):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    child = int(os.listdir(tmp_path / "ready")[0])
+    assert child != proc.pid  # forked by the server
+    proc.terminate()
+    assert proc.communicate(timeout=60)[0].startswith("out") and proc.returncode == 3
+
+
+def test_a_stand_in_killed_takes_its_command_with_it(tmp_path):
+    script = tmp_path / "w.py"
+    script.write_text("import os, time\n"
+                      f"open({str(tmp_path / 'pid')!r}, 'w').write(str(os.getpid()))\n"
+                      "time.sleep(60)\n")
+    proc = _stand_in(script)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "pid").exists() or not (tmp_path / "pid").read_text():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.kill()
+    proc.communicate(timeout=60)
+    stat = f"/proc/{(tmp_path / 'pid').read_text()}/stat"
+    while os.path.exists(stat) and open(stat).read().split(") ")[1][0] != "Z":
+        assert time.monotonic() < deadline, "the command still runs"
+        time.sleep(0.1)

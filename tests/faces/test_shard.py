@@ -4,7 +4,6 @@ import csv
 import filecmp
 import json
 import os
-import subprocess
 import sys
 
 import cv2
@@ -309,14 +308,9 @@ def test_video_and_photo_shards_then_merge_give_the_records_of_one_process(check
 # -- torchrun: 2 and 3 ranks (gloo) against one process ----------------------------------------
 
 def _torchrun(ranks, port, what, argv, kill=None):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("RECCE_TEST_KILL", None)
-    if kill:
-        env["RECCE_TEST_KILL"] = kill
-    return subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={ranks}",
-         f"--master_port={port}", os.path.join(ROOT, "tests", "shard_worker.py"), what, *argv],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
+    from helpers import torchrun
+    return torchrun(ranks, port, [os.path.join(ROOT, "tests", "shard_worker.py"), what, *argv],
+                    env={"RECCE_TEST_KILL": kill or ""})
 
 
 @pytest.mark.slow

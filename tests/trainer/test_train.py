@@ -173,14 +173,12 @@ def test_train_py_prints_one_line_for_user_errors(tmp_path):
 def _torchrun(tmp_path, cfg_path, port, env=None, opts=()):
     """tests/ddp_worker.py on 2 ranks: (the process, each rank's dump); with a list of configs,
     run one after the other by the same ranks, a list of those pairs."""
+    from helpers import torchrun
     out = tmp_path / "dump"
-    env = {**os.environ, "RECCE_TEST_DUMP": str(out), "OMP_NUM_THREADS": "1", **(env or {})}
     several = isinstance(cfg_path, list)
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-         f"--master_port={port}", os.path.join(ROOT, "tests", "ddp_worker.py"),
-         os.pathsep.join(cfg_path) if several else cfg_path, *opts],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
+    proc = torchrun(2, port, [os.path.join(ROOT, "tests", "ddp_worker.py"),
+                              os.pathsep.join(cfg_path) if several else cfg_path, *opts],
+                    env={"RECCE_TEST_DUMP": str(out), **(env or {})})
     assert proc.returncode == 0, proc.stderr[-3000:]
     if several:
         return proc, [[torch.load(f"{out}{i}-{r}.pt", weights_only=True) for r in (0, 1)]
