@@ -1,5 +1,8 @@
 """The worker processes of the server and the thread that watches them: a worker that dies (killed,
-out of memory) fails the job it held with the reason, and a new worker takes its place."""
+out of memory) fails the job it held with the reason, and a new worker takes its place: at once
+where it had started, after ``RESPAWN_PAUSE`` where it died starting (a worker that cannot load its
+model is not restarted in a tight loop). At a stop, a worker still starting holds no job: it is
+ended at once rather than waited for."""
 import multiprocessing
 import os
 import sys
@@ -8,7 +11,7 @@ import time
 
 from .worker import worker_main
 
-RESPAWN_PAUSE = 2.0  # seconds before a worker that died is replaced
+RESPAWN_PAUSE = 2.0  # seconds before a worker that died starting is replaced
 
 
 class Workers:
@@ -20,15 +23,23 @@ class Workers:
         self.ctx = multiprocessing.get_context("spawn")
         self.stop_event = self.ctx.Event()
         self.procs = []
+        self.ready = {}  # process id -> the Event the worker sets once it has started
         self.watching = threading.Event()
         self.thread = None
 
     def _spawn(self):
+        ready = self.ctx.Event()
         p = self.ctx.Process(target=worker_main, daemon=True, name="recce-worker",
                              args=(self.store.data, self.checkpoint, self.options,
-                                   self.model_info, os.getpid(), self.stop_event))
+                                   self.model_info, os.getpid(), self.stop_event, ready))
         p.start()
+        self.ready[p.pid] = ready
         return p
+
+    def started(self, p):
+        """Whether worker ``p`` has loaded what it needs and may hold a job."""
+        ready = self.ready.get(p.pid)
+        return ready is None or ready.is_set()
 
     def start(self):
         self.procs = [self._spawn() for _ in range(self.count)]
@@ -52,7 +63,9 @@ class Workers:
                 print(f"worker {p.pid} stopped ({how})"
                       + ("; its job failed" if failed else "") + "; starting another",
                       file=sys.stderr, flush=True)
-                time.sleep(RESPAWN_PAUSE)
+                if not self.started(p):
+                    time.sleep(RESPAWN_PAUSE)
+                self.ready.pop(p.pid, None)
                 if self.watching.is_set():
                     self.procs[k] = self._spawn()
             time.sleep(0.3)
@@ -61,6 +74,8 @@ class Workers:
         self.watching.clear()
         self.stop_event.set()
         for p in self.procs:
+            if not self.started(p):  # still starting (stop_event is set: it claims no job)
+                p.terminate()  # our own worker, by its handle
             p.join(timeout)
             if p.is_alive():
                 p.terminate()  # our own worker, by its handle

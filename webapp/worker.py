@@ -265,9 +265,9 @@ def worker_loop(store, predictors, stop, worker=None, model_info=None, parent=No
         run_job(store, job, predictors, model_info, parent)
 
 
-def worker_main(data, checkpoint, options, model_info, parent, stop):
-    """The target of a worker process (``multiprocessing``, spawned): load the model, then
-    ``worker_loop``."""
+def worker_main(data, checkpoint, options, model_info, parent, stop, ready=None):
+    """The target of a worker process (``multiprocessing``, spawned): load the model, set
+    ``ready`` (an Event: from then on it may hold a job), then ``worker_loop``."""
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the server, which stops us
@@ -280,6 +280,8 @@ def worker_main(data, checkpoint, options, model_info, parent, stop):
     except UserError as exc:
         print(f"error: worker: {one_line(exc)}", file=sys.stderr, flush=True)
         sys.exit(2)
+    if ready is not None:
+        ready.set()
     worker_loop(store, predictors, stop, os.getpid(), model_info, parent)
 
 
