@@ -1,9 +1,6 @@
 """trainer/checkpoint.py: atomic saves and their temporary files, pruning the best checkpoints,
 the run lock."""
 import os
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
@@ -47,22 +44,30 @@ def test_keep_best_prunes_only_its_own_files(tmp_path):
 def test_a_killed_run_s_orphaned_workers_do_not_hold_its_lock(tmp_path):
     """The lock is a POSIX record lock: a child forked while it is held (a DataLoader worker)
     does not hold it, so a run killed with its workers still alive can be resumed at once."""
+    from helpers import cli
     from trainer.checkpoint import RunLock
     lock = RunLock(str(tmp_path))
     with pytest.raises(UserError, match="in use by another run \\(this process\\)"):
         RunLock(str(tmp_path))
+    script = tmp_path / "take.py"
+    script.write_text("import sys\n"
+                      f"sys.path.insert(0, {str(ROOT)!r})\n"
+                      "from trainer.checkpoint import RunLock\n"
+                      "RunLock(sys.argv[1])\n")
+    done_r, done_w = os.pipe()
     pid = os.fork()
-    if pid == 0:  # the "worker": outlives the lock's owner for a while
-        time.sleep(3)
+    if pid == 0:  # the "worker": outlives the lock's owner, until the test is done
+        os.close(done_w)
+        os.read(done_r, 1)
         os._exit(0)
+    os.close(done_r)
     try:
-        holder = subprocess.run([sys.executable, "-c", (
-            "import sys; sys.path.insert(0, sys.argv[1]);"
-            "from trainer.checkpoint import RunLock; RunLock(sys.argv[2])")
-            , str(ROOT), str(tmp_path)], capture_output=True, text=True)
+        holder = cli([str(script), str(tmp_path)])
         assert holder.returncode != 0 and "in use by another run" in holder.stderr
         lock.release()  # the owner goes; its forked child lives on
-        again = subprocess.run(holder.args, capture_output=True, text=True)
+        assert os.waitpid(pid, os.WNOHANG) == (0, 0)
+        again = cli([str(script), str(tmp_path)])
         assert again.returncode == 0, again.stderr
     finally:
+        os.close(done_w)
         os.waitpid(pid, 0)
