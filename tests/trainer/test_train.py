@@ -115,15 +115,15 @@ def _params(model):
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, demo_root):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    whole = Trainer(load_config(_config(tmp_path / "a", demo_root, steps=6, val_steps=3)))
+    whole = Trainer(load_config(_config(tmp_path / "a", demo_root, steps=4, val_steps=2)))
     whole.fit()
     whole.close()
-    first = Trainer(load_config(_config(tmp_path / "b", demo_root, steps=3, val_steps=3)))
+    first = Trainer(load_config(_config(tmp_path / "b", demo_root, steps=2, val_steps=2)))
     first.fit()
     first.close()
-    second = Trainer(load_config(_config(tmp_path / "b", demo_root, steps=6, val_steps=3,
+    second = Trainer(load_config(_config(tmp_path / "b", demo_root, steps=4, val_steps=2,
                                          extra={"resume": True})))
-    assert second.step == 3
+    assert second.step == 2
     second.fit()
     a, b = _params(whole.model), _params(second.model)
     assert all(torch.equal(a[k], b[k]) for k in a)
