@@ -21,7 +21,10 @@ conn.connect(relay)
 conn.sendall(json.dumps({"argv": argv, "cwd": os.getcwd(), "env": env,
                          "pid": os.getpid()}).encode() + b"\n")
 replies = conn.makefile("r", encoding="utf-8")
-child = json.loads(replies.readline())["pid"]
+line = replies.readline()
+if not line:
+    sys.exit(f"forked_worker: the fork server did not start {' '.join(argv)}")
+child = json.loads(line)["pid"]
 
 
 def forward(sig, frame):

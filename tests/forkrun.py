@@ -312,8 +312,11 @@ class ForkServer:
         with conn:
             req = json.loads(conn.makefile("r", encoding="utf-8").readline())
             fds = f"/proc/{req.pop('pid')}/fd"
-            pid = self.send({**req, "stdin": os.devnull, "stdout": f"{fds}/1",
-                             "stderr": f"{fds}/2", "append": True})
+            try:
+                pid = self.send({**req, "stdin": os.devnull, "stdout": f"{fds}/1",
+                                 "stderr": f"{fds}/2", "append": True})
+            except RuntimeError:  # the server is gone: the stand-in says so
+                return
             conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
             while True:
                 with self.changed:
