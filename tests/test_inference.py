@@ -79,6 +79,7 @@ class Writes:
         pass
 
 
+@pytest.mark.slow
 def test_each_result_line_is_one_write(ckpt, faces, hopper_media, monkeypatch):
     """Ranks under torchrun share one console and run unbuffered: a line written in pieces tears
     into another rank's."""

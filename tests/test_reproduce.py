@@ -714,6 +714,7 @@ def test_reproduce_deepfakebench_table_uses_its_grouping_and_averages(shared_nam
     assert f"| {mean:.2f} | 6 of 6 |" in full
 
 
+@pytest.mark.slow
 def test_reproduce_says_the_passes_and_precision_of_each_recipe(tmp_path):
     """The data check prints each training run's length in passes over the data it finds and its
     precision: DeepfakeBench's recipe 11 passes of 3,600 steps in fp32 (here 1 step a pass)."""

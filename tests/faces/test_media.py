@@ -208,6 +208,7 @@ SIDE, TOP = 128, 28 + 22  # at -s 32 a panel is 128 px; above it the score and i
 FOOT = 40  # beneath a map: its colour bar, its ends and its scale
 
 
+@pytest.mark.slow
 def test_panels_show_both_maps_for_recce_and_grad_cam_alone_for_xception(media, tmp_path, capsys):
     """inference.py -v: face | reconstruction | difference | Grad-CAM for RECCE, face | Grad-CAM
     for Xception; the Grad-CAM panel is this face's map on its 0-1 scale, and a colour bar is

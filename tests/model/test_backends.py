@@ -105,6 +105,7 @@ def test_the_cache_follows_the_weights_never_the_path(plugin_ckpt, faces, cache,
     assert newest.stat().st_size > 100
 
 
+@pytest.mark.slow
 def test_maps_use_the_eager_model_on_every_backend(plugin_ckpt, faces, tmp_path):
     det, probs = _predict(plugin_ckpt, faces, backend="onnxruntime")
     names = [f"{i}.png" for i in range(5)]

@@ -696,6 +696,7 @@ def test_serve_py_a_killed_worker_fails_its_job_and_a_killed_server_leaves_it_in
     assert "1 job(s) interrupted by the last stop" in out
 
 
+@pytest.mark.slow
 def test_the_verdict_is_published_before_its_evidence(server, files, monkeypatch):
     seen = []
     publish = server.store.publish
@@ -719,6 +720,7 @@ def test_the_verdict_is_published_before_its_evidence(server, files, monkeypatch
     assert done["seconds"]["verdict"] <= done["seconds"]["total"]
 
 
+@pytest.mark.slow
 def test_another_detector_serves(tmp_path, files, make_checkpoint):
     """Any detector the project loads: here the Xception baseline (no reconstruction: Grad-CAM
     only in its heat maps)."""
