@@ -64,9 +64,19 @@ def run(req):
     os.chdir(req["cwd"])
     os.environ.clear()
     os.environ.update(req["env"])
-    # the streams as the interpreter makes them: unbuffered under PYTHONUNBUFFERED, stderr
-    # line-buffered
-    raw = bool(os.environ.get("PYTHONUNBUFFERED"))
+    # what a fresh interpreter starts with: random seeds of its own, OMP_NUM_THREADS as read
+    # when torch loads
+    if "numpy" in sys.modules:
+        sys.modules["numpy"].random.seed()
+    if "torch" in sys.modules:
+        torch = sys.modules["torch"]
+        torch.default_generator.seed()
+        threads = os.environ.get("OMP_NUM_THREADS", "")
+        if threads.isdigit() and int(threads) > 0:
+            torch.set_num_threads(int(threads))
+    # the streams as the interpreter makes them: unbuffered under PYTHONUNBUFFERED (or
+    # python -u), stderr line-buffered
+    raw = bool(os.environ.get("PYTHONUNBUFFERED")) or bool(req.get("unbuffered"))
     sys.stdin = open(0, "r", closefd=False)
     sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), write_through=True) if raw \
         else open(1, "w", closefd=False)
@@ -78,7 +88,7 @@ def run(req):
     if module:
         sys.argv = sys.argv[1:]
     sys.path[0] = os.getcwd() if module else os.path.dirname(os.path.abspath(sys.argv[0]))
-    code = 0
+    code, interrupted = 0, False
     try:
         if module:
             runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
@@ -97,12 +107,15 @@ def run(req):
         while tb is not None and os.path.abspath(tb.tb_frame.f_code.co_filename) != script:
             tb = tb.tb_next
         traceback.print_exception(type(e), e, tb or e.__traceback__)
-        code = 1
+        code, interrupted = 1, isinstance(e, KeyboardInterrupt)
     try:
         threading._shutdown()
         atexit._run_exitfuncs()
         sys.stdout.flush()
         sys.stderr.flush()
+        if interrupted:  # as the interpreter ends on an uncaught Ctrl-C: killed by SIGINT
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGINT)
     finally:
         os._exit(code)
 
@@ -115,9 +128,9 @@ def reply(**kw):
         replies.write(json.dumps(kw) + "\n")
 
 
-def waiter(pid):
+def waiter(pid, rid):
     _, status = os.waitpid(pid, 0)
-    reply(ended=pid, code=os.waitstatus_to_exitcode(status))
+    reply(ended=pid, id=rid, code=os.waitstatus_to_exitcode(status))
 
 
 for line in requests:  # each command forked at once; a thread waits for each
@@ -130,7 +143,7 @@ for line in requests:  # each command forked at once; a thread waits for each
         finally:
             os._exit(70)
     reply(started=pid, id=req["id"])
-    threading.Thread(target=waiter, args=(pid,), daemon=True).start()
+    threading.Thread(target=waiter, args=(pid, req["id"]), daemon=True).start()
 """
 
 
@@ -150,8 +163,9 @@ class ForkedProcess:
             paths["stderr"] = None
         else:
             os.mkfifo(paths["stderr"])
-        self.pid = server.send({"argv": list(argv), "cwd": str(cwd),
-                                "env": dict(os.environ if env is None else env), **paths})
+        self.pid, self.id = server.send({"argv": list(argv), "cwd": str(cwd),
+                                         "env": dict(os.environ if env is None else env),
+                                         **paths})
         self.returncode, self._readers, self._read = None, None, {}
         # opened in the child's order: each open waits for the child's
         self.stdout = open(paths["stdout"], encoding="utf-8", errors="replace")
@@ -160,15 +174,15 @@ class ForkedProcess:
 
     def poll(self):
         if self.returncode is None:
-            self.returncode = self.server.ended.get(self.pid)
+            self.returncode = self.server.ended.get(self.id)
         return self.returncode
 
     def wait(self, timeout=None):
         with self.server.changed:
             if not self.server.changed.wait_for(
-                    lambda: self.pid in self.server.ended or self.server.dead, timeout):
+                    lambda: self.id in self.server.ended or self.server.dead, timeout):
                 raise subprocess.TimeoutExpired(self.args, timeout)
-        if self.pid not in self.server.ended:
+        if self.id not in self.server.ended:
             raise RuntimeError("the fork server stopped")
         return self.poll()
 
@@ -240,17 +254,15 @@ class ForkServer:
             with self.changed:
                 if "started" in msg:
                     self.started[msg["id"]] = msg["started"]
-                    self.ended.pop(msg["started"], None)  # the exit of an earlier process of
-                                                          # that number
-                else:
-                    self.ended[msg["ended"]] = msg["code"]
+                else:  # by request: a process number the system reuses names one process
+                    self.ended[msg["id"]] = msg["code"]
                 self.changed.notify_all()
         with self.changed:
             self.dead = True
             self.changed.notify_all()
 
     def send(self, request):
-        """Send a command; returns its process id once forked."""
+        """Send a command; returns (its process id, its request id) once forked."""
         self.start()
         with self.lock:
             self.used = True
@@ -264,7 +276,7 @@ class ForkServer:
                 raise RuntimeError("the fork server does not answer")
             if self.dead:
                 raise RuntimeError("the fork server stopped")
-            return self.started.pop(request["id"])
+            return self.started.pop(request["id"]), request["id"]
 
     def popen(self, argv, cwd, stderr_to_stdout=False):
         """``subprocess.Popen([python] + argv, cwd=cwd, stdout=PIPE, stderr=PIPE or STDOUT,
@@ -310,32 +322,39 @@ class ForkServer:
 
     def _relayed(self, conn):
         with conn:
-            req = json.loads(conn.makefile("r", encoding="utf-8").readline())
-            fds = f"/proc/{req.pop('pid')}/fd"
             try:
-                pid = self.send({**req, "stdin": os.devnull, "stdout": f"{fds}/1",
-                                 "stderr": f"{fds}/2", "append": True})
+                req = json.loads(conn.makefile("r", encoding="utf-8").readline())
+            except ValueError:  # the stand-in went before it asked
+                return
+            fds = f"/proc/{req.pop('pid')}/fd"
+            try:  # as torchrun runs a worker: python -u
+                pid, rid = self.send({**req, "stdin": os.devnull, "stdout": f"{fds}/1",
+                                      "stderr": f"{fds}/2", "append": True,
+                                      "unbuffered": True})
             except RuntimeError:  # the server is gone: the stand-in says so
                 return
-            conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
-            while True:
-                with self.changed:
-                    self.changed.wait_for(lambda: pid in self.ended or self.dead, 0.2)
-                    if pid in self.ended or self.dead:
-                        break
-                if select.select([conn], [], [], 0)[0] and not conn.recv(1):
-                    try:  # the stand-in was killed: its command goes with it
-                        os.killpg(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-                    return
             try:
-                conn.sendall(json.dumps({"code": self.ended.get(pid, 1)}).encode() + b"\n")
-            except OSError:
-                pass
+                conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+                while True:
+                    with self.changed:
+                        self.changed.wait_for(lambda: rid in self.ended or self.dead, 0.2)
+                        if rid in self.ended or self.dead:
+                            break
+                    if select.select([conn], [], [], 0)[0] and not conn.recv(1):
+                        raise ConnectionResetError  # the stand-in was killed
+                conn.sendall(json.dumps({"code": self.ended.get(rid, 1)}).encode() + b"\n")
+            except OSError:  # the stand-in is gone: its command goes with it
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
 
     def close(self):
         if self._relay is not None:
+            try:
+                self._relay[0].shutdown(socket.SHUT_RDWR)  # wakes the thread in accept()
+            except OSError:
+                pass
             self._relay[0].close()
             self._relay[1].cleanup()
             self._relay = None

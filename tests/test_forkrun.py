@@ -16,7 +16,8 @@ pytestmark = pytest.mark.skipif(not forkrun.ENABLED, reason="commands run in fre
 @pytest.mark.slow
 def test_a_forked_command_equals_a_fresh_interpreter(tmp_path):
     """Exit code, both streams, the script's folder first on sys.path, atexit and threads; a
-    failed check, an unhandled error and a SystemExit with a message."""
+    failed check, an unhandled error, an uncaught Ctrl-C (the interpreter ends killed by SIGINT)
+    and a SystemExit with a message."""
     script = tmp_path / "s.py"
     script.write_text(
         "import atexit, os, sys, threading\n"
@@ -27,14 +28,18 @@ def test_a_forked_command_equals_a_fresh_interpreter(tmp_path):
         "import plugin\n"
         "print(sys.stdin.read() or 'no input', file=sys.stderr)\n"
         "if sys.argv[1] == 'raise': raise ValueError('bad')\n"
+        "if sys.argv[1] == 'interrupt': raise KeyboardInterrupt\n"
         "if sys.argv[1] == 'message': sys.exit('a message')\n"
         "sys.exit(int(sys.argv[1]))\n")
     (tmp_path / "plugin.py").write_text("")
-    for args in (["0"], ["3"], ["raise"], ["message"]):
+    codes = []
+    for args in (["0"], ["3"], ["raise"], ["interrupt"], ["message"]):
         forked = cli([str(script)] + args, timeout=60)
         fresh = cli([str(script)] + args, timeout=60, fresh=True)
         assert forked.returncode == fresh.returncode and forked.stdout == fresh.stdout
         assert forked.stderr == fresh.stderr
+        codes.append(forked.returncode)
+    assert codes == [0, 3, 1, -signal.SIGINT, 1]
     assert "atexit ran" in forked.stdout and "thread ran" in forked.stdout
     assert f"['message'] True {ROOT} False" in forked.stdout  # the plugin of the last run is gone
     assert forked.returncode == 1 and "a message" in forked.stderr
@@ -72,8 +77,23 @@ def test_python_dash_m_as_a_fresh_interpreter_runs_it(tmp_path):
         (4, f"[{str(tmp_path / 'modx.py')!r}, 'a', 'b'] True __main__\n", "")
 
 
+def test_each_command_starts_with_seeds_of_its_own_and_its_omp_num_threads(tmp_path):
+    """What a fresh interpreter reads as it starts: its random seeds (numpy's and torch's), and
+    OMP_NUM_THREADS, which OpenMP read once when the server imported torch."""
+    script = tmp_path / "r.py"
+    script.write_text("import numpy, torch\n"
+                      "print(numpy.random.randint(1 << 30), torch.initial_seed(),"
+                      " torch.get_num_threads())\n")
+    runs = [forkrun.SERVER_PROCESS.run([str(script)], tmp_path, timeout=60,
+                                       env={**os.environ, "OMP_NUM_THREADS": "1"}).stdout.split()
+            for _ in range(2)]
+    assert runs[0][2] == runs[1][2] == "1"
+    assert runs[0][0] != runs[1][0] and runs[0][1] != runs[1][1]
+
+
 def _stand_in(script, *args, relay=True):
     env = {**os.environ, "FORKRUN_TEST": "seen"}
+    env.pop("PYTHONUNBUFFERED", None)  # python -u is the stand-in's to give
     if relay:
         env["RECCE_TESTS_RELAY"] = forkrun.SERVER_PROCESS.relay()
     return subprocess.Popen([sys.executable, os.path.join(ROOT, "tests", "forked_worker.py"),
@@ -127,6 +147,30 @@ def test_a_stand_in_killed_takes_its_command_with_it(tmp_path):
         time.sleep(0.05)
     proc.kill()
     proc.communicate(timeout=60)
+    stat = f"/proc/{(tmp_path / 'pid').read_text()}/stat"
+    while os.path.exists(stat) and open(stat).read().split(") ")[1][0] != "Z":
+        assert time.monotonic() < deadline, "the command still runs"
+        time.sleep(0.1)
+
+
+def test_a_stand_in_whose_launcher_is_killed_kills_its_command(tmp_path):
+    """A torchrun launch killed past its time: its workers' stand-ins see their parent go and
+    kill their commands (nothing keeps the launch's output open)."""
+    script = tmp_path / "w.py"
+    script.write_text("import os, time\n"
+                      f"open({str(tmp_path / 'pid')!r}, 'w').write(str(os.getpid()))\n"
+                      "time.sleep(60)\n")
+    env = {**os.environ, "RECCE_TESTS_RELAY": forkrun.SERVER_PROCESS.relay()}
+    launcher = subprocess.Popen(
+        [sys.executable, "-c", "import subprocess, sys, time; subprocess.Popen(sys.argv[1:]);"
+         " time.sleep(60)", sys.executable, os.path.join(ROOT, "tests", "forked_worker.py"),
+         str(script)], env=env)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "pid").exists() or not (tmp_path / "pid").read_text():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    launcher.kill()
+    launcher.wait()
     stat = f"/proc/{(tmp_path / 'pid').read_text()}/stat"
     while os.path.exists(stat) and open(stat).read().split(") ")[1][0] != "Z":
         assert time.monotonic() < deadline, "the command still runs"
