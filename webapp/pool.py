@@ -7,7 +7,6 @@ import multiprocessing
 import os
 import sys
 import threading
-import time
 
 from .worker import worker_main
 
@@ -23,12 +22,14 @@ class Workers:
         self.ctx = multiprocessing.get_context("spawn")
         self.stop_event = self.ctx.Event()
         self.procs = []
-        self.ready = {}  # process id -> the Event the worker sets once it has started
-        self.watching = threading.Event()
+        # process id -> a shared byte the worker sets to 1 once it has started (no lock: a worker
+        # killed while setting it cannot leave one held)
+        self.ready = {}
+        self.halt = threading.Event()  # set by stop: the watch ends, a pause is cut short
         self.thread = None
 
     def _spawn(self):
-        ready = self.ctx.Event()
+        ready = self.ctx.RawValue("b", 0)
         p = self.ctx.Process(target=worker_main, daemon=True, name="recce-worker",
                              args=(self.store.data, self.checkpoint, self.options,
                                    self.model_info, os.getpid(), self.stop_event, ready))
@@ -39,11 +40,10 @@ class Workers:
     def started(self, p):
         """Whether worker ``p`` has loaded what it needs and may hold a job."""
         ready = self.ready.get(p.pid)
-        return ready is None or ready.is_set()
+        return ready is None or bool(ready.value)
 
     def start(self):
         self.procs = [self._spawn() for _ in range(self.count)]
-        self.watching.set()
         self.thread = threading.Thread(target=self._watch, daemon=True, name="recce-watch")
         self.thread.start()
         return self
@@ -52,9 +52,9 @@ class Workers:
         return sum(p.is_alive() for p in self.procs)
 
     def _watch(self):
-        while self.watching.is_set():
+        while not self.halt.is_set():
             for k, p in enumerate(self.procs):
-                if p.is_alive() or not self.watching.is_set():
+                if p.is_alive() or self.halt.is_set():
                     continue
                 code = p.exitcode
                 how = f"killed by signal {-code}" if code and code < 0 else f"exit status {code}"
@@ -64,15 +64,17 @@ class Workers:
                       + ("; its job failed" if failed else "") + "; starting another",
                       file=sys.stderr, flush=True)
                 if not self.started(p):
-                    time.sleep(RESPAWN_PAUSE)
+                    self.halt.wait(RESPAWN_PAUSE)
                 self.ready.pop(p.pid, None)
-                if self.watching.is_set():
+                if not self.halt.is_set():
                     self.procs[k] = self._spawn()
-            time.sleep(0.3)
+            self.halt.wait(0.3)
 
     def stop(self, timeout=5.0):
-        self.watching.clear()
+        self.halt.set()
         self.stop_event.set()
+        if self.thread is not None:  # no worker started behind this loop's back
+            self.thread.join(10)
         for p in self.procs:
             if not self.started(p):  # still starting (stop_event is set: it claims no job)
                 p.terminate()  # our own worker, by its handle

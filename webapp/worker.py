@@ -267,7 +267,7 @@ def worker_loop(store, predictors, stop, worker=None, model_info=None, parent=No
 
 def worker_main(data, checkpoint, options, model_info, parent, stop, ready=None):
     """The target of a worker process (``multiprocessing``, spawned): load the model, set
-    ``ready`` (an Event: from then on it may hold a job), then ``worker_loop``."""
+    ``ready`` (a shared value, to 1: from then on it may hold a job), then ``worker_loop``."""
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the server, which stops us
@@ -281,7 +281,7 @@ def worker_main(data, checkpoint, options, model_info, parent, stop, ready=None)
         print(f"error: worker: {one_line(exc)}", file=sys.stderr, flush=True)
         sys.exit(2)
     if ready is not None:
-        ready.set()
+        ready.value = 1
     worker_loop(store, predictors, stop, os.getpid(), model_info, parent)
 
 

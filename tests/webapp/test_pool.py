@@ -46,9 +46,7 @@ def _workers(procs, started):
     w = pool.Workers(Store(), "best_model_1.bin", {}, {}, len(procs))
     w.procs = procs
     for p, s in zip(procs, started):
-        w.ready[p.pid] = threading.Event()
-        if s:
-            w.ready[p.pid].set()
+        w.ready[p.pid] = types.SimpleNamespace(value=int(s))
     return w
 
 
@@ -61,19 +59,55 @@ def test_a_stop_ends_a_worker_still_starting_at_once():
     assert w.stop_event.is_set() and w.store.interrupted == 1
 
 
+class Halt:
+    """The watch's halt event, recording its waits; set once the watch has started a worker."""
+
+    def __init__(self):
+        self.waits, self.done = [], False
+
+    def is_set(self):
+        return self.done
+
+    def wait(self, seconds):
+        self.waits.append(seconds)
+
+
 @pytest.mark.parametrize("started,pauses", [(True, []), (False, [pool.RESPAWN_PAUSE])])
 def test_a_dead_worker_is_replaced_at_once_unless_it_died_starting(monkeypatch, capsys, started,
                                                                    pauses):
     w = _workers([Proc(1, alive=False, exitcode=-9)], [started])
-    slept, new = [], Proc(2)
+    w.halt, new = Halt(), Proc(2)
 
     def spawn():
-        w.watching.clear()  # one round of the watch
+        w.halt.done = True  # one round of the watch
         return new
     monkeypatch.setattr(w, "_spawn", spawn)
-    monkeypatch.setattr(pool, "time", types.SimpleNamespace(sleep=slept.append))
-    w.watching.set()
     w._watch()
     assert w.procs == [new] and 1 not in w.ready
-    assert slept[:-1] == pauses  # then the watch's own poll
+    assert w.halt.waits[:-1] == pauses  # then the watch's own poll
     assert "worker 1 stopped (killed by signal 9); starting another" in capsys.readouterr().err
+
+
+def test_a_stop_waits_for_the_watch_so_no_worker_starts_behind_it():
+    w = _workers([], [])
+    w.start()
+    assert w.thread.is_alive()
+    w.stop()
+    assert not w.thread.is_alive()
+
+
+def test_the_worker_says_it_has_started_once_its_model_is_loaded(tmp_path, make_checkpoint,
+                                                                 monkeypatch):
+    """worker_main as a spawned worker runs it (here in the test's process, already stopped):
+    the model loaded, it sets its ready value before it looks for a job."""
+    from webapp.store import JobStore
+    from webapp.worker import worker_main
+    ckpt = make_checkpoint(tmp_path / "best_model_1.bin", config={"model": {"name": "Recce"}},
+                           spec=48)
+    JobStore(str(tmp_path / "data"))
+    monkeypatch.setattr("signal.signal", lambda *a: None)  # the worker's own SIGINT rule
+    monkeypatch.setenv("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    stop, ready = threading.Event(), types.SimpleNamespace(value=0)
+    stop.set()
+    worker_main(str(tmp_path / "data"), ckpt, {}, {}, None, stop, ready)
+    assert ready.value == 1
