@@ -400,6 +400,7 @@ def test_an_unknown_keyword_is_refused_before_the_checkpoint_is_read(ckpt, monke
         Predictor.from_checkpoint(ckpt, device="cpu", batchsize=4)
 
 
+@pytest.mark.slow
 def test_the_bounds_and_numpy_numbers_are_accepted(ckpt, hopper_media):
     """The control of the tables above: each bound itself is taken, and so are NumPy numbers and
     None (the default) where a keyword has one; an image size 0 is no longer the default."""

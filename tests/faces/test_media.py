@@ -245,6 +245,7 @@ def test_panels_show_both_maps_for_recce_and_grad_cam_alone_for_xception(media, 
         assert has_bar == [c >= cols - maps for c in range(cols)]
 
 
+@pytest.mark.slow
 def test_without_grad_cam_the_pictures_go_on_with_one_line(media, tmp_path, capsys, monkeypatch):
     """grad-cam missing (its import fails): one stderr line naming `pip install grad-cam`, said
     once; RECCE's panels keep the reconstruction difference, Xception's the face, the photo's

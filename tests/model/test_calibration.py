@@ -220,6 +220,7 @@ def test_calibrate_tool_writes_a_new_checkpoint_and_never_overwrites(data, capsy
     assert not (data["tmp"] / "x.bin").exists()
 
 
+@pytest.mark.slow
 def test_a_bare_state_dict_is_calibrated_into_a_self_describing_file(data, capsys):
     from tools import calibrate
     bare = data["tmp"] / "bare.pth"
@@ -567,6 +568,7 @@ def test_a_partial_calibration_scores_where_what_it_lacks_has_a_meaning(data, st
                                        "has no frame-level operating point fpr@0.01 (it has eer)\n")
 
 
+@pytest.mark.slow
 def test_calibrate_tool_replaces_a_tampered_calibration(data, stored, tmp_path, capsys):
     """The error's remedy works: tools/calibrate.py reads a file whose calibration is broken and
     writes a new one with a whole calibration; the given file keeps what it had."""

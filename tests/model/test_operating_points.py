@@ -104,6 +104,7 @@ def calibrated(tmp_path_factory, make_checkpoint):
             hopper_video(d / "hopper.avi", 6))
 
 
+@pytest.mark.slow
 def test_a_video_is_judged_by_the_video_level_point(calibrated, caplog):
     pytest.importorskip("dlib")
     from faces import Predictor
