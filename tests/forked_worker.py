@@ -14,6 +14,8 @@ import sys
 import threading
 import time
 
+from forkrun import kill_group  # standard library only: the stand-in still starts at once
+
 argv = sys.argv[1:]
 relay = os.environ.pop("RECCE_TESTS_RELAY", None)
 if not relay:
@@ -21,19 +23,11 @@ if not relay:
 launcher, child, pending = os.getppid(), None, []
 
 
-def kill_group(sig):
-    for kill in (os.killpg, os.kill):  # the group, or the command before it made its group
-        try:
-            return kill(child, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-
 def forward(sig, frame):
     if child is None:
         pending.append(sig)  # passed on once the command has started
     else:
-        kill_group(sig)
+        kill_group(child, sig)
 
 
 PASSED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
@@ -49,13 +43,13 @@ if not line:
     sys.exit(f"forked_worker: the fork server did not start {' '.join(argv)}")
 child = json.loads(line)["pid"]
 for sig in pending:
-    kill_group(sig)
+    kill_group(child, sig)
 
 
 def watch_launcher():
     while os.getppid() == launcher:
         time.sleep(0.5)
-    kill_group(signal.SIGKILL)  # the launcher was killed: so are its workers
+    kill_group(child)  # the launcher was killed: so are its workers
     os._exit(1)
 
 

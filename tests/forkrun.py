@@ -147,6 +147,16 @@ for line in requests:  # each command forked at once; a thread waits for each
 """
 
 
+def kill_group(pid, sig=signal.SIGKILL):
+    """``sig`` to process group ``pid`` (a forked command and its workers), or to the command
+    alone before it has made its group; nothing if it is gone."""
+    for kill in (os.killpg, os.kill):
+        try:
+            return kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
 class ForkedProcess:
     """A forked command with ``subprocess.Popen``'s manners (``pid``, ``stdout``, ``poll``,
     ``wait``, ``communicate``, ``send_signal``, ``terminate``, ``kill``, ``returncode``): its
@@ -219,10 +229,7 @@ class ForkedProcess:
         self.send_signal(signal.SIGKILL)
 
     def kill_group(self):
-        try:
-            os.killpg(self.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        kill_group(self.pid)
 
 
 class ForkServer:
@@ -337,17 +344,13 @@ class ForkServer:
                 conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
                 while True:
                     with self.changed:
-                        self.changed.wait_for(lambda: rid in self.ended or self.dead, 0.2)
-                        if rid in self.ended or self.dead:
+                        if self.changed.wait_for(lambda: rid in self.ended or self.dead, 0.2):
                             break
                     if select.select([conn], [], [], 0)[0] and not conn.recv(1):
                         raise ConnectionResetError  # the stand-in was killed
                 conn.sendall(json.dumps({"code": self.ended.get(rid, 1)}).encode() + b"\n")
             except OSError:  # the stand-in is gone: its command goes with it
-                try:
-                    os.killpg(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+                kill_group(pid)
 
     def close(self):
         if self._relay is not None:

@@ -13,6 +13,22 @@ from helpers import ROOT, cli
 pytestmark = pytest.mark.skipif(not forkrun.ENABLED, reason="commands run in fresh interpreters")
 
 
+def _pid_in(path, deadline):
+    """The process id a command wrote to ``path``, once it is there."""
+    while not path.exists() or not path.read_text():
+        assert time.monotonic() < deadline, f"no process id in {path}"
+        time.sleep(0.05)
+    return int(path.read_text())
+
+
+def _ends(pid, deadline, what):
+    """Waits until process ``pid`` has ended (gone, or a zombie its parent has yet to reap)."""
+    stat = f"/proc/{pid}/stat"
+    while os.path.exists(stat) and open(stat).read().split(") ")[1][0] != "Z":
+        assert time.monotonic() < deadline, f"{what} still runs"
+        time.sleep(0.1)
+
+
 @pytest.mark.slow
 def test_a_forked_command_equals_a_fresh_interpreter(tmp_path):
     """Exit code, both streams, the script's folder first on sys.path, atexit and threads; a
@@ -56,11 +72,7 @@ def test_a_command_past_its_time_is_killed_with_its_workers(tmp_path):
                       "time.sleep(60)\n")
     with pytest.raises(subprocess.TimeoutExpired):
         cli([str(script)], timeout=2)
-    stat = f"/proc/{(tmp_path / 'pid').read_text()}/stat"
-    deadline = time.monotonic() + 30
-    while os.path.exists(stat) and open(stat).read().split(") ")[1][0] != "Z":
-        assert time.monotonic() < deadline, "the command's worker still runs"
-        time.sleep(0.1)
+    _ends(int((tmp_path / "pid").read_text()), time.monotonic() + 30, "the command's worker")
     (tmp_path / "after.py").write_text("print('the next command runs')\n")
     assert cli([str(tmp_path / "after.py")]).stdout == "the next command runs\n"
 
@@ -91,6 +103,15 @@ def test_each_command_starts_with_seeds_of_its_own_and_its_omp_num_threads(tmp_p
     assert runs[0][0] != runs[1][0] and runs[0][1] != runs[1][1]
 
 
+def _sleeper(tmp_path):
+    """A script that writes its process id to ``tmp_path / "pid"``, then sleeps a minute."""
+    script = tmp_path / "w.py"
+    script.write_text("import os, time\n"
+                      f"open({str(tmp_path / 'pid')!r}, 'w').write(str(os.getpid()))\n"
+                      "time.sleep(60)\n")
+    return script
+
+
 def _stand_in(script, *args, relay=True):
     env = {**os.environ, "FORKRUN_TEST": "seen"}
     env.pop("PYTHONUNBUFFERED", None)  # python -u is the stand-in's to give
@@ -106,14 +127,13 @@ def test_a_stand_in_ends_as_its_command_and_passes_on_signals(tmp_path):
     status, a signal it was sent, the signal that killed it; and without the relay the command
     itself, as torchrun runs it (python -u)."""
     script = tmp_path / "w.py"
-    (tmp_path / "ready").mkdir()
     script.write_text(
         "import os, signal, sys, time\n"
         "print('out', os.environ['FORKRUN_TEST'], os.getcwd(), sys.stdout.write_through)\n"
         "print('err', file=sys.stderr)\n"
         "if sys.argv[1] == 'term':\n"
         "    signal.signal(signal.SIGTERM, lambda *a: sys.exit(3))\n"
-        "    open(os.path.join('ready', str(os.getpid())), 'w').close()\n"
+        f"    open({str(tmp_path / 'pid')!r}, 'w').write(str(os.getpid()))\n"
         "    time.sleep(60)\n"
         "if sys.argv[1] == 'kill': os.kill(os.getpid(), signal.SIGKILL)\n"
         "sys.exit(int(sys.argv[1]))\n")
@@ -125,53 +145,32 @@ def test_a_stand_in_ends_as_its_command_and_passes_on_signals(tmp_path):
     proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL
     proc = _stand_in(script, "term")
-    deadline = time.monotonic() + 60
-    while not os.listdir(tmp_path / "ready"):
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    child = int(os.listdir(tmp_path / "ready")[0])
-    assert child != proc.pid  # forked by the server
+    assert _pid_in(tmp_path / "pid", time.monotonic() + 60) != proc.pid  # forked by the server
     proc.terminate()
     assert proc.communicate(timeout=60)[0].startswith("out") and proc.returncode == 3
 
 
 def test_a_stand_in_killed_takes_its_command_with_it(tmp_path):
-    script = tmp_path / "w.py"
-    script.write_text("import os, time\n"
-                      f"open({str(tmp_path / 'pid')!r}, 'w').write(str(os.getpid()))\n"
-                      "time.sleep(60)\n")
+    script = _sleeper(tmp_path)
     proc = _stand_in(script)
     deadline = time.monotonic() + 60
-    while not (tmp_path / "pid").exists() or not (tmp_path / "pid").read_text():
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    command = _pid_in(tmp_path / "pid", deadline)
     proc.kill()
     proc.communicate(timeout=60)
-    stat = f"/proc/{(tmp_path / 'pid').read_text()}/stat"
-    while os.path.exists(stat) and open(stat).read().split(") ")[1][0] != "Z":
-        assert time.monotonic() < deadline, "the command still runs"
-        time.sleep(0.1)
+    _ends(command, deadline, "the command")
 
 
 def test_a_stand_in_whose_launcher_is_killed_kills_its_command(tmp_path):
     """A torchrun launch killed past its time: its workers' stand-ins see their parent go and
     kill their commands (nothing keeps the launch's output open)."""
-    script = tmp_path / "w.py"
-    script.write_text("import os, time\n"
-                      f"open({str(tmp_path / 'pid')!r}, 'w').write(str(os.getpid()))\n"
-                      "time.sleep(60)\n")
+    script = _sleeper(tmp_path)
     env = {**os.environ, "RECCE_TESTS_RELAY": forkrun.SERVER_PROCESS.relay()}
     launcher = subprocess.Popen(
         [sys.executable, "-c", "import subprocess, sys, time; subprocess.Popen(sys.argv[1:]);"
          " time.sleep(60)", sys.executable, os.path.join(ROOT, "tests", "forked_worker.py"),
          str(script)], env=env)
     deadline = time.monotonic() + 60
-    while not (tmp_path / "pid").exists() or not (tmp_path / "pid").read_text():
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    command = _pid_in(tmp_path / "pid", deadline)
     launcher.kill()
     launcher.wait()
-    stat = f"/proc/{(tmp_path / 'pid').read_text()}/stat"
-    while os.path.exists(stat) and open(stat).read().split(") ")[1][0] != "Z":
-        assert time.monotonic() < deadline, "the command still runs"
-        time.sleep(0.1)
+    _ends(command, deadline, "the command")
